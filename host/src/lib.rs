@@ -1,0 +1,2 @@
+//! Regent: a PostgreSQL high-availability supervisor.
+pub mod config;
