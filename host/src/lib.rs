@@ -1,2 +1,4 @@
 //! Regent: a PostgreSQL high-availability supervisor.
 pub mod config;
+pub mod dcs;
+pub mod ha;

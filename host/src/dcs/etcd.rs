@@ -1,0 +1,414 @@
+//! etcd v3 adapter: Patroni's key layout over `etcd-client`, every call under a deadline.
+
+use super::{Cluster, Failover, HistoryLine, MemberData, RawKv, Status, keys};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Notify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DcsError {
+    #[error("etcd request `{op}` timed out after {timeout:?} (endpoints: {endpoints})")]
+    Timeout {
+        op: &'static str,
+        timeout: Duration,
+        endpoints: String,
+    },
+    #[error("etcd request `{op}` failed: {source} (endpoints: {endpoints})")]
+    Etcd {
+        op: &'static str,
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd lease {0} has expired")]
+    LeaseExpired(i64),
+    #[error("no etcd lease has been granted yet")]
+    NoLease,
+    #[error("cannot encode value for key `{key}`: {source}")]
+    Encode {
+        key: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, DcsError>;
+
+struct LeaseState {
+    id: i64,
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+}
+
+/// A handle to the cluster's keys in etcd. Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdDcs {
+    client: Client,
+    prefix: String,
+    endpoints: String,
+    timeout: Duration,
+    lease: Arc<Mutex<Option<LeaseState>>>,
+    /// Woken when the leader, status, config or failover key changes.
+    pub changed: Arc<Notify>,
+}
+
+impl EtcdDcs {
+    /// Connect and check the store answers (the client connects lazily, so a first request is made).
+    pub async fn connect(endpoints: &[String], prefix: &str, timeout: Duration) -> Result<EtcdDcs> {
+        let joined = endpoints.join(",");
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(2), timeout);
+        let client = deadline("connect", timeout, &joined, Client::connect(endpoints, Some(opts)))
+            .await?;
+        let dcs = EtcdDcs {
+            client,
+            prefix: prefix.to_string(),
+            endpoints: joined,
+            timeout,
+            lease: Arc::new(Mutex::new(None)),
+            changed: Arc::new(Notify::new()),
+        };
+        let mut c = dcs.client.clone();
+        dcs.call("status", c.status()).await?;
+        Ok(dcs)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, rel: &str) -> String {
+        format!("{}{}", self.prefix, rel)
+    }
+
+    async fn call<T, F>(&self, op: &'static str, fut: F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        deadline(op, self.timeout, &self.endpoints, fut).await
+    }
+
+    /// Read every key under the cluster prefix in one request.
+    pub async fn read_cluster(&self) -> Result<Cluster> {
+        let mut c = self.client.clone();
+        let resp = self
+            .call(
+                "range",
+                c.get(self.prefix.clone(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let kvs: Vec<(String, Vec<u8>, i64, i64)> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = std::str::from_utf8(kv.key()).ok()?;
+                let rel = key.strip_prefix(&self.prefix)?;
+                Some((
+                    rel.to_string(),
+                    kv.value().to_vec(),
+                    kv.lease(),
+                    kv.mod_revision(),
+                ))
+            })
+            .collect();
+        Ok(Cluster::from_kvs(
+            kvs.iter().map(|(k, v, l, m)| RawKv {
+                key: k,
+                value: v,
+                lease: *l,
+                mod_revision: *m,
+            }),
+            revision,
+        ))
+    }
+
+    /// The lease currently held by this process, if any.
+    pub async fn lease_id(&self) -> Option<i64> {
+        self.lease.lock().await.as_ref().map(|l| l.id)
+    }
+
+    /// Make sure we hold a live lease, renewing it. Returns the lease id and the instant the
+    /// renewal request was sent: the lease cannot expire before `sent + ttl`.
+    pub async fn refresh_lease(&self, ttl: u64) -> Result<(i64, Instant)> {
+        let mut guard = self.lease.lock().await;
+        if let Some(state) = guard.as_mut() {
+            match self.keepalive(state).await {
+                Ok(sent) => return Ok((state.id, sent)),
+                Err(DcsError::LeaseExpired(id)) => {
+                    tracing::warn!(lease = id, "etcd lease expired; granting a new one");
+                    *guard = None;
+                }
+                Err(e) => {
+                    state.stream = None;
+                    return Err(e);
+                }
+            }
+        }
+        let sent = Instant::now();
+        let mut c = self.client.clone();
+        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+        let resp = self.call("lease grant", c.lease_grant(ttl, None)).await?;
+        let id = resp.id();
+        *guard = Some(LeaseState { id, stream: None });
+        Ok((id, sent))
+    }
+
+    async fn keepalive(&self, state: &mut LeaseState) -> Result<Instant> {
+        if state.stream.is_none() {
+            let mut c = self.client.clone();
+            let pair = self
+                .call("lease keepalive", c.lease_keep_alive(state.id))
+                .await?;
+            state.stream = Some(pair);
+        }
+        let Some((keeper, stream)) = state.stream.as_mut() else {
+            return Err(DcsError::NoLease);
+        };
+        let sent = Instant::now();
+        self.call("lease keepalive", keeper.keep_alive()).await?;
+        let resp = self.call("lease keepalive", stream.message()).await?;
+        match resp {
+            Some(r) if r.ttl() > 0 => Ok(sent),
+            Some(_) => Err(DcsError::LeaseExpired(state.id)),
+            None => {
+                state.stream = None;
+                Err(DcsError::Etcd {
+                    op: "lease keepalive",
+                    endpoints: self.endpoints.clone(),
+                    source: etcd_client::Error::LeaseKeepAliveError("stream closed".into()),
+                })
+            }
+        }
+    }
+
+    async fn require_lease(&self) -> Result<i64> {
+        self.lease_id().await.ok_or(DcsError::NoLease)
+    }
+
+    /// Create the leader key if it does not exist (`create_revision == 0`).
+    pub async fn acquire_leader(&self, name: &str) -> Result<bool> {
+        let lease = self.require_lease().await?;
+        let key = self.key(keys::LEADER);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                name,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut c = self.client.clone();
+        Ok(self.call("acquire leader", c.txn(txn)).await?.succeeded())
+    }
+
+    /// Move the leader key to our current lease if it still holds our name (a restarted
+    /// supervisor re-attaching to its leadership).
+    pub async fn reattach_leader(&self, name: &str) -> Result<bool> {
+        let lease = self.require_lease().await?;
+        let key = self.key(keys::LEADER);
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, name)])
+            .and_then([TxnOp::put(
+                key,
+                name,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut c = self.client.clone();
+        Ok(self.call("reattach leader", c.txn(txn)).await?.succeeded())
+    }
+
+    /// Delete the leader key only if it still holds our name.
+    pub async fn release_leader(&self, name: &str) -> Result<bool> {
+        let key = self.key(keys::LEADER);
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, name)])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut c = self.client.clone();
+        Ok(self.call("release leader", c.txn(txn)).await?.succeeded())
+    }
+
+    /// Write our member key on our lease.
+    pub async fn touch_member(&self, name: &str, data: &MemberData) -> Result<()> {
+        let lease = self.require_lease().await?;
+        let value = serde_json::to_string(data).map_err(|source| DcsError::Encode {
+            key: "members",
+            source,
+        })?;
+        let mut c = self.client.clone();
+        self.call(
+            "put member",
+            c.put(
+                self.key(&format!("{}{name}", keys::MEMBERS)),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Race for the `initialize` key (create-if-absent with an empty value).
+    pub async fn race_initialize(&self) -> Result<bool> {
+        let key = self.key(keys::INITIALIZE);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, "", None)]);
+        let mut c = self.client.clone();
+        Ok(self.call("race initialize", c.txn(txn)).await?.succeeded())
+    }
+
+    pub async fn write_initialize(&self, sysid: &str) -> Result<()> {
+        self.put_plain("put initialize", keys::INITIALIZE, sysid.to_string())
+            .await
+    }
+
+    /// Give up a lost bootstrap race so another node can bootstrap.
+    pub async fn delete_initialize(&self) -> Result<()> {
+        let mut c = self.client.clone();
+        self.call("delete initialize", c.delete(self.key(keys::INITIALIZE), None))
+            .await?;
+        Ok(())
+    }
+
+    /// Write the dynamic configuration; with `cas`, only if its mod_revision still matches.
+    pub async fn write_config(&self, config: &Value, cas: Option<i64>) -> Result<bool> {
+        let value = config.to_string();
+        let key = self.key(keys::CONFIG);
+        let mut c = self.client.clone();
+        match cas {
+            Some(rev) => {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::put(key, value, None)]);
+                Ok(self.call("cas config", c.txn(txn)).await?.succeeded())
+            }
+            None => {
+                self.call("put config", c.put(key, value, None)).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Write the config only if no config key exists yet (bootstrap seeding).
+    pub async fn seed_config(&self, config: &Value) -> Result<bool> {
+        let key = self.key(keys::CONFIG);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, config.to_string(), None)]);
+        let mut c = self.client.clone();
+        Ok(self.call("seed config", c.txn(txn)).await?.succeeded())
+    }
+
+    pub async fn write_status(&self, status: &Status) -> Result<()> {
+        let value = serde_json::to_string(status).map_err(|source| DcsError::Encode {
+            key: "status",
+            source,
+        })?;
+        self.put_plain("put status", keys::STATUS, value).await
+    }
+
+    pub async fn write_history(&self, history: &[HistoryLine]) -> Result<()> {
+        let value = Value::Array(history.iter().map(HistoryLine::to_json).collect());
+        self.put_plain("put history", keys::HISTORY, value.to_string())
+            .await
+    }
+
+    /// Clear a switchover/failover request (Patroni writes `{}`).
+    pub async fn clear_failover(&self) -> Result<()> {
+        let value = serde_json::to_string(&Failover::default()).map_err(|source| {
+            DcsError::Encode {
+                key: "failover",
+                source,
+            }
+        })?;
+        self.put_plain("clear failover", keys::FAILOVER, value).await
+    }
+
+    async fn put_plain(&self, op: &'static str, rel: &str, value: String) -> Result<()> {
+        let mut c = self.client.clone();
+        self.call(op, c.put(self.key(rel), value, None)).await?;
+        Ok(())
+    }
+
+    /// Watch the cluster prefix forever, waking `changed` whenever the leader key is deleted or
+    /// changes (or the status/config/failover keys change). Re-establishes the watch on errors.
+    pub async fn watch_forever(self) {
+        let interesting = [
+            self.key(keys::LEADER),
+            self.key(keys::CONFIG),
+            self.key(keys::FAILOVER),
+            self.key(keys::STATUS),
+        ];
+        loop {
+            let mut c = self.client.clone();
+            let started = c
+                .watch(
+                    self.prefix.clone(),
+                    Some(WatchOptions::new().with_prefix()),
+                )
+                .await;
+            let mut stream = match started {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "etcd watch failed to start; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            // Anything may have happened while the watch was down.
+            self.changed.notify_one();
+            loop {
+                match stream.message().await {
+                    Ok(Some(resp)) => {
+                        let wake = resp.events().iter().any(|ev| {
+                            ev.kv().is_some_and(|kv| {
+                                let k = kv.key();
+                                interesting.iter().any(|i| i.as_bytes() == k)
+                                    && (ev.event_type() == EventType::Delete
+                                        || !k.ends_with(keys::STATUS.as_bytes()))
+                            })
+                        });
+                        if wake {
+                            self.changed.notify_one();
+                        }
+                        if resp.canceled() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "etcd watch stream broke; re-establishing");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn deadline<T, F>(op: &'static str, timeout: Duration, endpoints: &str, fut: F) -> Result<T>
+where
+    F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(DcsError::Etcd {
+            op,
+            endpoints: endpoints.to_string(),
+            source,
+        }),
+        Err(_) => Err(DcsError::Timeout {
+            op,
+            timeout,
+            endpoints: endpoints.to_string(),
+        }),
+    }
+}

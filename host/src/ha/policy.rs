@@ -1,0 +1,194 @@
+//! The `Policy` trait: who may be promoted and what counts as healthy.
+//!
+//! The decision core asks the policy to rank the candidates of an election; the built-in
+//! [`DefaultPolicy`] follows Patroni's rules. WebAssembly policies implement the same trait.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Why an election is being held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ElectionReason {
+    /// The leader key expired or was deleted.
+    LeaderLost,
+    /// A fresh cluster with no leader yet.
+    NoLeader,
+}
+
+/// One member as the election sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateView {
+    pub name: String,
+    /// `primary`, `replica`, ...
+    pub role: String,
+    /// Patroni's state string (`running`, ...).
+    pub state: String,
+    pub timeline: Option<u32>,
+    /// `max(received, replayed)` or the flush LSN of a primary.
+    pub wal_position: Option<u64>,
+    /// Whether PostgreSQL on the member is in recovery (a replica).
+    pub in_recovery: bool,
+    /// Whether the member answered this round (always true for the local node).
+    pub reachable: bool,
+    pub nofailover: bool,
+    pub failover_priority: i64,
+    pub tags: BTreeMap<String, String>,
+    /// The policy's own health verdict on the member, if known.
+    pub healthy: bool,
+}
+
+/// The whole view handed to the policy: every node computes the same ranking from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElectionView {
+    pub members: Vec<CandidateView>,
+    pub former_leader: Option<String>,
+    pub reason: ElectionReason,
+    /// `/status` optime of the last leader.
+    pub leader_optime: Option<u64>,
+    pub maximum_lag_on_failover: u64,
+    /// Patroni's cluster timeline (from `/history`).
+    pub cluster_timeline: u32,
+    pub check_timeline: bool,
+    /// Monotonic milliseconds (for policies that reason about time).
+    pub now_ms: u64,
+}
+
+/// A ranked candidate with the policy's reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ranked {
+    pub name: String,
+    pub reason: String,
+}
+
+/// The policy's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Ranking {
+    /// Eligible candidates, best first.
+    Candidates(Vec<Ranked>),
+    /// No candidate is safe: nobody may take the leader key now.
+    Veto(String),
+}
+
+/// Health verdict on the local node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    Healthy,
+    Degraded(String),
+    Failed(String),
+}
+
+/// Facts about the local PostgreSQL the health check sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthFacts {
+    pub role: String,
+    pub state: String,
+    pub timeline: Option<u32>,
+    pub wal_position: Option<u64>,
+    pub replication_connections: u32,
+    pub lag_bytes: Option<u64>,
+    pub seconds_in_state: u64,
+}
+
+pub trait Policy: Send + Sync {
+    fn name(&self) -> String;
+    /// Rank the eligible candidates of an election.
+    fn rank(&self, view: &ElectionView) -> Ranking;
+    /// Judge the local node's health.
+    fn health(&self, facts: &HealthFacts) -> Health;
+}
+
+/// Patroni's rules: eligible members are reachable replicas, not `nofailover`, within
+/// `maximum_lag_on_failover` of the last leader optime (and on the cluster timeline when
+/// `check_timeline` is set); best first by WAL position, then `failover_priority`, then name.
+/// A reachable member still running as primary vetoes the election ("primary is still alive").
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DefaultPolicy;
+
+impl DefaultPolicy {
+    /// Why `m` may not be promoted, or `None` if it may.
+    pub fn ineligible(view: &ElectionView, m: &CandidateView) -> Option<String> {
+        if !m.reachable {
+            return Some("unreachable".into());
+        }
+        if m.nofailover || m.failover_priority <= 0 {
+            return Some("tagged nofailover".into());
+        }
+        if !m.healthy {
+            return Some("failed its health check".into());
+        }
+        if !m.in_recovery {
+            return Some("not a replica".into());
+        }
+        if m.state != "running" {
+            return Some(format!("PostgreSQL is {}", m.state));
+        }
+        let Some(wal) = m.wal_position else {
+            return Some("WAL position unknown".into());
+        };
+        if let Some(optime) = view.leader_optime
+            && optime.saturating_sub(wal) > view.maximum_lag_on_failover
+        {
+            return Some(format!(
+                "lag {} bytes exceeds maximum_lag_on_failover {}",
+                optime - wal,
+                view.maximum_lag_on_failover
+            ));
+        }
+        if view.check_timeline && m.timeline.is_none_or(|t| t < view.cluster_timeline) {
+            return Some(format!(
+                "timeline {:?} is behind the cluster timeline {}",
+                m.timeline, view.cluster_timeline
+            ));
+        }
+        None
+    }
+}
+
+impl Policy for DefaultPolicy {
+    fn name(&self) -> String {
+        "builtin-default".into()
+    }
+
+    fn rank(&self, view: &ElectionView) -> Ranking {
+        if let Some(p) = view
+            .members
+            .iter()
+            .find(|m| m.reachable && !m.in_recovery && m.state == "running")
+        {
+            return Ranking::Veto(format!("primary {} is still alive", p.name));
+        }
+        let mut eligible: Vec<&CandidateView> = view
+            .members
+            .iter()
+            .filter(|m| Self::ineligible(view, m).is_none())
+            .collect();
+        eligible.sort_by(|a, b| {
+            b.wal_position
+                .cmp(&a.wal_position)
+                .then(b.failover_priority.cmp(&a.failover_priority))
+                .then(a.name.cmp(&b.name))
+        });
+        Ranking::Candidates(
+            eligible
+                .into_iter()
+                .map(|m| Ranked {
+                    name: m.name.clone(),
+                    reason: format!(
+                        "wal position {} , failover_priority {}",
+                        m.wal_position.unwrap_or(0),
+                        m.failover_priority
+                    ),
+                })
+                .collect(),
+        )
+    }
+
+    fn health(&self, facts: &HealthFacts) -> Health {
+        if facts.state == "running" {
+            Health::Healthy
+        } else {
+            Health::Degraded(format!("PostgreSQL is {}", facts.state))
+        }
+    }
+}
