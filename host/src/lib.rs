@@ -1,4 +1,10 @@
 //! Regent: a PostgreSQL high-availability supervisor.
+//!
+//! See ARCHITECTURE.md for the map of the modules.
+pub mod api;
 pub mod config;
 pub mod dcs;
+pub mod fence;
 pub mod ha;
+pub mod postgres;
+pub mod supervisor;

@@ -1,1 +1,165 @@
-fn main() {}
+//! The `regent` binary: `run`, `validate-config`, and the internal `guard`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use regent::{api, config, fence, supervisor};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "regent",
+    version,
+    about = "PostgreSQL high-availability supervisor"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Supervise the PostgreSQL node described by CONFIG.
+    Run { config: PathBuf },
+    /// Check a configuration file without starting anything.
+    ValidateConfig { config: PathBuf },
+    /// The fencing guard (started by `regent run`; not for direct use).
+    #[command(hide = true)]
+    Guard {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        pidfile: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Guard {
+            state,
+            pidfile,
+            data_dir,
+        } => {
+            let files = fence::GuardFiles {
+                state,
+                pid: pidfile,
+                data_dir,
+            };
+            match fence::run_guard(&files) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("regent guard: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::ValidateConfig { config } => match validate(&config) {
+            Ok(warnings) => {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Run { config } => {
+            init_logs(cli.log_format);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn validate(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let loaded = config::load(path)?;
+    config::check_environment(&loaded.config)?;
+    Ok(loaded.warnings)
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let loaded = config::load(&path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let cfg = loaded.config;
+    config::check_environment(&cfg)?;
+    let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "restapi.listen: cannot bind {}; is another process using the port?",
+                cfg.restapi.listen
+            )
+        })?;
+    let (view_tx, view_rx) = tokio::sync::watch::channel(api::NodeView::default());
+    let sup = supervisor::Supervisor::new(cfg, view_tx).await?;
+    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let api_task = tokio::spawn(api::serve(listener, view_rx, async move {
+        let _ = stop_api_rx.await;
+    }));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(());
+    });
+    let res = sup.run(stop_rx).await;
+    let _ = stop_api_tx.send(());
+    let _ = api_task.await;
+    res.map_err(anyhow::Error::from)
+}

@@ -65,8 +65,13 @@ impl EtcdDcs {
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
             .with_keep_alive(Duration::from_secs(2), timeout);
-        let client = deadline("connect", timeout, &joined, Client::connect(endpoints, Some(opts)))
-            .await?;
+        let client = deadline(
+            "connect",
+            timeout,
+            &joined,
+            Client::connect(endpoints, Some(opts)),
+        )
+        .await?;
         let dcs = EtcdDcs {
             client,
             prefix: prefix.to_string(),
@@ -272,8 +277,11 @@ impl EtcdDcs {
     /// Give up a lost bootstrap race so another node can bootstrap.
     pub async fn delete_initialize(&self) -> Result<()> {
         let mut c = self.client.clone();
-        self.call("delete initialize", c.delete(self.key(keys::INITIALIZE), None))
-            .await?;
+        self.call(
+            "delete initialize",
+            c.delete(self.key(keys::INITIALIZE), None),
+        )
+        .await?;
         Ok(())
     }
 
@@ -322,13 +330,13 @@ impl EtcdDcs {
 
     /// Clear a switchover/failover request (Patroni writes `{}`).
     pub async fn clear_failover(&self) -> Result<()> {
-        let value = serde_json::to_string(&Failover::default()).map_err(|source| {
-            DcsError::Encode {
+        let value =
+            serde_json::to_string(&Failover::default()).map_err(|source| DcsError::Encode {
                 key: "failover",
                 source,
-            }
-        })?;
-        self.put_plain("clear failover", keys::FAILOVER, value).await
+            })?;
+        self.put_plain("clear failover", keys::FAILOVER, value)
+            .await
     }
 
     async fn put_plain(&self, op: &'static str, rel: &str, value: String) -> Result<()> {
@@ -349,10 +357,7 @@ impl EtcdDcs {
         loop {
             let mut c = self.client.clone();
             let started = c
-                .watch(
-                    self.prefix.clone(),
-                    Some(WatchOptions::new().with_prefix()),
-                )
+                .watch(self.prefix.clone(), Some(WatchOptions::new().with_prefix()))
                 .await;
             let mut stream = match started {
                 Ok(s) => s,

@@ -75,7 +75,10 @@ impl Member {
         self.data
             .tags
             .get("failover_priority")
-            .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(1)
     }
     /// `max(receive, replay)` on replicas, the flush LSN on a primary (Patroni's `xlog_location`).
@@ -350,8 +353,16 @@ mod tests {
                     r#"{"role":"replica","receive_lsn":100,"replay_lsn":90,"tags":{"failover_priority":3}}"#,
                     43,
                 ),
-                kv("history", r#"[[1,25165984,"no recovery target specified","2024-01-01T00:00:00+00:00","pg1"],[2,33554592,"x"]]"#, 0),
-                kv("status", r#"{"optime":67419744,"slots":{"pg2":67419744}}"#, 0),
+                kv(
+                    "history",
+                    r#"[[1,25165984,"no recovery target specified","2024-01-01T00:00:00+00:00","pg1"],[2,33554592,"x"]]"#,
+                    0,
+                ),
+                kv(
+                    "status",
+                    r#"{"optime":67419744,"slots":{"pg2":67419744}}"#,
+                    0,
+                ),
                 kv("failover", "{}", 0),
             ],
             99,

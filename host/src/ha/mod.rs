@@ -117,20 +117,34 @@ pub enum Action {
     /// Race for `initialize`, initdb, start, publish, take the leader key.
     Bootstrap,
     /// pg_basebackup from the leader, then start as its replica.
-    CloneFrom { leader: String },
+    CloneFrom {
+        leader: String,
+    },
     /// Move the old data directory aside (never delete) and clone again.
-    Reclone { leader: String },
+    Reclone {
+        leader: String,
+    },
     StartPrimary,
     /// Start as a replica of `leader` (or read-only with no upstream).
-    StartReplica { leader: Option<String> },
+    StartReplica {
+        leader: Option<String>,
+    },
     /// Former primary: crash recovery if needed, pg_rewind from the leader, start as its replica.
-    Rewind { leader: String },
+    Rewind {
+        leader: String,
+    },
     Promote,
-    Demote { mode: DemoteMode },
+    Demote {
+        mode: DemoteMode,
+    },
     /// Point an already running replica at a new upstream.
-    Follow { leader: String },
+    Follow {
+        leader: String,
+    },
     /// Publish our system identifier in `initialize`.
-    WriteInitialize { sysid: String },
+    WriteInitialize {
+        sysid: String,
+    },
     /// Something an operator must fix; the supervisor stops.
     Fatal(String),
 }
@@ -251,10 +265,7 @@ impl World {
         members.sort_by(|a, b| a.name.cmp(&b.name));
         ElectionView {
             members,
-            former_leader: cluster
-                .history
-                .last()
-                .and_then(|h| h.new_leader.clone()),
+            former_leader: cluster.history.last().and_then(|h| h.new_leader.clone()),
             reason: if cluster.history.is_empty() && cluster.initialize.is_none() {
                 ElectionReason::NoLeader
             } else {
@@ -373,7 +384,9 @@ fn decide_stopped(w: &World, was_primary: bool) -> Decision {
         let leader = leader.to_string();
         if w.pg.rewind_failed || (was_primary && !w.settings.use_pg_rewind) {
             return Decision::new(
-                format!("former primary cannot rewind: moving the data directory aside and cloning from {leader}"),
+                format!(
+                    "former primary cannot rewind: moving the data directory aside and cloning from {leader}"
+                ),
                 vec![Action::Reclone { leader }],
             );
         }
@@ -518,17 +531,6 @@ fn elect(w: &World, policy: &dyn Policy) -> Decision {
                 vec![],
             )
         }
-    }
-}
-
-/// What to do on SIGTERM.
-pub fn shutdown_plan(w: &World) -> Vec<Action> {
-    if w.holds_lock() && w.pg.is_primary() {
-        vec![Action::ReleaseLeader]
-    } else if w.cluster.as_ref().and_then(|c| c.leader_name()) == Some(w.me.as_str()) {
-        vec![Action::ReleaseLeader]
-    } else {
-        vec![]
     }
 }
 

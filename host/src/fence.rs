@@ -1,0 +1,266 @@
+//! The fencing guard: a small separate process that makes a primary stop accepting writes before
+//! its leader lease can expire, even when `regent` itself is dead or frozen.
+//!
+//! `regent` writes the write deadline (monotonic ms, from the last lease renewal's send time +
+//! ttl − margin) into a state file after every renewal while its PostgreSQL may be a primary, and
+//! `disarmed` otherwise. The guard (`regent guard`) polls that file; when an armed deadline
+//! passes it stops the postmaster immediately (SIGQUIT, then SIGKILL). A restarted `regent`
+//! re-attaches to the running guard through the same files, so a quick supervisor restart costs
+//! no failover. The guard exits on its own once its owner is gone and nothing is left to guard.
+
+use nix::sys::signal::{Signal, kill};
+use nix::time::{ClockId, clock_gettime};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Milliseconds on the system-wide monotonic clock (shared by all processes on the host).
+pub fn mono_ms() -> u64 {
+    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => (ts.tv_sec() as u64) * 1000 + (ts.tv_nsec() as u64) / 1_000_000,
+        Err(_) => 0,
+    }
+}
+
+/// Convert an `Instant` to monotonic ms (both use CLOCK_MONOTONIC on Linux).
+pub fn instant_to_mono_ms(i: std::time::Instant) -> u64 {
+    mono_ms().saturating_sub(i.elapsed().as_millis() as u64)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardState {
+    /// The primary may accept writes until `deadline_ms`; `owner` is the regent pid.
+    Armed {
+        deadline_ms: u64,
+        owner: i32,
+    },
+    Disarmed {
+        owner: i32,
+    },
+    /// The guard fenced the primary at `at_ms`.
+    Fenced {
+        at_ms: u64,
+    },
+}
+
+impl GuardState {
+    fn encode(&self) -> String {
+        match self {
+            GuardState::Armed { deadline_ms, owner } => format!("armed {deadline_ms} {owner}\n"),
+            GuardState::Disarmed { owner } => format!("disarmed 0 {owner}\n"),
+            GuardState::Fenced { at_ms } => format!("fenced {at_ms} 0\n"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<GuardState> {
+        let mut it = s.split_whitespace();
+        let kind = it.next()?;
+        let n: u64 = it.next()?.parse().ok()?;
+        let owner: i32 = it.next()?.parse().ok()?;
+        match kind {
+            "armed" => Some(GuardState::Armed {
+                deadline_ms: n,
+                owner,
+            }),
+            "disarmed" => Some(GuardState::Disarmed { owner }),
+            "fenced" => Some(GuardState::Fenced { at_ms: n }),
+            _ => None,
+        }
+    }
+}
+
+/// The files shared by `regent` and its guard.
+#[derive(Debug, Clone)]
+pub struct GuardFiles {
+    pub state: PathBuf,
+    pub pid: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl GuardFiles {
+    pub fn new(run_dir: &Path, name: &str, data_dir: &Path) -> GuardFiles {
+        GuardFiles {
+            state: run_dir.join(format!("{name}.regent-guard.state")),
+            pid: run_dir.join(format!("{name}.regent-guard.pid")),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn read(&self) -> Option<GuardState> {
+        GuardState::decode(&std::fs::read_to_string(&self.state).ok()?)
+    }
+
+    /// Atomically replace the state (write + rename).
+    pub fn write(&self, st: GuardState) -> std::io::Result<()> {
+        let tmp = self.state.with_extension("tmp");
+        std::fs::write(&tmp, st.encode())?;
+        std::fs::rename(&tmp, &self.state)
+    }
+
+    /// The guard's pid if a guard is alive.
+    pub fn guard_pid(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(&self.pid)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if pid > 0 && kill(Pid::from_raw(pid), None).is_ok() && is_guard(pid) {
+            Some(pid)
+        } else {
+            None
+        }
+    }
+
+    /// Make sure a guard runs for these files; spawns `exe guard ...` if none does.
+    pub fn ensure_running(&self, exe: &Path) -> std::io::Result<i32> {
+        if let Some(pid) = self.guard_pid() {
+            return Ok(pid);
+        }
+        let child = std::process::Command::new(exe)
+            .arg("guard")
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--pidfile")
+            .arg(&self.pid)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        let pid = child.id() as i32;
+        // The guard writes its own pid file; wait briefly so a second regent sees it.
+        for _ in 0..100 {
+            if self.guard_pid() == Some(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Deliberately not waited on: the guard must outlive this process.
+        std::mem::forget(child);
+        Ok(pid)
+    }
+}
+
+fn is_guard(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).any(|a| a == b"guard"))
+        .unwrap_or(false)
+}
+
+fn postmaster_pid(data_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    (pid > 0 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid)
+}
+
+/// Stop the postmaster now: SIGQUIT (immediate shutdown: every backend exits at once), then
+/// SIGKILL of the postmaster and its children if it lingers.
+pub fn fence_now(data_dir: &Path) -> bool {
+    let Some(pid) = postmaster_pid(data_dir) else {
+        return false;
+    };
+    let p = Pid::from_raw(pid);
+    let _ = kill(p, Signal::SIGQUIT);
+    for _ in 0..100 {
+        if kill(p, None).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = kill(p, Signal::SIGKILL);
+    true
+}
+
+/// The guard's main loop (`regent guard`). Polls every 20 ms.
+pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
+    std::fs::write(&files.pid, format!("{}\n", std::process::id()))?;
+    // A terminal's Ctrl-C must not take the guard down with the supervisor's process group.
+    // SAFETY: installing SIG_IGN has no preconditions.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn);
+        let _ = nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn);
+    }
+    eprintln!(
+        "regent guard {}: watching {}",
+        std::process::id(),
+        files.state.display()
+    );
+    loop {
+        match files.read() {
+            Some(GuardState::Armed { deadline_ms, owner }) => {
+                if mono_ms() >= deadline_ms {
+                    if fence_now(&files.data_dir) {
+                        eprintln!(
+                            "regent guard: lease deadline passed without renewal: stopped the primary in {}",
+                            files.data_dir.display()
+                        );
+                    }
+                    files.write(GuardState::Fenced { at_ms: mono_ms() })?;
+                } else if !alive(owner) && postmaster_pid(&files.data_dir).is_none() {
+                    return Ok(());
+                }
+            }
+            Some(GuardState::Disarmed { owner }) => {
+                if !alive(owner) {
+                    return Ok(());
+                }
+            }
+            Some(GuardState::Fenced { .. }) | None => {
+                if !files.state.exists() {
+                    return Ok(());
+                }
+                // Fenced: wait for a supervisor to re-arm or disarm; exit when none is left.
+                if let Some(GuardState::Fenced { at_ms }) = files.read()
+                    && mono_ms().saturating_sub(at_ms) > 600_000
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if files.guard_pid_file_changed() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl GuardFiles {
+    /// Another guard took over the pid file: this one is superfluous.
+    fn guard_pid_file_changed(&self) -> bool {
+        std::fs::read_to_string(&self.pid)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .is_some_and(|p| p != std::process::id())
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trip() {
+        for st in [
+            GuardState::Armed {
+                deadline_ms: 123,
+                owner: 9,
+            },
+            GuardState::Disarmed { owner: 4 },
+            GuardState::Fenced { at_ms: 77 },
+        ] {
+            assert_eq!(GuardState::decode(&st.encode()), Some(st));
+        }
+        assert_eq!(GuardState::decode("garbage"), None);
+    }
+
+    #[test]
+    fn mono_clock_advances_with_instant() {
+        let i = std::time::Instant::now();
+        let a = instant_to_mono_ms(i);
+        let b = mono_ms();
+        assert!(b >= a && b - a < 1000);
+    }
+}

@@ -1,0 +1,98 @@
+//! Reading the running PostgreSQL's state in one query.
+
+use super::Result;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplicationRow {
+    pub usename: String,
+    pub application_name: String,
+    pub client_addr: Option<String>,
+    pub state: String,
+    pub sync_state: String,
+    pub sync_priority: i32,
+    pub flush_lsn: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PgState {
+    pub in_recovery: bool,
+    pub timeline: Option<u32>,
+    /// Primary: `pg_current_wal_flush_lsn()`.
+    pub flush_lsn: Option<u64>,
+    pub received_lsn: Option<u64>,
+    pub replayed_lsn: Option<u64>,
+    pub replayed_timestamp: Option<String>,
+    pub replay_paused: bool,
+    /// `streaming` when a WAL receiver is active.
+    pub receiver_status: Option<String>,
+    pub latest_end_lsn: Option<u64>,
+    pub postmaster_start_time: Option<String>,
+    pub server_version: u32,
+    pub replication: Vec<ReplicationRow>,
+}
+
+impl PgState {
+    /// Patroni's "last operation": flush LSN on a primary, max(received, replayed) on a replica.
+    pub fn wal_position(&self) -> Option<u64> {
+        if self.in_recovery {
+            self.received_lsn.max(self.replayed_lsn)
+        } else {
+            self.flush_lsn
+        }
+    }
+}
+
+const STATE_SQL: &str = "\
+SELECT pg_is_in_recovery(),
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE (pg_current_wal_flush_lsn() - '0/0')::bigint END,
+  (pg_last_wal_receive_lsn() - '0/0')::bigint,
+  (pg_last_wal_replay_lsn() - '0/0')::bigint,
+  to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00:00',
+  CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
+  CASE WHEN pg_is_in_recovery()
+       THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
+       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+  (SELECT status FROM pg_stat_wal_receiver),
+  (SELECT (latest_end_lsn - '0/0')::bigint FROM pg_stat_wal_receiver),
+  to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00:00',
+  current_setting('server_version_num')::int";
+
+const REPL_SQL: &str = "\
+SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority,
+  (flush_lsn - '0/0')::bigint
+FROM pg_stat_replication";
+
+fn lsn(v: Option<i64>) -> Option<u64> {
+    v.and_then(|v| u64::try_from(v).ok())
+}
+
+pub async fn query(c: &tokio_postgres::Client) -> Result<PgState> {
+    let r = c.query_one(STATE_SQL, &[]).await?;
+    let tl: Option<i32> = r.get(6);
+    let mut st = PgState {
+        in_recovery: r.get(0),
+        flush_lsn: lsn(r.get(1)),
+        received_lsn: lsn(r.get(2)),
+        replayed_lsn: lsn(r.get(3)),
+        replayed_timestamp: r.get(4),
+        replay_paused: r.get(5),
+        timeline: tl.and_then(|t| u32::try_from(t).ok()),
+        receiver_status: r.get(7),
+        latest_end_lsn: lsn(r.get(8)),
+        postmaster_start_time: r.get(9),
+        server_version: u32::try_from(r.get::<_, i32>(10)).unwrap_or(0),
+        replication: Vec::new(),
+    };
+    for row in c.query(REPL_SQL, &[]).await? {
+        st.replication.push(ReplicationRow {
+            usename: row.get::<_, Option<String>>(0).unwrap_or_default(),
+            application_name: row.get::<_, Option<String>>(1).unwrap_or_default(),
+            client_addr: row.get(2),
+            state: row.get::<_, Option<String>>(3).unwrap_or_default(),
+            sync_state: row.get::<_, Option<String>>(4).unwrap_or_default(),
+            sync_priority: row.get::<_, Option<i32>>(5).unwrap_or(0),
+            flush_lsn: lsn(row.get(6)),
+        });
+    }
+    Ok(st)
+}

@@ -1,0 +1,1000 @@
+//! The supervisor: the thin async shell around the decision core. Each loop it observes the
+//! world (lease renewal, the DCS, the local PostgreSQL, peers during an election), asks
+//! [`crate::ha::decide`] what to do, carries the actions out, publishes its member key and the
+//! REST view, and sleeps until `loop_wait` passes or the DCS watch reports a change.
+
+use crate::api::{self, NodeView};
+use crate::config::{Config, DynamicConfig, split_host_port};
+use crate::dcs::{Cluster, EtcdDcs, HistoryLine, MemberData, Status};
+use crate::fence::{GuardFiles, GuardState, instant_to_mono_ms, mono_ms};
+use crate::ha::policy::{DefaultPolicy, Health, Policy};
+use crate::ha::{Action, DataDir, DemoteMode, PeerState, PgView, Settings, World, decide};
+use crate::postgres::{PgSettings, PgState, Postgres, StopMode, Upstream};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Reported as `version` in the member key: Patroni peers and patronictl parse it and switch
+/// behaviour below 4.0, so Regent speaks the 4.x protocol.
+pub const PATRONI_COMPAT_VERSION: &str = "4.1.4";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("{0}")]
+    Fatal(String),
+    #[error(transparent)]
+    Dcs(#[from] crate::dcs::DcsError),
+    #[error(transparent)]
+    Pg(#[from] crate::postgres::PgError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Patroni's PostgreSQL state strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PgPhase {
+    Running,
+    Starting,
+    Stopped,
+    Stopping,
+    Crashed,
+    CreatingReplica,
+    Initializing,
+}
+
+impl PgPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            PgPhase::Running => "running",
+            PgPhase::Starting => "starting",
+            PgPhase::Stopped => "stopped",
+            PgPhase::Stopping => "stopping",
+            PgPhase::Crashed => "crashed",
+            PgPhase::CreatingReplica => "creating replica",
+            PgPhase::Initializing => "initializing new cluster",
+        }
+    }
+}
+
+pub struct Supervisor {
+    cfg: Config,
+    dcs: EtcdDcs,
+    pg: Postgres,
+    guard: GuardFiles,
+    policy: Arc<dyn Policy>,
+    view_tx: watch::Sender<NodeView>,
+    http: reqwest::Client,
+    dynamic: DynamicConfig,
+    write_deadline_ms: Option<u64>,
+    our_lease: Option<i64>,
+    unlocked_since_ms: Option<u64>,
+    rewind_failed: bool,
+    dcs_last_seen: Option<u64>,
+    phase: PgPhase,
+    role: &'static str,
+    sysid: Option<String>,
+    last_pg: Option<PgState>,
+    last_cluster: Option<Cluster>,
+    last_summary: String,
+}
+
+/// Safety margin between the write deadline and the earliest possible lease expiry.
+pub fn safety_margin_ms(ttl_ms: u64) -> u64 {
+    (ttl_ms / 5).clamp(1000, 5000)
+}
+
+impl Supervisor {
+    pub async fn new(
+        cfg: Config,
+        view_tx: watch::Sender<NodeView>,
+    ) -> Result<Supervisor, SupervisorError> {
+        let bin_dir = crate::config::resolve_bin_dir(&cfg)
+            .map_err(|e| SupervisorError::Fatal(e.to_string()))?;
+        let (listen_host, port) = split_host_port(&cfg.postgresql.listen).ok_or_else(|| {
+            SupervisorError::Fatal(format!(
+                "postgresql.listen: `{}` is not host:port",
+                cfg.postgresql.listen
+            ))
+        })?;
+        let dynamic = cfg.bootstrap.dcs.clone();
+        let pg = Postgres::new(pg_settings(&cfg, &dynamic, bin_dir, listen_host, port))?;
+        let timeout = Duration::from_secs(dynamic.retry_timeout.max(1));
+        let dcs = EtcdDcs::connect(&cfg.etcd_endpoints(), &cfg.dcs_prefix(), timeout)
+            .await
+            .map_err(|e| {
+                SupervisorError::Fatal(format!(
+                    "cannot reach etcd at {}: {e}; check etcd3.hosts and that etcd is running",
+                    cfg.etcd_endpoints().join(",")
+                ))
+            })?;
+        let guard = GuardFiles::new(&cfg.run_dir(), &cfg.name, &cfg.postgresql.data_dir);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| SupervisorError::Io(format!("HTTP client: {e}")))?;
+        Ok(Supervisor {
+            cfg,
+            dcs,
+            pg,
+            guard,
+            policy: Arc::new(DefaultPolicy),
+            view_tx,
+            http,
+            dynamic,
+            write_deadline_ms: None,
+            our_lease: None,
+            unlocked_since_ms: None,
+            rewind_failed: false,
+            dcs_last_seen: None,
+            phase: PgPhase::Stopped,
+            role: "uninitialized",
+            sysid: None,
+            last_pg: None,
+            last_cluster: None,
+            last_summary: String::new(),
+        })
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.dynamic.ttl * 1000
+    }
+
+    /// Run until `shutdown` resolves, then hand over cleanly.
+    pub async fn run(
+        mut self,
+        mut shutdown: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<(), SupervisorError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| SupervisorError::Io(format!("cannot find own executable: {e}")))?;
+        let guard_pid = self
+            .guard
+            .ensure_running(&exe)
+            .map_err(|e| SupervisorError::Io(format!("cannot start the fencing guard: {e}")))?;
+        tracing::info!(guard_pid, "fencing guard attached");
+        tokio::spawn(self.dcs.clone().watch_forever());
+        let changed = self.dcs.changed.clone();
+        loop {
+            let rerun = self.cycle().await?;
+            if rerun {
+                continue;
+            }
+            let nap = Duration::from_secs(self.dynamic.loop_wait.max(1));
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(nap) => {}
+                _ = changed.notified() => {}
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// One observe → decide → act round. Returns true when it should run again at once.
+    async fn cycle(&mut self) -> Result<bool, SupervisorError> {
+        let world = self.observe().await;
+        let decision = decide(&world, self.policy.as_ref());
+        if decision.summary != self.last_summary {
+            tracing::info!("{}", decision.summary);
+        } else {
+            tracing::debug!("{}", decision.summary);
+        }
+        self.last_summary = decision.summary.clone();
+        self.update_guard(&world, &decision.actions);
+        let mut rerun = false;
+        for action in &decision.actions {
+            match self.act(action, &world).await {
+                Ok(again) => rerun |= again,
+                Err(SupervisorError::Fatal(m)) => return Err(SupervisorError::Fatal(m)),
+                Err(e) => {
+                    tracing::warn!(action = ?action, error = %e, "action failed");
+                    break;
+                }
+            }
+        }
+        if self.last_cluster.is_some() {
+            let _ = self.touch_member().await;
+        }
+        self.publish(&world);
+        Ok(rerun)
+    }
+
+    async fn observe(&mut self) -> World {
+        // Renew the lease first: the decision must see a fresh deadline.
+        let ttl = self.dynamic.ttl;
+        match self.dcs.refresh_lease(ttl).await {
+            Ok((id, sent)) => {
+                if self.our_lease != Some(id) {
+                    self.write_deadline_ms = None;
+                }
+                self.our_lease = Some(id);
+                let d = instant_to_mono_ms(sent) + self.ttl_ms() - safety_margin_ms(self.ttl_ms());
+                self.write_deadline_ms = Some(self.write_deadline_ms.map_or(d, |old| old.max(d)));
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew the etcd lease"),
+        }
+        let cluster = match self.dcs.read_cluster().await {
+            Ok(c) => {
+                self.dcs_last_seen = Some(unix_now());
+                if let Some((v, _)) = &c.config
+                    && let Ok(d) = serde_json::from_value::<DynamicConfig>(v.clone())
+                {
+                    self.dynamic = d;
+                }
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the cluster from etcd");
+                None
+            }
+        };
+        self.last_cluster = cluster.clone();
+        let now = mono_ms();
+        if cluster.as_ref().is_some_and(|c| c.leader.is_none()) {
+            self.unlocked_since_ms.get_or_insert(now);
+        } else {
+            self.unlocked_since_ms = None;
+        }
+
+        let running = self.pg.is_running().await;
+        let mut state = None;
+        if running {
+            match self.pg.query_state().await {
+                Ok(s) => {
+                    self.phase = PgPhase::Running;
+                    state = Some(s);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "PostgreSQL runs but does not answer yet");
+                    self.phase = PgPhase::Starting;
+                }
+            }
+        } else if self.phase == PgPhase::Running {
+            self.phase = PgPhase::Crashed;
+        }
+        let data_dir = match (&state, &self.sysid) {
+            (Some(s), Some(id)) => DataDir::Initialized {
+                sysid: id.clone(),
+                was_primary: !s.in_recovery,
+            },
+            _ => {
+                let d = self.pg.data_dir_state().await;
+                if let DataDir::Initialized { sysid, .. } = &d {
+                    self.sysid = Some(sysid.clone());
+                } else {
+                    self.sysid = None;
+                }
+                d
+            }
+        };
+        if let Some(s) = &state {
+            self.role = if s.in_recovery { "replica" } else { "primary" };
+        }
+        self.last_pg = state.clone();
+
+        let pg = PgView {
+            data_dir,
+            running: running && state.is_some(),
+            in_recovery: state.as_ref().map(|s| s.in_recovery),
+            timeline: state.as_ref().and_then(|s| s.timeline),
+            wal_position: state.as_ref().and_then(PgState::wal_position),
+            upstream: self.pg.configured_upstream(),
+            rewind_failed: self.rewind_failed,
+        };
+        let peers = match &cluster {
+            Some(c) if c.leader.is_none() && pg.is_replica() => self.poll_peers(c).await,
+            _ => BTreeMap::new(),
+        };
+        World {
+            now_ms: now,
+            me: self.cfg.name.clone(),
+            cluster,
+            our_lease: self.our_lease,
+            write_deadline_ms: self.write_deadline_ms,
+            pg,
+            peers,
+            settings: self.settings(),
+            unlocked_since_ms: self.unlocked_since_ms,
+            health: Health::Healthy,
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        let tags = &self.cfg.tags;
+        Settings {
+            ttl_ms: self.ttl_ms(),
+            maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
+            check_timeline: self.dynamic.check_timeline,
+            use_pg_rewind: self.dynamic.postgresql.use_pg_rewind,
+            nofailover: tags.nofailover,
+            failover_priority: tags.failover_priority.unwrap_or(1),
+            tags: tags
+                .other
+                .iter()
+                .map(|(k, v)| (k.clone(), yaml_scalar(v)))
+                .collect(),
+            race_backoff_ms: 2000,
+        }
+    }
+
+    /// Ask every other member for its status, in parallel, with a short timeout.
+    async fn poll_peers(&self, c: &Cluster) -> BTreeMap<String, Option<PeerState>> {
+        let mut set = tokio::task::JoinSet::new();
+        for m in &c.members {
+            if m.name == self.cfg.name {
+                continue;
+            }
+            let Some(url) = m.data.api_url.clone() else {
+                continue;
+            };
+            let http = self.http.clone();
+            let name = m.name.clone();
+            set.spawn(async move {
+                let r = api::fetch_peer_status(&http, &url, Duration::from_millis(1000)).await;
+                (name, r.ok())
+            });
+        }
+        let mut out = BTreeMap::new();
+        while let Some(res) = set.join_next().await {
+            if let Ok((name, st)) = res {
+                out.insert(
+                    name,
+                    st.map(|p| PeerState {
+                        role: p.role,
+                        state: p.state,
+                        in_recovery: p.in_recovery,
+                        wal_position: p.wal_position,
+                        timeline: p.timeline,
+                        nofailover: p.nofailover,
+                        failover_priority: p.failover_priority,
+                        tags: p
+                            .tags
+                            .iter()
+                            .map(|(k, v)| (k.clone(), json_scalar(v)))
+                            .collect(),
+                    }),
+                );
+            }
+        }
+        out
+    }
+
+    /// Arm the guard with our deadline while PostgreSQL may be a primary under our lock;
+    /// disarm it once PostgreSQL is certainly not a primary.
+    fn update_guard(&self, w: &World, actions: &[Action]) {
+        let owner = std::process::id() as i32;
+        let promoting = actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Promote | Action::StartPrimary | Action::Bootstrap
+            )
+        });
+        let st = if w.holds_lock() && (w.pg.is_primary() || promoting) {
+            w.write_deadline_ms.map(|d| GuardState::Armed {
+                deadline_ms: d,
+                owner,
+            })
+        } else if !w.pg.is_primary() && !promoting {
+            Some(GuardState::Disarmed { owner })
+        } else {
+            // Primary without the lock (about to demote) or re-attaching: leave the last
+            // deadline in force.
+            None
+        };
+        if let Some(st) = st
+            && self.guard.read() != Some(st)
+            && let Err(e) = self.guard.write(st)
+        {
+            tracing::error!(error = %e, "cannot write the fencing guard state");
+        }
+    }
+
+    fn arm_guard(&self) {
+        if let Some(d) = self.write_deadline_ms {
+            let _ = self.guard.write(GuardState::Armed {
+                deadline_ms: d,
+                owner: std::process::id() as i32,
+            });
+        }
+    }
+
+    fn upstream_for(&self, w: &World, leader: &str) -> Result<Upstream, SupervisorError> {
+        let m = w
+            .cluster
+            .as_ref()
+            .and_then(|c| c.member(leader))
+            .ok_or_else(|| SupervisorError::Io(format!("leader {leader} has no member key yet")))?;
+        let url = m
+            .data
+            .conn_url
+            .as_deref()
+            .ok_or_else(|| SupervisorError::Io(format!("member {leader} has no conn_url")))?;
+        let hostport = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .unwrap_or(url);
+        let hostport = hostport.split('/').next().unwrap_or(hostport);
+        let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+        let (host, port) = split_host_port(hostport).ok_or_else(|| {
+            SupervisorError::Io(format!("member {leader} has a bad conn_url {url}"))
+        })?;
+        Ok(Upstream {
+            name: leader.to_string(),
+            host,
+            port,
+        })
+    }
+
+    fn start_timeout(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+
+    async fn act(&mut self, action: &Action, w: &World) -> Result<bool, SupervisorError> {
+        match action {
+            Action::RenewLease => {
+                if w.holds_lock() && w.pg.is_primary() {
+                    self.leader_duties(w).await?;
+                }
+                Ok(false)
+            }
+            Action::AcquireLeader => {
+                if self.dcs.acquire_leader(&self.cfg.name).await? {
+                    tracing::info!("acquired the leader lock");
+                    if w.cluster
+                        .as_ref()
+                        .and_then(|c| c.failover.as_ref())
+                        .is_some_and(|(f, _)| !f.is_empty())
+                    {
+                        let _ = self.dcs.clear_failover().await;
+                    }
+                    Ok(true)
+                } else {
+                    tracing::info!("another node acquired the leader lock first");
+                    Ok(true)
+                }
+            }
+            Action::ReattachLeader => {
+                let ok = self.dcs.reattach_leader(&self.cfg.name).await?;
+                tracing::info!(ok, "re-attached the leader key to this process's lease");
+                Ok(true)
+            }
+            Action::ReleaseLeader => {
+                self.dcs.release_leader(&self.cfg.name).await?;
+                Ok(true)
+            }
+            Action::Bootstrap => self.bootstrap().await,
+            Action::CloneFrom { leader } => {
+                let up = self.upstream_for(w, leader)?;
+                self.phase = PgPhase::CreatingReplica;
+                self.role = "replica";
+                let _ = self.touch_member().await;
+                tracing::info!(from = %leader, "cloning with pg_basebackup");
+                self.pg.basebackup(&up).await?;
+                self.sysid = None;
+                self.start_replica(Some(&up)).await?;
+                Ok(true)
+            }
+            Action::Reclone { leader } => {
+                let up = self.upstream_for(w, leader)?;
+                self.pg
+                    .stop(StopMode::Fast, Duration::from_secs(30))
+                    .await?;
+                self.pg.move_aside()?;
+                self.rewind_failed = false;
+                self.sysid = None;
+                self.phase = PgPhase::CreatingReplica;
+                self.pg.basebackup(&up).await?;
+                self.start_replica(Some(&up)).await?;
+                Ok(true)
+            }
+            Action::StartPrimary => {
+                self.phase = PgPhase::Starting;
+                self.pg.configure(false, None)?;
+                self.pg.start(self.start_timeout()).await?;
+                self.role = "primary";
+                Ok(true)
+            }
+            Action::StartReplica { leader } => {
+                let up = match leader {
+                    Some(l) => Some(self.upstream_for(w, l)?),
+                    None => None,
+                };
+                self.start_replica(up.as_ref()).await?;
+                Ok(true)
+            }
+            Action::Rewind { leader } => {
+                let up = self.upstream_for(w, leader)?;
+                tracing::info!(from = %leader, "rewinding the former primary with pg_rewind");
+                match self.pg.rewind(&up).await {
+                    Ok(()) => {
+                        self.sysid = None;
+                        self.start_replica(Some(&up)).await?;
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "pg_rewind failed: the data directory will be moved aside and re-cloned");
+                        self.rewind_failed = true;
+                        Ok(true)
+                    }
+                }
+            }
+            Action::Promote => {
+                self.arm_guard();
+                tracing::info!("promoting PostgreSQL");
+                self.pg.promote().await?;
+                self.role = "primary";
+                if let Err(e) = self.pg.checkpoint().await {
+                    tracing::warn!(error = %e, "post-promote checkpoint failed");
+                }
+                if let Err(e) = self.write_history(w).await {
+                    tracing::warn!(error = %e, "could not update /history");
+                }
+                Ok(true)
+            }
+            Action::Demote { mode } => {
+                let (stop, why) = match mode {
+                    DemoteMode::Immediate => (StopMode::Immediate, "lost the leader lock"),
+                    DemoteMode::Offline => {
+                        (StopMode::Fast, "DCS unreachable past the lease deadline")
+                    }
+                };
+                tracing::warn!(reason = why, "demoting: stopping PostgreSQL");
+                self.phase = PgPhase::Stopping;
+                self.pg.stop(stop, Duration::from_secs(5)).await?;
+                self.phase = PgPhase::Stopped;
+                self.role = "demoted";
+                self.sysid = None;
+                let _ = self.guard.write(GuardState::Disarmed {
+                    owner: std::process::id() as i32,
+                });
+                Ok(true)
+            }
+            Action::Follow { leader } => {
+                let up = self.upstream_for(w, leader)?;
+                self.pg.configure(true, Some(&up))?;
+                self.pg.reload()?;
+                tracing::info!(leader = %leader, "now following");
+                Ok(false)
+            }
+            Action::WriteInitialize { sysid } => {
+                self.dcs.write_initialize(sysid).await?;
+                Ok(false)
+            }
+            Action::Fatal(m) => Err(SupervisorError::Fatal(m.clone())),
+        }
+    }
+
+    async fn start_replica(&mut self, up: Option<&Upstream>) -> Result<(), SupervisorError> {
+        self.phase = PgPhase::Starting;
+        self.pg.configure(true, up)?;
+        self.pg.start(self.start_timeout()).await?;
+        self.role = "replica";
+        Ok(())
+    }
+
+    /// The leader's per-loop work: publish `/status`, keep member slots.
+    async fn leader_duties(&mut self, w: &World) -> Result<(), SupervisorError> {
+        let Some(c) = &w.cluster else { return Ok(()) };
+        let optime = w.pg.wal_position;
+        if c.status.optime != optime {
+            self.dcs
+                .write_status(&Status {
+                    optime,
+                    ..Status::default()
+                })
+                .await?;
+        }
+        if self.dynamic.postgresql.use_slots {
+            let others: Vec<String> = c
+                .members
+                .iter()
+                .filter(|m| m.name != self.cfg.name)
+                .map(|m| m.name.clone())
+                .collect();
+            if let Err(e) = self.pg.sync_slots(&others).await {
+                tracing::warn!(error = %e, "replication slot maintenance failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_history(&self, w: &World) -> Result<(), SupervisorError> {
+        let st = self.pg.query_state().await?;
+        let Some(tl) = st.timeline else { return Ok(()) };
+        if tl <= 1 {
+            return Ok(());
+        }
+        let c = self.pg.connect().await?;
+        let file = format!("pg_wal/{:08X}.history", tl);
+        let text: String = c
+            .query_one("SELECT pg_read_file($1)", &[&file])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+        let mut history = w
+            .cluster
+            .as_ref()
+            .map(|c| c.history.clone())
+            .unwrap_or_default();
+        history.retain(|h| h.timeline < tl - 1);
+        let last = text
+            .lines()
+            .rfind(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split('\t').map(str::to_string).collect::<Vec<_>>());
+        let (lsn, reason) = match last {
+            Some(parts) => (
+                parts
+                    .get(1)
+                    .and_then(|s| crate::postgres::parse_lsn(s))
+                    .unwrap_or(0),
+                parts
+                    .get(2)
+                    .cloned()
+                    .unwrap_or_else(|| "no recovery target specified".into()),
+            ),
+            None => (0, "no recovery target specified".into()),
+        };
+        history.push(HistoryLine {
+            timeline: tl - 1,
+            lsn,
+            reason,
+            timestamp: Some(iso_now()),
+            new_leader: Some(self.cfg.name.clone()),
+        });
+        self.dcs.write_history(&history).await?;
+        Ok(())
+    }
+
+    /// Race for `initialize`; the winner runs initdb, starts, and takes the leader key.
+    async fn bootstrap(&mut self) -> Result<bool, SupervisorError> {
+        if !self.dcs.race_initialize().await? {
+            tracing::info!("another node is bootstrapping the cluster");
+            return Ok(false);
+        }
+        tracing::info!("won the bootstrap race: initializing a new cluster");
+        self.phase = PgPhase::Initializing;
+        self.role = "uninitialized";
+        let res = self.bootstrap_inner().await;
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "bootstrap failed: releasing the initialize key");
+            let _ = self
+                .pg
+                .stop(StopMode::Immediate, Duration::from_secs(5))
+                .await;
+            let _ = self.dcs.delete_initialize().await;
+            if !matches!(self.pg.data_dir_state().await, DataDir::Empty) {
+                let _ = self.pg.move_aside();
+            }
+            return Err(SupervisorError::Fatal(format!(
+                "failed to bootstrap the cluster: {e}"
+            )));
+        }
+        Ok(true)
+    }
+
+    async fn bootstrap_inner(&mut self) -> Result<(), SupervisorError> {
+        self.pg.initdb().await?;
+        self.pg.configure(false, None)?;
+        self.pg.start(self.start_timeout()).await?;
+        self.pg.create_roles().await?;
+        if !self.dcs.acquire_leader(&self.cfg.name).await? {
+            return Err(SupervisorError::Fatal(
+                "the leader key was taken during bootstrap".into(),
+            ));
+        }
+        self.arm_guard();
+        let cd = self.pg.controldata().await?;
+        let sysid = cd
+            .get("Database system identifier")
+            .cloned()
+            .unwrap_or_default();
+        self.dcs.write_initialize(&sysid).await?;
+        let dynamic = serde_json::to_value(&self.dynamic)
+            .map_err(|e| SupervisorError::Io(format!("encode dynamic config: {e}")))?;
+        self.dcs.seed_config(&dynamic).await?;
+        self.sysid = Some(sysid.clone());
+        self.role = "primary";
+        tracing::info!(%sysid, "bootstrapped a new cluster");
+        Ok(())
+    }
+
+    fn member_data(&self) -> MemberData {
+        let pg = self.last_pg.as_ref();
+        let mut tags = Map::new();
+        let t = &self.cfg.tags;
+        if t.nofailover {
+            tags.insert("nofailover".into(), Value::Bool(true));
+        }
+        if let Some(p) = t.failover_priority {
+            tags.insert("failover_priority".into(), Value::from(p));
+        }
+        if t.noloadbalance {
+            tags.insert("noloadbalance".into(), Value::Bool(true));
+        }
+        if t.nosync {
+            tags.insert("nosync".into(), Value::Bool(true));
+        }
+        for (k, v) in &t.other {
+            tags.insert(k.clone(), serde_json::to_value(v).unwrap_or(Value::Null));
+        }
+        let mut extra = Map::new();
+        extra.insert("regent_version".into(), Value::from(VERSION));
+        MemberData {
+            conn_url: Some(format!("postgres://{}/postgres", self.cfg.pg_connect())),
+            api_url: Some(format!("http://{}/patroni", self.cfg.restapi_connect())),
+            state: Some(self.phase.as_str().into()),
+            role: Some(self.role.into()),
+            version: Some(PATRONI_COMPAT_VERSION.into()),
+            xlog_location: pg.and_then(PgState::wal_position),
+            receive_lsn: pg.filter(|p| p.in_recovery).and_then(|p| p.received_lsn),
+            replay_lsn: pg.filter(|p| p.in_recovery).and_then(|p| p.replayed_lsn),
+            replication_state: pg
+                .filter(|p| p.in_recovery)
+                .and_then(|p| p.receiver_status.clone()),
+            timeline: pg.and_then(|p| p.timeline),
+            tags,
+            policy: Some(self.policy.name()),
+            extra,
+        }
+    }
+
+    async fn touch_member(&self) -> Result<(), SupervisorError> {
+        self.dcs
+            .touch_member(&self.cfg.name, &self.member_data())
+            .await?;
+        Ok(())
+    }
+
+    fn publish(&self, w: &World) {
+        let pg = self.last_pg.as_ref();
+        let mut tags = self.member_data().tags;
+        tags.retain(|_, v| !v.is_null());
+        let c = w.cluster.as_ref();
+        let view = NodeView {
+            scope: self.cfg.scope.clone(),
+            name: self.cfg.name.clone(),
+            version: VERSION.into(),
+            state: self.phase.as_str().into(),
+            role: self.role.into(),
+            holds_lock: w.holds_lock(),
+            postmaster_start_time: pg.and_then(|p| p.postmaster_start_time.clone()),
+            server_version: pg.map(|p| p.server_version),
+            timeline: pg.and_then(|p| p.timeline),
+            wal_flush_lsn: pg.filter(|p| !p.in_recovery).and_then(|p| p.flush_lsn),
+            received_lsn: pg.filter(|p| p.in_recovery).and_then(|p| p.received_lsn),
+            replayed_lsn: pg.filter(|p| p.in_recovery).and_then(|p| p.replayed_lsn),
+            replayed_timestamp: pg.and_then(|p| p.replayed_timestamp.clone()),
+            replay_paused: pg.is_some_and(|p| p.replay_paused),
+            replication_state: pg.filter(|p| p.in_recovery).map(|p| {
+                if p.receiver_status.as_deref() == Some("streaming") {
+                    "streaming".to_string()
+                } else {
+                    "in archive recovery".to_string()
+                }
+            }),
+            replication: pg
+                .map(|p| {
+                    p.replication
+                        .iter()
+                        .map(|r| api::ReplicationRow {
+                            usename: r.usename.clone(),
+                            application_name: r.application_name.clone(),
+                            client_addr: r.client_addr.clone(),
+                            state: r.state.clone(),
+                            sync_state: r.sync_state.clone(),
+                            sync_priority: r.sync_priority,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            cluster_unlocked: c.is_none_or(|c| c.leader.is_none()),
+            paused: self.dynamic.pause.unwrap_or(false),
+            dcs_last_seen: self.dcs_last_seen,
+            dcs_reachable: c.is_some(),
+            tags,
+            system_identifier: self.sysid.clone(),
+            leader_optime: c
+                .and_then(|c| c.status.optime)
+                .max(pg.and_then(|p| p.latest_end_lsn)),
+            maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
+            sync_standby: false,
+            ttl: self.dynamic.ttl,
+            loop_wait: self.dynamic.loop_wait,
+            last_loop: Some(std::time::Instant::now()),
+            policy: Some(serde_json::json!({"name": self.policy.name()})),
+        };
+        self.view_tx.send_replace(view);
+    }
+
+    /// SIGTERM: a leader checkpoints, stops PostgreSQL cleanly, waits until a replica has
+    /// received the shutdown checkpoint, then deletes the leader key so a replica takes over at
+    /// once. Others just stop PostgreSQL.
+    async fn shutdown(&mut self) {
+        let world = self.observe().await;
+        let leader = world.holds_lock() && world.pg.is_primary();
+        tracing::info!(leader, "shutting down");
+        if leader {
+            let _ = self.pg.checkpoint().await;
+        }
+        self.phase = PgPhase::Stopping;
+        if let Err(e) = self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await {
+            tracing::error!(error = %e, "stopping PostgreSQL failed");
+        }
+        if leader {
+            let ckpt = self.pg.controldata().await.ok().and_then(|cd| {
+                cd.get("Latest checkpoint location")
+                    .and_then(|s| crate::postgres::parse_lsn(s))
+            });
+            if let (Some(ckpt), Some(c)) = (ckpt, world.cluster.as_ref()) {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                loop {
+                    let peers = self.poll_peers(c).await;
+                    if peers.values().flatten().any(|p| p.wal_position > ckpt) {
+                        tracing::info!("a replica has received the shutdown checkpoint");
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(
+                            "no replica confirmed the shutdown checkpoint within 5 s; releasing the lock anyway"
+                        );
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            match self.dcs.release_leader(&self.cfg.name).await {
+                Ok(true) => tracing::info!("released the leader key"),
+                Ok(false) => tracing::warn!("the leader key was no longer mine"),
+                Err(e) => tracing::error!(error = %e, "could not release the leader key"),
+            }
+        }
+        let _ = self.guard.write(GuardState::Disarmed {
+            owner: std::process::id() as i32,
+        });
+        self.phase = PgPhase::Stopped;
+        self.last_pg = None;
+        let _ = self.touch_member().await;
+    }
+}
+
+fn pg_settings(
+    cfg: &Config,
+    dynamic: &DynamicConfig,
+    bin_dir: std::path::PathBuf,
+    listen_host: String,
+    port: u16,
+) -> PgSettings {
+    let mut parameters: BTreeMap<String, String> = [
+        ("wal_level", "replica"),
+        ("hot_standby", "on"),
+        ("max_connections", "100"),
+        ("max_wal_senders", "10"),
+        ("max_replication_slots", "10"),
+        ("wal_log_hints", "on"),
+        ("wal_keep_size", "128MB"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in dynamic
+        .postgresql
+        .parameters
+        .iter()
+        .chain(cfg.postgresql.parameters.iter())
+    {
+        parameters.insert(k.clone(), yaml_scalar(v));
+    }
+    let a = &cfg.postgresql.authentication;
+    let creds = |c: &crate::config::Credentials| crate::postgres::Creds {
+        user: c.username.clone(),
+        password: c.password.clone(),
+    };
+    let mut pg_hba = cfg.postgresql.pg_hba.clone();
+    if pg_hba.is_empty() {
+        pg_hba = dynamic.postgresql.pg_hba.clone();
+    }
+    if pg_hba.is_empty() {
+        pg_hba = cfg.bootstrap.pg_hba.clone();
+    }
+    PgSettings {
+        name: cfg.name.clone(),
+        scope: cfg.scope.clone(),
+        bin_dir,
+        data_dir: cfg.postgresql.data_dir.clone(),
+        run_dir: cfg.run_dir(),
+        listen_host,
+        port,
+        superuser: creds(&a.superuser),
+        replication: creds(&a.replication),
+        rewind: a.rewind.as_ref().map(creds),
+        parameters,
+        pg_hba,
+        initdb: cfg
+            .bootstrap
+            .initdb
+            .iter()
+            .flat_map(|o| match o {
+                crate::config::InitdbOption::Flag(f) => vec![format!("--{f}")],
+                crate::config::InitdbOption::Value(m) => m
+                    .iter()
+                    .map(|(k, v)| format!("--{k}={}", yaml_scalar(v)))
+                    .collect(),
+            })
+            .collect(),
+        os_user: cfg.postgresql.os_user.clone(),
+    }
+}
+
+fn yaml_scalar(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Bool(b) => if *b { "on" } else { "off" }.to_string(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::Null => String::new(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+fn json_scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// ISO-8601 UTC timestamp with offset, as Patroni writes into `/history`.
+pub fn iso_now() -> String {
+    let secs = unix_now();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00:00",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+    }
+
+    #[test]
+    fn margin_bounds() {
+        assert_eq!(safety_margin_ms(10_000), 2000);
+        assert_eq!(safety_margin_ms(5_000), 1000);
+        assert_eq!(safety_margin_ms(60_000), 5000);
+    }
+}

@@ -1,0 +1,590 @@
+//! Test harness: real etcd and real PostgreSQL under real `regent` processes on loopback ports,
+//! in temporary directories. Everything started here is killed when the harness is dropped.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REGENT: &str = env!("CARGO_BIN_EXE_regent");
+
+/// Serialize the heavy cluster tests (the machine has two cores).
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    // Bind port 0 and release it; collisions are avoided by also skipping ports handed out
+    // earlier in this process.
+    static USED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let p = l.local_addr().expect("local addr").port();
+        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+        if !used.contains(&p) {
+            used.push(p);
+            return p;
+        }
+    }
+}
+
+/// Poll `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn bin_dir() -> PathBuf {
+    let mut best: Option<(u32, PathBuf)> = None;
+    if let Ok(it) = std::fs::read_dir("/usr/lib/postgresql") {
+        for e in it.flatten() {
+            if let Ok(v) = e.file_name().to_string_lossy().parse::<u32>() {
+                let p = e.path().join("bin");
+                if p.join("postgres").exists() && best.as_ref().is_none_or(|(b, _)| v > *b) {
+                    best = Some((v, p));
+                }
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+        .expect("PostgreSQL binaries under /usr/lib/postgresql/*/bin")
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// chown to the `postgres` OS user when running as root.
+pub fn chown_pg(p: &Path) {
+    if is_root() {
+        let u = nix::unistd::User::from_name("postgres")
+            .expect("look up user postgres")
+            .expect("the `postgres` OS user exists (Debian's postgresql package creates it)");
+        nix::unistd::chown(p, Some(u.uid), Some(u.gid)).expect("chown to postgres");
+    }
+}
+
+pub struct Etcd {
+    pub child: Option<Child>,
+    pub client_port: u16,
+    peer_port: u16,
+    dir: PathBuf,
+}
+
+impl Etcd {
+    pub fn start(dir: &Path) -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir: dir.join("etcd"),
+        };
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.with_extension("log")).expect("etcd log");
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                "e0",
+                "--data-dir",
+                &self.dir.display().to_string(),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("e0={peer}"),
+            ])
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (Debian package etcd-server)");
+        self.child = Some(child);
+        let port = self.client_port;
+        wait_for("etcd to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// etcdctl get of one key (raw value), via the etcdctl binary.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.endpoint(),
+                "--dial-timeout=2s",
+                "--command-timeout=3s",
+                "get",
+                "--print-value-only",
+                key,
+            ])
+            .output()
+            .ok()?;
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct NodeSpec {
+    pub ttl: u64,
+    pub loop_wait: u64,
+    pub retry_timeout: u64,
+    pub extra_tags: String,
+}
+
+impl Default for NodeSpec {
+    fn default() -> Self {
+        NodeSpec {
+            ttl: 10,
+            loop_wait: 1,
+            retry_timeout: 3,
+            extra_tags: String::new(),
+        }
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub api_port: u16,
+    pub pg_port: u16,
+    pub child: Option<Child>,
+    starts: u32,
+}
+
+impl Node {
+    pub fn new(base: &Path, name: &str, etcd: &[String], spec: &NodeSpec) -> Node {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        chown_pg(&dir);
+        let api_port = free_port();
+        let pg_port = free_port();
+        let config = dir.join("regent.yml");
+        let yaml = format!(
+            r#"scope: test
+namespace: /service/
+name: {name}
+restapi:
+  listen: 127.0.0.1:{api_port}
+  connect_address: 127.0.0.1:{api_port}
+etcd3:
+  hosts: [{hosts}]
+bootstrap:
+  dcs:
+    ttl: {ttl}
+    loop_wait: {loop_wait}
+    retry_timeout: {retry_timeout}
+    maximum_lag_on_failover: 1048576
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_keep_size: 64MB
+  initdb:
+    - encoding: UTF8
+    - data-checksums
+  pg_hba:
+    - local all all trust
+    - host all all 127.0.0.1/32 md5
+    - host replication replicator 127.0.0.1/32 md5
+postgresql:
+  listen: 127.0.0.1:{pg_port}
+  connect_address: 127.0.0.1:{pg_port}
+  data_dir: {data}
+  bin_dir: {bin}
+  authentication:
+    superuser:
+      username: postgres
+      password: secret
+    replication:
+      username: replicator
+      password: rep-pass
+  parameters:
+    shared_buffers: 16MB
+    max_connections: 30
+tags:
+  nofailover: false
+{extra_tags}
+"#,
+            hosts = etcd.join(", "),
+            ttl = spec.ttl,
+            loop_wait = spec.loop_wait,
+            retry_timeout = spec.retry_timeout,
+            data = dir.join("data").display(),
+            bin = bin_dir().display(),
+            extra_tags = spec.extra_tags,
+        );
+        std::fs::write(&config, yaml).expect("write config");
+        Node {
+            name: name.to_string(),
+            dir,
+            config,
+            api_port,
+            pg_port,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// Start `regent run` in its own process group (so the group can be killed as a "host").
+    pub fn start(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("regent.log"))
+            .expect("log");
+        let child = Command::new(REGENT)
+            .arg("run")
+            .arg(&self.config)
+            .env("REGENT_LOG", "info,regent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn regent");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// SIGKILL the whole process group: regent, its PostgreSQL and its guard (a host crash).
+    pub fn crash(&mut self) {
+        let pid = self.pid();
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        // Anything that escaped the group (it should not) goes too.
+        self.kill_postgres();
+    }
+
+    pub fn kill_postgres(&self) {
+        if let Some(pid) = self.postmaster_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let t = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).ok()?;
+        let pid: i32 = t.lines().next()?.trim().parse().ok()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            .ok()
+            .map(|_| pid)
+    }
+
+    /// Wait for the regent process to exit; returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let c = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("regent.log")).unwrap_or_default()
+    }
+
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.api_port, path)
+    }
+
+    fn guard_pid(&self) -> Option<i32> {
+        let t = std::fs::read_to_string(self.dir.join(format!("{}.regent-guard.pid", self.name)))
+            .ok()?;
+        t.trim().parse().ok()
+    }
+
+    /// Kill everything of this node (used on drop).
+    pub fn kill_all(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = c.wait();
+        }
+        if let Some(g) = self.guard_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(g),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.kill_postgres();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// A minimal HTTP/1.0 GET against 127.0.0.1:port (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status: u16 = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Run SQL with psql against a node (as the superuser over TCP). Returns trimmed stdout.
+pub fn psql(port: u16, sql: &str) -> Result<String, String> {
+    let out = Command::new(bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", "secret")
+        .env("PGCONNECT_TIMEOUT", "2")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// The whole test cluster.
+pub struct Cluster {
+    pub tmp: tempfile::TempDir,
+    pub etcd: Etcd,
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    pub fn new(n: usize, spec: NodeSpec) -> Cluster {
+        let tmp = tempfile::Builder::new()
+            .prefix("regent-it-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let etcd = Etcd::start(tmp.path());
+        let eps = vec![etcd.endpoint()];
+        let nodes = (1..=n)
+            .map(|i| Node::new(tmp.path(), &format!("pg{i}"), &eps, &spec))
+            .collect();
+        Cluster { tmp, etcd, nodes }
+    }
+
+    pub fn start_all(&mut self) {
+        for n in &mut self.nodes {
+            n.start();
+        }
+    }
+
+    /// Index of the node whose `/primary` answers 200.
+    pub fn leader(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.http_get("/primary").is_some_and(|(s, _)| s == 200))
+    }
+
+    pub fn wait_leader(&self, timeout: Duration) -> usize {
+        wait_for("a leader", timeout, || self.leader())
+    }
+
+    /// Which nodes accept a write right now.
+    pub fn writable(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                psql(
+                    n.pg_port,
+                    "INSERT INTO split_brain_probe VALUES (now()) RETURNING 1",
+                )
+                .is_ok_and(|s| s == "1")
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Wait until `count` replicas stream from the leader (per pg_stat_replication).
+    pub fn wait_streaming(&self, leader: usize, count: usize, timeout: Duration) {
+        wait_for(&format!("{count} streaming replicas"), timeout, || {
+            let n = psql(
+                self.nodes[leader].pg_port,
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            )
+            .ok()?
+            .parse::<usize>()
+            .ok()?;
+            (n >= count).then_some(())
+        });
+    }
+
+    pub fn dump_logs(&self) {
+        for n in &self.nodes {
+            let log = n.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("===== {} regent.log (last 60 lines) =====", n.name);
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// Watches every node's writability in the background and records any moment at which two
+/// or more nodes accepted a write in the same round.
+/// Moments (since the monitor started) at which more than one node accepted a write.
+pub type Overlaps = Vec<(Duration, Vec<String>)>;
+
+pub struct SplitBrainMonitor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Overlaps>>,
+}
+
+impl SplitBrainMonitor {
+    pub fn start(ports: Vec<(String, u16)>) -> SplitBrainMonitor {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut bad = Vec::new();
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                let writable: Vec<String> = std::thread::scope(|sc| {
+                    let hs: Vec<_> = ports
+                        .iter()
+                        .map(|(name, port)| {
+                            sc.spawn(move || {
+                                psql(
+                                    *port,
+                                    "INSERT INTO split_brain_probe VALUES (now()) RETURNING 1",
+                                )
+                                .is_ok_and(|s| s == "1")
+                                .then(|| name.clone())
+                            })
+                        })
+                        .collect();
+                    hs.into_iter()
+                        .filter_map(|h| h.join().ok().flatten())
+                        .collect()
+                });
+                if writable.len() > 1 {
+                    bad.push((t0.elapsed(), writable));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            bad
+        });
+        SplitBrainMonitor {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stop and return the moments with more than one writable node.
+    pub fn finish(mut self) -> Overlaps {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
