@@ -75,10 +75,11 @@ fn assert_rejoins(c: &Cluster, old: usize, leader: usize, expect_rows: i64) {
         (n == "1").then_some(())
     });
     wait_rows(port, expect_rows, Duration::from_secs(30));
-    assert_eq!(
-        c.nodes[old].http_get("/replica").map(|(s, _)| s),
-        Some(200),
-        "the rejoined node reports itself as a healthy replica"
+    // The REST view is refreshed once per loop.
+    wait_for(
+        "the rejoined node to report itself a healthy replica on /replica",
+        Duration::from_secs(10),
+        || (c.nodes[old].http_get("/replica")?.0 == 200).then_some(()),
     );
 }
 

@@ -812,37 +812,44 @@ impl Supervisor {
     /// received the shutdown checkpoint, then deletes the leader key so a replica takes over at
     /// once. Others just stop PostgreSQL.
     async fn shutdown(&mut self) {
-        let world = self.observe().await;
-        let leader = world.holds_lock() && world.pg.is_primary();
+        let now = mono_ms();
+        let leader = self.role == "primary"
+            && self.last_pg.as_ref().is_some_and(|p| !p.in_recovery)
+            && self.write_deadline_ms.is_some_and(|d| now < d)
+            && self
+                .last_cluster
+                .as_ref()
+                .and_then(|c| c.leader.as_ref())
+                .is_some_and(|l| l.name == self.cfg.name && Some(l.lease) == self.our_lease);
         tracing::info!(leader, "shutting down");
         if leader {
-            let _ = self.pg.checkpoint().await;
+            if let Err(e) = self.pg.checkpoint().await {
+                tracing::warn!(error = %e, "checkpoint before shutdown failed");
+            }
         }
         self.phase = PgPhase::Stopping;
         if let Err(e) = self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await {
             tracing::error!(error = %e, "stopping PostgreSQL failed");
         }
+        // Peers racing for the lock must not see a stale "running primary" here.
+        self.view_tx.send_modify(|v| {
+            v.state = PgPhase::Stopped.as_str().into();
+            v.holds_lock = false;
+            v.wal_flush_lsn = None;
+            v.received_lsn = None;
+            v.replayed_lsn = None;
+            v.replication.clear();
+        });
         if leader {
-            let ckpt = self.pg.controldata().await.ok().and_then(|cd| {
-                cd.get("Latest checkpoint location")
-                    .and_then(|s| crate::postgres::parse_lsn(s))
-            });
-            if let (Some(ckpt), Some(c)) = (ckpt, world.cluster.as_ref()) {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                loop {
-                    let peers = self.poll_peers(c).await;
-                    if peers.values().flatten().any(|p| p.wal_position > ckpt) {
-                        tracing::info!("a replica has received the shutdown checkpoint");
-                        break;
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        tracing::warn!(
-                            "no replica confirmed the shutdown checkpoint within 5 s; releasing the lock anyway"
-                        );
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+            if let Some(ckpt) = self.wait_shutdown_checkpoint_received().await {
+                // Replicas judge their lag against this: the last WAL this primary wrote.
+                let _ = self
+                    .dcs
+                    .write_status(&Status {
+                        optime: Some(ckpt),
+                        ..Status::default()
+                    })
+                    .await;
             }
             match self.dcs.release_leader(&self.cfg.name).await {
                 Ok(true) => tracing::info!("released the leader key"),
@@ -856,6 +863,46 @@ impl Supervisor {
         self.phase = PgPhase::Stopped;
         self.last_pg = None;
         let _ = self.touch_member().await;
+    }
+
+    /// Wait (up to 5 s) until some replica has received WAL past our shutdown checkpoint, read
+    /// live from the replicas' PostgreSQL, so that releasing the lock loses nothing.
+    async fn wait_shutdown_checkpoint_received(&self) -> Option<u64> {
+        let ckpt = self.pg.controldata().await.ok().and_then(|cd| {
+            cd.get("Latest checkpoint location")
+                .and_then(|s| crate::postgres::parse_lsn(s))
+        });
+        let (Some(ckpt), Some(c)) = (ckpt, self.last_cluster.as_ref()) else {
+            return ckpt;
+        };
+        let targets: Vec<(String, u16)> = c
+            .members
+            .iter()
+            .filter(|m| m.name != self.cfg.name)
+            .filter_map(|m| {
+                let url = m.data.conn_url.as_deref()?;
+                let hp = url.strip_prefix("postgres://").unwrap_or(url);
+                split_host_port(hp.split('/').next().unwrap_or(hp))
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            for (h, p) in &targets {
+                if let Ok(Some(lsn)) = self.pg.remote_received_lsn(h, *p).await
+                    && lsn > ckpt
+                {
+                    tracing::info!(replica = %format!("{h}:{p}"), "a replica has received the shutdown checkpoint");
+                    return Some(ckpt);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline || targets.is_empty() {
+                tracing::warn!(
+                    "no replica confirmed the shutdown checkpoint within 5 s; releasing the lock anyway"
+                );
+                return Some(ckpt);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

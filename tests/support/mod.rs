@@ -389,6 +389,18 @@ tags:
     }
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill_all();
+        }
+        if std::env::var_os("REGENT_KEEP_TMP").is_some() {
+            eprintln!("keeping {}", self.tmp.path().display());
+            let _ = std::mem::replace(&mut self.tmp, tempfile::tempdir().expect("tempdir")).keep();
+        }
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill_all();

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::Mutex;
@@ -95,6 +96,7 @@ pub struct Postgres {
     pub s: PgSettings,
     user: Option<OsUser>,
     child: Mutex<Option<tokio::process::Child>>,
+    session: Mutex<Option<Arc<tokio_postgres::Client>>>,
 }
 
 /// An upstream to stream from.
@@ -127,6 +129,7 @@ impl Postgres {
             s,
             user,
             child: Mutex::new(None),
+            session: Mutex::new(None),
         })
     }
 
@@ -414,7 +417,7 @@ impl Postgres {
         *self.child.lock().await = Some(child);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.connect().await.is_ok() {
+            if self.new_connection().await.is_ok() {
                 return Ok(());
             }
             {
@@ -477,8 +480,22 @@ impl Postgres {
         Ok(())
     }
 
+    /// A superuser session, reused across calls and re-established when it breaks.
+    pub async fn connect(&self) -> Result<Arc<tokio_postgres::Client>> {
+        let mut g = self.session.lock().await;
+        if let Some(c) = g.as_ref()
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        *g = None;
+        let c = Arc::new(self.new_connection().await?);
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
     /// Connect as the superuser over TCP.
-    pub async fn connect(&self) -> Result<tokio_postgres::Client> {
+    async fn new_connection(&self) -> Result<tokio_postgres::Client> {
         let host = if self.s.listen_host == "*" || self.s.listen_host == "0.0.0.0" {
             "127.0.0.1".to_string()
         } else {
@@ -507,6 +524,29 @@ impl Postgres {
         Ok(client)
     }
 
+    /// `pg_last_wal_receive_lsn()` of another member's PostgreSQL, read live.
+    pub async fn remote_received_lsn(&self, host: &str, port: u16) -> Result<Option<u64>> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(host)
+            .port(port)
+            .user(&self.s.superuser.user)
+            .dbname("postgres")
+            .application_name("regent")
+            .connect_timeout(Duration::from_secs(1));
+        if let Some(p) = &self.s.superuser.password {
+            cfg.password(p);
+        }
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let v: Option<i64> = client
+            .query_one("SELECT (pg_last_wal_receive_lsn() - '0/0')::bigint", &[])
+            .await?
+            .get(0);
+        Ok(v.and_then(|v| u64::try_from(v).ok()))
+    }
+
     pub async fn query_state(&self) -> Result<PgState> {
         let c = self.connect().await?;
         state::query(&c).await
@@ -514,14 +554,18 @@ impl Postgres {
 
     pub async fn promote(&self) -> Result<()> {
         let c = self.connect().await?;
-        let ok: bool = c
-            .query_one("SELECT pg_promote(true, 60)", &[])
-            .await?
-            .get(0);
-        if ok {
-            Ok(())
-        } else {
-            Err(PgError::Timeout("pg_promote did not finish in 60 s".into()))
+        c.query_one("SELECT pg_promote(false)", &[]).await?;
+        // pg_promote(wait => true) polls every 100 ms; poll faster ourselves.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let in_recovery: bool = c.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
+            if !in_recovery {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PgError::Timeout("promotion did not finish in 60 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
