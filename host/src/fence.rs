@@ -173,6 +173,7 @@ pub fn fence_now(data_dir: &Path) -> bool {
 /// The guard's main loop (`regent guard`). Polls every 20 ms.
 pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
     std::fs::write(&files.pid, format!("{}\n", std::process::id()))?;
+    let parent_at_start = nix::unistd::getppid().as_raw();
     // A terminal's Ctrl-C must not take the guard down with the supervisor's process group.
     // SAFETY: installing SIG_IGN has no preconditions.
     unsafe {
@@ -184,9 +185,11 @@ pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
         std::process::id(),
         files.state.display()
     );
+    let mut last_owner: Option<i32> = None;
     loop {
         match files.read() {
             Some(GuardState::Armed { deadline_ms, owner }) => {
+                last_owner = Some(owner);
                 if mono_ms() >= deadline_ms {
                     if fence_now(&files.data_dir) {
                         eprintln!(
@@ -200,18 +203,23 @@ pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
                 }
             }
             Some(GuardState::Disarmed { owner }) => {
+                last_owner = Some(owner);
                 if !alive(owner) {
                     return Ok(());
                 }
             }
-            Some(GuardState::Fenced { .. }) | None => {
-                if !files.state.exists() {
+            Some(GuardState::Fenced { at_ms }) => {
+                // Wait for a supervisor to re-arm or disarm; leave once nobody is left.
+                if last_owner.is_none_or(|o| !alive(o))
+                    && mono_ms().saturating_sub(at_ms) > 60_000
+                {
                     return Ok(());
                 }
-                // Fenced: wait for a supervisor to re-arm or disarm; exit when none is left.
-                if let Some(GuardState::Fenced { at_ms }) = files.read()
-                    && mono_ms().saturating_sub(at_ms) > 600_000
-                {
+            }
+            None => {
+                // Not written yet (the supervisor writes it right after starting us): nothing
+                // to guard. Leave once the supervisor that started us is gone.
+                if last_owner.is_none_or(|o| !alive(o)) && !alive(parent_at_start) {
                     return Ok(());
                 }
             }

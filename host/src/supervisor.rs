@@ -149,6 +149,11 @@ impl Supervisor {
     ) -> Result<(), SupervisorError> {
         let exe = std::env::current_exe()
             .map_err(|e| SupervisorError::Io(format!("cannot find own executable: {e}")))?;
+        if self.guard.read().is_none() {
+            let _ = self.guard.write(GuardState::Disarmed {
+                owner: std::process::id() as i32,
+            });
+        }
         let guard_pid = self
             .guard
             .ensure_running(&exe)

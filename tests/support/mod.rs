@@ -516,12 +516,14 @@ impl Cluster {
             .collect()
     }
 
-    /// Wait until `count` replicas stream from the leader (per pg_stat_replication).
+    /// Wait until `count` replicas stream from the leader through their member slots (a
+    /// pg_basebackup in progress also shows as streaming, but on a temporary slot).
     pub fn wait_streaming(&self, leader: usize, count: usize, timeout: Duration) {
         wait_for(&format!("{count} streaming replicas"), timeout, || {
             let n = psql(
                 self.nodes[leader].pg_port,
-                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s \
+                     ON s.active_pid = r.pid WHERE r.state = 'streaming' AND NOT s.temporary",
             )
             .ok()?
             .parse::<usize>()
