@@ -78,7 +78,7 @@ pub struct Supervisor {
     sysid: Option<String>,
     last_pg: Option<PgState>,
     last_cluster: Option<Cluster>,
-    last_summary: String,
+    warned_sync_mode: bool,
 }
 
 /// Safety margin between the write deadline and the earliest possible lease expiry.
@@ -134,7 +134,7 @@ impl Supervisor {
             sysid: None,
             last_pg: None,
             last_cluster: None,
-            last_summary: String::new(),
+            warned_sync_mode: false,
         })
     }
 
@@ -181,12 +181,7 @@ impl Supervisor {
     async fn cycle(&mut self) -> Result<bool, SupervisorError> {
         let world = self.observe().await;
         let decision = decide(&world, self.policy.as_ref());
-        if decision.summary != self.last_summary {
-            tracing::info!("{}", decision.summary);
-        } else {
-            tracing::debug!("{}", decision.summary);
-        }
-        self.last_summary = decision.summary.clone();
+        tracing::info!("{}", decision.summary);
         self.update_guard(&world, &decision.actions);
         let mut rerun = false;
         for action in &decision.actions {
@@ -227,6 +222,14 @@ impl Supervisor {
                     && let Ok(d) = serde_json::from_value::<DynamicConfig>(v.clone())
                 {
                     self.dynamic = d;
+                }
+                if self.dynamic.synchronous_mode != crate::config::SyncMode::Off
+                    && !self.warned_sync_mode
+                {
+                    tracing::warn!(
+                        "synchronous_mode is set but Regent does not implement it yet: replication stays asynchronous"
+                    );
+                    self.warned_sync_mode = true;
                 }
                 Some(c)
             }
