@@ -170,7 +170,7 @@ pub fn fence_now(data_dir: &Path) -> bool {
     true
 }
 
-/// The guard's main loop (`regent guard`). Polls every 20 ms.
+/// The guard's main loop (`regent guard`): wakes at the armed deadline, else twice a second.
 pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
     std::fs::write(&files.pid, format!("{}\n", std::process::id()))?;
     let parent_at_start = nix::unistd::getppid().as_raw();
@@ -226,7 +226,15 @@ pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
         if files.guard_pid_file_changed() {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Sleep until the deadline (re-reading the file then: a renewal may have moved it), or
+        // at most half a second; disarming and owner changes need no faster reaction.
+        let nap = match files.read() {
+            Some(GuardState::Armed { deadline_ms, .. }) => {
+                deadline_ms.saturating_sub(mono_ms()).clamp(1, 500)
+            }
+            _ => 500,
+        };
+        std::thread::sleep(Duration::from_millis(nap));
     }
 }
 

@@ -70,6 +70,7 @@ pub struct Supervisor {
     dynamic: DynamicConfig,
     write_deadline_ms: Option<u64>,
     our_lease: Option<i64>,
+    known_lock_lease: Option<i64>,
     unlocked_since_ms: Option<u64>,
     rewind_failed: bool,
     dcs_last_seen: Option<u64>,
@@ -126,6 +127,7 @@ impl Supervisor {
             dynamic,
             write_deadline_ms: None,
             our_lease: None,
+            known_lock_lease: None,
             unlocked_since_ms: None,
             rewind_failed: false,
             dcs_last_seen: None,
@@ -239,6 +241,13 @@ impl Supervisor {
             }
         };
         self.last_cluster = cluster.clone();
+        if let Some(c) = &cluster {
+            self.known_lock_lease = c
+                .leader
+                .as_ref()
+                .filter(|l| l.name == self.cfg.name)
+                .map(|l| l.lease);
+        }
         let now = mono_ms();
         if cluster.as_ref().is_some_and(|c| c.leader.is_none()) {
             self.unlocked_since_ms.get_or_insert(now);
@@ -305,6 +314,7 @@ impl Supervisor {
             peers,
             settings: self.settings(),
             unlocked_since_ms: self.unlocked_since_ms,
+            known_lock_lease: self.known_lock_lease,
             health: Health::Healthy,
         }
     }
@@ -830,10 +840,8 @@ impl Supervisor {
                 .and_then(|c| c.leader.as_ref())
                 .is_some_and(|l| l.name == self.cfg.name && Some(l.lease) == self.our_lease);
         tracing::info!(leader, "shutting down");
-        if leader {
-            if let Err(e) = self.pg.checkpoint().await {
-                tracing::warn!(error = %e, "checkpoint before shutdown failed");
-            }
+        if leader && let Err(e) = self.pg.checkpoint().await {
+            tracing::warn!(error = %e, "checkpoint before shutdown failed");
         }
         self.phase = PgPhase::Stopping;
         if let Err(e) = self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await {

@@ -92,6 +92,9 @@ pub struct World {
     pub settings: Settings,
     /// Since when this node has seen the cluster without a leader.
     pub unlocked_since_ms: Option<u64>,
+    /// The lease the leader key was on, with our name, at the last successful DCS read (carried
+    /// over cycles in which the DCS cannot be read).
+    pub known_lock_lease: Option<i64>,
     pub health: Health,
 }
 
@@ -315,7 +318,8 @@ pub fn decide(w: &World, policy: &dyn Policy) -> Decision {
 
 fn decide_without_dcs(w: &World) -> Decision {
     if w.pg.is_primary() {
-        if w.lease_valid() {
+        // Only a deadline renewed on the lease that carries the leader key counts.
+        if w.lease_valid() && w.our_lease.is_some() && w.known_lock_lease == w.our_lease {
             Decision::new(
                 format!(
                     "DCS is not accessible; lease valid for {} ms more, still the leader",
@@ -351,7 +355,7 @@ fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
             }],
         );
     }
-    if cluster.initialize.is_none() && !w.settings.nofailover {
+    if cluster.initialize.is_none() && !w.settings.nofailover && w.settings.failover_priority > 0 {
         return Decision::new(
             "no cluster yet: racing to bootstrap",
             vec![Action::Bootstrap],
@@ -423,9 +427,17 @@ fn decide_primary(w: &World, cluster: &Cluster, sysid: &str) -> Decision {
         );
     }
     if w.leader_is_me_other_lease() {
+        if w.lease_valid() && w.our_lease.is_some() {
+            return Decision::new(
+                "still primary and the leader key has my name from an earlier run: re-attaching it",
+                vec![Action::ReattachLeader],
+            );
+        }
         return Decision::new(
-            "still primary and the leader key has my name from an earlier run: re-attaching it",
-            vec![Action::ReattachLeader],
+            "the leader key has my name on another lease and my own lease is not valid: demoting",
+            vec![Action::Demote {
+                mode: DemoteMode::Immediate,
+            }],
         );
     }
     if cluster.leader_name() == Some(w.me.as_str()) {
