@@ -111,8 +111,19 @@ impl GuardFiles {
         }
     }
 
-    /// Make sure a guard runs for these files; spawns `exe guard ...` if none does.
-    pub fn ensure_running(&self, exe: &Path) -> std::io::Result<i32> {
+    /// Make sure a guard runs for these files; spawns `exe guard ...` if none does. A guard we
+    /// spawned earlier that has exited is reaped (`spawned`).
+    pub fn ensure_running(
+        &self,
+        exe: &Path,
+        spawned: &mut Option<std::process::Child>,
+    ) -> std::io::Result<i32> {
+        if let Some(c) = spawned.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            tracing::warn!(%status, "the fencing guard exited; starting a new one");
+            *spawned = None;
+        }
         if let Some(pid) = self.guard_pid() {
             return Ok(pid);
         }
@@ -134,8 +145,8 @@ impl GuardFiles {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        // Deliberately not waited on: the guard must outlive this process.
-        std::mem::forget(child);
+        // Never killed by us: the guard must outlive this process. Kept only to reap it.
+        *spawned = Some(child);
         Ok(pid)
     }
 }

@@ -80,6 +80,7 @@ pub struct Supervisor {
     last_pg: Option<PgState>,
     last_cluster: Option<Cluster>,
     warned_sync_mode: bool,
+    guard_child: Option<std::process::Child>,
 }
 
 /// Safety margin between the write deadline and the earliest possible lease expiry.
@@ -137,6 +138,7 @@ impl Supervisor {
             last_pg: None,
             last_cluster: None,
             warned_sync_mode: false,
+            guard_child: None,
         })
     }
 
@@ -151,19 +153,25 @@ impl Supervisor {
     ) -> Result<(), SupervisorError> {
         let exe = std::env::current_exe()
             .map_err(|e| SupervisorError::Io(format!("cannot find own executable: {e}")))?;
-        if self.guard.read().is_none() {
+        // Claim the state before a guard looks at it: a guard finding a disarmed state whose
+        // owner is dead leaves. An armed state from a previous run stays in force until this
+        // process renews the lease under which it was armed.
+        if !matches!(self.guard.read(), Some(GuardState::Armed { .. })) {
             let _ = self.guard.write(GuardState::Disarmed {
                 owner: std::process::id() as i32,
             });
         }
         let guard_pid = self
             .guard
-            .ensure_running(&exe)
+            .ensure_running(&exe, &mut self.guard_child)
             .map_err(|e| SupervisorError::Io(format!("cannot start the fencing guard: {e}")))?;
         tracing::info!(guard_pid, "fencing guard attached");
         tokio::spawn(self.dcs.clone().watch_forever());
         let changed = self.dcs.changed.clone();
         loop {
+            if let Err(e) = self.guard.ensure_running(&exe, &mut self.guard_child) {
+                tracing::error!(error = %e, "cannot restart the fencing guard");
+            }
             let rerun = self.cycle().await?;
             if rerun {
                 continue;
