@@ -287,3 +287,57 @@ fn etcd_frozen_leader_stops_writes_before_ttl() {
         },
     );
 }
+
+#[test]
+fn quick_regent_restart_on_leader_costs_no_failover() {
+    let _g = serial();
+    let (mut c, leader) = healthy_cluster();
+    let port = c.nodes[leader].pg_port;
+    let timeline = psql(port, "SELECT timeline_id FROM pg_control_checkpoint()").expect("tl");
+    let postmaster = c.nodes[leader].postmaster_pid().expect("postmaster runs");
+    c.nodes[leader].signal(Signal::SIGKILL);
+    let _ = c.nodes[leader].wait_exit(Duration::from_secs(5));
+    c.nodes[leader].start();
+    // Watch for longer than ttl: the lease of the killed process would have expired by then,
+    // so the key must have moved to the new process's lease.
+    let t0 = Instant::now();
+    let mut writes = 0;
+    while t0.elapsed() < Duration::from_secs(TTL + 5) {
+        psql(port, "INSERT INTO acked VALUES (nextval('acked_seq'))")
+            .or_else(|_| {
+                psql(
+                    port,
+                    "CREATE SEQUENCE IF NOT EXISTS acked_seq; INSERT INTO acked VALUES (nextval('acked_seq'))",
+                )
+            })
+            .expect("the primary keeps taking writes through the supervisor restart");
+        writes += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(writes > 10);
+    assert_eq!(
+        c.leader(),
+        Some(leader),
+        "the same node is still the leader"
+    );
+    assert_eq!(
+        c.nodes[leader].postmaster_pid(),
+        Some(postmaster),
+        "PostgreSQL was not restarted"
+    );
+    assert_eq!(
+        psql(port, "SELECT timeline_id FROM pg_control_checkpoint()").as_deref(),
+        Ok(timeline.as_str()),
+        "no promotion happened anywhere"
+    );
+    for r in others(&c, leader) {
+        assert_eq!(
+            psql(c.nodes[r].pg_port, "SELECT pg_is_in_recovery()").as_deref(),
+            Ok("t")
+        );
+    }
+    assert_eq!(
+        c.etcd.get("/service/test/leader").as_deref(),
+        Some(c.nodes[leader].name.as_str())
+    );
+}
