@@ -13,7 +13,11 @@ const TTL: u64 = 10;
 
 /// Bootstrap three nodes and wait for a leader with two streaming replicas.
 fn healthy_cluster() -> (Cluster, usize) {
-    let mut c = Cluster::new(3, NodeSpec::default());
+    healthy_cluster_with(NodeSpec::default())
+}
+
+fn healthy_cluster_with(spec: NodeSpec) -> (Cluster, usize) {
+    let mut c = Cluster::new(3, spec);
     c.start_all();
     let leader = c.wait_leader(Duration::from_secs(90));
     c.wait_streaming(leader, 2, Duration::from_secs(90));
@@ -339,5 +343,83 @@ fn quick_regent_restart_on_leader_costs_no_failover() {
     assert_eq!(
         c.etcd.get("/service/test/leader").as_deref(),
         Some(c.nodes[leader].name.as_str())
+    );
+}
+
+#[test]
+fn synchronous_mode_promotes_only_the_synchronous_standby() {
+    let _g = serial();
+    let (mut c, leader) = healthy_cluster_with(NodeSpec {
+        synchronous_mode: true,
+        ..NodeSpec::default()
+    });
+    let lport = c.nodes[leader].pg_port;
+    // The leader publishes a standby in /sync only once PostgreSQL reports it as `sync`.
+    let sync_name = wait_for(
+        "a synchronous standby in /sync",
+        Duration::from_secs(30),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&c.etcd.get("/service/test/sync")?).ok()?;
+            (v["leader"] == c.nodes[leader].name.as_str()).then_some(())?;
+            v["sync_standby"].as_str().map(str::to_string)
+        },
+    );
+    let state = psql(
+        lport,
+        &format!(
+            "SELECT sync_state FROM pg_stat_replication WHERE application_name = '{sync_name}'"
+        ),
+    );
+    assert_eq!(state.as_deref(), Ok("sync"));
+    let s = c
+        .nodes
+        .iter()
+        .position(|n| n.name == sync_name)
+        .expect("sync node");
+    let a = (0..3)
+        .find(|i| *i != leader && *i != s)
+        .expect("async node");
+    assert_eq!(
+        c.nodes[s].http_get("/sync").map(|(st, _)| st),
+        Some(200),
+        "/sync health check answers 200 on the synchronous standby"
+    );
+    assert_eq!(c.nodes[a].http_get("/sync").map(|(st, _)| st), Some(503));
+    // Make the asynchronous replica the preferred candidate by priority: the policy must still
+    // refuse it, because only the synchronous standby is certain to have every acknowledged commit.
+    c.nodes[a].signal(Signal::SIGTERM);
+    assert!(c.nodes[a].wait_exit(Duration::from_secs(30)).is_some());
+    let cfg = std::fs::read_to_string(&c.nodes[a].config).expect("read config");
+    std::fs::write(
+        &c.nodes[a].config,
+        cfg.replace(
+            "  nofailover: false",
+            "  nofailover: false\n  failover_priority: 10",
+        ),
+    )
+    .expect("write config");
+    c.nodes[a].start();
+    c.wait_streaming(leader, 2, Duration::from_secs(60));
+    write_rows(lport, 1, 100);
+    c.nodes[leader].crash();
+    let new = wait_new_writable(&c, leader, Duration::from_secs(TTL + 10));
+    assert_eq!(new, s, "only the synchronous standby may be promoted");
+    assert_eq!(
+        count_rows(c.nodes[new].pg_port),
+        Some(100),
+        "no acknowledged commit lost"
+    );
+    // The new leader takes over /sync and makes the remaining replica its synchronous standby.
+    wait_for(
+        "the new leader to publish its synchronous standby",
+        Duration::from_secs(30),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&c.etcd.get("/service/test/sync")?).ok()?;
+            (v["leader"] == c.nodes[new].name.as_str()
+                && v["sync_standby"] == c.nodes[a].name.as_str())
+            .then_some(())
+        },
     );
 }

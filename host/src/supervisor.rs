@@ -4,8 +4,8 @@
 //! REST view, and sleeps until `loop_wait` passes or the DCS watch reports a change.
 
 use crate::api::{self, NodeView};
-use crate::config::{Config, DynamicConfig, split_host_port};
-use crate::dcs::{Cluster, EtcdDcs, HistoryLine, MemberData, Status};
+use crate::config::{Config, DynamicConfig, SyncMode, split_host_port};
+use crate::dcs::{Cluster, EtcdDcs, HistoryLine, MemberData, Status, SyncState, tag_bool};
 use crate::fence::{GuardFiles, GuardState, instant_to_mono_ms, mono_ms};
 use crate::ha::policy::{DefaultPolicy, Health, Policy};
 use crate::ha::{Action, DataDir, DemoteMode, PeerState, PgView, Settings, World, decide};
@@ -79,7 +79,6 @@ pub struct Supervisor {
     sysid: Option<String>,
     last_pg: Option<PgState>,
     last_cluster: Option<Cluster>,
-    warned_sync_mode: bool,
     guard_child: Option<std::process::Child>,
 }
 
@@ -137,7 +136,6 @@ impl Supervisor {
             sysid: None,
             last_pg: None,
             last_cluster: None,
-            warned_sync_mode: false,
             guard_child: None,
         })
     }
@@ -232,14 +230,6 @@ impl Supervisor {
                     && let Ok(d) = serde_json::from_value::<DynamicConfig>(v.clone())
                 {
                     self.dynamic = d;
-                }
-                if self.dynamic.synchronous_mode != crate::config::SyncMode::Off
-                    && !self.warned_sync_mode
-                {
-                    tracing::warn!(
-                        "synchronous_mode is set but Regent does not implement it yet: replication stays asynchronous"
-                    );
-                    self.warned_sync_mode = true;
                 }
                 Some(c)
             }
@@ -342,6 +332,7 @@ impl Supervisor {
                 .map(|(k, v)| (k.clone(), yaml_scalar(v)))
                 .collect(),
             race_backoff_ms: 2000,
+            synchronous_mode: self.dynamic.synchronous_mode != SyncMode::Off,
         }
     }
 
@@ -623,6 +614,88 @@ impl Supervisor {
                 tracing::warn!(error = %e, "replication slot maintenance failed");
             }
         }
+        self.manage_sync(c).await
+    }
+
+    /// Synchronous mode on the leader: pick one streaming member as synchronous standby and
+    /// keep `synchronous_standby_names` and the `sync` key consistent. The key never names a
+    /// standby that PostgreSQL is not actually waiting for: it shrinks before the setting
+    /// changes, and grows only after PostgreSQL reports the standby as `sync`.
+    async fn manage_sync(&mut self, c: &Cluster) -> Result<(), SupervisorError> {
+        let me = self.cfg.name.clone();
+        let (cur, rev) = match &c.sync {
+            Some((s, r)) => (Some(s.clone()), *r),
+            None => (None, 0),
+        };
+        if self.dynamic.synchronous_mode == SyncMode::Off {
+            self.pg.set_sync_standbys(&[])?;
+            if cur.is_some() {
+                self.dcs.delete_sync().await?;
+            }
+            return Ok(());
+        }
+        let rows = self
+            .last_pg
+            .as_ref()
+            .map(|p| p.replication.clone())
+            .unwrap_or_default();
+        let mut cands: Vec<(u64, String)> = rows
+            .iter()
+            .filter(|r| r.state == "streaming" && r.application_name != me)
+            .filter(|r| {
+                c.member(&r.application_name)
+                    .is_some_and(|m| !tag_bool(&m.data.tags, "nosync"))
+            })
+            .map(|r| (r.flush_lsn.unwrap_or(0), r.application_name.clone()))
+            .collect();
+        cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mine = cur
+            .as_ref()
+            .is_some_and(|s| s.leader.as_deref() == Some(&me));
+        let listed = if mine {
+            cur.as_ref().map(SyncState::members).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let desired: Vec<String> = listed
+            .iter()
+            .find(|n| cands.iter().any(|(_, c)| c == *n))
+            .cloned()
+            .or_else(|| cands.first().map(|(_, n)| n.clone()))
+            .into_iter()
+            .collect();
+        let keep: Vec<String> = listed
+            .iter()
+            .filter(|n| desired.contains(n))
+            .cloned()
+            .collect();
+        if !mine || keep.len() != listed.len() {
+            let st = SyncState {
+                leader: Some(me.clone()),
+                quorum: Some(0),
+                sync_standby: (!keep.is_empty()).then(|| keep.join(",")),
+            };
+            if !self.dcs.write_sync(&st, Some(rev)).await? {
+                tracing::warn!("the sync key changed under us; retrying next loop");
+            }
+            return Ok(());
+        }
+        self.pg.set_sync_standbys(&desired)?;
+        if let Some(d) = desired.first()
+            && !listed.contains(d)
+            && rows
+                .iter()
+                .any(|r| &r.application_name == d && r.sync_state == "sync")
+        {
+            let st = SyncState {
+                leader: Some(me),
+                quorum: Some(0),
+                sync_standby: Some(d.clone()),
+            };
+            if self.dcs.write_sync(&st, Some(rev)).await? {
+                tracing::info!(standby = %d, "published the synchronous standby");
+            }
+        }
         Ok(())
     }
 
@@ -825,7 +898,9 @@ impl Supervisor {
                 .and_then(|c| c.status.optime)
                 .max(pg.and_then(|p| p.latest_end_lsn)),
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
-            sync_standby: false,
+            sync_standby: c
+                .and_then(|c| c.sync.as_ref())
+                .is_some_and(|(s, _)| s.members().contains(&self.cfg.name)),
             ttl: self.dynamic.ttl,
             loop_wait: self.dynamic.loop_wait,
             last_loop: Some(std::time::Instant::now()),

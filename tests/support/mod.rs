@@ -178,6 +178,7 @@ pub struct NodeSpec {
     pub loop_wait: u64,
     pub retry_timeout: u64,
     pub extra_tags: String,
+    pub synchronous_mode: bool,
 }
 
 impl Default for NodeSpec {
@@ -187,6 +188,7 @@ impl Default for NodeSpec {
             loop_wait: 1,
             retry_timeout: 3,
             extra_tags: String::new(),
+            synchronous_mode: false,
         }
     }
 }
@@ -225,6 +227,7 @@ bootstrap:
     loop_wait: {loop_wait}
     retry_timeout: {retry_timeout}
     maximum_lag_on_failover: 1048576
+    synchronous_mode: {sync}
     postgresql:
       use_pg_rewind: true
       use_slots: true
@@ -263,6 +266,7 @@ tags:
             data = dir.join("data").display(),
             bin = bin_dir().display(),
             extra_tags = spec.extra_tags,
+            sync = spec.synchronous_mode,
         );
         std::fs::write(&config, yaml).expect("write config");
         Node {

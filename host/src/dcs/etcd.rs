@@ -1,6 +1,6 @@
 //! etcd v3 adapter: Patroni's key layout over `etcd-client`, every call under a deadline.
 
-use super::{Cluster, Failover, HistoryLine, MemberData, RawKv, Status, keys};
+use super::{Cluster, Failover, HistoryLine, MemberData, RawKv, Status, SyncState, keys};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
     LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
@@ -320,6 +320,41 @@ impl EtcdDcs {
             source,
         })?;
         self.put_plain("put status", keys::STATUS, value).await
+    }
+
+    /// Write the `sync` key; with `cas`, only if its mod_revision still matches (0 = absent).
+    pub async fn write_sync(&self, sync: &SyncState, cas: Option<i64>) -> Result<bool> {
+        let value = serde_json::to_string(sync).map_err(|source| DcsError::Encode {
+            key: "sync",
+            source,
+        })?;
+        let key = self.key(keys::SYNC);
+        let mut c = self.client.clone();
+        match cas {
+            Some(rev) => {
+                let cmp = if rev == 0 {
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+                } else {
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, rev)
+                };
+                let txn = Txn::new()
+                    .when([cmp])
+                    .and_then([TxnOp::put(key, value, None)]);
+                Ok(self.call("cas sync", c.txn(txn)).await?.succeeded())
+            }
+            None => {
+                self.call("put sync", c.put(key, value, None)).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Delete the `sync` key (synchronous mode turned off).
+    pub async fn delete_sync(&self) -> Result<()> {
+        let mut c = self.client.clone();
+        self.call("delete sync", c.delete(self.key(keys::SYNC), None))
+            .await?;
+        Ok(())
     }
 
     pub async fn write_history(&self, history: &[HistoryLine]) -> Result<()> {

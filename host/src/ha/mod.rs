@@ -72,6 +72,8 @@ pub struct Settings {
     pub tags: BTreeMap<String, String>,
     /// How long a non-top candidate waits for the top-ranked one before racing itself.
     pub race_backoff_ms: u64,
+    /// `synchronous_mode` is on: only members in the `sync` key may be promoted.
+    pub synchronous_mode: bool,
 }
 
 /// The whole snapshot one decision is made from.
@@ -278,6 +280,15 @@ impl World {
             maximum_lag_on_failover: self.settings.maximum_lag_on_failover,
             cluster_timeline: cluster.timeline(),
             check_timeline: self.settings.check_timeline,
+            sync_members: if self.settings.synchronous_mode {
+                cluster.sync.as_ref().map(|(s, _)| {
+                    let mut v = s.members();
+                    v.extend(s.leader.clone());
+                    v
+                })
+            } else {
+                None
+            },
             now_ms: self.now_ms,
         }
     }

@@ -50,6 +50,10 @@ pub struct ElectionView {
     /// Patroni's cluster timeline (from `/history`).
     pub cluster_timeline: u32,
     pub check_timeline: bool,
+    /// Synchronous mode: only these members (the `sync` key's leader and standbys) may be
+    /// promoted. `None` when synchronous mode is off or has not published a `sync` key yet.
+    #[serde(default)]
+    pub sync_members: Option<Vec<String>>,
     /// Monotonic milliseconds (for policies that reason about time).
     pub now_ms: u64,
 }
@@ -134,6 +138,11 @@ impl DefaultPolicy {
                 optime - wal,
                 view.maximum_lag_on_failover
             ));
+        }
+        if let Some(sync) = &view.sync_members
+            && !sync.contains(&m.name)
+        {
+            return Some("not a synchronous standby (synchronous_mode is on)".into());
         }
         if view.check_timeline && m.timeline.is_none_or(|t| t < view.cluster_timeline) {
             return Some(format!(

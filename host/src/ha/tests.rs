@@ -41,6 +41,7 @@ fn settings() -> Settings {
         failover_priority: 1,
         tags: BTreeMap::new(),
         race_backoff_ms: 5_000,
+        synchronous_mode: false,
     }
 }
 
@@ -1269,6 +1270,7 @@ fn build(g: &ClusterGen) -> Scenario {
                     failover_priority: node.priority,
                     tags: BTreeMap::new(),
                     race_backoff_ms: c.backoff,
+                    synchronous_mode: false,
                 },
                 unlocked_since_ms: node.unlocked_ago.map(|a| c.now - a),
                 // Its last successful read saw the key as it is now.
@@ -2022,6 +2024,7 @@ impl Sim {
                 failover_priority: n.priority,
                 tags: BTreeMap::new(),
                 race_backoff_ms: self.cfg.backoff,
+                synchronous_mode: false,
             },
             unlocked_since_ms: n.unlocked_since,
             known_lock_lease: n.known_lock_lease,

@@ -97,6 +97,8 @@ pub struct Postgres {
     user: Option<OsUser>,
     child: Mutex<Option<tokio::process::Child>>,
     session: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    /// `synchronous_standby_names` while primary (managed by the synchronous-mode logic).
+    sync_names: std::sync::Mutex<String>,
 }
 
 /// An upstream to stream from.
@@ -130,6 +132,7 @@ impl Postgres {
             user,
             child: Mutex::new(None),
             session: Mutex::new(None),
+            sync_names: std::sync::Mutex::new(String::new()),
         })
     }
 
@@ -334,6 +337,21 @@ impl Postgres {
         params
             .entry("unix_socket_directories".into())
             .or_insert(if sock.len() < 90 { sock } else { String::new() });
+        if standby && let Ok(mut g) = self.sync_names.lock() {
+            // A replica waits for nobody; after a promotion the leader sets it afresh.
+            g.clear();
+        }
+        params.insert(
+            "synchronous_standby_names".into(),
+            if standby {
+                String::new()
+            } else {
+                self.sync_names
+                    .lock()
+                    .map(|g| g.clone())
+                    .unwrap_or_default()
+            },
+        );
         if standby {
             params.insert("recovery_target_timeline".into(), "latest".into());
             if let Some(u) = upstream {
@@ -375,6 +393,28 @@ impl Postgres {
             std::fs::remove_file(&signal).map_err(|e| io("remove standby.signal", e))?;
         }
         Ok(())
+    }
+
+    /// Set `synchronous_standby_names` on the running primary (rewrites regent.conf, reloads).
+    pub fn set_sync_standbys(&self, names: &[String]) -> Result<()> {
+        let value = if names.is_empty() {
+            String::new()
+        } else {
+            let quoted: Vec<String> = names
+                .iter()
+                .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
+                .collect();
+            format!("{} ({})", names.len(), quoted.join(","))
+        };
+        if let Ok(mut g) = self.sync_names.lock() {
+            if *g == value {
+                return Ok(());
+            }
+            *g = value.clone();
+        }
+        tracing::info!(synchronous_standby_names = %value, "changing the synchronous standbys");
+        self.configure(false, None)?;
+        self.reload()
     }
 
     /// The upstream written into regent.conf, if any.
