@@ -210,8 +210,7 @@ pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
             }
             Some(GuardState::Fenced { at_ms }) => {
                 // Wait for a supervisor to re-arm or disarm; leave once nobody is left.
-                if last_owner.is_none_or(|o| !alive(o))
-                    && mono_ms().saturating_sub(at_ms) > 60_000
+                if last_owner.is_none_or(|o| !alive(o)) && mono_ms().saturating_sub(at_ms) > 60_000
                 {
                     return Ok(());
                 }
