@@ -586,9 +586,25 @@ impl Supervisor {
     async fn start_replica(&mut self, up: Option<&Upstream>) -> Result<(), SupervisorError> {
         self.phase = PgPhase::Starting;
         self.pg.configure(true, up)?;
+        if up.is_some() {
+            self.register_member().await;
+        }
         self.pg.start(self.start_timeout()).await?;
         self.role = "replica";
         Ok(())
+    }
+
+    /// Make our member key live before a replica start blocks this loop. The leader keeps our
+    /// replication slot only while that key exists, and the key dies with our lease (a partition
+    /// longer than ttl, say). A replica that must stream to become consistent (after pg_rewind)
+    /// would otherwise wait in `start` for a slot that appears only once the loop runs again.
+    async fn register_member(&mut self) {
+        if let Err(e) = self.dcs.refresh_lease(self.dynamic.ttl).await {
+            tracing::warn!(error = %e, "could not renew the etcd lease before starting the replica");
+        }
+        if let Err(e) = self.touch_member().await {
+            tracing::warn!(error = %e, "could not publish the member key before starting the replica");
+        }
     }
 
     /// The leader's per-loop work: publish `/status`, keep member slots.

@@ -193,32 +193,62 @@ impl Default for NodeSpec {
     }
 }
 
+/// Where a node listens and whom its pg_hba trusts; `netns`: run it inside that network namespace.
+pub struct NodeNet {
+    pub host: String,
+    pub api_port: u16,
+    pub pg_port: u16,
+    pub hba_cidr: String,
+    pub netns: Option<String>,
+}
+
 pub struct Node {
     pub name: String,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// The address the REST API and PostgreSQL listen on.
+    pub host: String,
     pub api_port: u16,
     pub pg_port: u16,
+    pub netns: Option<String>,
     pub child: Option<Child>,
     starts: u32,
 }
 
 impl Node {
+    /// A node on loopback with free ports.
     pub fn new(base: &Path, name: &str, etcd: &[String], spec: &NodeSpec) -> Node {
+        let net = NodeNet {
+            host: "127.0.0.1".into(),
+            api_port: free_port(),
+            pg_port: free_port(),
+            hba_cidr: "127.0.0.1/32".into(),
+            netns: None,
+        };
+        Node::new_on(base, name, etcd, spec, net)
+    }
+
+    /// A node listening on `net.host` (started inside `net.netns` when set).
+    pub fn new_on(base: &Path, name: &str, etcd: &[String], spec: &NodeSpec, net: NodeNet) -> Node {
         let dir = base.join(name);
         std::fs::create_dir_all(&dir).expect("node dir");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         chown_pg(&dir);
-        let api_port = free_port();
-        let pg_port = free_port();
+        let NodeNet {
+            host,
+            api_port,
+            pg_port,
+            hba_cidr,
+            netns,
+        } = net;
         let config = dir.join("regent.yml");
         let yaml = format!(
             r#"scope: test
 namespace: /service/
 name: {name}
 restapi:
-  listen: 127.0.0.1:{api_port}
-  connect_address: 127.0.0.1:{api_port}
+  listen: {host}:{api_port}
+  connect_address: {host}:{api_port}
 etcd3:
   hosts: [{hosts}]
 bootstrap:
@@ -238,11 +268,11 @@ bootstrap:
     - data-checksums
   pg_hba:
     - local all all trust
-    - host all all 127.0.0.1/32 md5
-    - host replication replicator 127.0.0.1/32 md5
+    - host all all {hba_cidr} md5
+    - host replication replicator {hba_cidr} md5
 postgresql:
-  listen: 127.0.0.1:{pg_port}
-  connect_address: 127.0.0.1:{pg_port}
+  listen: {host}:{pg_port}
+  connect_address: {host}:{pg_port}
   data_dir: {data}
   bin_dir: {bin}
   authentication:
@@ -273,8 +303,10 @@ tags:
             name: name.to_string(),
             dir,
             config,
+            host,
             api_port,
             pg_port,
+            netns,
             child: None,
             starts: 0,
         }
@@ -288,7 +320,15 @@ tags:
             .append(true)
             .open(self.dir.join("regent.log"))
             .expect("log");
-        let child = Command::new(REGENT)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, REGENT]);
+                c
+            }
+            None => Command::new(REGENT),
+        };
+        let child = cmd
             .arg("run")
             .arg(&self.config)
             .env("REGENT_LOG", "info,regent=debug")
@@ -361,7 +401,7 @@ tags:
     }
 
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.api_port, path)
+        http_get_at(&self.host, self.api_port, path)
     }
 
     fn guard_pid(&self) -> Option<i32> {
@@ -413,9 +453,15 @@ impl Drop for Node {
 
 /// A minimal HTTP/1.0 GET against 127.0.0.1:port (status, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// A minimal HTTP/1.0 GET against host:port (status, body); `host` is an IP address.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
+    let ip: std::net::IpAddr = host.parse().ok()?;
     let mut s = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        &std::net::SocketAddr::from((ip, port)),
         Duration::from_millis(500),
     )
     .ok()?;
@@ -434,6 +480,11 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// Run SQL with psql against a node (as the superuser over TCP). Returns trimmed stdout.
 pub fn psql(port: u16, sql: &str) -> Result<String, String> {
+    psql_at("127.0.0.1", port, sql)
+}
+
+/// Run SQL with psql against host:port (as the superuser over TCP). Returns trimmed stdout.
+pub fn psql_at(host: &str, port: u16, sql: &str) -> Result<String, String> {
     let out = Command::new(bin_dir().join("psql"))
         .args([
             "-X",
@@ -443,7 +494,7 @@ pub fn psql(port: u16, sql: &str) -> Result<String, String> {
             "-v",
             "ON_ERROR_STOP=1",
             "-h",
-            "127.0.0.1",
+            host,
             "-p",
             &port.to_string(),
             "-U",
@@ -560,6 +611,16 @@ pub struct SplitBrainMonitor {
 
 impl SplitBrainMonitor {
     pub fn start(ports: Vec<(String, u16)>) -> SplitBrainMonitor {
+        SplitBrainMonitor::start_at(
+            ports
+                .into_iter()
+                .map(|(name, port)| (name, "127.0.0.1".to_string(), port))
+                .collect(),
+        )
+    }
+
+    /// Like `start`, for nodes at (name, host, port).
+    pub fn start_at(targets: Vec<(String, String, u16)>) -> SplitBrainMonitor {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s2 = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -567,11 +628,12 @@ impl SplitBrainMonitor {
             let mut bad = Vec::new();
             while !s2.load(std::sync::atomic::Ordering::Relaxed) {
                 let writable: Vec<String> = std::thread::scope(|sc| {
-                    let hs: Vec<_> = ports
+                    let hs: Vec<_> = targets
                         .iter()
-                        .map(|(name, port)| {
+                        .map(|(name, host, port)| {
                             sc.spawn(move || {
-                                psql(
+                                psql_at(
+                                    host,
                                     *port,
                                     "INSERT INTO split_brain_probe VALUES (now()) RETURNING 1",
                                 )

@@ -169,9 +169,20 @@ impl EtcdDcs {
     async fn keepalive(&self, state: &mut LeaseState) -> Result<Instant> {
         if state.stream.is_none() {
             let mut c = self.client.clone();
-            let pair = self
+            let pair = match self
                 .call("lease keepalive", c.lease_keep_alive(state.id))
-                .await?;
+                .await
+            {
+                Ok(pair) => pair,
+                // Opening a keep-alive stream for a lease etcd no longer has (it expired while
+                // we could not reach etcd) fails with this error rather than yielding a TTL 0
+                // response: the lease is gone, so a new one must be granted.
+                Err(DcsError::Etcd {
+                    source: etcd_client::Error::LeaseKeepAliveError(m),
+                    ..
+                }) if m.contains("not found") => return Err(DcsError::LeaseExpired(state.id)),
+                Err(e) => return Err(e),
+            };
             state.stream = Some(pair);
         }
         let Some((keeper, stream)) = state.stream.as_mut() else {
