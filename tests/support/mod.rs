@@ -435,6 +435,9 @@ tags:
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
         for n in &mut self.nodes {
             n.kill_all();
         }
