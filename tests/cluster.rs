@@ -380,10 +380,11 @@ fn synchronous_mode_promotes_only_the_synchronous_standby() {
     let a = (0..3)
         .find(|i| *i != leader && *i != s)
         .expect("async node");
-    assert_eq!(
-        c.nodes[s].http_get("/sync").map(|(st, _)| st),
-        Some(200),
-        "/sync health check answers 200 on the synchronous standby"
+    // `/sync` answers 200 on the synchronous standby once its loop has seen the key.
+    wait_for(
+        "/sync to answer 200 on the synchronous standby",
+        Duration::from_secs(10),
+        || (c.nodes[s].http_get("/sync")?.0 == 200).then_some(()),
     );
     assert_eq!(c.nodes[a].http_get("/sync").map(|(st, _)| st), Some(503));
     // Make the asynchronous replica the preferred candidate by priority: the policy must still

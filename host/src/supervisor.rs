@@ -444,8 +444,10 @@ impl Supervisor {
         })
     }
 
-    fn start_timeout(&self) -> Duration {
-        Duration::from_secs(120)
+    /// How long one loop waits for PostgreSQL to accept connections after starting it; a
+    /// longer start goes on in the background while the loop keeps renewing the lease.
+    fn start_patience(&self) -> Duration {
+        Duration::from_secs(self.dynamic.loop_wait.clamp(2, 10))
     }
 
     async fn act(&mut self, action: &Action, w: &World) -> Result<bool, SupervisorError> {
@@ -509,7 +511,7 @@ impl Supervisor {
             Action::StartPrimary => {
                 self.phase = PgPhase::Starting;
                 self.pg.configure(false, None)?;
-                self.pg.start(self.start_timeout()).await?;
+                self.pg.start(self.start_patience()).await?;
                 self.role = "primary";
                 Ok(true)
             }
@@ -524,6 +526,10 @@ impl Supervisor {
             Action::Rewind { leader } => {
                 let up = self.upstream_for(w, leader)?;
                 tracing::info!(from = %leader, "rewinding the former primary with pg_rewind");
+                // A postmaster still starting up (crash recovery) must be down for pg_rewind.
+                self.pg
+                    .stop(StopMode::Fast, Duration::from_secs(30))
+                    .await?;
                 match self.pg.rewind(&up).await {
                     Ok(()) => {
                         self.sysid = None;
@@ -589,7 +595,7 @@ impl Supervisor {
         if up.is_some() {
             self.register_member().await;
         }
-        self.pg.start(self.start_timeout()).await?;
+        self.pg.start(self.start_patience()).await?;
         self.role = "replica";
         Ok(())
     }
@@ -792,7 +798,11 @@ impl Supervisor {
     async fn bootstrap_inner(&mut self) -> Result<(), SupervisorError> {
         self.pg.initdb().await?;
         self.pg.configure(false, None)?;
-        self.pg.start(self.start_timeout()).await?;
+        if !self.pg.start(Duration::from_secs(120)).await? {
+            return Err(SupervisorError::Fatal(
+                "the new cluster did not accept connections within 120 s".into(),
+            ));
+        }
         self.pg.create_roles().await?;
         if !self.dcs.acquire_leader(&self.cfg.name).await? {
             return Err(SupervisorError::Fatal(

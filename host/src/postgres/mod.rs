@@ -431,11 +431,12 @@ impl Postgres {
             .join(format!("{}-postgresql.log", self.s.name))
     }
 
-    /// Start the postmaster as our child (same process group) and wait until it accepts
-    /// connections or exits.
-    pub async fn start(&self, timeout: Duration) -> Result<()> {
+    /// Start the postmaster as our child (same process group) and wait up to `patience` for it
+    /// to accept connections. `Ok(false)`: still starting (crash recovery, or a replica
+    /// reaching consistency); the HA loop goes on and looks again next time.
+    pub async fn start(&self, patience: Duration) -> Result<bool> {
         if self.is_running().await {
-            return Ok(());
+            return Ok(self.new_connection().await.is_ok());
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -455,10 +456,10 @@ impl Postgres {
             source,
         })?;
         *self.child.lock().await = Some(child);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             if self.new_connection().await.is_ok() {
-                return Ok(());
+                return Ok(true);
             }
             {
                 let mut g = self.child.lock().await;
@@ -474,10 +475,11 @@ impl Postgres {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(PgError::Timeout(format!(
-                    "PostgreSQL did not accept connections within {timeout:?}; see {}",
-                    self.log_path().display()
-                )));
+                tracing::info!(
+                    log = %self.log_path().display(),
+                    "PostgreSQL is still starting"
+                );
+                return Ok(false);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
