@@ -616,15 +616,7 @@ impl Supervisor {
     /// The leader's per-loop work: publish `/status`, keep member slots.
     async fn leader_duties(&mut self, w: &World) -> Result<(), SupervisorError> {
         let Some(c) = &w.cluster else { return Ok(()) };
-        let optime = w.pg.wal_position;
-        if c.status.optime != optime {
-            self.dcs
-                .write_status(&Status {
-                    optime,
-                    ..Status::default()
-                })
-                .await?;
-        }
+        let mut slots = BTreeMap::new();
         if self.dynamic.postgresql.use_slots {
             let others: Vec<String> = c
                 .members
@@ -632,9 +624,18 @@ impl Supervisor {
                 .filter(|m| m.name != self.cfg.name)
                 .map(|m| m.name.clone())
                 .collect();
-            if let Err(e) = self.pg.sync_slots(&others).await {
-                tracing::warn!(error = %e, "replication slot maintenance failed");
+            match self.pg.sync_slots(&others).await {
+                Ok(s) => slots = s,
+                Err(e) => tracing::warn!(error = %e, "replication slot maintenance failed"),
             }
+        }
+        let status = Status {
+            optime: w.pg.wal_position,
+            slots,
+            ..Status::default()
+        };
+        if c.status != status {
+            self.dcs.write_status(&status).await?;
         }
         self.manage_sync(c).await
     }

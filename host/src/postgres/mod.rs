@@ -99,7 +99,12 @@ pub struct Postgres {
     session: Mutex<Option<Arc<tokio_postgres::Client>>>,
     /// `synchronous_standby_names` while primary (managed by the synchronous-mode logic).
     sync_names: std::sync::Mutex<String>,
+    /// Slots of members no longer in the DCS, and since when.
+    departed_slots: std::sync::Mutex<BTreeMap<String, std::time::Instant>>,
 }
+
+/// How long the slot of a member that left the DCS is kept (Patroni's `member_slots_ttl`).
+pub const MEMBER_SLOT_RETENTION: Duration = Duration::from_secs(30 * 60);
 
 /// An upstream to stream from.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +138,7 @@ impl Postgres {
             child: Mutex::new(None),
             session: Mutex::new(None),
             sync_names: std::sync::Mutex::new(String::new()),
+            departed_slots: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -651,33 +657,60 @@ impl Postgres {
         Ok(())
     }
 
-    /// Physical slots for `members` on the primary; drops inactive physical slots of members
-    /// that are gone.
-    pub async fn sync_slots(&self, members: &[String]) -> Result<()> {
+    /// Physical slots for `members` on the primary. The slot of a member that left the DCS is
+    /// kept for [`MEMBER_SLOT_RETENTION`] (a replica restarting slowly must not lose the WAL
+    /// it needs), then dropped if inactive. Returns every physical slot's restart LSN.
+    pub async fn sync_slots(&self, members: &[String]) -> Result<BTreeMap<String, u64>> {
         let c = self.connect().await?;
         let want: Vec<String> = members.iter().map(|m| crate::dcs::slot_name(m)).collect();
         let rows = c
             .query(
-                "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'",
+                "SELECT slot_name::text, active, (restart_lsn - '0/0')::bigint \
+                 FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT temporary",
                 &[],
             )
             .await?;
-        let have: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let have: Vec<(String, bool, Option<i64>)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
         for w in &want {
-            if !have.iter().any(|(n, _)| n == w) {
+            if !have.iter().any(|(n, _, _)| n == w) {
                 c.execute("SELECT pg_create_physical_replication_slot($1, true)", &[w])
                     .await?;
                 tracing::info!(slot = %w, "created replication slot");
             }
         }
-        for (n, active) in &have {
-            if !active && !want.contains(n) {
+        let now = std::time::Instant::now();
+        let mut gone = self
+            .departed_slots
+            .lock()
+            .map_err(|_| PgError::Io("slot bookkeeping lock poisoned".into()))?
+            .clone();
+        gone.retain(|n, _| !want.contains(n));
+        let mut out = BTreeMap::new();
+        for (n, active, lsn) in &have {
+            if want.contains(n) {
+                if let Some(l) = lsn.and_then(|l| u64::try_from(l).ok()) {
+                    out.insert(n.clone(), l);
+                }
+                continue;
+            }
+            let since = *gone.entry(n.clone()).or_insert(now);
+            if !active && now.duration_since(since) >= MEMBER_SLOT_RETENTION {
                 c.execute("SELECT pg_drop_replication_slot($1)", &[n])
                     .await?;
-                tracing::info!(slot = %n, "dropped replication slot of a departed member");
+                gone.remove(n);
+                tracing::info!(slot = %n, "dropped the replication slot of a member gone for 30 min");
+            } else if let Some(l) = lsn.and_then(|l| u64::try_from(l).ok()) {
+                out.insert(n.clone(), l);
             }
         }
-        Ok(())
+        gone.retain(|n, _| have.iter().any(|(h, _, _)| h == n));
+        if let Ok(mut g) = self.departed_slots.lock() {
+            *g = gone;
+        }
+        Ok(out)
     }
 
     /// Clone from `source` with pg_basebackup into the (empty) data directory.
