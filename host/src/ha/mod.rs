@@ -261,7 +261,21 @@ impl World {
                     reachable: false,
                     nofailover: dcs_member.is_some_and(|m| m.nofailover()),
                     failover_priority: dcs_member.map(|m| m.failover_priority()).unwrap_or(1),
-                    tags: BTreeMap::new(),
+                    tags: dcs_member
+                        .map(|m| {
+                            m.data
+                                .tags
+                                .iter()
+                                .map(|(k, v)| {
+                                    let text = match v {
+                                        serde_json::Value::String(s) => s.clone(),
+                                        other => other.to_string(),
+                                    };
+                                    (k.clone(), text)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     healthy: false,
                 },
             };
