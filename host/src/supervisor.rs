@@ -805,6 +805,12 @@ impl Supervisor {
             ));
         }
         self.pg.create_roles().await?;
+        // initdb may have outlasted the lease (a slow disk, a busy machine): renew (or replace)
+        // it before taking the leader key with it.
+        let (id, sent) = self.dcs.refresh_lease(self.dynamic.ttl).await?;
+        self.our_lease = Some(id);
+        self.write_deadline_ms =
+            Some(instant_to_mono_ms(sent) + self.ttl_ms() - safety_margin_ms(self.ttl_ms()));
         if !self.dcs.acquire_leader(&self.cfg.name).await? {
             return Err(SupervisorError::Fatal(
                 "the leader key was taken during bootstrap".into(),
