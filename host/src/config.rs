@@ -340,6 +340,14 @@ pub struct RegentSection {
     /// Directory for the fencing guard's state and pid files; defaults to the data directory's parent.
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// Directory of policy manifests (`NAME.toml`) and components, watched for changes.
+    #[serde(default)]
+    pub policies_dir: Option<PathBuf>,
+    /// Policies to run, in order: the first with an active `rank-candidates` hook ranks
+    /// elections, every `check-health` hook judges health, every `on-event` hook gets events.
+    /// Empty: the built-in rules.
+    #[serde(default)]
+    pub policies: Vec<String>,
 }
 
 impl Config {
@@ -938,7 +946,11 @@ const CREDENTIALS: &[(&str, Key)] = &[
     ("channel_binding", Unsupported),
 ];
 
-const REGENT: &[(&str, Key)] = &[("run_dir", Known)];
+const REGENT: &[(&str, Key)] = &[
+    ("run_dir", Known),
+    ("policies_dir", Known),
+    ("policies", Known),
+];
 
 fn key_text(k: &Value) -> String {
     match k {
@@ -1270,6 +1282,32 @@ impl Config {
 
         if let Some(run) = &self.regent.run_dir {
             check_absolute("regent.run_dir", run, "/var/lib/postgresql/16")?;
+        }
+        if let Some(dir) = &self.regent.policies_dir {
+            check_absolute("regent.policies_dir", dir, "/etc/regent/policies")?;
+        }
+        if !self.regent.policies.is_empty() && self.regent.policies_dir.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "regent.policies".into(),
+                value: format!("{:?}", self.regent.policies),
+                problem: "names policies but regent.policies_dir is not set".into(),
+                fix: "set regent.policies_dir to the directory holding NAME.toml and NAME.wasm, \
+                      e.g. regent.policies_dir: /etc/regent/policies"
+                    .into(),
+            });
+        }
+        if let Some(bad) = self
+            .regent
+            .policies
+            .iter()
+            .find(|n| n.is_empty() || n.contains('/') || n.contains('.'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "regent.policies".into(),
+                value: bad.clone(),
+                problem: "is not a policy name (the manifest file name without .toml)".into(),
+                fix: "list names like zone-aware, one per manifest policies_dir/NAME.toml".into(),
+            });
         }
         Ok(())
     }
