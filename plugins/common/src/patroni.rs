@@ -42,7 +42,11 @@ impl Limits {
     /// Replace the lag limit by a policy setting named `source` (e.g. `max_lag_bytes`).
     pub fn with_maximum_lag(self, maximum_lag: Option<u64>, source: &'static str) -> Limits {
         match maximum_lag {
-            Some(maximum_lag) => Limits { maximum_lag, maximum_lag_source: source, ..self },
+            Some(maximum_lag) => Limits {
+                maximum_lag,
+                maximum_lag_source: source,
+                ..self
+            },
             None => self,
         }
     }
@@ -81,10 +85,21 @@ pub fn ineligible(view: &ClusterView, m: &Member, limits: &Limits) -> Option<Str
         ));
     }
     if let Health::Failed(why) = &m.health {
-        return Some(format!("failed its health check: {why}"));
+        return Some(if why.is_empty() || why.contains("health check") {
+            "failed its health check".to_string() // no need to say it twice
+        } else {
+            format!("failed its health check: {why}")
+        });
     }
     if m.role != Role::Replica {
-        return Some(format!("not a replica (role {})", crate::names::role(m.role)));
+        // Regent reports a member that is not running with role `unknown`: say why.
+        if m.role == Role::Unknown && m.state != "running" {
+            return Some(format!("PostgreSQL is {}", m.state));
+        }
+        return Some(format!(
+            "not a replica (role {})",
+            crate::names::role(m.role)
+        ));
     }
     if m.state != "running" {
         return Some(format!("PostgreSQL is {}", m.state));
@@ -149,12 +164,17 @@ pub fn order(a: &Member, b: &Member) -> Ordering {
 
 /// `"wal position 0/3000060 (0 bytes behind the leader), failover priority 1"`.
 pub fn describe_position(view: &ClusterView, m: &Member) -> String {
-    let wal = m.wal_position.map_or_else(|| "unknown".to_string(), crate::lsn::fmt);
+    let wal = m
+        .wal_position
+        .map_or_else(|| "unknown".to_string(), crate::lsn::fmt);
     let behind = match lag(view, m) {
         Some(lag) => format!("{lag} bytes behind the leader"),
         None => "leader optime unknown".to_string(),
     };
-    format!("wal position {wal} ({behind}), failover priority {}", m.failover_priority)
+    format!(
+        "wal position {wal} ({behind}), failover priority {}",
+        m.failover_priority
+    )
 }
 
 #[cfg(test)]
@@ -171,30 +191,97 @@ mod tests {
     fn eligibility_rules() {
         let mut v = view(vec![
             member("ok"),
-            Member { reachable: false, ..member("unreachable") },
-            Member { nofailover: true, ..member("nofailover") },
-            Member { failover_priority: 0, ..member("prio0") },
-            Member { health: Health::Failed("disk".into()), ..member("failed") },
-            Member { health: Health::Degraded("slow".into()), ..member("degraded") },
-            Member { role: Role::Unknown, ..member("unknown-role") },
-            Member { state: "starting".into(), ..member("starting") },
-            Member { wal_position: None, ..member("no-wal") },
-            Member { wal_position: Some(1000 - 101), ..member("lagging") },
-            Member { wal_position: Some(1000 - 100), ..member("at-limit") },
-            Member { timeline: Some(1), ..member("old-timeline") },
-            Member { timeline: None, ..member("no-timeline") },
+            Member {
+                reachable: false,
+                ..member("unreachable")
+            },
+            Member {
+                nofailover: true,
+                ..member("nofailover")
+            },
+            Member {
+                failover_priority: 0,
+                ..member("prio0")
+            },
+            Member {
+                health: Health::Failed("disk".into()),
+                ..member("failed")
+            },
+            Member {
+                health: Health::Failed("failed its health check".into()),
+                ..member("failed2")
+            },
+            Member {
+                health: Health::Degraded("slow".into()),
+                ..member("degraded")
+            },
+            Member {
+                role: Role::Unknown,
+                ..member("unknown-role")
+            },
+            Member {
+                state: "starting".into(),
+                ..member("starting")
+            },
+            Member {
+                role: Role::Unknown,
+                state: "stopped".into(),
+                ..member("stopped")
+            },
+            Member {
+                wal_position: None,
+                ..member("no-wal")
+            },
+            Member {
+                wal_position: Some(1000 - 101),
+                ..member("lagging")
+            },
+            Member {
+                wal_position: Some(1000 - 100),
+                ..member("at-limit")
+            },
+            Member {
+                timeline: Some(1),
+                ..member("old-timeline")
+            },
+            Member {
+                timeline: None,
+                ..member("no-timeline")
+            },
         ]);
         v.leader_optime = Some(1000);
         v.maximum_lag_on_failover = 100;
         v.cluster_timeline = 2;
         assert_eq!(why(&v, "ok", true), None);
         assert_eq!(why(&v, "unreachable", false).unwrap(), "unreachable");
-        assert!(why(&v, "nofailover", false).unwrap().starts_with("tagged nofailover"));
-        assert!(why(&v, "prio0", false).unwrap().starts_with("tagged nofailover"));
-        assert_eq!(why(&v, "failed", false).unwrap(), "failed its health check: disk");
+        assert!(
+            why(&v, "nofailover", false)
+                .unwrap()
+                .starts_with("tagged nofailover")
+        );
+        assert!(
+            why(&v, "prio0", false)
+                .unwrap()
+                .starts_with("tagged nofailover")
+        );
+        assert_eq!(
+            why(&v, "failed", false).unwrap(),
+            "failed its health check: disk"
+        );
+        assert_eq!(
+            why(&v, "failed2", false).unwrap(),
+            "failed its health check"
+        );
         assert_eq!(why(&v, "degraded", false), None);
-        assert_eq!(why(&v, "unknown-role", false).unwrap(), "not a replica (role unknown)");
-        assert_eq!(why(&v, "starting", false).unwrap(), "PostgreSQL is starting");
+        assert_eq!(
+            why(&v, "unknown-role", false).unwrap(),
+            "not a replica (role unknown)"
+        );
+        assert_eq!(
+            why(&v, "starting", false).unwrap(),
+            "PostgreSQL is starting"
+        );
+        assert_eq!(why(&v, "stopped", false).unwrap(), "PostgreSQL is stopped");
         assert_eq!(why(&v, "no-wal", false).unwrap(), "WAL position unknown");
         assert_eq!(
             why(&v, "lagging", false).unwrap(),
@@ -206,7 +293,10 @@ mod tests {
             why(&v, "old-timeline", true).unwrap(),
             "timeline 1 is behind the cluster timeline 2"
         );
-        assert_eq!(why(&v, "no-timeline", true).unwrap(), "timeline unknown (check_timeline is on)");
+        assert_eq!(
+            why(&v, "no-timeline", true).unwrap(),
+            "timeline unknown (check_timeline is on)"
+        );
 
         // Unknown leader optime: no lag limit.
         v.leader_optime = None;
@@ -223,7 +313,10 @@ mod tests {
 
     #[test]
     fn lag_override_names_its_source() {
-        let mut v = view(vec![Member { wal_position: Some(0), ..member("a") }]);
+        let mut v = view(vec![Member {
+            wal_position: Some(0),
+            ..member("a")
+        }]);
         v.leader_optime = Some(500);
         v.maximum_lag_on_failover = 1000;
         let limits = Limits::of(&v, false).with_maximum_lag(Some(100), "max_lag_bytes");
@@ -238,22 +331,55 @@ mod tests {
     #[test]
     fn live_primary_is_reachable_running_and_not_a_replica() {
         let v = view(vec![
-            Member { role: Role::Primary, reachable: false, ..member("gone") },
-            Member { role: Role::Primary, state: "stopped".into(), ..member("stopped") },
+            Member {
+                role: Role::Primary,
+                reachable: false,
+                ..member("gone")
+            },
+            Member {
+                role: Role::Primary,
+                state: "stopped".into(),
+                ..member("stopped")
+            },
             member("replica"),
         ]);
         assert!(live_primary(&v).is_none());
-        let v = view(vec![member("a"), Member { role: Role::Primary, ..member("b") }]);
-        assert_eq!(primary_alive(live_primary(&v).unwrap()), "primary b is still alive");
+        let v = view(vec![
+            member("a"),
+            Member {
+                role: Role::Primary,
+                ..member("b")
+            },
+        ]);
+        assert_eq!(
+            primary_alive(live_primary(&v).unwrap()),
+            "primary b is still alive"
+        );
     }
 
     #[test]
     fn order_is_wal_then_priority_then_name() {
         let mut ms = [
-            Member { wal_position: Some(10), failover_priority: 1, ..member("c") },
-            Member { wal_position: Some(10), failover_priority: 1, ..member("b") },
-            Member { wal_position: Some(10), failover_priority: 5, ..member("z") },
-            Member { wal_position: Some(20), failover_priority: 1, ..member("y") },
+            Member {
+                wal_position: Some(10),
+                failover_priority: 1,
+                ..member("c")
+            },
+            Member {
+                wal_position: Some(10),
+                failover_priority: 1,
+                ..member("b")
+            },
+            Member {
+                wal_position: Some(10),
+                failover_priority: 5,
+                ..member("z")
+            },
+            Member {
+                wal_position: Some(20),
+                failover_priority: 1,
+                ..member("y")
+            },
         ];
         ms.sort_by(order);
         let names: Vec<_> = ms.iter().map(|m| m.name.as_str()).collect();

@@ -66,12 +66,19 @@ impl Table {
             match parse_json(json) {
                 Ok(Value::Object(entries)) => entries,
                 Ok(other) => {
-                    return Err(format!("{policy}: settings must be a table, not {}", other.kind()));
+                    return Err(format!(
+                        "{policy}: settings must be a table, not {}",
+                        other.kind()
+                    ));
                 }
                 Err(e) => return Err(format!("{policy}: settings are not valid JSON: {e}")),
             }
         };
-        Ok(Table { policy: policy.to_string(), entries, asked: Vec::new() })
+        Ok(Table {
+            policy: policy.to_string(),
+            entries,
+            asked: Vec::new(),
+        })
     }
 
     /// Take the raw value of `key`, if set (a JSON `null` counts as not set).
@@ -146,7 +153,11 @@ impl Table {
 
     /// The error for a value of the wrong type (also for a plugin's own checks).
     pub fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> String {
-        format!("{}: setting `{key}` must be {expected}, not {}", self.policy, got.kind())
+        format!(
+            "{}: setting `{key}` must be {expected}, not {}",
+            self.policy,
+            got.kind()
+        )
     }
 
     /// Refuse the keys nobody took: they are typos or settings of another policy.
@@ -159,7 +170,10 @@ impl Table {
                 } else {
                     format!("known settings: {}", self.asked.join(", "))
                 };
-                Err(format!("{}: unknown setting `{key}` ({known})", self.policy))
+                Err(format!(
+                    "{}: unknown setting `{key}` ({known})",
+                    self.policy
+                ))
             }
         }
     }
@@ -172,7 +186,11 @@ fn quoted(choices: &[&str]) -> String {
 
 /// Parse one JSON document (RFC 8259), with a message that says what is wrong and where.
 pub fn parse_json(text: &str) -> Result<Value, String> {
-    let mut p = Parser { s: text.as_bytes(), i: 0, depth: 0 };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
     let v = p.value()?;
     p.ws();
     if p.i != p.s.len() {
@@ -317,15 +335,22 @@ impl Parser<'_> {
             }
         }
         // The slice is ASCII digits and signs: valid UTF-8.
-        let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("0").to_string();
+        let text = std::str::from_utf8(&self.s[start..self.i])
+            .unwrap_or("0")
+            .to_string();
         Ok(Value::Number(text))
     }
 
     fn hex4(&mut self) -> Result<u32, String> {
-        let digits = self.s.get(self.i..self.i + 4).ok_or_else(|| self.err("short \\u escape"))?;
+        let digits = self
+            .s
+            .get(self.i..self.i + 4)
+            .ok_or_else(|| self.err("short \\u escape"))?;
         let mut n = 0;
         for &d in digits {
-            let v = (d as char).to_digit(16).ok_or_else(|| self.err("bad \\u escape"))?;
+            let v = (d as char)
+                .to_digit(16)
+                .ok_or_else(|| self.err("bad \\u escape"))?;
             n = n * 16 + v;
         }
         self.i += 4;
@@ -344,7 +369,9 @@ impl Parser<'_> {
                 self.i += 1;
             }
             // `text` was a &str and the run stops only at ASCII bytes: still valid UTF-8.
-            out.push_str(std::str::from_utf8(&self.s[run..self.i]).map_err(|_| self.err("bad UTF-8"))?);
+            out.push_str(
+                std::str::from_utf8(&self.s[run..self.i]).map_err(|_| self.err("bad UTF-8"))?,
+            );
             match self.s.get(self.i) {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
@@ -399,7 +426,12 @@ mod tests {
     use super::*;
 
     fn obj(pairs: &[(&str, Value)]) -> Value {
-        Value::Object(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -423,15 +455,33 @@ mod tests {
                 ("c", obj(&[("d", Value::String("x\"\\/\né😀".into()))])),
             ])
         );
-        assert_eq!(parse_json("\"héllo\"").unwrap(), Value::String("héllo".into()));
+        assert_eq!(
+            parse_json("\"héllo\"").unwrap(),
+            Value::String("héllo".into())
+        );
         assert_eq!(parse_json("[]").unwrap(), Value::Array(vec![]));
     }
 
     #[test]
     fn rejects_bad_json() {
         for bad in [
-            "", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "[1,]", "01", "1.", "-", "tru", "\"abc",
-            "\"\\x\"", "\"\\ud800\"", "{\"a\":1}x", "{a:1}", "{\"a\":1,\"a\":2}", "\"\u{1}\"",
+            "",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "01",
+            "1.",
+            "-",
+            "tru",
+            "\"abc",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "{\"a\":1}x",
+            "{a:1}",
+            "{\"a\":1,\"a\":2}",
+            "\"\u{1}\"",
         ] {
             assert!(parse_json(bad).is_err(), "accepted {bad:?}");
         }
@@ -478,7 +528,9 @@ mod tests {
             "p: setting `b` must be true or false, not a number"
         );
         assert_eq!(
-            e(r#"{"m": "fast"}"#, &|t| t.choice("m", &["loop", "ok"]).map(drop)),
+            e(r#"{"m": "fast"}"#, &|t| t
+                .choice("m", &["loop", "ok"])
+                .map(drop)),
             "p: setting `m` must be one of \"loop\", \"ok\", not \"fast\""
         );
         let mut t = Table::parse("p", r#"{"check_timelin": true}"#).unwrap();
@@ -488,14 +540,20 @@ mod tests {
             "p: unknown setting `check_timelin` (known settings: check_timeline)"
         );
         let t = Table::parse("p", r#"{"x": 1}"#).unwrap();
-        assert_eq!(t.finish().unwrap_err(), "p: unknown setting `x` (this policy takes no settings)");
+        assert_eq!(
+            t.finish().unwrap_err(),
+            "p: unknown setting `x` (this policy takes no settings)"
+        );
     }
 
     #[test]
     fn empty_is_no_settings_and_non_objects_are_refused() {
         Table::parse("p", "").unwrap().finish().unwrap();
         Table::parse("p", " {} ").unwrap().finish().unwrap();
-        assert_eq!(Table::parse("p", "[1]").unwrap_err(), "p: settings must be a table, not an array");
+        assert_eq!(
+            Table::parse("p", "[1]").unwrap_err(),
+            "p: settings must be a table, not an array"
+        );
         assert_eq!(
             Table::parse("p", "{").unwrap_err(),
             "p: settings are not valid JSON: expected a key in double quotes at byte 1"

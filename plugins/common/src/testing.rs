@@ -65,8 +65,18 @@ impl Manifest {
     pub fn parse(text: &str) -> Manifest {
         let table: toml::Table = text.parse().unwrap_or_else(|e| panic!("manifest: {e}"));
         for key in table.keys() {
-            let known = ["name", "component", "hooks", "capabilities", "settings", "probes"];
-            assert!(known.contains(&key.as_str()), "manifest: unknown key `{key}`");
+            let known = [
+                "name",
+                "component",
+                "hooks",
+                "capabilities",
+                "settings",
+                "probes",
+            ];
+            assert!(
+                known.contains(&key.as_str()),
+                "manifest: unknown key `{key}`"
+            );
         }
         let string = |key: &str| match table.get(key) {
             Some(toml::Value::String(s)) => s.clone(),
@@ -76,7 +86,10 @@ impl Manifest {
             None => Vec::new(),
             Some(toml::Value::Array(a)) => a
                 .iter()
-                .map(|v| v.as_str().unwrap_or_else(|| panic!("manifest: `{key}` holds {v:?}")))
+                .map(|v| {
+                    v.as_str()
+                        .unwrap_or_else(|| panic!("manifest: `{key}` holds {v:?}"))
+                })
                 .map(String::from)
                 .collect(),
             Some(other) => panic!("manifest: `{key}` must be an array, not {other:?}"),
@@ -95,7 +108,10 @@ impl Manifest {
                     for key in ["name", "sql", "timeout_ms"] {
                         assert!(p.contains_key(key), "manifest: a probe lacks `{key}`");
                     }
-                    p["name"].as_str().expect("manifest: probe name is a string").to_string()
+                    p["name"]
+                        .as_str()
+                        .expect("manifest: probe name is a string")
+                        .to_string()
                 })
                 .collect(),
             Some(other) => panic!("manifest: `probes` must be [[probes]] tables, not {other:?}"),
@@ -118,13 +134,19 @@ impl Manifest {
         let implemented: Vec<&str> = info.hooks.iter().map(|h| crate::names::hook(*h)).collect();
         assert!(!self.hooks.is_empty(), "manifest activates no hook");
         for hook in &self.hooks {
-            assert!(implemented.contains(&hook.as_str()), "manifest hook {hook} not in describe()");
+            assert!(
+                implemented.contains(&hook.as_str()),
+                "manifest hook {hook} not in describe()"
+            );
         }
         for cap in &self.capabilities {
             assert_eq!(cap, "sql-probe", "unknown capability");
         }
         if !self.probes.is_empty() {
-            assert!(self.capabilities.iter().any(|c| c == "sql-probe"), "probes need sql-probe");
+            assert!(
+                self.capabilities.iter().any(|c| c == "sql-probe"),
+                "probes need sql-probe"
+            );
         }
     }
 }
@@ -155,7 +177,10 @@ fn to_json(v: &toml::Value) -> String {
         Array(a) => format!("[{}]", a.iter().map(to_json).collect::<Vec<_>>().join(",")),
         Table(t) => format!(
             "{{{}}}",
-            t.iter().map(|(k, v)| format!("{}:{}", quote(k), to_json(v))).collect::<Vec<_>>().join(",")
+            t.iter()
+                .map(|(k, v)| format!("{}:{}", quote(k), to_json(v)))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     }
 }

@@ -29,7 +29,11 @@ wit_bindgen::generate!({
 const NAME: &str = "event-journal";
 
 fn or_unknown(reason: &str) -> &str {
-    if reason.is_empty() { "no reason given" } else { reason }
+    if reason.is_empty() {
+        "no reason given"
+    } else {
+        reason
+    }
 }
 
 /// The log level and line for an event.
@@ -43,17 +47,26 @@ pub fn journal_line(e: &Event) -> (LogLevel, String) {
         Event::Stopped(role) => (
             LogLevel::Warn,
             "stopped",
-            format!("PostgreSQL stopped, it was {} (on_stop)", names::role(*role)),
+            format!(
+                "PostgreSQL stopped, it was {} (on_stop)",
+                names::role(*role)
+            ),
         ),
         Event::Restarted(role) => (
             LogLevel::Info,
             "restarted",
-            format!("PostgreSQL restarted as {} (on_restart)", names::role(*role)),
+            format!(
+                "PostgreSQL restarted as {} (on_restart)",
+                names::role(*role)
+            ),
         ),
         Event::Reloaded(role) => (
             LogLevel::Info,
             "reloaded",
-            format!("configuration reloaded on the {} (on_reload)", names::role(*role)),
+            format!(
+                "configuration reloaded on the {} (on_reload)",
+                names::role(*role)
+            ),
         ),
         Event::RoleChanged(change) => (
             LogLevel::Info,
@@ -83,12 +96,16 @@ pub fn journal_line(e: &Event) -> (LogLevel, String) {
             "failover-completed",
             format!("{name} now holds the leader key"),
         ),
-        Event::MemberJoined(name) => {
-            (LogLevel::Info, "member-joined", format!("member {name} joined the cluster"))
-        }
-        Event::MemberLeft(name) => {
-            (LogLevel::Warn, "member-left", format!("member {name} left the cluster"))
-        }
+        Event::MemberJoined(name) => (
+            LogLevel::Info,
+            "member-joined",
+            format!("member {name} joined the cluster"),
+        ),
+        Event::MemberLeft(name) => (
+            LogLevel::Warn,
+            "member-left",
+            format!("member {name} left the cluster"),
+        ),
         Event::PolicyLoaded(info) => {
             let hooks: Vec<&str> = info.hooks.iter().map(|h| names::hook(*h)).collect();
             (
@@ -98,7 +115,11 @@ pub fn journal_line(e: &Event) -> (LogLevel, String) {
                     "policy {} {} loaded (hooks: {})",
                     info.name,
                     info.version,
-                    if hooks.is_empty() { "none".to_string() } else { hooks.join(", ") }
+                    if hooks.is_empty() {
+                        "none".to_string()
+                    } else {
+                        hooks.join(", ")
+                    }
                 ),
             )
         }
@@ -146,21 +167,40 @@ mod tests {
     #[test]
     fn lines_say_what_and_why() {
         let line = |e: Event| journal_line(&e).1;
-        assert_eq!(line(Event::Started(Role::Replica)), "event started: PostgreSQL started as replica (on_start)");
         assert_eq!(
-            line(Event::RoleChanged(RoleChange { from: Role::Replica, to: Role::Primary })),
+            line(Event::Started(Role::Replica)),
+            "event started: PostgreSQL started as replica (on_start)"
+        );
+        assert_eq!(
+            line(Event::RoleChanged(RoleChange {
+                from: Role::Replica,
+                to: Role::Primary
+            })),
             "event role-changed: role changed from replica to primary (on_role_change)"
         );
         assert_eq!(
-            line(Event::FailoverDecided(Candidate { name: "pg-2".into(), reason: "1 of 2 eligible".into() })),
+            line(Event::FailoverDecided(Candidate {
+                name: "pg-2".into(),
+                reason: "1 of 2 eligible".into()
+            })),
             "event failover-decided: pg-2 should take the leader key (1 of 2 eligible)"
         );
-        assert_eq!(line(Event::FailoverStarted(String::new())), "event failover-started: election started (no reason given)");
         assert_eq!(
-            line(Event::PolicyLoaded(PolicyInfo { name: "x".into(), version: "1.0".into(), hooks: vec![Hook::OnEvent, Hook::CheckHealth] })),
+            line(Event::FailoverStarted(String::new())),
+            "event failover-started: election started (no reason given)"
+        );
+        assert_eq!(
+            line(Event::PolicyLoaded(PolicyInfo {
+                name: "x".into(),
+                version: "1.0".into(),
+                hooks: vec![Hook::OnEvent, Hook::CheckHealth]
+            })),
             "event policy-loaded: policy x 1.0 loaded (hooks: on-event, check-health)"
         );
-        assert_eq!(journal_line(&Event::MemberLeft("pg-3".into())).0, LogLevel::Warn);
+        assert_eq!(
+            journal_line(&Event::MemberLeft("pg-3".into())).0,
+            LogLevel::Warn
+        );
     }
 
     #[test]
@@ -174,7 +214,9 @@ mod tests {
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!("../../../policies/event-journal.toml"));
+        let m = policy_common::testing::Manifest::parse(include_str!(
+            "../../../policies/event-journal.toml"
+        ));
         m.check(&EventJournal::describe());
         EventJournal::configure(m.settings_json).unwrap();
     }

@@ -9,7 +9,8 @@
 
 wit_bindgen::generate!({ world: "policy", path: "wit" });
 
-use regent::policy::types::{Candidate, Hook, Role};
+use regent::policy::host;
+use regent::policy::types::{Candidate, Hook, LogLevel, Role};
 
 struct WrongVersion;
 
@@ -22,7 +23,11 @@ impl Guest for WrongVersion {
         }
     }
 
+    // Calls the host, so that the component imports `regent:policy/host@0.0.9`: a plain
+    // linker of 0.1.0 then fails too. Without any host call the only trace of the version is
+    // the type-only import `regent:policy/types@0.0.9`, which wasmtime's linker does not check.
     fn configure(_settings: String) -> Result<(), String> {
+        host::log(LogLevel::Info, "wrong-version fixture configured");
         Ok(())
     }
 
@@ -32,7 +37,10 @@ impl Guest for WrongVersion {
             view.members
                 .into_iter()
                 .filter(|m| m.reachable && m.role == Role::Replica && m.state == "running")
-                .map(|m| Candidate { name: m.name, reason: "wrong-version fixture".into() })
+                .map(|m| Candidate {
+                    name: m.name,
+                    reason: "wrong-version fixture".into(),
+                })
                 .collect(),
         )
     }

@@ -39,7 +39,15 @@ wit_bindgen::generate!({
 
 const NAME: &str = "faulty";
 
-const MODES: &[&str] = &["ok", "loop", "trap", "oom", "unknown-member", "empty-reason", "veto"];
+const MODES: &[&str] = &[
+    "ok",
+    "loop",
+    "trap",
+    "oom",
+    "unknown-member",
+    "empty-reason",
+    "veto",
+];
 const HOOKS: &[&str] = &["rank-candidates", "check-health", "on-event", "configure"];
 
 /// The settings.
@@ -51,7 +59,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { mode: "ok".into(), hook: "rank-candidates".into() }
+        Settings {
+            mode: "ok".into(),
+            hook: "rank-candidates".into(),
+        }
     }
 }
 
@@ -59,7 +70,9 @@ impl Settings {
     pub fn parse(json: &str) -> Result<Settings, String> {
         let mut table = Table::parse(NAME, json)?;
         let mode = table.choice("mode", MODES)?.unwrap_or_else(|| "ok".into());
-        let hook = table.choice("hook", HOOKS)?.unwrap_or_else(|| "rank-candidates".into());
+        let hook = table
+            .choice("hook", HOOKS)?
+            .unwrap_or_else(|| "rank-candidates".into());
         table.finish()?;
         if matches!(mode.as_str(), "unknown-member" | "empty-reason" | "veto")
             && hook != "rank-candidates"
@@ -122,7 +135,11 @@ pub fn rank(view: &ClusterView, s: &Settings) -> Ranking {
         .iter()
         .map(|m| Candidate {
             name: m.name.clone(),
-            reason: format!("faulty (mode {}): {}", s.mode, patroni::describe_position(view, m)),
+            reason: format!(
+                "faulty (mode {}): {}",
+                s.mode,
+                patroni::describe_position(view, m)
+            ),
         })
         .collect();
     match s.mode.as_str() {
@@ -132,13 +149,22 @@ pub fn rank(view: &ClusterView, s: &Settings) -> Ranking {
                 ghost.push('-');
             }
             let reason = "faulty: a name that is not in the view".to_string();
-            candidates.insert(0, Candidate { name: ghost, reason });
+            candidates.insert(
+                0,
+                Candidate {
+                    name: ghost,
+                    reason,
+                },
+            );
         }
         "empty-reason" => match candidates.first_mut() {
             Some(c) => c.reason.clear(),
             None => {
                 if let Some(m) = view.members.first() {
-                    candidates.push(Candidate { name: m.name.clone(), reason: String::new() });
+                    candidates.push(Candidate {
+                        name: m.name.clone(),
+                        reason: String::new(),
+                    });
                 }
             }
         },
@@ -200,15 +226,30 @@ mod tests {
     #[test]
     fn settings() {
         assert_eq!(s(""), Settings::default());
-        assert_eq!(s(r#"{"mode": "trap", "hook": "check-health"}"#).hook, "check-health");
-        assert!(Settings::parse(r#"{"mode": "explode"}"#).unwrap_err().contains("must be one of"));
+        assert_eq!(
+            s(r#"{"mode": "trap", "hook": "check-health"}"#).hook,
+            "check-health"
+        );
+        assert!(
+            Settings::parse(r#"{"mode": "explode"}"#)
+                .unwrap_err()
+                .contains("must be one of")
+        );
         assert!(Settings::parse(r#"{"mode": "veto", "hook": "on-event"}"#).is_err());
     }
 
     #[test]
     fn ok_ranks_like_patroni_default() {
-        let v = view(vec![Member { wal_position: Some(1), ..member("a") }, member("b")]);
-        let Ranking::Candidates(c) = rank(&v, &s("{}")) else { panic!() };
+        let v = view(vec![
+            Member {
+                wal_position: Some(1),
+                ..member("a")
+            },
+            member("b"),
+        ]);
+        let Ranking::Candidates(c) = rank(&v, &s("{}")) else {
+            panic!()
+        };
         let names: Vec<_> = c.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["b", "a"]);
     }
@@ -216,13 +257,22 @@ mod tests {
     #[test]
     fn invalid_answers() {
         let v = view(vec![member("not-a-member"), member("b")]);
-        let Ranking::Candidates(c) = rank(&v, &s(r#"{"mode": "unknown-member"}"#)) else { panic!() };
+        let Ranking::Candidates(c) = rank(&v, &s(r#"{"mode": "unknown-member"}"#)) else {
+            panic!()
+        };
         assert_eq!(c[0].name, "not-a-member-");
         assert_eq!(c.len(), 3);
-        let Ranking::Candidates(c) = rank(&v, &s(r#"{"mode": "empty-reason"}"#)) else { panic!() };
+        let Ranking::Candidates(c) = rank(&v, &s(r#"{"mode": "empty-reason"}"#)) else {
+            panic!()
+        };
         assert_eq!(c[0].reason, "");
-        let stopped = view(vec![Member { state: "stopped".into(), ..member("a") }]);
-        let Ranking::Candidates(c) = rank(&stopped, &s(r#"{"mode": "empty-reason"}"#)) else { panic!() };
+        let stopped = view(vec![Member {
+            state: "stopped".into(),
+            ..member("a")
+        }]);
+        let Ranking::Candidates(c) = rank(&stopped, &s(r#"{"mode": "empty-reason"}"#)) else {
+            panic!()
+        };
         assert_eq!((c[0].name.as_str(), c[0].reason.as_str()), ("a", ""));
     }
 
@@ -230,7 +280,10 @@ mod tests {
     fn trap_panics_with_a_message() {
         let r = std::panic::catch_unwind(|| strike(&s(r#"{"mode": "trap"}"#), "rank-candidates"));
         let msg = r.unwrap_err().downcast::<String>().unwrap();
-        assert_eq!(*msg, "faulty policy: deliberate panic in rank-candidates (mode \"trap\")");
+        assert_eq!(
+            *msg,
+            "faulty policy: deliberate panic in rank-candidates (mode \"trap\")"
+        );
         // Another hook is not affected.
         strike(&s(r#"{"mode": "trap"}"#), "check-health");
     }

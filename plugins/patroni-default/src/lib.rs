@@ -22,9 +22,9 @@
 use policy_common::patroni::{self, Limits};
 // The world's own types (`ClusterView`, `Ranking`, `Health`, `HealthFacts`, `Event`,
 // `PolicyInfo`) come from `generate!` below; import only the others.
-use policy_common::types::{Candidate, Hook, LogLevel};
 use policy_common::host;
 use policy_common::settings::Table;
+use policy_common::types::{Candidate, Hook, LogLevel};
 use std::sync::Mutex;
 
 // The bindings of the `policy` world. `with:` reuses policy-common's types and host imports
@@ -83,7 +83,10 @@ pub fn rank(view: &ClusterView, settings: &Settings) -> (Ranking, Vec<(String, S
             ),
         })
         .collect();
-    let refused = refused.into_iter().map(|(m, why)| (m.name.clone(), why)).collect();
+    let refused = refused
+        .into_iter()
+        .map(|(m, why)| (m.name.clone(), why))
+        .collect();
     (Ranking::Candidates(candidates), refused)
 }
 
@@ -139,20 +142,46 @@ mod tests {
     #[test]
     fn orders_by_wal_then_priority_then_name() {
         let v = view(vec![
-            Member { wal_position: Some(500), failover_priority: 1, ..member("pg-b") },
-            Member { wal_position: Some(500), failover_priority: 1, ..member("pg-a") },
-            Member { wal_position: Some(500), failover_priority: 9, ..member("pg-z") },
-            Member { wal_position: Some(900), failover_priority: 1, ..member("pg-y") },
-            Member { reachable: false, wal_position: Some(5000), ..member("pg-gone") },
+            Member {
+                wal_position: Some(500),
+                failover_priority: 1,
+                ..member("pg-b")
+            },
+            Member {
+                wal_position: Some(500),
+                failover_priority: 1,
+                ..member("pg-a")
+            },
+            Member {
+                wal_position: Some(500),
+                failover_priority: 9,
+                ..member("pg-z")
+            },
+            Member {
+                wal_position: Some(900),
+                failover_priority: 1,
+                ..member("pg-y")
+            },
+            Member {
+                reachable: false,
+                wal_position: Some(5000),
+                ..member("pg-gone")
+            },
         ]);
         let (r, refused) = rank(&v, &Settings::default());
         assert_eq!(names(&r), ["pg-y", "pg-z", "pg-a", "pg-b"]);
-        assert_eq!(refused, [("pg-gone".to_string(), "unreachable".to_string())]);
+        assert_eq!(
+            refused,
+            [("pg-gone".to_string(), "unreachable".to_string())]
+        );
     }
 
     #[test]
     fn reasons_are_informative() {
-        let mut v = view(vec![Member { wal_position: Some(0x3000060), ..member("pg-1") }]);
+        let mut v = view(vec![Member {
+            wal_position: Some(0x3000060),
+            ..member("pg-1")
+        }]);
         v.leader_optime = Some(0x3000060 + 16);
         let (r, _) = rank(&v, &Settings::default());
         let Ranking::Candidates(c) = r else { panic!() };
@@ -164,14 +193,26 @@ mod tests {
 
     #[test]
     fn vetoes_while_the_primary_is_alive() {
-        let v = view(vec![member("pg-1"), Member { role: Role::Primary, ..member("pg-0") }]);
+        let v = view(vec![
+            member("pg-1"),
+            Member {
+                role: Role::Primary,
+                ..member("pg-0")
+            },
+        ]);
         let (r, _) = rank(&v, &Settings::default());
         assert_eq!(r, Ranking::Veto("primary pg-0 is still alive".into()));
     }
 
     #[test]
     fn check_timeline_setting() {
-        let v = view(vec![Member { timeline: Some(1), ..member("pg-1") }, member("pg-2")]);
+        let v = view(vec![
+            Member {
+                timeline: Some(1),
+                ..member("pg-1")
+            },
+            member("pg-2"),
+        ]);
         assert_eq!(names(&rank(&v, &Settings::default()).0), ["pg-1", "pg-2"]);
         let s = Settings::parse(r#"{"check_timeline": true}"#).unwrap();
         assert_eq!(names(&rank(&v, &s).0), ["pg-2"]);
@@ -192,13 +233,21 @@ mod tests {
 
     #[test]
     fn no_eligible_candidate_is_an_empty_list_not_a_veto() {
-        let v = view(vec![Member { state: "stopped".into(), ..member("pg-1") }]);
-        assert_eq!(rank(&v, &Settings::default()).0, Ranking::Candidates(vec![]));
+        let v = view(vec![Member {
+            state: "stopped".into(),
+            ..member("pg-1")
+        }]);
+        assert_eq!(
+            rank(&v, &Settings::default()).0,
+            Ranking::Candidates(vec![])
+        );
     }
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!("../../../policies/patroni-default.toml"));
+        let m = policy_common::testing::Manifest::parse(include_str!(
+            "../../../policies/patroni-default.toml"
+        ));
         m.check(&PatroniDefault::describe());
         Settings::parse(&m.settings_json).unwrap();
     }

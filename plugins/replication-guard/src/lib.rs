@@ -50,7 +50,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { failures_before_failed: 3, probe: None, role: None }
+        Settings {
+            failures_before_failed: 3,
+            probe: None,
+            role: None,
+        }
     }
 }
 
@@ -59,16 +63,25 @@ impl Settings {
         let mut table = Table::parse(NAME, json)?;
         let failures_before_failed = table.u32("failures_before_failed")?.unwrap_or(3);
         if failures_before_failed == 0 {
-            return Err(format!("{NAME}: setting `failures_before_failed` must be at least 1"));
+            return Err(format!(
+                "{NAME}: setting `failures_before_failed` must be at least 1"
+            ));
         }
         let probe = table.string("probe")?;
-        let role = match table.choice("role", &["any", "primary", "replica"])?.as_deref() {
+        let role = match table
+            .choice("role", &["any", "primary", "replica"])?
+            .as_deref()
+        {
             Some("primary") => Some(Role::Primary),
             Some("replica") => Some(Role::Replica),
             _ => None,
         };
         table.finish()?;
-        Ok(Settings { failures_before_failed, probe, role })
+        Ok(Settings {
+            failures_before_failed,
+            probe,
+            role,
+        })
     }
 }
 
@@ -215,11 +228,19 @@ mod tests {
     }
 
     fn ok(name: &str) -> ProbeResult {
-        ProbeResult { name: name.into(), rows: vec![vec![Some("1".into())]], error: None }
+        ProbeResult {
+            name: name.into(),
+            rows: vec![vec![Some("1".into())]],
+            error: None,
+        }
     }
 
     fn err(name: &str) -> ProbeResult {
-        ProbeResult { name: name.into(), rows: vec![], error: Some("canceling statement due to statement timeout".into()) }
+        ProbeResult {
+            name: name.into(),
+            rows: vec![],
+            error: Some("canceling statement due to statement timeout".into()),
+        }
     }
 
     #[test]
@@ -239,28 +260,52 @@ mod tests {
         assert!(matches!(g.check(&bad, &s), Health::Failed(_)));
         assert_eq!(g.check(&facts(vec![ok("canary")]), &s), Health::Healthy);
         assert_eq!(g.failures, 0);
-        assert!(matches!(g.check(&bad, &s), Health::Degraded(_)), "the count starts over");
+        assert!(
+            matches!(g.check(&bad, &s), Health::Degraded(_)),
+            "the count starts over"
+        );
     }
 
     #[test]
     fn what_counts_as_a_failure() {
         let r = |rows: Vec<Vec<Option<&str>>>| ProbeResult {
             name: "p".into(),
-            rows: rows.into_iter().map(|r| r.into_iter().map(|c| c.map(String::from)).collect()).collect(),
+            rows: rows
+                .into_iter()
+                .map(|r| r.into_iter().map(|c| c.map(String::from)).collect())
+                .collect(),
             error: None,
         };
         assert_eq!(probe_failure(&r(vec![vec![Some("1")]])), None);
         assert_eq!(probe_failure(&r(vec![vec![Some("t")]])), None);
-        assert_eq!(probe_failure(&r(vec![vec![Some("3")], vec![Some("0")]])), None);
-        assert_eq!(probe_failure(&r(vec![])).unwrap(), "probe p returned no rows");
-        assert_eq!(probe_failure(&r(vec![vec![None]])).unwrap(), "probe p returned NULL");
-        assert_eq!(probe_failure(&r(vec![vec![Some("f")]])).unwrap(), "probe p returned f");
-        assert_eq!(probe_failure(&r(vec![vec![Some("0")]])).unwrap(), "probe p returned 0");
+        assert_eq!(
+            probe_failure(&r(vec![vec![Some("3")], vec![Some("0")]])),
+            None
+        );
+        assert_eq!(
+            probe_failure(&r(vec![])).unwrap(),
+            "probe p returned no rows"
+        );
+        assert_eq!(
+            probe_failure(&r(vec![vec![None]])).unwrap(),
+            "probe p returned NULL"
+        );
+        assert_eq!(
+            probe_failure(&r(vec![vec![Some("f")]])).unwrap(),
+            "probe p returned f"
+        );
+        assert_eq!(
+            probe_failure(&r(vec![vec![Some("0")]])).unwrap(),
+            "probe p returned 0"
+        );
     }
 
     #[test]
     fn watches_only_its_probe_and_role() {
-        let s = Settings::parse(r#"{"probe": "canary", "role": "replica", "failures_before_failed": 1}"#).unwrap();
+        let s = Settings::parse(
+            r#"{"probe": "canary", "role": "replica", "failures_before_failed": 1}"#,
+        )
+        .unwrap();
         let mut g = Guard::new();
         // A primary: not watched.
         assert_eq!(g.check(&facts(vec![err("canary")]), &s), Health::Healthy);
@@ -281,7 +326,10 @@ mod tests {
         );
         let mut f = facts(vec![err("canary")]);
         f.state = "stopped".into();
-        assert_eq!(g.check(&f, &s), Health::Degraded("PostgreSQL is stopped".into()));
+        assert_eq!(
+            g.check(&f, &s),
+            Health::Degraded("PostgreSQL is stopped".into())
+        );
         assert_eq!(g.failures, 0);
     }
 
@@ -301,10 +349,15 @@ mod tests {
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!("../../../policies/replication-guard.toml"));
+        let m = policy_common::testing::Manifest::parse(include_str!(
+            "../../../policies/replication-guard.toml"
+        ));
         m.check(&ReplicationGuard::describe());
         let s = Settings::parse(&m.settings_json).unwrap();
         let probe = s.probe.expect("the manifest names the probe to watch");
-        assert!(m.probes.contains(&probe), "probe {probe} is not in the manifest's [[probes]]");
+        assert!(
+            m.probes.contains(&probe),
+            "probe {probe} is not in the manifest's [[probes]]"
+        );
     }
 }

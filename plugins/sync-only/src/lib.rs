@@ -44,7 +44,9 @@ pub struct Settings {
 impl Settings {
     pub fn parse(json: &str) -> Result<Settings, String> {
         let mut table = Table::parse(NAME, json)?;
-        let settings = Settings { check_timeline: table.bool("check_timeline")?.unwrap_or(false) };
+        let settings = Settings {
+            check_timeline: table.bool("check_timeline")?.unwrap_or(false),
+        };
         table.finish()?;
         Ok(settings)
     }
@@ -95,7 +97,11 @@ pub fn rank(view: &ClusterView, settings: &Settings) -> Ranking {
             ),
             None => "waiting for a replica with no lag behind the last leader optime".to_string(),
         };
-        let details = if refused.is_empty() { "no members".to_string() } else { refused.join("; ") };
+        let details = if refused.is_empty() {
+            "no members".to_string()
+        } else {
+            refused.join("; ")
+        };
         return Ranking::Veto(format!("no candidate is safe: {waiting} ({details})"));
     }
     safe.sort_by(|a, b| patroni::order(a, b));
@@ -159,20 +165,41 @@ mod tests {
     #[test]
     fn only_zero_lag_replicas_outside_synchronous_mode() {
         let mut v = view(vec![
-            Member { wal_position: Some(1000), ..member("pg-1") },
-            Member { wal_position: Some(999), ..member("pg-2") },
-            Member { wal_position: Some(1000), failover_priority: 2, ..member("pg-3") },
+            Member {
+                wal_position: Some(1000),
+                ..member("pg-1")
+            },
+            Member {
+                wal_position: Some(999),
+                ..member("pg-2")
+            },
+            Member {
+                wal_position: Some(1000),
+                failover_priority: 2,
+                ..member("pg-3")
+            },
         ]);
         v.leader_optime = Some(1000);
         let r = rank(&v, &Settings::default());
         assert_eq!(names(&r), ["pg-3", "pg-1"]);
         let Ranking::Candidates(c) = r else { panic!() };
-        assert!(c[0].reason.starts_with("safe: no lag behind the last leader optime; "), "{}", c[0].reason);
+        assert!(
+            c[0].reason
+                .starts_with("safe: no lag behind the last leader optime; "),
+            "{}",
+            c[0].reason
+        );
     }
 
     #[test]
     fn vetoes_when_nobody_is_provably_safe() {
-        let mut v = view(vec![Member { wal_position: Some(990), ..member("pg-1") }, member("pg-2")]);
+        let mut v = view(vec![
+            Member {
+                wal_position: Some(990),
+                ..member("pg-1")
+            },
+            member("pg-2"),
+        ]);
         v.members[1].reachable = false;
         v.leader_optime = Some(1000);
         assert_eq!(
@@ -185,15 +212,26 @@ mod tests {
         );
         // Leader optime unknown: lag cannot be proven 0.
         v.leader_optime = None;
-        let Ranking::Veto(why) = rank(&v, &Settings::default()) else { panic!() };
-        assert!(why.contains("pg-1: the last leader optime is unknown"), "{why}");
+        let Ranking::Veto(why) = rank(&v, &Settings::default()) else {
+            panic!()
+        };
+        assert!(
+            why.contains("pg-1: the last leader optime is unknown"),
+            "{why}"
+        );
     }
 
     #[test]
     fn synchronous_mode_admits_only_sync_members_even_when_lagging() {
         let mut v = view(vec![
-            Member { wal_position: Some(1000), ..member("pg-1") },
-            Member { wal_position: Some(990), ..member("pg-2") },
+            Member {
+                wal_position: Some(1000),
+                ..member("pg-1")
+            },
+            Member {
+                wal_position: Some(990),
+                ..member("pg-2")
+            },
         ]);
         v.leader_optime = Some(1000);
         v.sync_members = Some(vec!["pg-0".into(), "pg-2".into()]);
@@ -213,13 +251,21 @@ mod tests {
 
     #[test]
     fn vetoes_while_the_primary_is_alive() {
-        let v = view(vec![Member { role: policy_common::types::Role::Primary, ..member("pg-0") }]);
-        assert_eq!(rank(&v, &Settings::default()), Ranking::Veto("primary pg-0 is still alive".into()));
+        let v = view(vec![Member {
+            role: policy_common::types::Role::Primary,
+            ..member("pg-0")
+        }]);
+        assert_eq!(
+            rank(&v, &Settings::default()),
+            Ranking::Veto("primary pg-0 is still alive".into())
+        );
     }
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!("../../../policies/sync-only.toml"));
+        let m = policy_common::testing::Manifest::parse(include_str!(
+            "../../../policies/sync-only.toml"
+        ));
         m.check(&SyncOnly::describe());
         Settings::parse(&m.settings_json).unwrap();
     }

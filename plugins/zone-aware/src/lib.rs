@@ -64,7 +64,10 @@ pub fn rank(view: &ClusterView, settings: &Settings) -> (Ranking, Vec<(String, S
     let limits = Limits::of(view, settings.check_timeline)
         .with_maximum_lag(settings.max_lag_bytes, "max_lag_bytes");
     let (mut eligible, refused) = patroni::partition(view, &limits);
-    let refused = refused.into_iter().map(|(m, why)| (m.name.clone(), why)).collect();
+    let refused = refused
+        .into_iter()
+        .map(|(m, why)| (m.name.clone(), why))
+        .collect();
 
     let zone = view.former_leader_zone.as_deref();
     let in_zone = |m: &Member| zone.is_some() && m.zone.as_deref() == zone;
@@ -116,7 +119,10 @@ impl Guest for ZoneAware {
         if let Some(max) = parsed.max_lag_bytes {
             host::log(
                 LogLevel::Info,
-                &format!("max_lag_bytes {max} ({}) overrides maximum_lag_on_failover", lsn::fmt(max)),
+                &format!(
+                    "max_lag_bytes {max} ({}) overrides maximum_lag_on_failover",
+                    lsn::fmt(max)
+                ),
             );
         }
         *SETTINGS.lock().unwrap() = Some(parsed);
@@ -149,7 +155,11 @@ mod tests {
     use policy_common::types::Role;
 
     fn in_zone(name: &str, zone: &str, wal: u64) -> Member {
-        Member { zone: Some(zone.into()), wal_position: Some(wal), ..member(name) }
+        Member {
+            zone: Some(zone.into()),
+            wal_position: Some(wal),
+            ..member(name)
+        }
     }
 
     fn names(r: &Ranking) -> Vec<&str> {
@@ -161,7 +171,11 @@ mod tests {
 
     fn zoned_view() -> ClusterView {
         let mut v = view(vec![
-            Member { role: Role::Unknown, reachable: false, ..in_zone("pg-0", "a", 1000) },
+            Member {
+                role: Role::Unknown,
+                reachable: false,
+                ..in_zone("pg-0", "a", 1000)
+            },
             in_zone("pg-1", "a", 900),
             in_zone("pg-2", "a", 950),
             in_zone("pg-3", "b", 1000),
@@ -193,9 +207,19 @@ mod tests {
         let s = Settings::parse(r#"{"max_lag_bytes": 60}"#).unwrap();
         let (r, refused) = rank(&v, &s);
         assert_eq!(names(&r), ["pg-3"]);
-        assert!(refused.iter().any(|(n, why)| n == "pg-1" && why == "lag 100 bytes exceeds max_lag_bytes 60"));
+        assert!(
+            refused
+                .iter()
+                .any(|(n, why)| n == "pg-1" && why == "lag 100 bytes exceeds max_lag_bytes 60")
+        );
         let Ranking::Candidates(c) = r else { panic!() };
-        assert!(c[0].reason.starts_with("1 of 1: cross-zone (zone b): no eligible candidate in the former leader's zone a"), "{}", c[0].reason);
+        assert!(
+            c[0].reason.starts_with(
+                "1 of 1: cross-zone (zone b): no eligible candidate in the former leader's zone a"
+            ),
+            "{}",
+            c[0].reason
+        );
 
         // Without the override, pg-1 (same zone) is within maximum_lag_on_failover.
         assert_eq!(names(&rank(&v, &Settings::default()).0), ["pg-1"]);
@@ -205,14 +229,20 @@ mod tests {
     fn no_zone_preference_when_the_former_leaders_zone_is_unknown() {
         let mut v = zoned_view();
         v.former_leader_zone = None;
-        assert_eq!(names(&rank(&v, &Settings::default()).0), ["pg-3", "pg-2", "pg-1"]);
+        assert_eq!(
+            names(&rank(&v, &Settings::default()).0),
+            ["pg-3", "pg-2", "pg-1"]
+        );
     }
 
     #[test]
     fn vetoes_while_the_primary_is_alive() {
         let mut v = zoned_view();
         v.members[3].role = Role::Primary;
-        assert_eq!(rank(&v, &Settings::default()).0, Ranking::Veto("primary pg-3 is still alive".into()));
+        assert_eq!(
+            rank(&v, &Settings::default()).0,
+            Ranking::Veto("primary pg-3 is still alive".into())
+        );
     }
 
     #[test]
@@ -226,7 +256,9 @@ mod tests {
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!("../../../policies/zone-aware.toml"));
+        let m = policy_common::testing::Manifest::parse(include_str!(
+            "../../../policies/zone-aware.toml"
+        ));
         m.check(&ZoneAware::describe());
         Settings::parse(&m.settings_json).unwrap();
     }
