@@ -17,6 +17,10 @@
 //! - `hook` (default `"rank-candidates"`): where `loop`, `trap` and `oom` strike:
 //!   `"rank-candidates"`, `"check-health"`, `"on-event"` or `"configure"` (then `configure`
 //!   itself misbehaves, after parsing the settings). The other hooks behave as `ok`.
+//! - `when_member` (optional): arm the mode only for calls about that member: a view that has a
+//!   member of that name (`rank-candidates`), facts of that node (`check-health`), an event that
+//!   names it (`on-event`: joined, left, decided, completed). Other calls behave as `ok`, so
+//!   Regent's load-time self-test passes and a test can trigger the fault in service.
 //!
 //! Each fault first prints a line to stderr (`faulty: mode=... in <hook>`), so a host test can
 //! check that the guest's stderr reaches the fault report.
@@ -55,6 +59,7 @@ const HOOKS: &[&str] = &["rank-candidates", "check-health", "on-event", "configu
 pub struct Settings {
     pub mode: String,
     pub hook: String,
+    pub when_member: Option<String>,
 }
 
 impl Default for Settings {
@@ -62,6 +67,7 @@ impl Default for Settings {
         Settings {
             mode: "ok".into(),
             hook: "rank-candidates".into(),
+            when_member: None,
         }
     }
 }
@@ -73,7 +79,13 @@ impl Settings {
         let hook = table
             .choice("hook", HOOKS)?
             .unwrap_or_else(|| "rank-candidates".into());
+        let when_member = table.string("when_member")?;
         table.finish()?;
+        if when_member.is_some() && hook == "configure" {
+            return Err(format!(
+                "{NAME}: `when_member` does not apply to hook \"configure\""
+            ));
+        }
         if matches!(mode.as_str(), "unknown-member" | "empty-reason" | "veto")
             && hook != "rank-candidates"
         {
@@ -81,7 +93,31 @@ impl Settings {
                 "{NAME}: mode \"{mode}\" only applies to rank-candidates, not to {hook}"
             ));
         }
-        Ok(Settings { mode, hook })
+        Ok(Settings {
+            mode,
+            hook,
+            when_member,
+        })
+    }
+
+    /// These settings if the call is about `when_member` (or it is not set), else mode `ok`.
+    fn armed_if(self, about: impl FnOnce(&str) -> bool) -> Settings {
+        match &self.when_member {
+            Some(name) if !about(name) => Settings {
+                mode: "ok".into(),
+                ..self
+            },
+            _ => self,
+        }
+    }
+}
+
+/// Whether an event names `member`.
+fn event_names(e: &Event, member: &str) -> bool {
+    match e {
+        Event::MemberJoined(n) | Event::MemberLeft(n) | Event::FailoverCompleted(n) => n == member,
+        Event::FailoverDecided(c) => c.name == member,
+        _ => false,
     }
 }
 
@@ -192,13 +228,13 @@ impl Guest for Faulty {
     }
 
     fn rank_candidates(view: ClusterView) -> Ranking {
-        let s = settings();
+        let s = settings().armed_if(|n| view.members.iter().any(|m| m.name == n));
         strike(&s, "rank-candidates");
         rank(&view, &s)
     }
 
     fn check_health(facts: HealthFacts) -> Health {
-        strike(&settings(), "check-health");
+        strike(&settings().armed_if(|n| facts.name == n), "check-health");
         if facts.state == "running" {
             Health::Healthy
         } else {
@@ -206,8 +242,8 @@ impl Guest for Faulty {
         }
     }
 
-    fn on_event(_event: Event) {
-        strike(&settings(), "on-event");
+    fn on_event(event: Event) {
+        strike(&settings().armed_if(|n| event_names(&event, n)), "on-event");
     }
 }
 
@@ -236,6 +272,30 @@ mod tests {
                 .contains("must be one of")
         );
         assert!(Settings::parse(r#"{"mode": "veto", "hook": "on-event"}"#).is_err());
+    }
+
+    #[test]
+    fn when_member_arms_the_mode_only_for_calls_about_that_member() {
+        assert!(
+            Settings::parse(r#"{"mode": "trap", "hook": "configure", "when_member": "x"}"#)
+                .is_err()
+        );
+        let settings = s(r#"{"mode": "veto", "when_member": "pg-fault"}"#);
+        for (members, vetoed) in [(vec!["a"], false), (vec!["a", "pg-fault"], true)] {
+            let v = view(members.iter().map(|n| member(n)).collect());
+            let armed = settings
+                .clone()
+                .armed_if(|n| v.members.iter().any(|m| m.name == n));
+            assert_eq!(matches!(rank(&v, &armed), Ranking::Veto(_)), vetoed);
+        }
+        assert!(event_names(
+            &Event::MemberLeft("pg-fault".into()),
+            "pg-fault"
+        ));
+        assert!(!event_names(
+            &Event::FailoverStarted("pg-fault".into()),
+            "pg-fault"
+        ));
     }
 
     #[test]
