@@ -1,0 +1,254 @@
+//! # patroni-default
+//!
+//! Regent's built-in failover rules (Patroni's) as a policy plugin: the same candidates, in the
+//! same order, as the built-in `DefaultPolicy`, with more detailed reasons. It is the plugin to
+//! copy when you write your own (see `plugins/README.md`).
+//!
+//! - **Veto** while a reachable member still runs as primary: `primary X is still alive`.
+//! - **Eligible**: reachable; not `nofailover` (nor `failover_priority` <= 0); health not
+//!   `failed`; a replica; `running`; WAL position known; at most `maximum_lag_on_failover` bytes
+//!   behind the last leader optime (when known); in `sync-members` (in synchronous mode); with
+//!   `check_timeline`, on the cluster timeline or later.
+//! - **Order**: WAL position (highest first), `failover_priority` (highest first), name.
+//!
+//! The rules themselves live in `policy_common::patroni`, shared with the other plugins.
+//!
+//! Settings (the manifest's `[settings]`):
+//! - `check_timeline` (bool, default `false`): refuse candidates whose timeline is unknown or
+//!   behind the cluster timeline (Patroni's `check_timeline`).
+//!
+//! Hooks: `rank-candidates`.
+
+use policy_common::patroni::{self, Limits};
+// The world's own types (`ClusterView`, `Ranking`, `Health`, `HealthFacts`, `Event`,
+// `PolicyInfo`) come from `generate!` below; import only the others.
+use policy_common::host;
+use policy_common::settings::Table;
+use policy_common::types::{Candidate, Hook, LogLevel};
+use std::sync::Mutex;
+
+// The bindings of the `policy` world. `with:` reuses policy-common's types and host imports
+// (instead of generating our own copies), so that its helpers accept our values.
+wit_bindgen::generate!({
+    world: "policy",
+    path: "../../wit",
+    with: {
+        "regent:policy/types@0.1.0": policy_common::types,
+        "regent:policy/host@0.1.0": policy_common::host,
+    },
+});
+
+/// Must match the manifest's `name`.
+const NAME: &str = "patroni-default";
+
+/// The manifest's `[settings]`.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub check_timeline: bool,
+}
+
+impl Settings {
+    /// Parse the settings JSON; the error names the bad setting.
+    pub fn parse(json: &str) -> Result<Settings, String> {
+        let mut table = Table::parse(NAME, json)?;
+        let settings = Settings {
+            check_timeline: table.bool("check_timeline")?.unwrap_or(false),
+        };
+        table.finish()?; // refuses unknown (misspelt) settings
+        Ok(settings)
+    }
+}
+
+/// Set by `configure`; an instance that was never configured uses the defaults.
+static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
+
+/// The ranking, plus the members that are not eligible and why (for the debug log).
+pub fn rank(view: &ClusterView, settings: &Settings) -> (Ranking, Vec<(String, String)>) {
+    if let Some(primary) = patroni::live_primary(view) {
+        return (Ranking::Veto(patroni::primary_alive(primary)), Vec::new());
+    }
+    let limits = Limits::of(view, settings.check_timeline);
+    let (mut eligible, refused) = patroni::partition(view, &limits);
+    eligible.sort_by(|a, b| patroni::order(a, b));
+    let total = eligible.len();
+    let candidates = eligible
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Candidate {
+            name: m.name.clone(),
+            reason: format!(
+                "{} of {total} eligible: {}",
+                i + 1,
+                patroni::describe_position(view, m)
+            ),
+        })
+        .collect();
+    let refused = refused
+        .into_iter()
+        .map(|(m, why)| (m.name.clone(), why))
+        .collect();
+    (Ranking::Candidates(candidates), refused)
+}
+
+struct PatroniDefault;
+
+impl Guest for PatroniDefault {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            name: NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            hooks: vec![Hook::RankCandidates],
+        }
+    }
+
+    fn configure(settings: String) -> Result<(), String> {
+        *SETTINGS.lock().unwrap() = Some(Settings::parse(&settings)?);
+        Ok(())
+    }
+
+    fn rank_candidates(view: ClusterView) -> Ranking {
+        let settings = SETTINGS.lock().unwrap().clone().unwrap_or_default();
+        let (ranking, refused) = rank(&view, &settings);
+        for (name, why) in refused {
+            host::log(LogLevel::Debug, &format!("{name} is not eligible: {why}"));
+        }
+        ranking
+    }
+
+    // Not listed by `describe`, so Regent never calls it. Should it, the panic becomes a trap
+    // and Regent's built-in rules decide instead.
+    fn check_health(_facts: HealthFacts) -> Health {
+        panic!("{NAME} does not implement check-health (describe() does not list it)")
+    }
+
+    fn on_event(_event: Event) {}
+}
+
+export!(PatroniDefault);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy_common::testing::{member, view};
+    use policy_common::types::{Member, Role};
+
+    fn names(r: &Ranking) -> Vec<&str> {
+        match r {
+            Ranking::Candidates(c) => c.iter().map(|c| c.name.as_str()).collect(),
+            Ranking::Veto(v) => panic!("unexpected veto: {v}"),
+        }
+    }
+
+    #[test]
+    fn orders_by_wal_then_priority_then_name() {
+        let v = view(vec![
+            Member {
+                wal_position: Some(500),
+                failover_priority: 1,
+                ..member("pg-b")
+            },
+            Member {
+                wal_position: Some(500),
+                failover_priority: 1,
+                ..member("pg-a")
+            },
+            Member {
+                wal_position: Some(500),
+                failover_priority: 9,
+                ..member("pg-z")
+            },
+            Member {
+                wal_position: Some(900),
+                failover_priority: 1,
+                ..member("pg-y")
+            },
+            Member {
+                reachable: false,
+                wal_position: Some(5000),
+                ..member("pg-gone")
+            },
+        ]);
+        let (r, refused) = rank(&v, &Settings::default());
+        assert_eq!(names(&r), ["pg-y", "pg-z", "pg-a", "pg-b"]);
+        assert_eq!(
+            refused,
+            [("pg-gone".to_string(), "unreachable".to_string())]
+        );
+    }
+
+    #[test]
+    fn reasons_are_informative() {
+        let mut v = view(vec![Member {
+            wal_position: Some(0x3000060),
+            ..member("pg-1")
+        }]);
+        v.leader_optime = Some(0x3000060 + 16);
+        let (r, _) = rank(&v, &Settings::default());
+        let Ranking::Candidates(c) = r else { panic!() };
+        assert_eq!(
+            c[0].reason,
+            "1 of 1 eligible: wal position 0/3000060 (16 bytes behind the leader), failover priority 1"
+        );
+    }
+
+    #[test]
+    fn vetoes_while_the_primary_is_alive() {
+        let v = view(vec![
+            member("pg-1"),
+            Member {
+                role: Role::Primary,
+                ..member("pg-0")
+            },
+        ]);
+        let (r, _) = rank(&v, &Settings::default());
+        assert_eq!(r, Ranking::Veto("primary pg-0 is still alive".into()));
+    }
+
+    #[test]
+    fn check_timeline_setting() {
+        let v = view(vec![
+            Member {
+                timeline: Some(1),
+                ..member("pg-1")
+            },
+            member("pg-2"),
+        ]);
+        assert_eq!(names(&rank(&v, &Settings::default()).0), ["pg-1", "pg-2"]);
+        let s = Settings::parse(r#"{"check_timeline": true}"#).unwrap();
+        assert_eq!(names(&rank(&v, &s).0), ["pg-2"]);
+    }
+
+    #[test]
+    fn settings_errors_name_the_key() {
+        assert!(Settings::parse("").is_ok());
+        assert_eq!(
+            Settings::parse(r#"{"check_timeline": "yes"}"#).unwrap_err(),
+            "patroni-default: setting `check_timeline` must be true or false, not a string"
+        );
+        assert_eq!(
+            Settings::parse(r#"{"max_lag_bytes": 1}"#).unwrap_err(),
+            "patroni-default: unknown setting `max_lag_bytes` (known settings: check_timeline)"
+        );
+    }
+
+    #[test]
+    fn no_eligible_candidate_is_an_empty_list_not_a_veto() {
+        let v = view(vec![Member {
+            state: "stopped".into(),
+            ..member("pg-1")
+        }]);
+        assert_eq!(
+            rank(&v, &Settings::default()).0,
+            Ranking::Candidates(vec![])
+        );
+    }
+
+    #[test]
+    fn manifest_agrees_with_the_plugin() {
+        let m = policy_common::testing::Manifest::parse(include_str!(
+            "../../../policies/patroni-default.toml"
+        ));
+        m.check(&PatroniDefault::describe());
+        Settings::parse(&m.settings_json).unwrap();
+    }
+}

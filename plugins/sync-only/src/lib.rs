@@ -1,0 +1,272 @@
+//! # sync-only
+//!
+//! Never promotes a member that could have lost an acknowledged write: rather no failover than
+//! a lossy one.
+//!
+//! - **Veto** while a reachable member still runs as primary (as Patroni).
+//! - **Safe** candidates pass Patroni's rules (see `policy_common::patroni`) and, besides:
+//!   - in synchronous mode (`sync-members` is set): are in `sync-members` (Patroni's rules
+//!     already require it);
+//!   - otherwise: are known to have everything the leader had: lag 0 against the last leader
+//!     optime. With the optime unknown, nobody is provably safe.
+//! - No safe candidate: **veto** `no candidate is safe: waiting ...`, with each member's reason;
+//!   the election is held again next loop.
+//! - **Order**: WAL position (highest first), `failover_priority` (highest first), name.
+//!
+//! Settings (the manifest's `[settings]`):
+//! - `check_timeline` (bool, default `false`): refuse candidates behind the cluster timeline.
+//!
+//! Hooks: `rank-candidates`.
+
+use policy_common::host;
+use policy_common::patroni::{self, Limits};
+use policy_common::settings::Table;
+use policy_common::types::{Candidate, Hook, LogLevel, Member};
+use std::sync::Mutex;
+
+wit_bindgen::generate!({
+    world: "policy",
+    path: "../../wit",
+    with: {
+        "regent:policy/types@0.1.0": policy_common::types,
+        "regent:policy/host@0.1.0": policy_common::host,
+    },
+});
+
+const NAME: &str = "sync-only";
+
+/// The manifest's `[settings]`.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub check_timeline: bool,
+}
+
+impl Settings {
+    pub fn parse(json: &str) -> Result<Settings, String> {
+        let mut table = Table::parse(NAME, json)?;
+        let settings = Settings {
+            check_timeline: table.bool("check_timeline")?.unwrap_or(false),
+        };
+        table.finish()?;
+        Ok(settings)
+    }
+}
+
+static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
+
+/// Why promoting `m` could lose an acknowledged write, or `None` if it cannot.
+pub fn unsafe_because(view: &ClusterView, m: &Member, limits: &Limits) -> Option<String> {
+    if let Some(why) = patroni::ineligible(view, m, limits) {
+        return Some(why);
+    }
+    if view.sync_members.is_some() {
+        return None; // Patroni's rules admitted it: it is a synchronous standby.
+    }
+    match patroni::lag(view, m) {
+        Some(0) => None,
+        Some(lag) => Some(format!("{lag} bytes behind the last leader optime")),
+        None => Some("the last leader optime is unknown: lag cannot be proven 0".into()),
+    }
+}
+
+pub fn rank(view: &ClusterView, settings: &Settings) -> Ranking {
+    if let Some(primary) = patroni::live_primary(view) {
+        return Ranking::Veto(patroni::primary_alive(primary));
+    }
+    let limits = Limits::of(view, settings.check_timeline);
+    let mut safe = Vec::new();
+    let mut refused = Vec::new();
+    for m in &view.members {
+        match unsafe_because(view, m, &limits) {
+            None => safe.push(m),
+            Some(why) => refused.push(format!("{}: {why}", m.name)),
+        }
+    }
+    let why_safe = match &view.sync_members {
+        Some(_) => "a synchronous standby",
+        None => "no lag behind the last leader optime",
+    };
+    if safe.is_empty() {
+        let waiting = match &view.sync_members {
+            Some(sync) if sync.is_empty() => {
+                "waiting for a synchronous standby (sync-members is empty)".to_string()
+            }
+            Some(sync) => format!(
+                "waiting for a synchronous standby ({}) to be eligible",
+                sync.join(", ")
+            ),
+            None => "waiting for a replica with no lag behind the last leader optime".to_string(),
+        };
+        let details = if refused.is_empty() {
+            "no members".to_string()
+        } else {
+            refused.join("; ")
+        };
+        return Ranking::Veto(format!("no candidate is safe: {waiting} ({details})"));
+    }
+    safe.sort_by(|a, b| patroni::order(a, b));
+    Ranking::Candidates(
+        safe.iter()
+            .map(|m| Candidate {
+                name: m.name.clone(),
+                reason: format!("safe: {why_safe}; {}", patroni::describe_position(view, m)),
+            })
+            .collect(),
+    )
+}
+
+struct SyncOnly;
+
+impl Guest for SyncOnly {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            name: NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            hooks: vec![Hook::RankCandidates],
+        }
+    }
+
+    fn configure(settings: String) -> Result<(), String> {
+        *SETTINGS.lock().unwrap() = Some(Settings::parse(&settings)?);
+        Ok(())
+    }
+
+    fn rank_candidates(view: ClusterView) -> Ranking {
+        let settings = SETTINGS.lock().unwrap().clone().unwrap_or_default();
+        let ranking = rank(&view, &settings);
+        if let Ranking::Veto(why) = &ranking {
+            host::log(LogLevel::Warn, why);
+        }
+        ranking
+    }
+
+    // Not listed by `describe`: never called. A panic traps; Regent's rules decide instead.
+    fn check_health(_facts: HealthFacts) -> Health {
+        panic!("{NAME} does not implement check-health (describe() does not list it)")
+    }
+
+    fn on_event(_event: Event) {}
+}
+
+export!(SyncOnly);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy_common::testing::{member, view};
+
+    fn names(r: &Ranking) -> Vec<&str> {
+        match r {
+            Ranking::Candidates(c) => c.iter().map(|c| c.name.as_str()).collect(),
+            Ranking::Veto(v) => panic!("unexpected veto: {v}"),
+        }
+    }
+
+    #[test]
+    fn only_zero_lag_replicas_outside_synchronous_mode() {
+        let mut v = view(vec![
+            Member {
+                wal_position: Some(1000),
+                ..member("pg-1")
+            },
+            Member {
+                wal_position: Some(999),
+                ..member("pg-2")
+            },
+            Member {
+                wal_position: Some(1000),
+                failover_priority: 2,
+                ..member("pg-3")
+            },
+        ]);
+        v.leader_optime = Some(1000);
+        let r = rank(&v, &Settings::default());
+        assert_eq!(names(&r), ["pg-3", "pg-1"]);
+        let Ranking::Candidates(c) = r else { panic!() };
+        assert!(
+            c[0].reason
+                .starts_with("safe: no lag behind the last leader optime; "),
+            "{}",
+            c[0].reason
+        );
+    }
+
+    #[test]
+    fn vetoes_when_nobody_is_provably_safe() {
+        let mut v = view(vec![
+            Member {
+                wal_position: Some(990),
+                ..member("pg-1")
+            },
+            member("pg-2"),
+        ]);
+        v.members[1].reachable = false;
+        v.leader_optime = Some(1000);
+        assert_eq!(
+            rank(&v, &Settings::default()),
+            Ranking::Veto(
+                "no candidate is safe: waiting for a replica with no lag behind the last leader \
+                 optime (pg-1: 10 bytes behind the last leader optime; pg-2: unreachable)"
+                    .into()
+            )
+        );
+        // Leader optime unknown: lag cannot be proven 0.
+        v.leader_optime = None;
+        let Ranking::Veto(why) = rank(&v, &Settings::default()) else {
+            panic!()
+        };
+        assert!(
+            why.contains("pg-1: the last leader optime is unknown"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn synchronous_mode_admits_only_sync_members_even_when_lagging() {
+        let mut v = view(vec![
+            Member {
+                wal_position: Some(1000),
+                ..member("pg-1")
+            },
+            Member {
+                wal_position: Some(990),
+                ..member("pg-2")
+            },
+        ]);
+        v.leader_optime = Some(1000);
+        v.sync_members = Some(vec!["pg-0".into(), "pg-2".into()]);
+        assert_eq!(names(&rank(&v, &Settings::default())), ["pg-2"]);
+
+        v.members[1].state = "stopped".into();
+        assert_eq!(
+            rank(&v, &Settings::default()),
+            Ranking::Veto(
+                "no candidate is safe: waiting for a synchronous standby (pg-0, pg-2) to be \
+                 eligible (pg-1: not a synchronous standby (synchronous mode is on); pg-2: \
+                 PostgreSQL is stopped)"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn vetoes_while_the_primary_is_alive() {
+        let v = view(vec![Member {
+            role: policy_common::types::Role::Primary,
+            ..member("pg-0")
+        }]);
+        assert_eq!(
+            rank(&v, &Settings::default()),
+            Ranking::Veto("primary pg-0 is still alive".into())
+        );
+    }
+
+    #[test]
+    fn manifest_agrees_with_the_plugin() {
+        let m = policy_common::testing::Manifest::parse(include_str!(
+            "../../../policies/sync-only.toml"
+        ));
+        m.check(&SyncOnly::describe());
+        Settings::parse(&m.settings_json).unwrap();
+    }
+}
