@@ -6,5 +6,6 @@ pub mod config;
 pub mod dcs;
 pub mod fence;
 pub mod ha;
+pub mod policy;
 pub mod postgres;
 pub mod supervisor;

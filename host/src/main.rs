@@ -1,8 +1,8 @@
-//! The `regent` binary: `run`, `validate-config`, and the internal `guard`.
+//! The `regent` binary: `run`, `validate-config`, `policy check|eval`, and the internal `guard`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use regent::{api, config, fence, supervisor};
+use regent::{api, config, fence, policy, supervisor};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +32,11 @@ enum Cmd {
     Run { config: PathBuf },
     /// Check a configuration file without starting anything.
     ValidateConfig { config: PathBuf },
+    /// Check or try out a failover policy plugin.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
     /// The fencing guard (started by `regent run`; not for direct use).
     #[command(hide = true)]
     Guard {
@@ -41,6 +46,21 @@ enum Cmd {
         pidfile: PathBuf,
         #[arg(long)]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Load a policy (a `.toml` manifest or a `.wasm` component): check that it was built
+    /// against this Regent's WIT version, describe it and run its self-test.
+    Check { file: PathBuf },
+    /// Rank an election view (JSON, as `ElectionView` serializes) with a policy and show the
+    /// ranking with its reasons.
+    Eval {
+        manifest: PathBuf,
+        /// The view as JSON (`-` for stdin).
+        #[arg(long)]
+        view: PathBuf,
     },
 }
 
@@ -90,6 +110,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Policy { cmd } => {
+            init_logs(cli.log_format);
+            match policy_cmd(cmd) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::Run { config } => {
             init_logs(cli.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -110,6 +143,24 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn policy_cmd(cmd: PolicyCmd) -> anyhow::Result<String> {
+    match cmd {
+        PolicyCmd::Check { file } => Ok(policy::check(&file)?.to_string()),
+        PolicyCmd::Eval { manifest, view } => {
+            let json = if view.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .context("cannot read the view from stdin")?;
+                s
+            } else {
+                std::fs::read_to_string(&view)
+                    .with_context(|| format!("cannot read the view {}", view.display()))?
+            };
+            Ok(policy::eval(&manifest, &json)?)
         }
     }
 }

@@ -1,0 +1,478 @@
+//! The wasmtime side: one engine per process (epoch interruption, a 1 ms ticker thread), the
+//! linker (WASI p2 without filesystem, network, environment or arguments, plus the `host`
+//! interface), per-instance state and limits, stderr capture, compilation and the artifact
+//! cache.
+
+use super::{PolicyError, SqlProber, WIT_PACKAGE};
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        world: "policy",
+        path: "../wit",
+    });
+}
+
+pub(crate) use bindings::regent::policy::types as wit;
+pub(crate) use bindings::{Policy as Bindings, PolicyPre};
+
+/// How often the epoch advances: the unit of the call deadline.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The wasmtime version the artifacts are compiled with (part of the cache key).
+const WASMTIME_VERSION: &str = "wasmtime-48.0.8";
+
+pub(crate) struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<State>,
+}
+
+static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+
+/// The process-wide engine and linker; the first call starts the epoch ticker.
+pub(crate) fn runtime() -> Result<&'static Runtime, PolicyError> {
+    RUNTIME
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config.epoch_interruption(true);
+            let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+            let mut linker: Linker<State> = Linker::new(&engine);
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("{e:#}"))?;
+            Bindings::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+                .map_err(|e| format!("{e:#}"))?;
+            let ticker = engine.clone();
+            std::thread::Builder::new()
+                .name("regent-policy-epoch".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(EPOCH_TICK);
+                        ticker.increment_epoch();
+                    }
+                })
+                .map_err(|e| format!("cannot start the epoch ticker thread: {e}"))?;
+            Ok(Runtime { engine, linker })
+        })
+        .as_ref()
+        .map_err(|e| PolicyError::Engine(e.clone()))
+}
+
+/// sha256 of the component bytes, hex.
+pub(crate) fn digest(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in d.iter() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// What a guest may reach: granted SQL, and the state the `host` interface needs.
+pub(crate) type ProberCell = Arc<Mutex<Option<Arc<dyn SqlProber>>>>;
+
+/// The `T` of a policy's `Store`.
+pub(crate) struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    policy: Arc<str>,
+    /// `Some` when the manifest grants `sql-probe`.
+    sql: Option<ProberCell>,
+    /// Timeout of a `sql-probe` the guest calls itself (within the call deadline).
+    sql_timeout: Duration,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for State {}
+
+impl bindings::regent::policy::host::Host for State {
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        let message = truncate(&message, 4096);
+        let policy = &*self.policy;
+        match level {
+            wit::LogLevel::Trace => tracing::trace!(policy, "{message}"),
+            wit::LogLevel::Debug => tracing::debug!(policy, "{message}"),
+            wit::LogLevel::Info => tracing::info!(policy, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(policy, "{message}"),
+            wit::LogLevel::Error => tracing::error!(policy, "{message}"),
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        crate::fence::mono_ms()
+    }
+
+    fn sql_probe(&mut self, query: String) -> Result<Vec<Vec<Option<String>>>, String> {
+        let Some(cell) = &self.sql else {
+            return Err(format!(
+                "sql-probe is not granted to policy {}: add `capabilities = [\"sql-probe\"]` to its manifest",
+                self.policy
+            ));
+        };
+        let prober = cell.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match prober {
+            Some(p) => p.probe(&query, self.sql_timeout),
+            None => Err("no database connection for SQL probes".to_string()),
+        }
+    }
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Keeps the last [`Capture::KEEP`] bytes a guest wrote to stderr. Writes never fail, so a chatty
+/// guest cannot trap itself by filling a buffer.
+#[derive(Clone, Default)]
+pub(crate) struct Capture(Arc<Mutex<CaptureBuf>>);
+
+#[derive(Default)]
+struct CaptureBuf {
+    data: VecDeque<u8>,
+    /// Bytes written since the instance started.
+    total: u64,
+}
+
+impl Capture {
+    const KEEP: usize = 16 * 1024;
+
+    fn push(&self, bytes: &[u8]) {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let b = &mut *guard;
+        b.total += bytes.len() as u64;
+        let bytes = &bytes[bytes.len().saturating_sub(Self::KEEP)..];
+        let excess = (b.data.len() + bytes.len()).saturating_sub(Self::KEEP);
+        let drop = excess.min(b.data.len());
+        b.data.drain(..drop);
+        b.data.extend(bytes);
+    }
+
+    /// A mark to read what is written after it.
+    pub fn mark(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    /// What was written since `mark` (the part still kept), as text.
+    pub fn since(&self, mark: u64) -> String {
+        let b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let new = (b.total.saturating_sub(mark) as usize).min(b.data.len());
+        let start = b.data.len() - new;
+        let bytes: Vec<u8> = b.data.range(start..).copied().collect();
+        String::from_utf8_lossy(&bytes).trim_end().to_string()
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for Capture {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for Capture {
+    async fn ready(&mut self) {}
+}
+
+impl wasmtime_wasi::p2::OutputStream for Capture {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Per-instance settings.
+#[derive(Clone)]
+pub(crate) struct InstanceConfig {
+    pub policy: Arc<str>,
+    pub memory_bytes: usize,
+    pub sql: Option<ProberCell>,
+    pub sql_timeout: Duration,
+}
+
+/// A live instance: its store, its exports and its stderr.
+pub(crate) struct Live {
+    pub store: Store<State>,
+    pub bindings: Bindings,
+    pub stderr: Capture,
+}
+
+/// Instantiate `pre` in a fresh store: no preopens, environment, arguments or network; stderr
+/// captured; memory limited; trap on a failed `memory.grow`.
+pub(crate) fn instantiate(
+    rt: &Runtime,
+    pre: &PolicyPre<State>,
+    cfg: &InstanceConfig,
+) -> wasmtime::Result<Live> {
+    let stderr = Capture::default();
+    let wasi = WasiCtx::builder()
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(cfg.memory_bytes)
+        .instances(32)
+        .tables(32)
+        .memories(8)
+        .table_elements(100_000)
+        .trap_on_grow_failure(true)
+        .build();
+    let state = State {
+        wasi,
+        table: ResourceTable::new(),
+        limits,
+        policy: cfg.policy.clone(),
+        sql: cfg.sql.clone(),
+        sql_timeout: cfg.sql_timeout,
+    };
+    let mut store = Store::new(&rt.engine, state);
+    store.limiter(|s| &mut s.limits);
+    // Instantiation runs the component's start code: give it a generous deadline.
+    store.set_epoch_deadline(1000);
+    let bindings = pre.instantiate(&mut store)?;
+    Ok(Live {
+        store,
+        bindings,
+        stderr,
+    })
+}
+
+/// Where a compiled component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Compiled,
+    /// This process compiled the same bytes before.
+    Memory,
+    /// Deserialized from the artifact cache.
+    DiskCache,
+}
+
+/// Components compiled in this process, by digest (a small LRU): reloading a version seen
+/// before, or loading one component for several sets (tests), does not compile again.
+static MEMO: Mutex<Vec<(String, Component)>> = Mutex::new(Vec::new());
+const MEMO_SIZE: usize = 8;
+
+static COMPILING: Mutex<()> = Mutex::new(());
+
+/// Forget the in-process copy of a compiled component (tests of the disk cache).
+#[cfg(test)]
+pub(crate) fn forget_compiled(digest: &str) {
+    MEMO.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(d, _)| d != digest);
+}
+
+fn memo_get(digest: &str) -> Option<Component> {
+    let mut m = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let i = m.iter().position(|(d, _)| d == digest)?;
+    let entry = m.remove(i);
+    let c = entry.1.clone();
+    m.push(entry);
+    Some(c)
+}
+
+fn memo_put(digest: &str, c: &Component) {
+    let mut m = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    m.retain(|(d, _)| d != digest);
+    if m.len() >= MEMO_SIZE {
+        m.remove(0);
+    }
+    m.push((digest.to_string(), c.clone()));
+}
+
+/// The cache file of a component: keyed by its digest, the wasmtime version and the engine's
+/// compilation settings.
+fn cache_file(rt: &Runtime, dir: &Path, digest: &str) -> PathBuf {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    WASMTIME_VERSION.hash(&mut h);
+    rt.engine.precompile_compatibility_hash().hash(&mut h);
+    dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
+}
+
+/// Compile `bytes` (whose sha256 is `digest`), or take it from the in-process memo or the
+/// artifact cache in `cache_dir`. Errors are about the bytes (not a component, invalid).
+pub(crate) fn compile(
+    rt: &Runtime,
+    path: &Path,
+    bytes: &[u8],
+    digest: &str,
+    cache_dir: Option<&Path>,
+) -> Result<(Component, Origin, Duration), PolicyError> {
+    let start = Instant::now();
+    // One compilation at a time: loads of the same bytes that overlap wait and take the memo.
+    let _compiling = COMPILING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = memo_get(digest) {
+        return Ok((c, Origin::Memory, start.elapsed()));
+    }
+    let cached = cache_dir.map(|d| cache_file(rt, d, digest));
+    if let Some(file) = &cached
+        && file.exists()
+    {
+        // Read into memory rather than `deserialize_file`: a mapped file that someone truncates
+        // later would take the process down with SIGBUS.
+        let loaded = std::fs::read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                // SAFETY: the cache directory holds only artifacts Regent wrote with
+                // `Component::serialize` (to a temporary name, then renamed into place), named by
+                // the sha256 of the source and the engine's compilation settings; wasmtime checks
+                // its version and the settings again and refuses a mismatch.
+                unsafe { Component::deserialize(&rt.engine, &bytes) }.map_err(|e| format!("{e:#}"))
+            });
+        match loaded {
+            Ok(c) => {
+                memo_put(digest, &c);
+                return Ok((c, Origin::DiskCache, start.elapsed()));
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e,
+                    "discarding an unusable compiled policy artifact");
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+    let component = Component::new(&rt.engine, bytes).map_err(|e| {
+        let message = format!("{e:#}");
+        let message = if message.contains("magic header not detected") {
+            let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            format!(
+                "this is not a .wasm file: it starts with {} instead of the magic `\\0asm`",
+                head.join(" ")
+            )
+        } else if message.contains("attempted to parse a wasm module with a component parser") {
+            format!(
+                "{message} (this is a core module: build the policy for wasm32-wasip2, which \
+                 produces a component)"
+            )
+        } else {
+            message
+        };
+        PolicyError::InvalidComponent {
+            path: path.to_path_buf(),
+            message,
+        }
+    })?;
+    let elapsed = start.elapsed();
+    memo_put(digest, &component);
+    if let Some(file) = cached
+        && let Err(e) = write_artifact(&component, &file)
+    {
+        tracing::warn!(file = %file.display(), error = %e,
+            "cannot cache the compiled policy; it will be compiled again next start");
+    }
+    Ok((component, Origin::Compiled, elapsed))
+}
+
+fn write_artifact(c: &Component, file: &Path) -> Result<(), String> {
+    let bytes = c.serialize().map_err(|e| format!("{e:#}"))?;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, file).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e.to_string()
+    })
+}
+
+/// Link `component` against the `regent:policy@0.1.0` world, refusing one built against
+/// another version of the package.
+///
+/// Linking alone does not catch every such component: wasmtime does not look up imports that
+/// only define (non-resource) types, such as `regent:policy/types@X`, and the world's exports
+/// carry no version. So the version in the names of the `regent:policy/...` imports is checked
+/// first; linking then catches a missing host function or export.
+pub(crate) fn prepare(
+    rt: &Runtime,
+    path: &Path,
+    component: &Component,
+) -> Result<PolicyPre<State>, PolicyError> {
+    let ty = component.component_type();
+    let mut other: Vec<String> = ty
+        .imports(&rt.engine)
+        .filter_map(|(name, _)| {
+            let rest = name.strip_prefix("regent:policy/")?;
+            let (_, version) = rest.split_once('@').unwrap_or((rest, "(unversioned)"));
+            (format!("regent:policy@{version}") != WIT_PACKAGE).then(|| version.to_string())
+        })
+        .collect();
+    other.sort();
+    other.dedup();
+    if !other.is_empty() {
+        return Err(PolicyError::WrongVersion {
+            path: path.to_path_buf(),
+            found: format!(" (regent:policy@{})", other.join(", @")),
+            message: "its imports name that version".into(),
+        });
+    }
+    rt.linker
+        .instantiate_pre(component)
+        .and_then(PolicyPre::new)
+        .map_err(|e| PolicyError::WrongVersion {
+            path: path.to_path_buf(),
+            found: String::new(),
+            message: format!("it does not fit the world: {e:#}"),
+        })
+}

@@ -1,0 +1,955 @@
+//! Tests of the policy host against `testdata/test-guest.wasm` (a deliberately misbehaving
+//! policy, source in `testdata/policy-guest/`), and, when present, the real plugins in
+//! `policies/` and the fault fixtures in `tests/fixtures/policies/`.
+//!
+//! Each component is compiled once per test process (the runtime memoizes by digest).
+
+use super::runtime;
+use super::*;
+use crate::ha::policy::{
+    CandidateView, DefaultPolicy, ElectionReason, ElectionView, Health, HealthFacts, Policy,
+    Ranked, Ranking,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+fn host_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn guest() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        std::fs::read(host_dir().join("testdata/test-guest.wasm"))
+            .expect("testdata/test-guest.wasm (rebuild with testdata/policy-guest/build.sh)")
+    })
+}
+
+/// The same component with a custom section appended: another digest, same behaviour.
+fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"regent-test";
+    let mut content = Vec::new();
+    leb(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+/// Write `NAME.toml` (with `extra` lines) and `NAME.wasm` into `dir`.
+fn write_policy(dir: &Path, name: &str, extra: &str, wasm: &[u8]) {
+    std::fs::write(dir.join(format!("{name}.wasm")), wasm).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.toml")),
+        format!("name = \"{name}\"\ncomponent = \"{name}.wasm\"\n{extra}\n"),
+    )
+    .unwrap();
+}
+
+fn guest_b() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| std::fs::read(host_dir().join("testdata/test-guest-b.wasm")).unwrap())
+}
+
+const GUEST: &str = "test-guest";
+
+fn guest_set(extra: &str) -> (tempfile::TempDir, PolicySet) {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), GUEST, extra, guest());
+    let set = PolicySet::load(dir.path(), &[GUEST.to_string()], None).unwrap();
+    (dir, set)
+}
+
+fn view() -> ElectionView {
+    sample_views().remove(0).1
+}
+
+fn faulty_view(kind: &str) -> ElectionView {
+    let mut v = view();
+    v.members[1].tags.insert("fault".into(), kind.into());
+    v
+}
+
+fn names(r: &Ranking) -> Vec<String> {
+    match r {
+        Ranking::Candidates(l) => l.iter().map(|c| c.name.clone()).collect(),
+        Ranking::Veto(why) => vec![format!("veto: {why}")],
+    }
+}
+
+fn facts(state: &str) -> HealthFacts {
+    HealthFacts {
+        role: "replica".into(),
+        state: state.into(),
+        timeline: Some(3),
+        wal_position: Some(100),
+        replication_connections: 0,
+        lag_bytes: Some(0),
+        seconds_in_state: 10,
+    }
+}
+
+fn only(set: &PolicySet) -> Arc<WasmPolicy> {
+    set.policies().remove(0)
+}
+
+/// A fault must: return the default's answer, be counted and reported, and leave the next
+/// call working (on a fresh instance when the old one trapped).
+fn assert_rank_fault(kind: &str, expected: FaultKind, extra: &str) -> Fault {
+    let (_dir, set) = guest_set(extra);
+    let p = only(&set);
+    let v = faulty_view(kind);
+    let start = Instant::now();
+    let got = set.rank(&v);
+    let took = start.elapsed();
+    assert_eq!(
+        got,
+        DefaultPolicy.rank(&v),
+        "{kind}: falls back to the built-in answer"
+    );
+    let (count, last) = p.faults();
+    assert_eq!(count, 1, "{kind}: counted");
+    let fault = last.expect("fault recorded");
+    assert_eq!(fault.kind, expected, "{kind}: {fault}");
+    assert_eq!(fault.hook, Hook::RankCandidates);
+    let info = set.info();
+    assert_eq!(info["policies"][0]["faults"]["count"], 1);
+    assert!(info["policies"][0]["faults"]["last"]["message"].is_string());
+    // The next call works again.
+    let ok = p
+        .rank_checked(&view())
+        .unwrap_or_else(|f| panic!("{kind}: next call: {f}"));
+    assert_eq!(names(&ok), ["pg-b", "pg-c"]);
+    assert!(took < Duration::from_secs(5), "{kind}: took {took:?}");
+    fault
+}
+
+#[test]
+fn loads_describes_and_ranks() {
+    let (_dir, set) = guest_set("");
+    let p = only(&set);
+    assert_eq!(p.info().name, "test-guest");
+    assert_eq!(p.info().version, "1.0.0");
+    assert_eq!(p.digest(), runtime::digest(guest()));
+    assert_eq!(p.active_hooks(), Hook::ALL);
+    let r = set.rank(&view());
+    assert_eq!(
+        r,
+        Ranking::Candidates(vec![
+            Ranked {
+                name: "pg-b".into(),
+                reason: "lag 4096 bytes, zone eu-1".into()
+            },
+            Ranked {
+                name: "pg-c".into(),
+                reason: "lag 8192 bytes, zone eu-2".into()
+            },
+        ])
+    );
+    // A running primary vetoes.
+    let primary = sample_views().remove(2).1;
+    assert_eq!(
+        set.rank(&primary),
+        Ranking::Veto("primary pg-a is still alive".into())
+    );
+    assert_eq!(
+        set.digest_summary(),
+        format!("test-guest@{}", &runtime::digest(guest())[..8])
+    );
+    let info = set.info();
+    let pi = &info["policies"][0];
+    assert_eq!(pi["name"], "test-guest");
+    assert_eq!(pi["version"], "1.0.0");
+    assert_eq!(pi["digest"], runtime::digest(guest()));
+    assert_eq!(
+        pi["hooks"],
+        serde_json::json!(["rank-candidates", "check-health", "on-event"])
+    );
+    assert_eq!(pi["calls"]["rank_candidates"], 2);
+    assert_eq!(pi["faults"]["count"], 0);
+    assert!(pi["loaded_at_unix_ms"].as_u64().unwrap() > 0);
+    assert_eq!(info["rank_from"], "test-guest");
+}
+
+#[test]
+fn manifest_name_must_match_the_component() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), "zone-aware", "", guest());
+    let e = PolicySet::load(dir.path(), &["zone-aware".to_string()], None).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("zone-aware.toml: `name`: is \"zone-aware\" but")
+            && msg.contains("describes itself as \"test-guest\" 1.0.0"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn settings_survive_reinstantiation() {
+    let (_dir, set) = guest_set("[settings]\nzone = \"eu-1\"");
+    let p = only(&set);
+    let expect = Health::Degraded(r#"settings={"zone":"eu-1"}"#.into());
+    assert_eq!(p.health_checked(&facts("settings")).unwrap(), expect);
+    set.rank(&faulty_view("panic"));
+    assert_eq!(p.faults().0, 1);
+    assert_eq!(p.health_checked(&facts("settings")).unwrap(), expect);
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline_and_recovers() {
+    let fault = assert_rank_fault("loop", FaultKind::Deadline, "deadline_ms = 50");
+    assert!(fault.elapsed_ms >= 45.0, "{fault}");
+    assert!(
+        fault.elapsed_ms < 1000.0,
+        "returns soon after the deadline: {fault}"
+    );
+    assert!(fault.message.contains("50 ms deadline"), "{fault}");
+}
+
+#[test]
+fn panic_is_a_fault_with_the_captured_stderr() {
+    let fault = assert_rank_fault("panic", FaultKind::Trap, "");
+    assert!(
+        fault.stderr.contains("deliberate panic in rank-candidates"),
+        "stderr captured: {fault:?}"
+    );
+    assert!(fault.to_string().contains("deliberate panic"), "{fault}");
+}
+
+#[test]
+fn memory_bomb_is_contained() {
+    let fault = assert_rank_fault("oom", FaultKind::OutOfMemory, "memory_mb = 16");
+    assert!(fault.message.contains("16 MiB"), "{fault}");
+}
+
+#[test]
+fn unreachable_instruction_is_a_trap() {
+    let fault = assert_rank_fault("unreachable-instr", FaultKind::Trap, "");
+    assert!(fault.message.contains("unreachable"), "{fault}");
+}
+
+#[test]
+fn invalid_answers_fall_back() {
+    for (kind, needle) in [
+        ("unknown-member", "not a member of the view"),
+        ("empty-reason", "without a reason"),
+        ("duplicate", "twice"),
+        ("rank-unreachable", "unreachable"),
+    ] {
+        let fault = assert_rank_fault(kind, FaultKind::InvalidAnswer, "");
+        assert!(fault.message.contains(needle), "{kind}: {fault}");
+    }
+}
+
+#[test]
+fn trapped_instance_is_replaced() {
+    let (_dir, set) = guest_set("");
+    let p = only(&set);
+    for _ in 0..3 {
+        set.rank(&faulty_view("panic"));
+        assert_eq!(names(&p.rank_checked(&view()).unwrap()), ["pg-b", "pg-c"]);
+    }
+    assert_eq!(p.faults().0, 3);
+    assert_eq!(set.info()["policies"][0]["instantiations"], 3);
+}
+
+#[test]
+fn garbage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), "junk", "", b"this is not wasm at all");
+    let e = PolicySet::load(dir.path(), &["junk".to_string()], None).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, PolicyError::InvalidComponent { .. }), "{msg}");
+    assert!(
+        msg.contains("junk.wasm") && msg.contains("not a .wasm file"),
+        "{msg}"
+    );
+    // Half a component.
+    write_policy(dir.path(), "half", "", &guest()[..guest().len() / 2]);
+    let e = PolicySet::load(dir.path(), &["half".to_string()], None).unwrap_err();
+    assert!(matches!(e, PolicyError::InvalidComponent { .. }), "{e}");
+}
+
+#[test]
+fn wrong_wit_version_is_refused() {
+    let bytes = std::fs::read(host_dir().join("testdata/test-guest-v0.2.wasm")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), "old", "", &bytes);
+    let e = PolicySet::load(dir.path(), &["old".to_string()], None).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, PolicyError::WrongVersion { .. }), "{msg}");
+    assert!(
+        msg.contains("built against a different regent:policy version (regent:policy@0.2.0)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("rebuild against wit/policy.wit (regent:policy@0.1.0)"),
+        "{msg}"
+    );
+    let e = check(&dir.path().join("old.wasm")).unwrap_err();
+    assert!(matches!(e, PolicyError::WrongVersion { .. }), "{e}");
+}
+
+#[test]
+fn configure_refusal_is_a_load_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), GUEST, "[settings]\nreject = true", guest());
+    let e = PolicySet::load(dir.path(), &[GUEST.to_string()], None).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, PolicyError::Configure { .. }), "{msg}");
+    assert!(msg.contains("setting `reject`"), "{msg}");
+}
+
+#[test]
+fn settings_reach_configure_as_json() {
+    let m = Manifest::parse(
+        Path::new("/p/x.toml"),
+        "name = \"x\"\ncomponent = \"x.wasm\"\n[settings]\nzone = \"eu-1\"\nmax = 3\nlist = [1, 2]\n[settings.nested]\nok = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        m.settings,
+        serde_json::json!({"zone": "eu-1", "max": 3, "list": [1, 2], "nested": {"ok": true}})
+    );
+    assert_eq!(m.component, Path::new("/p/x.wasm"));
+    assert_eq!(m.deadline, DEFAULT_DEADLINE);
+    assert_eq!(m.memory_mb, 32);
+}
+
+#[test]
+fn manifest_errors_name_the_file_the_key_and_the_fix() {
+    let p = Path::new("/etc/regent/policies/zone.toml");
+    let cases = [
+        ("component = \"z.wasm\"", "`name`: missing"),
+        (
+            "name = \"other\"\ncomponent = \"z.wasm\"",
+            "rename the file",
+        ),
+        ("name = \"zone\"", "`component`: missing"),
+        (
+            "name = \"zone\"\ncomponent = \"z.wasm\"\nhooks = [\"rank\"]",
+            "unknown hook",
+        ),
+        (
+            "name = \"zone\"\ncomponent = \"z.wasm\"\nhookz = []",
+            "`hookz`",
+        ),
+        (
+            "name = \"zone\"\ncomponent = \"z.wasm\"\ncapabilities = [\"net\"]",
+            "sql-probe",
+        ),
+        (
+            "name = \"zone\"\ncomponent = \"z.wasm\"\ndeadline_ms = 0",
+            "`deadline_ms`",
+        ),
+        (
+            "name = \"zone\"\ncomponent = \"z.wasm\"\nmemory_mb = 100000",
+            "`memory_mb`",
+        ),
+        (
+            "name = \"zone\"\ncomponent = \"z.wasm\"\n[[probes]]\nname = \"a\"\nsql = \"select 1\"",
+            "add `capabilities = [\"sql-probe\"]`",
+        ),
+        (
+            "name = \"zone\"\ncomponent = \"z.wasm\"\ncapabilities = [\"sql-probe\"]\n[[probes]]\nname = \"a\"",
+            "`probes[0].sql`",
+        ),
+        ("name = \"zone\"\ncomponent = [1]", "`component`"),
+        (
+            "name = \"zone\"\ncomponent = \"z.wasm",
+            "invalid TOML at line 2",
+        ),
+    ];
+    for (text, needle) in cases {
+        let e = Manifest::parse(p, text).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("/etc/regent/policies/zone.toml: "), "{msg}");
+        assert!(msg.contains(needle), "{text:?}: {msg}");
+    }
+    // A missing component names the manifest.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gone.toml"),
+        "name = \"gone\"\ncomponent = \"gone.wasm\"\n",
+    )
+    .unwrap();
+    let e = PolicySet::load(dir.path(), &["gone".to_string()], None).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("gone.wasm") && msg.contains("gone.toml"),
+        "{msg}"
+    );
+    // A missing manifest.
+    let e = PolicySet::load(dir.path(), &["nothere".to_string()], None).unwrap_err();
+    assert!(e.to_string().contains("nothere.toml"), "{e}");
+}
+
+#[test]
+fn inactive_hooks_fall_back() {
+    let (_dir, set) = guest_set("hooks = [\"check-health\"]");
+    let p = only(&set);
+    // The set has no ranker: the built-in rules rank, no fault.
+    let v = view();
+    assert_eq!(set.rank(&v), DefaultPolicy.rank(&v));
+    assert_eq!(p.faults().0, 0);
+    assert!(set.info()["rank_from"].is_null());
+    // Calling the policy directly for a hook it does not serve is a fault.
+    assert_eq!(p.rank(&v), DefaultPolicy.rank(&v));
+    let (count, last) = p.faults();
+    assert_eq!(count, 1);
+    assert_eq!(last.unwrap().kind, FaultKind::MissingHook);
+    // Events are not delivered either.
+    set.on_event(&Event::MemberJoined("x".into()));
+    assert_eq!(set.info()["policies"][0]["calls"]["on_event"], 0);
+}
+
+#[test]
+fn health_takes_the_worst_verdict_and_falls_back_on_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        "test-guest-b",
+        "hooks = [\"rank-candidates\"]",
+        guest_b(),
+    );
+    write_policy(dir.path(), GUEST, "", guest());
+    let set = PolicySet::load(dir.path(), &["test-guest-b".into(), GUEST.into()], None).unwrap();
+    assert_eq!(set.health(&facts("running")), Health::Healthy);
+    assert_eq!(
+        set.health(&facts("stopped")),
+        Health::Failed("test-guest: PostgreSQL is stopped".into())
+    );
+    // A fault: the built-in rule answers for that policy.
+    let h = set.health(&facts("fault-panic"));
+    assert_eq!(
+        h,
+        Health::Degraded("test-guest: PostgreSQL is fault-panic".into())
+    );
+    let a = &set.policies()[1];
+    let (count, last) = a.faults();
+    assert_eq!(count, 1);
+    let last = last.unwrap();
+    assert_eq!(last.hook, Hook::CheckHealth);
+    assert!(
+        last.stderr.contains("deliberate panic in check-health"),
+        "{last:?}"
+    );
+    let start = Instant::now();
+    set.health(&facts("fault-loop"));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(a.faults().1.unwrap().kind, FaultKind::Deadline);
+    assert_eq!(set.health(&facts("running")), Health::Healthy);
+    // The set ranks with the first policy that ranks.
+    assert_eq!(set.info()["rank_from"], "test-guest-b");
+    assert_eq!(set.policies()[0].faults().0, 0);
+}
+
+struct FakeProber {
+    calls: Mutex<Vec<(String, Duration)>>,
+}
+
+impl SqlProber for FakeProber {
+    fn probe(&self, sql: &str, timeout: Duration) -> Result<Vec<Vec<Option<String>>>, String> {
+        self.calls.lock().unwrap().push((sql.to_string(), timeout));
+        if sql.contains("fail") {
+            return Err("canceling statement due to statement timeout".into());
+        }
+        Ok(vec![vec![Some("1".into()), None]])
+    }
+}
+
+#[test]
+fn probes_run_before_check_health_when_granted() {
+    let (_dir, set) = guest_set(
+        "capabilities = [\"sql-probe\"]\n\
+         [[probes]]\nname = \"one\"\nsql = \"select 1, null\"\ntimeout_ms = 300\n\
+         [[probes]]\nname = \"bad\"\nsql = \"select fail\"\n",
+    );
+    // Before the supervisor provides a prober, probes report an error.
+    let h = set.health(&facts("running"));
+    assert!(
+        matches!(&h, Health::Degraded(s) if s.contains("no database connection")),
+        "{h:?}"
+    );
+    let prober = Arc::new(FakeProber {
+        calls: Mutex::new(Vec::new()),
+    });
+    set.set_sql_prober(prober.clone());
+    let h = set.health(&facts("running"));
+    assert_eq!(
+        h,
+        Health::Degraded(
+            "test-guest: one=[[Some(\"1\"), None]]/None;bad=[]/Some(\"canceling statement due to statement timeout\")"
+                .into()
+        )
+    );
+    let calls = prober.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls[0],
+        ("select 1, null".into(), Duration::from_millis(300))
+    );
+    assert_eq!(calls[1].1, DEFAULT_PROBE_TIMEOUT);
+    // The guest may call sql-probe itself.
+    let h = set.health(&facts("probe-direct"));
+    assert!(
+        matches!(&h, Health::Degraded(s) if s.contains("direct probe rows=[[Some(\"1\"), None]]")),
+        "{h:?}"
+    );
+}
+
+#[test]
+fn sql_probe_is_refused_without_the_capability() {
+    let (_dir, set) = guest_set("");
+    set.set_sql_prober(Arc::new(FakeProber {
+        calls: Mutex::new(Vec::new()),
+    }));
+    let h = set.health(&facts("probe-direct"));
+    assert!(
+        matches!(&h, Health::Degraded(s) if s.contains("sql-probe is not granted")),
+        "{h:?}"
+    );
+}
+
+#[test]
+fn events_reach_every_policy_and_faults_are_recorded() {
+    let (_dir, set) = guest_set("");
+    let p = only(&set);
+    // policy-loaded was the first event.
+    set.on_event(&Event::MemberJoined("pg-d".into()));
+    set.on_event(&Event::RoleChanged {
+        from: Role::Replica,
+        to: Role::Primary,
+    });
+    assert_eq!(
+        p.health_checked(&facts("events")).unwrap(),
+        Health::Degraded("events=3".into())
+    );
+    set.on_event(&Event::MemberJoined("fault-panic".into()));
+    let (count, last) = p.faults();
+    assert_eq!(count, 1);
+    let last = last.unwrap();
+    assert_eq!(last.hook, Hook::OnEvent);
+    assert!(
+        last.stderr.contains("deliberate panic in on-event"),
+        "{last:?}"
+    );
+    // A fresh instance: its event count starts again.
+    set.on_event(&Event::MemberLeft("pg-d".into()));
+    assert_eq!(
+        p.health_checked(&facts("events")).unwrap(),
+        Health::Degraded("events=1".into())
+    );
+}
+
+#[test]
+fn now_ms_is_the_monotonic_clock() {
+    let (_dir, set) = guest_set("");
+    let before = crate::fence::mono_ms();
+    let h = only(&set).health_checked(&facts("clock")).unwrap();
+    let after = crate::fence::mono_ms();
+    let Health::Degraded(s) = h else {
+        panic!("{h:?}")
+    };
+    let now: u64 = s.strip_prefix("now=").unwrap().parse().unwrap();
+    assert!(before <= now && now <= after, "{before} {now} {after}");
+}
+
+#[test]
+fn compiled_artifacts_are_cached_by_digest() {
+    let rt = runtime::runtime().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = variant(guest(), "cache-test");
+    let digest = runtime::digest(&bytes);
+    let p = Path::new("cache-test.wasm");
+    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, runtime::Origin::Compiled);
+    let files: Vec<PathBuf> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.starts_with(&digest) && name.ends_with(".cwasm"),
+        "{name}"
+    );
+    // The same process: from memory.
+    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, runtime::Origin::Memory);
+    // A restart: from the cache file, and it works.
+    runtime::forget_compiled(&digest);
+    let (c, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, runtime::Origin::DiskCache);
+    runtime::prepare(rt, p, &c).unwrap();
+    // A corrupt cache file is replaced.
+    std::fs::write(&files[0], b"\x7fELF broken").unwrap();
+    runtime::forget_compiled(&digest);
+    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, runtime::Origin::Compiled);
+    runtime::forget_compiled(&digest);
+    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, runtime::Origin::DiskCache);
+}
+
+/// Write `bytes` to `dir/name` the way a deploy should: a temporary file, then rename.
+fn rename_into_place(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn hot_reload_swaps_versions_and_keeps_serving_on_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), GUEST, "", guest());
+    let set = Arc::new(PolicySet::load(dir.path(), &[GUEST.to_string()], None).unwrap());
+    let _watch = set.watch().unwrap();
+    let v1 = runtime::digest(guest());
+    let v2_bytes = variant(guest(), "v2");
+    let v2 = runtime::digest(&v2_bytes);
+    let digest = |set: &PolicySet| {
+        set.info()["policies"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(digest(&set), v1);
+
+    rename_into_place(dir.path(), "test-guest.wasm", &v2_bytes);
+    wait_for("v2 to serve", Duration::from_secs(30), || {
+        digest(&set) == v2
+    });
+    assert_eq!(names(&set.rank(&view())), ["pg-b", "pg-c"]);
+    let reloads = &set.info()["policies"][0]["reloads"];
+    assert_eq!(reloads["ok"], 1, "{reloads}");
+
+    // Garbage: refused, v2 keeps serving, the error is reported.
+    rename_into_place(dir.path(), "test-guest.wasm", b"garbage");
+    wait_for("the refusal", Duration::from_secs(30), || {
+        set.info()["policies"][0]["reloads"]["failed"] == 1
+    });
+    assert_eq!(digest(&set), v2);
+    let info = set.info();
+    let err = info["policies"][0]["reloads"]["last_error"]
+        .as_str()
+        .unwrap();
+    assert!(
+        err.contains("test-guest.wasm") && err.contains("not a .wasm file"),
+        "{err}"
+    );
+    assert_eq!(names(&set.rank(&view())), ["pg-b", "pg-c"]);
+
+    // A broken manifest: refused too.
+    rename_into_place(
+        dir.path(),
+        "test-guest.toml",
+        b"name = \"test-guest\"\ncomponent = 7\n",
+    );
+    wait_for("the manifest refusal", Duration::from_secs(30), || {
+        set.info()["policies"][0]["reloads"]["failed"] == 2
+    });
+    assert_eq!(digest(&set), v2);
+
+    // Back to v1 with a good manifest: the manifest change and the component both count.
+    rename_into_place(dir.path(), "test-guest.wasm", guest());
+    rename_into_place(
+        dir.path(),
+        "test-guest.toml",
+        b"name = \"test-guest\"\ncomponent = \"test-guest.wasm\"\ndeadline_ms = 40\n",
+    );
+    wait_for("v1 to serve", Duration::from_secs(30), || {
+        digest(&set) == v1
+    });
+    assert_eq!(set.info()["policies"][0]["deadline_ms"], 40);
+
+    // Nothing changed: a rescan does not reload.
+    assert_eq!(
+        set.rescan(),
+        vec![ReloadOutcome::Unchanged {
+            policy: GUEST.into()
+        }]
+    );
+}
+
+#[test]
+fn check_and_eval() {
+    let report = check(&host_dir().join("testdata/test-guest.wasm")).unwrap();
+    assert_eq!(report.name, "test-guest");
+    assert_eq!(report.digest, runtime::digest(guest()));
+    assert_eq!(report.self_test.len(), sample_views().len() + 2);
+    let text = report.to_string();
+    assert!(
+        text.contains("regent:policy@0.1.0") && text.contains("leader-lost-3"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), GUEST, "", guest());
+    let manifest = dir.path().join("test-guest.toml");
+    let json = serde_json::to_string(&view()).unwrap();
+    let out = eval(&manifest, &json).unwrap();
+    assert!(
+        out.contains("1. pg-b") && out.contains("lag 4096 bytes"),
+        "{out}"
+    );
+    assert!(
+        out.contains("built-in default would answer differently"),
+        "{out}"
+    );
+    let e = eval(&manifest, "{").unwrap_err();
+    assert!(matches!(e, PolicyError::ViewJson(_)), "{e}");
+    let json = serde_json::to_string(&faulty_view("panic")).unwrap();
+    let e = eval(&manifest, &json).unwrap_err().to_string();
+    assert!(
+        e.contains("deliberate panic") && e.contains("the built-in rules would answer"),
+        "{e}"
+    );
+}
+
+// ---- The real plugins (from the plugins workspace), when they are there. ----
+
+fn repo_file(rel: &str) -> Option<PathBuf> {
+    let p = host_dir().join("..").join(rel);
+    p.exists().then_some(p)
+}
+
+fn faulty_manifest(dir: &Path, component: &Path, settings: &str) -> PathBuf {
+    let path = dir.join("faulty.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"faulty\"\ncomponent = {:?}\n[settings]\n{settings}\n",
+            component.display().to_string()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn plugin_fault_fixtures() {
+    let Some(dir) = repo_file("tests/fixtures/policies") else {
+        eprintln!("SKIPPED plugin_fault_fixtures: tests/fixtures/policies is not there yet");
+        return;
+    };
+    let e = check(&dir.join("garbage.wasm")).unwrap_err();
+    assert!(matches!(e, PolicyError::InvalidComponent { .. }), "{e}");
+    let e = check(&dir.join("core-module.wasm")).unwrap_err();
+    assert!(e.to_string().contains("core module"), "{e}");
+    let e = check(&dir.join("wrong-version.wasm")).unwrap_err();
+    assert!(matches!(e, PolicyError::WrongVersion { .. }), "{e}");
+    assert!(e.to_string().contains("(regent:policy@0.0.9)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("rebuild against wit/policy.wit (regent:policy@0.1.0)"),
+        "{e}"
+    );
+
+    let faulty = dir.join("faulty.wasm");
+    let tmp = tempfile::tempdir().unwrap();
+    let load = |settings: &str| {
+        let m = Manifest::load(&faulty_manifest(tmp.path(), &faulty, settings)).unwrap();
+        WasmPolicy::load(&m, None, Default::default())
+    };
+    let ok = load("mode = \"ok\"").unwrap();
+    assert_eq!(names(&ok.rank_checked(&view()).unwrap()), ["pg-b", "pg-c"]);
+    // Faults in rank-candidates are caught by the self-test: the policy never serves.
+    for (mode, needle) in [
+        ("loop", "deadline"),
+        ("trap", "faulty: mode=trap"),
+        ("oom", "memory limit"),
+        ("unknown-member", "not a member of the view"),
+        ("empty-reason", "without a reason"),
+    ] {
+        let e = load(&format!("mode = {mode:?}")).err().unwrap();
+        assert!(matches!(e, PolicyError::SelfTest { .. }), "{mode}: {e}");
+        // Growing memory is slow in an unoptimized host: the deadline may strike first.
+        let alt = if mode == "oom" { "deadline" } else { needle };
+        assert!(
+            e.to_string().contains(needle) || e.to_string().contains(alt),
+            "{mode}: {e}"
+        );
+    }
+    let e = load("mode = \"trap\"\nhook = \"configure\"").err().unwrap();
+    assert!(e.to_string().contains("configure"), "{e}");
+    // A fault in on-event: recorded, with the guest's stderr; the next event is delivered to
+    // a new instance.
+    let p = load("mode = \"trap\"\nhook = \"on-event\"").unwrap();
+    p.on_event(&Event::MemberJoined("pg-x".into()));
+    let (count, last) = p.faults();
+    assert_eq!(count, 1);
+    let last = last.unwrap();
+    assert_eq!(last.hook, Hook::OnEvent);
+    assert!(
+        last.stderr.contains("faulty: mode=trap in on-event"),
+        "{last:?}"
+    );
+    p.on_event(&Event::MemberLeft("pg-x".into()));
+    assert_eq!(p.faults().0, 2);
+    assert_eq!(names(&p.rank_checked(&view()).unwrap()), ["pg-b", "pg-c"]);
+}
+
+#[test]
+fn shipped_policies_load() {
+    let Some(dir) = repo_file("policies") else {
+        eprintln!("SKIPPED shipped_policies_load: policies/ is not there yet");
+        return;
+    };
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(String::from))?
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        eprintln!("SKIPPED shipped_policies_load: no manifest in policies/");
+        return;
+    }
+    let set = PolicySet::load(&dir, &names, None).unwrap();
+    for (_, v) in sample_views() {
+        set.rank(&v);
+    }
+    set.health(&facts("running"));
+    set.on_event(&Event::FailoverStarted("leader lost".into()));
+    let info = set.info();
+    for p in info["policies"].as_array().unwrap() {
+        assert_eq!(p["faults"]["count"], 0, "{p}");
+    }
+}
+
+fn arb_view() -> impl proptest::strategy::Strategy<Value = ElectionView> {
+    use proptest::prelude::*;
+    const OPT: u64 = 0x5_0000_0000;
+    let member = (
+        any::<bool>(),
+        prop::bool::weighted(0.85),
+        prop::bool::weighted(0.85),
+        prop_oneof![Just("running"), Just("stopped"), Just("starting")],
+        prop::option::weighted(0.9, 0u64..3 * 1024 * 1024),
+        prop::option::weighted(0.9, 1u32..=4),
+        prop::bool::weighted(0.1),
+        -1i64..=3,
+        prop::bool::weighted(0.9),
+        0usize..3,
+    );
+    (
+        prop::collection::vec(member, 1..=9),
+        prop::option::of(0usize..9),
+        any::<bool>(),
+        prop::option::weighted(0.9, Just(OPT)),
+        prop_oneof![Just(1024u64 * 1024), Just(2 * 1024 * 1024), Just(0)],
+        prop::option::weighted(0.2, prop::collection::vec(0usize..9, 0..4)),
+    )
+        .prop_map(move |(ms, former, new_cluster, optime, max_lag, sync)| {
+            let members: Vec<CandidateView> = ms
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(
+                        i,
+                        (primary, reachable, running, state, behind, tl, nofo, prio, healthy, zone),
+                    )| {
+                        let mut tags = BTreeMap::new();
+                        tags.insert("zone".to_string(), format!("z{zone}"));
+                        CandidateView {
+                            name: format!("pg-{i}"),
+                            role: if primary { "primary" } else { "replica" }.into(),
+                            state: if !reachable {
+                                "unreachable".into()
+                            } else if running {
+                                "running".into()
+                            } else {
+                                state.into()
+                            },
+                            timeline: tl,
+                            wal_position: behind.map(|b| OPT - b),
+                            in_recovery: !(primary && i % 3 == 0),
+                            reachable,
+                            nofailover: nofo,
+                            failover_priority: prio,
+                            tags,
+                            healthy,
+                        }
+                    },
+                )
+                .collect();
+            let n = members.len();
+            ElectionView {
+                former_leader: former.filter(|f| *f < n).map(|f| format!("pg-{f}")),
+                reason: if new_cluster {
+                    ElectionReason::NoLeader
+                } else {
+                    ElectionReason::LeaderLost
+                },
+                leader_optime: optime,
+                maximum_lag_on_failover: max_lag,
+                cluster_timeline: 3,
+                check_timeline: false,
+                sync_members: sync.map(|s| s.into_iter().map(|i| format!("pg-{i}")).collect()),
+                now_ms: 1000,
+                members,
+            }
+        })
+}
+
+#[test]
+fn patroni_default_ranks_like_the_builtin_policy() {
+    use proptest::test_runner::{Config, TestRunner};
+    let Some(manifest) = repo_file("policies/patroni-default.toml") else {
+        eprintln!(
+            "SKIPPED patroni_default_ranks_like_the_builtin_policy: policies/patroni-default.toml \
+             is not there yet (the plugins workspace builds it)"
+        );
+        return;
+    };
+    let m = Manifest::load(&manifest).unwrap();
+    // The view does not carry `check_timeline` (a setting of the plugin): use the manifest's.
+    let check_timeline = m.settings["check_timeline"].as_bool().unwrap_or(false);
+    let policy = WasmPolicy::load(&m, None, Default::default()).unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: 10_000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&arb_view(), |mut v| {
+            v.check_timeline = check_timeline;
+            let builtin = DefaultPolicy.rank(&v);
+            let plugin = policy
+                .rank_checked(&v)
+                .map_err(|f| proptest::test_runner::TestCaseError::fail(f.to_string()))?;
+            match (&builtin, &plugin) {
+                (Ranking::Veto(a), Ranking::Veto(b)) => proptest::prop_assert_eq!(a, b),
+                _ => proptest::prop_assert_eq!(names(&builtin), names(&plugin), "view {:?}", v),
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(policy.faults().0, 0);
+}
