@@ -622,6 +622,18 @@ fn respond(state: &ApiState, method: &Method, uri: &Uri) -> Response {
     let path = uri.path();
     let params = Params::from_uri(uri);
     let first_segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if first_segment == "policy" && !status_only {
+        // The node's policies: name, version, digest, hooks, load time, faults.
+        let info = v
+            .policy
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({"name": "builtin-default"}));
+        return build_response(
+            v,
+            StatusCode::OK,
+            Some((info.to_string(), "application/json")),
+        );
+    }
     let (status, with_document) = match first_segment {
         "patroni" if !status_only => (StatusCode::OK, true),
         "liveness" => (liveness_status(v, state.started), false),

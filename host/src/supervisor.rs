@@ -7,8 +7,9 @@ use crate::api::{self, NodeView};
 use crate::config::{Config, DynamicConfig, SyncMode, split_host_port};
 use crate::dcs::{Cluster, EtcdDcs, HistoryLine, MemberData, Status, SyncState, tag_bool};
 use crate::fence::{GuardFiles, GuardState, instant_to_mono_ms, mono_ms};
-use crate::ha::policy::{DefaultPolicy, Health, Policy};
+use crate::ha::policy::{DefaultPolicy, Health, HealthFacts, Policy};
 use crate::ha::{Action, DataDir, DemoteMode, PeerState, PgView, Settings, World, decide};
+use crate::policy::PolicySet;
 use crate::postgres::{PgSettings, PgState, Postgres, StopMode, Upstream};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -65,6 +66,9 @@ pub struct Supervisor {
     pg: Postgres,
     guard: GuardFiles,
     policy: Arc<dyn Policy>,
+    /// The WebAssembly policies (`regent.policies`), if any; also reachable through `policy`.
+    policies: Option<Arc<PolicySet>>,
+    _policy_watcher: Option<crate::policy::WatcherHandle>,
     view_tx: watch::Sender<NodeView>,
     http: reqwest::Client,
     dynamic: DynamicConfig,
@@ -112,6 +116,7 @@ impl Supervisor {
                 ))
             })?;
         let guard = GuardFiles::new(&cfg.run_dir(), &cfg.name, &cfg.postgresql.data_dir);
+        let (policy, policies, watcher) = load_policies(&cfg).await?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -121,7 +126,9 @@ impl Supervisor {
             dcs,
             pg,
             guard,
-            policy: Arc::new(DefaultPolicy),
+            policy,
+            policies,
+            _policy_watcher: watcher,
             view_tx,
             http,
             dynamic,
@@ -187,7 +194,8 @@ impl Supervisor {
 
     /// One observe → decide → act round. Returns true when it should run again at once.
     async fn cycle(&mut self) -> Result<bool, SupervisorError> {
-        let world = self.observe().await;
+        let mut world = self.observe().await;
+        world.health = self.judge_health(&world);
         let decision = decide(&world, self.policy.as_ref());
         tracing::info!("{}", decision.summary);
         self.update_guard(&world, &decision.actions);
@@ -336,6 +344,48 @@ impl Supervisor {
         }
     }
 
+    /// The policies' verdict on the local node (the built-in rules: healthy while running).
+    fn judge_health(&self, w: &World) -> Health {
+        let Some(set) = &self.policies else {
+            return Health::Healthy;
+        };
+        set.set_local_node(&self.cfg.name, w.holds_lock());
+        let pg = self.last_pg.as_ref();
+        let facts = HealthFacts {
+            role: self.role.to_string(),
+            state: self.phase.as_str().to_string(),
+            timeline: w.pg.timeline,
+            wal_position: w.pg.wal_position,
+            replication_connections: pg
+                .map(|p| {
+                    p.replication
+                        .iter()
+                        .filter(|r| r.state == "streaming")
+                        .count() as u32
+                })
+                .unwrap_or(0),
+            lag_bytes: w
+                .cluster
+                .as_ref()
+                .and_then(|c| c.status.optime)
+                .zip(w.pg.wal_position)
+                .filter(|_| w.pg.is_replica())
+                .map(|(o, p)| o.saturating_sub(p)),
+            seconds_in_state: 0,
+        };
+        let verdict = set.health(&facts);
+        if verdict != Health::Healthy {
+            tracing::warn!(?verdict, "policy health verdict");
+        }
+        verdict
+    }
+
+    fn event(&self, e: crate::policy::Event) {
+        if let Some(set) = &self.policies {
+            set.on_event(&e);
+        }
+    }
+
     /// Ask every other member for its status, in parallel, with a short timeout.
     async fn poll_peers(&self, c: &Cluster) -> BTreeMap<String, Option<PeerState>> {
         let mut set = tokio::task::JoinSet::new();
@@ -461,6 +511,9 @@ impl Supervisor {
             Action::AcquireLeader => {
                 if self.dcs.acquire_leader(&self.cfg.name).await? {
                     tracing::info!("acquired the leader lock");
+                    self.event(crate::policy::Event::FailoverCompleted(
+                        self.cfg.name.clone(),
+                    ));
                     if w.cluster
                         .as_ref()
                         .and_then(|c| c.failover.as_ref())
@@ -548,6 +601,10 @@ impl Supervisor {
                 tracing::info!("promoting PostgreSQL");
                 self.pg.promote().await?;
                 self.role = "primary";
+                self.event(crate::policy::Event::RoleChanged {
+                    from: crate::policy::Role::Replica,
+                    to: crate::policy::Role::Primary,
+                });
                 if let Err(e) = self.pg.checkpoint().await {
                     tracing::warn!(error = %e, "post-promote checkpoint failed");
                 }
@@ -569,6 +626,10 @@ impl Supervisor {
                 self.phase = PgPhase::Stopped;
                 self.role = "demoted";
                 self.sysid = None;
+                self.event(crate::policy::Event::RoleChanged {
+                    from: crate::policy::Role::Primary,
+                    to: crate::policy::Role::Replica,
+                });
                 let _ = self.guard.write(GuardState::Disarmed {
                     owner: std::process::id() as i32,
                 });
@@ -867,7 +928,12 @@ impl Supervisor {
                 .and_then(|p| p.receiver_status.clone()),
             timeline: pg.and_then(|p| p.timeline),
             tags,
-            policy: Some(self.policy.name()),
+            policy: Some(
+                self.policies
+                    .as_ref()
+                    .map(|p| p.digest_summary())
+                    .unwrap_or_else(|| self.policy.name()),
+            ),
             extra,
         }
     }
@@ -937,7 +1003,12 @@ impl Supervisor {
             ttl: self.dynamic.ttl,
             loop_wait: self.dynamic.loop_wait,
             last_loop: Some(std::time::Instant::now()),
-            policy: Some(serde_json::json!({"name": self.policy.name()})),
+            policy: Some(
+                self.policies
+                    .as_ref()
+                    .map(|p| p.info())
+                    .unwrap_or_else(|| serde_json::json!({"name": self.policy.name()})),
+            ),
         };
         self.view_tx.send_replace(view);
     }
@@ -1036,6 +1107,40 @@ impl Supervisor {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Load the configured WebAssembly policies (compiling off the async threads) and watch their
+/// directory for hot reloads. No `regent.policies`: the built-in rules.
+async fn load_policies(
+    cfg: &Config,
+) -> Result<
+    (
+        Arc<dyn Policy>,
+        Option<Arc<PolicySet>>,
+        Option<crate::policy::WatcherHandle>,
+    ),
+    SupervisorError,
+> {
+    let (Some(dir), false) = (
+        cfg.regent.policies_dir.clone(),
+        cfg.regent.policies.is_empty(),
+    ) else {
+        return Ok((Arc::new(DefaultPolicy), None, None));
+    };
+    let names = cfg.regent.policies.clone();
+    let cache = cfg.run_dir().join(format!(".{}-policy-cache", cfg.name));
+    let _ = std::fs::create_dir_all(&cache);
+    let set = tokio::task::spawn_blocking(move || PolicySet::load(&dir, &names, Some(&cache)))
+        .await
+        .map_err(|e| SupervisorError::Fatal(format!("policy loader panicked: {e}")))?
+        .map_err(|e| SupervisorError::Fatal(format!("regent.policies: {e}")))?;
+    let set = Arc::new(set);
+    let watcher = set
+        .watch()
+        .map_err(|e| SupervisorError::Fatal(format!("regent.policies_dir: {e}")))?;
+    tracing::info!(policies = %set.digest_summary(), "failover policies loaded");
+    let policy: Arc<dyn Policy> = set.clone();
+    Ok((policy, Some(set), Some(watcher)))
 }
 
 fn pg_settings(
