@@ -312,6 +312,8 @@ impl WasmPolicy {
         policy.settings = Some(settings);
 
         policy.self_test = policy.run_self_test()?;
+        // Serve from a fresh (configured) instance: the self-test leaves no state behind.
+        *lock(&policy.live) = None;
         *lock(&policy.stats) = Stats::default();
         Ok(policy)
     }
@@ -363,8 +365,20 @@ impl WasmPolicy {
         if self.active.contains(&Hook::CheckHealth) {
             for (label, facts) in selftest::sample_facts() {
                 let start = Instant::now();
+                // The probes are not run (no database traffic from a load): each reports an
+                // error, which a policy must handle anyway.
+                let probes = self
+                    .manifest
+                    .probes
+                    .iter()
+                    .map(|p| wit::ProbeResult {
+                        name: p.name.clone(),
+                        rows: Vec::new(),
+                        error: Some("not run: this is the policy's self-test".into()),
+                    })
+                    .collect();
                 let h = self
-                    .health_checked(&facts)
+                    .health_with(&facts, Some(probes))
                     .map_err(|f| fail(label, f.without_hook()))?;
                 results.push(SelfTestResult {
                     view: format!("health:{label}"),
@@ -523,11 +537,20 @@ impl WasmPolicy {
 
     /// Judge health through the policy (running the manifest's probes first); `Err` on a fault.
     pub fn health_checked(&self, facts: &HealthFacts) -> Result<Health, Fault> {
+        self.health_with(facts, None)
+    }
+
+    /// `probes`: results to hand over instead of running the manifest's probes (self-test).
+    fn health_with(
+        &self,
+        facts: &HealthFacts,
+        probes: Option<Vec<wit::ProbeResult>>,
+    ) -> Result<Health, Fault> {
         lock(&self.stats).health_calls += 1;
         if !self.is_active(Hook::CheckHealth) {
             return Err(self.missing(Hook::CheckHealth));
         }
-        let probes = self.run_probes();
+        let probes = probes.unwrap_or_else(|| self.run_probes());
         let local = lock(&self.host.local).clone();
         let wfacts = convert::health_facts(facts, &local.name, local.is_leader, probes);
         let h = self.call(Hook::CheckHealth, |b, s| b.call_check_health(s, &wfacts))?;
