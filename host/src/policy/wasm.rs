@@ -325,6 +325,9 @@ impl WasmPolicy {
             view: view.to_string(),
             message,
         };
+        if let Some(live) = lock(&self.live).as_mut() {
+            live.store.data_mut().self_test = true;
+        }
         let mut results = Vec::new();
         if self.active.contains(&Hook::RankCandidates) {
             for (label, view) in selftest::sample_views() {
