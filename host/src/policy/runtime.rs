@@ -87,6 +87,8 @@ pub(crate) struct State {
     sql: Option<ProberCell>,
     /// Timeout of a `sql-probe` the guest calls itself (within the call deadline).
     sql_timeout: Duration,
+    /// The instance is running the load-time self-test: its log lines go to `trace`.
+    pub self_test: bool,
 }
 
 impl WasiView for State {
@@ -104,12 +106,27 @@ impl bindings::regent::policy::host::Host for State {
     fn log(&mut self, level: wit::LogLevel, message: String) {
         let message = truncate(&message, 4096);
         let policy = &*self.policy;
+        if self.self_test {
+            // The self-test's views are made up: what the policy says about them is noise.
+            tracing::trace!(target: "regent::policy::plugin", policy, self_test = true, "{message}");
+            return;
+        }
         match level {
-            wit::LogLevel::Trace => tracing::trace!(policy, "{message}"),
-            wit::LogLevel::Debug => tracing::debug!(policy, "{message}"),
-            wit::LogLevel::Info => tracing::info!(policy, "{message}"),
-            wit::LogLevel::Warn => tracing::warn!(policy, "{message}"),
-            wit::LogLevel::Error => tracing::error!(policy, "{message}"),
+            wit::LogLevel::Trace => {
+                tracing::trace!(target: "regent::policy::plugin", policy, "{message}")
+            }
+            wit::LogLevel::Debug => {
+                tracing::debug!(target: "regent::policy::plugin", policy, "{message}")
+            }
+            wit::LogLevel::Info => {
+                tracing::info!(target: "regent::policy::plugin", policy, "{message}")
+            }
+            wit::LogLevel::Warn => {
+                tracing::warn!(target: "regent::policy::plugin", policy, "{message}")
+            }
+            wit::LogLevel::Error => {
+                tracing::error!(target: "regent::policy::plugin", policy, "{message}")
+            }
         }
     }
 
@@ -285,6 +302,7 @@ pub(crate) fn instantiate(
         policy: cfg.policy.clone(),
         sql: cfg.sql.clone(),
         sql_timeout: cfg.sql_timeout,
+        self_test: false,
     };
     let mut store = Store::new(&rt.engine, state);
     store.limiter(|s| &mut s.limits);
