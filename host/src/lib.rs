@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map of the modules.
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod dcs;
 pub mod fence;
 pub mod ha;

@@ -187,7 +187,8 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             )
         })?;
     let (view_tx, view_rx) = tokio::sync::watch::channel(api::NodeView::default());
-    let sup = supervisor::Supervisor::new(cfg, view_tx).await?;
+    let (_control, control_rx) = regent::control::channel();
+    let sup = supervisor::Supervisor::new(cfg, view_tx, control_rx).await?;
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(api::serve(listener, view_rx, async move {
         let _ = stop_api_rx.await;

@@ -84,6 +84,7 @@ pub struct Supervisor {
     last_pg: Option<PgState>,
     last_cluster: Option<Cluster>,
     guard_child: Option<std::process::Child>,
+    control: Option<crate::control::ControlReceiver>,
 }
 
 /// Safety margin between the write deadline and the earliest possible lease expiry.
@@ -95,6 +96,7 @@ impl Supervisor {
     pub async fn new(
         cfg: Config,
         view_tx: watch::Sender<NodeView>,
+        control: crate::control::ControlReceiver,
     ) -> Result<Supervisor, SupervisorError> {
         let bin_dir = crate::config::resolve_bin_dir(&cfg)
             .map_err(|e| SupervisorError::Fatal(e.to_string()))?;
@@ -144,7 +146,13 @@ impl Supervisor {
             last_pg: None,
             last_cluster: None,
             guard_child: None,
+            control: Some(control),
         })
+    }
+
+    /// The DCS client (cheap to clone), for the REST API.
+    pub fn dcs(&self) -> EtcdDcs {
+        self.dcs.clone()
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -173,6 +181,7 @@ impl Supervisor {
         tracing::info!(guard_pid, "fencing guard attached");
         tokio::spawn(self.dcs.clone().watch_forever());
         let changed = self.dcs.changed.clone();
+        let mut control = self.control.take();
         loop {
             if let Err(e) = self.guard.ensure_running(&exe, &mut self.guard_child) {
                 tracing::error!(error = %e, "cannot restart the fencing guard");
@@ -186,6 +195,10 @@ impl Supervisor {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(nap) => {}
                 _ = changed.notified() => {}
+                Some((cmd, reply)) = recv_command(&mut control) => {
+                    let answer = self.command(cmd).await;
+                    let _ = reply.send(answer);
+                }
             }
         }
         self.shutdown().await;
@@ -341,6 +354,15 @@ impl Supervisor {
                 .collect(),
             race_backoff_ms: 2000,
             synchronous_mode: self.dynamic.synchronous_mode != SyncMode::Off,
+        }
+    }
+
+    /// Carry out one command from the REST API between two loops.
+    async fn command(&mut self, cmd: crate::control::Command) -> crate::control::Reply {
+        use crate::control::{Command, Reply};
+        match cmd {
+            Command::Wake => Reply::new(200, "OK"),
+            other => Reply::new(503, format!("not implemented yet: {other:?}")),
         }
     }
 
@@ -1106,6 +1128,19 @@ impl Supervisor {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// The next command from the API, or never when there is no channel (or it closed).
+async fn recv_command(
+    rx: &mut Option<crate::control::ControlReceiver>,
+) -> Option<crate::control::Envelope> {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(e) => Some(e),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
