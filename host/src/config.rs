@@ -143,7 +143,11 @@ pub struct DynamicConfig {
     pub synchronous_mode: SyncMode,
     #[serde(default, deserialize_with = "patroni_bool")]
     pub check_timeline: bool,
-    #[serde(default, deserialize_with = "patroni_bool_opt")]
+    #[serde(
+        default,
+        deserialize_with = "patroni_bool_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pause: Option<bool>,
     #[serde(default)]
     pub postgresql: DynamicPostgresql,
@@ -178,12 +182,23 @@ fn d_max_lag() -> u64 {
 }
 
 /// `synchronous_mode`: Patroni accepts booleans and the strings `on`/`off`/`quorum`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
     #[default]
     Off,
     On,
     Quorum,
+}
+
+/// Written as Patroni writes it into `/config`: `false`, `true` or `"quorum"`.
+impl Serialize for SyncMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SyncMode::Off => s.serialize_bool(false),
+            SyncMode::On => s.serialize_bool(true),
+            SyncMode::Quorum => s.serialize_str("quorum"),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for SyncMode {
@@ -335,7 +350,7 @@ pub struct Tags {
 }
 
 /// Regent's own keys (not in Patroni).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct RegentSection {
     /// Directory for the fencing guard's state and pid files; defaults to the data directory's parent.
     #[serde(default)]
@@ -348,6 +363,25 @@ pub struct RegentSection {
     /// Empty: the built-in rules.
     #[serde(default)]
     pub policies: Vec<String>,
+    /// A leader whose policies judge it `failed` for this many consecutive loops hands over
+    /// to a healthy replica.
+    #[serde(default = "d_failed_loops")]
+    pub failed_loops_before_handover: u32,
+}
+
+fn d_failed_loops() -> u32 {
+    2
+}
+
+impl Default for RegentSection {
+    fn default() -> Self {
+        RegentSection {
+            run_dir: None,
+            policies_dir: None,
+            policies: Vec::new(),
+            failed_loops_before_handover: d_failed_loops(),
+        }
+    }
 }
 
 impl Config {
@@ -950,6 +984,7 @@ const REGENT: &[(&str, Key)] = &[
     ("run_dir", Known),
     ("policies_dir", Known),
     ("policies", Known),
+    ("failed_loops_before_handover", Known),
 ];
 
 fn key_text(k: &Value) -> String {
@@ -1293,6 +1328,16 @@ impl Config {
                 problem: "names policies but regent.policies_dir is not set".into(),
                 fix: "set regent.policies_dir to the directory holding NAME.toml and NAME.wasm, \
                       e.g. regent.policies_dir: /etc/regent/policies"
+                    .into(),
+            });
+        }
+        if self.regent.failed_loops_before_handover == 0 {
+            return Err(ConfigError::Invalid {
+                key: "regent.failed_loops_before_handover".into(),
+                value: "0".into(),
+                problem: "must be at least 1".into(),
+                fix: "set it to the number of consecutive failed health verdicts after which \
+                      the leader hands over, e.g. 2"
                     .into(),
             });
         }
@@ -2178,6 +2223,16 @@ mod tests {
         assert_eq!(m, SyncMode::Quorum);
         let m: SyncMode = serde_json::from_str("true").expect("json bool");
         assert_eq!(m, SyncMode::On);
+        // And written as Patroni writes it, so that its tools read it back.
+        for (mode, json) in [
+            (SyncMode::Off, "false"),
+            (SyncMode::On, "true"),
+            (SyncMode::Quorum, "\"quorum\""),
+        ] {
+            assert_eq!(serde_json::to_string(&mode).expect("encode"), json);
+            let back: SyncMode = serde_json::from_str(json).expect("decode");
+            assert_eq!(back, mode);
+        }
     }
 
     #[test]

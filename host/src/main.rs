@@ -171,6 +171,30 @@ fn validate(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(loaded.warnings)
 }
 
+/// SIGHUP re-reads the configuration, like `POST /reload`.
+fn spawn_sighup_reload(control: regent::control::ControlHandle) {
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGHUP handler");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let reply = control.send(regent::control::Command::Reload).await;
+            if reply.status >= 400 {
+                tracing::error!(
+                    status = reply.status,
+                    "reload on SIGHUP failed: {}",
+                    reply.body
+                );
+            }
+        }
+    });
+}
+
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let loaded = config::load(&path)?;
     for w in &loaded.warnings {
@@ -187,8 +211,10 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             )
         })?;
     let (view_tx, view_rx) = tokio::sync::watch::channel(api::NodeView::default());
-    let (_control, control_rx) = regent::control::channel();
-    let sup = supervisor::Supervisor::new(cfg, view_tx, control_rx).await?;
+    let (control, control_rx) = regent::control::channel();
+    let mut sup = supervisor::Supervisor::new(cfg, view_tx, control_rx).await?;
+    sup.set_config_path(path.clone());
+    spawn_sighup_reload(control.clone());
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(api::serve(listener, view_rx, async move {
         let _ = stop_api_rx.await;

@@ -44,6 +44,8 @@ enum PgPhase {
     Crashed,
     CreatingReplica,
     Initializing,
+    Restarting,
+    RestartFailed,
 }
 
 impl PgPhase {
@@ -56,6 +58,8 @@ impl PgPhase {
             PgPhase::Crashed => "crashed",
             PgPhase::CreatingReplica => "creating replica",
             PgPhase::Initializing => "initializing new cluster",
+            PgPhase::Restarting => "restarting",
+            PgPhase::RestartFailed => "restart failed",
         }
     }
 }
@@ -85,6 +89,36 @@ pub struct Supervisor {
     last_cluster: Option<Cluster>,
     guard_child: Option<std::process::Child>,
     control: Option<crate::control::ControlReceiver>,
+    /// The configuration file, re-read on `POST /reload` and SIGHUP.
+    config_path: Option<std::path::PathBuf>,
+    /// Consecutive loops in which the policies judged this node failed.
+    failed_health_loops: u32,
+    /// A restart requested for later (`POST /restart` with `schedule`).
+    scheduled_restart: Option<ScheduledRestart>,
+    /// A re-initialization requested by `POST /reinitialize`, run at the start of the next loop.
+    reinit: Option<bool>,
+    /// The revision of a `/config` value that could not be decoded (reported once).
+    bad_config_rev: Option<i64>,
+    /// The last leader seen, with the tags of its member key.
+    last_leader: Option<(String, BTreeMap<String, String>)>,
+    /// When the last hand-over was aborted (monotonic ms).
+    handover_aborted_ms: Option<u64>,
+    /// The PostgreSQL phase the health check last saw, and since when.
+    phase_seen: (PgPhase, std::time::Instant),
+}
+
+/// A restart requested for later.
+#[derive(Debug, Clone)]
+struct ScheduledRestart {
+    at_unix_ms: u64,
+    request: crate::control::RestartRequest,
+}
+
+impl ScheduledRestart {
+    /// As Patroni shows it in the member key and `/patroni`: the request's fields.
+    fn json(&self) -> Value {
+        serde_json::to_value(&self.request).unwrap_or(Value::Null)
+    }
 }
 
 /// Safety margin between the write deadline and the earliest possible lease expiry.
@@ -119,6 +153,7 @@ impl Supervisor {
             })?;
         let guard = GuardFiles::new(&cfg.run_dir(), &cfg.name, &cfg.postgresql.data_dir);
         let (policy, policies, watcher) = load_policies(&cfg).await?;
+        attach_prober(policies.as_deref(), &pg)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -147,7 +182,20 @@ impl Supervisor {
             last_cluster: None,
             guard_child: None,
             control: Some(control),
+            config_path: None,
+            failed_health_loops: 0,
+            scheduled_restart: None,
+            reinit: None,
+            phase_seen: (PgPhase::Stopped, std::time::Instant::now()),
+            handover_aborted_ms: None,
+            last_leader: None,
+            bad_config_rev: None,
         })
+    }
+
+    /// The file the configuration came from: `POST /reload` and SIGHUP re-read it.
+    pub fn set_config_path(&mut self, path: std::path::PathBuf) {
+        self.config_path = Some(path);
     }
 
     /// The DCS client (cheap to clone), for the REST API.
@@ -207,8 +255,22 @@ impl Supervisor {
 
     /// One observe → decide → act round. Returns true when it should run again at once.
     async fn cycle(&mut self) -> Result<bool, SupervisorError> {
+        if let Some(from_leader) = self.reinit.take() {
+            self.reinitialize(from_leader).await;
+        }
         let mut world = self.observe().await;
-        world.health = self.judge_health(&world);
+        world.health = self.judge_health(&world).await;
+        self.failed_health_loops = if matches!(world.health, Health::Failed(_)) {
+            self.failed_health_loops.saturating_add(1)
+        } else {
+            0
+        };
+        world.failed_health_loops = self.failed_health_loops;
+        if self.needs_peers(&world)
+            && let Some(c) = &world.cluster
+        {
+            world.peers = self.poll_peers(c).await;
+        }
         let decision = decide(&world, self.policy.as_ref());
         tracing::info!("{}", decision.summary);
         self.update_guard(&world, &decision.actions);
@@ -223,11 +285,31 @@ impl Supervisor {
                 }
             }
         }
+        let steady = decision
+            .actions
+            .iter()
+            .all(|a| matches!(a, Action::RenewLease | Action::WriteInitialize { .. }));
+        if steady && !rerun {
+            rerun |= self.run_scheduled_restart().await;
+        }
         if self.last_cluster.is_some() {
             let _ = self.touch_member().await;
         }
         self.publish(&world);
         Ok(rerun)
+    }
+
+    /// Whether the decision needs the peers' live state: an election, or a leader asked to
+    /// hand over (a switchover request, or its own failed health).
+    fn needs_peers(&self, w: &World) -> bool {
+        let Some(c) = &w.cluster else { return false };
+        if c.leader.is_none() {
+            return w.pg.is_replica();
+        }
+        let request = c.failover.as_ref().is_some_and(|(f, _)| !f.is_empty());
+        let unhealthy = matches!(w.health, Health::Failed(_))
+            && w.failed_health_loops >= self.cfg.regent.failed_loops_before_handover;
+        w.holds_lock() && w.pg.is_primary() && (request || unhealthy)
     }
 
     async fn observe(&mut self) -> World {
@@ -247,10 +329,22 @@ impl Supervisor {
         let cluster = match self.dcs.read_cluster().await {
             Ok(c) => {
                 self.dcs_last_seen = Some(unix_now());
-                if let Some((v, _)) = &c.config
-                    && let Ok(d) = serde_json::from_value::<DynamicConfig>(v.clone())
-                {
-                    self.dynamic = d;
+                if let Some((v, rev)) = &c.config {
+                    match serde_json::from_value::<DynamicConfig>(v.clone()) {
+                        Ok(d) if d != self.dynamic => {
+                            self.dynamic = d;
+                            self.apply_parameters();
+                        }
+                        Ok(_) => {}
+                        Err(e) if self.bad_config_rev != Some(*rev) => {
+                            self.bad_config_rev = Some(*rev);
+                            tracing::error!(
+                                revision = rev,
+                                "the cluster's config key cannot be used ({e}); keeping the previous settings. Fix it with `regent ctl edit-config`"
+                            );
+                        }
+                        Err(_) => {}
+                    }
                 }
                 Some(c)
             }
@@ -260,6 +354,17 @@ impl Supervisor {
             }
         };
         self.last_cluster = cluster.clone();
+        if let Some(c) = &cluster
+            && let Some(m) = c.leader_name().and_then(|l| c.member(l))
+        {
+            let tags = m
+                .data
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), json_scalar(v)))
+                .collect();
+            self.last_leader = Some((m.name.clone(), tags));
+        }
         if let Some(c) = &cluster {
             self.known_lock_lease = c
                 .leader
@@ -318,10 +423,17 @@ impl Supervisor {
             wal_position: state.as_ref().and_then(PgState::wal_position),
             upstream: self.pg.configured_upstream(),
             rewind_failed: self.rewind_failed,
-        };
-        let peers = match &cluster {
-            Some(c) if c.leader.is_none() && pg.is_replica() => self.poll_peers(c).await,
-            _ => BTreeMap::new(),
+            streaming: state
+                .as_ref()
+                .filter(|s| !s.in_recovery)
+                .map(|s| {
+                    s.replication
+                        .iter()
+                        .filter(|r| r.state == "streaming")
+                        .map(|r| r.application_name.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         World {
             now_ms: now,
@@ -330,11 +442,15 @@ impl Supervisor {
             our_lease: self.our_lease,
             write_deadline_ms: self.write_deadline_ms,
             pg,
-            peers,
+            peers: BTreeMap::new(),
             settings: self.settings(),
             unlocked_since_ms: self.unlocked_since_ms,
             known_lock_lease: self.known_lock_lease,
             health: Health::Healthy,
+            failed_health_loops: 0,
+            now_unix_ms: unix_now_ms(),
+            handover_aborted_ms: self.handover_aborted_ms,
+            last_leader: self.last_leader.clone(),
         }
     }
 
@@ -354,6 +470,9 @@ impl Supervisor {
                 .collect(),
             race_backoff_ms: 2000,
             synchronous_mode: self.dynamic.synchronous_mode != SyncMode::Off,
+            paused: self.dynamic.pause.unwrap_or(false),
+            loop_wait_ms: self.dynamic.loop_wait.max(1) * 1000,
+            failed_loops_before_handover: self.cfg.regent.failed_loops_before_handover,
         }
     }
 
@@ -362,15 +481,298 @@ impl Supervisor {
         use crate::control::{Command, Reply};
         match cmd {
             Command::Wake => Reply::new(200, "OK"),
-            other => Reply::new(503, format!("not implemented yet: {other:?}")),
+            Command::Restart(r) => self.restart_command(r).await,
+            Command::CancelRestart => match self.scheduled_restart.take() {
+                Some(_) => Reply::new(200, "scheduled restart deleted"),
+                None => Reply::new(404, "no restarts are scheduled"),
+            },
+            Command::Reinitialize { force, from_leader } => {
+                let leader = self
+                    .last_cluster
+                    .as_ref()
+                    .and_then(|c| c.leader_name().map(str::to_string));
+                match leader {
+                    Some(l) if l == self.cfg.name => {
+                        Reply::new(503, "I am the leader, can not reinitialize")
+                    }
+                    None => Reply::new(503, "Cluster has no leader, can not reinitialize"),
+                    Some(_) if self.reinit.is_some() && !force => {
+                        Reply::new(503, "reinitialize already in progress")
+                    }
+                    Some(_) => {
+                        self.reinit = Some(from_leader);
+                        self.phase = PgPhase::CreatingReplica;
+                        self.view_tx
+                            .send_modify(|v| v.state = PgPhase::CreatingReplica.as_str().into());
+                        Reply::new(200, "reinitialize started")
+                    }
+                }
+            }
+            Command::Reload => self.reload().await,
+        }
+    }
+
+    /// `POST /restart`: check the conditions, then restart now or schedule it.
+    async fn restart_command(
+        &mut self,
+        r: crate::control::RestartRequest,
+    ) -> crate::control::Reply {
+        use crate::control::Reply;
+        if let Some(at) = r.schedule.as_deref() {
+            if self.scheduled_restart.is_some() {
+                return Reply::new(409, "Another restart is already scheduled");
+            }
+            let Some(at_unix_ms) = crate::dcs::parse_iso8601_ms(at) else {
+                return Reply::new(
+                    400,
+                    format!("schedule {at:?} is not an ISO 8601 time with a time zone"),
+                );
+            };
+            tracing::info!(schedule = %at, "restart scheduled");
+            self.scheduled_restart = Some(ScheduledRestart {
+                at_unix_ms,
+                request: r,
+            });
+            return Reply::new(202, "Restart scheduled");
+        }
+        if let Err(why) = self.restart_conditions(&r) {
+            tracing::info!("restart refused: {why}");
+            return Reply::new(503, "restart conditions are not satisfied");
+        }
+        if self.phase == PgPhase::Starting {
+            return Reply::new(503, "postgres is still starting");
+        }
+        match self.restart_postgres(r.timeout).await {
+            Ok(true) => Reply::new(200, "restarted successfully"),
+            Ok(false) => Reply::new(503, "restart failed: PostgreSQL is still starting"),
+            Err(e) => Reply::new(503, format!("restart failed: {e}")),
+        }
+    }
+
+    /// Why a restart request's conditions (`role`, `postgres_version`, `restart_pending`) do not
+    /// hold on this node.
+    fn restart_conditions(&self, r: &crate::control::RestartRequest) -> Result<(), String> {
+        if let Some(want) = r.role.as_deref() {
+            let want = match want {
+                "master" | "primary" => "primary",
+                "replica" | "standby" => "replica",
+                other => other,
+            };
+            let mine = if self.role == "primary" {
+                "primary"
+            } else {
+                "replica"
+            };
+            if want != mine {
+                return Err(format!("role is {mine}, not {want}"));
+            }
+        }
+        if let Some(v) = r.postgres_version.as_deref() {
+            let want = parse_pg_version(v).ok_or_else(|| format!("bad version {v:?}"))?;
+            let have = self.last_pg.as_ref().map(|p| p.server_version).unwrap_or(0);
+            if have >= want {
+                return Err(format!("server version {have} is not older than {v}"));
+            }
+        }
+        if r.restart_pending && self.pending_restart().is_empty() {
+            return Err("no restart is pending".into());
+        }
+        Ok(())
+    }
+
+    /// Stop PostgreSQL (fast) and start it again in the same role. `Ok(false)`: still starting
+    /// after `timeout` seconds (or the loop's patience).
+    async fn restart_postgres(&mut self, timeout: Option<u64>) -> Result<bool, SupervisorError> {
+        let role = crate::policy::Role::from_name(self.role);
+        tracing::info!(role = self.role, "restarting PostgreSQL");
+        self.phase = PgPhase::Restarting;
+        self.view_tx
+            .send_modify(|v| v.state = PgPhase::Restarting.as_str().into());
+        self.pg
+            .stop(StopMode::Fast, Duration::from_secs(60))
+            .await?;
+        let patience = timeout.map_or(self.start_patience(), Duration::from_secs);
+        match self.pg.start(patience).await {
+            Ok(started) => {
+                self.phase = if started {
+                    PgPhase::Running
+                } else {
+                    PgPhase::Starting
+                };
+                self.event(crate::policy::Event::Restarted(role));
+                Ok(started)
+            }
+            Err(e) => {
+                self.phase = PgPhase::RestartFailed;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Run a scheduled restart whose time has come. Returns whether it ran.
+    async fn run_scheduled_restart(&mut self) -> bool {
+        let due = self
+            .scheduled_restart
+            .as_ref()
+            .is_some_and(|s| s.at_unix_ms <= unix_now_ms());
+        if !due {
+            return false;
+        }
+        let Some(s) = self.scheduled_restart.take() else {
+            return false;
+        };
+        if let Err(why) = self.restart_conditions(&s.request) {
+            tracing::info!("scheduled restart skipped: conditions not satisfied ({why})");
+            return false;
+        }
+        match self.restart_postgres(s.request.timeout).await {
+            Ok(_) => tracing::info!("scheduled restart done"),
+            Err(e) => tracing::error!(error = %e, "scheduled restart failed"),
+        }
+        true
+    }
+
+    /// Settings waiting for a restart: name → (running value, configured value).
+    fn pending_restart(&self) -> BTreeMap<String, (String, String)> {
+        self.last_pg
+            .as_ref()
+            .map(|p| {
+                p.pending_restart
+                    .iter()
+                    .map(|(name, old)| {
+                        let new = self.pg.s.parameters.get(name).cloned().unwrap_or_default();
+                        (name.clone(), (old.clone(), new))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `POST /reinitialize`: move the data directory aside and clone it again from the leader.
+    async fn reinitialize(&mut self, _from_leader: bool) {
+        let Some(c) = self.last_cluster.clone() else {
+            return;
+        };
+        let Some(leader) = c.leader_name().filter(|l| *l != self.cfg.name) else {
+            tracing::error!("reinitialize: the cluster has no other leader; nothing done");
+            return;
+        };
+        let up = match upstream_in(Some(&c), leader) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "reinitialize: cannot find the leader's address");
+                return;
+            }
+        };
+        tracing::info!(from = %leader, "reinitializing: moving the data directory aside and cloning it again");
+        self.phase = PgPhase::CreatingReplica;
+        let res: Result<(), SupervisorError> = async {
+            self.pg
+                .stop(StopMode::Fast, Duration::from_secs(60))
+                .await?;
+            if !matches!(self.pg.data_dir_state().await, DataDir::Empty) {
+                let moved = self.pg.move_aside()?;
+                tracing::warn!(moved = %moved.display(), "the old data directory was moved aside (delete it when no longer needed)");
+            }
+            self.sysid = None;
+            self.role = "replica";
+            let _ = self.touch_member().await;
+            self.pg.basebackup(&up).await?;
+            self.start_replica(Some(&up)).await
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "reinitialize failed");
+        }
+    }
+
+    /// `POST /reload`, SIGHUP: re-read the configuration file and apply what may change while
+    /// running (tags, PostgreSQL parameters, the policies); rescan the policy files; reload
+    /// PostgreSQL.
+    async fn reload(&mut self) -> crate::control::Reply {
+        use crate::control::Reply;
+        if let Some(path) = self.config_path.clone() {
+            let loaded = match crate::config::load(&path) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; the running configuration is unchanged");
+                    return Reply::new(
+                        400,
+                        format!("reload failed, the running configuration is unchanged: {e}"),
+                    );
+                }
+            };
+            let new = loaded.config;
+            let fixed = fixed_keys_changed(&self.cfg, &new);
+            if !fixed.is_empty() {
+                let msg = format!(
+                    "reload failed, the running configuration is unchanged: {} cannot change while regent runs; restart regent to apply them",
+                    fixed.join(", ")
+                );
+                tracing::error!("{msg}");
+                return Reply::new(400, msg);
+            }
+            let policies_changed = new.regent.policies != self.cfg.regent.policies
+                || new.regent.policies_dir != self.cfg.regent.policies_dir;
+            let old = std::mem::replace(&mut self.cfg, new);
+            if policies_changed {
+                match load_policies(&self.cfg).await {
+                    Ok((policy, set, watcher)) => {
+                        if let Err(e) = attach_prober(set.as_deref(), &self.pg) {
+                            tracing::error!(error = %e, "SQL probes will fail");
+                        }
+                        self.policy = policy;
+                        self.policies = set;
+                        self._policy_watcher = watcher;
+                        tracing::info!(policies = %self.policy.name(), "policies replaced");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload refused: the new policies do not load");
+                        self.cfg = old;
+                        return Reply::new(
+                            400,
+                            format!("reload failed, the running configuration is unchanged: {e}"),
+                        );
+                    }
+                }
+            }
+            self.apply_parameters();
+            for w in loaded.warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        if let Some(set) = self.policies.clone() {
+            let _ = tokio::task::spawn_blocking(move || set.rescan()).await;
+        }
+        if let Err(e) = self.pg.reload() {
+            tracing::warn!(error = %e, "could not reload PostgreSQL");
+        }
+        self.event(crate::policy::Event::Reloaded(
+            crate::policy::Role::from_name(self.role),
+        ));
+        tracing::info!("configuration reloaded");
+        Reply::new(202, "reload scheduled")
+    }
+
+    /// Recompute the PostgreSQL parameters from the cluster's and the local configuration and
+    /// apply a change (rewrite `regent.conf`, reload the server).
+    fn apply_parameters(&mut self) {
+        let params = merged_parameters(&self.cfg, &self.dynamic);
+        match self.pg.set_parameters(params) {
+            Ok(true) => tracing::info!("PostgreSQL parameters changed: configuration reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "could not apply the PostgreSQL parameters"),
         }
     }
 
     /// The policies' verdict on the local node (the built-in rules: healthy while running).
-    fn judge_health(&self, w: &World) -> Health {
-        let Some(set) = &self.policies else {
+    async fn judge_health(&mut self, w: &World) -> Health {
+        let Some(set) = self.policies.clone() else {
             return Health::Healthy;
         };
+        if self.phase_seen.0 != self.phase {
+            self.phase_seen = (self.phase, std::time::Instant::now());
+        }
         set.set_local_node(&self.cfg.name, w.holds_lock());
         let pg = self.last_pg.as_ref();
         let facts = HealthFacts {
@@ -393,9 +795,12 @@ impl Supervisor {
                 .zip(w.pg.wal_position)
                 .filter(|_| w.pg.is_replica())
                 .map(|(o, p)| o.saturating_sub(p)),
-            seconds_in_state: 0,
+            seconds_in_state: self.phase_seen.1.elapsed().as_secs(),
         };
-        let verdict = set.health(&facts);
+        // SQL probes block for up to their timeout: off the async threads.
+        let verdict = tokio::task::spawn_blocking(move || set.health(&facts))
+            .await
+            .unwrap_or_else(|e| Health::Degraded(format!("the health check panicked: {e}")));
         if verdict != Health::Healthy {
             tracing::warn!(?verdict, "policy health verdict");
         }
@@ -416,6 +821,8 @@ impl Supervisor {
                 continue;
             }
             let Some(url) = m.data.api_url.clone() else {
+                // A member key without an address (not a Regent or Patroni node): unreachable.
+                set.spawn(std::future::ready((m.name.clone(), None)));
                 continue;
             };
             let http = self.http.clone();
@@ -443,6 +850,7 @@ impl Supervisor {
                             .iter()
                             .map(|(k, v)| (k.clone(), json_scalar(v)))
                             .collect(),
+                        healthy: true,
                     }),
                 );
             }
@@ -460,7 +868,10 @@ impl Supervisor {
                 Action::Promote | Action::StartPrimary | Action::Bootstrap
             )
         });
-        let st = if w.holds_lock() && (w.pg.is_primary() || promoting) {
+        let st = if w.settings.paused {
+            // Maintenance mode: the operator is in charge, nothing is fenced automatically.
+            Some(GuardState::Disarmed { owner })
+        } else if w.holds_lock() && (w.pg.is_primary() || promoting) {
             w.write_deadline_ms.map(|d| GuardState::Armed {
                 deadline_ms: d,
                 owner,
@@ -490,30 +901,7 @@ impl Supervisor {
     }
 
     fn upstream_for(&self, w: &World, leader: &str) -> Result<Upstream, SupervisorError> {
-        let m = w
-            .cluster
-            .as_ref()
-            .and_then(|c| c.member(leader))
-            .ok_or_else(|| SupervisorError::Io(format!("leader {leader} has no member key yet")))?;
-        let url = m
-            .data
-            .conn_url
-            .as_deref()
-            .ok_or_else(|| SupervisorError::Io(format!("member {leader} has no conn_url")))?;
-        let hostport = url
-            .strip_prefix("postgres://")
-            .or_else(|| url.strip_prefix("postgresql://"))
-            .unwrap_or(url);
-        let hostport = hostport.split('/').next().unwrap_or(hostport);
-        let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
-        let (host, port) = split_host_port(hostport).ok_or_else(|| {
-            SupervisorError::Io(format!("member {leader} has a bad conn_url {url}"))
-        })?;
-        Ok(Upstream {
-            name: leader.to_string(),
-            host,
-            port,
-        })
+        upstream_in(w.cluster.as_ref(), leader)
     }
 
     /// How long one loop waits for PostgreSQL to accept connections after starting it; a
@@ -666,6 +1054,11 @@ impl Supervisor {
             }
             Action::WriteInitialize { sysid } => {
                 self.dcs.write_initialize(sysid).await?;
+                Ok(false)
+            }
+            Action::HandOver { to } => self.hand_over(w, to).await,
+            Action::ClearFailover => {
+                self.dcs.clear_failover().await?;
                 Ok(false)
             }
             Action::Fatal(m) => Err(SupervisorError::Fatal(m.clone())),
@@ -936,6 +1329,27 @@ impl Supervisor {
         }
         let mut extra = Map::new();
         extra.insert("regent_version".into(), Value::from(VERSION));
+        if self.dynamic.pause == Some(true) {
+            extra.insert("pause".into(), Value::Bool(true));
+        }
+        let pending = self.pending_restart();
+        if !pending.is_empty() {
+            extra.insert("pending_restart".into(), Value::Bool(true));
+            extra.insert(
+                "pending_restart_reason".into(),
+                Value::Object(
+                    pending
+                        .into_iter()
+                        .map(|(k, (old, new))| {
+                            (k, serde_json::json!({"old_value": old, "new_value": new}))
+                        })
+                        .collect(),
+                ),
+            );
+        }
+        if let Some(sr) = &self.scheduled_restart {
+            extra.insert("scheduled_restart".into(), sr.json());
+        }
         MemberData {
             conn_url: Some(format!("postgres://{}/postgres", self.cfg.pg_connect())),
             api_url: Some(format!("http://{}/patroni", self.cfg.restapi_connect())),
@@ -1090,13 +1504,18 @@ impl Supervisor {
         let _ = self.touch_member().await;
     }
 
+    /// The shutdown checkpoint of a cleanly stopped server: `Latest checkpoint location`.
+    async fn shutdown_checkpoint(&self) -> Option<u64> {
+        self.pg.controldata().await.ok().and_then(|cd| {
+            cd.get("Latest checkpoint location")
+                .and_then(|s| crate::postgres::parse_lsn(s))
+        })
+    }
+
     /// Wait (up to 5 s) until some replica has received WAL past our shutdown checkpoint, read
     /// live from the replicas' PostgreSQL, so that releasing the lock loses nothing.
     async fn wait_shutdown_checkpoint_received(&self) -> Option<u64> {
-        let ckpt = self.pg.controldata().await.ok().and_then(|cd| {
-            cd.get("Latest checkpoint location")
-                .and_then(|s| crate::postgres::parse_lsn(s))
-        });
+        let ckpt = self.shutdown_checkpoint().await;
         let (Some(ckpt), Some(c)) = (ckpt, self.last_cluster.as_ref()) else {
             return ckpt;
         };
@@ -1104,31 +1523,187 @@ impl Supervisor {
             .members
             .iter()
             .filter(|m| m.name != self.cfg.name)
-            .filter_map(|m| {
-                let url = m.data.conn_url.as_deref()?;
-                let hp = url.strip_prefix("postgres://").unwrap_or(url);
-                split_host_port(hp.split('/').next().unwrap_or(hp))
-            })
+            .filter_map(|m| conn_url_host_port(m.data.conn_url.as_deref()?))
             .collect();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        if !self
+            .wait_received(&targets, ckpt, Duration::from_secs(5))
+            .await
+        {
+            tracing::warn!(
+                "no replica confirmed the shutdown checkpoint within 5 s; releasing the lock anyway"
+            );
+        }
+        Some(ckpt)
+    }
+
+    /// Poll the PostgreSQL servers `targets` until one has received WAL past `lsn`; false when
+    /// none has within `timeout`.
+    async fn wait_received(&self, targets: &[(String, u16)], lsn: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            for (h, p) in &targets {
-                if let Ok(Some(lsn)) = self.pg.remote_received_lsn(h, *p).await
-                    && lsn > ckpt
+            for (h, p) in targets {
+                if let Ok(Some(got)) = self.pg.remote_received_lsn(h, *p).await
+                    && got > lsn
                 {
-                    tracing::info!(replica = %format!("{h}:{p}"), "a replica has received the shutdown checkpoint");
-                    return Some(ckpt);
+                    tracing::info!(replica = %format!("{h}:{p}"), lsn = %crate::postgres::format_lsn(got), "the replica has received the shutdown checkpoint");
+                    return true;
                 }
             }
             if tokio::time::Instant::now() >= deadline || targets.is_empty() {
-                tracing::warn!(
-                    "no replica confirmed the shutdown checkpoint within 5 s; releasing the lock anyway"
-                );
-                return Some(ckpt);
+                return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    /// Hand the leadership to `to` (see [`Action::HandOver`]). Write unavailability runs from
+    /// the fast stop (after a checkpoint, so the shutdown checkpoint is quick) until `to` sees
+    /// the leader key on its own lease, which wakes it through its watch, and promotes.
+    async fn hand_over(&mut self, w: &World, to: &str) -> Result<bool, SupervisorError> {
+        let Some(c) = w.cluster.as_ref() else {
+            return Ok(false);
+        };
+        let target = c.member(to).ok_or_else(|| {
+            SupervisorError::Io(format!("hand-over target {to} has no member key"))
+        })?;
+        let addr = target
+            .data
+            .conn_url
+            .as_deref()
+            .and_then(conn_url_host_port)
+            .ok_or_else(|| {
+                SupervisorError::Io(format!("hand-over target {to} has no usable conn_url"))
+            })?;
+        let up = upstream_in(Some(c), to)?;
+        let request = c.failover.as_ref().is_some_and(|(f, _)| !f.is_empty());
+        self.event(crate::policy::Event::FailoverStarted(format!(
+            "{} hands over to {to}",
+            self.cfg.name
+        )));
+        let started = std::time::Instant::now();
+        // A checkpoint while still writable keeps the shutdown checkpoint (and so the
+        // unavailability) short.
+        if let Err(e) = self.pg.checkpoint().await {
+            tracing::warn!(error = %e, "checkpoint before the hand-over failed");
+        }
+        let stop_at = std::time::Instant::now();
+        self.phase = PgPhase::Stopping;
+        self.pg
+            .stop(StopMode::Fast, Duration::from_secs(60))
+            .await?;
+        self.view_tx.send_modify(|v| {
+            v.state = PgPhase::Stopped.as_str().into();
+            v.holds_lock = false;
+            v.wal_flush_lsn = None;
+            v.replication.clear();
+        });
+        self.phase = PgPhase::Stopped;
+        let ckpt = self.shutdown_checkpoint().await;
+        // Keep our lease (and so the leader key) alive while we wait for the target.
+        if let Ok((id, sent)) = self.dcs.refresh_lease(self.dynamic.ttl).await
+            && Some(id) == self.our_lease
+        {
+            let d = instant_to_mono_ms(sent) + self.ttl_ms() - safety_margin_ms(self.ttl_ms());
+            self.write_deadline_ms = Some(self.write_deadline_ms.map_or(d, |o| o.max(d)));
+            self.arm_guard();
+        }
+        let confirmed = match ckpt {
+            Some(lsn) => {
+                self.wait_received(std::slice::from_ref(&addr), lsn, Duration::from_secs(5))
+                    .await
+            }
+            None => false,
+        };
+        if !confirmed {
+            tracing::error!(
+                candidate = %to,
+                "hand-over aborted: {to} did not confirm the shutdown checkpoint within 5 s; starting again as primary"
+            );
+            if request {
+                let _ = self.dcs.clear_failover().await;
+            }
+            self.handover_aborted_ms = Some(mono_ms());
+            self.phase = PgPhase::Starting;
+            self.pg.configure(false, None)?;
+            self.pg.start(self.start_patience()).await?;
+            return Ok(true);
+        }
+        if let Some(lsn) = ckpt {
+            let _ = self
+                .dcs
+                .write_status(&Status {
+                    optime: Some(lsn),
+                    ..Status::default()
+                })
+                .await;
+        }
+        let moved = match self
+            .dcs
+            .transfer_leader(&self.cfg.name, to, target.lease)
+            .await
+        {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move the leader key onto {to}'s lease; releasing it so that {to} races for it");
+                if !request {
+                    let _ = self.dcs.request_failover(Some(&self.cfg.name), to).await;
+                }
+                self.dcs.release_leader(&self.cfg.name).await?
+            }
+        };
+        if moved && request {
+            let _ = self.dcs.clear_failover().await;
+        }
+        tracing::info!(
+            candidate = %to,
+            writes_stopped_ms = stop_at.elapsed().as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "handed the leadership over to {to}"
+        );
+        let _ = self.guard.write(GuardState::Disarmed {
+            owner: std::process::id() as i32,
+        });
+        self.role = "replica";
+        self.sysid = None;
+        self.event(crate::policy::Event::RoleChanged {
+            from: crate::policy::Role::Primary,
+            to: crate::policy::Role::Replica,
+        });
+        // A clean shutdown whose last WAL the new leader has received: follow it directly,
+        // no rewind needed.
+        self.start_replica(Some(&up)).await?;
+        Ok(true)
+    }
+}
+
+/// Where to stream from when following `leader`: its `conn_url` in the DCS.
+fn upstream_in(cluster: Option<&Cluster>, leader: &str) -> Result<Upstream, SupervisorError> {
+    let m = cluster
+        .and_then(|c| c.member(leader))
+        .ok_or_else(|| SupervisorError::Io(format!("leader {leader} has no member key yet")))?;
+    let url = m
+        .data
+        .conn_url
+        .as_deref()
+        .ok_or_else(|| SupervisorError::Io(format!("member {leader} has no conn_url")))?;
+    let (host, port) = conn_url_host_port(url)
+        .ok_or_else(|| SupervisorError::Io(format!("member {leader} has a bad conn_url {url}")))?;
+    Ok(Upstream {
+        name: leader.to_string(),
+        host,
+        port,
+    })
+}
+
+/// `host` and `port` of a `postgres://[user@]host:port/db` URL.
+fn conn_url_host_port(url: &str) -> Option<(String, u16)> {
+    let hostport = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .unwrap_or(url);
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+    split_host_port(hostport)
 }
 
 /// The next command from the API, or never when there is no channel (or it closed).
@@ -1142,6 +1717,16 @@ async fn recv_command(
         },
         None => std::future::pending().await,
     }
+}
+
+/// Give the policies granted `sql-probe` their connection to the local PostgreSQL.
+fn attach_prober(set: Option<&PolicySet>, pg: &Postgres) -> Result<(), SupervisorError> {
+    if let Some(set) = set {
+        let prober = crate::postgres::Prober::start(pg.probe_target())
+            .map_err(|e| SupervisorError::Io(format!("cannot start the SQL probe thread: {e}")))?;
+        set.set_sql_prober(Arc::new(prober));
+    }
+    Ok(())
 }
 
 /// Load the configured WebAssembly policies (compiling off the async threads) and watch their
@@ -1185,26 +1770,7 @@ fn pg_settings(
     listen_host: String,
     port: u16,
 ) -> PgSettings {
-    let mut parameters: BTreeMap<String, String> = [
-        ("wal_level", "replica"),
-        ("hot_standby", "on"),
-        ("max_connections", "100"),
-        ("max_wal_senders", "10"),
-        ("max_replication_slots", "10"),
-        ("wal_log_hints", "on"),
-        ("wal_keep_size", "128MB"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    for (k, v) in dynamic
-        .postgresql
-        .parameters
-        .iter()
-        .chain(cfg.postgresql.parameters.iter())
-    {
-        parameters.insert(k.clone(), yaml_scalar(v));
-    }
+    let parameters = merged_parameters(cfg, dynamic);
     let a = &cfg.postgresql.authentication;
     let creds = |c: &crate::config::Credentials| crate::postgres::Creds {
         user: c.username.clone(),
@@ -1246,6 +1812,81 @@ fn pg_settings(
     }
 }
 
+/// PostgreSQL parameters: Regent's defaults, then the cluster's (`/config`), then the local
+/// ones.
+fn merged_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, String> {
+    let mut parameters: BTreeMap<String, String> = [
+        ("wal_level", "replica"),
+        ("hot_standby", "on"),
+        ("max_connections", "100"),
+        ("max_wal_senders", "10"),
+        ("max_replication_slots", "10"),
+        ("wal_log_hints", "on"),
+        ("wal_keep_size", "128MB"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in dynamic
+        .postgresql
+        .parameters
+        .iter()
+        .chain(cfg.postgresql.parameters.iter())
+    {
+        parameters.insert(k.clone(), yaml_scalar(v));
+    }
+    parameters
+}
+
+/// `15.2` → 150002, `15` → 150000, `9.6.3` → 90603 (`server_version_num`).
+fn parse_pg_version(v: &str) -> Option<u32> {
+    let parts: Vec<u32> = v
+        .trim()
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [major] if *major >= 10 => Some(major * 10_000),
+        [major, minor] if *major >= 10 => Some(major * 10_000 + minor),
+        [major, minor] => Some(major * 10_000 + minor * 100),
+        [major, minor, patch] if *major < 10 => Some(major * 10_000 + minor * 100 + patch),
+        _ => None,
+    }
+}
+
+/// The keys a reload cannot change (they identify the node or are bound at start).
+fn fixed_keys_changed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.scope != new.scope {
+        out.push("scope");
+    }
+    if old.name != new.name {
+        out.push("name");
+    }
+    if old.dcs_prefix() != new.dcs_prefix() {
+        out.push("namespace");
+    }
+    if old.etcd_endpoints() != new.etcd_endpoints() {
+        out.push("etcd3.hosts");
+    }
+    if old.restapi.listen != new.restapi.listen {
+        out.push("restapi.listen");
+    }
+    if old.postgresql.listen != new.postgresql.listen {
+        out.push("postgresql.listen");
+    }
+    if old.postgresql.data_dir != new.postgresql.data_dir {
+        out.push("postgresql.data_dir");
+    }
+    if old.postgresql.bin_dir != new.postgresql.bin_dir {
+        out.push("postgresql.bin_dir");
+    }
+    if old.regent.run_dir != new.regent.run_dir {
+        out.push("regent.run_dir");
+    }
+    out
+}
+
 fn yaml_scalar(v: &serde_yaml::Value) -> String {
     match v {
         serde_yaml::Value::String(s) => s.clone(),
@@ -1264,6 +1905,13 @@ fn json_scalar(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn unix_now() -> u64 {
@@ -1308,6 +1956,16 @@ mod tests {
     fn civil_dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+    }
+
+    #[test]
+    fn postgres_versions_as_server_version_num() {
+        assert_eq!(parse_pg_version("15.2"), Some(150_002));
+        assert_eq!(parse_pg_version("16"), Some(160_000));
+        assert_eq!(parse_pg_version("9.6.3"), Some(90_603));
+        assert_eq!(parse_pg_version("9.6"), Some(90_600));
+        assert_eq!(parse_pg_version("15.x"), None);
+        assert_eq!(parse_pg_version(""), None);
     }
 
     #[test]

@@ -140,21 +140,32 @@ impl Etcd {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
     }
 
-    /// etcdctl get of one key (raw value), via the etcdctl binary.
-    pub fn get(&self, key: &str) -> Option<String> {
-        let out = Command::new("etcdctl")
+    fn etcdctl(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args([
                 "--endpoints",
                 &self.endpoint(),
                 "--dial-timeout=2s",
                 "--command-timeout=3s",
-                "get",
-                "--print-value-only",
-                key,
             ])
+            .args(args)
             .output()
-            .ok()?;
+    }
+
+    /// etcdctl put of one key.
+    pub fn put(&self, key: &str, value: &str) {
+        let out = self.etcdctl(&["put", key, value]).expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl put {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// etcdctl get of one key (raw value), via the etcdctl binary.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = self.etcdctl(&["get", "--print-value-only", key]).ok()?;
         let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (out.status.success() && !s.is_empty()).then_some(s)
     }
@@ -179,6 +190,8 @@ pub struct NodeSpec {
     pub retry_timeout: u64,
     pub extra_tags: String,
     pub synchronous_mode: bool,
+    /// Appended to the node's YAML as is (e.g. a `regent:` section).
+    pub extra_yaml: String,
 }
 
 impl Default for NodeSpec {
@@ -189,6 +202,7 @@ impl Default for NodeSpec {
             retry_timeout: 3,
             extra_tags: String::new(),
             synchronous_mode: false,
+            extra_yaml: String::new(),
         }
     }
 }
@@ -288,6 +302,7 @@ postgresql:
 tags:
   nofailover: false
 {extra_tags}
+{extra_yaml}
 "#,
             hosts = etcd.join(", "),
             ttl = spec.ttl,
@@ -296,6 +311,7 @@ tags:
             data = dir.join("data").display(),
             bin = bin_dir().display(),
             extra_tags = spec.extra_tags,
+            extra_yaml = spec.extra_yaml,
             sync = spec.synchronous_mode,
         );
         std::fs::write(&config, yaml).expect("write config");
@@ -670,4 +686,64 @@ impl SplitBrainMonitor {
             .and_then(|h| h.join().ok())
             .unwrap_or_default()
     }
+}
+
+/// Writes numbered rows continuously to whichever node accepts them (trying the last one that
+/// did first), and records when each write was acknowledged and by whom.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<(Instant, i64, usize)>>>,
+}
+
+impl Writer {
+    /// Needs a table `acked (id int primary key)`; ids start at `first`.
+    pub fn start(ports: Vec<u16>, first: i64) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            let mut id = first;
+            let mut at = 0usize;
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut done = false;
+                for k in 0..ports.len() {
+                    let i = (at + k) % ports.len();
+                    if psql(ports[i], &format!("INSERT INTO acked VALUES ({id})")).is_ok() {
+                        acks.push((Instant::now(), id, i));
+                        at = i;
+                        done = true;
+                        break;
+                    }
+                }
+                if done {
+                    id += 1;
+                } else {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            acks
+        });
+        Writer {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stop; every acknowledged write as (when, id, node index).
+    pub fn finish(mut self) -> Vec<(Instant, i64, usize)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The longest time between two consecutive acknowledged writes at or after `from`.
+pub fn longest_gap(acks: &[(Instant, i64, usize)], from: Instant) -> Duration {
+    acks.windows(2)
+        .filter(|w| w[1].0 >= from)
+        .map(|w| w[1].0.duration_since(w[0].0))
+        .max()
+        .unwrap_or_default()
 }

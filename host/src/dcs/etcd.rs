@@ -240,6 +240,37 @@ impl EtcdDcs {
         Ok(self.call("reattach leader", c.txn(txn)).await?.succeeded())
     }
 
+    /// Hand the leader key to `to` on `to`'s lease, if it still holds `from`'s name: a
+    /// graceful switchover. `Ok(false)` when the key no longer holds `from`; an error when the
+    /// lease is gone (the caller then releases the key instead).
+    pub async fn transfer_leader(&self, from: &str, to: &str, to_lease: i64) -> Result<bool> {
+        let key = self.key(keys::LEADER);
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, from)])
+            .and_then([TxnOp::put(
+                key,
+                to,
+                Some(PutOptions::new().with_lease(to_lease)),
+            )]);
+        let mut c = self.client.clone();
+        Ok(self.call("transfer leader", c.txn(txn)).await?.succeeded())
+    }
+
+    /// Ask for a failover to `member` (from `leader`), as `POST /failover` writes it.
+    pub async fn request_failover(&self, leader: Option<&str>, member: &str) -> Result<()> {
+        let f = Failover {
+            leader: leader.map(str::to_string),
+            member: Some(member.to_string()),
+            scheduled_at: None,
+        };
+        let value = serde_json::to_string(&f).map_err(|source| DcsError::Encode {
+            key: "failover",
+            source,
+        })?;
+        self.put_plain("request failover", keys::FAILOVER, value)
+            .await
+    }
+
     /// Delete the leader key only if it still holds our name.
     pub async fn release_leader(&self, name: &str) -> Result<bool> {
         let key = self.key(keys::LEADER);

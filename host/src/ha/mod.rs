@@ -36,6 +36,9 @@ pub struct PgView {
     pub upstream: Option<String>,
     /// A rewind against this leader failed: re-clone instead.
     pub rewind_failed: bool,
+    /// Members streaming from this node (`pg_stat_replication`, state `streaming`): only
+    /// they can receive a hand-over's last WAL at once.
+    pub streaming: Vec<String>,
 }
 
 impl PgView {
@@ -58,6 +61,9 @@ pub struct PeerState {
     pub nofailover: bool,
     pub failover_priority: i64,
     pub tags: BTreeMap<String, String>,
+    /// The peer's own policy has not judged it `failed` (peers that publish no verdict, such
+    /// as Patroni nodes, count as healthy).
+    pub healthy: bool,
 }
 
 /// Settings the core needs (from the dynamic config and local tags).
@@ -74,6 +80,15 @@ pub struct Settings {
     pub race_backoff_ms: u64,
     /// `synchronous_mode` is on: only members in the `sync` key may be promoted.
     pub synchronous_mode: bool,
+    /// Maintenance mode (`pause: true` in the cluster config): no automatic promotion,
+    /// demotion, start or stop; only an operator's switchover to a named candidate.
+    pub paused: bool,
+    /// `loop_wait` in ms: a scheduled switchover runs in the first loop after its time, and
+    /// one more than 1.5 loops late is dropped as stale.
+    pub loop_wait_ms: u64,
+    /// A leader whose policy judged it `failed` for this many consecutive loops hands over to
+    /// a healthy candidate.
+    pub failed_loops_before_handover: u32,
 }
 
 /// The whole snapshot one decision is made from.
@@ -98,6 +113,17 @@ pub struct World {
     /// over cycles in which the DCS cannot be read).
     pub known_lock_lease: Option<i64>,
     pub health: Health,
+    /// How many consecutive loops, this one included, the policy has judged this node
+    /// `failed` (0 when `health` is not failed).
+    pub failed_health_loops: u32,
+    /// Wall clock, ms since the Unix epoch: only for the time of a scheduled switchover.
+    pub now_unix_ms: u64,
+    /// When (monotonic ms) this node last gave up a hand-over because the target did not
+    /// confirm its last WAL: a failed leader waits before it tries again.
+    pub handover_aborted_ms: Option<u64>,
+    /// The last leader this node saw, with its tags from its member key: a crashed leader's
+    /// key expires with its lease, and an election still wants to know its zone.
+    pub last_leader: Option<(String, BTreeMap<String, String>)>,
 }
 
 /// How to stop being a primary.
@@ -146,6 +172,16 @@ pub enum Action {
     Follow {
         leader: String,
     },
+    /// Graceful hand-over of the leadership to `to` (a switchover, or a leader whose policy
+    /// judged it failed): checkpoint, stop PostgreSQL, wait until `to` has received the
+    /// shutdown checkpoint, move the leader key onto `to`'s lease, then follow `to`. If `to`
+    /// never confirms the checkpoint, start again as primary: nothing is lost.
+    HandOver {
+        to: String,
+    },
+    /// Delete the `failover` key: a request that is done, stale or impossible (the REST API
+    /// reports "Switchover failed" when the key vanishes without a new leader).
+    ClearFailover,
     /// Publish our system identifier in `initialize`.
     WriteInitialize {
         sysid: String,
@@ -247,7 +283,7 @@ impl World {
                     nofailover: p.nofailover,
                     failover_priority: p.failover_priority,
                     tags: p.tags.clone(),
-                    healthy: true,
+                    healthy: p.healthy,
                 },
                 None => CandidateView {
                     name: name.clone(),
@@ -282,9 +318,23 @@ impl World {
             members.push(cv);
         }
         members.sort_by(|a, b| a.name.cmp(&b.name));
+        let former_leader = cluster.history.last().and_then(|h| h.new_leader.clone());
+        let former_leader_zone = former_leader.as_deref().and_then(|f| {
+            members
+                .iter()
+                .find(|m| m.name == f)
+                .and_then(|m| m.tags.get("zone").cloned())
+                .or_else(|| {
+                    self.last_leader
+                        .as_ref()
+                        .filter(|(name, _)| name == f)
+                        .and_then(|(_, tags)| tags.get("zone").cloned())
+                })
+        });
         ElectionView {
             members,
-            former_leader: cluster.history.last().and_then(|h| h.new_leader.clone()),
+            former_leader,
+            former_leader_zone,
             reason: if cluster.history.is_empty() && cluster.initialize.is_none() {
                 ElectionReason::NoLeader
             } else {
@@ -304,6 +354,77 @@ impl World {
                 None
             },
             now_ms: self.now_ms,
+        }
+    }
+
+    /// The view for a hand-over by the leader (this node): every other member, with this node
+    /// as the former leader. The leader itself is left out, so that a policy ranks the
+    /// replicas instead of vetoing because "the primary is still alive".
+    pub fn handover_view(&self, reason: ElectionReason) -> ElectionView {
+        let mut view = self.election_view();
+        view.members.retain(|m| m.name != self.me);
+        view.former_leader = Some(self.me.clone());
+        view.former_leader_zone = self.settings.tags.get("zone").cloned();
+        view.reason = reason;
+        view
+    }
+
+    /// The switchover/failover request in the `failover` key, if any.
+    fn request(&self) -> Option<Request<'_>> {
+        let (f, _) = self.cluster.as_ref()?.failover.as_ref()?;
+        if f.is_empty() {
+            return None;
+        }
+        Some(Request {
+            leader: f.leader.as_deref().filter(|l| !l.is_empty()),
+            candidate: f.member.as_deref().filter(|m| !m.is_empty()),
+            scheduled_at: f.scheduled_at.as_deref().filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// A switchover (`leader` set) or failover (`leader` unset) request from the `failover` key.
+#[derive(Debug, Clone, Copy)]
+struct Request<'a> {
+    leader: Option<&'a str>,
+    candidate: Option<&'a str>,
+    scheduled_at: Option<&'a str>,
+}
+
+/// When a request may run.
+enum Due {
+    Now,
+    /// Scheduled later (ms from now).
+    Later(u64),
+    /// More than 1.5 loops past its time: dropped (Patroni does the same).
+    Stale,
+    /// `scheduled_at` does not parse.
+    Invalid,
+}
+
+impl Request<'_> {
+    fn due(&self, w: &World) -> Due {
+        let Some(at) = self.scheduled_at else {
+            return Due::Now;
+        };
+        let Some(at_ms) = crate::dcs::parse_iso8601_ms(at) else {
+            return Due::Invalid;
+        };
+        if at_ms > w.now_unix_ms {
+            return Due::Later(at_ms - w.now_unix_ms);
+        }
+        let late = w.now_unix_ms - at_ms;
+        if late > (w.settings.loop_wait_ms * 3 / 2).max(1_500) {
+            Due::Stale
+        } else {
+            Due::Now
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.candidate {
+            Some(c) => format!("to {c}"),
+            None => "to the best candidate".into(),
         }
     }
 }
@@ -333,7 +454,7 @@ pub fn decide(w: &World, policy: &dyn Policy) -> Decision {
             if !w.pg.running {
                 decide_stopped(w, *was_primary)
             } else if w.pg.is_primary() {
-                decide_primary(w, cluster, sysid)
+                decide_primary(w, cluster, sysid, policy)
             } else {
                 decide_replica(w, policy)
             }
@@ -342,6 +463,12 @@ pub fn decide(w: &World, policy: &dyn Policy) -> Decision {
 }
 
 fn decide_without_dcs(w: &World) -> Decision {
+    if w.pg.is_primary() && w.settings.paused {
+        return Decision::new(
+            "DCS is not accessible; the cluster is paused: not demoting",
+            vec![],
+        );
+    }
     if w.pg.is_primary() {
         // Only a deadline renewed on the lease that carries the leader key counts.
         if w.lease_valid() && w.our_lease.is_some() && w.known_lock_lease == w.our_lease {
@@ -380,6 +507,12 @@ fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
             }],
         );
     }
+    if w.settings.paused {
+        return Decision::new(
+            "the cluster is paused: not bootstrapping; waiting for a leader to clone from",
+            vec![],
+        );
+    }
     if cluster.initialize.is_none() && !w.settings.nofailover && w.settings.failover_priority > 0 {
         return Decision::new(
             "no cluster yet: racing to bootstrap",
@@ -390,6 +523,18 @@ fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
 }
 
 fn decide_stopped(w: &World, was_primary: bool) -> Decision {
+    if w.settings.paused {
+        if w.cluster.as_ref().and_then(|c| c.leader_name()) == Some(w.me.as_str()) {
+            return Decision::new(
+                "the cluster is paused and PostgreSQL is not running: releasing the leader key",
+                vec![Action::ReleaseLeader],
+            );
+        }
+        return Decision::new(
+            "the cluster is paused: PostgreSQL is not running and is left stopped",
+            vec![],
+        );
+    }
     if w.holds_lock() {
         return if was_primary {
             Decision::new(
@@ -438,7 +583,7 @@ fn decide_stopped(w: &World, was_primary: bool) -> Decision {
     )
 }
 
-fn decide_primary(w: &World, cluster: &Cluster, sysid: &str) -> Decision {
+fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy) -> Decision {
     if w.holds_lock() {
         let mut actions = vec![Action::RenewLease];
         if cluster.initialize.as_deref().is_none_or(str::is_empty) {
@@ -446,10 +591,67 @@ fn decide_primary(w: &World, cluster: &Cluster, sysid: &str) -> Decision {
                 sysid: sysid.to_string(),
             });
         }
+        if let Some(req) = w.request() {
+            let (summary, more) = leader_request(w, req, policy);
+            actions.extend(more);
+            return Decision::new(summary, actions);
+        }
+        if let Health::Failed(why) = &w.health
+            && w.failed_health_loops >= w.settings.failed_loops_before_handover.max(1)
+        {
+            if w.settings.paused {
+                return Decision::new(
+                    format!(
+                        "my policy judges me failed ({why}), but the cluster is paused: staying leader"
+                    ),
+                    actions,
+                );
+            }
+            if let Some(at) = w.handover_aborted_ms
+                && w.now_ms.saturating_sub(at) < HANDOVER_RETRY_MS
+            {
+                return Decision::new(
+                    format!(
+                        "my policy judges me failed ({why}); the last hand-over was aborted {} s ago: staying leader for now",
+                        w.now_ms.saturating_sub(at) / 1000
+                    ),
+                    actions,
+                );
+            }
+            let view = w.handover_view(ElectionReason::LeaderUnhealthy);
+            return match streaming_only(w, policy.rank(&view)) {
+                Ranking::Candidates(list) if !list.is_empty() => {
+                    let to = list[0].name.clone();
+                    actions.push(Action::HandOver { to: to.clone() });
+                    Decision::new(
+                        format!(
+                            "my policy judged me failed for {} loops ({why}): handing over to {to} ({})",
+                            w.failed_health_loops, list[0].reason
+                        ),
+                        actions,
+                    )
+                }
+                Ranking::Veto(v) => Decision::new(
+                    format!(
+                        "my policy judges me failed ({why}), but no candidate may take over ({v}): staying leader"
+                    ),
+                    actions,
+                ),
+                Ranking::Candidates(_) => Decision::new(
+                    format!(
+                        "my policy judges me failed ({why}), but no healthy candidate can take over: staying leader"
+                    ),
+                    actions,
+                ),
+            };
+        }
         return Decision::new(
             format!("no action: I am ({}) the leader with the lock", w.me),
             actions,
         );
+    }
+    if w.settings.paused {
+        return decide_primary_paused(w, cluster);
     }
     if w.leader_is_me_other_lease() {
         if w.lease_valid() && w.our_lease.is_some() {
@@ -489,6 +691,170 @@ fn decide_primary(w: &World, cluster: &Cluster, sysid: &str) -> Decision {
     }
 }
 
+/// The leader's answer to a request in the `failover` key: a summary and the actions besides
+/// renewing the lease.
+fn leader_request(w: &World, req: Request<'_>, policy: &dyn Policy) -> (String, Vec<Action>) {
+    let what = req.describe();
+    if let Some(l) = req.leader
+        && l != w.me
+    {
+        return (
+            format!("dropping the switchover request {what}: it names {l} as leader, but I am"),
+            vec![Action::ClearFailover],
+        );
+    }
+    if req.candidate == Some(w.me.as_str()) {
+        return (
+            format!("dropping the switchover request {what}: I am already the leader"),
+            vec![Action::ClearFailover],
+        );
+    }
+    if w.settings.paused && req.candidate.is_none() {
+        return (
+            "dropping the switchover request: in a paused cluster a switchover needs a named candidate"
+                .into(),
+            vec![Action::ClearFailover],
+        );
+    }
+    match req.due(w) {
+        Due::Now => {}
+        Due::Later(ms) => {
+            return (
+                format!(
+                    "I am ({}) the leader; switchover {what} scheduled in {} s",
+                    w.me,
+                    ms.div_ceil(1000)
+                ),
+                vec![],
+            );
+        }
+        Due::Stale => {
+            return (
+                format!(
+                    "dropping the switchover {what} scheduled at {}: more than 1.5 loops late",
+                    req.scheduled_at.unwrap_or_default()
+                ),
+                vec![Action::ClearFailover],
+            );
+        }
+        Due::Invalid => {
+            return (
+                format!(
+                    "dropping the switchover {what}: scheduled_at {:?} is not an ISO 8601 time",
+                    req.scheduled_at.unwrap_or_default()
+                ),
+                vec![Action::ClearFailover],
+            );
+        }
+    }
+    let others = w
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.members.iter().any(|m| m.name != w.me));
+    if w.peers.is_empty() && others {
+        return (
+            format!("switchover {what} requested: asking the members for their state"),
+            vec![],
+        );
+    }
+    let view = w.handover_view(ElectionReason::Switchover);
+    let ranking = policy.rank(&view);
+    let not_streaming = |c: &str| {
+        matches!(&ranking, Ranking::Candidates(l) if l.iter().any(|r| r.name == c))
+            && !w.pg.streaming.iter().any(|s| s == c)
+    };
+    if let Some(c) = req.candidate
+        && not_streaming(c)
+    {
+        return (
+            format!("switchover {what} is not possible: {c} is not streaming from me"),
+            vec![Action::ClearFailover],
+        );
+    }
+    let list = match streaming_only(w, ranking) {
+        Ranking::Veto(why) => {
+            return (
+                format!("switchover {what} is not possible: {why}"),
+                vec![Action::ClearFailover],
+            );
+        }
+        Ranking::Candidates(list) => list,
+    };
+    let chosen = match req.candidate {
+        Some(c) => list.iter().find(|r| r.name == c),
+        None => list.first(),
+    };
+    match chosen {
+        Some(r) => (
+            format!(
+                "switchover {what}: handing over to {} ({})",
+                r.name, r.reason
+            ),
+            vec![Action::HandOver { to: r.name.clone() }],
+        ),
+        None => {
+            let why = match req.candidate {
+                Some(c) => view
+                    .members
+                    .iter()
+                    .find(|m| m.name == c)
+                    .map(|m| {
+                        policy::DefaultPolicy::ineligible(&view, m)
+                            .unwrap_or_else(|| "the policy does not rank it".into())
+                    })
+                    .unwrap_or_else(|| "it is not a member of the cluster".into()),
+                None => "no eligible candidate".into(),
+            };
+            (
+                format!("switchover {what} is not possible: {why}"),
+                vec![Action::ClearFailover],
+            )
+        }
+    }
+}
+
+/// After an aborted hand-over, a failed leader waits this long before it tries again.
+pub const HANDOVER_RETRY_MS: u64 = 60_000;
+
+/// The candidates of a ranking that stream from this node (the leader): a hand-over waits
+/// for its target to receive the last WAL, which only a streaming replica does at once.
+fn streaming_only(w: &World, r: Ranking) -> Ranking {
+    match r {
+        Ranking::Candidates(list) => Ranking::Candidates(
+            list.into_iter()
+                .filter(|c| w.pg.streaming.contains(&c.name))
+                .collect(),
+        ),
+        veto => veto,
+    }
+}
+
+/// A primary without a valid lock in a paused cluster: never demoted; it takes a free lock.
+fn decide_primary_paused(w: &World, cluster: &Cluster) -> Decision {
+    if w.leader_is_me_other_lease() {
+        return Decision::new(
+            "the cluster is paused; the leader key has my name from an earlier run: re-attaching it",
+            vec![Action::ReattachLeader],
+        );
+    }
+    match cluster.leader_name() {
+        None => Decision::new(
+            "the cluster is paused and I run as primary without the leader key: taking it",
+            vec![Action::AcquireLeader],
+        ),
+        Some(l) if l == w.me => Decision::new(
+            "the cluster is paused; the lease renewal is late: not demoting",
+            vec![],
+        ),
+        Some(l) => Decision::new(
+            format!(
+                "the cluster is paused: running as primary while {l} holds the leader key; not demoting"
+            ),
+            vec![],
+        ),
+    }
+}
+
 fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
     if w.holds_lock() {
         return Decision::new(
@@ -524,6 +890,54 @@ fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
 }
 
 fn elect(w: &World, policy: &dyn Policy) -> Decision {
+    if let Some(req) = w.request()
+        && let Some(c) = req.candidate
+        && matches!(req.due(w), Due::Now)
+    {
+        if c == w.me
+            && !w.settings.nofailover
+            && w.settings.failover_priority > 0
+            && !matches!(w.health, Health::Failed(_))
+        {
+            return Decision::new(
+                "no leader and a failover to me was requested: racing for the lock",
+                vec![Action::AcquireLeader],
+            );
+        }
+        let viable = w.peers.get(c).and_then(Option::as_ref).is_some_and(|p| {
+            p.in_recovery
+                && p.state == "running"
+                && p.healthy
+                && !p.nofailover
+                && p.failover_priority > 0
+        });
+        let waited = w
+            .unlocked_since_ms
+            .map(|s| w.now_ms.saturating_sub(s))
+            .unwrap_or(0);
+        if viable && (w.settings.paused || waited < w.settings.ttl_ms) {
+            return Decision::new(
+                format!(
+                    "no leader: a failover to {c} was requested, waiting for it to take the lock"
+                ),
+                vec![],
+            );
+        }
+        if w.settings.paused {
+            return Decision::new(
+                format!(
+                    "no leader: a failover to {c} was requested, but {c} cannot take it; the cluster is paused"
+                ),
+                vec![],
+            );
+        }
+    }
+    if w.settings.paused {
+        return Decision::new(
+            "no leader, but the cluster is paused: not racing for the lock",
+            vec![],
+        );
+    }
     let view = w.election_view();
     match policy.rank(&view) {
         Ranking::Veto(why) => Decision::new(format!("no leader, not racing: {why}"), vec![]),

@@ -14,6 +14,11 @@ pub enum ElectionReason {
     LeaderLost,
     /// A fresh cluster with no leader yet.
     NoLeader,
+    /// The leader hands over because its policy judged it failed; the leader is not in the
+    /// view's members.
+    LeaderUnhealthy,
+    /// An operator asked the leader to hand over; the leader is not in the view's members.
+    Switchover,
 }
 
 /// One member as the election sees it.
@@ -43,6 +48,10 @@ pub struct CandidateView {
 pub struct ElectionView {
     pub members: Vec<CandidateView>,
     pub former_leader: Option<String>,
+    /// The former leader's `zone` tag, when the former leader is not among the members (a
+    /// hand-over) or its tags are known.
+    #[serde(default)]
+    pub former_leader_zone: Option<String>,
     pub reason: ElectionReason,
     /// `/status` optime of the last leader.
     pub leader_optime: Option<u64>,

@@ -28,11 +28,12 @@ fn role(r: Role) -> wit::Role {
 }
 
 pub(crate) fn cluster_view(view: &ElectionView) -> wit::ClusterView {
-    let former_leader_zone = view
-        .former_leader
-        .as_ref()
-        .and_then(|f| view.members.iter().find(|m| &m.name == f))
-        .and_then(|m| m.tags.get("zone").cloned());
+    let former_leader_zone = view.former_leader_zone.clone().or_else(|| {
+        view.former_leader
+            .as_ref()
+            .and_then(|f| view.members.iter().find(|m| &m.name == f))
+            .and_then(|m| m.tags.get("zone").cloned())
+    });
     let mut members: Vec<wit::Member> = view
         .members
         .iter()
@@ -73,6 +74,10 @@ pub(crate) fn cluster_view(view: &ElectionView) -> wit::ClusterView {
         reason: match view.reason {
             ElectionReason::LeaderLost => wit::ElectionReason::LeaderLost,
             ElectionReason::NoLeader => wit::ElectionReason::NoLeader,
+            // TODO(wit): a `switchover` reason of its own.
+            ElectionReason::LeaderUnhealthy | ElectionReason::Switchover => {
+                wit::ElectionReason::LeaderUnhealthy
+            }
         },
         leader_optime: view.leader_optime,
         maximum_lag_on_failover: view.maximum_lag_on_failover,

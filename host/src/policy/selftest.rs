@@ -37,6 +37,7 @@ fn view(members: Vec<CandidateView>, former_leader: Option<&str>) -> ElectionVie
     ElectionView {
         members,
         former_leader: former_leader.map(str::to_string),
+        former_leader_zone: None,
         reason: ElectionReason::LeaderLost,
         leader_optime: Some(OPTIME),
         maximum_lag_on_failover: MIB,

@@ -931,6 +931,7 @@ fn arb_view() -> impl proptest::strategy::Strategy<Value = ElectionView> {
             let n = members.len();
             ElectionView {
                 former_leader: former.filter(|f| *f < n).map(|f| format!("pg-{f}")),
+                former_leader_zone: None,
                 reason: if new_cluster {
                     ElectionReason::NoLeader
                 } else {

@@ -5,8 +5,10 @@
 //! When `regent` runs as root, every PostgreSQL binary runs as the data directory's owner (the
 //! owner of its parent, or `postgresql.os_user`): PostgreSQL refuses to run as root.
 
+mod probe;
 mod state;
 
+pub use probe::{ProbeTarget, Prober};
 pub use state::{PgState, ReplicationRow};
 
 use crate::ha::DataDir;
@@ -101,6 +103,9 @@ pub struct Postgres {
     sync_names: std::sync::Mutex<String>,
     /// Slots of members no longer in the DCS, and since when.
     departed_slots: std::sync::Mutex<BTreeMap<String, std::time::Instant>>,
+    /// The arguments of the last `configure`, so parameter changes can be applied without
+    /// changing the role or the upstream.
+    last_configured: std::sync::Mutex<Option<(bool, Option<Upstream>)>>,
 }
 
 /// How long the slot of a member that left the DCS is kept (Patroni's `member_slots_ttl`).
@@ -139,6 +144,7 @@ impl Postgres {
             session: Mutex::new(None),
             sync_names: std::sync::Mutex::new(String::new()),
             departed_slots: std::sync::Mutex::new(BTreeMap::new()),
+            last_configured: std::sync::Mutex::new(None),
         })
     }
 
@@ -331,6 +337,9 @@ impl Postgres {
     /// Write `regent.conf` (our GUCs, plus primary_conninfo for a replica), make
     /// postgresql.conf include it, and create or remove `standby.signal`.
     pub fn configure(&self, standby: bool, upstream: Option<&Upstream>) -> Result<()> {
+        if let Ok(mut g) = self.last_configured.lock() {
+            *g = Some((standby, upstream.cloned()));
+        }
         let mut text = String::from(
             "# Managed by regent: rewritten before every start. Edit the regent config instead.\n",
         );
@@ -399,6 +408,23 @@ impl Postgres {
             std::fs::remove_file(&signal).map_err(|e| io("remove standby.signal", e))?;
         }
         Ok(())
+    }
+
+    /// Replace the GUCs (after a change of the cluster's or the local configuration) and
+    /// rewrite `regent.conf` with the role and upstream of the last `configure`, then reload a
+    /// running server. Returns whether anything changed. Settings that need a restart show up
+    /// as pending (`PgState::pending_restart`).
+    pub fn set_parameters(&mut self, parameters: BTreeMap<String, String>) -> Result<bool> {
+        if self.s.parameters == parameters {
+            return Ok(false);
+        }
+        self.s.parameters = parameters;
+        let last = self.last_configured.lock().ok().and_then(|g| g.clone());
+        if let Some((standby, upstream)) = last {
+            self.configure(standby, upstream.as_ref())?;
+            self.reload()?;
+        }
+        Ok(true)
     }
 
     /// Set `synchronous_standby_names` on the running primary (rewrites regent.conf, reloads).
@@ -542,9 +568,9 @@ impl Postgres {
         Ok(c)
     }
 
-    /// Connect as the superuser over TCP.
-    async fn new_connection(&self) -> Result<tokio_postgres::Client> {
-        let host = if self.s.listen_host == "*" || self.s.listen_host == "0.0.0.0" {
+    /// The address local connections use.
+    fn local_host(&self) -> String {
+        if self.s.listen_host == "*" || self.s.listen_host == "0.0.0.0" {
             "127.0.0.1".to_string()
         } else {
             self.s
@@ -554,7 +580,22 @@ impl Postgres {
                 .unwrap_or("127.0.0.1")
                 .trim()
                 .to_string()
-        };
+        }
+    }
+
+    /// Where the policies' SQL probes connect: the local server, as the superuser.
+    pub fn probe_target(&self) -> ProbeTarget {
+        ProbeTarget {
+            host: self.local_host(),
+            port: self.s.port,
+            user: self.s.superuser.user.clone(),
+            password: self.s.superuser.password.clone(),
+        }
+    }
+
+    /// Connect as the superuser over TCP.
+    async fn new_connection(&self) -> Result<tokio_postgres::Client> {
+        let host = self.local_host();
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&host)
             .port(self.s.port)

@@ -29,6 +29,9 @@ pub struct PgState {
     pub postmaster_start_time: Option<String>,
     pub server_version: u32,
     pub replication: Vec<ReplicationRow>,
+    /// Settings changed in the configuration that take effect only after a restart:
+    /// `(name, the value the server runs with)`.
+    pub pending_restart: Vec<(String, String)>,
 }
 
 impl PgState {
@@ -57,6 +60,8 @@ SELECT pg_is_in_recovery(),
   to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00:00',
   current_setting('server_version_num')::int";
 
+const PENDING_SQL: &str = "SELECT name, setting FROM pg_settings WHERE pending_restart";
+
 const REPL_SQL: &str = "\
 SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority,
   (flush_lsn - '0/0')::bigint
@@ -82,7 +87,14 @@ pub async fn query(c: &tokio_postgres::Client) -> Result<PgState> {
         postmaster_start_time: r.get(9),
         server_version: u32::try_from(r.get::<_, i32>(10)).unwrap_or(0),
         replication: Vec::new(),
+        pending_restart: Vec::new(),
     };
+    for row in c.query(PENDING_SQL, &[]).await? {
+        st.pending_restart.push((
+            row.get::<_, Option<String>>(0).unwrap_or_default(),
+            row.get::<_, Option<String>>(1).unwrap_or_default(),
+        ));
+    }
     for row in c.query(REPL_SQL, &[]).await? {
         st.replication.push(ReplicationRow {
             usename: row.get::<_, Option<String>>(0).unwrap_or_default(),
