@@ -384,41 +384,54 @@ impl Default for RegentSection {
     }
 }
 
+impl Etcd {
+    /// The endpoints, `host:port` each: `hosts` (list or comma-separated), else `host`.
+    pub fn endpoints(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match &self.hosts {
+            Some(HostList::List(v)) => out.extend(v.iter().map(|s| s.trim().to_string())),
+            Some(HostList::Comma(s)) => out.extend(
+                s.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty()),
+            ),
+            None => {}
+        }
+        if out.is_empty()
+            && let Some(h) = &self.host
+        {
+            out.push(h.trim().to_string());
+        }
+        out
+    }
+}
+
+/// The DCS prefix `/<namespace>/<scope>/` with duplicate slashes collapsed (Patroni's rule).
+pub fn dcs_prefix(namespace: &str, scope: &str) -> String {
+    let raw = format!("/{namespace}/{scope}/");
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl Config {
     /// The etcd endpoints, `host:port` each, from `etcd3` (preferred) or `etcd`.
     pub fn etcd_endpoints(&self) -> Vec<String> {
-        let sec = self.etcd3.as_ref().or(self.etcd.as_ref());
-        let mut out = Vec::new();
-        if let Some(sec) = sec {
-            match &sec.hosts {
-                Some(HostList::List(v)) => out.extend(v.iter().map(|s| s.trim().to_string())),
-                Some(HostList::Comma(s)) => out.extend(
-                    s.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty()),
-                ),
-                None => {}
-            }
-            if out.is_empty()
-                && let Some(h) = &sec.host
-            {
-                out.push(h.trim().to_string());
-            }
-        }
-        out
+        self.etcd3
+            .as_ref()
+            .or(self.etcd.as_ref())
+            .map(Etcd::endpoints)
+            .unwrap_or_default()
     }
 
     /// The DCS prefix `/<namespace>/<scope>/` with duplicate slashes collapsed.
     pub fn dcs_prefix(&self) -> String {
-        let raw = format!("/{}/{}/", self.namespace, self.scope);
-        let mut out = String::with_capacity(raw.len());
-        for c in raw.chars() {
-            if c == '/' && out.ends_with('/') {
-                continue;
-            }
-            out.push(c);
-        }
-        out
+        dcs_prefix(&self.namespace, &self.scope)
     }
 
     pub fn restapi_connect(&self) -> &str {

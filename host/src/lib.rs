@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod dcs;
 pub mod fence;
 pub mod ha;

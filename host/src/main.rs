@@ -1,8 +1,8 @@
-//! The `regent` binary: `run`, `validate-config`, `policy check|eval`, and the internal `guard`.
+//! The `regent` binary: `run`, `validate-config`, `ctl`, `policy check|eval`, and the internal `guard`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use regent::{api, config, fence, policy, supervisor};
+use regent::{api, config, ctl, fence, policy, supervisor};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +32,8 @@ enum Cmd {
     Run { config: PathBuf },
     /// Check a configuration file without starting anything.
     ValidateConfig { config: PathBuf },
+    /// Manage a cluster (patronictl's commands): list, switchover, edit-config, ...
+    Ctl(ctl::CtlArgs),
     /// Check or try out a failover policy plugin.
     Policy {
         #[command(subcommand)]
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Ctl(args) => ExitCode::from(ctl::main(args)),
         Cmd::Policy { cmd } => {
             init_logs(cli.log_format);
             match policy_cmd(cmd) {

@@ -747,3 +747,48 @@ pub fn longest_gap(acks: &[(Instant, i64, usize)], from: Instant) -> Duration {
         .max()
         .unwrap_or_default()
 }
+
+pub mod ctl;
+
+impl Etcd {
+    /// Every key under `prefix` with its raw value (etcdctl get --prefix), sorted by key.
+    pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let out = self
+            .etcdctl(&["get", "--prefix", prefix])
+            .expect("run etcdctl");
+        assert!(out.status.success(), "etcdctl get --prefix {prefix} failed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut kvs: Vec<(String, String)> = lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].to_string(), c[1].to_string()))
+            .collect();
+        kvs.sort();
+        kvs
+    }
+}
+
+impl Cluster {
+    /// Start `n` nodes and wait for a leader with `n - 1` streaming replicas.
+    pub fn healthy(n: usize, spec: NodeSpec) -> (Cluster, usize) {
+        let mut c = Cluster::new(n, spec);
+        c.start_all();
+        let leader = c.wait_leader(Duration::from_secs(90));
+        c.wait_streaming(leader, n - 1, Duration::from_secs(90));
+        (c, leader)
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// The leader key's value.
+    pub fn leader_key(&self) -> Option<String> {
+        self.etcd.get("/service/test/leader")
+    }
+}

@@ -416,6 +416,16 @@ impl EtcdDcs {
             .await
     }
 
+    /// Request a switchover/failover through the `failover` key (what patronictl writes when the
+    /// leader's REST API cannot be reached; the leader's HA loop acts on it).
+    pub async fn write_failover(&self, failover: &Failover) -> Result<()> {
+        let value = serde_json::to_string(failover).map_err(|source| DcsError::Encode {
+            key: "failover",
+            source,
+        })?;
+        self.put_plain("put failover", keys::FAILOVER, value).await
+    }
+
     async fn put_plain(&self, op: &'static str, rel: &str, value: String) -> Result<()> {
         let mut c = self.client.clone();
         self.call(op, c.put(self.key(rel), value, None)).await?;

@@ -1,0 +1,78 @@
+//! The etcd side of `regent ctl`: linearizable reads of the whole cluster prefix, the `config`
+//! key's compare-and-swap, and the `failover` key (the switchover fallback).
+//!
+//! [`Store`] is a trait so the commands can be tested against an in-memory cluster.
+
+use super::CtlError;
+use super::target::Target;
+use crate::dcs::{Cluster, DcsError, EtcdDcs, Failover};
+use serde_json::Value;
+use std::time::Duration;
+
+/// What the commands need from the DCS.
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    async fn read(&self) -> Result<Cluster, CtlError>;
+    /// Write the `config` key if its mod_revision is still `revision`; `false` if it moved.
+    async fn write_config(&self, config: &Value, revision: i64) -> Result<bool, CtlError>;
+    async fn write_failover(&self, failover: &Failover) -> Result<(), CtlError>;
+}
+
+/// The cluster's keys in etcd.
+pub struct EtcdStore {
+    dcs: EtcdDcs,
+    endpoints: String,
+    from: String,
+}
+
+impl EtcdStore {
+    pub async fn connect(target: &Target, timeout: Duration) -> Result<EtcdStore, CtlError> {
+        let endpoints = target.endpoints.join(",");
+        let from = target.endpoints_from.clone();
+        let dcs = EtcdDcs::connect(&target.endpoints, &target.prefix, timeout)
+            .await
+            .map_err(|source| CtlError::Etcd {
+                op: "connect to etcd",
+                endpoints: endpoints.clone(),
+                from: from.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(EtcdStore {
+            dcs,
+            endpoints,
+            from,
+        })
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(DcsError) -> CtlError + '_ {
+        move |source| CtlError::Etcd {
+            op,
+            endpoints: self.endpoints.clone(),
+            from: self.from.clone(),
+            source: Box::new(source),
+        }
+    }
+}
+
+impl Store for EtcdStore {
+    async fn read(&self) -> Result<Cluster, CtlError> {
+        self.dcs
+            .read_cluster()
+            .await
+            .map_err(self.err("read the cluster from etcd"))
+    }
+
+    async fn write_config(&self, config: &Value, revision: i64) -> Result<bool, CtlError> {
+        self.dcs
+            .write_config(config, Some(revision))
+            .await
+            .map_err(self.err("write the config key"))
+    }
+
+    async fn write_failover(&self, failover: &Failover) -> Result<(), CtlError> {
+        self.dcs
+            .write_failover(failover)
+            .await
+            .map_err(self.err("write the failover key"))
+    }
+}

@@ -1,0 +1,410 @@
+//! Where the cluster is: a Regent or Patroni configuration file (`-c`, `REGENT_CONFIG`),
+//! `--dcs-url etcd3://HOST:PORT[/NAMESPACE]` and `--scope`, and the REST credentials.
+//!
+//! A configuration file is read loosely, as patronictl reads it: only `scope`, `namespace`,
+//! `etcd3`/`etcd`, `ctl.authentication` and `restapi.authentication` are looked at, so a
+//! patronictl config file (etcd and scope only) works as well as a full node config.
+
+use super::CtlError;
+use crate::config::{Etcd, dcs_prefix, split_host_port};
+use serde_yaml::Value;
+use std::path::Path;
+
+/// REST API Basic-auth credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// The resolved cluster address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub scope: String,
+    /// `/<namespace>/<scope>/`.
+    pub prefix: String,
+    /// etcd endpoints, `host:port` each.
+    pub endpoints: Vec<String>,
+    /// Where the endpoints came from, for error messages (`--dcs-url`, `etcd3.hosts in FILE`).
+    pub endpoints_from: String,
+    pub auth: Option<Credentials>,
+}
+
+/// What the command line and the environment said.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sources<'a> {
+    pub config: Option<&'a Path>,
+    pub dcs_url: Option<&'a str>,
+    pub scope: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+}
+
+const DEFAULT_NAMESPACE: &str = "/service/";
+const DEFAULT_ETCD_PORT: u16 = 2379;
+
+/// Resolve the target: `--dcs-url` and `--scope` override the file; credentials from the flags
+/// (or `REGENT_CTL_USERNAME`/`REGENT_CTL_PASSWORD`), else `ctl.authentication`, else
+/// `restapi.authentication`.
+pub fn resolve(src: &Sources) -> Result<Target, CtlError> {
+    let file = match src.config {
+        Some(path) => Some(read_config(path)?),
+        None => None,
+    };
+    let doc = file.as_ref();
+    let shown = src.config.map(|p| p.display().to_string());
+
+    let mut namespace = doc
+        .and_then(|d| d.get("namespace"))
+        .map(|v| scalar(v, "namespace", shown.as_deref()))
+        .transpose()?
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let (endpoints, endpoints_from) = match src.dcs_url {
+        Some(url) => {
+            let (eps, ns) = parse_dcs_url(url)?;
+            if let Some(ns) = ns {
+                namespace = ns;
+            }
+            (eps, format!("--dcs-url {url}"))
+        }
+        None => match (doc, shown.as_deref()) {
+            (Some(d), Some(path)) => file_endpoints(d, path)?,
+            _ => {
+                return Err(CtlError::Usage(
+                    "regent ctl does not know where the cluster is: pass -c FILE (a Regent or Patroni config; or set REGENT_CONFIG), or --dcs-url etcd3://HOST:PORT with --scope NAME".into(),
+                ));
+            }
+        },
+    };
+    let scope = match src.scope {
+        Some(s) => s.to_string(),
+        None => match doc.and_then(|d| d.get("scope")) {
+            Some(v) => scalar(v, "scope", shown.as_deref())?,
+            None => {
+                let place = shown
+                    .map(|p| format!("{p} has no `scope:`"))
+                    .unwrap_or_else(|| "no config file was given".into());
+                return Err(CtlError::Usage(format!(
+                    "which cluster? {place}; pass --scope NAME (the cluster's `scope`)"
+                )));
+            }
+        },
+    };
+    if scope.trim().is_empty() || scope.contains('/') {
+        return Err(CtlError::Usage(format!(
+            "scope {scope:?} is not a cluster name: it must be non-empty and without `/`"
+        )));
+    }
+    let auth = credentials(src, doc, shown.as_deref())?;
+    Ok(Target {
+        prefix: dcs_prefix(&namespace, &scope),
+        scope,
+        endpoints,
+        endpoints_from,
+        auth,
+    })
+}
+
+fn read_config(path: &Path) -> Result<Value, CtlError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CtlError::Usage(format!(
+            "cannot read config file {}: {e}; check the -c/--config path (or REGENT_CONFIG)",
+            path.display()
+        ))
+    })?;
+    let doc: Value = serde_yaml::from_str(&text).map_err(|e| {
+        CtlError::Usage(format!(
+            "config file {} is not valid YAML: {e}",
+            path.display()
+        ))
+    })?;
+    if !doc.is_mapping() {
+        return Err(CtlError::Usage(format!(
+            "config file {} is not a YAML mapping (expected keys like `scope:` and `etcd3:`)",
+            path.display()
+        )));
+    }
+    Ok(doc)
+}
+
+fn scalar(v: &Value, key: &str, file: Option<&str>) -> Result<String, CtlError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => Err(CtlError::Usage(format!(
+            "{key} in {}: expected a string",
+            file.unwrap_or("the config file")
+        ))),
+    }
+}
+
+/// `etcd3` (preferred) or `etcd` from the file, each endpoint checked.
+fn file_endpoints(doc: &Value, path: &str) -> Result<(Vec<String>, String), CtlError> {
+    let (section, raw) = match (doc.get("etcd3"), doc.get("etcd")) {
+        (Some(v), _) => ("etcd3", v),
+        (None, Some(v)) => ("etcd", v),
+        (None, None) => {
+            return Err(CtlError::Usage(format!(
+                "{path} has no etcd3 section: add `etcd3: {{hosts: [HOST:2379]}}`, or pass --dcs-url etcd3://HOST:PORT"
+            )));
+        }
+    };
+    let etcd: Etcd = serde_yaml::from_value(raw.clone()).map_err(|e| {
+        CtlError::Usage(format!(
+            "{section} in {path}: {e}; expected `{section}: {{hosts: [HOST:PORT, ...]}}`"
+        ))
+    })?;
+    let endpoints = etcd.endpoints();
+    if endpoints.is_empty() {
+        return Err(CtlError::Usage(format!(
+            "{section} in {path} lists no endpoint: set {section}.hosts: [HOST:PORT, ...]"
+        )));
+    }
+    for ep in &endpoints {
+        check_endpoint(ep, &format!("{section}.hosts in {path}"))?;
+    }
+    Ok((endpoints, format!("{section}.hosts in {path}")))
+}
+
+fn check_endpoint(ep: &str, from: &str) -> Result<(), CtlError> {
+    if ep.contains("://") {
+        return Err(CtlError::Usage(format!(
+            "{from}: {ep:?} is a URL; write HOST:PORT (e.g. 10.0.0.1:2379)"
+        )));
+    }
+    if split_host_port(ep).is_none() {
+        return Err(CtlError::Usage(format!(
+            "{from}: {ep:?} is not HOST:PORT (e.g. 10.0.0.1:2379)"
+        )));
+    }
+    Ok(())
+}
+
+/// `etcd3://HOST[:PORT][,HOST[:PORT]...][/NAMESPACE]` → endpoints and the namespace, if given.
+/// The scheme may be left out; `etcd://` is read as etcd v3 (Regent speaks only v3).
+pub fn parse_dcs_url(url: &str) -> Result<(Vec<String>, Option<String>), CtlError> {
+    let rest = match url.split_once("://") {
+        Some(("etcd3" | "etcd", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(CtlError::Usage(format!(
+                "--dcs-url {url}: regent ctl speaks etcd v3 only, not {scheme}; use etcd3://HOST:PORT[/NAMESPACE]"
+            )));
+        }
+        None => url.trim_start_matches("//"),
+    };
+    let (hosts, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let mut endpoints = Vec::new();
+    for h in hosts.split(',').map(str::trim) {
+        let ep = if h.is_empty() {
+            format!("localhost:{DEFAULT_ETCD_PORT}")
+        } else if h.starts_with(':') {
+            format!("localhost{h}")
+        } else if split_host_port(h).is_some() {
+            h.to_string()
+        } else if h.contains(':') && !h.starts_with('[') {
+            return Err(CtlError::Usage(format!(
+                "--dcs-url {url}: {h:?} has no valid port; use etcd3://HOST:PORT"
+            )));
+        } else {
+            format!("{h}:{DEFAULT_ETCD_PORT}")
+        };
+        check_endpoint(&ep, &format!("--dcs-url {url}"))?;
+        endpoints.push(ep);
+    }
+    let namespace = path
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && *p != "/")
+        .map(str::to_string);
+    Ok((endpoints, namespace))
+}
+
+fn credentials(
+    src: &Sources,
+    doc: Option<&Value>,
+    file: Option<&str>,
+) -> Result<Option<Credentials>, CtlError> {
+    if src.username.is_some() || src.password.is_some() {
+        return match (src.username, src.password) {
+            (Some(u), Some(p)) => Ok(Some(Credentials {
+                username: u.to_string(),
+                password: p.to_string(),
+            })),
+            _ => Err(CtlError::Usage(
+                "--username and --password (REGENT_CTL_USERNAME, REGENT_CTL_PASSWORD) go together: give both".into(),
+            )),
+        };
+    }
+    let Some(doc) = doc else { return Ok(None) };
+    for section in ["ctl", "restapi"] {
+        let Some(auth) = doc.get(section).and_then(|s| s.get("authentication")) else {
+            continue;
+        };
+        let get = |k: &str| {
+            auth.get(k)
+                .map(|v| scalar(v, &format!("{section}.authentication.{k}"), file))
+                .transpose()
+        };
+        return match (get("username")?, get("password")?) {
+            (Some(username), Some(password)) => Ok(Some(Credentials { username, password })),
+            _ => Err(CtlError::Usage(format!(
+                "{section}.authentication in {}: needs both username and password",
+                file.unwrap_or("the config file")
+            ))),
+        };
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.yml");
+        std::fs::write(&p, yaml).expect("write");
+        (dir, p)
+    }
+
+    fn usage(e: CtlError) -> String {
+        match e {
+            CtlError::Usage(s) => s,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn patronictl_style_file() {
+        let (_d, p) = file(
+            "scope: batman\nnamespace: /db/\netcd3:\n  hosts: 10.0.0.1:2379, 10.0.0.2:2379\nrestapi:\n  authentication: {username: r, password: rp}\n",
+        );
+        let t = resolve(&Sources {
+            config: Some(&p),
+            ..Sources::default()
+        })
+        .expect("resolves");
+        assert_eq!(t.scope, "batman");
+        assert_eq!(t.prefix, "/db/batman/");
+        assert_eq!(t.endpoints, vec!["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert!(t.endpoints_from.starts_with("etcd3.hosts in "));
+        assert_eq!(t.auth.as_ref().map(|a| a.username.as_str()), Some("r"));
+    }
+
+    #[test]
+    fn ctl_section_wins_and_flags_win_over_files() {
+        let (_d, p) = file(
+            "scope: s\netcd3: {host: 'h:1'}\nctl:\n  authentication: {username: c, password: cp}\nrestapi:\n  authentication: {username: r, password: rp}\n",
+        );
+        let src = Sources {
+            config: Some(&p),
+            ..Sources::default()
+        };
+        let t = resolve(&src).expect("resolves");
+        assert_eq!(
+            t.auth,
+            Some(Credentials {
+                username: "c".into(),
+                password: "cp".into()
+            })
+        );
+        let t = resolve(&Sources {
+            username: Some("f"),
+            password: Some("fp"),
+            scope: Some("other"),
+            dcs_url: Some("etcd3://e1:3000,e2/ns"),
+            ..src
+        })
+        .expect("resolves");
+        assert_eq!(t.auth.map(|a| a.username), Some("f".into()));
+        assert_eq!(t.scope, "other");
+        assert_eq!(t.prefix, "/ns/other/");
+        assert_eq!(t.endpoints, vec!["e1:3000", "e2:2379"]);
+        assert_eq!(t.endpoints_from, "--dcs-url etcd3://e1:3000,e2/ns");
+
+        let e = usage(
+            resolve(&Sources {
+                username: Some("f"),
+                ..src
+            })
+            .expect_err("password missing"),
+        );
+        assert!(e.contains("go together"), "{e}");
+    }
+
+    #[test]
+    fn dcs_urls() {
+        assert_eq!(
+            parse_dcs_url("etcd3://127.0.0.1:2379").expect("ok"),
+            (vec!["127.0.0.1:2379".to_string()], None)
+        );
+        assert_eq!(
+            parse_dcs_url("etcd3://:2399/custom").expect("ok"),
+            (vec!["localhost:2399".to_string()], Some("/custom".into()))
+        );
+        assert_eq!(
+            parse_dcs_url("myhost").expect("ok").0,
+            vec!["myhost:2379".to_string()]
+        );
+        let e = usage(parse_dcs_url("consul://h:8500").expect_err("consul"));
+        assert!(e.contains("etcd v3 only"), "{e}");
+        let e = usage(parse_dcs_url("etcd3://h:port").expect_err("bad port"));
+        assert!(e.contains("no valid port"), "{e}");
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let e = usage(resolve(&Sources::default()).expect_err("nothing given"));
+        assert!(e.contains("-c FILE") && e.contains("--dcs-url"), "{e}");
+
+        let e = usage(
+            resolve(&Sources {
+                dcs_url: Some("etcd3://h:1"),
+                ..Sources::default()
+            })
+            .expect_err("no scope"),
+        );
+        assert!(e.contains("--scope NAME"), "{e}");
+
+        let (_d, p) = file("scope: s\n");
+        let e = usage(
+            resolve(&Sources {
+                config: Some(&p),
+                ..Sources::default()
+            })
+            .expect_err("no etcd"),
+        );
+        assert!(e.contains("has no etcd3 section"), "{e}");
+
+        let (_d, p) = file("scope: s\netcd3: {hosts: ['http://h:2379']}\n");
+        let e = usage(
+            resolve(&Sources {
+                config: Some(&p),
+                ..Sources::default()
+            })
+            .expect_err("URL"),
+        );
+        assert!(e.contains("is a URL; write HOST:PORT"), "{e}");
+
+        let missing = Path::new("/nonexistent/regent.yml");
+        let e = usage(
+            resolve(&Sources {
+                config: Some(missing),
+                ..Sources::default()
+            })
+            .expect_err("missing file"),
+        );
+        assert!(e.contains("/nonexistent/regent.yml"), "{e}");
+    }
+}
