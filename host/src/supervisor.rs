@@ -675,6 +675,7 @@ impl Supervisor {
                 tracing::warn!(moved = %moved.display(), "the old data directory was moved aside (delete it when no longer needed)");
             }
             self.sysid = None;
+            self.rewind_failed = false;
             self.role = "replica";
             let _ = self.touch_member().await;
             self.pg.basebackup(&up).await?;
@@ -1439,12 +1440,18 @@ impl Supervisor {
             ttl: self.dynamic.ttl,
             loop_wait: self.dynamic.loop_wait,
             last_loop: Some(std::time::Instant::now()),
-            policy: Some(
-                self.policies
+            policy: Some({
+                let mut info = self
+                    .policies
                     .as_ref()
                     .map(|p| p.info())
-                    .unwrap_or_else(|| serde_json::json!({"name": self.policy.name()})),
-            ),
+                    .unwrap_or_else(|| serde_json::json!({"name": self.policy.name()}));
+                if let Value::Object(m) = &mut info {
+                    // Peers read this to leave a failed node out of their elections.
+                    m.insert("health".into(), health_json(&w.health));
+                }
+                info
+            }),
         };
         self.view_tx.send_replace(view);
     }
@@ -1897,6 +1904,15 @@ fn yaml_scalar(v: &serde_yaml::Value) -> String {
             .unwrap_or_default()
             .trim()
             .to_string(),
+    }
+}
+
+/// The policy verdict as published under `policy.health` in the status document.
+pub fn health_json(h: &Health) -> Value {
+    match h {
+        Health::Healthy => serde_json::json!({"verdict": "healthy"}),
+        Health::Degraded(r) => serde_json::json!({"verdict": "degraded", "reason": r}),
+        Health::Failed(r) => serde_json::json!({"verdict": "failed", "reason": r}),
     }
 }
 
