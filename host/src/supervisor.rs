@@ -273,6 +273,21 @@ impl Supervisor {
         }
         let decision = decide(&world, self.policy.as_ref());
         tracing::info!("{}", decision.summary);
+        for a in &decision.actions {
+            let to = match a {
+                Action::AcquireLeader => Some(self.cfg.name.clone()),
+                Action::HandOver { to } => Some(to.clone()),
+                _ => None,
+            };
+            if let Some(name) = to {
+                self.event(crate::policy::Event::FailoverDecided(
+                    crate::ha::policy::Ranked {
+                        name,
+                        reason: decision.summary.clone(),
+                    },
+                ));
+            }
+        }
         self.update_guard(&world, &decision.actions);
         let mut rerun = false;
         for action in &decision.actions {
@@ -353,6 +368,9 @@ impl Supervisor {
                 None
             }
         };
+        if let (Some(old), Some(new)) = (&self.last_cluster, &cluster) {
+            self.membership_events(old, new);
+        }
         self.last_cluster = cluster.clone();
         if let Some(c) = &cluster
             && let Some(m) = c.leader_name().and_then(|l| c.member(l))
@@ -374,6 +392,16 @@ impl Supervisor {
         }
         let now = mono_ms();
         if cluster.as_ref().is_some_and(|c| c.leader.is_none()) {
+            if self.unlocked_since_ms.is_none() && self.sysid.is_some() {
+                let who = self
+                    .last_leader
+                    .as_ref()
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_else(|| "the leader".into());
+                self.event(crate::policy::Event::FailoverStarted(format!(
+                    "the leader key is gone ({who} no longer holds it)"
+                )));
+            }
             self.unlocked_since_ms.get_or_insert(now);
         } else {
             self.unlocked_since_ms = None;
@@ -384,6 +412,14 @@ impl Supervisor {
         if running {
             match self.pg.query_state().await {
                 Ok(s) => {
+                    if self.phase != PgPhase::Running {
+                        let role = if s.in_recovery {
+                            crate::policy::Role::Replica
+                        } else {
+                            crate::policy::Role::Primary
+                        };
+                        self.event(crate::policy::Event::Started(role));
+                    }
                     self.phase = PgPhase::Running;
                     state = Some(s);
                 }
@@ -814,6 +850,20 @@ impl Supervisor {
         }
     }
 
+    /// `member-joined` / `member-left` for member keys that appeared or vanished.
+    fn membership_events(&self, old: &Cluster, new: &Cluster) {
+        for m in &new.members {
+            if old.member(&m.name).is_none() {
+                self.event(crate::policy::Event::MemberJoined(m.name.clone()));
+            }
+        }
+        for m in &old.members {
+            if new.member(&m.name).is_none() {
+                self.event(crate::policy::Event::MemberLeft(m.name.clone()));
+            }
+        }
+    }
+
     /// Ask every other member for its status, in parallel, with a short timeout.
     async fn poll_peers(&self, c: &Cluster) -> BTreeMap<String, Option<PeerState>> {
         let mut set = tokio::task::JoinSet::new();
@@ -1035,6 +1085,7 @@ impl Supervisor {
                 self.phase = PgPhase::Stopping;
                 self.pg.stop(stop, Duration::from_secs(5)).await?;
                 self.phase = PgPhase::Stopped;
+                self.event(crate::policy::Event::Stopped(crate::policy::Role::Primary));
                 self.role = "demoted";
                 self.sysid = None;
                 self.event(crate::policy::Event::RoleChanged {
@@ -1470,6 +1521,9 @@ impl Supervisor {
                 .and_then(|c| c.leader.as_ref())
                 .is_some_and(|l| l.name == self.cfg.name && Some(l.lease) == self.our_lease);
         tracing::info!(leader, "shutting down");
+        self.event(crate::policy::Event::Stopped(crate::policy::Role::from_name(
+            self.role,
+        )));
         if leader && let Err(e) = self.pg.checkpoint().await {
             tracing::warn!(error = %e, "checkpoint before shutdown failed");
         }
