@@ -196,6 +196,7 @@ struct Lab {
     /// Each node's published REST port (node1..3 at 0..2).
     api: [u16; NODES],
     write_port: u16,
+    read_port: u16,
     network: String,
     policies: PathBuf,
     _tmp: tempfile::TempDir,
@@ -225,7 +226,7 @@ impl Lab {
             }
         }
         let api = [free_port(), free_port(), free_port()];
-        let write_port = free_port();
+        let (write_port, read_port) = (free_port(), free_port());
         let mut env: Vec<(String, String)> = vec![
             ("REGENT_LAB_TAG".into(), project.clone()),
             ("REGENT_LAB_PREFIX".into(), project.clone()),
@@ -236,7 +237,7 @@ impl Lab {
             ("REGENT_LAB_POLICIES".into(), policies.display().to_string()),
             ("REGENT_LAB_BIND".into(), "127.0.0.1".into()),
             ("REGENT_LAB_PORT_WRITE".into(), write_port.to_string()),
-            ("REGENT_LAB_PORT_READ".into(), free_port().to_string()),
+            ("REGENT_LAB_PORT_READ".into(), read_port.to_string()),
             ("REGENT_LAB_PORT_STATS".into(), free_port().to_string()),
             ("REGENT_LAB_PORT_PROMETHEUS".into(), free_port().to_string()),
         ];
@@ -250,6 +251,7 @@ impl Lab {
             env,
             api,
             write_port,
+            read_port,
             policies,
             _tmp: tmp,
         }
@@ -578,6 +580,30 @@ impl Writer {
         self.thread.join();
         self.acks()
     }
+}
+
+/// One query on a new connection through HAProxy's `port`: the first column of the first
+/// row, as text.
+fn query_via(port: u16, sql: &str) -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let conninfo = format!(
+            "host=127.0.0.1 port={port} user=postgres password={PG_PASSWORD} dbname=postgres \
+             connect_timeout=2"
+        );
+        let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let row = client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        row.try_get::<_, String>(0).map_err(|e| e.to_string())
+    })
 }
 
 async fn write_loop(
@@ -1119,11 +1145,34 @@ fn docker_compose_lab() {
          CREATE TABLE split_brain_probe (t timestamptz)",
     )
     .expect("create the test tables");
-    let writer = Writer::start(lab.write_port);
+    // Reads on HAProxy's read port reach the replicas, both of them in turn.
+    let addresses = lab.addresses();
+    let mut readers = BTreeSet::new();
     wait_for(
+        "reads through HAProxy on both replicas",
+        Duration::from_secs(30),
+        || {
+            let r = query_via(
+                lab.read_port,
+                "SELECT pg_is_in_recovery()::text || ' ' || host(inet_server_addr())",
+            )
+            .ok()?;
+            let (in_recovery, ip) = r.split_once(' ')?;
+            assert_eq!(in_recovery, "true", "HAProxy's read port reached a primary");
+            readers.insert(*addresses.get(ip)?);
+            (readers.len() == NODES - 1).then_some(())
+        },
+    );
+    let writer = Writer::start(lab.write_port);
+    let first = wait_for(
         "the first write through HAProxy",
         Duration::from_secs(30),
-        || (!writer.acks().is_empty()).then_some(()),
+        || writer.acks().first().cloned(),
+    );
+    assert_eq!(
+        addresses.get(&first.server),
+        Some(&leader),
+        "HAProxy's write port reaches the leader"
     );
 
     let leader = crash_leader(&lab, &writer, &mut report, leader);
