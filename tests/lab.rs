@@ -268,6 +268,8 @@ impl Lab {
             .arg(root().join("docker/offline.env"))
             .args(args)
             .current_dir(root())
+            // Only the default services (a caller's COMPOSE_PROFILES would add Prometheus).
+            .env_remove("COMPOSE_PROFILES")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
