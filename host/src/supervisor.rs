@@ -1521,9 +1521,9 @@ impl Supervisor {
                 .and_then(|c| c.leader.as_ref())
                 .is_some_and(|l| l.name == self.cfg.name && Some(l.lease) == self.our_lease);
         tracing::info!(leader, "shutting down");
-        self.event(crate::policy::Event::Stopped(crate::policy::Role::from_name(
-            self.role,
-        )));
+        self.event(crate::policy::Event::Stopped(
+            crate::policy::Role::from_name(self.role),
+        ));
         if leader && let Err(e) = self.pg.checkpoint().await {
             tracing::warn!(error = %e, "checkpoint before shutdown failed");
         }
@@ -1580,12 +1580,25 @@ impl Supervisor {
         let (Some(ckpt), Some(c)) = (ckpt, self.last_cluster.as_ref()) else {
             return ckpt;
         };
+        // Only replicas that streamed from us can receive the checkpoint: with none, release
+        // the lock at once.
+        let streaming: Vec<&str> = self
+            .last_pg
+            .iter()
+            .flat_map(|p| p.replication.iter())
+            .filter(|r| r.state == "streaming")
+            .map(|r| r.application_name.as_str())
+            .collect();
         let targets: Vec<(String, u16)> = c
             .members
             .iter()
-            .filter(|m| m.name != self.cfg.name)
+            .filter(|m| m.name != self.cfg.name && streaming.contains(&m.name.as_str()))
             .filter_map(|m| conn_url_host_port(m.data.conn_url.as_deref()?))
             .collect();
+        if targets.is_empty() {
+            tracing::info!("no replica streamed from this leader: releasing the lock at once");
+            return Some(ckpt);
+        }
         if !self
             .wait_received(&targets, ckpt, Duration::from_secs(5))
             .await
@@ -1884,6 +1897,8 @@ fn merged_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, 
         ("max_replication_slots", "10"),
         ("wal_log_hints", "on"),
         ("wal_keep_size", "128MB"),
+        // A replica whose upstream just changed (a failover) reconnects after 1 s, not 5.
+        ("wal_retrieve_retry_interval", "1s"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -318,7 +318,13 @@ impl World {
             members.push(cv);
         }
         members.sort_by(|a, b| a.name.cmp(&b.name));
-        let former_leader = cluster.history.last().and_then(|h| h.new_leader.clone());
+        // The last leader this node saw is the former leader; without one (a node started
+        // after the leader was gone), the last promotion in `/history`.
+        let former_leader = self
+            .last_leader
+            .as_ref()
+            .map(|(n, _)| n.clone())
+            .or_else(|| cluster.history.last().and_then(|h| h.new_leader.clone()));
         let former_leader_zone = former_leader.as_deref().and_then(|f| {
             members
                 .iter()
@@ -619,7 +625,7 @@ fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy
                 );
             }
             let view = w.handover_view(ElectionReason::LeaderUnhealthy);
-            return match streaming_only(w, policy.rank(&view)) {
+            return match streaming_only(w, sync_only(&view, policy.rank(&view))) {
                 Ranking::Candidates(list) if !list.is_empty() => {
                     let to = list[0].name.clone();
                     actions.push(Action::HandOver { to: to.clone() });
@@ -758,7 +764,7 @@ fn leader_request(w: &World, req: Request<'_>, policy: &dyn Policy) -> (String, 
         );
     }
     let view = w.handover_view(ElectionReason::Switchover);
-    let ranking = policy.rank(&view);
+    let ranking = sync_only(&view, policy.rank(&view));
     let not_streaming = |c: &str| {
         matches!(&ranking, Ranking::Candidates(l) if l.iter().any(|r| r.name == c))
             && !w.pg.streaming.iter().any(|s| s == c)
@@ -815,6 +821,19 @@ fn leader_request(w: &World, req: Request<'_>, policy: &dyn Policy) -> (String, 
 
 /// After an aborted hand-over, a failed leader waits this long before it tries again.
 pub const HANDOVER_RETRY_MS: u64 = 60_000;
+
+/// In synchronous mode only the `sync` key's members may be promoted, whatever a policy
+/// answers: a (buggy) policy cannot promote a replica that may lack acknowledged commits.
+fn sync_only(view: &ElectionView, r: Ranking) -> Ranking {
+    match (r, &view.sync_members) {
+        (Ranking::Candidates(list), Some(sync)) => Ranking::Candidates(
+            list.into_iter()
+                .filter(|c| sync.contains(&c.name))
+                .collect(),
+        ),
+        (r, _) => r,
+    }
+}
 
 /// The candidates of a ranking that stream from this node (the leader): a hand-over waits
 /// for its target to receive the last WAL, which only a streaming replica does at once.
@@ -939,7 +958,7 @@ fn elect(w: &World, policy: &dyn Policy) -> Decision {
         );
     }
     let view = w.election_view();
-    match policy.rank(&view) {
+    match sync_only(&view, policy.rank(&view)) {
         Ranking::Veto(why) => Decision::new(format!("no leader, not racing: {why}"), vec![]),
         Ranking::Candidates(list) => {
             let Some(pos) = list.iter().position(|c| c.name == w.me) else {

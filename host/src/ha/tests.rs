@@ -835,6 +835,38 @@ fn failed_leader_world(loops: u32) -> World {
     w
 }
 
+/// In synchronous mode a policy that ranks a non-synchronous replica first does not get it
+/// promoted: the core keeps only the `sync` key's members.
+#[test]
+fn synchronous_mode_ignores_a_policy_ranking_a_non_synchronous_member() {
+    let mut w = election_world(2_000, vec![("a", None), ("c", peer_replica(900))]);
+    w.settings.synchronous_mode = true;
+    if let Some(c) = w.cluster.as_mut() {
+        c.sync = Some((
+            crate::dcs::SyncState {
+                leader: Some("a".into()),
+                quorum: Some(0),
+                sync_standby: Some("c".into()),
+            },
+            4,
+        ));
+    }
+    let d = decide(&w, &Fixed(ranked(&["b", "c"])));
+    assert_eq!(d.actions, vec![], "{}", d.summary);
+    let mut c = w.clone();
+    c.me = "c".into();
+    c.pg = pg_replica(900, Some("a"));
+    c.peers = [
+        ("a".to_string(), None),
+        ("b".to_string(), peer_replica(2_000)),
+    ]
+    .into();
+    assert_eq!(
+        decide(&c, &Fixed(ranked(&["b", "c"]))).actions,
+        vec![Action::AcquireLeader]
+    );
+}
+
 #[test]
 fn switchover_hands_over_to_the_named_candidate() {
     let w = switchover_world(Some("b"), Some("c"), None);
