@@ -7,6 +7,7 @@ pub mod control;
 pub mod dcs;
 pub mod fence;
 pub mod ha;
+pub mod metrics;
 pub mod policy;
 pub mod postgres;
 pub mod supervisor;
