@@ -70,7 +70,7 @@ pub struct Supervisor {
     policies: Option<Arc<PolicySet>>,
     _policy_watcher: Option<crate::policy::WatcherHandle>,
     view_tx: watch::Sender<NodeView>,
-    http: reqwest::Client,
+    http: api::PeerClient,
     dynamic: DynamicConfig,
     write_deadline_ms: Option<u64>,
     our_lease: Option<i64>,
@@ -119,10 +119,8 @@ impl Supervisor {
             })?;
         let guard = GuardFiles::new(&cfg.run_dir(), &cfg.name, &cfg.postgresql.data_dir);
         let (policy, policies, watcher) = load_policies(&cfg).await?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| SupervisorError::Io(format!("HTTP client: {e}")))?;
+        let http = api::PeerClient::from_config(&cfg)
+            .map_err(|e| SupervisorError::Fatal(e.to_string()))?;
         Ok(Supervisor {
             cfg,
             dcs,
@@ -938,7 +936,7 @@ impl Supervisor {
         extra.insert("regent_version".into(), Value::from(VERSION));
         MemberData {
             conn_url: Some(format!("postgres://{}/postgres", self.cfg.pg_connect())),
-            api_url: Some(format!("http://{}/patroni", self.cfg.restapi_connect())),
+            api_url: Some(self.cfg.api_url()),
             state: Some(self.phase.as_str().into()),
             role: Some(self.role.into()),
             version: Some(PATRONI_COMPAT_VERSION.into()),
@@ -1031,6 +1029,7 @@ impl Supervisor {
                     .map(|p| p.info())
                     .unwrap_or_else(|| serde_json::json!({"name": self.policy.name()})),
             ),
+            ..NodeView::default()
         };
         self.view_tx.send_replace(view);
     }
@@ -1275,40 +1274,12 @@ fn unix_now() -> u64 {
 
 /// ISO-8601 UTC timestamp with offset, as Patroni writes into `/history`.
 pub fn iso_now() -> String {
-    let secs = unix_now();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00:00",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    crate::api::time::Timestamp::from_unix(unix_now() as i64).to_rfc3339()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-    }
 
     #[test]
     fn margin_bounds() {
