@@ -361,13 +361,24 @@ fn d_max_lag() -> u64 {
     1_048_576
 }
 
-/// `synchronous_mode`: Patroni accepts booleans and the strings `on`/`off`/`quorum`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+/// `synchronous_mode`: Patroni accepts booleans and the strings `on`/`off`/`quorum`; it is
+/// written as Patroni writes it: `false`, `true` or `"quorum"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
     #[default]
     Off,
     On,
     Quorum,
+}
+
+impl Serialize for SyncMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SyncMode::Off => s.serialize_bool(false),
+            SyncMode::On => s.serialize_bool(true),
+            SyncMode::Quorum => s.serialize_str("quorum"),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for SyncMode {
@@ -2649,6 +2660,21 @@ mod tests {
         // An empty pg_hba is not written (Patroni would replace pg_hba.conf with nothing).
         let empty = serde_json::to_value(DynamicConfig::default()).expect("serialize");
         assert!(empty["postgresql"].get("pg_hba").is_none(), "{empty}");
+        // synchronous_mode is written as Patroni writes it, and read back.
+        assert_eq!(empty["synchronous_mode"], serde_json::json!(false));
+        for (mode, json) in [
+            (SyncMode::On, serde_json::json!(true)),
+            (SyncMode::Quorum, serde_json::json!("quorum")),
+        ] {
+            let d = DynamicConfig {
+                synchronous_mode: mode,
+                ..DynamicConfig::default()
+            };
+            let v = serde_json::to_value(&d).expect("serialize");
+            assert_eq!(v["synchronous_mode"], json);
+            let back: DynamicConfig = serde_json::from_value(v).expect("deserialize");
+            assert_eq!(back.synchronous_mode, mode);
+        }
     }
 
     // ---- other validation ------------------------------------------------------------------
