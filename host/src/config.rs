@@ -34,6 +34,9 @@ pub struct Config {
     pub tags: Tags,
     #[serde(default)]
     pub regent: RegentSection,
+    /// Patroni's `ctl` section: how this node (peer polls) and `regent ctl` call REST APIs.
+    #[serde(default)]
+    pub ctl: Ctl,
 }
 
 fn default_namespace() -> String {
@@ -47,6 +50,187 @@ pub struct RestApi {
     /// `host:port` other nodes and tools use; defaults to `listen`.
     #[serde(default)]
     pub connect_address: Option<String>,
+    /// HTTP Basic auth required by the mutating endpoints.
+    #[serde(default)]
+    pub authentication: Option<BasicAuth>,
+    /// PEM certificate (chain); set, the API serves HTTPS only.
+    #[serde(default)]
+    pub certfile: Option<PathBuf>,
+    /// PEM private key; defaults to the key inside `certfile`.
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
+    /// Refused: encrypted keys are not supported.
+    #[serde(default)]
+    pub keyfile_password: Option<String>,
+    /// CA certificates (PEM) this node trusts when it calls other members over HTTPS.
+    #[serde(default)]
+    pub cafile: Option<PathBuf>,
+    /// Only `none` is supported (no client certificates).
+    #[serde(default)]
+    pub verify_client: Option<String>,
+    /// Who may call the mutating endpoints: IP addresses, CIDR networks and host names.
+    #[serde(default)]
+    pub allowlist: Vec<String>,
+    /// Also allow the hosts in members' `api_url`s.
+    #[serde(default, deserialize_with = "patroni_bool")]
+    pub allowlist_include_members: bool,
+    /// Headers added to every response.
+    #[serde(default)]
+    pub http_extra_headers: BTreeMap<String, String>,
+    /// Headers added to every response when the API serves HTTPS.
+    #[serde(default)]
+    pub https_extra_headers: BTreeMap<String, String>,
+}
+
+/// A user name and password for HTTP Basic auth (`restapi.authentication`, `ctl.authentication`).
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Patroni's `ctl` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+pub struct Ctl {
+    /// Basic auth for calls to REST APIs; defaults to `restapi.authentication`.
+    #[serde(default)]
+    pub authentication: Option<BasicAuth>,
+    /// Do not verify REST API server certificates.
+    #[serde(default, deserialize_with = "patroni_bool")]
+    pub insecure: bool,
+    /// CA certificates (PEM) to trust; defaults to `restapi.cafile`.
+    #[serde(default)]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) presented to REST APIs.
+    #[serde(default)]
+    pub certfile: Option<PathBuf>,
+    /// Its key; defaults to the key inside `certfile`.
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
+    /// Refused: encrypted keys are not supported.
+    #[serde(default)]
+    pub keyfile_password: Option<String>,
+}
+
+/// One `restapi.allowlist` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowEntry {
+    Ip(std::net::IpAddr),
+    /// A network: its address (host bits cleared) and prefix length.
+    Net(std::net::IpAddr, u8),
+    /// A host name, resolved when a request is checked.
+    Host(String),
+}
+
+impl AllowEntry {
+    /// `10.0.0.5`, `10.0.0.0/24`, `fd00::/8` or `db1.example.com`; the error says what is wrong.
+    pub fn parse(s: &str) -> Result<AllowEntry, String> {
+        use std::net::IpAddr;
+        let s = s.trim();
+        if let Some((addr, len)) = s.split_once('/') {
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("{} is not an IP address", q(addr)))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let len: u8 = len
+                .parse()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("the prefix length {} is not 0 to {max}", q(len)))?;
+            return Ok(AllowEntry::Net(mask(ip, len), len));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(AllowEntry::Ip(ip));
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        let name = s.strip_suffix('.').unwrap_or(s);
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "{} is neither an IP address, a network (address/prefix) nor a host name",
+                q(s)
+            ));
+        }
+        Ok(AllowEntry::Host(name.to_ascii_lowercase()))
+    }
+
+    /// Whether `ip` is this address or in this network (host names never match here).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        match self {
+            AllowEntry::Ip(a) => canonical_ip(*a) == ip,
+            AllowEntry::Net(net, len) => {
+                let net = canonical_ip(*net);
+                net.is_ipv4() == ip.is_ipv4() && mask(ip, *len) == net
+            }
+            AllowEntry::Host(_) => false,
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, how a dual-stack socket reports IPv4 peers)
+/// as the IPv4 address.
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn mask(ip: std::net::IpAddr, len: u8) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(bits & m))
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(bits & m))
+        }
+    }
+}
+
+impl Config {
+    /// `https` when the REST API serves TLS (`restapi.certfile` set), else `http`.
+    pub fn api_scheme(&self) -> &'static str {
+        if self.restapi.certfile.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The `api_url` published in this node's member key: `http(s)://<connect_address>/patroni`.
+    pub fn api_url(&self) -> String {
+        format!("{}://{}/patroni", self.api_scheme(), self.restapi_connect())
+    }
+
+    /// The credentials this node sends when it calls REST APIs: `ctl.authentication`, else
+    /// `restapi.authentication` (as Patroni does).
+    pub fn ctl_authentication(&self) -> Option<&BasicAuth> {
+        self.ctl
+            .authentication
+            .as_ref()
+            .or(self.restapi.authentication.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
@@ -181,7 +365,8 @@ fn d_max_lag() -> u64 {
     1_048_576
 }
 
-/// `synchronous_mode`: Patroni accepts booleans and the strings `on`/`off`/`quorum`.
+/// `synchronous_mode`: Patroni accepts booleans and the strings `on`/`off`/`quorum`; it is
+/// written as Patroni writes it: `false`, `true` or `"quorum"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
     #[default]
@@ -190,7 +375,6 @@ pub enum SyncMode {
     Quorum,
 }
 
-/// Written as Patroni writes it into `/config`: `false`, `true` or `"quorum"`.
 impl Serialize for SyncMode {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -785,6 +969,10 @@ fn missing_example(key: &str) -> String {
         "name" => "pg-node1 (this node's name, unique in the cluster)",
         "restapi" => "{listen: 0.0.0.0:8008, connect_address: 10.0.0.11:8008}",
         "restapi.listen" => "0.0.0.0:8008",
+        "restapi.authentication.username" | "ctl.authentication.username" => "admin",
+        "restapi.authentication.password" | "ctl.authentication.password" => {
+            "<a long random secret>"
+        }
         "postgresql" => {
             "{listen: 0.0.0.0:5432, connect_address: 10.0.0.11:5432, data_dir: /var/lib/postgresql/16/main, authentication: {superuser: {username: postgres}, replication: {username: replicator}}}"
         }
@@ -837,7 +1025,7 @@ const TOP: &[(&str, Key)] = &[
     ("tags", Known),
     ("regent", Section(REGENT)),
     ("log", Unsupported),
-    ("ctl", Unsupported),
+    ("ctl", Section(CTL)),
     ("watchdog", Unsupported),
     ("citus", Unsupported),
     ("consul", Unsupported),
@@ -861,17 +1049,17 @@ const RESTAPI: &[(&str, Key)] = &[
     ("listen", Known),
     ("connect_address", Known),
     ("proxy_address", Unsupported),
-    ("authentication", Unsupported),
-    ("certfile", Unsupported),
-    ("keyfile", Unsupported),
-    ("keyfile_password", Unsupported),
-    ("cafile", Unsupported),
+    ("authentication", Section(BASIC_AUTH)),
+    ("certfile", Known),
+    ("keyfile", Known),
+    ("keyfile_password", Known),
+    ("cafile", Known),
     ("ciphers", Unsupported),
-    ("verify_client", Unsupported),
-    ("allowlist", Unsupported),
-    ("allowlist_include_members", Unsupported),
-    ("http_extra_headers", Unsupported),
-    ("https_extra_headers", Unsupported),
+    ("verify_client", Known),
+    ("allowlist", Known),
+    ("allowlist_include_members", Known),
+    ("http_extra_headers", Known),
+    ("https_extra_headers", Known),
     ("request_queue_size", Unsupported),
     ("server_tokens", Unsupported),
     ("thread_pool_size", Unsupported),
@@ -992,6 +1180,17 @@ const CREDENTIALS: &[(&str, Key)] = &[
     ("gssencmode", Unsupported),
     ("channel_binding", Unsupported),
 ];
+
+const CTL: &[(&str, Key)] = &[
+    ("authentication", Section(BASIC_AUTH)),
+    ("insecure", Known),
+    ("cacert", Known),
+    ("certfile", Known),
+    ("keyfile", Known),
+    ("keyfile_password", Known),
+];
+
+const BASIC_AUTH: &[(&str, Key)] = &[("username", Known), ("password", Known)];
 
 const REGENT: &[(&str, Key)] = &[
     ("run_dir", Known),
@@ -1243,6 +1442,8 @@ impl Config {
             "10.0.0.11:8008",
         )?;
 
+        self.validate_restapi()?;
+        self.validate_ctl()?;
         self.validate_etcd()?;
         self.validate_timing()?;
 
@@ -1436,54 +1637,92 @@ impl Config {
 
     fn validate_timing(&self) -> Result<(), ConfigError> {
         let d = &self.bootstrap.dcs;
-        let (ttl, lw, rt) = (d.ttl, d.loop_wait, d.retry_timeout);
-        if ttl < MIN_TTL {
-            return Err(invalid(
-                "bootstrap.dcs.ttl",
-                ttl,
-                format!(
-                    "must be at least {MIN_TTL} seconds (Regent accepts ttl down to {MIN_TTL} s)"
-                ),
-                "set bootstrap.dcs.ttl: 30 (the default), and keep loop_wait + 2 × retry_timeout <= ttl",
-            ));
-        }
-        if lw < 1 {
-            return Err(invalid(
-                "bootstrap.dcs.loop_wait",
-                lw,
-                "must be at least 1 second",
-                "set bootstrap.dcs.loop_wait: 10 (the default) or any value >= 1 with loop_wait + 2 × retry_timeout <= ttl",
-            ));
-        }
-        if rt < 1 {
-            return Err(invalid(
-                "bootstrap.dcs.retry_timeout",
-                rt,
-                "must be at least 1 second",
-                "set bootstrap.dcs.retry_timeout: 10 (the default) or any value >= 1 with loop_wait + 2 × retry_timeout <= ttl",
-            ));
-        }
-        let need = lw.saturating_add(rt.saturating_mul(2));
-        if need > ttl {
-            let (new_lw, new_rt) = timing_fix_keeping_ttl(ttl, lw, rt);
-            let keep_ttl = match (new_lw != lw, new_rt != rt) {
-                (true, true) => format!("loop_wait: {new_lw} and retry_timeout: {new_rt}"),
-                (true, false) => format!("loop_wait: {new_lw}"),
-                _ => format!("retry_timeout: {new_rt}"),
-            };
-            return Err(invalid(
-                "bootstrap.dcs.ttl",
-                format!("{ttl} with loop_wait {lw} and retry_timeout {rt}"),
-                format!(
-                    "loop_wait + 2 × retry_timeout = {need} exceeds ttl {ttl} (allowed: loop_wait + 2 × retry_timeout <= ttl); each cycle the leader sleeps loop_wait, then reads the cluster state and renews its leader lease, each DCS call taking up to retry_timeout, and all of that must fit in one ttl, otherwise the lease can expire while this primary still runs and a replica could promote before the old primary demotes"
-                ),
-                format!(
-                    "set bootstrap.dcs.ttl: {need} or more, or keep ttl: {ttl} and set {keep_ttl} (Regent never adjusts these values by itself)"
-                ),
-            ));
-        }
-        Ok(())
+        check_timing("bootstrap.dcs.", d.ttl, d.loop_wait, d.retry_timeout)
     }
+}
+
+/// The timing rule for the keys `{prefix}ttl`, `{prefix}loop_wait` and `{prefix}retry_timeout`.
+fn check_timing(prefix: &str, ttl: u64, lw: u64, rt: u64) -> Result<(), ConfigError> {
+    if ttl < MIN_TTL {
+        return Err(invalid(
+            format!("{prefix}ttl"),
+            ttl,
+            format!("must be at least {MIN_TTL} seconds (Regent accepts ttl down to {MIN_TTL} s)"),
+            format!(
+                "set {prefix}ttl: 30 (the default), and keep loop_wait + 2 × retry_timeout <= ttl"
+            ),
+        ));
+    }
+    if lw < 1 {
+        return Err(invalid(
+            format!("{prefix}loop_wait"),
+            lw,
+            "must be at least 1 second",
+            format!(
+                "set {prefix}loop_wait: 10 (the default) or any value >= 1 with loop_wait + 2 × retry_timeout <= ttl"
+            ),
+        ));
+    }
+    if rt < 1 {
+        return Err(invalid(
+            format!("{prefix}retry_timeout"),
+            rt,
+            "must be at least 1 second",
+            format!(
+                "set {prefix}retry_timeout: 10 (the default) or any value >= 1 with loop_wait + 2 × retry_timeout <= ttl"
+            ),
+        ));
+    }
+    let need = lw.saturating_add(rt.saturating_mul(2));
+    if need > ttl {
+        let (new_lw, new_rt) = timing_fix_keeping_ttl(ttl, lw, rt);
+        let keep_ttl = match (new_lw != lw, new_rt != rt) {
+            (true, true) => format!("loop_wait: {new_lw} and retry_timeout: {new_rt}"),
+            (true, false) => format!("loop_wait: {new_lw}"),
+            _ => format!("retry_timeout: {new_rt}"),
+        };
+        return Err(invalid(
+            format!("{prefix}ttl"),
+            format!("{ttl} with loop_wait {lw} and retry_timeout {rt}"),
+            format!(
+                "loop_wait + 2 × retry_timeout = {need} exceeds ttl {ttl} (allowed: loop_wait + 2 × retry_timeout <= ttl); each cycle the leader sleeps loop_wait, then reads the cluster state and renews its leader lease, each DCS call taking up to retry_timeout, and all of that must fit in one ttl, otherwise the lease can expire while this primary still runs and a replica could promote before the old primary demotes"
+            ),
+            format!(
+                "set {prefix}ttl: {need} or more, or keep ttl: {ttl} and set {keep_ttl} (Regent never adjusts these values by itself)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Check a dynamic configuration (the DCS `config` key, as `PATCH`/`PUT /config` would leave
+/// it): the keys Regent reads must have the right types, and the timing must satisfy
+/// `loop_wait + 2 × retry_timeout <= ttl`. Keys Regent does not read are left alone. Errors
+/// name the key as it appears in the JSON document (`ttl`, `postgresql.use_slots`).
+pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, ConfigError> {
+    if !config.is_object() {
+        return Err(ConfigError::WrongType {
+            key: "(top level)".into(),
+            message: "the dynamic configuration must be a JSON object".into(),
+            at: None,
+            fix: "send a JSON object such as {\"ttl\": 30, \"loop_wait\": 10}".into(),
+        });
+    }
+    let d: DynamicConfig = serde_path_to_error::deserialize(config).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::WrongType {
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
+            message: humanize_serde(&e.inner().to_string()),
+            at: None,
+            fix: "change the value to what is expected".into(),
+        }
+    })?;
+    check_timing("", d.ttl, d.loop_wait, d.retry_timeout)?;
+    Ok(d)
 }
 
 /// `(loop_wait, retry_timeout)` that satisfy `loop_wait + 2 × retry_timeout <= ttl` for a
@@ -1495,6 +1734,211 @@ fn timing_fix_keeping_ttl(ttl: u64, lw: u64, rt: u64) -> (u64, u64) {
         (lw, (ttl - lw) / 2)
     } else {
         (1, (ttl - 1) / 2)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST API and ctl sections
+// ---------------------------------------------------------------------------------------------
+
+fn check_basic_auth(key: &str, a: &BasicAuth) -> Result<(), ConfigError> {
+    let user_key = format!("{key}.username");
+    if a.username.trim().is_empty() {
+        return Err(invalid(
+            &user_key,
+            q(&a.username),
+            "must not be empty",
+            format!("set a user name, e.g. {user_key}: admin"),
+        ));
+    }
+    if a.username.contains(':') {
+        return Err(invalid(
+            &user_key,
+            q(&a.username),
+            "must not contain `:` (HTTP Basic auth separates the user name from the password with it)",
+            format!("choose a user name without `:`, e.g. {user_key}: admin"),
+        ));
+    }
+    let pass_key = format!("{key}.password");
+    for (k, v, shown) in [
+        (&user_key, &a.username, q(&a.username)),
+        (&pass_key, &a.password, "(hidden)".to_string()),
+    ] {
+        if v.chars().any(char::is_control) {
+            return Err(invalid(
+                k,
+                shown,
+                "contains control characters, which HTTP clients cannot send",
+                format!("use printable characters only in {k}"),
+            ));
+        }
+    }
+    if a.password.is_empty() {
+        return Err(invalid(
+            &pass_key,
+            "\"\"",
+            "must not be empty: an empty password protects nothing",
+            format!(
+                "set a long random password in {pass_key}, or remove {key} to leave the endpoints without authentication"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_keyfile_password(key: &str, keyfile_key: &str, set: bool) -> Result<(), ConfigError> {
+    if set {
+        return Err(invalid(
+            key,
+            "(hidden)",
+            "encrypted private keys are not supported by Regent",
+            format!(
+                "decrypt the key (openssl pkey -in encrypted.pem -out key.pem), make it readable only by the user running Regent, point {keyfile_key} at it and remove {key}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP header name (an RFC 9110 token) and a value without control characters.
+fn check_header(section: &str, name: &str, value: &str) -> Result<(), ConfigError> {
+    let key = format!("{section}.{name}");
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(invalid(
+            &key,
+            q(name),
+            "is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+            format!("rename the header, e.g. {section}: {{X-Frame-Options: DENY}}"),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') || !value.is_ascii() {
+        return Err(invalid(
+            &key,
+            q(value),
+            "is not a valid HTTP header value (printable ASCII only, no line breaks)",
+            format!("remove the offending characters from {key}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The keys `restapi` and `ctl` share: credentials, TLS files (absolute paths; a key only with
+/// a certificate; no encrypted keys).
+struct AuthAndTls<'a> {
+    section: &'static str,
+    auth: Option<&'a BasicAuth>,
+    certfile: &'a Option<PathBuf>,
+    keyfile: &'a Option<PathBuf>,
+    /// `cafile` (restapi) or `cacert` (ctl).
+    ca: (&'static str, &'a Option<PathBuf>),
+    keyfile_password: bool,
+    /// What the certificate is for, in messages.
+    cert_use: &'static str,
+}
+
+impl AuthAndTls<'_> {
+    fn check(&self) -> Result<(), ConfigError> {
+        let s = self.section;
+        if let Some(a) = self.auth {
+            check_basic_auth(&format!("{s}.authentication"), a)?;
+        }
+        for (leaf, path) in [
+            ("certfile", self.certfile),
+            ("keyfile", self.keyfile),
+            (self.ca.0, self.ca.1),
+        ] {
+            if let Some(p) = path {
+                let key = format!("{s}.{leaf}");
+                check_absolute(&key, p, &format!("/etc/regent/tls/{leaf}.pem"))?;
+            }
+        }
+        if let (Some(key), None) = (self.keyfile, self.certfile) {
+            return Err(invalid(
+                format!("{s}.keyfile"),
+                qp(key),
+                format!(
+                    "is set but {s}.certfile is not, so there is no certificate {}",
+                    self.cert_use
+                ),
+                format!("set {s}.certfile to the certificate of this key, or remove {s}.keyfile"),
+            ));
+        }
+        check_keyfile_password(
+            &format!("{s}.keyfile_password"),
+            &format!("{s}.keyfile"),
+            self.keyfile_password,
+        )
+    }
+}
+
+impl Config {
+    fn validate_restapi(&self) -> Result<(), ConfigError> {
+        let r = &self.restapi;
+        AuthAndTls {
+            section: "restapi",
+            auth: r.authentication.as_ref(),
+            certfile: &r.certfile,
+            keyfile: &r.keyfile,
+            ca: ("cafile", &r.cafile),
+            keyfile_password: r.keyfile_password.is_some(),
+            cert_use: "to serve HTTPS with",
+        }
+        .check()?;
+        if let Some(v) = &r.verify_client {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "none" => {}
+                "optional" | "required" => {
+                    return Err(invalid(
+                        "restapi.verify_client",
+                        q(v),
+                        "client certificate verification is not supported by Regent yet",
+                        "remove restapi.verify_client (or set it to none) and protect the mutating endpoints with restapi.authentication and restapi.allowlist",
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        "restapi.verify_client",
+                        q(v),
+                        "is not one of none, optional, required",
+                        "remove restapi.verify_client or set it to none",
+                    ));
+                }
+            }
+        }
+        for (i, entry) in r.allowlist.iter().enumerate() {
+            AllowEntry::parse(entry).map_err(|problem| {
+                invalid(
+                    format!("restapi.allowlist[{i}]"),
+                    q(entry),
+                    problem,
+                    "write an IP address (10.0.0.5), a network (10.0.0.0/24, fd00::/8) or a host name (app1.example.com)",
+                )
+            })?;
+        }
+        for (section, headers) in [
+            ("restapi.http_extra_headers", &r.http_extra_headers),
+            ("restapi.https_extra_headers", &r.https_extra_headers),
+        ] {
+            for (name, value) in headers {
+                check_header(section, name, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_ctl(&self) -> Result<(), ConfigError> {
+        let c = &self.ctl;
+        AuthAndTls {
+            section: "ctl",
+            auth: c.authentication.as_ref(),
+            certfile: &c.certfile,
+            keyfile: &c.keyfile,
+            ca: ("cacert", &c.cacert),
+            keyfile_password: c.keyfile_password.is_some(),
+            cert_use: "to present as a client",
+        }
+        .check()
     }
 }
 
@@ -1881,9 +2325,9 @@ mod tests {
         let keys = [
             ("log", "{level: INFO}"),
             ("watchdog", "{mode: automatic}"),
-            ("ctl", "{insecure: true}"),
-            ("restapi.authentication", "{username: u, password: p}"),
-            ("restapi.certfile", "/etc/ssl/cert.pem"),
+            ("restapi.server_tokens", "minimal"),
+            ("restapi.ciphers", "ECDHE-RSA-AES256-GCM-SHA384"),
+            ("restapi.request_queue_size", "5"),
             ("etcd3.username", "root"),
             ("etcd3.password", "secret"),
             ("bootstrap.users", "{admin: {password: x}}"),
@@ -2273,6 +2717,21 @@ mod tests {
         // An empty pg_hba is not written (Patroni would replace pg_hba.conf with nothing).
         let empty = serde_json::to_value(DynamicConfig::default()).expect("serialize");
         assert!(empty["postgresql"].get("pg_hba").is_none(), "{empty}");
+        // synchronous_mode is written as Patroni writes it, and read back.
+        assert_eq!(empty["synchronous_mode"], serde_json::json!(false));
+        for (mode, json) in [
+            (SyncMode::On, serde_json::json!(true)),
+            (SyncMode::Quorum, serde_json::json!("quorum")),
+        ] {
+            let d = DynamicConfig {
+                synchronous_mode: mode,
+                ..DynamicConfig::default()
+            };
+            let v = serde_json::to_value(&d).expect("serialize");
+            assert_eq!(v["synchronous_mode"], json);
+            let back: DynamicConfig = serde_json::from_value(v).expect("deserialize");
+            assert_eq!(back.synchronous_mode, mode);
+        }
     }
 
     // ---- other validation ------------------------------------------------------------------
@@ -2364,6 +2823,246 @@ mod tests {
             let s = e.to_string();
             assert!(!s.contains('\n') && !s.is_empty(), "{s:?}");
         }
+    }
+
+    // ---- REST API and ctl ----------------------------------------------------------------
+
+    #[test]
+    fn restapi_security_keys_parse_without_warnings() {
+        let l = parse_edited(&[
+            (
+                "restapi.authentication",
+                Some("{username: admin, password: s3cret}"),
+            ),
+            ("restapi.certfile", Some("/etc/regent/tls/node.crt")),
+            ("restapi.keyfile", Some("/etc/regent/tls/node.key")),
+            ("restapi.cafile", Some("/etc/regent/tls/ca.crt")),
+            ("restapi.verify_client", Some("none")),
+            (
+                "restapi.allowlist",
+                Some("[10.0.0.5, 10.1.0.0/16, 'fd00::/8', app1.example.com]"),
+            ),
+            ("restapi.allowlist_include_members", Some("yes")),
+            (
+                "restapi.http_extra_headers",
+                Some("{X-Frame-Options: DENY}"),
+            ),
+            (
+                "restapi.https_extra_headers",
+                Some("{Strict-Transport-Security: max-age=31536000}"),
+            ),
+            (
+                "ctl",
+                Some("{insecure: true, cacert: /etc/regent/tls/ca.crt}"),
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(l.warnings, Vec::<String>::new());
+        let c = &l.config;
+        assert_eq!(c.api_scheme(), "https");
+        assert_eq!(c.api_url(), "https://127.0.0.1:8008/patroni");
+        assert!(c.restapi.allowlist_include_members);
+        assert!(c.ctl.insecure);
+        // ctl falls back to the REST API's credentials.
+        assert_eq!(
+            c.ctl_authentication().map(|a| a.username.as_str()),
+            Some("admin")
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "passwords stay out of Debug"
+        );
+
+        let l = parse_edited(&[
+            (
+                "restapi.authentication",
+                Some("{username: admin, password: a}"),
+            ),
+            ("ctl.authentication", Some("{username: ops, password: b}")),
+        ])
+        .expect("valid");
+        assert_eq!(
+            l.config.ctl_authentication().map(|a| a.username.as_str()),
+            Some("ops")
+        );
+        assert_eq!(l.config.api_url(), "http://127.0.0.1:8008/patroni");
+        let l = parse(FIXTURE).expect("fixture");
+        assert_eq!(l.config.ctl_authentication(), None);
+    }
+
+    #[test]
+    fn restapi_security_keys_are_checked() {
+        type Case<'a> = (&'a [(&'a str, Option<&'a str>)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[(
+                    "restapi.authentication",
+                    Some("{username: '', password: x}"),
+                )],
+                "restapi.authentication.username",
+                "must not be empty",
+            ),
+            (
+                &[(
+                    "restapi.authentication",
+                    Some("{username: 'a:b', password: x}"),
+                )],
+                "restapi.authentication.username",
+                "must not contain `:`",
+            ),
+            (
+                &[(
+                    "restapi.authentication",
+                    Some("{username: a, password: ''}"),
+                )],
+                "restapi.authentication.password",
+                "an empty password protects nothing",
+            ),
+            (
+                &[("restapi.keyfile", Some("/etc/regent/tls/node.key"))],
+                "restapi.keyfile",
+                "restapi.certfile is not",
+            ),
+            (
+                &[("restapi.certfile", Some("tls/node.crt"))],
+                "restapi.certfile",
+                "absolute path",
+            ),
+            (
+                &[
+                    ("restapi.certfile", Some("/etc/regent/tls/node.crt")),
+                    ("restapi.keyfile_password", Some("pw")),
+                ],
+                "restapi.keyfile_password",
+                "encrypted private keys",
+            ),
+            (
+                &[("restapi.verify_client", Some("required"))],
+                "restapi.verify_client",
+                "not supported",
+            ),
+            (
+                &[("restapi.verify_client", Some("sometimes"))],
+                "restapi.verify_client",
+                "none, optional, required",
+            ),
+            (
+                &[("restapi.allowlist", Some("[10.0.0.1, 10.0.0.0/33]"))],
+                "restapi.allowlist[1]",
+                "prefix length",
+            ),
+            (
+                &[("restapi.allowlist", Some("['not a host']"))],
+                "restapi.allowlist[0]",
+                "neither an IP address",
+            ),
+            (
+                &[("restapi.allowlist", Some("['10.0.0.x/8']"))],
+                "restapi.allowlist[0]",
+                "is not an IP address",
+            ),
+            (
+                &[("restapi.http_extra_headers", Some("{'Bad Header': x}"))],
+                "restapi.http_extra_headers.Bad Header",
+                "not a valid HTTP header name",
+            ),
+            (
+                &[("restapi.https_extra_headers", Some("{X-A: \"a\\nb\"}"))],
+                "restapi.https_extra_headers.X-A",
+                "not a valid HTTP header value",
+            ),
+            (
+                &[("ctl.keyfile", Some("/etc/regent/tls/client.key"))],
+                "ctl.keyfile",
+                "ctl.certfile is not",
+            ),
+            (
+                &[("ctl.cacert", Some("ca.crt"))],
+                "ctl.cacert",
+                "absolute path",
+            ),
+            (
+                &[("ctl.authentication", Some("{username: ops, password: ''}"))],
+                "ctl.authentication.password",
+                "must not be empty",
+            ),
+        ];
+        for (edits, key, problem) in cases {
+            let e = err_of(edits);
+            assert_eq!(invalid_key(&e), *key, "{e}");
+            let text = e.to_string();
+            assert!(text.contains(problem), "{text}");
+            assert!(!text.contains('\n'), "{text:?}");
+        }
+        // The password is never echoed.
+        let e = err_of(&[(
+            "restapi.authentication",
+            Some("{username: a, password: \"sec\\u0007ret\"}"),
+        )]);
+        assert!(!e.to_string().contains("sec"), "{e}");
+        // A missing password names the key.
+        let e = err_of(&[("restapi.authentication", Some("{username: a}"))]);
+        assert!(
+            e.to_string()
+                .starts_with("restapi.authentication.password: required key is missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn allowlist_entries_match_addresses() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let net = AllowEntry::parse("10.1.2.3/16").expect("net");
+        assert_eq!(net, AllowEntry::Net(ip("10.1.0.0"), 16));
+        assert!(net.contains(ip("10.1.255.1")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped IPv6");
+        assert!(!net.contains(ip("fd00::1")));
+        let v6 = AllowEntry::parse("fd00::/8").expect("v6 net");
+        assert!(v6.contains(ip("fd12::5")));
+        assert!(!v6.contains(ip("fe80::1")));
+        assert!(
+            AllowEntry::parse("0.0.0.0/0")
+                .expect("all")
+                .contains(ip("192.0.2.1"))
+        );
+        let one = AllowEntry::parse(" 192.0.2.7 ").expect("one");
+        assert!(one.contains(ip("192.0.2.7")) && !one.contains(ip("192.0.2.8")));
+        assert_eq!(
+            AllowEntry::parse("App1.Example.com.").expect("host"),
+            AllowEntry::Host("app1.example.com".into())
+        );
+        assert!(!AllowEntry::Host("x".into()).contains(ip("192.0.2.7")));
+        for bad in ["", "-a.example", "a..b", "10.0.0.0/", "::/129", "a_b c"] {
+            assert!(AllowEntry::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dynamic_config_from_the_api_is_checked() {
+        let ok = serde_json::json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 5, "pause": true,
+                                    "slots": {"x": {"type": "physical"}}});
+        let d = validate_dynamic(&ok).expect("valid");
+        assert_eq!((d.ttl, d.pause), (20, Some(true)));
+        let e = validate_dynamic(&serde_json::json!({"ttl": 4})).expect_err("ttl");
+        assert_eq!(invalid_key(&e), "ttl");
+        assert!(e.to_string().contains("set ttl: 30"), "{e}");
+        let e =
+            validate_dynamic(&serde_json::json!({"ttl": 10, "loop_wait": 5, "retry_timeout": 5}))
+                .expect_err("timing");
+        assert!(
+            e.to_string()
+                .starts_with("ttl = 10 with loop_wait 5 and retry_timeout 5"),
+            "{e}"
+        );
+        let e = validate_dynamic(&serde_json::json!({"postgresql": {"use_pg_rewind": "perhaps"}}))
+            .expect_err("type");
+        assert!(
+            e.to_string().starts_with("postgresql.use_pg_rewind: "),
+            "{e}"
+        );
+        let e = validate_dynamic(&serde_json::json!([1])).expect_err("not an object");
+        assert!(e.to_string().contains("JSON object"), "{e}");
     }
 
     // ---- load ------------------------------------------------------------------------------

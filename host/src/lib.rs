@@ -8,6 +8,8 @@ pub mod ctl;
 pub mod dcs;
 pub mod fence;
 pub mod ha;
+pub mod metrics;
 pub mod policy;
 pub mod postgres;
 pub mod supervisor;
+pub mod time;

@@ -171,6 +171,9 @@ fn policy_cmd(cmd: PolicyCmd) -> anyhow::Result<String> {
 fn validate(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let loaded = config::load(path)?;
     config::check_environment(&loaded.config)?;
+    // The REST API's TLS files and the client's certificates must load, too.
+    api::tls::server_config(&loaded.config.restapi)?;
+    api::PeerClient::from_config(&loaded.config)?;
     Ok(loaded.warnings)
 }
 
@@ -213,13 +216,17 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
                 cfg.restapi.listen
             )
         })?;
+    let tls = api::tls::server_config(&cfg.restapi)?;
+    let peers = api::PeerClient::from_config(&cfg)?;
+    let settings = api::ApiSettings::from_config(&cfg);
     let (view_tx, view_rx) = tokio::sync::watch::channel(api::NodeView::default());
     let (control, control_rx) = regent::control::channel();
     let mut sup = supervisor::Supervisor::new(cfg, view_tx, control_rx).await?;
     sup.set_config_path(path.clone());
     spawn_sighup_reload(control.clone());
+    let ctx = api::ApiContext::new(settings, view_rx, control, Some(sup.dcs()), peers);
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
-    let api_task = tokio::spawn(api::serve(listener, view_rx, async move {
+    let api_task = tokio::spawn(api::serve(listener, ctx, tls, async move {
         let _ = stop_api_rx.await;
     }));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();

@@ -74,7 +74,7 @@ pub struct Supervisor {
     policies: Option<Arc<PolicySet>>,
     _policy_watcher: Option<crate::policy::WatcherHandle>,
     view_tx: watch::Sender<NodeView>,
-    http: reqwest::Client,
+    http: api::PeerClient,
     dynamic: DynamicConfig,
     write_deadline_ms: Option<u64>,
     our_lease: Option<i64>,
@@ -153,11 +153,9 @@ impl Supervisor {
             })?;
         let guard = GuardFiles::new(&cfg.run_dir(), &cfg.name, &cfg.postgresql.data_dir);
         let (policy, policies, watcher) = load_policies(&cfg).await?;
+        let http = api::PeerClient::from_config(&cfg)
+            .map_err(|e| SupervisorError::Fatal(e.to_string()))?;
         attach_prober(policies.as_deref(), &pg)?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| SupervisorError::Io(format!("HTTP client: {e}")))?;
         Ok(Supervisor {
             cfg,
             dcs,
@@ -255,6 +253,7 @@ impl Supervisor {
 
     /// One observe → decide → act round. Returns true when it should run again at once.
     async fn cycle(&mut self) -> Result<bool, SupervisorError> {
+        let started = std::time::Instant::now();
         if let Some(from_leader) = self.reinit.take() {
             self.reinitialize(from_leader).await;
         }
@@ -279,6 +278,17 @@ impl Supervisor {
                 Action::HandOver { to } => Some(to.clone()),
                 _ => None,
             };
+            match a {
+                Action::AcquireLeader if world.pg.is_primary() => {
+                    crate::metrics::election("paused_takeover")
+                }
+                Action::AcquireLeader if decision.summary.contains("failover to me") => {
+                    crate::metrics::election("manual_failover")
+                }
+                Action::AcquireLeader => crate::metrics::election("leader_missing"),
+                Action::Bootstrap => crate::metrics::election("bootstrap"),
+                _ => {}
+            }
             if let Some(name) = to {
                 self.event(crate::policy::Event::FailoverDecided(
                     crate::ha::policy::Ranked {
@@ -311,6 +321,7 @@ impl Supervisor {
             let _ = self.touch_member().await;
         }
         self.publish(&world);
+        crate::metrics::ha_loop_seconds().observe(started.elapsed());
         Ok(rerun)
     }
 
@@ -604,7 +615,8 @@ impl Supervisor {
             }
         }
         if let Some(v) = r.postgres_version.as_deref() {
-            let want = parse_pg_version(v).ok_or_else(|| format!("bad version {v:?}"))?;
+            let want = crate::api::postgres_version_number(v)
+                .ok_or_else(|| format!("bad version {v:?}"))?;
             let have = self.last_pg.as_ref().map(|p| p.server_version).unwrap_or(0);
             if have >= want {
                 return Err(format!("server version {have} is not older than {v}"));
@@ -901,7 +913,7 @@ impl Supervisor {
                             .iter()
                             .map(|(k, v)| (k.clone(), json_scalar(v)))
                             .collect(),
-                        healthy: true,
+                        healthy: p.healthy,
                     }),
                 );
             }
@@ -972,6 +984,19 @@ impl Supervisor {
             Action::AcquireLeader => {
                 if self.dcs.acquire_leader(&self.cfg.name).await? {
                     tracing::info!("acquired the leader lock");
+                    crate::metrics::failover(
+                        if w.cluster
+                            .as_ref()
+                            .and_then(|c| c.failover.as_ref())
+                            .is_some_and(|(f, _)| f.member.as_deref() == Some(&self.cfg.name))
+                        {
+                            "manual_failover"
+                        } else if w.pg.is_primary() {
+                            "paused_takeover"
+                        } else {
+                            "leader_lost"
+                        },
+                    );
                     self.event(crate::policy::Event::FailoverCompleted(
                         self.cfg.name.clone(),
                     ));
@@ -1357,6 +1382,7 @@ impl Supervisor {
         self.sysid = Some(sysid.clone());
         self.role = "primary";
         tracing::info!(%sysid, "bootstrapped a new cluster");
+        crate::metrics::failover("bootstrap");
         Ok(())
     }
 
@@ -1404,7 +1430,7 @@ impl Supervisor {
         }
         MemberData {
             conn_url: Some(format!("postgres://{}/postgres", self.cfg.pg_connect())),
-            api_url: Some(format!("http://{}/patroni", self.cfg.restapi_connect())),
+            api_url: Some(self.cfg.api_url()),
             state: Some(self.phase.as_str().into()),
             role: Some(self.role.into()),
             version: Some(PATRONI_COMPAT_VERSION.into()),
@@ -1503,6 +1529,18 @@ impl Supervisor {
                 }
                 info
             }),
+            pending_restart: !self.pending_restart().is_empty(),
+            pending_restart_reason: {
+                let p = self.pending_restart();
+                (!p.is_empty()).then(|| {
+                    p.into_iter()
+                        .map(|(k, (old, new))| {
+                            (k, serde_json::json!({"old_value": old, "new_value": new}))
+                        })
+                        .collect()
+                })
+            },
+            scheduled_restart: self.scheduled_restart.as_ref().map(ScheduledRestart::json),
         };
         self.view_tx.send_replace(view);
     }
@@ -1728,6 +1766,11 @@ impl Supervisor {
         if moved && request {
             let _ = self.dcs.clear_failover().await;
         }
+        crate::metrics::failover(if request {
+            "switchover"
+        } else {
+            "leader_unhealthy"
+        });
         tracing::info!(
             candidate = %to,
             writes_stopped_ms = stop_at.elapsed().as_millis() as u64,
@@ -1914,22 +1957,6 @@ fn merged_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, 
     parameters
 }
 
-/// `15.2` → 150002, `15` → 150000, `9.6.3` → 90603 (`server_version_num`).
-fn parse_pg_version(v: &str) -> Option<u32> {
-    let parts: Vec<u32> = v
-        .trim()
-        .split('.')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [major] if *major >= 10 => Some(major * 10_000),
-        [major, minor] if *major >= 10 => Some(major * 10_000 + minor),
-        [major, minor] => Some(major * 10_000 + minor * 100),
-        [major, minor, patch] if *major < 10 => Some(major * 10_000 + minor * 100 + patch),
-        _ => None,
-    }
-}
-
 /// The keys a reload cannot change (they identify the node or are bound at start).
 fn fixed_keys_changed(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -2008,50 +2035,12 @@ fn unix_now() -> u64 {
 
 /// ISO-8601 UTC timestamp with offset, as Patroni writes into `/history`.
 pub fn iso_now() -> String {
-    let secs = unix_now();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00:00",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    crate::time::Timestamp::from_unix(unix_now() as i64).to_rfc3339()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-    }
-
-    #[test]
-    fn postgres_versions_as_server_version_num() {
-        assert_eq!(parse_pg_version("15.2"), Some(150_002));
-        assert_eq!(parse_pg_version("16"), Some(160_000));
-        assert_eq!(parse_pg_version("9.6.3"), Some(90_603));
-        assert_eq!(parse_pg_version("9.6"), Some(90_600));
-        assert_eq!(parse_pg_version("15.x"), None);
-        assert_eq!(parse_pg_version(""), None);
-    }
 
     #[test]
     fn margin_bounds() {

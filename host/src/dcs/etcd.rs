@@ -145,7 +145,9 @@ impl EtcdDcs {
     pub async fn refresh_lease(&self, ttl: u64) -> Result<(i64, Instant)> {
         let mut guard = self.lease.lock().await;
         if let Some(state) = guard.as_mut() {
-            match self.keepalive(state).await {
+            let renewed = self.keepalive(state).await;
+            crate::metrics::lease_renewal(renewed.is_ok());
+            match renewed {
                 Ok(sent) => return Ok((state.id, sent)),
                 Err(DcsError::LeaseExpired(id)) => {
                     tracing::warn!(lease = id, "etcd lease expired; granting a new one");
@@ -161,6 +163,7 @@ impl EtcdDcs {
         let mut c = self.client.clone();
         let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
         let resp = self.call("lease grant", c.lease_grant(ttl, None)).await?;
+        crate::metrics::lease_grant();
         let id = resp.id();
         *guard = Some(LeaseState { id, stream: None });
         Ok((id, sent))
@@ -356,6 +359,27 @@ impl EtcdDcs {
         Ok(self.call("seed config", c.txn(txn)).await?.succeeded())
     }
 
+    /// Write the `failover` key (a switchover/failover request, or `{}` to cancel one) only if
+    /// it is unchanged since it was read: `revision` is the mod_revision read, 0 if the key was
+    /// absent. Returns false when another writer got there first.
+    pub async fn write_failover_if(&self, failover: &Failover, revision: i64) -> Result<bool> {
+        let value = serde_json::to_string(failover).map_err(|source| DcsError::Encode {
+            key: "failover",
+            source,
+        })?;
+        let key = self.key(keys::FAILOVER);
+        let cmp = if revision == 0 {
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, revision)
+        };
+        let txn = Txn::new()
+            .when([cmp])
+            .and_then([TxnOp::put(key, value, None)]);
+        let mut c = self.client.clone();
+        Ok(self.call("cas failover", c.txn(txn)).await?.succeeded())
+    }
+
     pub async fn write_status(&self, status: &Status) -> Result<()> {
         let value = serde_json::to_string(status).map_err(|source| DcsError::Encode {
             key: "status",
@@ -486,11 +510,15 @@ impl EtcdDcs {
     }
 }
 
+/// Run one etcd request under `timeout`, recording its latency in [`crate::metrics`].
 async fn deadline<T, F>(op: &'static str, timeout: Duration, endpoints: &str, fut: F) -> Result<T>
 where
     F: Future<Output = std::result::Result<T, etcd_client::Error>>,
 {
-    match tokio::time::timeout(timeout, fut).await {
+    let started = Instant::now();
+    let result = tokio::time::timeout(timeout, fut).await;
+    crate::metrics::etcd_request(op, started.elapsed(), matches!(result, Ok(Ok(_))));
+    match result {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(source)) => Err(DcsError::Etcd {
             op,

@@ -1,0 +1,332 @@
+//! The HTTP client Regent uses to talk to other members' REST APIs: peers' status during a leader
+//! race and candidate checks before a switchover (`GET <api_url>`), and `regent ctl`'s calls.
+//!
+//! Like Patroni's, it sends HTTP Basic auth from `ctl.authentication` (falling back to
+//! `restapi.authentication`) and speaks HTTPS, trusting the system roots plus `ctl.cacert`
+//! (falling back to `restapi.cafile`), with a client certificate from `ctl.certfile`/`ctl.keyfile`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::units::{parse_int_value, truthy};
+use crate::config::{BasicAuth, Config};
+
+/// A TLS file and the configuration key it came from (named in errors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFile {
+    pub key: &'static str,
+    pub path: PathBuf,
+}
+
+/// How to reach other members' REST APIs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientOptions {
+    /// Basic auth sent with every request.
+    pub auth: Option<BasicAuth>,
+    /// Extra trusted CA certificates (PEM), besides the system's.
+    pub cacert: Option<TlsFile>,
+    /// Skip server certificate verification (`ctl.insecure`).
+    pub insecure: bool,
+    /// Client certificate (PEM, may also hold the key) and its key.
+    pub certfile: Option<TlsFile>,
+    pub keyfile: Option<TlsFile>,
+    /// Default per-request timeout.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            auth: None,
+            cacert: None,
+            insecure: false,
+            certfile: None,
+            keyfile: None,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The options a node uses, from its configuration (Patroni's `ctl` section with
+    /// `restapi` fallbacks).
+    pub fn from_config(cfg: &Config) -> ClientOptions {
+        let file = |key: &'static str, path: &Option<PathBuf>| {
+            path.clone().map(|path| TlsFile { key, path })
+        };
+        ClientOptions {
+            auth: cfg.ctl_authentication().cloned(),
+            cacert: file("ctl.cacert", &cfg.ctl.cacert)
+                .or_else(|| file("restapi.cafile", &cfg.restapi.cafile)),
+            insecure: cfg.ctl.insecure,
+            certfile: file("ctl.certfile", &cfg.ctl.certfile),
+            keyfile: file("ctl.keyfile", &cfg.ctl.keyfile),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// An HTTP client for members' REST APIs (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    auth: Option<BasicAuth>,
+}
+
+fn read_tls_file(f: &TlsFile, what: &str) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(&f.path).map_err(|e| ApiError::ClientFile {
+        key: f.key,
+        path: f.path.clone(),
+        problem: format!("cannot read the {what}: {e}"),
+        fix: format!(
+            "check the path and that the user running Regent may read it, or remove {}",
+            f.key
+        ),
+    })
+}
+
+impl PeerClient {
+    pub fn new(opts: &ClientOptions) -> Result<PeerClient, ApiError> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .no_proxy()
+            .timeout(opts.timeout)
+            .danger_accept_invalid_certs(opts.insecure);
+        if let Some(ca) = &opts.cacert {
+            let pem = read_tls_file(ca, "CA certificates")?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| ApiError::ClientFile {
+                    key: ca.key,
+                    path: ca.path.clone(),
+                    problem: "holds no PEM certificate".into(),
+                    fix: "point it at a PEM file with the CA certificate(s) that signed the members' REST API certificates".into(),
+                })?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let Some(cert) = &opts.certfile {
+            let mut pem = read_tls_file(cert, "client certificate")?;
+            if let Some(key) = &opts.keyfile {
+                pem.push(b'\n');
+                pem.extend(read_tls_file(key, "client key")?);
+            }
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| ApiError::ClientFile {
+                key: cert.key,
+                path: cert.path.clone(),
+                problem: format!("is not a usable PEM certificate and private key: {e}"),
+                fix: "give a PEM certificate in ctl.certfile and its unencrypted PEM key in ctl.keyfile (or in the same file)".into(),
+            })?;
+            b = b.identity(identity);
+        }
+        let http = b.build().map_err(ApiError::Client)?;
+        Ok(PeerClient {
+            http,
+            auth: opts.auth.clone(),
+        })
+    }
+
+    /// A client from a node's configuration (see [`ClientOptions::from_config`]).
+    pub fn from_config(cfg: &Config) -> Result<PeerClient, ApiError> {
+        PeerClient::new(&ClientOptions::from_config(cfg))
+    }
+
+    /// A request to `url`, with Basic auth when configured.
+    pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
+        match &self.auth {
+            Some(a) => r.basic_auth(&a.username, Some(&a.password)),
+            None => r,
+        }
+    }
+}
+
+/// A peer's status as read from its status document (Patroni's `_MemberStatus`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    /// `patroni.name`, if the peer sent it.
+    pub name: Option<String>,
+    pub role: String,
+    pub state: String,
+    /// `false` when the document has `xlog.location` or the role is `primary`/`master`.
+    pub in_recovery: bool,
+    /// Replica: max(received_location, replayed_location); primary: location.
+    pub wal_position: u64,
+    pub timeline: Option<u32>,
+    pub nofailover: bool,
+    pub failover_priority: i64,
+    pub tags: Map<String, Value>,
+    /// Regent's `policy.health.verdict` is not `failed` (a Patroni peer publishes none and
+    /// counts as healthy).
+    pub healthy: bool,
+}
+
+/// Errors of [`fetch_peer_status`] / [`parse_peer_status`]; any of them means the peer counts as
+/// unreachable in a leader race.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request to {url} failed: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("response from {url} exceeds {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("response from {url} (HTTP {status}) is not valid JSON: {source}")]
+    InvalidJson {
+        url: String,
+        status: u16,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("status document is not a JSON object")]
+    NotAnObject,
+    #[error("status document has no xlog: PostgreSQL on the peer could not be queried")]
+    MissingXlog,
+    #[error("status document field {field} is invalid: {value}")]
+    InvalidField { field: &'static str, value: String },
+    /// A TLS file for the HTTP client cannot be used.
+    #[error("{key} = {path:?}: {problem}; {fix}")]
+    ClientFile {
+        key: &'static str,
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// Largest status document accepted from a peer.
+const MAX_PEER_DOCUMENT: usize = 4 * 1024 * 1024;
+
+/// `GET <api_url>` (a member's `api_url`, which ends in `/patroni`) within `timeout`, parsed as
+/// Patroni peers parse it. The HTTP status is not checked, as in Patroni: the body decides.
+pub async fn fetch_peer_status(
+    client: &PeerClient,
+    api_url: &str,
+    timeout: Duration,
+) -> Result<PeerStatus, ApiError> {
+    let request_error = |source| ApiError::Request {
+        url: api_url.to_string(),
+        source,
+    };
+    let mut response = client
+        .request(reqwest::Method::GET, api_url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(request_error)?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+        if body.len() + chunk.len() > MAX_PEER_DOCUMENT {
+            return Err(ApiError::TooLarge {
+                url: api_url.to_string(),
+                limit: MAX_PEER_DOCUMENT,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let doc: Value = serde_json::from_slice(&body).map_err(|source| ApiError::InvalidJson {
+        url: api_url.to_string(),
+        status,
+        source,
+    })?;
+    parse_peer_status(&doc)
+}
+
+/// Reads a status document (Regent's or Patroni's) the way `ha._MemberStatus.from_api_response`
+/// does: `wal` or `xlog` must be present, else the peer is unusable.
+pub fn parse_peer_status(doc: &Value) -> Result<PeerStatus, ApiError> {
+    let obj = doc.as_object().ok_or(ApiError::NotAnObject)?;
+    let wal = match obj.get("wal") {
+        Some(w) if truthy(w) => w,
+        _ => obj.get("xlog").ok_or(ApiError::MissingXlog)?,
+    };
+    let wal = wal.as_object().ok_or_else(|| ApiError::InvalidField {
+        field: "xlog",
+        value: wal.to_string(),
+    })?;
+    let role = obj
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let in_recovery =
+        !(wal.get("location").is_some_and(truthy) || matches!(role.as_str(), "master" | "primary"));
+    let wal_position = if in_recovery {
+        let received = lsn_field(wal, "received_location")?;
+        let replayed = lsn_field(wal, "replayed_location")?;
+        received.max(replayed)
+    } else {
+        lsn_field(wal, "location").unwrap_or(0)
+    };
+    let tags = obj
+        .get("tags")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let (nofailover, failover_priority) = failover_tags(&tags);
+    Ok(PeerStatus {
+        name: obj
+            .get("patroni")
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        role,
+        state: obj
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        in_recovery,
+        wal_position,
+        timeline: obj
+            .get("timeline")
+            .and_then(Value::as_u64)
+            .and_then(|t| u32::try_from(t).ok()),
+        nofailover,
+        failover_priority,
+        tags,
+        healthy: obj
+            .get("policy")
+            .and_then(|p| p.get("health"))
+            .and_then(|h| h.get("verdict"))
+            .and_then(Value::as_str)
+            != Some("failed"),
+    })
+}
+
+/// An LSN in the xlog object: missing means 0; anything but a non-negative integer is an error.
+fn lsn_field(xlog: &Map<String, Value>, field: &'static str) -> Result<u64, ApiError> {
+    match xlog.get(field) {
+        None => Ok(0),
+        Some(v) => v.as_u64().ok_or_else(|| ApiError::InvalidField {
+            field,
+            value: v.to_string(),
+        }),
+    }
+}
+
+/// `(nofailover, failover_priority)` from tags, with Patroni's precedence: a present
+/// `nofailover` wins (and forces priority 0); otherwise priority ≤ 0 means nofailover.
+pub(super) fn failover_tags(tags: &Map<String, Value>) -> (bool, i64) {
+    let priority = match tags.get("failover_priority") {
+        None => Some(1),
+        Some(v) => parse_int_value(v),
+    };
+    match tags.get("nofailover") {
+        Some(v) if !v.is_null() => {
+            let nofailover = truthy(v);
+            let priority = if nofailover { 0 } else { priority.unwrap_or(1) };
+            (nofailover, priority)
+        }
+        _ => (priority.is_some_and(|p| p <= 0), priority.unwrap_or(1)),
+    }
+}

@@ -1,0 +1,168 @@
+//! Reading request bodies: JSON objects of bounded size, with Patroni's status codes (411 without
+//! a length, 400 for anything that is not a JSON object) and a message saying what is wrong.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::{Map, Value};
+
+use super::Refusal;
+use crate::time::{Timestamp, TimestampError, parse_timestamp};
+
+/// The largest request body accepted (a dynamic configuration is a few kB).
+pub(super) const MAX_BODY: usize = 1 << 20;
+
+fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal::bad_request(message)
+}
+
+/// The JSON object in the body. Without a body (no `Content-Length`, or an empty one), an
+/// optional body is an empty object; a required one is refused (411, or 400 when empty).
+pub(super) async fn json_object(
+    headers: &HeaderMap,
+    body: Body,
+    required: bool,
+) -> Result<Map<String, Value>, Refusal> {
+    let has_length = headers.contains_key(header::CONTENT_LENGTH)
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    if !has_length {
+        if required {
+            return Err(Refusal::new(
+                StatusCode::LENGTH_REQUIRED,
+                "a Content-Length header is required: send the JSON body with its length",
+            ));
+        }
+        return Ok(Map::new());
+    }
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        match len.to_str().ok().and_then(|l| l.trim().parse::<u64>().ok()) {
+            Some(n) if n > MAX_BODY as u64 => return Err(too_large()),
+            Some(_) => {}
+            None => return Err(bad_request("the Content-Length header is not a number")),
+        }
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_large()
+        } else {
+            bad_request(format!("the request body could not be read: {inner}"))
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        if required {
+            return Err(bad_request("the request body is empty; send a JSON object"));
+        }
+        return Ok(Map::new());
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| bad_request(format!("the request body is not valid UTF-8: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| bad_request(format!("the request body is not valid JSON: {e}")))?;
+    match value {
+        Value::Object(m) if m.is_empty() && required => Err(bad_request(
+            "the request body is an empty JSON object; send at least one key",
+        )),
+        Value::Object(m) => Ok(m),
+        other => Err(bad_request(format!(
+            "the request body must be a JSON object, not {}",
+            kind(&other)
+        ))),
+    }
+}
+
+fn too_large() -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {MAX_BODY} bytes"),
+    )
+}
+
+/// What a JSON value is, for messages.
+pub(super) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Refuse keys other than `allowed` (so a misspelt key is not silently ignored).
+pub(super) fn only_keys(
+    body: &Map<String, Value>,
+    allowed: &[&str],
+    what: &str,
+) -> Result<(), Refusal> {
+    match body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(bad_request(format!(
+            "unknown key {k:?} in the {what} request; allowed: {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// An optional string field; `null` and `""` count as absent (as Patroni treats them).
+pub(super) fn opt_string(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Refusal> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(bad_request(format!(
+            "{key} must be a string, not {}",
+            kind(other)
+        ))),
+    }
+}
+
+/// An optional boolean field (Patroni's `parse_bool` spellings); `null` counts as absent.
+pub(super) fn opt_bool(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, Refusal> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => super::units::parse_bool(v).map(Some).ok_or_else(|| {
+            bad_request(format!(
+                "{key} must be a boolean (true or false), not {}",
+                short(v)
+            ))
+        }),
+    }
+}
+
+/// A value for a message, cut to a readable length.
+pub(super) fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        let cut: String = s.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
+/// A schedule (`scheduled_at` of a switchover, `schedule` of a restart) as it is stored: RFC 3339
+/// in UTC. Refused as Patroni refuses it: without a time zone (400), unreadable or in the past
+/// (422).
+pub(super) fn schedule(s: &str, action: &str) -> Result<String, Refusal> {
+    const EXAMPLE: &str = "2026-05-01T10:00:00+02:00";
+    match parse_timestamp(s) {
+        Ok(t) if t < Timestamp::now() => Err(Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("cannot schedule a {action} in the past ({s})"),
+        )),
+        Ok(t) => Ok(t.to_rfc3339()),
+        Err(TimestampError::NoTimezone) => Err(bad_request(format!(
+            "the {action} time {s:?} has no time zone; add one, e.g. {EXAMPLE}"
+        ))),
+        Err(TimestampError::Unparsable) => Err(Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "cannot read the {action} time {s:?}; write it in ISO 8601 with a time zone, e.g. {EXAMPLE}"
+            ),
+        )),
+    }
+}

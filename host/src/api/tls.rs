@@ -1,0 +1,180 @@
+//! HTTPS for the REST API (rustls with the ring provider): the server configuration from
+//! `restapi.certfile`/`keyfile`, and a listener that completes TLS handshakes off the accept
+//! loop, so a slow or silent client cannot hold up others.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
+
+use crate::config::RestApi;
+
+/// How long a client has to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS file that cannot be used, naming the key, the path and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} = {path:?}: {problem}; {fix}")]
+pub struct TlsError {
+    pub key: &'static str,
+    pub path: PathBuf,
+    pub problem: String,
+    pub fix: String,
+}
+
+fn tls_error(key: &'static str, path: &Path, problem: String, fix: &str) -> TlsError {
+    TlsError {
+        key,
+        path: path.to_path_buf(),
+        problem,
+        fix: fix.to_string(),
+    }
+}
+
+/// The server configuration when `restapi.certfile` is set (the key from `restapi.keyfile`, or
+/// from the certificate file itself); `None` for plain HTTP. Every file problem is reported
+/// with the key that names the file.
+pub fn server_config(restapi: &RestApi) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+    let Some(certfile) = &restapi.certfile else {
+        return Ok(None);
+    };
+    let readable = |key: &'static str, path: &Path| {
+        std::fs::metadata(path).map_err(|e| {
+            tls_error(
+                key,
+                path,
+                format!("cannot be read: {e}"),
+                "check the path and that the user running Regent may read it",
+            )
+        })
+    };
+    readable("restapi.certfile", certfile)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certfile)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            tls_error(
+                "restapi.certfile",
+                certfile,
+                format!("is not a PEM certificate file: {e}"),
+                "give the certificate (then any intermediates) in PEM format, `-----BEGIN CERTIFICATE-----` blocks",
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(tls_error(
+            "restapi.certfile",
+            certfile,
+            "holds no PEM certificate".into(),
+            "give the certificate (then any intermediates) in PEM format, `-----BEGIN CERTIFICATE-----` blocks",
+        ));
+    }
+    let (key_name, key_path) = match &restapi.keyfile {
+        Some(k) => ("restapi.keyfile", k.as_path()),
+        None => ("restapi.certfile", certfile.as_path()),
+    };
+    readable(key_name, key_path)?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+        let fix = if restapi.keyfile.is_some() {
+            "give the unencrypted private key in PEM format (PKCS#8, PKCS#1 or SEC1)"
+        } else {
+            "set restapi.keyfile to the unencrypted PEM private key, or append the key to restapi.certfile"
+        };
+        tls_error(
+            key_name,
+            key_path,
+            format!("holds no usable private key: {e}"),
+            fix,
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| {
+            tls_error(
+                key_name,
+                key_path,
+                format!("cannot be used with restapi.certfile: {e}"),
+                "make sure the key belongs to the certificate (compare `openssl x509 -noout -pubkey` with `openssl pkey -pubout`)",
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+/// Accepts TCP connections and hands out those whose TLS handshake completed.
+pub struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, rx) = mpsc::channel(64);
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "REST API cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "REST API TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "REST API TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            rx,
+            local,
+            accept_task,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept task never ends by itself; if it is gone, so is the listener.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
