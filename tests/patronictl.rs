@@ -316,7 +316,9 @@ fn patronictl_switchover_and_failover() {
     );
     let r = p.run(&["failover", "--candidate", &third, "--force"]);
     assert!(
-        r.ok() && !r.stdout.contains("failed"),
+        r.ok()
+            && r.stdout
+                .contains(&format!("Successfully failed over to \"{third}\"")),
         "patronictl failover: {r:?}"
     );
     wait_for(

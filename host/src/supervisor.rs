@@ -99,6 +99,8 @@ pub struct Supervisor {
     reinit: Option<bool>,
     /// The revision of a `/config` value that could not be decoded (reported once).
     bad_config_rev: Option<i64>,
+    /// The `failover` key's request as first seen, and when (monotonic ms).
+    request_seen: Option<(crate::dcs::Failover, u64)>,
     /// The last leader seen, with the tags of its member key.
     last_leader: Option<(String, BTreeMap<String, String>)>,
     /// When the last hand-over was aborted (monotonic ms).
@@ -187,6 +189,7 @@ impl Supervisor {
             phase_seen: (PgPhase::Stopped, std::time::Instant::now()),
             handover_aborted_ms: None,
             last_leader: None,
+            request_seen: None,
             bad_config_rev: None,
         })
     }
@@ -402,6 +405,18 @@ impl Supervisor {
                 .map(|l| l.lease);
         }
         let now = mono_ms();
+        if let Some(c) = &cluster {
+            let req = c
+                .failover
+                .as_ref()
+                .map(|(f, _)| f)
+                .filter(|f| !f.is_empty());
+            match (req, &self.request_seen) {
+                (None, _) => self.request_seen = None,
+                (Some(f), Some((seen, _))) if seen == f => {}
+                (Some(f), _) => self.request_seen = Some((f.clone(), now)),
+            }
+        }
         if cluster.as_ref().is_some_and(|c| c.leader.is_none()) {
             if self.unlocked_since_ms.is_none() && self.sysid.is_some() {
                 let who = self
@@ -498,6 +513,7 @@ impl Supervisor {
             now_unix_ms: unix_now_ms(),
             handover_aborted_ms: self.handover_aborted_ms,
             last_leader: self.last_leader.clone(),
+            request_since_ms: self.request_seen.as_ref().map(|(_, t)| *t),
         }
     }
 

@@ -776,6 +776,22 @@ impl Cluster {
         c.start_all();
         let leader = c.wait_leader(Duration::from_secs(90));
         c.wait_streaming(leader, n - 1, Duration::from_secs(90));
+        // Streaming on the leader's side comes a loop before each replica reports itself
+        // running: wait for that too, so that switchover candidates look healthy.
+        wait_for(
+            "every replica to report itself healthy",
+            Duration::from_secs(30),
+            || {
+                (0..n)
+                    .filter(|i| *i != leader)
+                    .all(|i| {
+                        c.nodes[i]
+                            .http_get("/replica")
+                            .is_some_and(|(s, _)| s == 200)
+                    })
+                    .then_some(())
+            },
+        );
         (c, leader)
     }
 

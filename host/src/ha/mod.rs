@@ -121,6 +121,9 @@ pub struct World {
     /// When (monotonic ms) this node last gave up a hand-over because the target did not
     /// confirm its last WAL: a failed leader waits before it tries again.
     pub handover_aborted_ms: Option<u64>,
+    /// Since when (monotonic ms) this node has seen the current request in the `failover`
+    /// key: a leader waits a while for a requested candidate that does not stream yet.
+    pub request_since_ms: Option<u64>,
     /// The last leader this node saw, with its tags from its member key: a crashed leader's
     /// key expires with its lease, and an election still wants to know its zone.
     pub last_leader: Option<(String, BTreeMap<String, String>)>,
@@ -772,8 +775,18 @@ fn leader_request(w: &World, req: Request<'_>, policy: &dyn Policy) -> (String, 
     if let Some(c) = req.candidate
         && not_streaming(c)
     {
+        let waited = w.request_since_ms.map_or(0, |s| w.now_ms.saturating_sub(s));
+        if waited < w.settings.ttl_ms {
+            return (
+                format!("switchover {what}: waiting for {c} to stream from me"),
+                vec![],
+            );
+        }
         return (
-            format!("switchover {what} is not possible: {c} is not streaming from me"),
+            format!(
+                "switchover {what} is not possible: {c} has not streamed from me for {} s",
+                waited / 1000
+            ),
             vec![Action::ClearFailover],
         );
     }

@@ -153,6 +153,7 @@ fn world(me: &str, cluster: Option<Cluster>, pg: PgView) -> World {
         now_unix_ms: UNIX_NOW,
         handover_aborted_ms: None,
         last_leader: None,
+        request_since_ms: None,
     }
     .with_known_lock()
 }
@@ -913,12 +914,16 @@ fn scheduled_switchover_waits_for_its_time_and_stale_ones_are_dropped() {
 }
 
 #[test]
-fn switchover_to_a_replica_that_does_not_stream_from_me_is_dropped() {
+fn switchover_to_a_replica_that_does_not_stream_from_me_waits_then_is_dropped() {
     let mut w = switchover_world(Some("b"), Some("c"), None);
     w.pg.streaming.clear();
+    // A while to catch up (it may just have switched upstream), then the request is dropped.
+    w.request_since_ms = Some(NOW - 1_000);
+    assert_eq!(actions(&w), vec![Action::RenewLease]);
+    w.request_since_ms = Some(NOW - w.settings.ttl_ms);
     let d = decide_default(&w);
     assert_eq!(d.actions, vec![Action::RenewLease, Action::ClearFailover]);
-    assert!(d.summary.contains("not streaming"), "{}", d.summary);
+    assert!(d.summary.contains("has not streamed"), "{}", d.summary);
 }
 
 #[test]
@@ -1633,6 +1638,7 @@ fn build(g: &ClusterGen) -> Scenario {
                 now_unix_ms: UNIX_NOW,
                 handover_aborted_ms: None,
                 last_leader: None,
+                request_since_ms: None,
             }
         })
         .collect();
@@ -2756,6 +2762,7 @@ impl Sim {
             now_unix_ms: UNIX_NOW + self.now,
             handover_aborted_ms: None,
             last_leader: None,
+            request_since_ms: None,
         }
     }
 
