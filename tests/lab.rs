@@ -28,7 +28,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{REGENT, free_port, http_get, wait_for};
+use support::{REGENT, free_port, http_get, http_request_at, wait_for};
 
 /// Projects of this test are named `regent-labtest-<pid>-<unix seconds>`.
 const PROJECT_PREFIX: &str = "regent-labtest-";
@@ -1052,6 +1052,64 @@ fn partition_leader(lab: &Arc<Lab>, w: &Writer, report: &mut Report, old: usize)
     new_leader
 }
 
+/// A planned switchover through the REST API (`POST /switchover` to the leader, as patronictl
+/// sends it) to the synchronous standby: measured as writers see it through HAProxy.
+/// Returns the new leader.
+fn switchover_leader(lab: &Lab, w: &Writer, report: &mut Report, old: usize) -> usize {
+    let cluster = lab.rest_json(old, "/cluster").expect("GET /cluster");
+    let candidate = cluster["members"]
+        .as_array()
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m["role"] == "sync_standby")
+                .and_then(|m| m["name"].as_str())
+                .map(str::to_string)
+        })
+        .expect("a synchronous standby to switch over to");
+    let addresses = lab.addresses();
+    let t0 = Instant::now();
+    let body = format!(
+        r#"{{"leader":"{}","candidate":"{candidate}"}}"#,
+        Lab::name(old)
+    );
+    let (status, text) = http_request_at(
+        "127.0.0.1",
+        lab.api[old],
+        "POST",
+        "/switchover",
+        Some(&body),
+        Duration::from_secs(40),
+    )
+    .expect("POST /switchover answered");
+    let answered = t0.elapsed();
+    assert_eq!(status, 200, "POST /switchover: {text}");
+    let f = watch_failover(lab, w, (t0, old), &addresses, Duration::from_secs(30));
+    assert_eq!(
+        Lab::name(f.new_leader),
+        candidate,
+        "the requested candidate leads"
+    );
+    let acks = w.acks();
+    let gap = acks
+        .windows(2)
+        .filter(|p| p[1].at >= t0)
+        .map(|p| p[1].at.duration_since(p[0].at))
+        .max()
+        .unwrap_or_default();
+    report.time("POST /switchover -> answered 200", answered);
+    report.time(
+        "POST /switchover -> writes resume through HAProxy on the candidate",
+        f.writes,
+    );
+    report.time(
+        "switchover: longest gap between acknowledged writes through HAProxy",
+        gap,
+    );
+    lab.assert_no_acked_write_lost(f.new_leader, &acks);
+    lab.wait_replica_of(old, f.new_leader, Duration::from_secs(60));
+    f.new_leader
+}
+
 /// `down -v`: no container, network or volume of the project is left.
 fn down(lab: &Lab, report: &mut Report) {
     let t = Instant::now();
@@ -1183,6 +1241,8 @@ fn docker_compose_lab() {
     let leader = stop_leader(&lab, &writer, &mut report, leader, &digest);
     lab.wait_settled(Duration::from_secs(60));
     let leader = partition_leader(&lab, &writer, &mut report, leader);
+    lab.wait_settled(Duration::from_secs(60));
+    let leader = switchover_leader(&lab, &writer, &mut report, leader);
 
     let failures = writer.failures();
     let acks = writer.finish();

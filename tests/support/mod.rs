@@ -477,6 +477,19 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// A minimal HTTP/1.0 GET against host:port (status, body); `host` is an IP address.
 pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    http_request_at(host, port, "GET", path, None, Duration::from_secs(2))
+}
+
+/// One HTTP/1.1 request (with a JSON body, if any) against host:port; (status, body).
+/// `timeout` bounds the wait for the answer.
+pub fn http_request_at(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let ip: std::net::IpAddr = host.parse().ok()?;
     let mut s = std::net::TcpStream::connect_timeout(
@@ -484,10 +497,18 @@ pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
         Duration::from_millis(500),
     )
     .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let body = json.unwrap_or("");
+    let content = match json {
+        Some(b) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ),
+        None => String::new(),
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{content}Connection: close\r\n\r\n{body}"
     )
     .ok()?;
     let mut buf = String::new();
