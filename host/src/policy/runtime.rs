@@ -43,6 +43,9 @@ pub(crate) fn runtime() -> Result<&'static Runtime, PolicyError> {
         .get_or_init(|| {
             let mut config = Config::new();
             config.epoch_interruption(true);
+            if std::env::var_os("REGENT_POLICY_PERFMAP").is_some() {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
             let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
             let mut linker: Linker<State> = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("{e:#}"))?;
