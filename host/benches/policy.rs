@@ -252,6 +252,9 @@ fn callgrind(case: &str) {
     let (kind, name) = case
         .split_once(':')
         .unwrap_or_else(|| panic!("REGENT_CALLGRIND={case}: want <kind>:<policy>"));
+    if kind == "load" {
+        return callgrind_load(name);
+    }
     let view = match kind {
         "rank" | "health" => nine_members(),
         "rank-no-tags" => without_tags(&nine_members()),
@@ -284,6 +287,28 @@ fn callgrind(case: &str) {
     measured(CALLS, &run);
     println!("{case}: {CALLS} calls measured");
 }
+
+/// `load:<policy>`: load (compile, link, describe, configure, self-test) `CALLS_LOAD` new
+/// variants of a policy's component: the work of a hot reload after the debounce.
+fn callgrind_load(name: &str) {
+    let (dir, _) = bench_dir();
+    let manifest = dir.path().join(format!("{name}.toml"));
+    let wasm = dir.path().join(format!("{name}.wasm"));
+    let base = std::fs::read(&wasm).unwrap();
+    let n = std::cell::Cell::new(0u32);
+    let run = || {
+        n.set(n.get() + 1);
+        std::fs::write(&wasm, variant(&base, &format!("cg{}", n.get()))).unwrap();
+        let report = regent::policy::check(&manifest).unwrap();
+        eprintln!("load {name}: compile {:.1} ms", report.compile_ms);
+    };
+    run();
+    measured(CALLS_LOAD, &run);
+    println!("load:{name}: {CALLS_LOAD} calls measured");
+}
+
+/// Loads per `load:` callgrind case.
+const CALLS_LOAD: u32 = 3;
 
 fn main() {
     if let Ok(case) = std::env::var("REGENT_CALLGRIND") {
