@@ -34,7 +34,7 @@ pub use manifest::{Capability, Hook, Manifest, Probe};
 pub use reload::{DEBOUNCE, WatcherHandle};
 pub use selftest::{nine_members, sample_views};
 pub use set::{PolicySet, ReloadOutcome};
-pub use wasm::{Fault, FaultKind, LocalNode, PolicyInfo, WasmPolicy};
+pub use wasm::{Fault, FaultKind, LocalNode, PolicyInfo, TagKeys, WasmPolicy};
 
 use crate::ha::policy::{DefaultPolicy, ElectionView, Policy, Ranked, Ranking};
 use serde::{Deserialize, Serialize};

@@ -3,6 +3,7 @@
 //! interface), per-instance state and limits, stderr capture, compilation and the artifact
 //! cache.
 
+use super::convert::RankFunc;
 use super::{PolicyError, SqlProber, WIT_PACKAGE};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -18,6 +19,7 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "policy",
         path: "../wit",
+        additional_derives: [PartialEq],
     });
 }
 
@@ -43,6 +45,7 @@ pub(crate) fn runtime() -> Result<&'static Runtime, PolicyError> {
         .get_or_init(|| {
             let mut config = Config::new();
             config.epoch_interruption(true);
+            // `perf` can then name the policies' functions (in /tmp/perf-PID.map).
             if std::env::var_os("REGENT_POLICY_PERFMAP").is_some() {
                 config.profiler(wasmtime::ProfilingStrategy::PerfMap);
             }
@@ -129,6 +132,30 @@ impl bindings::regent::policy::host::Host for State {
             }
             wit::LogLevel::Error => {
                 tracing::error!(target: "regent::policy::plugin", policy, "{message}")
+            }
+        }
+    }
+
+    fn log_enabled(&mut self, level: wit::LogLevel) -> bool {
+        // As `log` records them: the self-test's lines at trace.
+        if self.self_test {
+            return tracing::enabled!(target: "regent::policy::plugin", tracing::Level::TRACE);
+        }
+        match level {
+            wit::LogLevel::Trace => {
+                tracing::enabled!(target: "regent::policy::plugin", tracing::Level::TRACE)
+            }
+            wit::LogLevel::Debug => {
+                tracing::enabled!(target: "regent::policy::plugin", tracing::Level::DEBUG)
+            }
+            wit::LogLevel::Info => {
+                tracing::enabled!(target: "regent::policy::plugin", tracing::Level::INFO)
+            }
+            wit::LogLevel::Warn => {
+                tracing::enabled!(target: "regent::policy::plugin", tracing::Level::WARN)
+            }
+            wit::LogLevel::Error => {
+                tracing::enabled!(target: "regent::policy::plugin", tracing::Level::ERROR)
             }
         }
     }
@@ -273,6 +300,8 @@ pub(crate) struct InstanceConfig {
 pub(crate) struct Live {
     pub store: Store<State>,
     pub bindings: Bindings,
+    /// `rank-candidates`, called with a view that borrows from the decision core's.
+    pub rank: RankFunc,
     pub stderr: Capture,
 }
 
@@ -312,9 +341,11 @@ pub(crate) fn instantiate(
     // Instantiation runs the component's start code: give it a generous deadline.
     store.set_epoch_deadline(1000);
     let bindings = pre.instantiate(&mut store)?;
+    let rank = RankFunc::new(&store, *bindings.func_rank_candidates().func())?;
     Ok(Live {
         store,
         bindings,
+        rank,
         stderr,
     })
 }

@@ -4,7 +4,7 @@
 //!
 //! Each component is compiled once per test process (the runtime memoizes by digest).
 
-use super::runtime;
+use super::runtime::{self, wit};
 use super::*;
 use crate::ha::policy::{
     CandidateView, DefaultPolicy, ElectionReason, ElectionView, Health, HealthFacts, Policy,
@@ -583,6 +583,81 @@ fn now_ms_is_the_monotonic_clock() {
     };
     let now: u64 = s.strip_prefix("now=").unwrap().parse().unwrap();
     assert!(before <= now && now <= after, "{before} {now} {after}");
+}
+
+#[test]
+fn log_enabled_follows_what_the_log_records() {
+    let (_dir, set) = guest_set("");
+    let p = only(&set);
+    let ask = || match p.health_checked(&facts("log-enabled")).unwrap() {
+        Health::Degraded(s) => s,
+        h => panic!("{h:?}"),
+    };
+    // No subscriber: nothing is recorded.
+    assert_eq!(ask(), "debug=false error=false");
+    let at = |level| {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_test_writer()
+            .finish()
+    };
+    tracing::subscriber::with_default(at(tracing::Level::INFO), || {
+        assert_eq!(ask(), "debug=false error=true")
+    });
+    tracing::subscriber::with_default(at(tracing::Level::DEBUG), || {
+        assert_eq!(ask(), "debug=true error=true")
+    });
+}
+
+#[test]
+fn the_view_carries_zones_sync_flags_and_only_the_tags_asked_for() {
+    let (_dir, set) = guest_set("");
+    let p = only(&set);
+    assert_eq!(
+        p.info().tags,
+        TagKeys::Only(vec!["fault".into(), "rack".into(), "zone".into()])
+    );
+    let mut v = view();
+    v.members[0].tags.insert("secret".into(), "s3cr3t".into());
+    v.members[1].tags.insert("fault".into(), "echo-view".into());
+    v.members[2].tags.insert("rack".into(), "r9".into());
+    v.members[2].tags.remove("zone");
+    v.sync_members = Some(vec!["pg-a".into(), "pg-c".into()]);
+    let Ranking::Veto(echo) = p.rank_checked(&v).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        echo,
+        "synchronous-mode=true; pg-a zone=eu-1 sync=true tags=zone=eu-1; \
+         pg-b zone=eu-1 sync=false tags=fault=echo-view,zone=eu-1; \
+         pg-c zone=- sync=true tags=rack=r9"
+    );
+    v.sync_members = None;
+    let Ranking::Veto(echo) = p.rank_checked(&v).unwrap() else {
+        panic!()
+    };
+    assert!(
+        echo.starts_with("synchronous-mode=false; pg-a zone=eu-1 sync=false"),
+        "{echo}"
+    );
+}
+
+#[test]
+fn postgres_states_keep_patronis_names() {
+    for (name, state) in [
+        ("running", wit::PgState::Running),
+        ("starting", wit::PgState::Starting),
+        ("stopping", wit::PgState::Stopping),
+        ("stopped", wit::PgState::Stopped),
+        ("restarting", wit::PgState::Restarting),
+        ("crashed", wit::PgState::Crashed),
+        ("creating replica", wit::PgState::CreatingReplica),
+        ("initializing new cluster", wit::PgState::Initializing),
+        ("unreachable", wit::PgState::Unreachable),
+        ("rejoining", wit::PgState::Other("rejoining".into())),
+    ] {
+        assert_eq!(super::convert::pg_state(name), state, "{name}");
+    }
 }
 
 #[test]

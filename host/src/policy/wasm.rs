@@ -2,9 +2,7 @@
 
 use super::convert;
 use super::manifest::{Capability, Hook, Manifest};
-use super::runtime::{
-    self, Bindings, EPOCH_TICK, InstanceConfig, Live, Origin, PolicyPre, State, wit,
-};
+use super::runtime::{self, EPOCH_TICK, InstanceConfig, Live, Origin, PolicyPre, State, wit};
 use super::selftest;
 use super::{Event, PolicyError, Report, SelfTestResult, WIT_PACKAGE};
 use crate::ha::policy::{DefaultPolicy, ElectionView, Health, HealthFacts, Policy, Ranking};
@@ -13,7 +11,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wasmtime::Store;
 
 /// What a policy says about itself (`describe`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,6 +18,36 @@ pub struct PolicyInfo {
     pub name: String,
     pub version: String,
     pub hooks: Vec<Hook>,
+    /// The member tags `rank-candidates` is given.
+    pub tags: TagKeys,
+}
+
+/// Which member tags a policy reads (`describe`'s `tags`); a member in its view carries only
+/// those.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagKeys {
+    All,
+    Only(Vec<String>),
+}
+
+impl TagKeys {
+    pub fn wants(&self, key: &str) -> bool {
+        match self {
+            TagKeys::All => true,
+            TagKeys::Only(keys) => keys.iter().any(|k| k == key),
+        }
+    }
+}
+
+impl fmt::Display for TagKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TagKeys::All => f.write_str("all"),
+            TagKeys::Only(keys) if keys.is_empty() => f.write_str("none"),
+            TagKeys::Only(keys) => f.write_str(&keys.join(", ")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -222,6 +249,7 @@ impl WasmPolicy {
                 name: String::new(),
                 version: String::new(),
                 hooks: Vec::new(),
+                tags: TagKeys::Only(Vec::new()),
             },
             active: Vec::new(),
             pre,
@@ -239,7 +267,9 @@ impl WasmPolicy {
 
         // describe
         let described = policy
-            .call(Hook::RankCandidates, |b, s| b.call_describe(s))
+            .call(Hook::RankCandidates, |l| {
+                l.bindings.call_describe(&mut l.store)
+            })
             .map_err(|f| load_err(format!("`describe` failed: {}", f.without_hook())))?;
         let mut hooks = Vec::new();
         for h in &described.hooks {
@@ -256,6 +286,14 @@ impl WasmPolicy {
             name: described.name,
             version: described.version,
             hooks,
+            tags: match described.tags {
+                wit::TagKeys::All => TagKeys::All,
+                wit::TagKeys::Only(mut keys) => {
+                    keys.sort();
+                    keys.dedup();
+                    TagKeys::Only(keys)
+                }
+            },
         };
         if manifest.path.is_none() {
             // A bare component: it is called what it says it is.
@@ -304,7 +342,9 @@ impl WasmPolicy {
         // configure
         let settings = manifest.settings.to_string();
         let configured = policy
-            .call(Hook::RankCandidates, |b, s| b.call_configure(s, &settings))
+            .call(Hook::RankCandidates, |l| {
+                l.bindings.call_configure(&mut l.store, &settings)
+            })
             .map_err(|f| load_err(format!("`configure` failed: {}", f.without_hook())))?;
         if let Err(message) = configured {
             return Err(PolicyError::Configure { name, message });
@@ -394,7 +434,7 @@ impl WasmPolicy {
     fn call<R>(
         &self,
         hook: Hook,
-        f: impl FnOnce(&Bindings, &mut Store<State>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         let mut guard = lock(&self.live);
         if guard.is_none() {
@@ -452,7 +492,7 @@ impl WasmPolicy {
         live.store.set_epoch_deadline(self.deadline_ticks);
         let mark = live.stderr.mark();
         let start = Instant::now();
-        let result = f(&live.bindings, &mut live.store);
+        let result = f(live);
         let elapsed = start.elapsed();
         match result {
             Ok(v) => Ok(v),
@@ -518,10 +558,9 @@ impl WasmPolicy {
         if !self.is_active(Hook::RankCandidates) {
             return Err(self.missing(Hook::RankCandidates));
         }
-        let wview = convert::cluster_view(view);
         let start = Instant::now();
-        let answer = self.call(Hook::RankCandidates, |b, s| {
-            b.call_rank_candidates(s, &wview)
+        let answer = convert::with_cluster_view(view, &self.info.tags, |wview| {
+            self.call(Hook::RankCandidates, |l| l.rank.call(&mut l.store, wview))
         })?;
         convert::ranking(view, answer).map_err(|m| {
             Fault::new(
@@ -552,7 +591,9 @@ impl WasmPolicy {
         let probes = probes.unwrap_or_else(|| self.run_probes());
         let local = lock(&self.host.local).clone();
         let wfacts = convert::health_facts(facts, &local.name, local.is_leader, probes);
-        let h = self.call(Hook::CheckHealth, |b, s| b.call_check_health(s, &wfacts))?;
+        let h = self.call(Hook::CheckHealth, |l| {
+            l.bindings.call_check_health(&mut l.store, &wfacts)
+        })?;
         Ok(convert::health(h))
     }
 
@@ -595,7 +636,7 @@ impl WasmPolicy {
         if !self.is_active(Hook::OnEvent) {
             return Err(self.missing(Hook::OnEvent));
         }
-        self.call(Hook::OnEvent, |b, s| b.call_on_event(s, e))
+        self.call(Hook::OnEvent, |l| l.bindings.call_on_event(&mut l.store, e))
     }
 
     /// Fire-and-forget `on-event`: a fault is recorded, nothing else happens.
@@ -623,6 +664,10 @@ impl WasmPolicy {
                     Hook::OnEvent => wit::Hook::OnEvent,
                 })
                 .collect(),
+            tags: match &self.info.tags {
+                TagKeys::All => wit::TagKeys::All,
+                TagKeys::Only(keys) => wit::TagKeys::Only(keys.clone()),
+            },
         };
         if let Err(f) = self.send(&wit::Event::PolicyLoaded(info)) {
             self.record(f);
@@ -700,6 +745,7 @@ impl WasmPolicy {
             "wit": WIT_PACKAGE,
             "hooks": self.active,
             "described_hooks": self.info.hooks,
+            "tags": self.info.tags,
             "capabilities": self.manifest.capabilities,
             "manifest": self.manifest.path.as_ref().map(|p| p.display().to_string()),
             "component": self.manifest.component.display().to_string(),

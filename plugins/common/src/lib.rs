@@ -8,8 +8,11 @@
 //!   a clear error.
 //! - [`patroni`]: Patroni's eligibility rules and ranking order, the same as Regent's built-in
 //!   `DefaultPolicy`.
+//! - [`allocator`]: a fast allocator for the many small blocks a call's arguments need; on
+//!   `wasm32` it is the plugin's global allocator and `cabi_realloc`.
+//! - [`tags`]: a member's tags by key.
 //! - [`lsn`]: format a WAL position the way PostgreSQL does (`0/3000060`).
-//! - [`names`]: roles and hooks as the WIT spells them.
+//! - [`names`]: roles, PostgreSQL states and hooks as the WIT spells them.
 //! - [`testing`]: builders for views and members, and (feature `manifest`) a check that a
 //!   manifest agrees with its plugin, for the plugins' unit tests.
 //!
@@ -32,8 +35,14 @@ pub use bindings::regent::policy::types;
 /// The WIT `host` interface: what Regent offers a policy (`log`, `now_ms`, `sql_probe`).
 pub use bindings::regent::policy::host;
 
+pub mod allocator;
 pub mod lsn;
 pub mod names;
 pub mod patroni;
 pub mod settings;
+pub mod tags;
 pub mod testing;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: allocator::SizeClasses = allocator::SizeClasses::new();
