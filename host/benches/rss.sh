@@ -43,6 +43,11 @@ etcd --name e0 --data-dir "$tmp/etcd" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "e0=http://127.0.0.1:$peer_port" >"$tmp/etcd.log" 2>&1 &
 pids+=($!)
+deadline=$((SECONDS + 30))
+until curl -fs "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { tail -n 20 "$tmp/etcd.log" >&2; die "etcd did not start within 30 s"; }
+    sleep 0.2
+done
 
 node=$tmp/node1
 mkdir -p "$node"
@@ -104,6 +109,13 @@ measure() { # LABEL
     threads=$(awk '/^Threads/ {print $2}' "/proc/$pid/status")
     printf '%-34s VmRSS %6.1f MiB   VmHWM %6.1f MiB   threads %s\n' \
         "$1 ($list)" "$(echo "$rss / 1024" | bc -l)" "$(echo "$hwm / 1024" | bc -l)" "$threads"
+    # What the policies did meanwhile (GET /policy).
+    curl -fs "http://127.0.0.1:$api_port/policy" | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["policies"]:
+    c = p["compile"]
+    print("  %s %s: %s code (first %s, %s), calls %s, faults %s" % (p["name"], p["version"],
+        c["tier"], c["first"]["tier"], c["first"]["source"], p["calls"], p["faults"]["count"]))'
     if [ -n "${SMAPS:-}" ]; then
         # Resident kB by mapping (permissions and file), the largest first.
         awk '/^[0-9a-f]+-/ {name=$2 " " ($6 == "" ? "[anon]" : $6)} /^Rss:/ {rss[name]+=$2}

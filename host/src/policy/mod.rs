@@ -32,6 +32,7 @@ mod tests;
 
 pub use manifest::{Capability, Hook, Manifest, Probe};
 pub use reload::{DEBOUNCE, WatcherHandle};
+pub use runtime::{COMPILE_SUBCOMMAND, Tier, compile_child, compile_in_subprocess};
 pub use selftest::{nine_members, sample_views};
 pub use set::{PolicySet, ReloadOutcome};
 pub use wasm::{Fault, FaultKind, LocalNode, PolicyInfo, TagKeys, WasmPolicy};
@@ -242,7 +243,8 @@ fn load_for_cli(path: &Path) -> Result<WasmPolicy, PolicyError> {
     } else {
         Manifest::for_component(path)
     };
-    WasmPolicy::load(&manifest, None, Default::default())
+    // A one-off command: the optimized code at once, no background work.
+    WasmPolicy::load_as(&manifest, None, Default::default(), Tier::Optimized)
 }
 
 /// A ranking as text: one candidate per line with its reason, or the veto.

@@ -82,6 +82,12 @@ fn guest_set(extra: &str) -> (tempfile::TempDir, PolicySet) {
     };
     write_policy(dir.path(), GUEST, &extra, guest());
     let set = PolicySet::load(dir.path(), &[GUEST.to_string()], None).unwrap();
+    // Tests that count instances or keep state in one must not see the optimized code take
+    // over halfway (see `a_new_version_serves_quick_code_until_its_optimized_code_is_ready`).
+    let p = only(&set);
+    wait_for("the optimized code", Duration::from_secs(60), || {
+        p.tier() == Tier::Optimized
+    });
     (dir, set)
 }
 
@@ -662,7 +668,7 @@ fn postgres_states_keep_patronis_names() {
 
 #[test]
 fn compiled_artifacts_are_cached_by_digest() {
-    let rt = runtime::runtime().unwrap();
+    let rt = runtime::runtime(Tier::Optimized).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let bytes = variant(guest(), "cache-test");
     let digest = runtime::digest(&bytes);
@@ -683,18 +689,119 @@ fn compiled_artifacts_are_cached_by_digest() {
     let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
     assert_eq!(origin, runtime::Origin::Memory);
     // A restart: from the cache file, and it works.
-    runtime::forget_compiled(&digest);
+    runtime::forget_compiled(&digest, Tier::Optimized);
     let (c, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
     assert_eq!(origin, runtime::Origin::DiskCache);
     runtime::prepare(rt, p, &c).unwrap();
     // A corrupt cache file is replaced.
     std::fs::write(&files[0], b"\x7fELF broken").unwrap();
-    runtime::forget_compiled(&digest);
+    runtime::forget_compiled(&digest, Tier::Optimized);
     let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
     assert_eq!(origin, runtime::Origin::Compiled);
-    runtime::forget_compiled(&digest);
+    runtime::forget_compiled(&digest, Tier::Optimized);
     let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
     assert_eq!(origin, runtime::Origin::DiskCache);
+}
+
+#[test]
+fn quick_code_is_not_cached_on_disk() {
+    let rt = runtime::runtime(Tier::Quick).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = variant(guest(), "quick-cache-test");
+    let digest = runtime::digest(&bytes);
+    let p = Path::new("quick-cache-test.wasm");
+    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, runtime::Origin::Compiled);
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, runtime::Origin::Memory);
+    runtime::forget_compiled(&digest, Tier::Quick);
+}
+
+#[test]
+fn a_new_version_serves_quick_code_until_its_optimized_code_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = variant(guest(), "tiers");
+    write_policy(dir.path(), GUEST, RELAXED, &bytes);
+    let set = PolicySet::load(dir.path(), &[GUEST.to_string()], Some(cache.path())).unwrap();
+    let p = only(&set);
+    let compile = |set: &PolicySet| set.info()["policies"][0]["compile"].clone();
+    assert_eq!(compile(&set)["first"]["tier"], "quick", "{}", compile(&set));
+    assert_eq!(compile(&set)["first"]["source"], "compiled");
+    // Calls are answered all along, and the optimized code takes over by itself.
+    wait_for("the optimized code", Duration::from_secs(60), || {
+        assert_eq!(names(&p.rank_checked(&view()).unwrap()), ["pg-b", "pg-c"]);
+        p.tier() == Tier::Optimized
+    });
+    let c = compile(&set);
+    assert_eq!(c["tier"], "optimized", "{c}");
+    assert_eq!(c["source"], "compiled", "{c}");
+    assert!(c["optimize_error"].is_null(), "{c}");
+    // Settings reach the optimized instance too.
+    assert_eq!(
+        p.health_checked(&facts("settings")).unwrap(),
+        Health::Degraded("settings={}".into())
+    );
+    assert_eq!(p.faults().0, 0);
+    // It is what the cache keeps: a restart serves optimized code at once.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    runtime::forget_compiled(&runtime::digest(&bytes), Tier::Optimized);
+    let again = PolicySet::load(dir.path(), &[GUEST.to_string()], Some(cache.path())).unwrap();
+    let c = compile(&again);
+    assert_eq!(c["tier"], "optimized", "{c}");
+    assert_eq!(c["first"]["source"], "cache", "{c}");
+}
+
+/// A stand-in for `regent compile-policy`: a shell script that swallows its input and then
+/// runs `body`.
+fn fake_compiler(dir: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("compiler-{}", dir.read_dir().unwrap().count()));
+    std::fs::write(&path, format!("#!/bin/sh\ncat >/dev/null\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn compile_child_protocol() {
+    let rt = runtime::runtime(Tier::Quick).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = variant(guest(), "child");
+    // The child's side: an artifact, or the reason with status 3.
+    let artifact = runtime::compile_artifact("quick", &bytes).unwrap();
+    let (status, why) = runtime::compile_artifact("quick", b"not wasm").unwrap_err();
+    assert_eq!(status, 3);
+    assert!(why.contains("not a .wasm file"), "{why}");
+    assert_eq!(runtime::compile_artifact("fast", &bytes).unwrap_err().0, 1);
+    // The parent's side.
+    let file = dir.path().join("artifact.cwasm");
+    std::fs::write(&file, &artifact).unwrap();
+    let ok = fake_compiler(dir.path(), &format!("cat '{}'", file.display()));
+    let c = runtime::compile_in_child(&ok, rt, &bytes, Duration::from_secs(30)).unwrap();
+    runtime::prepare(rt, Path::new("child.wasm"), &c).unwrap();
+    let invalid = fake_compiler(dir.path(), "echo 'not a component' >&2; exit 3");
+    match runtime::compile_in_child(&invalid, rt, &bytes, Duration::from_secs(30)) {
+        Err(runtime::ChildError::Invalid(why)) => assert_eq!(why, "not a component"),
+        other => panic!("{other:?}"),
+    }
+    for (body, needle) in [
+        ("echo boom >&2; exit 1", "boom"),
+        ("echo garbage", "does not load"),
+        ("kill -9 $$", "signal"),
+        ("exec sleep 30", "timed out"),
+    ] {
+        let exe = fake_compiler(dir.path(), body);
+        match runtime::compile_in_child(&exe, rt, &bytes, Duration::from_secs(2)) {
+            Err(runtime::ChildError::Failed(why)) => assert!(why.contains(needle), "{body}: {why}"),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+    let missing = dir.path().join("no-such-compiler");
+    assert!(matches!(
+        runtime::compile_in_child(&missing, rt, &bytes, Duration::from_secs(2)),
+        Err(runtime::ChildError::Failed(_))
+    ));
 }
 
 /// Write `bytes` to `dir/name` the way a deploy should: a temporary file, then rename.

@@ -2,7 +2,7 @@
 
 use super::convert;
 use super::manifest::{Capability, Hook, Manifest};
-use super::runtime::{self, EPOCH_TICK, InstanceConfig, Live, Origin, PolicyPre, State, wit};
+use super::runtime::{self, EPOCH_TICK, InstanceConfig, Live, Origin, PolicyPre, State, Tier, wit};
 use super::selftest;
 use super::{Event, PolicyError, Report, SelfTestResult, WIT_PACKAGE};
 use crate::ha::policy::{DefaultPolicy, ElectionView, Health, HealthFacts, Policy, Ranking};
@@ -170,25 +170,40 @@ struct Stats {
     last_fault: Option<Fault>,
 }
 
+/// The compiled code a policy version runs.
+struct Code {
+    tier: Tier,
+    pre: PolicyPre<State>,
+    origin: Origin,
+    compile_time: Duration,
+}
+
 /// A loaded, self-tested policy version. Calls reuse one instance; a fault drops it and the next
 /// call instantiates again.
+///
+/// A version loaded with quick code ([`Tier::Quick`]) is optimized in the background: the
+/// optimized code, instantiated and configured, then replaces the quick code and its instance
+/// between two calls.
 pub struct WasmPolicy {
     manifest: Manifest,
     digest: String,
     info: PolicyInfo,
     /// Hooks in the manifest (or all described ones) that the policy describes.
     active: Vec<Hook>,
-    pre: PolicyPre<State>,
+    /// Locked after `live` when both are.
+    code: Arc<Mutex<Code>>,
+    /// How the first code was compiled, for the record.
+    first: (Tier, Origin, Duration),
+    /// Why the background optimization failed, if it did.
+    optimize_error: Arc<Mutex<Option<String>>>,
     icfg: InstanceConfig,
     deadline_ticks: u64,
     /// The settings JSON, once `configure` accepted it: every new instance gets it too.
     settings: Option<String>,
-    live: Mutex<Option<Live>>,
+    live: Arc<Mutex<Option<Live>>>,
     stats: Mutex<Stats>,
     host: HostContext,
     loaded_at: SystemTime,
-    origin: Origin,
-    compile_time: Duration,
     self_test: Vec<SelfTestResult>,
 }
 
@@ -198,6 +213,16 @@ impl WasmPolicy {
         manifest: &Manifest,
         cache_dir: Option<&Path>,
         host: HostContext,
+    ) -> Result<WasmPolicy, PolicyError> {
+        WasmPolicy::load_as(manifest, cache_dir, host, Tier::Quick)
+    }
+
+    /// [`WasmPolicy::load`], compiling with `first` (see [`WasmPolicy::load_bytes_as`]).
+    pub(crate) fn load_as(
+        manifest: &Manifest,
+        cache_dir: Option<&Path>,
+        host: HostContext,
+        first: Tier,
     ) -> Result<WasmPolicy, PolicyError> {
         let bytes = std::fs::read(&manifest.component).map_err(|e| PolicyError::Io {
             path: manifest.component.clone(),
@@ -210,21 +235,43 @@ impl WasmPolicy {
                     .unwrap_or_default()
             ),
         })?;
-        WasmPolicy::load_bytes(manifest, &bytes, cache_dir, host)
+        WasmPolicy::load_bytes_as(manifest, &bytes, cache_dir, host, first)
     }
 
     /// Compile (or take from the cache), link against `regent:policy@0.1.0`, instantiate,
-    /// `describe`, `configure` and self-test. Nothing here touches a serving version.
+    /// `describe`, `configure` and self-test. Nothing here touches a serving version. Unless
+    /// the optimized code is at hand (compiled before by this process, or in the artifact
+    /// cache), the version serves with quick code until its optimized code is ready.
     pub(crate) fn load_bytes(
         manifest: &Manifest,
         bytes: &[u8],
         cache_dir: Option<&Path>,
         host: HostContext,
     ) -> Result<WasmPolicy, PolicyError> {
-        let rt = runtime::runtime()?;
+        WasmPolicy::load_bytes_as(manifest, bytes, cache_dir, host, Tier::Quick)
+    }
+
+    /// [`WasmPolicy::load_bytes`], compiling with `first` when the optimized code is not at
+    /// hand; only `Tier::Quick` starts the background optimization.
+    pub(crate) fn load_bytes_as(
+        manifest: &Manifest,
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+        host: HostContext,
+        first: Tier,
+    ) -> Result<WasmPolicy, PolicyError> {
         let digest = runtime::digest(bytes);
-        let (component, origin, compile_time) =
-            runtime::compile(rt, &manifest.component, bytes, &digest, cache_dir)?;
+        let optimized = runtime::runtime(Tier::Optimized)?;
+        let (rt, (component, origin, compile_time)) =
+            match runtime::lookup(optimized, &digest, cache_dir) {
+                Some(found) => (optimized, found),
+                None => {
+                    let rt = runtime::runtime(first)?;
+                    let compiled =
+                        runtime::compile(rt, &manifest.component, bytes, &digest, cache_dir)?;
+                    (rt, compiled)
+                }
+            };
         let pre = runtime::prepare(rt, &manifest.component, &component)?;
         let name = manifest.name.clone();
         let load_err = |message: String| PolicyError::Load {
@@ -252,16 +299,21 @@ impl WasmPolicy {
                 tags: TagKeys::Only(Vec::new()),
             },
             active: Vec::new(),
-            pre,
+            code: Arc::new(Mutex::new(Code {
+                tier: rt.tier,
+                pre,
+                origin,
+                compile_time,
+            })),
+            first: (rt.tier, origin, compile_time),
+            optimize_error: Arc::default(),
             icfg,
             deadline_ticks,
             settings: None,
-            live: Mutex::new(Some(live)),
+            live: Arc::new(Mutex::new(Some(live))),
             stats: Mutex::new(Stats::default()),
             host,
             loaded_at: SystemTime::now(),
-            origin,
-            compile_time,
             self_test: Vec::new(),
         };
 
@@ -355,7 +407,101 @@ impl WasmPolicy {
         // Serve from a fresh (configured) instance: the self-test leaves no state behind.
         *lock(&policy.live) = None;
         *lock(&policy.stats) = Stats::default();
+        if rt.tier == Tier::Quick {
+            policy.optimize_in_background(bytes.to_vec(), cache_dir.map(Path::to_path_buf));
+        }
         Ok(policy)
+    }
+
+    /// Compile the optimized code on a thread of its own, instantiate and configure it, then
+    /// swap it in (with its instance) between two calls. A failure leaves the quick code
+    /// serving, and is logged and reported in [`WasmPolicy::info_json`].
+    fn optimize_in_background(&self, bytes: Vec<u8>, cache_dir: Option<PathBuf>) {
+        let code = Arc::downgrade(&self.code);
+        let live = Arc::downgrade(&self.live);
+        let error = Arc::downgrade(&self.optimize_error);
+        let path = self.manifest.component.clone();
+        let digest = self.digest.clone();
+        let icfg = self.icfg.clone();
+        let deadline = self.deadline_ticks;
+        let settings = self.settings.clone();
+        let (name, version) = (self.info.name.clone(), self.info.version.clone());
+        let policy = self.manifest.name.clone();
+        let quick_digest = digest.clone();
+        let optimize = move || -> Result<(Code, Live), String> {
+            let rt = runtime::runtime(Tier::Optimized).map_err(|e| e.to_string())?;
+            let (component, origin, compile_time) =
+                runtime::compile(rt, &path, &bytes, &digest, cache_dir.as_deref())
+                    .map_err(|e| e.to_string())?;
+            let pre = runtime::prepare(rt, &path, &component).map_err(|e| e.to_string())?;
+            let mut instance = runtime::instantiate(rt, &pre, &icfg)
+                .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+            instance.store.set_epoch_deadline(deadline);
+            let described = instance
+                .bindings
+                .call_describe(&mut instance.store)
+                .map_err(|e| format!("`describe` failed: {e:#}"))?;
+            if (described.name.as_str(), described.version.as_str()) != (&name, &version) {
+                return Err(format!(
+                    "the optimized code describes itself as {} {}, the quick code as {name}                      {version}",
+                    described.name, described.version
+                ));
+            }
+            if let Some(settings) = &settings {
+                instance.store.set_epoch_deadline(deadline);
+                instance
+                    .bindings
+                    .call_configure(&mut instance.store, settings)
+                    .map_err(|e| format!("`configure` failed: {e:#}"))?
+                    .map_err(|e| format!("`configure` refused the settings: {e}"))?;
+            }
+            Ok((
+                Code {
+                    tier: Tier::Optimized,
+                    pre,
+                    origin,
+                    compile_time,
+                },
+                instance,
+            ))
+        };
+        let spawned = std::thread::Builder::new()
+            .name("regent-policy-optimize".into())
+            .spawn(move || {
+                // A version replaced before it was optimized is not worth the work.
+                if code.strong_count() == 0 {
+                    return;
+                }
+                let outcome = optimize();
+                let (Some(code), Some(live), Some(error)) =
+                    (code.upgrade(), live.upgrade(), error.upgrade())
+                else {
+                    return;
+                };
+                match outcome {
+                    Ok((optimized, instance)) => {
+                        let mut live = lock(&live);
+                        *lock(&code) = optimized;
+                        *live = Some(instance);
+                        drop(live);
+                        runtime::forget_compiled(&quick_digest, Tier::Quick);
+                        tracing::debug!(policy, "policy now runs its optimized code");
+                    }
+                    Err(e) => {
+                        tracing::warn!(policy, error = %e,
+                            "cannot optimize the policy; it keeps running its quickly compiled code");
+                        *lock(&error) = Some(e);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            *lock(&self.optimize_error) = Some(format!("cannot start a thread: {e}"));
+        }
+    }
+
+    /// The tier of the code that serves now.
+    pub fn tier(&self) -> Tier {
+        lock(&self.code).tier
     }
 
     fn run_self_test(&self) -> Result<Vec<SelfTestResult>, PolicyError> {
@@ -439,20 +585,20 @@ impl WasmPolicy {
         let mut guard = lock(&self.live);
         if guard.is_none() {
             let start = Instant::now();
-            let rt = runtime::runtime().map_err(|e| {
+            let instantiated = {
+                let code = lock(&self.code);
+                runtime::runtime(code.tier)
+                    .map_err(|e| e.to_string())
+                    .and_then(|rt| {
+                        runtime::instantiate(rt, &code.pre, &self.icfg)
+                            .map_err(|e| format!("{e:#}"))
+                    })
+            };
+            let mut live = instantiated.map_err(|message| {
                 Fault::new(
                     hook,
                     FaultKind::Instantiate,
-                    e.to_string(),
-                    String::new(),
-                    start.elapsed(),
-                )
-            })?;
-            let mut live = runtime::instantiate(rt, &self.pre, &self.icfg).map_err(|e| {
-                Fault::new(
-                    hook,
-                    FaultKind::Instantiate,
-                    format!("{e:#}"),
+                    message,
                     String::new(),
                     start.elapsed(),
                 )
@@ -726,8 +872,8 @@ impl WasmPolicy {
             digest: self.digest.clone(),
             wit_package: WIT_PACKAGE,
             hooks,
-            compile_ms: self.compile_time.as_secs_f64() * 1000.0,
-            cached: self.origin != Origin::Compiled,
+            compile_ms: self.first.2.as_secs_f64() * 1000.0,
+            cached: self.first.1 != Origin::Compiled,
             deadline_ms: self.manifest.deadline.as_millis() as u64,
             memory_mb: self.manifest.memory_mb,
             self_test: self.self_test.clone(),
@@ -752,14 +898,7 @@ impl WasmPolicy {
             "deadline_ms": self.manifest.deadline.as_millis() as u64,
             "memory_mb": self.manifest.memory_mb,
             "loaded_at_unix_ms": unix_ms(self.loaded_at),
-            "compile": {
-                "ms": self.compile_time.as_secs_f64() * 1000.0,
-                "source": match self.origin {
-                    Origin::Compiled => "compiled",
-                    Origin::Memory => "memory",
-                    Origin::DiskCache => "cache",
-                },
-            },
+            "compile": self.compile_json(),
             "calls": {
                 "rank_candidates": s.rank_calls,
                 "check_health": s.health_calls,
@@ -772,6 +911,38 @@ impl WasmPolicy {
             },
             "self_test": self.self_test,
         })
+    }
+
+    /// `{"tier": "optimized", "ms": 80.5, "source": "compiled", "first": {...}, "error": null}`:
+    /// the code that serves now, how the first code was compiled, and why the optimization
+    /// failed (if it did).
+    fn compile_json(&self) -> serde_json::Value {
+        fn one(tier: Tier, origin: Origin, took: Duration) -> serde_json::Value {
+            serde_json::json!({
+                "tier": tier,
+                "ms": took.as_secs_f64() * 1000.0,
+                "source": match origin {
+                    Origin::Compiled => "compiled",
+                    Origin::Memory => "memory",
+                    Origin::DiskCache => "cache",
+                },
+            })
+        }
+        let mut now = {
+            let code = lock(&self.code);
+            one(code.tier, code.origin, code.compile_time)
+        };
+        if let serde_json::Value::Object(m) = &mut now {
+            m.insert(
+                "first".into(),
+                one(self.first.0, self.first.1, self.first.2),
+            );
+            m.insert(
+                "optimize_error".into(),
+                serde_json::json!(*lock(&self.optimize_error)),
+            );
+        }
+        now
     }
 
     /// The first 8 hex digits of the digest.
