@@ -148,6 +148,8 @@ pub struct Report {
     pub digest: String,
     pub wit_package: &'static str,
     pub hooks: Vec<Hook>,
+    /// The member tags `rank-candidates` is given.
+    pub tags: TagKeys,
     pub compile_ms: f64,
     pub cached: bool,
     pub deadline_ms: u64,
@@ -171,6 +173,7 @@ impl fmt::Display for Report {
         writeln!(f, "  sha256:    {}", self.digest)?;
         let hooks: Vec<&str> = self.hooks.iter().map(|h| h.as_str()).collect();
         writeln!(f, "  hooks:     {}", hooks.join(", "))?;
+        writeln!(f, "  tags:      {}", self.tags)?;
         writeln!(
             f,
             "  limits:    deadline {} ms, memory {} MiB",

@@ -872,6 +872,7 @@ impl WasmPolicy {
             digest: self.digest.clone(),
             wit_package: WIT_PACKAGE,
             hooks,
+            tags: self.info.tags.clone(),
             compile_ms: self.first.2.as_secs_f64() * 1000.0,
             cached: self.first.1 != Origin::Compiled,
             deadline_ms: self.manifest.deadline.as_millis() as u64,
