@@ -83,11 +83,13 @@ fn guest_set(extra: &str) -> (tempfile::TempDir, PolicySet) {
     write_policy(dir.path(), GUEST, &extra, guest());
     let set = PolicySet::load(dir.path(), &[GUEST.to_string()], None).unwrap();
     // Tests that count instances or keep state in one must not see the optimized code take
-    // over halfway (see `a_new_version_serves_quick_code_until_its_optimized_code_is_ready`).
+    // over halfway (see `a_new_version_serves_quick_code_until_its_optimized_code_is_ready`):
+    // they start with a fresh instance of the optimized code.
     let p = only(&set);
     wait_for("the optimized code", Duration::from_secs(60), || {
         p.tier() == Tier::Optimized
     });
+    p.reset_instance();
     (dir, set)
 }
 
@@ -281,7 +283,7 @@ fn trapped_instance_is_replaced() {
         assert_eq!(names(&p.rank_checked(&view()).unwrap()), ["pg-b", "pg-c"]);
     }
     assert_eq!(p.faults().0, 3);
-    // One after the self-test, one after each fault.
+    // One for the first call, one after each fault.
     assert_eq!(set.info()["policies"][0]["instantiations"], 4);
 }
 
@@ -551,7 +553,8 @@ fn sql_probe_is_refused_without_the_capability() {
 fn events_reach_every_policy_and_faults_are_recorded() {
     let (_dir, set) = guest_set("");
     let p = only(&set);
-    // policy-loaded was the first event.
+    // The load is announced (policy-loaded) to the fresh instance `guest_set` leaves.
+    p.announce_loaded();
     set.on_event(&Event::MemberJoined("pg-d".into()));
     set.on_event(&Event::RoleChanged {
         from: Role::Replica,

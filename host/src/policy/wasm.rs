@@ -201,7 +201,7 @@ pub struct WasmPolicy {
     /// The settings JSON, once `configure` accepted it: every new instance gets it too.
     settings: Option<String>,
     live: Arc<Mutex<Option<Live>>>,
-    stats: Mutex<Stats>,
+    stats: Arc<Mutex<Stats>>,
     host: HostContext,
     loaded_at: SystemTime,
     self_test: Vec<SelfTestResult>,
@@ -311,7 +311,7 @@ impl WasmPolicy {
             deadline_ticks,
             settings: None,
             live: Arc::new(Mutex::new(Some(live))),
-            stats: Mutex::new(Stats::default()),
+            stats: Arc::new(Mutex::new(Stats::default())),
             host,
             loaded_at: SystemTime::now(),
             self_test: Vec::new(),
@@ -420,6 +420,7 @@ impl WasmPolicy {
         let code = Arc::downgrade(&self.code);
         let live = Arc::downgrade(&self.live);
         let error = Arc::downgrade(&self.optimize_error);
+        let stats = Arc::downgrade(&self.stats);
         let path = self.manifest.component.clone();
         let digest = self.digest.clone();
         let icfg = self.icfg.clone();
@@ -473,8 +474,8 @@ impl WasmPolicy {
                     return;
                 }
                 let outcome = optimize();
-                let (Some(code), Some(live), Some(error)) =
-                    (code.upgrade(), live.upgrade(), error.upgrade())
+                let (Some(code), Some(live), Some(error), Some(stats)) =
+                    (code.upgrade(), live.upgrade(), error.upgrade(), stats.upgrade())
                 else {
                     return;
                 };
@@ -483,6 +484,7 @@ impl WasmPolicy {
                         let mut live = lock(&live);
                         *lock(&code) = optimized;
                         *live = Some(instance);
+                        lock(&stats).instantiations += 1;
                         drop(live);
                         runtime::forget_compiled(&quick_digest, Tier::Quick);
                         tracing::debug!(policy, "policy now runs its optimized code");
@@ -497,6 +499,14 @@ impl WasmPolicy {
         if let Err(e) = spawned {
             *lock(&self.optimize_error) = Some(format!("cannot start a thread: {e}"));
         }
+    }
+
+    /// Drop the instance and the counts: tests that count instances or events start from a
+    /// fresh instance of the code that serves, whether or not quick code served before.
+    #[cfg(test)]
+    pub(crate) fn reset_instance(&self) {
+        *lock(&self.live) = None;
+        *lock(&self.stats) = Stats::default();
     }
 
     /// The tier of the code that serves now.
