@@ -51,8 +51,7 @@ fn fault(kind: &str, hook: &str) {
     }
 }
 
-/// The state's name (`running`, `stopped`, ...); the tests pass their commands (`fault-loop`,
-/// `clock`, ...) as states the host does not know, which arrive as `other`.
+/// The state's name (`running`, `stopped`, ...), or an `other` state as reported.
 fn state_name(state: &PgState) -> String {
     match state {
         PgState::Other(s) => s.clone(),
@@ -194,11 +193,15 @@ impl Guest for Plugin {
     }
 
     fn check_health(facts: HealthFacts) -> Health {
-        let state = state_name(&facts.state);
-        if let Some(kind) = state.strip_prefix("fault-") {
+        // The tests' commands arrive as states the host does not know.
+        let command = match &facts.state {
+            PgState::Other(s) => s.as_str(),
+            _ => "",
+        };
+        if let Some(kind) = command.strip_prefix("fault-") {
             fault(kind, "check-health");
         }
-        match state.as_str() {
+        match command {
             "probe-direct" => {
                 return match host::sql_probe("select 1") {
                     Ok(rows) => Health::Degraded(format!("direct probe rows={rows:?}")),
@@ -232,7 +235,7 @@ impl Guest for Plugin {
         if matches!(facts.state, PgState::Running) {
             Health::Healthy
         } else {
-            Health::Failed(format!("PostgreSQL is {state}"))
+            Health::Failed(format!("PostgreSQL is {}", state_name(&facts.state)))
         }
     }
 
