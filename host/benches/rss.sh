@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Measure the resident memory of a real `regent run` node with two WebAssembly policies loaded
 # (target: <= 20 MiB): a real etcd and a real PostgreSQL, one node that bootstraps the cluster
-# and leads it, `regent.policies: [zone-aware, replication-guard]` from policies/. Once the node
-# leads and its policies serve, wait SETTLE seconds, then read VmRSS (and VmHWM, the peak) of the
-# `regent` process from /proc, twice: after a cold start (policies compiled) and after a restart
-# (compiled artifacts from the cache).
+# and leads it, `regent.policies: [zone-aware, replication-guard]` from a copy of policies/.
+# Once the node leads and its policies serve, wait SETTLE seconds, then read VmRSS (and VmHWM,
+# the peak) of the `regent` process from /proc: after a cold start (policies compiled), after a
+# restart (compiled artifacts from the cache), and after a hot reload of the first policy (a new
+# component, renamed into place) in that restarted node.
 #
 # Usage: host/benches/rss.sh [POLICY...]     (default: zone-aware replication-guard)
 #   SETTLE=20   seconds to let the node settle before reading
@@ -49,6 +50,9 @@ until curl -fs "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1; do
     sleep 0.2
 done
 
+# A copy of the policies, so that the hot reload does not touch the repository's.
+cp -r "$root/policies" "$tmp/policies"
+
 node=$tmp/node1
 mkdir -p "$node"
 chmod 755 "$node"
@@ -86,22 +90,13 @@ postgresql:
 tags:
   zone: eu-1
 regent:
-  policies_dir: $root/policies
+  policies_dir: $tmp/policies
   policies: [$list]
 EOF
 
-# Start the node, wait until it leads with its policies serving, settle, and print its memory.
-measure() { # LABEL
-    "$regent" run "$node/regent.yml" >>"$node/regent.log" 2>&1 &
-    local pid=$!
-    pids+=("$pid")
-    local deadline=$((SECONDS + 120))
-    until curl -fs "http://127.0.0.1:$api_port/primary" >/dev/null 2>&1 \
-        && curl -fs "http://127.0.0.1:$api_port/policy" 2>/dev/null | grep -q '"policies"'; do
-        [ $SECONDS -lt $deadline ] || { tail -n 30 "$node/regent.log" >&2; die "the node did not lead within 120 s"; }
-        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$node/regent.log" >&2; die "regent exited"; }
-        sleep 0.5
-    done
+# Print the memory of process PID after SETTLE seconds.
+report() { # LABEL PID
+    local pid=$2
     sleep "$settle"
     local rss hwm threads
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
@@ -122,10 +117,43 @@ for p in json.load(sys.stdin)["policies"]:
              END {for (n in rss) if (rss[n] > 256) printf "  %8d kB  %s\n", rss[n], n}' \
             "/proc/$pid/smaps" | sort -rn | head -n 12
     fi
-    kill -TERM "$pid"
-    wait "$pid" 2>/dev/null || true
 }
 
+policy_json() { curl -fs "http://127.0.0.1:$api_port/policy" 2>/dev/null || true; }
+
+# Start the node (its pid in $pid) and wait until it leads with its policies serving.
+start() {
+    "$regent" run "$node/regent.yml" >>"$node/regent.log" 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    local deadline=$((SECONDS + 120))
+    until curl -fs "http://127.0.0.1:$api_port/primary" >/dev/null 2>&1 \
+        && policy_json | grep -q '"policies"'; do
+        [ $SECONDS -lt $deadline ] || { tail -n 30 "$node/regent.log" >&2; die "the node did not lead within 120 s"; }
+        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$node/regent.log" >&2; die "regent exited"; }
+        sleep 0.5
+    done
+}
+
+stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; }
+
 echo "rss.sh: load $(cut -d' ' -f1-3 /proc/loadavg); regent $(stat -c %s "$regent") bytes" >&2
-measure "cold start"
-measure "restart (artifact cache)"
+start
+report "cold start" "$pid"
+stop
+
+start
+report "restart (artifact cache)" "$pid"
+# A new version of the first policy: the same component with a custom section appended
+# (id 0, size 10: name length 3, "rss", payload "reload"), written elsewhere and renamed into place.
+first=${policies[0]}
+cp "$tmp/policies/$first.wasm" "$tmp/policies/.$first.wasm.tmp"
+printf '\x00\x0a\x03rssreload' >>"$tmp/policies/.$first.wasm.tmp"
+mv "$tmp/policies/.$first.wasm.tmp" "$tmp/policies/$first.wasm"
+deadline=$((SECONDS + 60))
+until policy_json | grep -q '"ok":1'; do
+    [ $SECONDS -lt $deadline ] || { tail -n 30 "$node/regent.log" >&2; die "the reload did not happen within 60 s"; }
+    sleep 0.2
+done
+report "after a hot reload of $first" "$pid"
+stop

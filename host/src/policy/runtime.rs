@@ -421,8 +421,10 @@ pub(crate) enum Origin {
     DiskCache,
 }
 
-/// Components compiled in this process, by digest and tier (a small LRU): reloading a version
-/// seen before, or loading one component for several sets (tests), does not compile again.
+/// Components compiled in this process without an artifact cache, by digest and tier (a small
+/// LRU): loading one component several times (tests, `regent policy`) does not compile again.
+/// With a cache (`regent run`), the cache serves again what was compiled before, and a replaced
+/// version's code is freed with it.
 static MEMO: Mutex<Vec<(String, Tier, Component)>> = Mutex::new(Vec::new());
 const MEMO_SIZE: usize = 8;
 
@@ -484,7 +486,9 @@ pub(crate) fn compile(
     }
     let component = compile_now(rt, path, bytes)?;
     let elapsed = start.elapsed();
-    memo_put(digest, rt.tier, &component);
+    if cache_dir.is_none() {
+        memo_put(digest, rt.tier, &component);
+    }
     if let Some(file) = cache_dir
         .filter(|_| rt.tier == Tier::Optimized)
         .map(|d| cache_file(rt, d, digest))
@@ -528,10 +532,7 @@ pub(crate) fn lookup(
             unsafe { Component::deserialize(&rt.engine, &bytes) }.map_err(|e| format!("{e:#}"))
         });
     match loaded {
-        Ok(c) => {
-            memo_put(digest, rt.tier, &c);
-            Some((c, Origin::DiskCache, start.elapsed()))
-        }
+        Ok(c) => Some((c, Origin::DiskCache, start.elapsed())),
         Err(e) => {
             tracing::warn!(file = %file.display(), error = %e,
                 "discarding an unusable compiled policy artifact");
@@ -559,6 +560,17 @@ fn compile_now(rt: &Runtime, path: &Path, bytes: &[u8]) -> Result<Component, Pol
         }
     }
     Component::new(&rt.engine, bytes).map_err(|e| invalid(compile_error(bytes, &e)))
+}
+
+/// Give the heap that loading a policy used and freed (the component, its artifact, the
+/// compiler's working memory when it ran here) back to the system, so that it does not stay in
+/// the supervisor's resident memory.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim(3) only returns free heap pages to the kernel; it is thread-safe.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
 }
 
 /// Why `bytes` do not compile, in terms a policy author can act on.

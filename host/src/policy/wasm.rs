@@ -410,6 +410,7 @@ impl WasmPolicy {
         if rt.tier == Tier::Quick {
             policy.optimize_in_background(bytes.to_vec(), cache_dir.map(Path::to_path_buf));
         }
+        runtime::release_freed_memory();
         Ok(policy)
     }
 
@@ -487,6 +488,7 @@ impl WasmPolicy {
                         lock(&stats).instantiations += 1;
                         drop(live);
                         runtime::forget_compiled(&quick_digest, Tier::Quick);
+                        runtime::release_freed_memory();
                         tracing::debug!(policy, "policy now runs its optimized code");
                     }
                     Err(e) => {
