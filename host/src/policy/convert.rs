@@ -122,27 +122,37 @@ pub(crate) fn with_cluster_view<R>(
     keys: &TagKeys,
     f: impl FnOnce(ViewArg<'_>) -> R,
 ) -> R {
-    fn wanted<'a>(m: &'a CandidateView, keys: &'a TagKeys) -> impl Iterator<Item = TagArg<'a>> {
-        m.tags
-            .iter()
-            .filter(|(key, _)| keys.wants(key))
-            .map(|(key, value)| TagArg { key, value })
+    // The tags of every member in one buffer (each member borrows its slice, up to its end).
+    let mut tags: Vec<TagArg<'_>> = Vec::new();
+    let mut ends = Vec::with_capacity(view.members.len());
+    fn tag<'a>((key, value): (&'a String, &'a String)) -> TagArg<'a> {
+        TagArg { key, value }
     }
-    // The tags of every member in one buffer: each member borrows its slice.
-    let tags: Vec<TagArg<'_>> = view.members.iter().flat_map(|m| wanted(m, keys)).collect();
+    for m in &view.members {
+        match keys {
+            TagKeys::All => tags.extend(m.tags.iter().map(tag)),
+            TagKeys::Only(keys) => tags.extend(
+                keys.iter()
+                    .filter_map(|k| m.tags.get_key_value(k.as_str()))
+                    .map(tag),
+            ),
+        }
+        ends.push(tags.len());
+    }
     let former_leader_zone = view
         .former_leader
         .as_ref()
         .and_then(|f| view.members.iter().find(|m| &m.name == f))
         .and_then(|m| m.tags.get("zone"))
         .map(String::as_str);
-    let mut rest = &tags[..];
+    let mut start = 0;
     let mut members: Vec<MemberArg<'_>> = view
         .members
         .iter()
-        .map(|m| {
-            let (own, tail) = rest.split_at(wanted(m, keys).count());
-            rest = tail;
+        .zip(ends)
+        .map(|(m, end)| {
+            let own = &tags[start..end];
+            start = end;
             MemberArg {
                 name: &m.name,
                 zone: m.tags.get("zone").map(String::as_str),

@@ -214,8 +214,8 @@ pub type Refused<'a> = Vec<(&'a Member, Ineligible<'a>)>;
 
 /// The eligible members, in the view's order (by name), and the others with the reason.
 pub fn partition<'a>(view: &'a ClusterView, limits: &Limits) -> (Vec<&'a Member>, Refused<'a>) {
-    let mut eligible = Vec::new();
-    let mut refused = Vec::new();
+    let mut eligible = Vec::with_capacity(view.members.len());
+    let mut refused = Vec::with_capacity(view.members.len());
     for m in &view.members {
         match ineligible(view, m, limits) {
             None => eligible.push(m),

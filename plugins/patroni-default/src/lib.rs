@@ -75,7 +75,7 @@ pub fn rank<'a>(view: &'a ClusterView, settings: &Settings) -> (Ranking, Refused
         .enumerate()
         .map(|(i, m)| Candidate {
             name: m.name.clone(),
-            reason: format!(
+            reason: policy_common::reason!(
                 "{} of {total} eligible: {}",
                 i + 1,
                 patroni::position(view, m)

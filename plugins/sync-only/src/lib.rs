@@ -150,7 +150,7 @@ pub fn rank(view: &ClusterView, settings: &Settings) -> Ranking {
         safe.iter()
             .map(|m| Candidate {
                 name: m.name.clone(),
-                reason: format!("safe: {why_safe}; {}", patroni::position(view, m)),
+                reason: policy_common::reason!("safe: {why_safe}; {}", patroni::position(view, m)),
             })
             .collect(),
     )

@@ -80,13 +80,15 @@ pub fn rank<'a>(view: &'a ClusterView, settings: &Settings) -> (Ranking, Refused
         .map(|(i, m)| {
             let (n, position) = (i + 1, patroni::position(view, m));
             let reason = match (zone, same_zone) {
-                (None, _) => format!(
+                (None, _) => policy_common::reason!(
                     "{n} of {total}: former leader's zone unknown, no zone preference; {position}"
                 ),
                 (Some(z), true) => {
-                    format!("{n} of {total}: in the former leader's zone {z}; {position}")
+                    policy_common::reason!(
+                        "{n} of {total}: in the former leader's zone {z}; {position}"
+                    )
                 }
-                (Some(z), false) => format!(
+                (Some(z), false) => policy_common::reason!(
                     "{n} of {total}: cross-zone (zone {}): no eligible candidate in the former \
                      leader's zone {z}; {position}",
                     m.zone.as_deref().unwrap_or("unset")
