@@ -1,4 +1,5 @@
-//! The `regent` binary: `run`, `validate-config`, `ctl`, `policy check|eval`, and the internal `guard`.
+//! The `regent` binary: `run`, `validate-config`, `ctl`, `policy check|eval`, and the
+//! internal `guard` and `compile-policy`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -49,6 +50,13 @@ enum Cmd {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Compile a policy component from stdin to stdout (started by `regent run`; not for
+    /// direct use).
+    #[command(name = policy::COMPILE_SUBCOMMAND, hide = true)]
+    CompilePolicy {
+        #[arg(long)]
+        tier: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +89,7 @@ fn init_logs(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::CompilePolicy { tier } => ExitCode::from(policy::compile_child(&tier)),
         Cmd::Guard {
             state,
             pidfile,
@@ -128,6 +137,13 @@ fn main() -> ExitCode {
         }
         Cmd::Run { config } => {
             init_logs(cli.log_format);
+            // Policies compile in a child process: the compiler's code and memory stay out of
+            // the supervisor (and a compiler crash with it).
+            match std::env::current_exe() {
+                Ok(exe) => policy::compile_in_subprocess(exe),
+                Err(e) => tracing::warn!(error = %e,
+                    "cannot locate the regent executable; policies compile in this process"),
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

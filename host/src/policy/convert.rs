@@ -1,11 +1,20 @@
 //! Between the decision core's types and the WIT types, and the checks on what a policy answers.
+//!
+//! The election view is the one argument that is big and hot: nine members carry some 60
+//! strings and lists, and wasmtime copies each into the guest through its allocator. So it is
+//! not first copied into the owned types that `bindgen!` generates: [`ViewArg`] mirrors
+//! `cluster-view` with fields that borrow from the [`ElectionView`], and is lowered straight
+//! from it. wasmtime checks that mirror against the component's own type of
+//! `rank-candidates` when an instance is created ([`RankFunc::new`]), so a mismatch with
+//! `wit/policy.wit` is an error at load time (and in every test), never a misread view.
 
-use super::runtime::wit;
-use super::{Event, Role};
+use super::runtime::{State, wit};
+use super::{Event, Role, TagKeys};
 use crate::ha::policy::{
     CandidateView, ElectionReason, ElectionView, Health, HealthFacts, Ranked, Ranking,
 };
-use std::collections::HashSet;
+use wasmtime::component::{ComponentType, Func, Lower, TypedFunc};
+use wasmtime::{AsContextMut, Store};
 
 /// The member's role as the WIT sees it: `unknown` when it is not reachable or not running,
 /// else primary or replica by `in_recovery`.
@@ -27,63 +36,190 @@ fn role(r: Role) -> wit::Role {
     }
 }
 
-pub(crate) fn cluster_view(view: &ElectionView) -> wit::ClusterView {
-    let former_leader_zone = view.former_leader_zone.clone().or_else(|| {
+/// Patroni's state names as the WIT's `pg-state`; any other name as `other`.
+pub(crate) fn pg_state(state: &str) -> wit::PgState {
+    match state {
+        "running" => wit::PgState::Running,
+        "starting" => wit::PgState::Starting,
+        "stopping" => wit::PgState::Stopping,
+        "stopped" => wit::PgState::Stopped,
+        "restarting" => wit::PgState::Restarting,
+        "crashed" => wit::PgState::Crashed,
+        "creating replica" => wit::PgState::CreatingReplica,
+        "initializing new cluster" => wit::PgState::Initializing,
+        "unreachable" => wit::PgState::Unreachable,
+        other => wit::PgState::Other(other.to_string()),
+    }
+}
+
+/// `cluster-view`, borrowing from an [`ElectionView`] (see the module documentation).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct ViewArg<'a> {
+    members: Vec<MemberArg<'a>>,
+    #[component(name = "former-leader")]
+    former_leader: Option<&'a str>,
+    #[component(name = "former-leader-zone")]
+    former_leader_zone: Option<&'a str>,
+    reason: wit::ElectionReason,
+    #[component(name = "leader-optime")]
+    leader_optime: Option<u64>,
+    #[component(name = "maximum-lag-on-failover")]
+    maximum_lag_on_failover: u64,
+    #[component(name = "cluster-timeline")]
+    cluster_timeline: u32,
+    #[component(name = "synchronous-mode")]
+    synchronous_mode: bool,
+    #[component(name = "now-ms")]
+    now_ms: u64,
+}
+
+/// `member`, borrowing from a [`CandidateView`].
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct MemberArg<'a> {
+    name: &'a str,
+    role: wit::Role,
+    state: wit::PgState,
+    timeline: Option<u32>,
+    #[component(name = "wal-position")]
+    wal_position: Option<u64>,
+    lag: Option<u64>,
+    tags: &'a [TagArg<'a>],
+    health: HealthArg,
+    reachable: bool,
+    zone: Option<&'a str>,
+    synchronous: bool,
+    nofailover: bool,
+    #[component(name = "failover-priority")]
+    failover_priority: i64,
+}
+
+/// `tag`, borrowing.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct TagArg<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+/// `health` of a member in the view: the decision core knows only healthy or not.
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+pub(crate) enum HealthArg {
+    #[component(name = "healthy")]
+    Healthy,
+    #[allow(dead_code)] // never sent, but the variant must have every case of `health`
+    #[component(name = "degraded")]
+    Degraded(&'static str),
+    #[component(name = "failed")]
+    Failed(&'static str),
+}
+
+/// Call `f` with the WIT view of `view` (members sorted by name), with the tags `keys` names.
+pub(crate) fn with_cluster_view<R>(
+    view: &ElectionView,
+    keys: &TagKeys,
+    f: impl FnOnce(ViewArg<'_>) -> R,
+) -> R {
+    // The tags of every member in one buffer (each member borrows its slice, up to its end).
+    let mut tags: Vec<TagArg<'_>> = Vec::new();
+    let mut ends = Vec::with_capacity(view.members.len());
+    fn tag<'a>((key, value): (&'a String, &'a String)) -> TagArg<'a> {
+        TagArg { key, value }
+    }
+    for m in &view.members {
+        match keys {
+            TagKeys::All => tags.extend(m.tags.iter().map(tag)),
+            TagKeys::Only(keys) => tags.extend(
+                keys.iter()
+                    .filter_map(|k| m.tags.get_key_value(k.as_str()))
+                    .map(tag),
+            ),
+        }
+        ends.push(tags.len());
+    }
+    let former_leader_zone = view.former_leader_zone.as_deref().or_else(|| {
         view.former_leader
             .as_ref()
             .and_then(|f| view.members.iter().find(|m| &m.name == f))
-            .and_then(|m| m.tags.get("zone").cloned())
+            .and_then(|m| m.tags.get("zone"))
+            .map(String::as_str)
     });
-    let mut members: Vec<wit::Member> = view
+    let mut start = 0;
+    let mut members: Vec<MemberArg<'_>> = view
         .members
         .iter()
-        .map(|m| wit::Member {
-            name: m.name.clone(),
-            role: member_role(m),
-            state: m.state.clone(),
-            timeline: m.timeline,
-            wal_position: m.wal_position,
-            lag: match (view.leader_optime, m.wal_position) {
-                (Some(optime), Some(wal)) => Some(optime.saturating_sub(wal)),
-                _ => None,
-            },
-            tags: m
-                .tags
-                .iter()
-                .map(|(k, v)| wit::Tag {
-                    key: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
-            health: if m.healthy {
-                wit::Health::Healthy
-            } else {
-                wit::Health::Failed("failed its health check".into())
-            },
-            reachable: m.reachable,
-            zone: m.tags.get("zone").cloned(),
-            nofailover: m.nofailover || m.failover_priority <= 0,
-            failover_priority: m.failover_priority,
+        .zip(ends)
+        .map(|(m, end)| {
+            let own = &tags[start..end];
+            start = end;
+            MemberArg {
+                name: &m.name,
+                zone: m.tags.get("zone").map(String::as_str),
+                synchronous: view
+                    .sync_members
+                    .as_ref()
+                    .is_some_and(|sync| sync.contains(&m.name)),
+                role: member_role(m),
+                state: pg_state(&m.state),
+                timeline: m.timeline,
+                wal_position: m.wal_position,
+                lag: match (view.leader_optime, m.wal_position) {
+                    (Some(optime), Some(wal)) => Some(optime.saturating_sub(wal)),
+                    _ => None,
+                },
+                tags: own,
+                health: if m.healthy {
+                    HealthArg::Healthy
+                } else {
+                    HealthArg::Failed("failed its health check")
+                },
+                reachable: m.reachable,
+                nofailover: m.nofailover || m.failover_priority <= 0,
+                failover_priority: m.failover_priority,
+            }
         })
         .collect();
-    members.sort_by(|a, b| a.name.cmp(&b.name));
-    wit::ClusterView {
+    members.sort_by(|a, b| a.name.cmp(b.name));
+    f(ViewArg {
         members,
-        former_leader: view.former_leader.clone(),
+        former_leader: view.former_leader.as_deref(),
         former_leader_zone,
         reason: match view.reason {
             ElectionReason::LeaderLost => wit::ElectionReason::LeaderLost,
             ElectionReason::NoLeader => wit::ElectionReason::NoLeader,
-            // TODO(wit): a `switchover` reason of its own.
-            ElectionReason::LeaderUnhealthy | ElectionReason::Switchover => {
-                wit::ElectionReason::LeaderUnhealthy
-            }
+            ElectionReason::LeaderUnhealthy => wit::ElectionReason::LeaderUnhealthy,
+            ElectionReason::Switchover => wit::ElectionReason::Switchover,
         },
         leader_optime: view.leader_optime,
         maximum_lag_on_failover: view.maximum_lag_on_failover,
         cluster_timeline: view.cluster_timeline,
-        sync_members: view.sync_members.clone(),
+        synchronous_mode: view.sync_members.is_some(),
         now_ms: view.now_ms,
+    })
+}
+
+/// An instance's `rank-candidates`, checked to take a [`ViewArg`].
+#[derive(Clone, Copy)]
+pub(crate) struct RankFunc(Func);
+
+impl RankFunc {
+    /// Check `func` (the instance's `rank-candidates`) against [`ViewArg`] and the generated
+    /// `ranking`.
+    pub fn new(store: &Store<State>, func: Func) -> wasmtime::Result<RankFunc> {
+        func.typed::<(ViewArg<'_>,), (wit::Ranking,)>(store)?;
+        Ok(RankFunc(func))
+    }
+
+    pub fn call(
+        self,
+        store: impl AsContextMut<Data = State>,
+        view: ViewArg<'_>,
+    ) -> wasmtime::Result<wit::Ranking> {
+        // SAFETY: `new` checked this signature against the function's type.
+        let typed = unsafe { TypedFunc::<(ViewArg<'_>,), (wit::Ranking,)>::new_unchecked(self.0) };
+        Ok(typed.call(store, (view,))?.0)
     }
 }
 
@@ -98,8 +234,7 @@ pub(crate) fn ranking(view: &ElectionView, answer: wit::Ranking) -> Result<Ranki
             Ok(Ranking::Veto(why))
         }
         wit::Ranking::Candidates(list) => {
-            let mut seen = HashSet::new();
-            let mut out = Vec::with_capacity(list.len());
+            let mut out: Vec<Ranked> = Vec::with_capacity(list.len());
             for c in list {
                 let Some(m) = view.members.iter().find(|m| m.name == c.name) else {
                     return Err(format!(
@@ -107,7 +242,7 @@ pub(crate) fn ranking(view: &ElectionView, answer: wit::Ranking) -> Result<Ranki
                         c.name
                     ));
                 };
-                if !seen.insert(c.name.clone()) {
+                if out.iter().any(|r| r.name == c.name) {
                     return Err(format!("ranked {:?} twice", c.name));
                 }
                 if c.reason.trim().is_empty() {
@@ -138,7 +273,7 @@ pub(crate) fn health_facts(
     wit::HealthFacts {
         name: name.to_string(),
         role: role(Role::from_name(&facts.role)),
-        state: facts.state.clone(),
+        state: pg_state(&facts.state),
         timeline: facts.timeline,
         wal_position: facts.wal_position,
         replication_connections: facts.replication_connections,

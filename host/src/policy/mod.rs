@@ -32,9 +32,10 @@ mod tests;
 
 pub use manifest::{Capability, Hook, Manifest, Probe};
 pub use reload::{DEBOUNCE, WatcherHandle};
+pub use runtime::{COMPILE_SUBCOMMAND, Tier, compile_child, compile_in_subprocess};
 pub use selftest::{nine_members, sample_views};
 pub use set::{PolicySet, ReloadOutcome};
-pub use wasm::{Fault, FaultKind, LocalNode, PolicyInfo, WasmPolicy};
+pub use wasm::{Fault, FaultKind, LocalNode, PolicyInfo, TagKeys, WasmPolicy};
 
 use crate::ha::policy::{DefaultPolicy, ElectionView, Policy, Ranked, Ranking};
 use serde::{Deserialize, Serialize};
@@ -147,6 +148,8 @@ pub struct Report {
     pub digest: String,
     pub wit_package: &'static str,
     pub hooks: Vec<Hook>,
+    /// The member tags `rank-candidates` is given.
+    pub tags: TagKeys,
     pub compile_ms: f64,
     pub cached: bool,
     pub deadline_ms: u64,
@@ -170,6 +173,7 @@ impl fmt::Display for Report {
         writeln!(f, "  sha256:    {}", self.digest)?;
         let hooks: Vec<&str> = self.hooks.iter().map(|h| h.as_str()).collect();
         writeln!(f, "  hooks:     {}", hooks.join(", "))?;
+        writeln!(f, "  tags:      {}", self.tags)?;
         writeln!(
             f,
             "  limits:    deadline {} ms, memory {} MiB",
@@ -242,7 +246,8 @@ fn load_for_cli(path: &Path) -> Result<WasmPolicy, PolicyError> {
     } else {
         Manifest::for_component(path)
     };
-    WasmPolicy::load(&manifest, None, Default::default())
+    // A one-off command: the optimized code at once, no background work.
+    WasmPolicy::load_as(&manifest, None, Default::default(), Tier::Optimized)
 }
 
 /// A ranking as text: one candidate per line with its reason, or the veto.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Quiet time after the last file event before reloading: a writer's Modify + Close(Write)
 /// and a rename's events arrive within a few milliseconds.
-pub const DEBOUNCE: Duration = Duration::from_millis(25);
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
 /// Reload at the latest this long after the first event, even if events keep coming.
 const MAX_SETTLE: Duration = Duration::from_millis(500);
 

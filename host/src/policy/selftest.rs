@@ -49,8 +49,10 @@ fn view(members: Vec<CandidateView>, former_leader: Option<&str>) -> ElectionVie
 }
 
 /// The recorded views, by name: a healthy 3-node cluster that lost its leader, one with a
-/// lagging replica, one whose primary still runs, a new cluster, and a 9-member cluster over
-/// three zones in synchronous mode.
+/// lagging replica, one whose primary still runs, a new cluster; zones: the former leader's
+/// zone with no eligible candidate left (a cross-zone failover), and a member without a zone;
+/// synchronous mode: the synchronous standby is eligible, none is (unreachable), the `sync` key
+/// names no standby; and a 9-member cluster over three zones in synchronous mode.
 pub fn sample_views() -> Vec<(&'static str, ElectionView)> {
     let leader_lost = view(
         vec![
@@ -83,11 +85,39 @@ pub fn sample_views() -> Vec<(&'static str, ElectionView)> {
         m.timeline = Some(1);
     }
 
+    // The former leader's zone eu-1 has a replica, but it is tagged nofailover: only the two
+    // in eu-2 are eligible.
+    let mut cross_zone = leader_lost.clone();
+    cross_zone.members[1].nofailover = true;
+    cross_zone
+        .members
+        .push(member("pg-d", "eu-2", Some(OPTIME - 2048)));
+    // The most advanced replica has no zone tag.
+    let mut zoneless = leader_lost.clone();
+    zoneless.members.push(member("pg-d", "", Some(OPTIME)));
+    zoneless.members[3].tags.clear();
+
+    // Synchronous mode: pg-c (lagging, other zone) is the synchronous standby.
+    let mut sync_eligible = leader_lost.clone();
+    sync_eligible.members[2].wal_position = Some(OPTIME - 256 * 1024);
+    sync_eligible.sync_members = Some(vec!["pg-a".into(), "pg-c".into()]);
+    // The synchronous standby is unreachable: nobody may be promoted without losing a commit.
+    let mut sync_gone = sync_eligible.clone();
+    sync_gone.members[2] = unreachable(sync_gone.members[2].clone(), "replica");
+    // The `sync` key names only the former leader (no standby caught up yet).
+    let mut sync_none = sync_eligible.clone();
+    sync_none.sync_members = Some(vec!["pg-a".into()]);
+
     vec![
         ("leader-lost-3", leader_lost),
         ("lagging-replica", lagging),
         ("primary-running", primary),
         ("new-cluster", fresh),
+        ("zone-cross", cross_zone),
+        ("zone-missing", zoneless),
+        ("sync-standby", sync_eligible),
+        ("sync-standby-gone", sync_gone),
+        ("sync-no-standby", sync_none),
         ("sync-9-zones", nine_members()),
     ]
 }

@@ -4,7 +4,7 @@
 //!
 //! Each component is compiled once per test process (the runtime memoizes by digest).
 
-use super::runtime;
+use super::runtime::{self, wit};
 use super::*;
 use crate::ha::policy::{
     CandidateView, DefaultPolicy, ElectionReason, ElectionView, Health, HealthFacts, Policy,
@@ -82,6 +82,14 @@ fn guest_set(extra: &str) -> (tempfile::TempDir, PolicySet) {
     };
     write_policy(dir.path(), GUEST, &extra, guest());
     let set = PolicySet::load(dir.path(), &[GUEST.to_string()], None).unwrap();
+    // Tests that count instances or keep state in one must not see the optimized code take
+    // over halfway (see `a_new_version_serves_quick_code_until_its_optimized_code_is_ready`):
+    // they start with a fresh instance of the optimized code.
+    let p = only(&set);
+    wait_for("the optimized code", Duration::from_secs(60), || {
+        p.tier() == Tier::Optimized
+    });
+    p.reset_instance();
     (dir, set)
 }
 
@@ -275,8 +283,34 @@ fn trapped_instance_is_replaced() {
         assert_eq!(names(&p.rank_checked(&view()).unwrap()), ["pg-b", "pg-c"]);
     }
     assert_eq!(p.faults().0, 3);
-    // One after the self-test, one after each fault.
+    // One for the first call, one after each fault.
     assert_eq!(set.info()["policies"][0]["instantiations"], 4);
+    // The faults and the calls are in the metrics too.
+    let mut text = String::new();
+    crate::metrics::render(&mut text, &[]);
+    let name = p.policy_name().to_string();
+    let count = |prefix: &str, label: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(prefix)
+                    && l.contains(&format!("policy=\"{name}\""))
+                    && l.contains(label)
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        count("regent_policy_faults_total{", "kind=\"trap\"") >= 3.0,
+        "{text}"
+    );
+    assert!(
+        count(
+            "regent_policy_call_duration_seconds_count{",
+            "hook=\"rank-candidates\""
+        ) >= 3.0,
+        "{text}"
+    );
 }
 
 #[test]
@@ -545,7 +579,8 @@ fn sql_probe_is_refused_without_the_capability() {
 fn events_reach_every_policy_and_faults_are_recorded() {
     let (_dir, set) = guest_set("");
     let p = only(&set);
-    // policy-loaded was the first event.
+    // The load is announced (policy-loaded) to the fresh instance `guest_set` leaves.
+    p.announce_loaded();
     set.on_event(&Event::MemberJoined("pg-d".into()));
     set.on_event(&Event::RoleChanged {
         from: Role::Replica,
@@ -586,8 +621,83 @@ fn now_ms_is_the_monotonic_clock() {
 }
 
 #[test]
+fn log_enabled_follows_what_the_log_records() {
+    let (_dir, set) = guest_set("");
+    let p = only(&set);
+    let ask = || match p.health_checked(&facts("log-enabled")).unwrap() {
+        Health::Degraded(s) => s,
+        h => panic!("{h:?}"),
+    };
+    // No subscriber: nothing is recorded.
+    assert_eq!(ask(), "debug=false error=false");
+    let at = |level| {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_test_writer()
+            .finish()
+    };
+    tracing::subscriber::with_default(at(tracing::Level::INFO), || {
+        assert_eq!(ask(), "debug=false error=true")
+    });
+    tracing::subscriber::with_default(at(tracing::Level::DEBUG), || {
+        assert_eq!(ask(), "debug=true error=true")
+    });
+}
+
+#[test]
+fn the_view_carries_zones_sync_flags_and_only_the_tags_asked_for() {
+    let (_dir, set) = guest_set("");
+    let p = only(&set);
+    assert_eq!(
+        p.info().tags,
+        TagKeys::Only(vec!["fault".into(), "rack".into(), "zone".into()])
+    );
+    let mut v = view();
+    v.members[0].tags.insert("secret".into(), "s3cr3t".into());
+    v.members[1].tags.insert("fault".into(), "echo-view".into());
+    v.members[2].tags.insert("rack".into(), "r9".into());
+    v.members[2].tags.remove("zone");
+    v.sync_members = Some(vec!["pg-a".into(), "pg-c".into()]);
+    let Ranking::Veto(echo) = p.rank_checked(&v).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        echo,
+        "synchronous-mode=true; pg-a zone=eu-1 sync=true tags=zone=eu-1; \
+         pg-b zone=eu-1 sync=false tags=fault=echo-view,zone=eu-1; \
+         pg-c zone=- sync=true tags=rack=r9"
+    );
+    v.sync_members = None;
+    let Ranking::Veto(echo) = p.rank_checked(&v).unwrap() else {
+        panic!()
+    };
+    assert!(
+        echo.starts_with("synchronous-mode=false; pg-a zone=eu-1 sync=false"),
+        "{echo}"
+    );
+}
+
+#[test]
+fn postgres_states_keep_patronis_names() {
+    for (name, state) in [
+        ("running", wit::PgState::Running),
+        ("starting", wit::PgState::Starting),
+        ("stopping", wit::PgState::Stopping),
+        ("stopped", wit::PgState::Stopped),
+        ("restarting", wit::PgState::Restarting),
+        ("crashed", wit::PgState::Crashed),
+        ("creating replica", wit::PgState::CreatingReplica),
+        ("initializing new cluster", wit::PgState::Initializing),
+        ("unreachable", wit::PgState::Unreachable),
+        ("rejoining", wit::PgState::Other("rejoining".into())),
+    ] {
+        assert_eq!(super::convert::pg_state(name), state, "{name}");
+    }
+}
+
+#[test]
 fn compiled_artifacts_are_cached_by_digest() {
-    let rt = runtime::runtime().unwrap();
+    let rt = runtime::runtime(Tier::Optimized).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let bytes = variant(guest(), "cache-test");
     let digest = runtime::digest(&bytes);
@@ -604,22 +714,122 @@ fn compiled_artifacts_are_cached_by_digest() {
         name.starts_with(&digest) && name.ends_with(".cwasm"),
         "{name}"
     );
-    // The same process: from memory.
-    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
-    assert_eq!(origin, runtime::Origin::Memory);
-    // A restart: from the cache file, and it works.
-    runtime::forget_compiled(&digest);
+    // Again (the same process, or a restart): from the cache file, and it works. With a
+    // cache, nothing is kept in memory besides.
     let (c, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
     assert_eq!(origin, runtime::Origin::DiskCache);
     runtime::prepare(rt, p, &c).unwrap();
     // A corrupt cache file is replaced.
     std::fs::write(&files[0], b"\x7fELF broken").unwrap();
-    runtime::forget_compiled(&digest);
     let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
     assert_eq!(origin, runtime::Origin::Compiled);
-    runtime::forget_compiled(&digest);
     let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
     assert_eq!(origin, runtime::Origin::DiskCache);
+    // Without a cache: from memory.
+    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, None).unwrap();
+    assert_eq!(origin, runtime::Origin::Compiled);
+    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, None).unwrap();
+    assert_eq!(origin, runtime::Origin::Memory);
+    runtime::forget_compiled(&digest, Tier::Optimized);
+}
+
+#[test]
+fn quick_code_is_not_cached_on_disk() {
+    let rt = runtime::runtime(Tier::Quick).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = variant(guest(), "quick-cache-test");
+    let digest = runtime::digest(&bytes);
+    let p = Path::new("quick-cache-test.wasm");
+    for _ in 0..2 {
+        let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+        assert_eq!(origin, runtime::Origin::Compiled);
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn a_new_version_serves_quick_code_until_its_optimized_code_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = variant(guest(), "tiers");
+    write_policy(dir.path(), GUEST, RELAXED, &bytes);
+    let set = PolicySet::load(dir.path(), &[GUEST.to_string()], Some(cache.path())).unwrap();
+    let p = only(&set);
+    let compile = |set: &PolicySet| set.info()["policies"][0]["compile"].clone();
+    assert_eq!(compile(&set)["first"]["tier"], "quick", "{}", compile(&set));
+    assert_eq!(compile(&set)["first"]["source"], "compiled");
+    // Calls are answered all along, and the optimized code takes over by itself.
+    wait_for("the optimized code", Duration::from_secs(60), || {
+        assert_eq!(names(&p.rank_checked(&view()).unwrap()), ["pg-b", "pg-c"]);
+        p.tier() == Tier::Optimized
+    });
+    let c = compile(&set);
+    assert_eq!(c["tier"], "optimized", "{c}");
+    assert_eq!(c["source"], "compiled", "{c}");
+    assert!(c["optimize_error"].is_null(), "{c}");
+    // Settings reach the optimized instance too.
+    assert_eq!(
+        p.health_checked(&facts("settings")).unwrap(),
+        Health::Degraded("settings={}".into())
+    );
+    assert_eq!(p.faults().0, 0);
+    // It is what the cache keeps: a restart serves optimized code at once.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    let again = PolicySet::load(dir.path(), &[GUEST.to_string()], Some(cache.path())).unwrap();
+    let c = compile(&again);
+    assert_eq!(c["tier"], "optimized", "{c}");
+    assert_eq!(c["first"]["source"], "cache", "{c}");
+}
+
+/// A stand-in for `regent compile-policy`: a shell script that swallows its input and then
+/// runs `body`.
+fn fake_compiler(dir: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("compiler-{}", dir.read_dir().unwrap().count()));
+    std::fs::write(&path, format!("#!/bin/sh\ncat >/dev/null\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn compile_child_protocol() {
+    let rt = runtime::runtime(Tier::Quick).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = variant(guest(), "child");
+    // The child's side: an artifact, or the reason with status 3.
+    let artifact = runtime::compile_artifact("quick", &bytes).unwrap();
+    let (status, why) = runtime::compile_artifact("quick", b"not wasm").unwrap_err();
+    assert_eq!(status, 3);
+    assert!(why.contains("not a .wasm file"), "{why}");
+    assert_eq!(runtime::compile_artifact("fast", &bytes).unwrap_err().0, 1);
+    // The parent's side.
+    let file = dir.path().join("artifact.cwasm");
+    std::fs::write(&file, &artifact).unwrap();
+    let ok = fake_compiler(dir.path(), &format!("cat '{}'", file.display()));
+    let c = runtime::compile_in_child(&ok, rt, &bytes, Duration::from_secs(30)).unwrap();
+    runtime::prepare(rt, Path::new("child.wasm"), &c).unwrap();
+    let invalid = fake_compiler(dir.path(), "echo 'not a component' >&2; exit 3");
+    match runtime::compile_in_child(&invalid, rt, &bytes, Duration::from_secs(30)) {
+        Err(runtime::ChildError::Invalid(why)) => assert_eq!(why, "not a component"),
+        other => panic!("{other:?}"),
+    }
+    for (body, needle) in [
+        ("echo boom >&2; exit 1", "boom"),
+        ("echo garbage", "does not load"),
+        ("kill -9 $$", "signal"),
+        ("exec sleep 30", "timed out"),
+    ] {
+        let exe = fake_compiler(dir.path(), body);
+        match runtime::compile_in_child(&exe, rt, &bytes, Duration::from_secs(2)) {
+            Err(runtime::ChildError::Failed(why)) => assert!(why.contains(needle), "{body}: {why}"),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+    let missing = dir.path().join("no-such-compiler");
+    assert!(matches!(
+        runtime::compile_in_child(&missing, rt, &bytes, Duration::from_secs(2)),
+        Err(runtime::ChildError::Failed(_))
+    ));
 }
 
 /// Write `bytes` to `dir/name` the way a deploy should: a temporary file, then rename.

@@ -2,9 +2,7 @@
 
 use super::convert;
 use super::manifest::{Capability, Hook, Manifest};
-use super::runtime::{
-    self, Bindings, EPOCH_TICK, InstanceConfig, Live, Origin, PolicyPre, State, wit,
-};
+use super::runtime::{self, EPOCH_TICK, InstanceConfig, Live, Origin, PolicyPre, State, Tier, wit};
 use super::selftest;
 use super::{Event, PolicyError, Report, SelfTestResult, WIT_PACKAGE};
 use crate::ha::policy::{DefaultPolicy, ElectionView, Health, HealthFacts, Policy, Ranking};
@@ -13,7 +11,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wasmtime::Store;
 
 /// What a policy says about itself (`describe`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,6 +18,36 @@ pub struct PolicyInfo {
     pub name: String,
     pub version: String,
     pub hooks: Vec<Hook>,
+    /// The member tags `rank-candidates` is given.
+    pub tags: TagKeys,
+}
+
+/// Which member tags a policy reads (`describe`'s `tags`); a member in its view carries only
+/// those.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagKeys {
+    All,
+    Only(Vec<String>),
+}
+
+impl TagKeys {
+    pub fn wants(&self, key: &str) -> bool {
+        match self {
+            TagKeys::All => true,
+            TagKeys::Only(keys) => keys.iter().any(|k| k == key),
+        }
+    }
+}
+
+impl fmt::Display for TagKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TagKeys::All => f.write_str("all"),
+            TagKeys::Only(keys) if keys.is_empty() => f.write_str("none"),
+            TagKeys::Only(keys) => f.write_str(&keys.join(", ")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -143,25 +170,40 @@ struct Stats {
     last_fault: Option<Fault>,
 }
 
+/// The compiled code a policy version runs.
+struct Code {
+    tier: Tier,
+    pre: PolicyPre<State>,
+    origin: Origin,
+    compile_time: Duration,
+}
+
 /// A loaded, self-tested policy version. Calls reuse one instance; a fault drops it and the next
 /// call instantiates again.
+///
+/// A version loaded with quick code ([`Tier::Quick`]) is optimized in the background: the
+/// optimized code, instantiated and configured, then replaces the quick code and its instance
+/// between two calls.
 pub struct WasmPolicy {
     manifest: Manifest,
     digest: String,
     info: PolicyInfo,
     /// Hooks in the manifest (or all described ones) that the policy describes.
     active: Vec<Hook>,
-    pre: PolicyPre<State>,
+    /// Locked after `live` when both are.
+    code: Arc<Mutex<Code>>,
+    /// How the first code was compiled, for the record.
+    first: (Tier, Origin, Duration),
+    /// Why the background optimization failed, if it did.
+    optimize_error: Arc<Mutex<Option<String>>>,
     icfg: InstanceConfig,
     deadline_ticks: u64,
     /// The settings JSON, once `configure` accepted it: every new instance gets it too.
     settings: Option<String>,
-    live: Mutex<Option<Live>>,
-    stats: Mutex<Stats>,
+    live: Arc<Mutex<Option<Live>>>,
+    stats: Arc<Mutex<Stats>>,
     host: HostContext,
     loaded_at: SystemTime,
-    origin: Origin,
-    compile_time: Duration,
     self_test: Vec<SelfTestResult>,
 }
 
@@ -171,6 +213,16 @@ impl WasmPolicy {
         manifest: &Manifest,
         cache_dir: Option<&Path>,
         host: HostContext,
+    ) -> Result<WasmPolicy, PolicyError> {
+        WasmPolicy::load_as(manifest, cache_dir, host, Tier::Quick)
+    }
+
+    /// [`WasmPolicy::load`], compiling with `first` (see [`WasmPolicy::load_bytes_as`]).
+    pub(crate) fn load_as(
+        manifest: &Manifest,
+        cache_dir: Option<&Path>,
+        host: HostContext,
+        first: Tier,
     ) -> Result<WasmPolicy, PolicyError> {
         let bytes = std::fs::read(&manifest.component).map_err(|e| PolicyError::Io {
             path: manifest.component.clone(),
@@ -183,21 +235,43 @@ impl WasmPolicy {
                     .unwrap_or_default()
             ),
         })?;
-        WasmPolicy::load_bytes(manifest, &bytes, cache_dir, host)
+        WasmPolicy::load_bytes_as(manifest, &bytes, cache_dir, host, first)
     }
 
     /// Compile (or take from the cache), link against `regent:policy@0.1.0`, instantiate,
-    /// `describe`, `configure` and self-test. Nothing here touches a serving version.
+    /// `describe`, `configure` and self-test. Nothing here touches a serving version. Unless
+    /// the optimized code is at hand (compiled before by this process, or in the artifact
+    /// cache), the version serves with quick code until its optimized code is ready.
     pub(crate) fn load_bytes(
         manifest: &Manifest,
         bytes: &[u8],
         cache_dir: Option<&Path>,
         host: HostContext,
     ) -> Result<WasmPolicy, PolicyError> {
-        let rt = runtime::runtime()?;
+        WasmPolicy::load_bytes_as(manifest, bytes, cache_dir, host, Tier::Quick)
+    }
+
+    /// [`WasmPolicy::load_bytes`], compiling with `first` when the optimized code is not at
+    /// hand; only `Tier::Quick` starts the background optimization.
+    pub(crate) fn load_bytes_as(
+        manifest: &Manifest,
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+        host: HostContext,
+        first: Tier,
+    ) -> Result<WasmPolicy, PolicyError> {
         let digest = runtime::digest(bytes);
-        let (component, origin, compile_time) =
-            runtime::compile(rt, &manifest.component, bytes, &digest, cache_dir)?;
+        let optimized = runtime::runtime(Tier::Optimized)?;
+        let (rt, (component, origin, compile_time)) =
+            match runtime::lookup(optimized, &digest, cache_dir) {
+                Some(found) => (optimized, found),
+                None => {
+                    let rt = runtime::runtime(first)?;
+                    let compiled =
+                        runtime::compile(rt, &manifest.component, bytes, &digest, cache_dir)?;
+                    (rt, compiled)
+                }
+            };
         let pre = runtime::prepare(rt, &manifest.component, &component)?;
         let name = manifest.name.clone();
         let load_err = |message: String| PolicyError::Load {
@@ -222,24 +296,32 @@ impl WasmPolicy {
                 name: String::new(),
                 version: String::new(),
                 hooks: Vec::new(),
+                tags: TagKeys::Only(Vec::new()),
             },
             active: Vec::new(),
-            pre,
+            code: Arc::new(Mutex::new(Code {
+                tier: rt.tier,
+                pre,
+                origin,
+                compile_time,
+            })),
+            first: (rt.tier, origin, compile_time),
+            optimize_error: Arc::default(),
             icfg,
             deadline_ticks,
             settings: None,
-            live: Mutex::new(Some(live)),
-            stats: Mutex::new(Stats::default()),
+            live: Arc::new(Mutex::new(Some(live))),
+            stats: Arc::new(Mutex::new(Stats::default())),
             host,
             loaded_at: SystemTime::now(),
-            origin,
-            compile_time,
             self_test: Vec::new(),
         };
 
         // describe
         let described = policy
-            .call(Hook::RankCandidates, |b, s| b.call_describe(s))
+            .call(Hook::RankCandidates, |l| {
+                l.bindings.call_describe(&mut l.store)
+            })
             .map_err(|f| load_err(format!("`describe` failed: {}", f.without_hook())))?;
         let mut hooks = Vec::new();
         for h in &described.hooks {
@@ -256,6 +338,14 @@ impl WasmPolicy {
             name: described.name,
             version: described.version,
             hooks,
+            tags: match described.tags {
+                wit::TagKeys::All => TagKeys::All,
+                wit::TagKeys::Only(mut keys) => {
+                    keys.sort();
+                    keys.dedup();
+                    TagKeys::Only(keys)
+                }
+            },
         };
         if manifest.path.is_none() {
             // A bare component: it is called what it says it is.
@@ -304,7 +394,9 @@ impl WasmPolicy {
         // configure
         let settings = manifest.settings.to_string();
         let configured = policy
-            .call(Hook::RankCandidates, |b, s| b.call_configure(s, &settings))
+            .call(Hook::RankCandidates, |l| {
+                l.bindings.call_configure(&mut l.store, &settings)
+            })
             .map_err(|f| load_err(format!("`configure` failed: {}", f.without_hook())))?;
         if let Err(message) = configured {
             return Err(PolicyError::Configure { name, message });
@@ -315,7 +407,113 @@ impl WasmPolicy {
         // Serve from a fresh (configured) instance: the self-test leaves no state behind.
         *lock(&policy.live) = None;
         *lock(&policy.stats) = Stats::default();
+        if rt.tier == Tier::Quick {
+            policy.optimize_in_background(bytes.to_vec(), cache_dir.map(Path::to_path_buf));
+        }
+        runtime::release_freed_memory();
         Ok(policy)
+    }
+
+    /// Compile the optimized code on a thread of its own, instantiate and configure it, then
+    /// swap it in (with its instance) between two calls. A failure leaves the quick code
+    /// serving, and is logged and reported in [`WasmPolicy::info_json`].
+    fn optimize_in_background(&self, bytes: Vec<u8>, cache_dir: Option<PathBuf>) {
+        let code = Arc::downgrade(&self.code);
+        let live = Arc::downgrade(&self.live);
+        let error = Arc::downgrade(&self.optimize_error);
+        let stats = Arc::downgrade(&self.stats);
+        let path = self.manifest.component.clone();
+        let digest = self.digest.clone();
+        let icfg = self.icfg.clone();
+        let deadline = self.deadline_ticks;
+        let settings = self.settings.clone();
+        let (name, version) = (self.info.name.clone(), self.info.version.clone());
+        let policy = self.manifest.name.clone();
+        let quick_digest = digest.clone();
+        let optimize = move || -> Result<(Code, Live), String> {
+            let rt = runtime::runtime(Tier::Optimized).map_err(|e| e.to_string())?;
+            let (component, origin, compile_time) =
+                runtime::compile(rt, &path, &bytes, &digest, cache_dir.as_deref())
+                    .map_err(|e| e.to_string())?;
+            let pre = runtime::prepare(rt, &path, &component).map_err(|e| e.to_string())?;
+            let mut instance = runtime::instantiate(rt, &pre, &icfg)
+                .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+            instance.store.set_epoch_deadline(deadline);
+            let described = instance
+                .bindings
+                .call_describe(&mut instance.store)
+                .map_err(|e| format!("`describe` failed: {e:#}"))?;
+            if (described.name.as_str(), described.version.as_str()) != (&name, &version) {
+                return Err(format!(
+                    "the optimized code describes itself as {} {}, the quick code as {name}                      {version}",
+                    described.name, described.version
+                ));
+            }
+            if let Some(settings) = &settings {
+                instance.store.set_epoch_deadline(deadline);
+                instance
+                    .bindings
+                    .call_configure(&mut instance.store, settings)
+                    .map_err(|e| format!("`configure` failed: {e:#}"))?
+                    .map_err(|e| format!("`configure` refused the settings: {e}"))?;
+            }
+            Ok((
+                Code {
+                    tier: Tier::Optimized,
+                    pre,
+                    origin,
+                    compile_time,
+                },
+                instance,
+            ))
+        };
+        let spawned = std::thread::Builder::new()
+            .name("regent-policy-optimize".into())
+            .spawn(move || {
+                // A version replaced before it was optimized is not worth the work.
+                if code.strong_count() == 0 {
+                    return;
+                }
+                let outcome = optimize();
+                let (Some(code), Some(live), Some(error), Some(stats)) =
+                    (code.upgrade(), live.upgrade(), error.upgrade(), stats.upgrade())
+                else {
+                    return;
+                };
+                match outcome {
+                    Ok((optimized, instance)) => {
+                        let mut live = lock(&live);
+                        *lock(&code) = optimized;
+                        *live = Some(instance);
+                        lock(&stats).instantiations += 1;
+                        drop(live);
+                        runtime::forget_compiled(&quick_digest, Tier::Quick);
+                        runtime::release_freed_memory();
+                        tracing::debug!(policy, "policy now runs its optimized code");
+                    }
+                    Err(e) => {
+                        tracing::warn!(policy, error = %e,
+                            "cannot optimize the policy; it keeps running its quickly compiled code");
+                        *lock(&error) = Some(e);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            *lock(&self.optimize_error) = Some(format!("cannot start a thread: {e}"));
+        }
+    }
+
+    /// Drop the instance and the counts: tests that count instances or events start from a
+    /// fresh instance of the code that serves, whether or not quick code served before.
+    #[cfg(test)]
+    pub(crate) fn reset_instance(&self) {
+        *lock(&self.live) = None;
+        *lock(&self.stats) = Stats::default();
+    }
+
+    /// The tier of the code that serves now.
+    pub fn tier(&self) -> Tier {
+        lock(&self.code).tier
     }
 
     fn run_self_test(&self) -> Result<Vec<SelfTestResult>, PolicyError> {
@@ -394,25 +592,25 @@ impl WasmPolicy {
     fn call<R>(
         &self,
         hook: Hook,
-        f: impl FnOnce(&Bindings, &mut Store<State>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         let mut guard = lock(&self.live);
         if guard.is_none() {
             let start = Instant::now();
-            let rt = runtime::runtime().map_err(|e| {
+            let instantiated = {
+                let code = lock(&self.code);
+                runtime::runtime(code.tier)
+                    .map_err(|e| e.to_string())
+                    .and_then(|rt| {
+                        runtime::instantiate(rt, &code.pre, &self.icfg)
+                            .map_err(|e| format!("{e:#}"))
+                    })
+            };
+            let mut live = instantiated.map_err(|message| {
                 Fault::new(
                     hook,
                     FaultKind::Instantiate,
-                    e.to_string(),
-                    String::new(),
-                    start.elapsed(),
-                )
-            })?;
-            let mut live = runtime::instantiate(rt, &self.pre, &self.icfg).map_err(|e| {
-                Fault::new(
-                    hook,
-                    FaultKind::Instantiate,
-                    format!("{e:#}"),
+                    message,
                     String::new(),
                     start.elapsed(),
                 )
@@ -452,7 +650,7 @@ impl WasmPolicy {
         live.store.set_epoch_deadline(self.deadline_ticks);
         let mark = live.stderr.mark();
         let start = Instant::now();
-        let result = f(&live.bindings, &mut live.store);
+        let result = f(live);
         let elapsed = start.elapsed();
         match result {
             Ok(v) => Ok(v),
@@ -503,6 +701,15 @@ impl WasmPolicy {
             kind = %fault.kind,
             "policy fault, the built-in rules decide this call: {text}"
         );
+        let kind = match fault.kind {
+            FaultKind::Trap => "trap",
+            FaultKind::Deadline => "deadline",
+            FaultKind::OutOfMemory => "memory",
+            FaultKind::InvalidAnswer => "invalid",
+            FaultKind::MissingHook => "missing-hook",
+            FaultKind::Instantiate => "instantiate",
+        };
+        crate::metrics::policy_fault(&self.manifest.name, kind);
         let mut s = lock(&self.stats);
         s.faults += 1;
         s.last_fault = Some(fault);
@@ -518,10 +725,9 @@ impl WasmPolicy {
         if !self.is_active(Hook::RankCandidates) {
             return Err(self.missing(Hook::RankCandidates));
         }
-        let wview = convert::cluster_view(view);
         let start = Instant::now();
-        let answer = self.call(Hook::RankCandidates, |b, s| {
-            b.call_rank_candidates(s, &wview)
+        let answer = convert::with_cluster_view(view, &self.info.tags, |wview| {
+            self.call(Hook::RankCandidates, |l| l.rank.call(&mut l.store, wview))
         })?;
         convert::ranking(view, answer).map_err(|m| {
             Fault::new(
@@ -552,7 +758,9 @@ impl WasmPolicy {
         let probes = probes.unwrap_or_else(|| self.run_probes());
         let local = lock(&self.host.local).clone();
         let wfacts = convert::health_facts(facts, &local.name, local.is_leader, probes);
-        let h = self.call(Hook::CheckHealth, |b, s| b.call_check_health(s, &wfacts))?;
+        let h = self.call(Hook::CheckHealth, |l| {
+            l.bindings.call_check_health(&mut l.store, &wfacts)
+        })?;
         Ok(convert::health(h))
     }
 
@@ -595,14 +803,16 @@ impl WasmPolicy {
         if !self.is_active(Hook::OnEvent) {
             return Err(self.missing(Hook::OnEvent));
         }
-        self.call(Hook::OnEvent, |b, s| b.call_on_event(s, e))
+        self.call(Hook::OnEvent, |l| l.bindings.call_on_event(&mut l.store, e))
     }
 
     /// Fire-and-forget `on-event`: a fault is recorded, nothing else happens.
     pub fn on_event(&self, event: &Event) {
+        let started = Instant::now();
         if let Err(f) = self.event_checked(event) {
             self.record(f);
         }
+        crate::metrics::policy_call(&self.manifest.name, "on-event", started.elapsed());
     }
 
     /// Tell a policy with `on-event` that it was loaded.
@@ -623,6 +833,10 @@ impl WasmPolicy {
                     Hook::OnEvent => wit::Hook::OnEvent,
                 })
                 .collect(),
+            tags: match &self.info.tags {
+                TagKeys::All => wit::TagKeys::All,
+                TagKeys::Only(keys) => wit::TagKeys::Only(keys.clone()),
+            },
         };
         if let Err(f) = self.send(&wit::Event::PolicyLoaded(info)) {
             self.record(f);
@@ -681,8 +895,9 @@ impl WasmPolicy {
             digest: self.digest.clone(),
             wit_package: WIT_PACKAGE,
             hooks,
-            compile_ms: self.compile_time.as_secs_f64() * 1000.0,
-            cached: self.origin != Origin::Compiled,
+            tags: self.info.tags.clone(),
+            compile_ms: self.first.2.as_secs_f64() * 1000.0,
+            cached: self.first.1 != Origin::Compiled,
             deadline_ms: self.manifest.deadline.as_millis() as u64,
             memory_mb: self.manifest.memory_mb,
             self_test: self.self_test.clone(),
@@ -700,20 +915,14 @@ impl WasmPolicy {
             "wit": WIT_PACKAGE,
             "hooks": self.active,
             "described_hooks": self.info.hooks,
+            "tags": self.info.tags,
             "capabilities": self.manifest.capabilities,
             "manifest": self.manifest.path.as_ref().map(|p| p.display().to_string()),
             "component": self.manifest.component.display().to_string(),
             "deadline_ms": self.manifest.deadline.as_millis() as u64,
             "memory_mb": self.manifest.memory_mb,
             "loaded_at_unix_ms": unix_ms(self.loaded_at),
-            "compile": {
-                "ms": self.compile_time.as_secs_f64() * 1000.0,
-                "source": match self.origin {
-                    Origin::Compiled => "compiled",
-                    Origin::Memory => "memory",
-                    Origin::DiskCache => "cache",
-                },
-            },
+            "compile": self.compile_json(),
             "calls": {
                 "rank_candidates": s.rank_calls,
                 "check_health": s.health_calls,
@@ -726,6 +935,38 @@ impl WasmPolicy {
             },
             "self_test": self.self_test,
         })
+    }
+
+    /// `{"tier": "optimized", "ms": 80.5, "source": "compiled", "first": {...}, "error": null}`:
+    /// the code that serves now, how the first code was compiled, and why the optimization
+    /// failed (if it did).
+    fn compile_json(&self) -> serde_json::Value {
+        fn one(tier: Tier, origin: Origin, took: Duration) -> serde_json::Value {
+            serde_json::json!({
+                "tier": tier,
+                "ms": took.as_secs_f64() * 1000.0,
+                "source": match origin {
+                    Origin::Compiled => "compiled",
+                    Origin::Memory => "memory",
+                    Origin::DiskCache => "cache",
+                },
+            })
+        }
+        let mut now = {
+            let code = lock(&self.code);
+            one(code.tier, code.origin, code.compile_time)
+        };
+        if let serde_json::Value::Object(m) = &mut now {
+            m.insert(
+                "first".into(),
+                one(self.first.0, self.first.1, self.first.2),
+            );
+            m.insert(
+                "optimize_error".into(),
+                serde_json::json!(*lock(&self.optimize_error)),
+            );
+        }
+        now
     }
 
     /// The first 8 hex digits of the digest.
@@ -765,22 +1006,28 @@ impl Policy for WasmPolicy {
     }
 
     fn rank(&self, view: &ElectionView) -> Ranking {
-        match self.rank_checked(view) {
+        let started = Instant::now();
+        let r = match self.rank_checked(view) {
             Ok(r) => r,
             Err(f) => {
                 self.record(f);
                 DefaultPolicy.rank(view)
             }
-        }
+        };
+        crate::metrics::policy_call(&self.manifest.name, "rank-candidates", started.elapsed());
+        r
     }
 
     fn health(&self, facts: &HealthFacts) -> Health {
-        match self.health_checked(facts) {
+        let started = Instant::now();
+        let h = match self.health_checked(facts) {
             Ok(h) => h,
             Err(f) => {
                 self.record(f);
                 DefaultPolicy.health(facts)
             }
-        }
+        };
+        crate::metrics::policy_call(&self.manifest.name, "check-health", started.elapsed());
+        h
     }
 }

@@ -4,8 +4,8 @@
 //! A member is **eligible** when it is reachable, not `nofailover` (nor `failover_priority` <= 0),
 //! not `failed` by its health check (`degraded` is still eligible), a replica, `running`, has a
 //! known WAL position, is within the lag limit of the last leader optime (when that is known), is
-//! in `sync-members` (when synchronous mode publishes them), and, when `check_timeline` is on,
-//! is on the cluster timeline or later.
+//! `synchronous` (in synchronous mode), and, when `check_timeline` is on, is on the cluster
+//! timeline or later.
 //!
 //! A reachable member that is `running` and not a replica (a live primary) **vetoes** the
 //! election: `primary X is still alive`.
@@ -13,8 +13,12 @@
 //! The **order** is WAL position (highest first), then `failover-priority` (highest first), then
 //! name (ascending), so every node computes the same ranking.
 
-use crate::types::{ClusterView, Health, Member, Role};
+use crate::host;
+use crate::lsn::Lsn;
+use crate::names;
+use crate::types::{ClusterView, Health, LogLevel, Member, PgState, Role};
 use std::cmp::Ordering;
+use std::fmt;
 
 /// The limits an eligibility check applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +61,7 @@ impl Limits {
 pub fn live_primary(view: &ClusterView) -> Option<&Member> {
     view.members
         .iter()
-        .find(|m| m.reachable && m.role != Role::Replica && m.state == "running")
+        .find(|m| m.reachable && m.role != Role::Replica && m.state == PgState::Running)
 }
 
 /// The veto reason for a live primary.
@@ -73,63 +77,131 @@ pub fn lag(view: &ClusterView, m: &Member) -> Option<u64> {
     }
 }
 
+/// Why a member may not be promoted (see [`ineligible`]). Its `Display` is the reason as
+/// operators read it, e.g. `lag 2097152 bytes exceeds maximum_lag_on_failover 1048576`;
+/// nothing is formatted until it is displayed, so checking every member of a view is cheap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ineligible<'a> {
+    Unreachable,
+    /// Tagged `nofailover`, or `failover_priority` <= 0.
+    NoFailover {
+        nofailover: bool,
+        failover_priority: i64,
+    },
+    /// Its health check failed (the policy's reason, possibly empty).
+    Failed(&'a str),
+    /// Not a replica (`role` is primary or unknown).
+    NotReplica(Role),
+    /// PostgreSQL is not `running`.
+    NotRunning(&'a PgState),
+    WalUnknown,
+    /// Too far behind the last leader optime.
+    Lagging {
+        lag: u64,
+        limit: u64,
+        /// Where the limit comes from ([`Limits::maximum_lag_source`]).
+        source: &'static str,
+    },
+    /// Synchronous mode is on and the member is not `synchronous`.
+    NotSynchronous,
+    /// `check_timeline` is on and the timeline is unknown.
+    TimelineUnknown,
+    /// `check_timeline` is on and the timeline is behind the cluster's.
+    TimelineBehind {
+        timeline: u32,
+        cluster: u32,
+    },
+}
+
+impl fmt::Display for Ineligible<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Ineligible::Unreachable => f.write_str("unreachable"),
+            Ineligible::NoFailover {
+                nofailover,
+                failover_priority,
+            } => write!(
+                f,
+                "tagged nofailover (nofailover {nofailover}, failover_priority {failover_priority})"
+            ),
+            // No need to say it twice.
+            Ineligible::Failed(why) if why.is_empty() || why.contains("health check") => {
+                f.write_str("failed its health check")
+            }
+            Ineligible::Failed(why) => write!(f, "failed its health check: {why}"),
+            Ineligible::NotReplica(role) => {
+                write!(f, "not a replica (role {})", names::role(role))
+            }
+            Ineligible::NotRunning(state) => {
+                write!(f, "PostgreSQL is {}", names::pg_state(state))
+            }
+            Ineligible::WalUnknown => f.write_str("WAL position unknown"),
+            Ineligible::Lagging { lag, limit, source } => {
+                write!(f, "lag {lag} bytes exceeds {source} {limit}")
+            }
+            Ineligible::NotSynchronous => {
+                f.write_str("not a synchronous standby (synchronous mode is on)")
+            }
+            Ineligible::TimelineUnknown => f.write_str("timeline unknown (check_timeline is on)"),
+            Ineligible::TimelineBehind { timeline, cluster } => write!(
+                f,
+                "timeline {timeline} is behind the cluster timeline {cluster}"
+            ),
+        }
+    }
+}
+
 /// Why `m` may not be promoted, or `None` if it may.
-pub fn ineligible(view: &ClusterView, m: &Member, limits: &Limits) -> Option<String> {
+pub fn ineligible<'a>(
+    view: &ClusterView,
+    m: &'a Member,
+    limits: &Limits,
+) -> Option<Ineligible<'a>> {
     if !m.reachable {
-        return Some("unreachable".into());
+        return Some(Ineligible::Unreachable);
     }
     if m.nofailover || m.failover_priority <= 0 {
-        return Some(format!(
-            "tagged nofailover (nofailover {}, failover_priority {})",
-            m.nofailover, m.failover_priority
-        ));
+        return Some(Ineligible::NoFailover {
+            nofailover: m.nofailover,
+            failover_priority: m.failover_priority,
+        });
     }
     if let Health::Failed(why) = &m.health {
-        return Some(if why.is_empty() || why.contains("health check") {
-            "failed its health check".to_string() // no need to say it twice
-        } else {
-            format!("failed its health check: {why}")
-        });
+        return Some(Ineligible::Failed(why));
     }
     if m.role != Role::Replica {
         // Regent reports a member that is not running with role `unknown`: say why.
-        if m.role == Role::Unknown && m.state != "running" {
-            return Some(format!("PostgreSQL is {}", m.state));
+        if m.role == Role::Unknown && m.state != PgState::Running {
+            return Some(Ineligible::NotRunning(&m.state));
         }
-        return Some(format!(
-            "not a replica (role {})",
-            crate::names::role(m.role)
-        ));
+        return Some(Ineligible::NotReplica(m.role));
     }
-    if m.state != "running" {
-        return Some(format!("PostgreSQL is {}", m.state));
+    if m.state != PgState::Running {
+        return Some(Ineligible::NotRunning(&m.state));
     }
     let Some(wal) = m.wal_position else {
-        return Some("WAL position unknown".into());
+        return Some(Ineligible::WalUnknown);
     };
     if let Some(optime) = view.leader_optime
         && optime.saturating_sub(wal) > limits.maximum_lag
     {
-        return Some(format!(
-            "lag {} bytes exceeds {} {}",
-            optime - wal,
-            limits.maximum_lag_source,
-            limits.maximum_lag
-        ));
+        return Some(Ineligible::Lagging {
+            lag: optime - wal,
+            limit: limits.maximum_lag,
+            source: limits.maximum_lag_source,
+        });
     }
-    if let Some(sync) = &view.sync_members
-        && !sync.contains(&m.name)
-    {
-        return Some("not a synchronous standby (synchronous mode is on)".into());
+    if view.synchronous_mode && !m.synchronous {
+        return Some(Ineligible::NotSynchronous);
     }
     if limits.check_timeline {
         match m.timeline {
-            None => return Some("timeline unknown (check_timeline is on)".into()),
+            None => return Some(Ineligible::TimelineUnknown),
             Some(t) if t < view.cluster_timeline => {
-                return Some(format!(
-                    "timeline {t} is behind the cluster timeline {}",
-                    view.cluster_timeline
-                ));
+                return Some(Ineligible::TimelineBehind {
+                    timeline: t,
+                    cluster: view.cluster_timeline,
+                });
             }
             Some(_) => {}
         }
@@ -137,13 +209,13 @@ pub fn ineligible(view: &ClusterView, m: &Member, limits: &Limits) -> Option<Str
     None
 }
 
+/// The members that are not eligible, with the reason.
+pub type Refused<'a> = Vec<(&'a Member, Ineligible<'a>)>;
+
 /// The eligible members, in the view's order (by name), and the others with the reason.
-pub fn partition<'a>(
-    view: &'a ClusterView,
-    limits: &Limits,
-) -> (Vec<&'a Member>, Vec<(&'a Member, String)>) {
-    let mut eligible = Vec::new();
-    let mut refused = Vec::new();
+pub fn partition<'a>(view: &'a ClusterView, limits: &Limits) -> (Vec<&'a Member>, Refused<'a>) {
+    let mut eligible = Vec::with_capacity(view.members.len());
+    let mut refused = Vec::with_capacity(view.members.len());
     for m in &view.members {
         match ineligible(view, m, limits) {
             None => eligible.push(m),
@@ -151,6 +223,19 @@ pub fn partition<'a>(
         }
     }
     (eligible, refused)
+}
+
+/// Log each refused member at debug level, when Regent records debug lines from this policy
+/// (otherwise nothing is formatted).
+pub fn log_refused(refused: &Refused<'_>) {
+    if !refused.is_empty() && host::log_enabled(LogLevel::Debug) {
+        for (m, why) in refused {
+            host::log(
+                LogLevel::Debug,
+                &format!("{} is not eligible: {why}", m.name),
+            );
+        }
+    }
 }
 
 /// Patroni's order: WAL position (highest first), then failover priority (highest first), then
@@ -164,17 +249,35 @@ pub fn order(a: &Member, b: &Member) -> Ordering {
 
 /// `"wal position 0/3000060 (0 bytes behind the leader), failover priority 1"`.
 pub fn describe_position(view: &ClusterView, m: &Member) -> String {
-    let wal = m
-        .wal_position
-        .map_or_else(|| "unknown".to_string(), crate::lsn::fmt);
-    let behind = match lag(view, m) {
-        Some(lag) => format!("{lag} bytes behind the leader"),
-        None => "leader optime unknown".to_string(),
-    };
-    format!(
-        "wal position {wal} ({behind}), failover priority {}",
-        m.failover_priority
-    )
+    position(view, m).to_string()
+}
+
+/// Displays as [`describe_position`], without a `String` of its own:
+/// `format!("1 of 3: {}", position(view, m))`.
+pub fn position<'a>(view: &'a ClusterView, m: &'a Member) -> Position<'a> {
+    Position { view, member: m }
+}
+
+/// See [`position`].
+#[derive(Debug, Clone, Copy)]
+pub struct Position<'a> {
+    view: &'a ClusterView,
+    member: &'a Member,
+}
+
+impl fmt::Display for Position<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.member;
+        match m.wal_position {
+            Some(wal) => write!(f, "wal position {}", Lsn(wal))?,
+            None => f.write_str("wal position unknown")?,
+        }
+        match lag(self.view, m) {
+            Some(lag) => write!(f, " ({lag} bytes behind the leader)")?,
+            None => f.write_str(" (leader optime unknown)")?,
+        }
+        write!(f, ", failover priority {}", m.failover_priority)
+    }
 }
 
 #[cfg(test)]
@@ -184,7 +287,7 @@ mod tests {
 
     fn why(v: &ClusterView, name: &str, check_timeline: bool) -> Option<String> {
         let m = v.members.iter().find(|m| m.name == name).unwrap();
-        ineligible(v, m, &Limits::of(v, check_timeline))
+        ineligible(v, m, &Limits::of(v, check_timeline)).map(|why| why.to_string())
     }
 
     #[test]
@@ -220,12 +323,12 @@ mod tests {
                 ..member("unknown-role")
             },
             Member {
-                state: "starting".into(),
+                state: PgState::Starting,
                 ..member("starting")
             },
             Member {
                 role: Role::Unknown,
-                state: "stopped".into(),
+                state: PgState::Stopped,
                 ..member("stopped")
             },
             Member {
@@ -303,7 +406,10 @@ mod tests {
         assert_eq!(why(&v, "lagging", false), None);
 
         // Synchronous mode.
-        v.sync_members = Some(vec!["ok".into()]);
+        v.synchronous_mode = true;
+        v.members
+            .iter_mut()
+            .for_each(|m| m.synchronous = m.name == "ok");
         assert_eq!(why(&v, "ok", false), None);
         assert_eq!(
             why(&v, "degraded", false).unwrap(),
@@ -321,7 +427,7 @@ mod tests {
         v.maximum_lag_on_failover = 1000;
         let limits = Limits::of(&v, false).with_maximum_lag(Some(100), "max_lag_bytes");
         assert_eq!(
-            ineligible(&v, &v.members[0], &limits).unwrap(),
+            ineligible(&v, &v.members[0], &limits).unwrap().to_string(),
             "lag 500 bytes exceeds max_lag_bytes 100"
         );
         let limits = Limits::of(&v, false).with_maximum_lag(None, "max_lag_bytes");
@@ -338,7 +444,7 @@ mod tests {
             },
             Member {
                 role: Role::Primary,
-                state: "stopped".into(),
+                state: PgState::Stopped,
                 ..member("stopped")
             },
             member("replica"),

@@ -7,15 +7,17 @@
 //! assert_eq!(v.members[0].name, "pg-0"); // sorted by name, as Regent sends them
 //! ```
 
-use crate::types::{ClusterView, ElectionReason, Health, Member, Role};
+use crate::patroni::Refused;
+use crate::types::{ClusterView, ElectionReason, Health, Member, PgState, Role, Tag};
 
 /// A reachable, healthy, running replica on timeline 2 at WAL position 1000, failover
-/// priority 1, no zone, no tags. Override fields with `Member { zone: ..., ..member("x") }`.
+/// priority 1, no zone, no tags. Override fields with `Member { zone: ..., ..member("x") }`,
+/// add tags with [`tagged`].
 pub fn member(name: &str) -> Member {
     Member {
         name: name.to_string(),
         role: Role::Replica,
-        state: "running".to_string(),
+        state: PgState::Running,
         timeline: Some(2),
         wal_position: Some(1000),
         lag: None,
@@ -23,9 +25,27 @@ pub fn member(name: &str) -> Member {
         health: Health::Healthy,
         reachable: true,
         zone: None,
+        synchronous: false,
         nofailover: false,
         failover_priority: 1,
     }
+}
+
+/// `m` with the tags `(key, value)` added: `tagged(member("pg-1"), &[("rack", "r7")])`.
+pub fn tagged(mut m: Member, tags: &[(&str, &str)]) -> Member {
+    m.tags.extend(tags.iter().map(|(key, value)| Tag {
+        key: key.to_string(),
+        value: value.to_string(),
+    }));
+    m
+}
+
+/// The refused members and their reasons as text, to compare in a test.
+pub fn refused_text(refused: &Refused<'_>) -> Vec<(String, String)> {
+    refused
+        .iter()
+        .map(|(m, why)| (m.name.clone(), why.to_string()))
+        .collect()
 }
 
 /// A view of `members` (sorted by name, as Regent sends them) after the leader was lost: cluster
@@ -40,7 +60,7 @@ pub fn view(mut members: Vec<Member>) -> ClusterView {
         leader_optime: None,
         maximum_lag_on_failover: 1 << 20,
         cluster_timeline: 2,
-        sync_members: None,
+        synchronous_mode: false,
         now_ms: 0,
     }
 }

@@ -15,7 +15,7 @@
 use policy_common::host;
 use policy_common::names;
 use policy_common::settings::Table;
-use policy_common::types::{Hook, LogLevel};
+use policy_common::types::{Hook, LogLevel, TagKeys};
 
 wit_bindgen::generate!({
     world: "policy",
@@ -135,6 +135,7 @@ impl Guest for EventJournal {
             name: NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             hooks: vec![Hook::OnEvent],
+            tags: TagKeys::Only(Vec::new()),
         }
     }
 
@@ -193,7 +194,8 @@ mod tests {
             line(Event::PolicyLoaded(PolicyInfo {
                 name: "x".into(),
                 version: "1.0".into(),
-                hooks: vec![Hook::OnEvent, Hook::CheckHealth]
+                hooks: vec![Hook::OnEvent, Hook::CheckHealth],
+                tags: TagKeys::All,
             })),
             "event policy-loaded: policy x 1.0 loaded (hooks: on-event, check-health)"
         );

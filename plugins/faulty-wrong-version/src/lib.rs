@@ -10,7 +10,7 @@
 wit_bindgen::generate!({ world: "policy", path: "wit" });
 
 use regent::policy::host;
-use regent::policy::types::{Candidate, Hook, LogLevel, Role};
+use regent::policy::types::{Candidate, Hook, LogLevel, PgState, Role, TagKeys};
 
 struct WrongVersion;
 
@@ -20,6 +20,7 @@ impl Guest for WrongVersion {
             name: "wrong-version".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             hooks: vec![Hook::RankCandidates],
+            tags: TagKeys::Only(Vec::new()),
         }
     }
 
@@ -36,7 +37,9 @@ impl Guest for WrongVersion {
         Ranking::Candidates(
             view.members
                 .into_iter()
-                .filter(|m| m.reachable && m.role == Role::Replica && m.state == "running")
+                .filter(|m| {
+                    m.reachable && m.role == Role::Replica && matches!(m.state, PgState::Running)
+                })
                 .map(|m| Candidate {
                     name: m.name,
                     reason: "wrong-version fixture".into(),

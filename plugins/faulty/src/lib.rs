@@ -27,9 +27,10 @@
 //!
 //! Hooks: all three.
 
+use policy_common::names;
 use policy_common::patroni::{self, Limits};
 use policy_common::settings::Table;
-use policy_common::types::{Candidate, Hook};
+use policy_common::types::{Candidate, Hook, PgState, TagKeys};
 use std::sync::Mutex;
 
 wit_bindgen::generate!({
@@ -171,11 +172,7 @@ pub fn rank(view: &ClusterView, s: &Settings) -> Ranking {
         .iter()
         .map(|m| Candidate {
             name: m.name.clone(),
-            reason: format!(
-                "faulty (mode {}): {}",
-                s.mode,
-                patroni::describe_position(view, m)
-            ),
+            reason: format!("faulty (mode {}): {}", s.mode, patroni::position(view, m)),
         })
         .collect();
     match s.mode.as_str() {
@@ -217,6 +214,7 @@ impl Guest for Faulty {
             name: NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             hooks: vec![Hook::RankCandidates, Hook::CheckHealth, Hook::OnEvent],
+            tags: TagKeys::Only(Vec::new()),
         }
     }
 
@@ -235,10 +233,10 @@ impl Guest for Faulty {
 
     fn check_health(facts: HealthFacts) -> Health {
         strike(&settings().armed_if(|n| facts.name == n), "check-health");
-        if facts.state == "running" {
+        if facts.state == PgState::Running {
             Health::Healthy
         } else {
-            Health::Degraded(format!("PostgreSQL is {}", facts.state))
+            Health::Degraded(format!("PostgreSQL is {}", names::pg_state(&facts.state)))
         }
     }
 
@@ -327,7 +325,7 @@ mod tests {
         };
         assert_eq!(c[0].reason, "");
         let stopped = view(vec![Member {
-            state: "stopped".into(),
+            state: PgState::Stopped,
             ..member("a")
         }]);
         let Ranking::Candidates(c) = rank(&stopped, &s(r#"{"mode": "empty-reason"}"#)) else {

@@ -7,7 +7,7 @@
 //! - **Veto** while a reachable member still runs as primary: `primary X is still alive`.
 //! - **Eligible**: reachable; not `nofailover` (nor `failover_priority` <= 0); health not
 //!   `failed`; a replica; `running`; WAL position known; at most `maximum_lag_on_failover` bytes
-//!   behind the last leader optime (when known); in `sync-members` (in synchronous mode); with
+//!   behind the last leader optime (when known); `synchronous` (in synchronous mode); with
 //!   `check_timeline`, on the cluster timeline or later.
 //! - **Order**: WAL position (highest first), `failover_priority` (highest first), name.
 //!
@@ -19,12 +19,11 @@
 //!
 //! Hooks: `rank-candidates`.
 
-use policy_common::patroni::{self, Limits};
+use policy_common::patroni::{self, Limits, Refused};
 // The world's own types (`ClusterView`, `Ranking`, `Health`, `HealthFacts`, `Event`,
 // `PolicyInfo`) come from `generate!` below; import only the others.
-use policy_common::host;
 use policy_common::settings::Table;
-use policy_common::types::{Candidate, Hook, LogLevel};
+use policy_common::types::{Candidate, Hook, TagKeys};
 use std::sync::Mutex;
 
 // The bindings of the `policy` world. `with:` reuses policy-common's types and host imports
@@ -63,7 +62,7 @@ impl Settings {
 static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
 
 /// The ranking, plus the members that are not eligible and why (for the debug log).
-pub fn rank(view: &ClusterView, settings: &Settings) -> (Ranking, Vec<(String, String)>) {
+pub fn rank<'a>(view: &'a ClusterView, settings: &Settings) -> (Ranking, Refused<'a>) {
     if let Some(primary) = patroni::live_primary(view) {
         return (Ranking::Veto(patroni::primary_alive(primary)), Vec::new());
     }
@@ -76,16 +75,12 @@ pub fn rank(view: &ClusterView, settings: &Settings) -> (Ranking, Vec<(String, S
         .enumerate()
         .map(|(i, m)| Candidate {
             name: m.name.clone(),
-            reason: format!(
+            reason: policy_common::reason!(
                 "{} of {total} eligible: {}",
                 i + 1,
-                patroni::describe_position(view, m)
+                patroni::position(view, m)
             ),
         })
-        .collect();
-    let refused = refused
-        .into_iter()
-        .map(|(m, why)| (m.name.clone(), why))
         .collect();
     (Ranking::Candidates(candidates), refused)
 }
@@ -98,6 +93,8 @@ impl Guest for PatroniDefault {
             name: NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             hooks: vec![Hook::RankCandidates],
+            // It reads no tags (`nofailover` and `failover_priority` have fields of their own).
+            tags: TagKeys::Only(Vec::new()),
         }
     }
 
@@ -109,9 +106,7 @@ impl Guest for PatroniDefault {
     fn rank_candidates(view: ClusterView) -> Ranking {
         let settings = SETTINGS.lock().unwrap().clone().unwrap_or_default();
         let (ranking, refused) = rank(&view, &settings);
-        for (name, why) in refused {
-            host::log(LogLevel::Debug, &format!("{name} is not eligible: {why}"));
-        }
+        patroni::log_refused(&refused);
         ranking
     }
 
@@ -129,8 +124,8 @@ export!(PatroniDefault);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy_common::testing::{member, view};
-    use policy_common::types::{Member, Role};
+    use policy_common::testing::{member, refused_text, view};
+    use policy_common::types::{Member, PgState, Role};
 
     fn names(r: &Ranking) -> Vec<&str> {
         match r {
@@ -171,7 +166,7 @@ mod tests {
         let (r, refused) = rank(&v, &Settings::default());
         assert_eq!(names(&r), ["pg-y", "pg-z", "pg-a", "pg-b"]);
         assert_eq!(
-            refused,
+            refused_text(&refused),
             [("pg-gone".to_string(), "unreachable".to_string())]
         );
     }
@@ -234,7 +229,7 @@ mod tests {
     #[test]
     fn no_eligible_candidate_is_an_empty_list_not_a_veto() {
         let v = view(vec![Member {
-            state: "stopped".into(),
+            state: PgState::Stopped,
             ..member("pg-1")
         }]);
         assert_eq!(

@@ -23,9 +23,9 @@
 //!
 //! Hooks: `check-health`.
 
-use policy_common::host;
 use policy_common::settings::Table;
-use policy_common::types::{Hook, LogLevel, ProbeResult, Role};
+use policy_common::types::{Hook, LogLevel, PgState, ProbeResult, Role, TagKeys};
+use policy_common::{host, names};
 use std::sync::Mutex;
 
 wit_bindgen::generate!({
@@ -116,8 +116,8 @@ impl Guard {
 
     /// Judge one round of facts, counting consecutive failures.
     pub fn check(&mut self, facts: &HealthFacts, settings: &Settings) -> Health {
-        if facts.state != "running" {
-            return Health::Degraded(format!("PostgreSQL is {}", facts.state));
+        if facts.state != PgState::Running {
+            return Health::Degraded(format!("PostgreSQL is {}", names::pg_state(&facts.state)));
         }
         if settings.role.is_some_and(|r| r != facts.role) {
             self.failures = 0;
@@ -170,6 +170,7 @@ impl Guest for ReplicationGuard {
             name: NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             hooks: vec![Hook::CheckHealth],
+            tags: TagKeys::Only(Vec::new()),
         }
     }
 
@@ -216,7 +217,7 @@ mod tests {
         HealthFacts {
             name: "pg-1".into(),
             role: Role::Primary,
-            state: "running".into(),
+            state: PgState::Running,
             timeline: Some(2),
             wal_position: Some(1000),
             replication_connections: 1,
@@ -325,7 +326,7 @@ mod tests {
             Health::Degraded("probe canary has no result: list it in the manifest's [[probes]] and grant the sql-probe capability".into())
         );
         let mut f = facts(vec![err("canary")]);
-        f.state = "stopped".into();
+        f.state = PgState::Stopped;
         assert_eq!(
             g.check(&f, &s),
             Health::Degraded("PostgreSQL is stopped".into())

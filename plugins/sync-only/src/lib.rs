@@ -5,8 +5,8 @@
 //!
 //! - **Veto** while a reachable member still runs as primary (as Patroni).
 //! - **Safe** candidates pass Patroni's rules (see `policy_common::patroni`) and, besides:
-//!   - in synchronous mode (`sync-members` is set): are in `sync-members` (Patroni's rules
-//!     already require it);
+//!   - in synchronous mode: are `synchronous` (named by the `sync` key; Patroni's rules already
+//!     require it);
 //!   - otherwise: are known to have everything the leader had: lag 0 against the last leader
 //!     optime. With the optime unknown, nobody is provably safe.
 //! - No safe candidate: **veto** `no candidate is safe: waiting ...`, with each member's reason;
@@ -19,9 +19,10 @@
 //! Hooks: `rank-candidates`.
 
 use policy_common::host;
-use policy_common::patroni::{self, Limits};
+use policy_common::patroni::{self, Ineligible, Limits};
 use policy_common::settings::Table;
-use policy_common::types::{Candidate, Hook, LogLevel, Member};
+use policy_common::types::{Candidate, Hook, LogLevel, Member, TagKeys};
+use std::fmt;
 use std::sync::Mutex;
 
 wit_bindgen::generate!({
@@ -54,18 +55,45 @@ impl Settings {
 
 static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
 
-/// Why promoting `m` could lose an acknowledged write, or `None` if it cannot.
-pub fn unsafe_because(view: &ClusterView, m: &Member, limits: &Limits) -> Option<String> {
-    if let Some(why) = patroni::ineligible(view, m, limits) {
-        return Some(why);
+/// Why promoting a member could lose an acknowledged write (displayed as the reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsafe<'a> {
+    /// Patroni's rules refuse it.
+    Ineligible(Ineligible<'a>),
+    /// This many bytes behind the last leader optime.
+    Behind(u64),
+    /// The last leader optime is unknown.
+    OptimeUnknown,
+}
+
+impl fmt::Display for Unsafe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unsafe::Ineligible(why) => why.fmt(f),
+            Unsafe::Behind(lag) => write!(f, "{lag} bytes behind the last leader optime"),
+            Unsafe::OptimeUnknown => {
+                f.write_str("the last leader optime is unknown: lag cannot be proven 0")
+            }
+        }
     }
-    if view.sync_members.is_some() {
+}
+
+/// Why promoting `m` could lose an acknowledged write, or `None` if it cannot.
+pub fn unsafe_because<'a>(
+    view: &ClusterView,
+    m: &'a Member,
+    limits: &Limits,
+) -> Option<Unsafe<'a>> {
+    if let Some(why) = patroni::ineligible(view, m, limits) {
+        return Some(Unsafe::Ineligible(why));
+    }
+    if view.synchronous_mode {
         return None; // Patroni's rules admitted it: it is a synchronous standby.
     }
     match patroni::lag(view, m) {
         Some(0) => None,
-        Some(lag) => Some(format!("{lag} bytes behind the last leader optime")),
-        None => Some("the last leader optime is unknown: lag cannot be proven 0".into()),
+        Some(lag) => Some(Unsafe::Behind(lag)),
+        None => Some(Unsafe::OptimeUnknown),
     }
 }
 
@@ -79,28 +107,41 @@ pub fn rank(view: &ClusterView, settings: &Settings) -> Ranking {
     for m in &view.members {
         match unsafe_because(view, m, &limits) {
             None => safe.push(m),
-            Some(why) => refused.push(format!("{}: {why}", m.name)),
+            Some(why) => refused.push((m, why)),
         }
     }
-    let why_safe = match &view.sync_members {
-        Some(_) => "a synchronous standby",
-        None => "no lag behind the last leader optime",
+    let why_safe = if view.synchronous_mode {
+        "a synchronous standby"
+    } else {
+        "no lag behind the last leader optime"
     };
     if safe.is_empty() {
-        let waiting = match &view.sync_members {
-            Some(sync) if sync.is_empty() => {
-                "waiting for a synchronous standby (sync-members is empty)".to_string()
+        let sync: Vec<&str> = view
+            .members
+            .iter()
+            .filter(|m| m.synchronous)
+            .map(|m| m.name.as_str())
+            .collect();
+        let waiting = match (view.synchronous_mode, sync.is_empty()) {
+            (true, true) => {
+                "waiting for a synchronous standby (the sync key names no member)".to_string()
             }
-            Some(sync) => format!(
+            (true, false) => format!(
                 "waiting for a synchronous standby ({}) to be eligible",
                 sync.join(", ")
             ),
-            None => "waiting for a replica with no lag behind the last leader optime".to_string(),
+            (false, _) => {
+                "waiting for a replica with no lag behind the last leader optime".to_string()
+            }
         };
         let details = if refused.is_empty() {
             "no members".to_string()
         } else {
-            refused.join("; ")
+            let each: Vec<String> = refused
+                .iter()
+                .map(|(m, why)| format!("{}: {why}", m.name))
+                .collect();
+            each.join("; ")
         };
         return Ranking::Veto(format!("no candidate is safe: {waiting} ({details})"));
     }
@@ -109,7 +150,7 @@ pub fn rank(view: &ClusterView, settings: &Settings) -> Ranking {
         safe.iter()
             .map(|m| Candidate {
                 name: m.name.clone(),
-                reason: format!("safe: {why_safe}; {}", patroni::describe_position(view, m)),
+                reason: policy_common::reason!("safe: {why_safe}; {}", patroni::position(view, m)),
             })
             .collect(),
     )
@@ -123,6 +164,7 @@ impl Guest for SyncOnly {
             name: NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             hooks: vec![Hook::RankCandidates],
+            tags: TagKeys::Only(Vec::new()),
         }
     }
 
@@ -154,6 +196,7 @@ export!(SyncOnly);
 mod tests {
     use super::*;
     use policy_common::testing::{member, view};
+    use policy_common::types::PgState;
 
     fn names(r: &Ranking) -> Vec<&str> {
         match r {
@@ -234,14 +277,15 @@ mod tests {
             },
         ]);
         v.leader_optime = Some(1000);
-        v.sync_members = Some(vec!["pg-0".into(), "pg-2".into()]);
+        v.synchronous_mode = true;
+        v.members[1].synchronous = true;
         assert_eq!(names(&rank(&v, &Settings::default())), ["pg-2"]);
 
-        v.members[1].state = "stopped".into();
+        v.members[1].state = PgState::Stopped;
         assert_eq!(
             rank(&v, &Settings::default()),
             Ranking::Veto(
-                "no candidate is safe: waiting for a synchronous standby (pg-0, pg-2) to be \
+                "no candidate is safe: waiting for a synchronous standby (pg-2) to be \
                  eligible (pg-1: not a synchronous standby (synchronous mode is on); pg-2: \
                  PostgreSQL is stopped)"
                     .into()

@@ -18,9 +18,9 @@
 //!
 //! Hooks: `rank-candidates`.
 
-use policy_common::patroni::{self, Limits};
+use policy_common::patroni::{self, Limits, Refused};
 use policy_common::settings::Table;
-use policy_common::types::{Candidate, Hook, LogLevel, Member};
+use policy_common::types::{Candidate, Hook, LogLevel, Member, TagKeys};
 use policy_common::{host, lsn};
 use std::sync::Mutex;
 
@@ -57,17 +57,13 @@ impl Settings {
 static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
 
 /// The ranking, plus the members that are not eligible and why (for the debug log).
-pub fn rank(view: &ClusterView, settings: &Settings) -> (Ranking, Vec<(String, String)>) {
+pub fn rank<'a>(view: &'a ClusterView, settings: &Settings) -> (Ranking, Refused<'a>) {
     if let Some(primary) = patroni::live_primary(view) {
         return (Ranking::Veto(patroni::primary_alive(primary)), Vec::new());
     }
     let limits = Limits::of(view, settings.check_timeline)
         .with_maximum_lag(settings.max_lag_bytes, "max_lag_bytes");
     let (mut eligible, refused) = patroni::partition(view, &limits);
-    let refused = refused
-        .into_iter()
-        .map(|(m, why)| (m.name.clone(), why))
-        .collect();
 
     let zone = view.former_leader_zone.as_deref();
     let in_zone = |m: &Member| zone.is_some() && m.zone.as_deref() == zone;
@@ -82,21 +78,25 @@ pub fn rank(view: &ClusterView, settings: &Settings) -> (Ranking, Vec<(String, S
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let place = match (zone, same_zone) {
-                (None, _) => "former leader's zone unknown, no zone preference".to_string(),
-                (Some(z), true) => format!("in the former leader's zone {z}"),
-                (Some(z), false) => format!(
-                    "cross-zone (zone {}): no eligible candidate in the former leader's zone {z}",
+            let (n, position) = (i + 1, patroni::position(view, m));
+            let reason = match (zone, same_zone) {
+                (None, _) => policy_common::reason!(
+                    "{n} of {total}: former leader's zone unknown, no zone preference; {position}"
+                ),
+                (Some(z), true) => {
+                    policy_common::reason!(
+                        "{n} of {total}: in the former leader's zone {z}; {position}"
+                    )
+                }
+                (Some(z), false) => policy_common::reason!(
+                    "{n} of {total}: cross-zone (zone {}): no eligible candidate in the former \
+                     leader's zone {z}; {position}",
                     m.zone.as_deref().unwrap_or("unset")
                 ),
             };
             Candidate {
                 name: m.name.clone(),
-                reason: format!(
-                    "{} of {total}: {place}; {}",
-                    i + 1,
-                    patroni::describe_position(view, m)
-                ),
+                reason,
             }
         })
         .collect();
@@ -111,6 +111,8 @@ impl Guest for ZoneAware {
             name: NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             hooks: vec![Hook::RankCandidates],
+            // The zone comes as `Member::zone`; no other tag is read.
+            tags: TagKeys::Only(Vec::new()),
         }
     }
 
@@ -132,9 +134,7 @@ impl Guest for ZoneAware {
     fn rank_candidates(view: ClusterView) -> Ranking {
         let settings = SETTINGS.lock().unwrap().clone().unwrap_or_default();
         let (ranking, refused) = rank(&view, &settings);
-        for (name, why) in refused {
-            host::log(LogLevel::Debug, &format!("{name} is not eligible: {why}"));
-        }
+        patroni::log_refused(&refused);
         ranking
     }
 
@@ -151,7 +151,7 @@ export!(ZoneAware);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy_common::testing::{member, view};
+    use policy_common::testing::{member, refused_text, view};
     use policy_common::types::Role;
 
     fn in_zone(name: &str, zone: &str, wal: u64) -> Member {
@@ -188,9 +188,13 @@ mod tests {
 
     #[test]
     fn prefers_the_former_leaders_zone_even_when_behind() {
-        let (r, refused) = rank(&zoned_view(), &Settings::default());
+        let v = zoned_view();
+        let (r, refused) = rank(&v, &Settings::default());
         assert_eq!(names(&r), ["pg-2", "pg-1"]);
-        assert_eq!(refused, [("pg-0".to_string(), "unreachable".to_string())]);
+        assert_eq!(
+            refused_text(&refused),
+            [("pg-0".to_string(), "unreachable".to_string())]
+        );
         let Ranking::Candidates(c) = r else { panic!() };
         assert_eq!(
             c[0].reason,
@@ -208,7 +212,7 @@ mod tests {
         let (r, refused) = rank(&v, &s);
         assert_eq!(names(&r), ["pg-3"]);
         assert!(
-            refused
+            refused_text(&refused)
                 .iter()
                 .any(|(n, why)| n == "pg-1" && why == "lag 100 bytes exceeds max_lag_bytes 60")
         );

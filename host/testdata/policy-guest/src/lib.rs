@@ -2,10 +2,12 @@
 //! policy, but faults on demand:
 //! - `rank-candidates`: a member tagged `fault=<kind>` triggers `<kind>`: `loop`, `panic`,
 //!   `oom`, `unreachable-instr`, `unknown-member`, `empty-reason`, `duplicate`,
-//!   `rank-unreachable` (the invalid answers name the tagged member);
+//!   `rank-unreachable` (the invalid answers name the tagged member), or `echo-view` (vetoes
+//!   with what it was told of each member: zone, synchronous, and the tags, of which it asks
+//!   for `fault`, `zone` and `rack`);
 //! - `check-health`: `facts.state` = `fault-<kind>` (`loop`, `panic`, `oom`), `probe-direct`
 //!   (calls the host's `sql-probe` itself), `clock`, `events`, `settings` (what `configure`
-//!   got); any probe results are reported
+//!   got), `log-enabled` (whether debug lines are recorded); any probe results are reported
 //!   as `degraded`;
 //! - `on-event`: `member-joined("fault-<kind>")`;
 //! - `configure`: settings containing `"reject"` fail.
@@ -16,7 +18,7 @@ wit_bindgen::generate!({ world: "policy", path: "../../../wit" });
 wit_bindgen::generate!({ world: "policy", path: "wit-0.2.0" });
 
 use regent::policy::host;
-use regent::policy::types::{Candidate, Hook, LogLevel, Member, Role};
+use regent::policy::types::{Candidate, Hook, LogLevel, Member, PgState, Role, TagKeys};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static EVENTS: AtomicU32 = AtomicU32::new(0);
@@ -49,19 +51,29 @@ fn fault(kind: &str, hook: &str) {
     }
 }
 
+/// The state's name (`running`, `stopped`, ...), or an `other` state as reported.
+fn state_name(state: &PgState) -> String {
+    match state {
+        PgState::Other(s) => s.clone(),
+        // Debug prints `PgState::Stopped`.
+        known => format!("{known:?}")
+            .rsplit("::")
+            .next()
+            .unwrap_or_default()
+            .to_lowercase(),
+    }
+}
+
 fn eligible(view: &ClusterView, m: &Member) -> bool {
     m.reachable
         && !m.nofailover
         && m.failover_priority > 0
         && matches!(m.health, Health::Healthy | Health::Degraded(_))
         && m.role == Role::Replica
-        && m.state == "running"
+        && matches!(m.state, PgState::Running)
         && m.wal_position.is_some()
         && m.lag.is_none_or(|l| l <= view.maximum_lag_on_failover)
-        && view
-            .sync_members
-            .as_ref()
-            .is_none_or(|s| s.contains(&m.name))
+        && (!view.synchronous_mode || m.synchronous)
 }
 
 impl Guest for Plugin {
@@ -70,6 +82,7 @@ impl Guest for Plugin {
             name: option_env!("GUEST_NAME").unwrap_or("test-guest").into(),
             version: option_env!("GUEST_VERSION").unwrap_or("1.0.0").into(),
             hooks: vec![Hook::RankCandidates, Hook::CheckHealth, Hook::OnEvent],
+            tags: TagKeys::Only(vec!["fault".into(), "zone".into(), "rack".into()]),
         }
     }
 
@@ -113,6 +126,31 @@ impl Guest for Plugin {
                     };
                     return Ranking::Candidates(vec![c.clone(), c]);
                 }
+                "echo-view" => {
+                    let members: Vec<String> = view
+                        .members
+                        .iter()
+                        .map(|m| {
+                            let tags: Vec<String> = m
+                                .tags
+                                .iter()
+                                .map(|t| format!("{}={}", t.key, t.value))
+                                .collect();
+                            format!(
+                                "{} zone={} sync={} tags={}",
+                                m.name,
+                                m.zone.as_deref().unwrap_or("-"),
+                                m.synchronous,
+                                tags.join(",")
+                            )
+                        })
+                        .collect();
+                    return Ranking::Veto(format!(
+                        "synchronous-mode={}; {}",
+                        view.synchronous_mode,
+                        members.join("; ")
+                    ));
+                }
                 "rank-unreachable" => {
                     if let Some(m) = view.members.iter().find(|m| !m.reachable) {
                         return Ranking::Candidates(vec![Candidate {
@@ -127,7 +165,7 @@ impl Guest for Plugin {
         if let Some(p) = view
             .members
             .iter()
-            .find(|m| m.reachable && m.role == Role::Primary && m.state == "running")
+            .find(|m| m.reachable && m.role == Role::Primary && matches!(m.state, PgState::Running))
         {
             return Ranking::Veto(format!("primary {} is still alive", p.name));
         }
@@ -155,10 +193,15 @@ impl Guest for Plugin {
     }
 
     fn check_health(facts: HealthFacts) -> Health {
-        if let Some(kind) = facts.state.strip_prefix("fault-") {
+        // The tests' commands arrive as states the host does not know.
+        let command = match &facts.state {
+            PgState::Other(s) => s.as_str(),
+            _ => "",
+        };
+        if let Some(kind) = command.strip_prefix("fault-") {
             fault(kind, "check-health");
         }
-        match facts.state.as_str() {
+        match command {
             "probe-direct" => {
                 return match host::sql_probe("select 1") {
                     Ok(rows) => Health::Degraded(format!("direct probe rows={rows:?}")),
@@ -166,6 +209,13 @@ impl Guest for Plugin {
                 };
             }
             "clock" => return Health::Degraded(format!("now={}", host::now_ms())),
+            "log-enabled" => {
+                return Health::Degraded(format!(
+                    "debug={} error={}",
+                    host::log_enabled(LogLevel::Debug),
+                    host::log_enabled(LogLevel::Error)
+                ));
+            }
             "settings" => {
                 return Health::Degraded(format!("settings={}", SETTINGS.lock().unwrap()));
             }
@@ -182,10 +232,10 @@ impl Guest for Plugin {
                 .collect();
             return Health::Degraded(text.join(";"));
         }
-        if facts.state == "running" {
+        if matches!(facts.state, PgState::Running) {
             Health::Healthy
         } else {
-            Health::Failed(format!("PostgreSQL is {}", facts.state))
+            Health::Failed(format!("PostgreSQL is {}", state_name(&facts.state)))
         }
     }
 
