@@ -228,6 +228,17 @@ impl Supervisor {
             .ensure_running(&exe, &mut self.guard_child)
             .map_err(|e| SupervisorError::Io(format!("cannot start the fencing guard: {e}")))?;
         tracing::info!(guard_pid, "fencing guard attached");
+        // The REST view exists from the start (liveness needs ttl), before the first loop.
+        let (ttl, loop_wait) = (self.dynamic.ttl, self.dynamic.loop_wait);
+        let (scope, name) = (self.cfg.scope.clone(), self.cfg.name.clone());
+        self.view_tx.send_modify(|v| {
+            v.ttl = ttl;
+            v.loop_wait = loop_wait;
+            v.scope = scope;
+            v.name = name;
+            v.version = VERSION.into();
+            v.last_loop = Some(std::time::Instant::now());
+        });
         tokio::spawn(self.dcs.clone().watch_forever());
         let changed = self.dcs.changed.clone();
         let mut control = self.control.take();
@@ -742,7 +753,7 @@ impl Supervisor {
             self.rewind_failed = false;
             self.role = "replica";
             let _ = self.touch_member().await;
-            self.pg.basebackup(&up).await?;
+            busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
             self.start_replica(Some(&up)).await
         }
         .await;
@@ -1045,7 +1056,7 @@ impl Supervisor {
                 self.role = "replica";
                 let _ = self.touch_member().await;
                 tracing::info!(from = %leader, "cloning with pg_basebackup");
-                self.pg.basebackup(&up).await?;
+                busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
                 self.sysid = None;
                 self.start_replica(Some(&up)).await?;
                 Ok(true)
@@ -1059,7 +1070,7 @@ impl Supervisor {
                 self.rewind_failed = false;
                 self.sysid = None;
                 self.phase = PgPhase::CreatingReplica;
-                self.pg.basebackup(&up).await?;
+                busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
                 self.start_replica(Some(&up)).await?;
                 Ok(true)
             }
@@ -1085,7 +1096,7 @@ impl Supervisor {
                 self.pg
                     .stop(StopMode::Fast, Duration::from_secs(30))
                     .await?;
-                match self.pg.rewind(&up).await {
+                match busy(&self.view_tx, "stopped", self.pg.rewind(&up)).await {
                     Ok(()) => {
                         self.sysid = None;
                         self.start_replica(Some(&up)).await?;
@@ -1366,7 +1377,7 @@ impl Supervisor {
     }
 
     async fn bootstrap_inner(&mut self) -> Result<(), SupervisorError> {
-        self.pg.initdb().await?;
+        busy(&self.view_tx, "initializing new cluster", self.pg.initdb()).await?;
         self.pg.configure(false, None)?;
         if !self.pg.start(Duration::from_secs(120)).await? {
             return Err(SupervisorError::Fatal(
@@ -1806,6 +1817,28 @@ impl Supervisor {
         // no rewind needed.
         self.start_replica(Some(&up)).await?;
         Ok(true)
+    }
+}
+
+/// Run a long action (a clone, initdb, pg_rewind) while keeping the REST view alive: the HA
+/// loop is busy, not stuck, so `/liveness` keeps answering 200 and the status document shows
+/// what the node is doing.
+async fn busy<T>(
+    view: &watch::Sender<NodeView>,
+    state: &str,
+    action: impl std::future::Future<Output = T>,
+) -> T {
+    view.send_modify(|v| {
+        v.state = state.into();
+        v.last_loop = Some(std::time::Instant::now());
+    });
+    tokio::pin!(action);
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = &mut action => return r,
+            _ = beat.tick() => view.send_modify(|v| v.last_loop = Some(std::time::Instant::now())),
+        }
     }
 }
 

@@ -1,0 +1,211 @@
+//! Broken policies in a running three-node cluster of real `regent` processes: a policy that
+//! loops, traps or eats memory in the middle of an election, and component files replaced by
+//! garbage or by a build against another WIT version. The supervisors keep their loops on
+//! schedule, the built-in rules decide, a leader is elected, and the faults are reported in
+//! `GET /policy` and `GET /metrics`.
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/policies")
+        .join(name)
+}
+
+/// Node `i`'s own policy directory with the `faulty` fixture in `mode`, armed for views that
+/// hold member `pg1` (so that the load-time self-test passes).
+fn faulty_dir(c: &Cluster, node: &str, mode: &str) -> PathBuf {
+    let dir = c.tmp.path().join(format!("policies-{node}"));
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    std::fs::copy(fixture("faulty.wasm"), dir.join("faulty.wasm")).expect("copy faulty.wasm");
+    std::fs::write(
+        dir.join("faulty.toml"),
+        format!(
+            "name = \"faulty\"\ncomponent = \"faulty.wasm\"\nhooks = [\"rank-candidates\"]\n\
+             capabilities = []\n\n[settings]\nmode = \"{mode}\"\nwhen_member = \"pg1\"\n"
+        ),
+    )
+    .expect("write faulty.toml");
+    dir
+}
+
+fn policy(n: &Node) -> Option<Value> {
+    let (s, body) = n.http_get("/policy")?;
+    (s == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// The `faulty` policy's entry in `GET /policy`.
+fn faulty(n: &Node) -> Value {
+    policy(n)
+        .and_then(|p| p["policies"].as_array()?.first().cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// (name, REST port) of `nodes`.
+fn rest_ports(c: &Cluster, nodes: &[usize]) -> Vec<(String, u16)> {
+    nodes
+        .iter()
+        .map(|&i| (c.nodes[i].name.clone(), c.nodes[i].api_port))
+        .collect()
+}
+
+/// While `f` runs, every node of `targets` answers `/liveness` with 200 (its HA loop keeps
+/// running) each time it is asked.
+fn alive_throughout<T>(targets: Vec<(String, u16)>, f: impl FnOnce() -> T) -> T {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut bad = Vec::new();
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            for (name, port) in &targets {
+                match http_get(*port, "/liveness") {
+                    Some((200, _)) => {}
+                    other => bad.push(format!("{name}: {other:?}")),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bad
+    });
+    let out = f();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let bad = watcher.join().expect("liveness watcher");
+    assert!(bad.is_empty(), "a HA loop stalled: {bad:?}");
+    out
+}
+
+fn new_leader(c: &Cluster, old: usize, timeout: Duration) -> usize {
+    wait_for("a new leader", timeout, || {
+        let l = c.etcd.get("/service/test/leader")?;
+        c.nodes.iter().position(|n| n.name == l).filter(|i| *i != old)
+    })
+}
+
+#[test]
+fn broken_policies_never_stop_the_loop_and_the_built_in_rules_decide() {
+    let _g = serial();
+    let mut c = Cluster::new(3, NodeSpec::default());
+    let modes = ["loop", "trap", "oom"];
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| faulty_dir(&c, &c.nodes[i].name, modes[i]))
+        .collect();
+    for (n, dir) in c.nodes.iter_mut().zip(&dirs) {
+        let mut text = std::fs::read_to_string(&n.config).expect("config");
+        text.push_str(&format!(
+            "regent:\n  policies_dir: {}\n  policies: [faulty]\n",
+            dir.display()
+        ));
+        std::fs::write(&n.config, text).expect("config");
+    }
+    // pg1 bootstraps alone, so that it leads and is in the first election's view.
+    c.nodes[0].start();
+    wait_for("pg1 to lead", Duration::from_secs(60), || {
+        (c.leader()? == 0).then_some(())
+    });
+    c.nodes[1].start();
+    c.nodes[2].start();
+    c.wait_streaming(0, 2, Duration::from_secs(90));
+
+    // Election 1: pg1 crashes; pg2's policy traps and pg3's runs out of memory.
+    let t0 = Instant::now();
+    let second = alive_throughout(rest_ports(&c, &[1, 2]), || {
+        c.nodes[0].crash();
+        new_leader(&c, 0, Duration::from_secs(40))
+    });
+    eprintln!(
+        "election with trapping / out-of-memory policies: {} leads after {:?}",
+        c.nodes[second].name,
+        t0.elapsed()
+    );
+    for (i, kind, stderr) in [(1, "trap", "mode=trap"), (2, "out-of-memory", "")] {
+        let f = faulty(&c.nodes[i]);
+        assert!(
+            f["faults"]["count"].as_u64().unwrap_or(0) >= 1,
+            "{}: {f}",
+            c.nodes[i].name
+        );
+        assert_eq!(
+            f["faults"]["last"]["kind"], kind,
+            "{}: {f}",
+            c.nodes[i].name
+        );
+        assert!(
+            f["faults"]["last"]["stderr"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(stderr),
+            "the guest's stderr is in the fault report: {f}"
+        );
+    }
+    let (_, metrics) = c.nodes[1].http_get("/metrics").expect("GET /metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("regent_policy_faults_total{") && l.contains("kind=\"trap\"")),
+        "the fault is counted in /metrics"
+    );
+
+    // Election 2: pg1 is back (its policy loops until the deadline); the new leader crashes.
+    c.nodes[0].start();
+    wait_for("pg1 to serve as a replica", Duration::from_secs(90), || {
+        (c.nodes[0].http_get("/replica")?.0 == 200).then_some(())
+    });
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != second).collect();
+    let t0 = Instant::now();
+    let third = alive_throughout(rest_ports(&c, &survivors), || {
+        c.nodes[second].crash();
+        new_leader(&c, second, Duration::from_secs(40))
+    });
+    eprintln!(
+        "election with a looping policy: {} leads after {:?}",
+        c.nodes[third].name,
+        t0.elapsed()
+    );
+    let f = faulty(&c.nodes[0]);
+    assert_eq!(f["faults"]["last"]["kind"], "deadline", "pg1: {f}");
+    let took = f["faults"]["last"]["elapsed_ms"].as_f64().unwrap_or(f64::MAX);
+    assert!(took < 1_000.0, "the loop was cut off at its deadline: {f}");
+
+    // Hot reloads of broken files on a running node: refused, the old version keeps serving.
+    let n = survivors
+        .iter()
+        .copied()
+        .find(|i| *i != third)
+        .expect("a replica");
+    let node = &c.nodes[n];
+    let before = faulty(node)["digest"].clone();
+    let dir = &dirs[n];
+    for (file, needle) in [
+        ("garbage.wasm", "faulty.wasm"),
+        ("wrong-version.wasm", "regent:policy"),
+    ] {
+        let failed_before = policy(node).map_or(0, |p| {
+            p["policies"][0]["reloads"]["failed"].as_u64().unwrap_or(0)
+        });
+        let tmp = dir.join(".faulty.wasm.new");
+        std::fs::copy(fixture(file), &tmp).expect("copy the broken file");
+        std::fs::rename(&tmp, dir.join("faulty.wasm")).expect("rename into place");
+        let err = wait_for(
+            &format!("{file} to be refused"),
+            Duration::from_secs(10),
+            || {
+                let p = policy(node)?;
+                let r = &p["policies"][0]["reloads"];
+                (r["failed"].as_u64()? > failed_before)
+                    .then(|| r["last_error"].as_str().unwrap_or_default().to_string())
+            },
+        );
+        assert!(err.contains(needle), "{file}: {err}");
+        assert_eq!(
+            faulty(node)["digest"],
+            before,
+            "{file}: the previous version keeps serving"
+        );
+        assert_eq!(node.http_get("/liveness").map(|r| r.0), Some(200));
+    }
+}
