@@ -1,8 +1,9 @@
-//! The `regent` binary: `run`, `validate-config`, `ctl`, `policy check|eval`, and the internal `guard`.
+//! The `regent` binary: `run`, `validate-config`, `ctl`, `lab`, `policy check|eval`, and the internal
+//! `guard`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use regent::{api, config, ctl, fence, policy, supervisor};
+use regent::{api, config, ctl, fence, lab, policy, supervisor};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +35,8 @@ enum Cmd {
     ValidateConfig { config: PathBuf },
     /// Manage a cluster (patronictl's commands): list, switchover, edit-config, ...
     Ctl(ctl::CtlArgs),
+    /// A cluster of local processes to try things on: up, status, fault, compare, down.
+    Lab(lab::LabArgs),
     /// Check or try out a failover policy plugin.
     Policy {
         #[command(subcommand)]
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Ctl(args) => ExitCode::from(ctl::main(args)),
+        Cmd::Lab(args) => ExitCode::from(lab::main(args)),
         Cmd::Policy { cmd } => {
             init_logs(cli.log_format);
             match policy_cmd(cmd) {
