@@ -116,7 +116,6 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Ctl(args) => ExitCode::from(ctl::main(args)),
-        Cmd::Lab(args) => ExitCode::from(lab::main(args)),
         Cmd::Policy { cmd } => {
             init_logs(cli.log_format);
             match policy_cmd(cmd) {
@@ -130,18 +129,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Lab(args) => {
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            match rt.block_on(lab::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         Cmd::Run { config } => {
             init_logs(cli.log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match rt.block_on(run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -150,6 +153,21 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The multi-threaded runtime of `regent run` and `regent lab` (two workers).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
         }
     }
 }

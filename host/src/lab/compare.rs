@@ -9,8 +9,9 @@
 
 use super::fault::{self, Injected, Kind};
 use super::measure::{self, Ack, Monitor, Spread, Window, Writer};
+use super::observe;
 use super::ops::{self, Lab};
-use super::spec::{self, PROBE_TABLE, WRITES_TABLE, node_name};
+use super::spec::{self, node_name};
 use super::{CompareArgs, CompareFault, Format, LabError, say};
 use nix::sys::signal::Signal;
 use serde::Serialize;
@@ -279,7 +280,7 @@ pub async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
             say(format!(
                 "starting a lab in {}: {}",
                 dir.display(),
-                ops::describe(&lab.st.settings)
+                observe::describe(&lab.st.settings)
             ));
             if let Err(e) = lab
                 .start(fresh, Duration::from_secs(args.opts.timeout))
@@ -394,7 +395,7 @@ async fn set_policies(lab: &mut Lab, list: &[String]) -> Result<(), LabError> {
         list.join(",")
     };
     let n = lab.st.settings.nodes;
-    let serving = |lab: &Lab, views: &[ops::NodeView]| {
+    let serving = |lab: &Lab, views: &[observe::NodeView]| {
         (0..n).all(|i| {
             !lab.node_proc(i).is_some_and(|p| p.alive())
                 || views[i].policies().as_deref() == Some(want.as_str())
@@ -439,6 +440,14 @@ async fn ready(lab: &mut Lab, list: &[String]) -> Result<usize, LabError> {
     if leader == 0 {
         return Ok(0);
     }
+    if lab.st.settings.synchronous_mode && !lab.views().await[0].sync_standby() {
+        // Only the synchronous standby may take over.
+        say(format!(
+            "  synchronous mode: node1 is not the synchronous standby, so this run starts with {} leading",
+            node_name(leader)
+        ));
+        return Ok(leader);
+    }
     // Back to node1 leading, so that every run starts alike.
     let mut inj = fault::inject(lab, Kind::Switchover { candidate: Some(0) }, Some(leader)).await;
     if inj.is_err() {
@@ -466,21 +475,7 @@ async fn one_run(
     let leader = ready(lab, list).await?;
     let pw = lab.st.password.clone();
     let ports: Vec<u16> = lab.st.ports.nodes.iter().map(|n| n.pg).collect();
-    measure::execute(
-        ports[leader],
-        &pw,
-        &format!(
-            "{} TRUNCATE {WRITES_TABLE}, {PROBE_TABLE}",
-            measure::tables_sql() + ";"
-        ),
-    )
-    .await
-    .map_err(|e| {
-        LabError::Failed(format!(
-            "cannot prepare the tables on {}: {e}",
-            node_name(leader)
-        ))
-    })?;
+    lab.create_tables(leader, true).await?;
     let run_id = crate::time::Timestamp::now()
         .unix_ms()
         .and_then(|m| i64::try_from(m).ok())

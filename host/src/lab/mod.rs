@@ -7,7 +7,8 @@
 //!   arguments and HAProxy configuration (pure).
 //! - [`state`]: the state file `lab.json` and the directory lock.
 //! - [`procs`]: detached, marked processes; finding, signalling and reaping them.
-//! - [`ops`]: a lab's life: prepare, start, wait until healthy, status, stop, remove.
+//! - [`ops`]: a lab's life: prepare, start, stop, remove; `up` and `down`.
+//! - [`observe`]: the nodes' views, health, the waits on them; `status`.
 //! - [`measure`]: the writer (acknowledged writes by id), the split-brain probes, and the
 //!   analysis of what they recorded.
 //! - [`fault`]: the faults and their reports.
@@ -23,6 +24,7 @@ macro_rules! outln {
 pub mod compare;
 pub mod fault;
 pub mod measure;
+pub mod observe;
 pub mod ops;
 pub mod procs;
 pub mod spec;
@@ -249,33 +251,13 @@ pub enum Format {
     Json,
 }
 
-/// Run `regent lab` and return its exit code (0 OK, 1 failed, 2 bad input).
-pub fn main(args: LabArgs) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
-        }
-    }
-}
-
-async fn run(args: LabArgs) -> Result<(), LabError> {
+/// Run `regent lab` (on a multi-threaded runtime: the probes run concurrently). On error,
+/// [`LabError::exit_code`] is the exit code.
+pub async fn run(args: LabArgs) -> Result<(), LabError> {
     let dir = state::resolve_dir(args.dir.as_deref())?;
     match args.cmd {
         LabCmd::Up(up) => ops::up(&dir, &up.opts, up.policies).await,
-        LabCmd::Status { format } => ops::status(&dir, format).await,
+        LabCmd::Status { format } => observe::status(&dir, format).await,
         LabCmd::Down { keep_data } => ops::down(&dir, keep_data).await,
         LabCmd::Fault { fault } => fault::run(&dir, fault).await,
         LabCmd::Compare(c) => compare::run(&dir, c).await,

@@ -164,69 +164,52 @@ impl Requested {
 
     /// The flags that ask for something other than what `existing` was created with.
     pub fn conflicts(&self, existing: &Settings) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut check = |flag: &str, asked: Option<String>, has: String| {
-            if let Some(a) = asked
-                && a != has
-            {
-                out.push(format!("{flag} {a} (the lab has {has})"));
-            }
-        };
-        let join = |v: &[String]| v.join(",");
-        check(
-            "--nodes",
-            self.nodes.map(|n| n.to_string()),
-            existing.nodes.to_string(),
-        );
-        check(
-            "--ttl",
-            self.ttl.map(|n| n.to_string()),
-            existing.ttl.to_string(),
-        );
-        check(
-            "--loop-wait",
-            self.loop_wait.map(|n| n.to_string()),
-            existing.loop_wait.to_string(),
-        );
-        check(
-            "--retry-timeout",
-            self.retry_timeout.map(|n| n.to_string()),
-            existing.retry_timeout.to_string(),
-        );
-        check(
-            "--sync",
-            self.synchronous_mode.map(|b| b.to_string()),
-            existing.synchronous_mode.to_string(),
-        );
-        check(
-            "--zones",
-            self.zones
-                .as_ref()
-                .map(|z| join(&per_node(z, existing.nodes))),
-            join(&existing.zones),
-        );
-        check(
-            "--priorities",
-            self.priorities.as_ref().map(|p| {
-                per_node(p, existing.nodes)
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }),
-            existing
-                .priorities
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        check(
-            "--haproxy",
-            self.haproxy.map(|b| b.to_string()),
-            existing.haproxy.to_string(),
-        );
-        out
+        let n = existing.nodes;
+        let list = |v: &[String]| v.join(",");
+        let numbers = |v: &[i64]| list(&v.iter().map(i64::to_string).collect::<Vec<_>>());
+        let s = |v: &dyn ToString| v.to_string();
+        let flags: [(&str, Option<String>, String); 8] = [
+            ("--nodes", self.nodes.map(|v| s(&v)), s(&n)),
+            ("--ttl", self.ttl.map(|v| s(&v)), s(&existing.ttl)),
+            (
+                "--loop-wait",
+                self.loop_wait.map(|v| s(&v)),
+                s(&existing.loop_wait),
+            ),
+            (
+                "--retry-timeout",
+                self.retry_timeout.map(|v| s(&v)),
+                s(&existing.retry_timeout),
+            ),
+            (
+                "--sync",
+                self.synchronous_mode.map(|v| s(&v)),
+                s(&existing.synchronous_mode),
+            ),
+            (
+                "--zones",
+                self.zones.as_ref().map(|z| list(&per_node(z, n))),
+                list(&existing.zones),
+            ),
+            (
+                "--priorities",
+                self.priorities.as_ref().map(|p| numbers(&per_node(p, n))),
+                numbers(&existing.priorities),
+            ),
+            (
+                "--haproxy",
+                self.haproxy.map(|v| s(&v)),
+                s(&existing.haproxy),
+            ),
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(flag, asked, has)| {
+                asked
+                    .filter(|a| *a != has)
+                    .map(|a| format!("{flag} {a} (the lab has {has})"))
+            })
+            .collect()
     }
 }
 
@@ -438,7 +421,101 @@ fn yp(p: &Path) -> String {
     yq(&p.display().to_string())
 }
 
-/// The YAML of node `i`: Patroni's keys, loopback addresses, the lab's timing, tags and
+/// A node's configuration for a cluster on one machine: the lab's nodes, and the
+/// integration tests' (`tests/support`), which build theirs with it too.
+#[derive(Debug, Clone)]
+pub struct NodeYaml<'a> {
+    pub scope: &'a str,
+    pub name: &'a str,
+    /// The address the REST API and PostgreSQL listen on (and are reached at).
+    pub host: &'a str,
+    pub api_port: u16,
+    pub pg_port: u16,
+    /// etcd endpoints, `host:port` each.
+    pub etcd: &'a [String],
+    pub ttl: u64,
+    pub loop_wait: u64,
+    pub retry_timeout: u64,
+    pub synchronous_mode: bool,
+    /// `bootstrap.pg_hba`.
+    pub pg_hba: &'a [String],
+    pub data_dir: &'a Path,
+    pub bin_dir: &'a Path,
+    /// `postgresql.os_user`.
+    pub os_user: Option<&'a str>,
+    pub superuser_password: &'a str,
+    pub replication_password: &'a str,
+    /// `restapi.authentication` (user, password).
+    pub api_auth: Option<(&'a str, &'a str)>,
+    /// `postgresql.parameters`.
+    pub parameters: &'a [(&'a str, &'a str)],
+    /// The lines under `tags:`, indented by two spaces, each ending in a newline.
+    pub tags: &'a str,
+    /// Appended as is (a `regent:` section, say).
+    pub tail: &'a str,
+}
+
+impl NodeYaml<'_> {
+    pub fn render(&self) -> String {
+        let addr = |port: u16| {
+            if self.host.contains(':') {
+                format!("[{}]:{port}", self.host)
+            } else {
+                format!("{}:{port}", self.host)
+            }
+        };
+        let mut y = format!(
+            "scope: {}\nnamespace: /service/\nname: {}\n",
+            yq(self.scope),
+            yq(self.name)
+        );
+        y += &format!(
+            "restapi:\n  listen: {a}\n  connect_address: {a}\n",
+            a = addr(self.api_port)
+        );
+        if let Some((user, pw)) = self.api_auth {
+            y += &format!(
+                "  authentication:\n    username: {}\n    password: {}\n",
+                yq(user),
+                yq(pw)
+            );
+        }
+        y += &format!("etcd3:\n  hosts: [{}]\n", self.etcd.join(", "));
+        y += &format!(
+            "bootstrap:\n  dcs:\n    ttl: {}\n    loop_wait: {}\n    retry_timeout: {}\n    maximum_lag_on_failover: 1048576\n    synchronous_mode: {}\n",
+            self.ttl, self.loop_wait, self.retry_timeout, self.synchronous_mode
+        );
+        y += "    postgresql:\n      use_pg_rewind: true\n      use_slots: true\n      parameters:\n        wal_keep_size: 64MB\n";
+        y += "  initdb:\n    - encoding: UTF8\n    - data-checksums\n  pg_hba:\n";
+        for l in self.pg_hba {
+            y += &format!("    - {l}\n");
+        }
+        y += &format!(
+            "postgresql:\n  listen: {a}\n  connect_address: {a}\n  data_dir: {}\n  bin_dir: {}\n",
+            yp(self.data_dir),
+            yp(self.bin_dir),
+            a = addr(self.pg_port)
+        );
+        if let Some(u) = self.os_user {
+            y += &format!("  os_user: {}\n", yq(u));
+        }
+        y += &format!(
+            "  authentication:\n    superuser:\n      username: {SUPERUSER}\n      password: {}\n    replication:\n      username: {REPLICATION_USER}\n      password: {}\n",
+            yq(self.superuser_password),
+            yq(self.replication_password)
+        );
+        y += "  parameters:\n";
+        for (k, v) in self.parameters {
+            y += &format!("    {k}: {v}\n");
+        }
+        y += "tags:\n";
+        y += self.tags;
+        y += self.tail;
+        y
+    }
+}
+
+/// The YAML of the lab's node `i`: loopback addresses, the lab's timing, password, tags and
 /// policies.
 pub fn node_yaml(
     layout: &Layout,
@@ -449,93 +526,63 @@ pub fn node_yaml(
 ) -> String {
     let name = node_name(i);
     let NodePorts { api, pg } = ports.nodes[i];
-    let pw = yq(password);
-    let os_user = settings
-        .os_user
-        .as_deref()
-        .map(|u| format!("  os_user: {}\n", yq(u)))
-        .unwrap_or_default();
-    let policies = settings.policies.join(", ");
+    let etcd = [format!("127.0.0.1:{}", ports.etcd_client)];
+    let hba = [
+        "local all all peer".to_string(),
+        "host all all 127.0.0.1/32 scram-sha-256".to_string(),
+        format!("host replication {REPLICATION_USER} 127.0.0.1/32 scram-sha-256"),
+    ];
+    let tags = format!(
+        "  zone: {}\n  failover_priority: {}\n",
+        yq(&settings.zones[i]),
+        settings.priorities[i]
+    );
+    let tail = format!(
+        "regent:\n  policies_dir: {}\n  policies: [{}]\n",
+        yp(&layout.policies()),
+        settings.policies.join(", ")
+    );
+    let body = NodeYaml {
+        scope: SCOPE,
+        name: &name,
+        host: "127.0.0.1",
+        api_port: api,
+        pg_port: pg,
+        etcd: &etcd,
+        ttl: settings.ttl,
+        loop_wait: settings.loop_wait,
+        retry_timeout: settings.retry_timeout,
+        synchronous_mode: settings.synchronous_mode,
+        pg_hba: &hba,
+        data_dir: &layout.data_dir(i),
+        bin_dir: &settings.bin_dir,
+        os_user: settings.os_user.as_deref(),
+        superuser_password: password,
+        replication_password: password,
+        api_auth: Some((API_USER, password)),
+        parameters: &[("shared_buffers", "16MB"), ("max_connections", "40")],
+        tags: &tags,
+        tail: &tail,
+    }
+    .render();
     format!(
-        r#"# Node {name} of the regent lab in {dir}, written by `regent lab up`.
-# Tags, parameters and policies can change while it runs: edit this file, then
-# `kill -HUP <pid>` (see `regent lab status`) or `regent ctl -c {config} reload {name}`.
-scope: {SCOPE}
-namespace: /service/
-name: {name}
-restapi:
-  listen: 127.0.0.1:{api}
-  connect_address: 127.0.0.1:{api}
-  authentication:
-    username: {API_USER}
-    password: {pw}
-etcd3:
-  hosts: [127.0.0.1:{etcd}]
-bootstrap:
-  dcs:
-    ttl: {ttl}
-    loop_wait: {loop_wait}
-    retry_timeout: {retry_timeout}
-    maximum_lag_on_failover: 1048576
-    synchronous_mode: {sync}
-    postgresql:
-      use_pg_rewind: true
-      use_slots: true
-      parameters:
-        wal_keep_size: 64MB
-  initdb:
-    - encoding: UTF8
-    - data-checksums
-  pg_hba:
-    - local all all peer
-    - host all all 127.0.0.1/32 scram-sha-256
-    - host replication {REPLICATION_USER} 127.0.0.1/32 scram-sha-256
-postgresql:
-  listen: 127.0.0.1:{pg}
-  connect_address: 127.0.0.1:{pg}
-  data_dir: {data}
-  bin_dir: {bin}
-{os_user}  authentication:
-    superuser:
-      username: {SUPERUSER}
-      password: {pw}
-    replication:
-      username: {REPLICATION_USER}
-      password: {pw}
-  parameters:
-    shared_buffers: 16MB
-    max_connections: 40
-tags:
-  zone: {zone}
-  failover_priority: {priority}
-regent:
-  policies_dir: {policies_dir}
-  policies: [{policies}]
-"#,
+        "# Node {name} of the regent lab in {dir}, written by `regent lab up`.\n\
+         # Tags, parameters and policies can change while it runs: edit this file, then\n\
+         # `kill -HUP <pid>` (see `regent lab status`) or `regent ctl -c {config} reload {name}`.\n{body}",
         dir = layout.dir.display(),
         config = layout.config(i).display(),
-        etcd = ports.etcd_client,
-        ttl = settings.ttl,
-        loop_wait = settings.loop_wait,
-        retry_timeout = settings.retry_timeout,
-        sync = settings.synchronous_mode,
-        data = yp(&layout.data_dir(i)),
-        bin = yp(&settings.bin_dir),
-        zone = yq(&settings.zones[i]),
-        priority = settings.priorities[i],
-        policies_dir = yp(&layout.policies()),
     )
 }
 
-/// The arguments of a single-member etcd for the lab.
-pub fn etcd_args(layout: &Layout, ports: &Ports) -> Vec<String> {
-    let client = format!("http://127.0.0.1:{}", ports.etcd_client);
-    let peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
+/// The arguments of a single-member etcd on loopback (the lab's, and the tests').
+pub fn etcd_args(name: &str, data_dir: &Path, client_port: u16, peer_port: u16) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
     [
         "--name",
-        "lab",
+        name,
         "--data-dir",
-        &layout.etcd_data().display().to_string(),
+        &data_dir.display().to_string(),
         "--listen-client-urls",
         &client,
         "--advertise-client-urls",
@@ -545,7 +592,7 @@ pub fn etcd_args(layout: &Layout, ports: &Ports) -> Vec<String> {
         "--initial-advertise-peer-urls",
         &peer,
         "--initial-cluster",
-        &format!("lab={peer}"),
+        &format!("{name}={peer}"),
         "--initial-cluster-state",
         "new",
     ]
@@ -831,7 +878,12 @@ mod tests {
             dir: PathBuf::from("/tmp/lab"),
         };
         let ports = Ports::from_base(7000, 2, true).expect("ports");
-        let a = etcd_args(&layout, &ports);
+        let a = etcd_args(
+            "lab",
+            &layout.etcd_data(),
+            ports.etcd_client,
+            ports.etcd_peer,
+        );
         let pos = |k: &str| a.iter().position(|x| x == k).expect(k) + 1;
         assert_eq!(a[pos("--listen-client-urls")], "http://127.0.0.1:7000");
         assert_eq!(a[pos("--initial-cluster")], "lab=http://127.0.0.1:7001");
