@@ -202,6 +202,11 @@ fn local_lab_up_fault_compare_down() {
         "1",
         "--format",
         "json",
+        // Targets it meets: a graceful stop hands over within a second and loses nothing.
+        "--max-failover",
+        "5",
+        "--max-lost",
+        "0",
     ]);
     let cmp: serde_json::Value = serde_json::from_str(&out).expect("compare JSON");
     assert_eq!(cmp["fault"], "stop-leader");

@@ -13,7 +13,6 @@ use super::observe;
 use super::ops::{self, Lab};
 use super::spec::{self, node_name};
 use super::{CompareArgs, CompareFault, Format, LabError, say};
-use nix::sys::signal::Signal;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -215,6 +214,43 @@ impl Comparison {
     }
 }
 
+impl Comparison {
+    /// What went wrong or missed a target, one line each: a failed run, a split brain, a
+    /// failover slower than `max_failover_ms`, more than `max_lost` acknowledged writes lost.
+    pub fn misses(&self, max_failover_ms: Option<f64>, max_lost: Option<usize>) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.policies {
+            for r in &p.runs {
+                let run = format!("{} run {}", p.policy, r.run);
+                if r.error.is_some() {
+                    out.push(format!("{run} measured nothing"));
+                }
+                if !r.split_brain.is_empty() {
+                    out.push(format!("{run} had a split brain"));
+                }
+                if let (Some(max), Some(f)) = (max_failover_ms, r.failover_ms)
+                    && f > max
+                {
+                    out.push(format!(
+                        "{run}: failover {} exceeds --max-failover {}",
+                        secs(f),
+                        secs(max)
+                    ));
+                }
+                if let Some(max) = max_lost
+                    && r.lost_writes > max
+                {
+                    out.push(format!(
+                        "{run}: {} acknowledged writes lost, more than --max-lost {max}",
+                        r.lost_writes
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The policy lists to compare: `builtin` → no plugin; each a one-policy list.
 fn parse_policies(names: &[String]) -> Result<Vec<(String, Vec<String>)>, LabError> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
@@ -276,6 +312,15 @@ pub async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
             (lab, After::Leave)
         }
         Err(LabError::Usage(_)) => {
+            // Check the policies before a lab is started for them.
+            let named: Vec<String> = policies.iter().flat_map(|(_, l)| l.clone()).collect();
+            if !named.is_empty() && !dir.join("lab.json").exists() {
+                let src = ops::source_policies(args.opts.policies_dir.as_deref())?.ok_or_else(|| {
+                    LabError::Usage("--policies: there is no ./policies here; pass --policies-dir with the directory of the policies (the repository's policies/)".into())
+                })?;
+                ops::check_policies(&named, &src, None)?;
+                ops::load_policies(&named, &src)?;
+            }
             let (mut lab, fresh) = Lab::prepare(dir, &args.opts, None).await?;
             say(format!(
                 "starting a lab in {}: {}",
@@ -298,7 +343,7 @@ pub async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
         r = compare(&mut lab, &args, &policies) => r,
         _ = tokio::signal::ctrl_c() => Err(LabError::Failed("interrupted".into())),
     };
-    // Put the lab back as it was.
+    // Put the lab back as it was (or away).
     let cleanup = match after {
         After::Leave => set_policies(&mut lab, &own).await,
         After::Stop => lab.stop_all().await.and_then(|_| {
@@ -311,6 +356,9 @@ pub async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
             Err(e) => Err(e),
         },
     };
+    if let (Err(_), Err(c)) = (&result, &cleanup) {
+        say(format!("could not put the lab back as it was: {c}"));
+    }
     let cmp = result?;
     cleanup?;
     match args.format {
@@ -320,7 +368,12 @@ pub async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
         ),
         Format::Table => super::out(cmp.render()),
     }
-    Ok(())
+    let misses = cmp.misses(args.max_failover.map(|s| s * 1000.0), args.max_lost);
+    if misses.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Failed(format!("compare: {}", misses.join("; "))))
+    }
 }
 
 async fn compare(
@@ -341,6 +394,7 @@ async fn compare(
     }
     let named: Vec<String> = policies.iter().flat_map(|(_, l)| l.clone()).collect();
     ops::check_policies(&named, &lab.layout.policies(), source)?;
+    ops::load_policies(&named, &lab.layout.policies())?;
     let own = lab.st.settings.policies.clone();
     let mut results: BTreeMap<usize, Vec<RunResult>> = BTreeMap::new();
     let interval = Duration::from_millis(args.write_interval_ms);
@@ -405,17 +459,12 @@ async fn set_policies(lab: &mut Lab, list: &[String]) -> Result<(), LabError> {
     if lab.st.settings.policies == list && serving(lab, &views) {
         return Ok(());
     }
-    lab.st.settings.policies = list.to_vec();
-    lab.st.save(&lab.layout)?;
-    for (i, view) in views.iter().enumerate() {
-        lab.write_config(i)?;
-        // Only a node whose REST API answers has its SIGHUP handler in place (SIGHUP would
-        // end a regent still starting); one that starts later reads the new file anyway.
-        if view.doc.is_some()
-            && let Some(p) = lab.node_proc(i)
-        {
-            p.signal(Signal::SIGHUP);
-        }
+    let old = std::mem::replace(&mut lab.st.settings.policies, list.to_vec());
+    if let Err(e) = apply_policies(lab, &views).await {
+        // Every node back on the old list: a node that refused keeps it anyway.
+        lab.st.settings.policies = old;
+        let _ = apply_policies(lab, &views).await;
+        return Err(e);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let lab_ref: &Lab = lab;
@@ -424,6 +473,31 @@ async fn set_policies(lab: &mut Lab, list: &[String]) -> Result<(), LabError> {
             serving(lab_ref, views).then_some(())
         })
         .await
+}
+
+/// Write every node's configuration from the lab's settings and have each running node
+/// reload it (`POST /reload`, which answers once the node has loaded the policies, or why
+/// it refused them). A node that is not up yet reads the file when it starts.
+async fn apply_policies(lab: &Lab, views: &[observe::NodeView]) -> Result<(), LabError> {
+    lab.st.save(&lab.layout)?;
+    for i in 0..lab.st.settings.nodes {
+        lab.write_config(i)?;
+    }
+    for (i, view) in views.iter().enumerate() {
+        if view.doc.is_none() || !lab.node_proc(i).is_some_and(|p| p.alive()) {
+            continue;
+        }
+        let (status, text) = lab.reload(i).await?;
+        if status >= 400 {
+            return Err(LabError::Failed(format!(
+                "{} refused the policies {}: {text}; `regent policy check {}/NAME.toml` shows what is wrong with a policy",
+                node_name(i),
+                lab.st.settings.policies.join(","),
+                lab.layout.policies().display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every node running under `list`, node1 leading, every replica streaming.
@@ -657,6 +731,34 @@ mod tests {
         assert_eq!(v["policies"][0]["failover_ms"]["median"], 11_000.0);
         assert_eq!(v["policies"][0]["runs"][2]["winner"], Value::Null);
         assert_eq!(v["policies"][0]["winners"]["node3"], 2);
+    }
+
+    #[test]
+    fn misses_name_the_run_and_the_target() {
+        let mut slow = run(2, 12_000.0, "node2", 3);
+        slow.split_brain = vec![SplitBrain {
+            from_ms: 0.0,
+            to_ms: 50.0,
+            nodes: vec!["node1".into(), "node2".into()],
+        }];
+        let cmp = Comparison {
+            fault: CompareFault::KillLeader,
+            runs_per_policy: 2,
+            lab: json!({}),
+            policies: vec![PolicyResult::of(
+                "builtin",
+                vec![run(1, 10_000.0, "node2", 0), slow],
+            )],
+        };
+        assert!(cmp.misses(None, None) == ["builtin run 2 had a split brain"]);
+        assert_eq!(
+            cmp.misses(Some(11_000.0), Some(0)),
+            [
+                "builtin run 2 had a split brain",
+                "builtin run 2: failover 12.00 s exceeds --max-failover 11.00 s",
+                "builtin run 2: 3 acknowledged writes lost, more than --max-lost 0",
+            ]
+        );
     }
 
     #[test]

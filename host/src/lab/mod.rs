@@ -239,6 +239,12 @@ pub struct CompareArgs {
     /// Keep the lab that compare started (by default it is removed afterwards).
     #[arg(long)]
     pub keep: bool,
+    /// A target: exit 1 if a run's failover takes longer (seconds).
+    #[arg(long)]
+    pub max_failover: Option<f64>,
+    /// A target: exit 1 if a run loses more acknowledged writes.
+    #[arg(long)]
+    pub max_lost: Option<usize>,
     /// For a new lab (compare uses the lab running in --dir if there is one).
     #[command(flatten)]
     pub opts: LabOptions,

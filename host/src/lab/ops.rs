@@ -116,7 +116,7 @@ fn check_ports_free(ports: &Ports, fix: &str) -> Result<(), LabError> {
 }
 
 /// The policy directory to copy from: `--policies-dir`, else `./policies` when it exists.
-fn source_policies(given: Option<&Path>) -> Result<Option<PathBuf>, LabError> {
+pub fn source_policies(given: Option<&Path>) -> Result<Option<PathBuf>, LabError> {
     match given {
         Some(d) if d.is_dir() => Ok(Some(d.to_path_buf())),
         Some(d) => Err(LabError::Usage(format!(
@@ -170,6 +170,21 @@ pub fn check_policies(names: &[String], dir: &Path, source: Option<&Path>) -> Re
     Ok(())
 }
 
+/// Every named policy in `dir` must load and pass its self-test, as `regent policy check`
+/// checks it (so that no node refuses it later).
+pub fn load_policies(names: &[String], dir: &Path) -> Result<(), LabError> {
+    for n in names {
+        let manifest = dir.join(format!("{n}.toml"));
+        crate::policy::check(&manifest).map_err(|e| {
+            LabError::Usage(format!(
+                "policy {n} ({}) cannot be used: {e}",
+                manifest.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// Copy the manifests and components of `from` into the lab's policy directory (a file being
 /// replaced is written beside it and renamed into place, so a node never reads half of it).
 pub fn copy_policies(from: &Path, to: &Path) -> Result<(), LabError> {
@@ -202,7 +217,11 @@ pub async fn up(
 ) -> Result<(), LabError> {
     let (mut lab, fresh) = Lab::prepare(dir, opts, policies).await?;
     let t0 = Instant::now();
-    match lab.start(fresh, Duration::from_secs(opts.timeout)).await {
+    let started = tokio::select! {
+        r = lab.start(fresh, Duration::from_secs(opts.timeout)) => r,
+        _ = tokio::signal::ctrl_c() => Err(LabError::Failed("interrupted".into())),
+    };
+    match started {
         Ok(leader) => {
             say(format!(
                 "the lab is up after {:.1} s",
@@ -358,7 +377,10 @@ impl Lab {
         let source = source_policies(opts.policies_dir.as_deref())?;
         if !settings.policies.is_empty() {
             match &source {
-                Some(s) => check_policies(&settings.policies, s, None)?,
+                Some(s) => {
+                    check_policies(&settings.policies, s, None)?;
+                    load_policies(&settings.policies, s)?;
+                }
                 None => {
                     return Err(LabError::Usage(format!(
                         "--policies {}: there is no ./policies here; pass --policies-dir with the directory of the policies (the repository's policies/)",
@@ -500,6 +522,24 @@ impl Lab {
         self.expected.insert(what.to_string());
         self.st.save(&self.layout)?;
         Ok(p)
+    }
+
+    /// `POST /reload` to node `i`: it re-reads its configuration file; the answer.
+    pub async fn reload(&self, i: usize) -> Result<(u16, String), LabError> {
+        let url = format!("http://127.0.0.1:{}/reload", self.st.ports.nodes[i].api);
+        let r = self
+            .http
+            .post(&url)
+            .basic_auth(spec::API_USER, Some(&self.st.password))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| LabError::Failed(format!("POST {url} failed: {e}")))?;
+        let status = r.status().as_u16();
+        Ok((
+            status,
+            r.text().await.unwrap_or_default().trim().to_string(),
+        ))
     }
 
     /// The writer's and the probes' tables on the leader, emptied if `empty`.
