@@ -5,6 +5,7 @@
 use super::measure::{self, Expect, Monitor, Round};
 use super::ops::Lab;
 use super::spec::{self, node_name};
+use super::state::cmd;
 use super::{FaultCmd, LabError, say};
 use nix::sys::signal::Signal;
 use std::path::Path;
@@ -98,8 +99,8 @@ pub async fn inject(
         (true, Some(t)) => Some(t),
         (true, None) => Some(lab.leader().await.ok_or_else(|| {
             LabError::Failed(format!(
-                "no node holds the leader key right now, so there is no leader to hit; `regent lab status --dir {}` shows the nodes, or give --node",
-                lab.layout.dir.display()
+                "no node holds the leader key right now, so there is no leader to hit; `{}` shows the nodes, or give --node",
+                cmd(&lab.layout.dir, "status")
             ))
         })?),
     };
@@ -367,10 +368,9 @@ fn report(
         && !lab.node_proc(t).is_some_and(|p| p.alive())
     {
         out.push_str(&format!(
-            "{} is down; `regent lab fault restart-node {} --dir {}` starts it again and it rejoins\n",
+            "{} is down; `{}` starts it again and it rejoins\n",
             node_name(t),
-            t + 1,
-            lab.layout.dir.display()
+            cmd(&lab.layout.dir, &format!("fault restart-node {}", t + 1))
         ));
     }
     out
@@ -421,8 +421,9 @@ pub async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
     super::out(report(&lab, &inj, &rounds, rec, leader));
     if rec.is_none() {
         return Err(LabError::Failed(format!(
-            "no node accepted writes within {} s after the fault; `regent lab status --dir {}` shows the nodes, their logs are in that directory",
+            "no node accepted writes within {} s after the fault; `{}` shows the nodes, their logs are in {}",
             recovery_budget(&lab).as_secs(),
+            cmd(&lab.layout.dir, "status"),
             lab.layout.dir.display()
         )));
     }

@@ -5,7 +5,7 @@
 use super::ops::Lab;
 use super::procs::{self, Status};
 use super::spec::{self, Layout, Settings, node_name};
-use super::state::{LabState, Lock};
+use super::state::{LabState, Lock, cmd};
 use super::{Format, LabError};
 use crate::ctl::table::{Align, Table};
 use serde_json::{Value, json};
@@ -184,7 +184,8 @@ impl Lab {
             self.check_alive()?;
             if Instant::now() > deadline {
                 return Err(LabError::Failed(format!(
-                    "timed out waiting for {what}; `regent lab status --dir {}` shows the nodes, their logs are in that directory",
+                    "timed out waiting for {what}; `{}` shows the nodes, their logs are in {}",
+                    cmd(&self.layout.dir, "status"),
                     self.layout.dir.display()
                 )));
             }
@@ -264,8 +265,10 @@ impl Lab {
              export PGPASSWORD={pw}\n\
              psql -h 127.0.0.1 -p {write_port} -U {su}\n\
              regent ctl -c {d}/node1.yml list\n\
-             regent lab fault kill-leader --dir {d}\n\
-             regent lab down --dir {d}\n",
+             {fault}\n\
+             {down}\n",
+            fault = cmd(&self.layout.dir, "fault kill-leader"),
+            down = cmd(&self.layout.dir, "down"),
             pw = self.st.password,
             su = spec::SUPERUSER,
             rep = spec::REPLICATION_USER,
@@ -332,9 +335,9 @@ impl Lab {
             .collect();
         Table {
             title: Some(format!(
-                "Lab: {} ({})",
-                spec::SCOPE,
-                self.layout.dir.display()
+                "Lab {}, cluster {}",
+                self.layout.dir.display(),
+                spec::SCOPE
             )),
             columns: cols.iter().map(|(h, a)| (h.to_string(), *a)).collect(),
             rows,
@@ -398,9 +401,9 @@ pub async fn status(dir: &Path, format: Format) -> Result<(), LabError> {
     };
     let st = LabState::load(&layout)?.ok_or_else(|| {
         LabError::Usage(format!(
-            "there is no lab in {} (no lab.json); start one with `regent lab up --dir {}`",
+            "there is no lab in {} (no lab.json); start one with `{}`",
             dir.display(),
-            dir.display()
+            cmd(dir, "up")
         ))
     })?;
     // Status only reads: it does not take the lock, so it works while another command runs.

@@ -4,7 +4,7 @@
 use super::measure;
 use super::procs::{self, Proc};
 use super::spec::{self, Layout, Ports, node_name};
-use super::state::{LabState, Lock};
+use super::state::{LabState, Lock, cmd};
 use super::{LabError, LabOptions, say};
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
@@ -66,7 +66,7 @@ fn check_reachable(dir: &Path, user: &nix::unistd::User) -> Result<(), LabError>
                 dir.display(),
                 a.display(),
                 m.permissions().mode() & 0o7777,
-                std::env::temp_dir().join("regent-lab").display()
+                super::state::default_dir().display()
             )));
         }
     }
@@ -236,16 +236,16 @@ pub async fn up(
 }
 
 impl Lab {
-    /// The running lab in `dir`, or a message saying there is none and what to do.
+    /// The lab in `dir`, under its lock, or a message saying there is none and what to do.
     pub fn open(dir: &Path) -> Result<Lab, LabError> {
         let layout = Layout {
             dir: dir.to_path_buf(),
         };
         if !layout.state().is_file() {
             return Err(LabError::Usage(format!(
-                "there is no lab in {} (no lab.json); start one with `regent lab up --dir {}`",
+                "there is no lab in {} (no lab.json); start one with `{}`",
                 dir.display(),
-                dir.display()
+                cmd(dir, "up")
             )));
         }
         let lock = Lock::take(&layout)?;
@@ -277,9 +277,9 @@ impl Lab {
             || !(0..lab.st.settings.nodes).any(|i| lab.node_proc(i).is_some_and(|p| p.alive()))
         {
             return Err(LabError::Usage(format!(
-                "the lab in {} is not running; start it with `regent lab up --dir {}`",
+                "the lab in {} is not running; start it with `{}`",
                 dir.display(),
-                dir.display()
+                cmd(dir, "up")
             )));
         }
         Ok(lab)
@@ -305,10 +305,11 @@ impl Lab {
             let running = lab.running_processes();
             if !running.is_empty() {
                 return Err(LabError::Usage(format!(
-                    "{} already holds a running lab ({}); `regent lab status --dir {d}` shows it, `regent lab down --dir {d}` stops it, or choose another --dir",
+                    "{} already holds a running lab ({}); `{}` shows it, `{}` stops it, or choose another --dir",
                     dir.display(),
                     running.join(", "),
-                    d = dir.display()
+                    cmd(dir, "status"),
+                    cmd(dir, "down")
                 )));
             }
             let conflicts = requested.conflicts(&lab.st.settings);
@@ -318,18 +319,18 @@ impl Lab {
                     all.push(format!("--base-port {b} (the lab keeps its ports)"));
                 }
                 return Err(LabError::Usage(format!(
-                    "{} holds a stopped lab whose settings differ from {}; leave these out to start it again as it was, or remove it with `regent lab down --dir {}` and start a new one",
+                    "{} holds a stopped lab whose settings differ from {}; leave these out to start it again as it was, or remove it with `{}` and start a new one",
                     dir.display(),
                     all.join(", "),
-                    dir.display()
+                    cmd(dir, "down")
                 )));
             }
             check_ports_free(
                 &lab.st.ports,
                 &format!(
-                    "the stopped lab in {} uses it; stop what listens there, or remove the lab with `regent lab down --dir {}` and start a new one",
+                    "the stopped lab in {} uses it; stop what listens there, or remove the lab with `{}` and start a new one",
                     dir.display(),
-                    dir.display()
+                    cmd(dir, "down")
                 ),
             )?;
             say(format!(
@@ -727,7 +728,9 @@ impl Lab {
             Err(s) => format!("could not stop everything: {s}"),
         };
         LabError::Failed(format!(
-            "{e}\n{what}; the logs are in {logs} (node1.log, etcd.log, ...); `regent lab down --dir {logs}` removes the lab, `regent lab up --dir {logs}` tries again"
+            "{e}\n{what}; the logs are in {logs} (node1.log, etcd.log, ...); `{down}` removes the lab, `{up}` tries again",
+            down = cmd(&self.layout.dir, "down"),
+            up = cmd(&self.layout.dir, "up")
         ))
     }
 
@@ -895,8 +898,10 @@ pub async fn down(dir: &Path, keep_data: bool) -> Result<(), LabError> {
     if keep_data {
         lab.st.save(&layout)?;
         outln!(
-            "The lab in {d} is stopped; its data is kept. `regent lab up --dir {d}` starts it again, `regent lab down --dir {d}` removes it.",
-            d = dir.display()
+            "The lab in {} is stopped; its data is kept. `{}` starts it again, `{}` removes it.",
+            dir.display(),
+            cmd(dir, "up"),
+            cmd(dir, "down")
         );
     } else {
         lab.remove_files()?;

@@ -412,9 +412,23 @@ impl Layout {
     }
 }
 
-/// A string as a YAML double-quoted scalar (JSON's escaping is valid YAML).
+/// A string as a YAML scalar: plain when it reads back as the same string, else
+/// double-quoted (JSON's escaping is valid YAML).
 fn yq(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && !s.starts_with(['-', '.'])
+        && s.parse::<f64>().is_err()
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | "null" | "nan" | "inf"
+        );
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+    }
 }
 
 fn yp(p: &Path) -> String {
@@ -870,6 +884,26 @@ mod tests {
             .config;
         assert!(c.regent.policies.is_empty());
         assert_eq!(c.postgresql.os_user, None);
+    }
+
+    #[test]
+    fn strings_are_quoted_only_when_yaml_would_misread_them() {
+        assert_eq!(yq("node1"), "node1");
+        assert_eq!(yq("/tmp/regent-lab/policies"), "/tmp/regent-lab/policies");
+        for (s, q) in [
+            ("123456", "\"123456\""),
+            ("1e5", "\"1e5\""),
+            ("on", "\"on\""),
+            ("No", "\"No\""),
+            ("a b", "\"a b\""),
+            ("-x", "\"-x\""),
+            ("pw\"x", "\"pw\\\"x\""),
+            ("", "\"\""),
+        ] {
+            assert_eq!(yq(s), q);
+            let back: String = serde_yaml::from_str(&yq(s)).expect("YAML");
+            assert_eq!(back, s);
+        }
     }
 
     #[test]

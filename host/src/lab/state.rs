@@ -156,11 +156,24 @@ impl Lock {
     }
 }
 
+/// The default lab directory: `<temp>/regent-lab`.
+pub fn default_dir() -> PathBuf {
+    std::env::temp_dir().join("regent-lab")
+}
+
+/// The command line `regent lab SUB` for the lab in `dir` (with `--dir` unless it is the
+/// default), for messages that tell what to run next.
+pub fn cmd(dir: &Path, sub: &str) -> String {
+    if dir == default_dir() {
+        format!("regent lab {sub}")
+    } else {
+        format!("regent lab {sub} --dir {}", dir.display())
+    }
+}
+
 /// The lab directory to use: `dir` made absolute, else the default `<temp>/regent-lab`.
 pub fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf, LabError> {
-    let d = dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| std::env::temp_dir().join("regent-lab"));
+    let d = dir.map(Path::to_path_buf).unwrap_or_else(default_dir);
     let abs = if d.is_absolute() {
         d
     } else {
@@ -253,6 +266,11 @@ mod tests {
         assert_eq!(
             resolve_dir(None).expect("default"),
             std::env::temp_dir().join("regent-lab")
+        );
+        assert_eq!(cmd(&default_dir(), "down"), "regent lab down");
+        assert_eq!(
+            cmd(Path::new("/srv/lab"), "fault restart-node 2"),
+            "regent lab fault restart-node 2 --dir /srv/lab"
         );
     }
 }
