@@ -247,6 +247,29 @@ fn local_lab_up_fault_compare_down() {
         }
     }
 
+    // Down with --keep-data stops everything and keeps the data; up starts the same lab again,
+    // the last leader first, so that it leads again.
+    let leader = st["leader"].as_str().expect("leader").to_string();
+    let out = lab.ok(&["down", "--keep-data"]);
+    assert!(out.contains("its data is kept"), "{out}");
+    assert!(
+        lab_processes(&lab.dir).is_empty(),
+        "a stopped lab runs nothing"
+    );
+    assert!(lab.dir.join("node1/data/PG_VERSION").exists());
+    let o = lab.run(&["up", "--nodes", "5"]);
+    assert_eq!(o.status.code(), Some(2), "other settings are refused");
+    assert!(
+        stderr(&o).contains("--nodes 5 (the lab has 3)"),
+        "{}",
+        stderr(&o)
+    );
+    let out = lab.ok(&["up"]);
+    assert!(out.contains(&format!("{leader} leads")), "{out}");
+    let st = lab.status();
+    assert_eq!(st["healthy"], true, "{st}");
+    assert_eq!(st["leader"], leader.as_str());
+
     // Down: nothing of the lab is left running, and its directory is gone.
     let before = lab_processes(&lab.dir);
     assert!(

@@ -430,7 +430,12 @@ pub async fn status(dir: &Path, format: Format) -> Result<(), LabError> {
                     word("haproxy")
                 );
             }
+            let running = (0..s.nodes).any(|i| lab.node_proc(i).is_some_and(|p| p.alive()));
             match assess(&views, lab.st.settings.synchronous_mode) {
+                _ if !running => outln!(
+                    "the lab is stopped; `{}` starts it again",
+                    cmd(&lab.layout.dir, "up")
+                ),
                 Ok(l) => outln!(
                     "healthy: {} leads, every other node streams from it",
                     node_name(l)

@@ -474,7 +474,7 @@ impl Lab {
             ))
         })?;
         let tmp = path.with_extension("yml.tmp");
-        std::fs::write(&tmp, yaml)
+        super::state::write_private(&tmp, &yaml)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| LabError::Failed(format!("cannot write {}: {e}", path.display())))
     }
@@ -688,21 +688,41 @@ impl Lab {
         self.expected.clear();
         self.start_etcd().await?;
         let n = self.st.settings.nodes;
-        if fresh {
-            self.start_node(0)?;
-            say("node1 bootstraps the cluster");
-            self.wait_until(deadline, "node1 to lead", |views| {
-                views[0].leader.then_some(())
-            })
-            .await?;
-            say("node1 leads; starting the replicas");
-            for i in 1..n {
-                self.start_node(i)?;
-            }
+        // One node first, alone, so that it leads: node1 bootstraps a new lab; a stopped lab
+        // starts with the node that led last, which has the newest WAL (started together,
+        // another could win the election before it even shows up).
+        let first = if fresh {
+            0
         } else {
-            for i in 0..n {
-                self.start_node(i)?;
-            }
+            self.st.last_leader.filter(|l| *l < n).unwrap_or(0)
+        };
+        self.start_node(first)?;
+        say(if fresh {
+            "node1 bootstraps the cluster".to_string()
+        } else {
+            format!("{} (the last leader) starts first", node_name(first))
+        });
+        let alone = if fresh {
+            deadline
+        } else {
+            // A node that cannot lead on its own must not keep the others from starting.
+            deadline.min(Instant::now() + Duration::from_secs(2 * self.st.settings.ttl + 10))
+        };
+        let waited = self
+            .wait_until(alone, &format!("{} to lead", node_name(first)), |views| {
+                views.iter().position(|v| v.leader)
+            })
+            .await;
+        match waited {
+            Ok(leader) => say(format!("{} leads; starting the others", node_name(leader))),
+            Err(e) if fresh => return Err(e),
+            Err(_) => say(format!(
+                "{} does not lead on its own; starting the others",
+                node_name(first)
+            )),
+        }
+        for i in (0..n).filter(|i| *i != first) {
+            self.start_node(i)?;
         }
         let leader = self.wait_healthy(deadline).await?;
         say(format!(
@@ -811,6 +831,9 @@ impl Lab {
             p.signal(Signal::SIGTERM);
         }
         let leader = self.leader().await;
+        if leader.is_some() {
+            self.st.last_leader = leader;
+        }
         let n = self.st.settings.nodes;
         // Replicas first, together: then the leader has nobody to hand over to and stops at once.
         let replicas: Vec<usize> = (0..n).filter(|i| Some(*i) != leader).collect();

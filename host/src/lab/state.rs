@@ -29,6 +29,10 @@ pub struct LabState {
     /// The processes started, by component: `etcd`, `node1`.., `haproxy`.
     #[serde(default)]
     pub procs: BTreeMap<String, Proc>,
+    /// The node that led when the lab was last stopped: it starts first next time, so that
+    /// the node with the newest WAL leads again.
+    #[serde(default)]
+    pub last_leader: Option<usize>,
 }
 
 impl LabState {
@@ -47,6 +51,7 @@ impl LabState {
             ports,
             password: random_hex(12)?,
             procs: BTreeMap::new(),
+            last_leader: None,
         })
     }
 
@@ -92,7 +97,7 @@ impl LabState {
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| LabError::Failed(format!("cannot encode the lab state: {e}")))?;
-        std::fs::write(&tmp, text + "\n")
+        write_private(&tmp, &(text + "\n"))
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| LabError::Failed(format!("cannot write {}: {e}", path.display())))
     }
@@ -101,6 +106,18 @@ impl LabState {
     pub fn marker(&self, what: &str) -> String {
         format!("{}:{what}", self.id)
     }
+}
+
+/// Write `text` to a new file only its owner may read (it holds the lab's password).
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 /// `n` random bytes as hex, from the kernel.
@@ -219,6 +236,12 @@ mod tests {
         st.procs.insert("etcd".into(), Proc { pid: 42, start: 7 });
         st.save(&layout).expect("save");
         assert_eq!(LabState::load(&layout).expect("load"), Some(st.clone()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(layout.state())
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "only its owner reads the password");
         assert_eq!(st.id.len(), 16);
         assert_eq!(st.password.len(), 24);
         assert_ne!(st.id, state(tmp.path()).id, "ids are random");
