@@ -102,7 +102,7 @@ fn local_lab_up_fault_compare_down() {
     let lab = LabDir::new();
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let policies = policies.to_str().expect("path");
-    let up = [
+    let mut up = vec![
         "up",
         "--ttl",
         "6",
@@ -111,6 +111,11 @@ fn local_lab_up_fault_compare_down() {
         "--policies-dir",
         policies,
     ];
+    // HAProxy too where it is installed (CI installs it for tests/haproxy.rs).
+    let haproxy = regent::lab::procs::which("haproxy").is_some();
+    if haproxy {
+        up.push("--haproxy");
+    }
 
     // Bad input changes nothing: a directory PostgreSQL's user cannot reach (when root), a
     // non-empty directory that holds no lab.
@@ -155,6 +160,32 @@ fn local_lab_up_fault_compare_down() {
     for n in nodes {
         pids.push(n["pid"].as_i64().expect("pid"));
         pids.push(n["postmaster_pid"].as_i64().expect("postmaster"));
+    }
+    if haproxy {
+        // Writes through HAProxy reach the leader, reads a replica.
+        let psql = Path::new(st["settings"]["bin_dir"].as_str().expect("bin_dir")).join("psql");
+        let pw = st["password"].as_str().expect("password");
+        let ask = |port: &serde_json::Value| {
+            let out = Command::new(&psql)
+                .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+                .arg(port.to_string())
+                .args(["-c", "SELECT pg_is_in_recovery()"])
+                .env("PGPASSWORD", pw)
+                .env("PGCONNECT_TIMEOUT", "2")
+                .output()
+                .expect("psql");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let h = &st["haproxy"];
+        assert_eq!(h["process"]["state"], "running", "{h}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while ask(&h["write_port"]) != "f" || ask(&h["read_port"]) != "t" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "HAProxy routes writes to the leader and reads to a replica"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
     // `regent ctl` works with the generated configuration.
     let ctl = Command::new(REGENT)
@@ -280,6 +311,9 @@ fn local_lab_up_fault_compare_down() {
     assert!(out.contains("stopped and removed"), "{out}");
     for p in &before {
         assert!(!p.alive(), "process {} of the lab still runs", p.pid);
+    }
+    if haproxy {
+        assert!(before.len() >= 11, "HAProxy was one of them: {before:?}");
     }
     for pid in pids {
         let alive = regent::lab::procs::marker_of(pid as i32).is_some();
