@@ -79,6 +79,17 @@ fn secs(s: f64, flag: &str) -> Result<Duration, LabError> {
     Ok(Duration::from_secs_f64(s))
 }
 
+/// A signal that could not be sent (the process exited just now) is an error.
+fn sent(ok: bool, sig: &str, pid: i32) -> Result<(), LabError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::Failed(format!(
+            "could not send {sig} to pid {pid}: the process is gone"
+        )))
+    }
+}
+
 /// Sleep for `d`, or until Ctrl-C (then `Err`).
 async fn sleep_or_interrupt(d: Duration) -> Result<(), ()> {
     tokio::select! {
@@ -107,9 +118,9 @@ pub async fn inject(
     let regent = |t: usize| {
         lab.node_proc(t).filter(|p| p.alive()).ok_or_else(|| {
             LabError::Usage(format!(
-                "{}'s regent is not running; start it with `regent lab fault restart-node {}`",
+                "{}'s regent is not running; start it with `{}`",
                 node_name(t),
-                t + 1
+                cmd(&lab.layout.dir, &format!("fault restart-node {}", t + 1))
             ))
         })
     };
@@ -119,7 +130,7 @@ pub async fn inject(
             let p = regent(t)?;
             let pm = super::procs::postmaster(&lab.layout.data_dir(t));
             let at = Instant::now();
-            p.signal_group(Signal::SIGKILL);
+            sent(p.signal_group(Signal::SIGKILL), "SIGKILL", p.pid)?;
             lab.expected.remove(&node_name(t));
             let what = format!(
                 "SIGKILL to {}'s process group (regent pid {}{}, the fencing guard): a host crash",
@@ -133,7 +144,7 @@ pub async fn inject(
         (Kind::Stop, Some(t)) => {
             let p = regent(t)?;
             let at = Instant::now();
-            p.signal(Signal::SIGTERM);
+            sent(p.signal(Signal::SIGTERM), "SIGTERM", p.pid)?;
             lab.expected.remove(&node_name(t));
             (
                 at,
@@ -150,7 +161,7 @@ pub async fn inject(
                 LabError::Usage(format!("{}'s PostgreSQL is not running", node_name(t)))
             })?;
             let at = Instant::now();
-            pm.signal(Signal::SIGKILL);
+            sent(pm.signal(Signal::SIGKILL), "SIGKILL", pm.pid)?;
             (
                 at,
                 at,
@@ -160,7 +171,7 @@ pub async fn inject(
         (Kind::Freeze(d), Some(t)) => {
             let p = regent(t)?;
             let at = Instant::now();
-            p.signal(Signal::SIGSTOP);
+            sent(p.signal(Signal::SIGSTOP), "SIGSTOP", p.pid)?;
             say(format!(
                 "{}'s regent (pid {}) is frozen for {:.1} s",
                 node_name(t),
@@ -192,7 +203,7 @@ pub async fn inject(
                 .filter(|p| p.alive())
                 .ok_or_else(|| LabError::Usage("etcd is not running".into()))?;
             let at = Instant::now();
-            p.signal(Signal::SIGSTOP);
+            sent(p.signal(Signal::SIGSTOP), "SIGSTOP", p.pid)?;
             say(format!(
                 "etcd (pid {}) is frozen for {:.1} s",
                 p.pid,
