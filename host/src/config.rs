@@ -2033,11 +2033,13 @@ fn check_data_dir(cfg: &Config) -> Result<(), ConfigError> {
 /// directory of `initdb` on `PATH`, else the newest `/usr/lib/postgresql/<version>/bin`; it must
 /// contain every program in [`PG_BINARIES`].
 pub fn resolve_bin_dir(cfg: &Config) -> Result<PathBuf, ConfigError> {
-    resolve_bin_dir_in(
-        cfg.postgresql.bin_dir.as_deref(),
-        std::env::var_os("PATH"),
-        Path::new(DEBIAN_PG_ROOT),
-    )
+    find_bin_dir(cfg.postgresql.bin_dir.as_deref())
+}
+
+/// [`resolve_bin_dir`] for a `postgresql.bin_dir` value (`None`: not set), without a whole
+/// configuration (`regent lab` finds the programs before it writes one).
+pub fn find_bin_dir(bin_dir: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    resolve_bin_dir_in(bin_dir, std::env::var_os("PATH"), Path::new(DEBIAN_PG_ROOT))
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod dcs;
 pub mod fence;
 pub mod ha;
+pub mod lab;
 pub mod metrics;
 pub mod policy;
 pub mod postgres;

@@ -1,9 +1,9 @@
-//! The `regent` binary: `run`, `validate-config`, `ctl`, `policy check|eval`, and the
+//! The `regent` binary: `run`, `validate-config`, `ctl`, `lab`, `policy check|eval`, and the
 //! internal `guard` and `compile-policy`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use regent::{api, config, ctl, fence, policy, supervisor};
+use regent::{api, config, ctl, fence, lab, policy, supervisor};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,6 +35,8 @@ enum Cmd {
     ValidateConfig { config: PathBuf },
     /// Manage a cluster (patronictl's commands): list, switchover, edit-config, ...
     Ctl(ctl::CtlArgs),
+    /// A cluster of local processes to try things on: up, status, fault, compare, down.
+    Lab(lab::LabArgs),
     /// Check or try out a failover policy plugin.
     Policy {
         #[command(subcommand)]
@@ -135,6 +137,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Lab(args) => {
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            match rt.block_on(lab::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         Cmd::Run { config } => {
             init_logs(cli.log_format);
             // Policies compile in a child process: the compiler's code and memory stay out of
@@ -144,16 +158,8 @@ fn main() -> ExitCode {
                 Err(e) => tracing::warn!(error = %e,
                     "cannot locate the regent executable; policies compile in this process"),
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match rt.block_on(run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -162,6 +168,21 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The multi-threaded runtime of `regent run` and `regent lab` (two workers).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
         }
     }
 }

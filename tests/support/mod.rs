@@ -97,26 +97,14 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.with_extension("log")).expect("etcd log");
         let child = Command::new("etcd")
-            .args([
-                "--name",
+            .args(regent::lab::spec::etcd_args(
                 "e0",
-                "--data-dir",
-                &self.dir.display().to_string(),
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-                "--initial-cluster",
-                &format!("e0={peer}"),
-            ])
+                &self.dir,
+                self.client_port,
+                self.peer_port,
+            ))
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
             .spawn()
@@ -256,64 +244,38 @@ impl Node {
             netns,
         } = net;
         let config = dir.join("regent.yml");
-        let yaml = format!(
-            r#"scope: test
-namespace: /service/
-name: {name}
-restapi:
-  listen: {host}:{api_port}
-  connect_address: {host}:{api_port}
-etcd3:
-  hosts: [{hosts}]
-bootstrap:
-  dcs:
-    ttl: {ttl}
-    loop_wait: {loop_wait}
-    retry_timeout: {retry_timeout}
-    maximum_lag_on_failover: 1048576
-    synchronous_mode: {sync}
-    postgresql:
-      use_pg_rewind: true
-      use_slots: true
-      parameters:
-        wal_keep_size: 64MB
-  initdb:
-    - encoding: UTF8
-    - data-checksums
-  pg_hba:
-    - local all all trust
-    - host all all {hba_cidr} md5
-    - host replication replicator {hba_cidr} md5
-postgresql:
-  listen: {host}:{pg_port}
-  connect_address: {host}:{pg_port}
-  data_dir: {data}
-  bin_dir: {bin}
-  authentication:
-    superuser:
-      username: postgres
-      password: secret
-    replication:
-      username: replicator
-      password: rep-pass
-  parameters:
-    shared_buffers: 16MB
-    max_connections: 30
-tags:
-  nofailover: false
-{extra_tags}
-{extra_yaml}
-"#,
-            hosts = etcd.join(", "),
-            ttl = spec.ttl,
-            loop_wait = spec.loop_wait,
-            retry_timeout = spec.retry_timeout,
-            data = dir.join("data").display(),
-            bin = bin_dir().display(),
-            extra_tags = spec.extra_tags,
-            extra_yaml = spec.extra_yaml,
-            sync = spec.synchronous_mode,
-        );
+        let hba = [
+            "local all all trust".to_string(),
+            format!("host all all {hba_cidr} md5"),
+            format!("host replication replicator {hba_cidr} md5"),
+        ];
+        let data = dir.join("data");
+        let bin = bin_dir();
+        let tags = format!("  nofailover: false\n{}\n", spec.extra_tags);
+        let tail = format!("{}\n", spec.extra_yaml);
+        let yaml = regent::lab::spec::NodeYaml {
+            scope: "test",
+            name,
+            host: &host,
+            api_port,
+            pg_port,
+            etcd,
+            ttl: spec.ttl,
+            loop_wait: spec.loop_wait,
+            retry_timeout: spec.retry_timeout,
+            synchronous_mode: spec.synchronous_mode,
+            pg_hba: &hba,
+            data_dir: &data,
+            bin_dir: &bin,
+            os_user: None,
+            superuser_password: "secret",
+            replication_password: "rep-pass",
+            api_auth: None,
+            parameters: &[("shared_buffers", "16MB"), ("max_connections", "30")],
+            tags: &tags,
+            tail: &tail,
+        }
+        .render();
         std::fs::write(&config, yaml).expect("write config");
         Node {
             name: name.to_string(),

@@ -1,0 +1,285 @@
+//! `regent lab`: a whole cluster as local processes (etcd, N `regent run` nodes with their
+//! PostgreSQL, optionally HAProxy) in one directory, with fault injection and a comparison of
+//! failover policies by measured failover time, acknowledged writes lost and split-brain
+//! windows.
+//!
+//! - [`spec`]: the settings, ports and directory layout; the generated node YAML, etcd
+//!   arguments and HAProxy configuration (pure).
+//! - [`state`]: the state file `lab.json` and the directory lock.
+//! - [`procs`]: detached, marked processes; finding, signalling and reaping them.
+//! - [`ops`]: a lab's life: prepare, start, stop, remove; `up` and `down`.
+//! - [`observe`]: the nodes' views, health, the waits on them; `status`.
+//! - [`measure`]: the writer (acknowledged writes by id), the split-brain probes, and the
+//!   analysis of what they recorded.
+//! - [`fault`]: the faults and their reports.
+//! - [`compare`]: runs of one fault under each policy, and their table and JSON.
+
+/// `println!` onto [`out`]: a closed stdout is not an error.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::lab::out(format!("{}\n", format_args!($($t)*)))
+    };
+}
+
+pub mod compare;
+pub mod fault;
+pub mod measure;
+pub mod observe;
+pub mod ops;
+pub mod procs;
+pub mod spec;
+pub mod state;
+
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Why a `regent lab` command failed. Every message names the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Bad input: nothing was started, changed or removed.
+    #[error("{0}")]
+    Usage(String),
+    /// Something did not work out while the lab ran.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl LabError {
+    /// 2 for bad input, 1 for a failed operation.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LabError::Usage(_) => 2,
+            LabError::Failed(_) => 1,
+        }
+    }
+}
+
+/// `regent lab`'s arguments.
+#[derive(Args, Debug)]
+pub struct LabArgs {
+    /// The lab's directory: node configurations, data, logs and the state file lab.json
+    /// [default: <temp dir>/regent-lab].
+    #[arg(long, env = "REGENT_LAB_DIR", global = true)]
+    pub dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: LabCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCmd {
+    /// Start etcd, the nodes (and HAProxy) and wait for a leader with streaming replicas.
+    Up(UpArgs),
+    /// Show the lab's processes, the nodes' roles, and how to reach them.
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Stop everything of the lab, then remove its files (data included, unless --keep-data).
+    Down {
+        /// Keep the data and configurations; `regent lab up` starts the same lab again.
+        #[arg(long)]
+        keep_data: bool,
+    },
+    /// Inject a fault into the running lab and report how the cluster recovered.
+    Fault {
+        #[command(subcommand)]
+        fault: FaultCmd,
+    },
+    /// Compare failover policies: the same fault under each, measured.
+    Compare(CompareArgs),
+}
+
+/// The settings of a new lab (a lab that exists keeps its own; giving other values is refused).
+#[derive(Args, Debug, Default, Clone)]
+pub struct LabOptions {
+    /// Number of nodes (1 to 9) [default: 3].
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Leader lease in seconds (5 or more) [default: 10].
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    /// Seconds between HA loops [default: 1].
+    #[arg(long)]
+    pub loop_wait: Option<u64>,
+    /// Deadline of every etcd and PostgreSQL call, in seconds [default: 3].
+    #[arg(long)]
+    pub retry_timeout: Option<u64>,
+    /// Synchronous replication (`synchronous_mode: on`): no acknowledged write may be lost.
+    #[arg(long)]
+    pub sync: bool,
+    /// The `zone` tag of each node, comma-separated; a shorter list repeats [default: a,b].
+    #[arg(long, value_delimiter = ',')]
+    pub zones: Option<Vec<String>>,
+    /// The `failover_priority` tag of each node; a shorter list repeats [default: 1].
+    #[arg(long, value_delimiter = ',')]
+    pub priorities: Option<Vec<i64>>,
+    /// Also run HAProxy: writes to the leader, reads to the replicas.
+    #[arg(long)]
+    pub haproxy: bool,
+    /// Use fixed ports from this one up (etcd BASE, REST APIs BASE+10.., PostgreSQL BASE+20..,
+    /// HAProxy BASE+30..32) instead of free ones.
+    #[arg(long)]
+    pub base_port: Option<u16>,
+    /// Where the policies are (NAME.toml with its component); the lab runs a copy
+    /// [default: ./policies when it exists].
+    #[arg(long)]
+    pub policies_dir: Option<PathBuf>,
+    /// The PostgreSQL programs [default: the directory of initdb on PATH, else the newest
+    /// /usr/lib/postgresql/<version>/bin].
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// How long to wait for the cluster to become healthy, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+impl LabOptions {
+    /// The settings asked for (`None`: not given).
+    pub fn requested(&self, policies: Option<Vec<String>>) -> spec::Requested {
+        spec::Requested {
+            nodes: self.nodes,
+            ttl: self.ttl,
+            loop_wait: self.loop_wait,
+            retry_timeout: self.retry_timeout,
+            synchronous_mode: self.sync.then_some(true),
+            policies,
+            zones: self.zones.clone(),
+            priorities: self.priorities.clone(),
+            haproxy: self.haproxy.then_some(true),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub opts: LabOptions,
+    /// The policies every node runs, in order (names from --policies-dir), or `builtin`
+    /// [default: builtin].
+    #[arg(long, value_delimiter = ',')]
+    pub policies: Option<Vec<String>>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum FaultCmd {
+    /// SIGKILL the leader's process group (regent, PostgreSQL, fencing guard): a host crash.
+    KillLeader {
+        /// This node instead of the leader (a number or node name).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// SIGTERM the leader's regent: a graceful stop, which hands over to a replica.
+    StopLeader {
+        /// This node instead of the leader.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// SIGKILL the leader's postmaster only; regent lives on.
+    KillPostgres {
+        /// This node instead of the leader.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// SIGSTOP the leader's regent for SECONDS, then SIGCONT (a stalled supervisor).
+    FreezeLeader {
+        seconds: f64,
+        /// This node instead of the leader.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// SIGSTOP etcd for SECONDS, then SIGCONT.
+    FreezeEtcd { seconds: f64 },
+    /// A planned switchover through the leader's REST API (POST /switchover).
+    Switchover {
+        /// The replica to hand over to [default: the one the policy ranks first].
+        #[arg(long)]
+        candidate: Option<String>,
+    },
+    /// Stop a node's regent (SIGTERM) if it runs, start it again, wait until it serves.
+    RestartNode { node: String },
+}
+
+/// The faults `compare` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompareFault {
+    KillLeader,
+    StopLeader,
+    Switchover,
+}
+
+impl CompareFault {
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareFault::KillLeader => "kill-leader",
+            CompareFault::StopLeader => "stop-leader",
+            CompareFault::Switchover => "switchover",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The policies to compare, comma-separated: names from the lab's policies directory,
+    /// and `builtin` for the built-in rules.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub policies: Vec<String>,
+    /// The fault to inject in every run.
+    #[arg(long, value_enum)]
+    pub fault: CompareFault,
+    /// Runs per policy.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Output format of the results.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Pause between two writes of the writer, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub write_interval_ms: u64,
+    /// Keep the lab that compare started (by default it is removed afterwards).
+    #[arg(long)]
+    pub keep: bool,
+    /// A target: exit 1 if a run's failover takes longer (seconds).
+    #[arg(long)]
+    pub max_failover: Option<f64>,
+    /// A target: exit 1 if a run loses more acknowledged writes.
+    #[arg(long)]
+    pub max_lost: Option<usize>,
+    /// For a new lab (compare uses the lab running in --dir if there is one).
+    #[command(flatten)]
+    pub opts: LabOptions,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Run `regent lab` (on a multi-threaded runtime: the probes run concurrently). On error,
+/// [`LabError::exit_code`] is the exit code.
+pub async fn run(args: LabArgs) -> Result<(), LabError> {
+    let dir = state::resolve_dir(args.dir.as_deref())?;
+    match args.cmd {
+        LabCmd::Up(up) => ops::up(&dir, &up.opts, up.policies).await,
+        LabCmd::Status { format } => observe::status(&dir, format).await,
+        LabCmd::Down { keep_data } => ops::down(&dir, keep_data).await,
+        LabCmd::Fault { fault } => fault::run(&dir, fault).await,
+        LabCmd::Compare(c) => compare::run(&dir, c).await,
+    }
+}
+
+/// Results on stdout; a closed pipe (`regent lab status | head`) is not an error.
+pub fn out(text: impl AsRef<str>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o
+        .write_all(text.as_ref().as_bytes())
+        .and_then(|_| o.flush());
+}
+
+/// A progress line on stderr (stdout holds the results).
+pub fn say(msg: impl std::fmt::Display) {
+    eprintln!("regent lab: {msg}");
+}

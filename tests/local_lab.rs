@@ -1,0 +1,326 @@
+//! `regent lab` end to end, as an operator runs it: `up` a three-node lab of real etcd,
+//! PostgreSQL and `regent` processes, look at it with `status`, crash its leader with
+//! `fault kill-leader`, bring the node back, `compare` two policies under a graceful stop,
+//! and `down`. Whatever happens, nothing of the lab may be left running afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const REGENT: &str = env!("CARGO_BIN_EXE_regent");
+
+/// Every process of the lab whose state file is `lab.json` in `dir` (by the marker the lab
+/// puts into their environment).
+fn lab_processes(dir: &Path) -> Vec<regent::lab::procs::Proc> {
+    let Ok(text) = std::fs::read_to_string(dir.join("lab.json")) else {
+        return Vec::new();
+    };
+    let Ok(st) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    match st["id"].as_str() {
+        Some(id) => regent::lab::procs::marked(&format!("{id}:")),
+        None => Vec::new(),
+    }
+}
+
+/// The lab directory; on drop (a failed test included) the lab is taken down, and anything
+/// of it still running is killed.
+struct LabDir {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl LabDir {
+    fn new() -> LabDir {
+        let tmp = tempfile::Builder::new()
+            .prefix("regent-local-lab-")
+            .tempdir()
+            .expect("tempdir");
+        let dir = tmp.path().join("lab");
+        LabDir { _tmp: tmp, dir }
+    }
+
+    fn parent(&self) -> &Path {
+        self._tmp.path()
+    }
+
+    /// `regent lab ARGS --dir DIR`.
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(REGENT)
+            .arg("lab")
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .env_remove("REGENT_LAB_DIR")
+            .output()
+            .expect("run regent lab");
+        eprintln!(
+            "$ regent lab {} (exit {:?})\n{}{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Like `run`, and the command must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "regent lab {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status JSON")
+    }
+}
+
+impl Drop for LabDir {
+    fn drop(&mut self) {
+        if self.dir.join("lab.json").exists() {
+            let _ = self.run(&["down"]);
+        }
+        for p in lab_processes(&self.dir) {
+            p.signal(nix::sys::signal::Signal::SIGCONT);
+            p.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn local_lab_up_fault_compare_down() {
+    let lab = LabDir::new();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let policies = policies.to_str().expect("path");
+    let mut up = vec![
+        "up",
+        "--ttl",
+        "6",
+        "--retry-timeout",
+        "2",
+        "--policies-dir",
+        policies,
+    ];
+    // HAProxy too where it is installed (CI installs it for tests/haproxy.rs).
+    let haproxy = regent::lab::procs::which("haproxy").is_some();
+    if haproxy {
+        up.push("--haproxy");
+    }
+
+    // Bad input changes nothing: a directory PostgreSQL's user cannot reach (when root), a
+    // non-empty directory that holds no lab.
+    if nix::unistd::Uid::effective().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(lab.parent(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let o = lab.run(&up);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
+        assert!(!lab.dir.exists(), "nothing was written");
+        std::fs::set_permissions(lab.parent(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    std::fs::create_dir(&lab.dir).expect("mkdir");
+    std::fs::write(lab.dir.join("notes.txt"), "mine").expect("write");
+    let o = lab.run(&up);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not empty and holds no lab"));
+    assert_eq!(
+        std::fs::read_to_string(lab.dir.join("notes.txt")).expect("kept"),
+        "mine"
+    );
+    std::fs::remove_dir_all(&lab.dir).expect("rm");
+
+    // Up: node1 bootstraps and leads, the others stream from it.
+    let out = lab.ok(&up);
+    assert!(out.contains("is up: 3 nodes, node1 leads"), "{out}");
+    assert!(out.contains("regent ctl -c "), "{out}");
+    let st = lab.status();
+    assert_eq!(st["healthy"], true, "{st}");
+    assert_eq!(st["leader"], "node1");
+    let nodes = st["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    for n in nodes {
+        assert_eq!(n["process"], "running", "{n}");
+        assert!(n["postmaster_pid"].as_i64().is_some(), "{n}");
+    }
+    assert_eq!(nodes[1]["replication_state"], "streaming");
+    // The recorded processes, to check after `down`.
+    let mut pids: Vec<i64> = vec![st["etcd"]["process"]["pid"].as_i64().expect("etcd")];
+    for n in nodes {
+        pids.push(n["pid"].as_i64().expect("pid"));
+        pids.push(n["postmaster_pid"].as_i64().expect("postmaster"));
+    }
+    if haproxy {
+        // Writes through HAProxy reach the leader, reads a replica.
+        let psql = Path::new(st["settings"]["bin_dir"].as_str().expect("bin_dir")).join("psql");
+        let pw = st["password"].as_str().expect("password");
+        let ask = |port: &serde_json::Value| {
+            let out = Command::new(&psql)
+                .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+                .arg(port.to_string())
+                .args(["-c", "SELECT pg_is_in_recovery()"])
+                .env("PGPASSWORD", pw)
+                .env("PGCONNECT_TIMEOUT", "2")
+                .output()
+                .expect("psql");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let h = &st["haproxy"];
+        assert_eq!(h["process"]["state"], "running", "{h}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while ask(&h["write_port"]) != "f" || ask(&h["read_port"]) != "t" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "HAProxy routes writes to the leader and reads to a replica"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    // `regent ctl` works with the generated configuration.
+    let ctl = Command::new(REGENT)
+        .args(["ctl", "-c"])
+        .arg(lab.dir.join("node1.yml"))
+        .args(["list", "-f", "json"])
+        .output()
+        .expect("regent ctl");
+    assert!(ctl.status.success(), "{}", stderr(&ctl));
+    let members: serde_json::Value = serde_json::from_slice(&ctl.stdout).expect("ctl JSON");
+    assert_eq!(members.as_array().map(Vec::len), Some(3));
+
+    // A second lab in the same directory is refused.
+    let o = lab.run(&up);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("already holds a running lab"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A host crash of the leader: another node takes over, with no split brain.
+    let out = lab.ok(&["fault", "kill-leader"]);
+    assert!(out.contains("SIGKILL to node1's process group"), "{out}");
+    assert!(out.contains("recovered "), "{out}");
+    assert!(out.contains("no split brain"), "{out}");
+    let st = lab.status();
+    let leader = st["leader"].as_str().expect("a leader again");
+    assert_ne!(leader, "node1");
+    assert_eq!(st["nodes"][0]["process"], "stopped");
+    let out = lab.ok(&["fault", "restart-node", "1"]);
+    assert!(out.contains(&format!("it streams from {leader}")), "{out}");
+    let st = lab.status();
+    assert_eq!(st["healthy"], true, "{st}");
+    pids.push(st["nodes"][0]["pid"].as_i64().expect("new pid"));
+
+    // Compare the built-in rules with zone-aware under a graceful stop of the leader.
+    let out = lab.ok(&[
+        "compare",
+        "--policies",
+        "builtin,zone-aware",
+        "--fault",
+        "stop-leader",
+        "--runs",
+        "1",
+        "--format",
+        "json",
+        // Targets it meets: a graceful stop hands over within a second and loses nothing.
+        "--max-failover",
+        "5",
+        "--max-lost",
+        "0",
+    ]);
+    let cmp: serde_json::Value = serde_json::from_str(&out).expect("compare JSON");
+    assert_eq!(cmp["fault"], "stop-leader");
+    assert_eq!(cmp["runs_per_policy"], 1);
+    let results = cmp["policies"].as_array().expect("policies");
+    assert_eq!(results.len(), 2);
+    for (p, name) in results.iter().zip(["builtin", "zone-aware"]) {
+        assert_eq!(p["policy"], name);
+        assert_eq!(p["failed_runs"], 0, "{p}");
+        let r = &p["runs"][0];
+        assert_eq!(r["error"], serde_json::Value::Null, "{r}");
+        assert_eq!(
+            r["old_leader"], "node1",
+            "every run starts with node1 leading: {r}"
+        );
+        assert_ne!(r["winner"], "node1", "{r}");
+        assert!(r["acked_writes"].as_u64().expect("acked") > 50, "{r}");
+        assert_eq!(r["lost_writes"], 0, "a graceful stop loses no write: {r}");
+        assert_eq!(r["split_brain"], serde_json::json!([]), "{r}");
+        let failover = r["failover_ms"].as_f64().expect("failover");
+        let gap = r["longest_gap_ms"].as_f64().expect("gap");
+        assert!(failover > 0.0 && failover < 5000.0, "{r}");
+        assert!(gap > 0.0 && gap <= failover + 100.0, "{r}");
+        assert_eq!(p["failover_ms"]["median"], r["failover_ms"], "{p}");
+    }
+    // zone-aware keeps the primary in the former leader's zone (node1 and node3: zone a).
+    assert_eq!(results[1]["runs"][0]["winner"], "node3", "{}", results[1]);
+    // The lab runs its own policies (the built-in rules) again, whole and healthy.
+    let st = lab.status();
+    assert_eq!(st["healthy"], true, "{st}");
+    for n in st["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["policies"], "builtin", "{n}");
+        if let Some(p) = n["pid"].as_i64() {
+            pids.push(p);
+        }
+        if let Some(p) = n["postmaster_pid"].as_i64() {
+            pids.push(p);
+        }
+    }
+
+    // Down with --keep-data stops everything and keeps the data; up starts the same lab again,
+    // the last leader first, so that it leads again.
+    let leader = st["leader"].as_str().expect("leader").to_string();
+    let out = lab.ok(&["down", "--keep-data"]);
+    assert!(out.contains("its data is kept"), "{out}");
+    assert!(
+        lab_processes(&lab.dir).is_empty(),
+        "a stopped lab runs nothing"
+    );
+    assert!(lab.dir.join("node1/data/PG_VERSION").exists());
+    let o = lab.run(&["up", "--nodes", "5"]);
+    assert_eq!(o.status.code(), Some(2), "other settings are refused");
+    assert!(
+        stderr(&o).contains("--nodes 5 (the lab has 3)"),
+        "{}",
+        stderr(&o)
+    );
+    let out = lab.ok(&["up"]);
+    assert!(out.contains(&format!("{leader} leads")), "{out}");
+    let st = lab.status();
+    assert_eq!(st["healthy"], true, "{st}");
+    assert_eq!(st["leader"], leader.as_str());
+
+    // Down: nothing of the lab is left running, and its directory is gone.
+    let before = lab_processes(&lab.dir);
+    assert!(
+        before.len() >= 7,
+        "etcd, 3 regents, 3 guards, 3 PostgreSQL: {before:?}"
+    );
+    let out = lab.ok(&["down"]);
+    assert!(out.contains("stopped and removed"), "{out}");
+    for p in &before {
+        assert!(!p.alive(), "process {} of the lab still runs", p.pid);
+    }
+    if haproxy {
+        assert!(before.len() >= 11, "HAProxy was one of them: {before:?}");
+    }
+    for pid in pids {
+        let alive = regent::lab::procs::marker_of(pid as i32).is_some();
+        assert!(
+            !alive,
+            "recorded pid {pid} still runs with the lab's marker"
+        );
+    }
+    assert!(!lab.dir.exists(), "the lab directory is removed");
+}
