@@ -414,3 +414,60 @@ fn swapping_the_policy_while_running_changes_the_next_winner() {
         "zone-aware keeps the primary in the former leader's zone"
     );
 }
+
+/// The whole cluster restarts at once, and the former leader, which holds WAL the others
+/// never received, cannot win (`nofailover`): it starts read-only while there is no leader,
+/// another node wins, and it must be rewound before it follows the new leader (following
+/// without a rewind leaves a replica that never streams: it forked off the new timeline).
+#[test]
+fn full_restart_rewinds_a_former_primary_that_diverged_before_it_follows() {
+    let _g = serial();
+    let (mut c, old) = healthy(NodeSpec::default());
+    let replicas: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    for &r in &replicas {
+        c.nodes[r].signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(c.nodes[r].wait_exit(Duration::from_secs(30)).is_some());
+    }
+    // Acknowledged by the old leader alone (asynchronous replication, replicas gone).
+    for i in 1..=20 {
+        psql(
+            c.nodes[old].pg_port,
+            &format!("INSERT INTO acked VALUES ({i})"),
+        )
+        .expect("write");
+    }
+    c.nodes[old].signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(c.nodes[old].wait_exit(Duration::from_secs(30)).is_some());
+    let text = std::fs::read_to_string(&c.nodes[old].config).expect("config");
+    std::fs::write(
+        &c.nodes[old].config,
+        text.replace("  nofailover: false\n", "  nofailover: true\n"),
+    )
+    .expect("config");
+    c.start_all();
+    let new = wait_for("a new leader", Duration::from_secs(60), || {
+        let l = leader_key(&c)?;
+        c.nodes.iter().position(|n| n.name == l)
+    });
+    assert_ne!(new, old, "nofailover: the old leader does not lead");
+    wait_replica_streaming_from(&c, old, new);
+    psql(c.nodes[new].pg_port, "INSERT INTO acked VALUES (-7)").expect("write");
+    wait_for(
+        "the old leader to replay the new leader's write",
+        Duration::from_secs(30),
+        || {
+            (psql(
+                c.nodes[old].pg_port,
+                "SELECT count(*) FROM acked WHERE id = -7",
+            )
+            .ok()?
+                == "1")
+                .then_some(())
+        },
+    );
+    let log = c.nodes[old].log();
+    assert!(
+        log.contains("rewind"),
+        "the diverged former primary was rewound before following"
+    );
+}

@@ -17,21 +17,36 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Node `i`'s own policy directory with the `faulty` fixture in `mode`, armed for views that
-/// hold member `pg1` (so that the load-time self-test passes).
+/// Node `node`'s own policy directory with the `faulty` fixture in `mode`.
 fn faulty_dir(c: &Cluster, node: &str, mode: &str) -> PathBuf {
     let dir = c.tmp.path().join(format!("policies-{node}"));
     std::fs::create_dir_all(&dir).expect("policy dir");
     std::fs::copy(fixture("faulty.wasm"), dir.join("faulty.wasm")).expect("copy faulty.wasm");
+    arm(&dir, mode, "pg2");
+    dir
+}
+
+/// Write the manifest (renamed into place): the fault strikes only in views that hold member
+/// `when` (an election among the survivors that include it), so that the load-time
+/// self-test passes.
+fn arm(dir: &Path, mode: &str, when: &str) {
+    let tmp = dir.join(".faulty.toml.new");
     std::fs::write(
-        dir.join("faulty.toml"),
+        &tmp,
         format!(
             "name = \"faulty\"\ncomponent = \"faulty.wasm\"\nhooks = [\"rank-candidates\"]\n\
-             capabilities = []\n\n[settings]\nmode = \"{mode}\"\nwhen_member = \"pg1\"\n"
+             capabilities = []\n\n[settings]\nmode = \"{mode}\"\nwhen_member = \"{when}\"\n"
         ),
     )
     .expect("write faulty.toml");
-    dir
+    std::fs::rename(&tmp, dir.join("faulty.toml")).expect("rename faulty.toml");
+}
+
+/// How many reloads of the `faulty` policy succeeded on `n`.
+fn reloads_ok(n: &Node) -> u64 {
+    policy(n).map_or(0, |p| {
+        p["policies"][0]["reloads"]["ok"].as_u64().unwrap_or(0)
+    })
 }
 
 fn policy(n: &Node) -> Option<Value> {
@@ -82,7 +97,10 @@ fn alive_throughout<T>(targets: Vec<(String, u16)>, f: impl FnOnce() -> T) -> T 
 fn new_leader(c: &Cluster, old: usize, timeout: Duration) -> usize {
     wait_for("a new leader", timeout, || {
         let l = c.etcd.get("/service/test/leader")?;
-        c.nodes.iter().position(|n| n.name == l).filter(|i| *i != old)
+        c.nodes
+            .iter()
+            .position(|n| n.name == l)
+            .filter(|i| *i != old)
     })
 }
 
@@ -156,6 +174,18 @@ fn broken_policies_never_stop_the_loop_and_the_built_in_rules_decide() {
         (c.nodes[0].http_get("/replica")?.0 == 200).then_some(())
     });
     let survivors: Vec<usize> = (0..3).filter(|i| *i != second).collect();
+    // Arm every survivor's policy for the next election: its view holds the survivor that
+    // is not pg1.
+    let when = c.nodes[*survivors.iter().find(|i| **i != 0).expect("a survivor")]
+        .name
+        .clone();
+    for &i in &survivors {
+        let before = reloads_ok(&c.nodes[i]);
+        arm(&dirs[i], modes[i], &when);
+        wait_for("the new manifest to serve", Duration::from_secs(10), || {
+            (reloads_ok(&c.nodes[i]) > before).then_some(())
+        });
+    }
     let t0 = Instant::now();
     let third = alive_throughout(rest_ports(&c, &survivors), || {
         c.nodes[second].crash();
@@ -168,7 +198,9 @@ fn broken_policies_never_stop_the_loop_and_the_built_in_rules_decide() {
     );
     let f = faulty(&c.nodes[0]);
     assert_eq!(f["faults"]["last"]["kind"], "deadline", "pg1: {f}");
-    let took = f["faults"]["last"]["elapsed_ms"].as_f64().unwrap_or(f64::MAX);
+    let took = f["faults"]["last"]["elapsed_ms"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
     assert!(took < 1_000.0, "the loop was cut off at its deadline: {f}");
 
     // Hot reloads of broken files on a running node: refused, the old version keeps serving.

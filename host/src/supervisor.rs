@@ -103,6 +103,10 @@ pub struct Supervisor {
     request_seen: Option<(crate::dcs::Failover, u64)>,
     /// The last leader seen, with the tags of its member key.
     last_leader: Option<(String, BTreeMap<String, String>)>,
+    /// The queue of the thread that delivers events to the policies.
+    events: std::sync::mpsc::Sender<(Arc<PolicySet>, crate::policy::Event)>,
+    /// Consecutive failed starts as a replica.
+    replica_start_failures: u32,
     /// When the last hand-over was aborted (monotonic ms).
     handover_aborted_ms: Option<u64>,
     /// The PostgreSQL phase the health check last saw, and since when.
@@ -188,6 +192,8 @@ impl Supervisor {
             reinit: None,
             phase_seen: (PgPhase::Stopped, std::time::Instant::now()),
             handover_aborted_ms: None,
+            replica_start_failures: 0,
+            events: event_thread()?,
             last_leader: None,
             request_seen: None,
             bad_config_rev: None,
@@ -284,7 +290,18 @@ impl Supervisor {
         {
             world.peers = self.poll_peers(c).await;
         }
-        let decision = decide(&world, self.policy.as_ref());
+        // The policy runs WebAssembly, whose WASI streams (a guest's stderr) block on tokio:
+        // decide on a blocking thread, never on the async workers.
+        let decision = {
+            let (w, policy) = (world.clone(), self.policy.clone());
+            match tokio::task::spawn_blocking(move || decide(&w, policy.as_ref())).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "deciding with the policies panicked; the built-in rules decide this loop");
+                    decide(&world, &DefaultPolicy)
+                }
+            }
+        };
         tracing::info!("{}", decision.summary);
         for a in &decision.actions {
             let to = match a {
@@ -496,6 +513,7 @@ impl Supervisor {
             wal_position: state.as_ref().and_then(PgState::wal_position),
             upstream: self.pg.configured_upstream(),
             rewind_failed: self.rewind_failed,
+            former_primary: self.pg.former_primary(),
             streaming: state
                 .as_ref()
                 .filter(|s| !s.in_recovery)
@@ -747,6 +765,7 @@ impl Supervisor {
                 .await?;
             if !matches!(self.pg.data_dir_state().await, DataDir::Empty) {
                 let moved = self.pg.move_aside()?;
+                self.pg.set_former_primary(false)?;
                 tracing::warn!(moved = %moved.display(), "the old data directory was moved aside (delete it when no longer needed)");
             }
             self.sysid = None;
@@ -754,6 +773,7 @@ impl Supervisor {
             self.role = "replica";
             let _ = self.touch_member().await;
             busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
+                self.pg.set_former_primary(false)?;
             self.start_replica(Some(&up)).await
         }
         .await;
@@ -883,9 +903,11 @@ impl Supervisor {
         verdict
     }
 
+    /// Hand an event to the policies' `on-event` hooks, in order, on their own thread (a
+    /// policy never runs on the async workers, and an event never delays the loop).
     fn event(&self, e: crate::policy::Event) {
         if let Some(set) = &self.policies {
-            set.on_event(&e);
+            let _ = self.events.send((set.clone(), e));
         }
     }
 
@@ -1057,6 +1079,7 @@ impl Supervisor {
                 let _ = self.touch_member().await;
                 tracing::info!(from = %leader, "cloning with pg_basebackup");
                 busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
+                self.pg.set_former_primary(false)?;
                 self.sysid = None;
                 self.start_replica(Some(&up)).await?;
                 Ok(true)
@@ -1067,14 +1090,17 @@ impl Supervisor {
                     .stop(StopMode::Fast, Duration::from_secs(30))
                     .await?;
                 self.pg.move_aside()?;
+                self.pg.set_former_primary(false)?;
                 self.rewind_failed = false;
                 self.sysid = None;
                 self.phase = PgPhase::CreatingReplica;
                 busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
+                self.pg.set_former_primary(false)?;
                 self.start_replica(Some(&up)).await?;
                 Ok(true)
             }
             Action::StartPrimary => {
+                self.pg.set_former_primary(false)?;
                 self.phase = PgPhase::Starting;
                 self.pg.configure(false, None)?;
                 self.pg.start(self.start_patience()).await?;
@@ -1086,7 +1112,32 @@ impl Supervisor {
                     Some(l) => Some(self.upstream_for(w, l)?),
                     None => None,
                 };
-                self.start_replica(up.as_ref()).await?;
+                if matches!(
+                    w.pg.data_dir,
+                    DataDir::Initialized {
+                        was_primary: true,
+                        ..
+                    }
+                ) {
+                    // Read-only on a primary's data: it must be rewound before it follows
+                    // anybody else (it may hold WAL the next leader never had).
+                    self.pg.set_former_primary(true)?;
+                }
+                match self.start_replica(up.as_ref()).await {
+                    Ok(()) => self.replica_start_failures = 0,
+                    Err(e) => {
+                        self.replica_start_failures += 1;
+                        if self.replica_start_failures >= 2 && up.is_some() {
+                            // A data directory that does not start as this leader's replica
+                            // (e.g. forked off its timeline) gets rewound next.
+                            tracing::warn!(
+                                "PostgreSQL failed to start as a replica twice: rewinding it next"
+                            );
+                            self.pg.set_former_primary(true)?;
+                        }
+                        return Err(e);
+                    }
+                }
                 Ok(true)
             }
             Action::Rewind { leader } => {
@@ -1098,6 +1149,8 @@ impl Supervisor {
                     .await?;
                 match busy(&self.view_tx, "stopped", self.pg.rewind(&up)).await {
                     Ok(()) => {
+                        self.pg.set_former_primary(false)?;
+                        self.replica_start_failures = 0;
                         self.sysid = None;
                         self.start_replica(Some(&up)).await?;
                         Ok(true)
@@ -1113,6 +1166,7 @@ impl Supervisor {
                 self.arm_guard();
                 tracing::info!("promoting PostgreSQL");
                 self.pg.promote().await?;
+                self.pg.set_former_primary(false)?;
                 self.role = "primary";
                 self.event(crate::policy::Event::RoleChanged {
                     from: crate::policy::Role::Replica,
@@ -1378,6 +1432,7 @@ impl Supervisor {
 
     async fn bootstrap_inner(&mut self) -> Result<(), SupervisorError> {
         busy(&self.view_tx, "initializing new cluster", self.pg.initdb()).await?;
+        self.pg.set_former_primary(false)?;
         self.pg.configure(false, None)?;
         if !self.pg.start(Duration::from_secs(120)).await? {
             return Err(SupervisorError::Fatal(
@@ -1883,6 +1938,21 @@ async fn recv_command(
         },
         None => std::future::pending().await,
     }
+}
+
+/// The thread that calls the policies' `on-event` hooks, one event after the other.
+fn event_thread()
+-> Result<std::sync::mpsc::Sender<(Arc<PolicySet>, crate::policy::Event)>, SupervisorError> {
+    let (tx, rx) = std::sync::mpsc::channel::<(Arc<PolicySet>, crate::policy::Event)>();
+    std::thread::Builder::new()
+        .name("regent-policy-events".into())
+        .spawn(move || {
+            for (set, e) in rx {
+                set.on_event(&e);
+            }
+        })
+        .map_err(|e| SupervisorError::Io(format!("cannot start the policy event thread: {e}")))?;
+    Ok(tx)
 }
 
 /// Give the policies granted `sql-probe` their connection to the local PostgreSQL.

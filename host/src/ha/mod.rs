@@ -39,6 +39,10 @@ pub struct PgView {
     /// Members streaming from this node (`pg_stat_replication`, state `streaming`): only
     /// they can receive a hand-over's last WAL at once.
     pub streaming: Vec<String>,
+    /// The data directory was a primary's (or a replica start failed) and has not been
+    /// rewound, cloned or promoted since: it may have diverged from any other leader, so it
+    /// must be rewound (or re-cloned) before it follows one.
+    pub former_primary: bool,
 }
 
 impl PgView {
@@ -532,6 +536,7 @@ fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
 }
 
 fn decide_stopped(w: &World, was_primary: bool) -> Decision {
+    let was_primary = was_primary || w.pg.former_primary;
     if w.settings.paused {
         if w.cluster.as_ref().and_then(|c| c.leader_name()) == Some(w.me.as_str()) {
             return Decision::new(
@@ -901,6 +906,31 @@ fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
         );
     }
     if let Some(leader) = w.other_leader() {
+        if w.pg.former_primary {
+            let leader = leader.to_string();
+            if w.settings.paused {
+                return Decision::new(
+                    format!(
+                        "the cluster is paused: running read-only on a former primary's data, which must be rewound before it follows {leader}"
+                    ),
+                    vec![],
+                );
+            }
+            if w.pg.rewind_failed || !w.settings.use_pg_rewind {
+                return Decision::new(
+                    format!(
+                        "running read-only on a former primary's data, which may have diverged from leader {leader}: moving it aside and cloning from {leader}"
+                    ),
+                    vec![Action::Reclone { leader }],
+                );
+            }
+            return Decision::new(
+                format!(
+                    "running read-only on a former primary's data, which may have diverged from leader {leader}: rewinding before following it"
+                ),
+                vec![Action::Rewind { leader }],
+            );
+        }
         if w.pg.upstream.as_deref() != Some(leader) {
             return Decision::new(
                 format!("following new leader {leader}"),

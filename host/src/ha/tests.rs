@@ -99,6 +99,7 @@ fn pg_primary(wal: u64) -> PgView {
         upstream: None,
         rewind_failed: false,
         streaming: Vec::new(),
+        former_primary: false,
     }
 }
 
@@ -112,6 +113,7 @@ fn pg_replica(wal: u64, upstream: Option<&str>) -> PgView {
         upstream: upstream.map(str::to_string),
         rewind_failed: false,
         streaming: Vec::new(),
+        former_primary: false,
     }
 }
 
@@ -125,6 +127,7 @@ fn pg_stopped(was_primary: bool) -> PgView {
         upstream: None,
         rewind_failed: false,
         streaming: Vec::new(),
+        former_primary: false,
     }
 }
 
@@ -1111,6 +1114,8 @@ struct NodeGen {
     member_wal: Option<u64>,
     /// Consecutive loops its policy judged it failed (counts only when `health` is failed).
     failed_loops: u32,
+    /// A running replica on a former primary's data directory (not rewound since).
+    former_primary: bool,
 }
 
 /// A request in the `failover` key.
@@ -1236,12 +1241,13 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
         prop::bool::weighted(0.85),
         prop::option::of(arb_wal()),
         0..4u32,
+        prop::bool::weighted(0.1),
     );
     (pg, lease, member).prop_map(
         |(
             (dir, running, in_recovery, wal, timeline, upstream, rewind_failed),
             (has_lease, deadline, dcs_reachable, reach_mask, unlocked_ago, health),
-            (nofailover, priority, in_dcs, member_wal, failed_loops),
+            (nofailover, priority, in_dcs, member_wal, failed_loops, former_primary),
         )| NodeGen {
             dir,
             running,
@@ -1261,6 +1267,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
             in_dcs,
             member_wal,
             failed_loops,
+            former_primary,
         },
     )
 }
@@ -1418,6 +1425,7 @@ fn build_pg(g: &ClusterGen, i: usize, leader: Option<&Leader>) -> PgView {
         },
         rewind_failed: n.rewind_failed,
         streaming: Vec::new(),
+        former_primary: running && n.in_recovery && n.former_primary,
     }
 }
 
@@ -2006,22 +2014,40 @@ fn check_node(
             ..
         }
     );
+    // A running replica counts as a former primary until rewound: it may have diverged.
+    let diverged = was_primary || w.pg.former_primary;
     if has(d, |a| matches!(a, Action::Rewind { .. })) {
         prop_assert!(
-            !w.pg.running && was_primary && w.settings.use_pg_rewind && !w.pg.rewind_failed,
+            (!w.pg.running || w.pg.former_primary)
+                && diverged
+                && w.settings.use_pg_rewind
+                && !w.pg.rewind_failed,
             "Rewind: {}",
             ctx()
         );
     }
     if has(d, |a| matches!(a, Action::Reclone { .. })) {
         prop_assert!(
-            !w.pg.running && (w.pg.rewind_failed || (was_primary && !w.settings.use_pg_rewind)),
+            (!w.pg.running || w.pg.former_primary)
+                && (w.pg.rewind_failed || (diverged && !w.settings.use_pg_rewind)),
             "Reclone: {}",
             ctx()
         );
     }
     if has(d, |a| matches!(a, Action::Follow { .. })) {
         prop_assert!(w.pg.is_replica(), "Follow on a non-replica: {}", ctx());
+        prop_assert!(
+            !w.pg.former_primary,
+            "Follow on a former primary's data, without a rewind: {}",
+            ctx()
+        );
+    }
+    if has(d, |a| matches!(a, Action::StartReplica { leader: Some(_) })) {
+        prop_assert!(
+            !diverged,
+            "a former primary starts following without a rewind: {}",
+            ctx()
+        );
     }
     if has(d, |a| matches!(a, Action::ReattachLeader)) {
         prop_assert!(
@@ -2547,6 +2573,8 @@ struct SimNode {
     known_lock_lease: Option<i64>,
     nofailover: bool,
     priority: i64,
+    /// Started read-only on its own former primary data: must rewind before following.
+    former_primary: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -2640,6 +2668,7 @@ impl Sim {
                 known_lock_lease: None,
                 nofailover,
                 priority,
+                former_primary: false,
             });
             sim.renew(i);
             sim.publish_member(i);
@@ -2705,6 +2734,7 @@ impl Sim {
             wal_position: n.running.then_some(n.wal),
             upstream: n.upstream.clone(),
             rewind_failed: false,
+            former_primary: n.former_primary && n.running && n.in_recovery == Some(true),
             streaming: if n.running && n.in_recovery == Some(false) {
                 self.nodes
                     .iter()
@@ -2937,17 +2967,26 @@ impl Sim {
                 let n = &mut self.nodes[i];
                 n.in_recovery = Some(false);
                 n.was_primary = true;
+                n.former_primary = false;
                 n.timeline = new_tl;
                 n.upstream = None;
             }
             Action::StartPrimary => {
                 let n = &mut self.nodes[i];
+                n.former_primary = false;
                 n.running = true;
                 n.in_recovery = Some(false);
                 n.upstream = None;
             }
             Action::StartReplica { leader } => {
                 let n = &mut self.nodes[i];
+                if n.was_primary && leader.is_some() {
+                    return Err(TestCaseError::fail(format!(
+                        "{me}: a former primary follows {leader:?} without a rewind\n{}",
+                        self.log.join("\n")
+                    )));
+                }
+                n.former_primary |= n.was_primary;
                 n.running = true;
                 n.in_recovery = Some(true);
                 n.upstream = leader.clone();
@@ -2961,6 +3000,7 @@ impl Sim {
                 n.running = true;
                 n.in_recovery = Some(true);
                 n.was_primary = false;
+                n.former_primary = false;
                 n.upstream = Some(leader.clone());
                 n.wal = wal;
                 n.timeline = timeline;
@@ -2971,7 +3011,15 @@ impl Sim {
                 n.in_recovery = None;
                 n.was_primary = true;
             }
-            Action::Follow { leader } => self.nodes[i].upstream = Some(leader.clone()),
+            Action::Follow { leader } => {
+                if self.nodes[i].former_primary {
+                    return Err(TestCaseError::fail(format!(
+                        "{me}: follows {leader} on a former primary's data without a rewind\n{}",
+                        self.log.join("\n")
+                    )));
+                }
+                self.nodes[i].upstream = Some(leader.clone())
+            }
             Action::HandOver { to } => {
                 // Clean stop, then the leader key moves onto the target's lease (or is
                 // released when that lease is gone), then follow the target.

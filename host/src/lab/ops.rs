@@ -175,7 +175,18 @@ pub fn check_policies(names: &[String], dir: &Path, source: Option<&Path>) -> Re
 pub fn load_policies(names: &[String], dir: &Path) -> Result<(), LabError> {
     for n in names {
         let manifest = dir.join(format!("{n}.toml"));
-        crate::policy::check(&manifest).map_err(|e| {
+        // On a thread of its own: a guest's WASI streams must not block on an async worker.
+        let checked = std::thread::scope(|s| {
+            s.spawn(|| crate::policy::check(&manifest))
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(crate::policy::PolicyError::Load {
+                        name: n.clone(),
+                        message: "checking it panicked".into(),
+                    })
+                })
+        });
+        checked.map_err(|e| {
             LabError::Usage(format!(
                 "policy {n} ({}) cannot be used: {e}",
                 manifest.display()

@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn a_spawned_process_is_marked_found_frozen_and_gone() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let marker = format!("test-{}:sleep", std::process::id());
+        let marker = format!("test-{}-procs:sleep", std::process::id());
         let p = spawn(
             Path::new("/bin/sleep"),
             &["30".into()],
@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(p.status(), Status::Running);
         assert_eq!(stat(p.pid).map(|s| s.pgrp), Some(p.pid), "its own group");
         assert_eq!(marker_of(p.pid).as_deref(), Some(marker.as_str()));
-        assert_eq!(marked(&format!("test-{}:", std::process::id())), vec![p]);
+        assert_eq!(
+            marked(&format!("test-{}-procs:", std::process::id())),
+            vec![p]
+        );
         assert!(p.signal(Signal::SIGSTOP));
         let frozen = (0..200).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(5));

@@ -334,6 +334,34 @@ impl Postgres {
         self.write_owned(&self.s.data_dir.join("pg_hba.conf"), &text)
     }
 
+    /// The marker that says the data directory holds a former primary's data that has not
+    /// been checked against (rewound to) another leader: `<run_dir>/<name>.former-primary`,
+    /// outside the data directory, so that it survives a restart of `regent`.
+    fn former_primary_marker(&self) -> PathBuf {
+        self.s
+            .run_dir
+            .join(format!("{}.former-primary", self.s.name))
+    }
+
+    /// Whether the data directory may have diverged from another leader (see
+    /// [`crate::ha::PgView::former_primary`]).
+    pub fn former_primary(&self) -> bool {
+        self.former_primary_marker().exists()
+    }
+
+    /// Set or clear the former-primary marker.
+    pub fn set_former_primary(&self, on: bool) -> Result<()> {
+        let path = self.former_primary_marker();
+        if on {
+            std::fs::write(&path, self.s.data_dir.display().to_string())
+                .map_err(|e| io(format!("write {}", path.display()), e))
+        } else if path.exists() {
+            std::fs::remove_file(&path).map_err(|e| io(format!("remove {}", path.display()), e))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Write `regent.conf` (our GUCs, plus primary_conninfo for a replica), make
     /// postgresql.conf include it, and create or remove `standby.signal`.
     pub fn configure(&self, standby: bool, upstream: Option<&Upstream>) -> Result<()> {
