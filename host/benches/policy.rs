@@ -125,6 +125,8 @@ fn facts() -> HealthFacts {
         state: "running".into(),
         timeline: Some(3),
         wal_position: Some(1 << 32),
+        received_lsn: None,
+        replayed_lsn: None,
         replication_connections: 0,
         lag_bytes: Some(0),
         seconds_in_state: 600,

@@ -511,6 +511,14 @@ impl Supervisor {
             in_recovery: state.as_ref().map(|s| s.in_recovery),
             timeline: state.as_ref().and_then(|s| s.timeline),
             wal_position: state.as_ref().and_then(PgState::wal_position),
+            received_lsn: state
+                .as_ref()
+                .filter(|s| s.in_recovery)
+                .and_then(|s| s.received_lsn),
+            replayed_lsn: state
+                .as_ref()
+                .filter(|s| s.in_recovery)
+                .and_then(|s| s.replayed_lsn),
             upstream: self.pg.configured_upstream(),
             rewind_failed: self.rewind_failed,
             former_primary: self.pg.former_primary(),
@@ -876,6 +884,8 @@ impl Supervisor {
             state: self.phase.as_str().to_string(),
             timeline: w.pg.timeline,
             wal_position: w.pg.wal_position,
+            received_lsn: w.pg.received_lsn,
+            replayed_lsn: w.pg.replayed_lsn,
             replication_connections: pg
                 .map(|p| {
                     p.replication
@@ -954,6 +964,8 @@ impl Supervisor {
                         state: p.state,
                         in_recovery: p.in_recovery,
                         wal_position: p.wal_position,
+                        received_lsn: p.received_lsn,
+                        replayed_lsn: p.replayed_lsn,
                         timeline: p.timeline,
                         nofailover: p.nofailover,
                         failover_priority: p.failover_priority,

@@ -156,6 +156,9 @@ pub struct PeerStatus {
     pub in_recovery: bool,
     /// Replica: max(received_location, replayed_location); primary: location.
     pub wal_position: u64,
+    /// Replica: `xlog.received_location` and `xlog.replayed_location`.
+    pub received_lsn: Option<u64>,
+    pub replayed_lsn: Option<u64>,
     pub timeline: Option<u32>,
     pub nofailover: bool,
     pub failover_priority: i64,
@@ -260,12 +263,12 @@ pub fn parse_peer_status(doc: &Value) -> Result<PeerStatus, ApiError> {
         .to_string();
     let in_recovery =
         !(wal.get("location").is_some_and(truthy) || matches!(role.as_str(), "master" | "primary"));
-    let wal_position = if in_recovery {
+    let (wal_position, received_lsn, replayed_lsn) = if in_recovery {
         let received = lsn_field(wal, "received_location")?;
         let replayed = lsn_field(wal, "replayed_location")?;
-        received.max(replayed)
+        (received.max(replayed), Some(received), Some(replayed))
     } else {
-        lsn_field(wal, "location").unwrap_or(0)
+        (lsn_field(wal, "location").unwrap_or(0), None, None)
     };
     let tags = obj
         .get("tags")
@@ -287,6 +290,8 @@ pub fn parse_peer_status(doc: &Value) -> Result<PeerStatus, ApiError> {
             .to_string(),
         in_recovery,
         wal_position,
+        received_lsn,
+        replayed_lsn,
         timeline: obj
             .get("timeline")
             .and_then(Value::as_u64)

@@ -311,6 +311,25 @@ async fn noloadbalance_and_tag_matching() {
     assert_eq!(srv.get("/read-only?tag_zone=b").await, 503);
 }
 
+/// A replica its own policies judge failed answers 503 on `/replica` (and `/read-only`);
+/// degraded is still served.
+#[tokio::test]
+async fn replica_failed_by_its_policy_serves_no_reads() {
+    let with = |verdict: &str| NodeView {
+        policy: Some(json!({"summary": "replication-guard@01234567",
+                            "health": {"verdict": verdict, "reason": "canary"}})),
+        ..replica_view(0)
+    };
+    let srv = TestServer::start(with("failed")).await;
+    assert_eq!(srv.get("/replica").await, 503);
+    assert_eq!(srv.get("/read-only").await, 503);
+    assert_eq!(srv.get("/health").await, 200, "PostgreSQL itself runs");
+    srv.set(with("degraded"));
+    assert_eq!(srv.get("/replica").await, 200);
+    srv.set(with("healthy"));
+    assert_eq!(srv.get("/replica").await, 200);
+}
+
 #[tokio::test]
 async fn sync_paths() {
     let srv = TestServer::start(NodeView {

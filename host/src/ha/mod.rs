@@ -32,6 +32,9 @@ pub struct PgView {
     pub in_recovery: Option<bool>,
     pub timeline: Option<u32>,
     pub wal_position: Option<u64>,
+    /// A replica's received and replayed WAL positions (for the policies' view).
+    pub received_lsn: Option<u64>,
+    pub replayed_lsn: Option<u64>,
     /// The member the replica is configured to stream from.
     pub upstream: Option<String>,
     /// A rewind against this leader failed: re-clone instead.
@@ -61,6 +64,9 @@ pub struct PeerState {
     pub state: String,
     pub in_recovery: bool,
     pub wal_position: u64,
+    /// A replica's received and replayed WAL positions.
+    pub received_lsn: Option<u64>,
+    pub replayed_lsn: Option<u64>,
     pub timeline: Option<u32>,
     pub nofailover: bool,
     pub failover_priority: i64,
@@ -259,6 +265,8 @@ impl World {
             },
             timeline: self.pg.timeline,
             wal_position: self.pg.wal_position,
+            received_lsn: self.pg.received_lsn,
+            replayed_lsn: self.pg.replayed_lsn,
             in_recovery: self.pg.in_recovery.unwrap_or(true),
             reachable: true,
             nofailover: self.settings.nofailover,
@@ -285,6 +293,8 @@ impl World {
                     state: p.state.clone(),
                     timeline: p.timeline,
                     wal_position: Some(p.wal_position),
+                    received_lsn: p.received_lsn,
+                    replayed_lsn: p.replayed_lsn,
                     in_recovery: p.in_recovery,
                     reachable: true,
                     nofailover: p.nofailover,
@@ -300,6 +310,8 @@ impl World {
                     state: "unreachable".into(),
                     timeline: dcs_member.and_then(|m| m.data.timeline),
                     wal_position: dcs_member.and_then(|m| m.wal_position()),
+                    received_lsn: dcs_member.and_then(|m| m.data.receive_lsn),
+                    replayed_lsn: dcs_member.and_then(|m| m.data.replay_lsn),
                     in_recovery: true,
                     reachable: false,
                     nofailover: dcs_member.is_some_and(|m| m.nofailover()),

@@ -32,6 +32,11 @@ pub struct CandidateView {
     pub timeline: Option<u32>,
     /// `max(received, replayed)` or the flush LSN of a primary.
     pub wal_position: Option<u64>,
+    /// A replica's last received (written) and replayed WAL positions, when known.
+    #[serde(default)]
+    pub received_lsn: Option<u64>,
+    #[serde(default)]
+    pub replayed_lsn: Option<u64>,
     /// Whether PostgreSQL on the member is in recovery (a replica).
     pub in_recovery: bool,
     /// Whether the member answered this round (always true for the local node).
@@ -98,6 +103,11 @@ pub struct HealthFacts {
     pub state: String,
     pub timeline: Option<u32>,
     pub wal_position: Option<u64>,
+    /// A replica's received and replayed WAL positions.
+    #[serde(default)]
+    pub received_lsn: Option<u64>,
+    #[serde(default)]
+    pub replayed_lsn: Option<u64>,
     pub replication_connections: u32,
     pub lag_bytes: Option<u64>,
     pub seconds_in_state: u64,

@@ -84,6 +84,10 @@ pub(crate) struct MemberArg<'a> {
     timeline: Option<u32>,
     #[component(name = "wal-position")]
     wal_position: Option<u64>,
+    #[component(name = "received-lsn")]
+    received_lsn: Option<u64>,
+    #[component(name = "replayed-lsn")]
+    replayed_lsn: Option<u64>,
     lag: Option<u64>,
     tags: &'a [TagArg<'a>],
     health: HealthArg,
@@ -165,6 +169,8 @@ pub(crate) fn with_cluster_view<R>(
                 state: pg_state(&m.state),
                 timeline: m.timeline,
                 wal_position: m.wal_position,
+                received_lsn: m.received_lsn,
+                replayed_lsn: m.replayed_lsn,
                 lag: match (view.leader_optime, m.wal_position) {
                     (Some(optime), Some(wal)) => Some(optime.saturating_sub(wal)),
                     _ => None,
@@ -276,6 +282,8 @@ pub(crate) fn health_facts(
         state: pg_state(&facts.state),
         timeline: facts.timeline,
         wal_position: facts.wal_position,
+        received_lsn: facts.received_lsn,
+        replayed_lsn: facts.replayed_lsn,
         replication_connections: facts.replication_connections,
         lag: facts.lag_bytes,
         seconds_in_state: facts.seconds_in_state,

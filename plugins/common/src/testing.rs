@@ -20,6 +20,8 @@ pub fn member(name: &str) -> Member {
         state: PgState::Running,
         timeline: Some(2),
         wal_position: Some(1000),
+        received_lsn: Some(1000),
+        replayed_lsn: Some(1000),
         lag: None,
         tags: Vec::new(),
         health: Health::Healthy,

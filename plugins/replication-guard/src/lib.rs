@@ -220,6 +220,8 @@ mod tests {
             state: PgState::Running,
             timeline: Some(2),
             wal_position: Some(1000),
+            received_lsn: None,
+            replayed_lsn: None,
             replication_connections: 1,
             lag: None,
             seconds_in_state: 60,
