@@ -910,6 +910,37 @@ fn swap_policy(lab: &Lab, report: &mut Report) -> String {
             .collect::<Vec<_>>()
             .join(" / "),
     );
+    // `regent ctl list` (inside a node, against the lab's etcd) shows the new digest on every
+    // member, from the member keys.
+    let short = format!("zone-aware@{}", &new_digest[..8]);
+    let listed = wait_for(
+        "regent ctl list to show the new digest on every member",
+        Duration::from_secs(10),
+        || {
+            let out = docker_quiet(&[
+                "exec",
+                &lab.container(0),
+                "regent",
+                "ctl",
+                "-c",
+                "/etc/regent/regent.yml",
+                "list",
+                "-f",
+                "json",
+            ])?;
+            let rows: Value = serde_json::from_str(&out).ok()?;
+            let rows = rows.as_array()?;
+            (rows.len() == NODES
+                && rows
+                    .iter()
+                    .all(|r| r["Policy"].as_str().is_some_and(|p| p.contains(&short))))
+            .then_some(rows.len())
+        },
+    );
+    report.add(
+        "regent ctl list: members showing the new policy digest",
+        format!("{listed} of {NODES} ({short})"),
+    );
     new_digest
 }
 
