@@ -121,6 +121,11 @@ pub trait Policy: Send + Sync {
     fn health(&self, facts: &HealthFacts) -> Health;
 }
 
+/// An LSN as PostgreSQL writes it (`0/3000060`).
+fn lsn_text(v: u64) -> String {
+    format!("{:X}/{:X}", v >> 32, v & 0xffff_ffff)
+}
+
 /// Patroni's rules: eligible members are reachable replicas, not `nofailover`, within
 /// `maximum_lag_on_failover` of the last leader optime (and on the cluster timeline when
 /// `check_timeline` is set); best first by WAL position, then `failover_priority`, then name.
@@ -203,8 +208,8 @@ impl Policy for DefaultPolicy {
                 .map(|m| Ranked {
                     name: m.name.clone(),
                     reason: format!(
-                        "wal position {} , failover_priority {}",
-                        m.wal_position.unwrap_or(0),
+                        "wal position {}, failover priority {}",
+                        lsn_text(m.wal_position.unwrap_or(0)),
                         m.failover_priority
                     ),
                 })

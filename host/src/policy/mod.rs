@@ -226,15 +226,24 @@ pub fn eval(manifest: &Path, view_json: &str) -> Result<String, PolicyError> {
         &policy.digest()[..16.min(policy.digest().len())]
     ));
     out.push_str(&ranking_text(&answer));
-    if answer != default {
-        out.push_str("built-in default would answer differently:\n");
+    // The same decision: the same candidates in the same order (reasons may be worded
+    // differently), or a veto either way.
+    let same = match (&answer, &default) {
+        (Ranking::Candidates(a), Ranking::Candidates(b)) => {
+            a.iter().map(|c| &c.name).eq(b.iter().map(|c| &c.name))
+        }
+        (Ranking::Veto(_), Ranking::Veto(_)) => true,
+        _ => false,
+    };
+    if !same {
+        out.push_str("the built-in rules would answer differently:\n");
         for line in ranking_text(&default).lines() {
             out.push_str("  ");
             out.push_str(line);
             out.push('\n');
         }
     } else {
-        out.push_str("(same as the built-in default)\n");
+        out.push_str("(the built-in rules rank the same)\n");
     }
     Ok(out)
 }
