@@ -38,9 +38,13 @@ fn fault(kind: &str, hook: &str) {
             panic!("deliberate panic in {hook}");
         }
         "oom" => {
+            // Large blocks, never filled: the limit is met within a few steps of 8 MiB
+            // whatever the machine's load (filling them could outlast the deadline).
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
-                hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                let mut chunk = Vec::<u8>::with_capacity(8 << 20);
+                chunk.push(1);
+                hoard.push(std::hint::black_box(chunk));
             }
         }
         "unreachable-instr" => {
