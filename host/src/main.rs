@@ -253,7 +253,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
                 cfg.restapi.listen
             )
         })?;
-    let tls = api::tls::server_config(&cfg.restapi)?;
+    let tls = api::tls::server_config(&cfg.restapi)?.map(api::tls::TlsCell::new);
     let peers = api::PeerClient::from_config(&cfg)?;
     let settings = api::ApiSettings::from_config(&cfg);
     let (view_tx, view_rx) = tokio::sync::watch::channel(api::NodeView::default());
@@ -262,6 +262,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     sup.set_config_path(path.clone());
     spawn_sighup_reload(control.clone());
     let ctx = api::ApiContext::new(settings, view_rx, control, Some(sup.dcs()), peers);
+    sup.set_api_reloader(api::Reloader::new(ctx.clone(), tls.clone()));
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(api::serve(listener, ctx, tls, async move {
         let _ = stop_api_rx.await;

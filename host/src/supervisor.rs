@@ -91,6 +91,8 @@ pub struct Supervisor {
     control: Option<crate::control::ControlReceiver>,
     /// The configuration file, re-read on `POST /reload` and SIGHUP.
     config_path: Option<std::path::PathBuf>,
+    /// The running REST API's reloadable part (credentials, allowlist, certificate).
+    api_reloader: Option<crate::api::Reloader>,
     /// Consecutive loops in which the policies judged this node failed.
     failed_health_loops: u32,
     /// A restart requested for later (`POST /restart` with `schedule`).
@@ -187,6 +189,7 @@ impl Supervisor {
             guard_child: None,
             control: Some(control),
             config_path: None,
+            api_reloader: None,
             failed_health_loops: 0,
             scheduled_restart: None,
             reinit: None,
@@ -203,6 +206,12 @@ impl Supervisor {
     /// The file the configuration came from: `POST /reload` and SIGHUP re-read it.
     pub fn set_config_path(&mut self, path: std::path::PathBuf) {
         self.config_path = Some(path);
+    }
+
+    /// The REST API that a reload also updates (its credentials, allowlist, headers and
+    /// certificate).
+    pub fn set_api_reloader(&mut self, reloader: crate::api::Reloader) {
+        self.api_reloader = Some(reloader);
     }
 
     /// The DCS client (cheap to clone), for the REST API.
@@ -816,6 +825,17 @@ impl Supervisor {
                 tracing::error!("{msg}");
                 return Reply::new(400, msg);
             }
+            let api = match self.api_reloader.as_ref().map(|r| r.prepare(&new)) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "reload refused; the running configuration is unchanged");
+                    return Reply::new(
+                        400,
+                        format!("reload failed, the running configuration is unchanged: {e}"),
+                    );
+                }
+            };
             let policies_changed = new.regent.policies != self.cfg.regent.policies
                 || new.regent.policies_dir != self.cfg.regent.policies_dir;
             let old = std::mem::replace(&mut self.cfg, new);
@@ -839,6 +859,9 @@ impl Supervisor {
                         );
                     }
                 }
+            }
+            if let Some(api) = api {
+                api.apply();
             }
             self.apply_parameters();
             for w in loaded.warnings {
@@ -2105,6 +2128,10 @@ fn fixed_keys_changed(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.restapi.listen != new.restapi.listen {
         out.push("restapi.listen");
+    }
+    // A new certificate or key is loaded; switching between HTTP and HTTPS is not.
+    if old.restapi.certfile.is_some() != new.restapi.certfile.is_some() {
+        out.push("restapi.certfile (set or unset)");
     }
     if old.postgresql.listen != new.postgresql.listen {
         out.push("postgresql.listen");

@@ -212,20 +212,20 @@ struct Shared {
     /// that need it answer 503.
     dcs: Option<EtcdDcs>,
     peers: PeerClient,
-    settings: ApiSettings,
-    access: auth::Access,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// What a reload may change: replaced whole, so a request sees one version throughout.
+    live: std::sync::RwLock<Arc<Live>>,
     started: Instant,
 }
 
-impl ApiContext {
-    pub fn new(
-        settings: ApiSettings,
-        view: watch::Receiver<NodeView>,
-        control: ControlHandle,
-        dcs: Option<EtcdDcs>,
-        peers: PeerClient,
-    ) -> ApiContext {
+/// The settings and what is derived from them.
+struct Live {
+    settings: Arc<ApiSettings>,
+    access: auth::Access,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Live {
+    fn new(settings: ApiSettings) -> Live {
         let headers = settings
             .extra_headers
             .iter()
@@ -236,24 +236,55 @@ impl ApiContext {
                 ))
             })
             .collect();
+        Live {
+            access: auth::Access::new(&settings),
+            settings: Arc::new(settings),
+            headers,
+        }
+    }
+}
+
+impl ApiContext {
+    pub fn new(
+        settings: ApiSettings,
+        view: watch::Receiver<NodeView>,
+        control: ControlHandle,
+        dcs: Option<EtcdDcs>,
+        peers: PeerClient,
+    ) -> ApiContext {
         ApiContext(Arc::new(Shared {
             view,
             control,
             dcs,
             peers,
-            access: auth::Access::new(&settings),
-            settings,
-            headers,
+            live: std::sync::RwLock::new(Arc::new(Live::new(settings))),
             started: Instant::now(),
         }))
+    }
+
+    /// Replace the settings (a reload: new credentials, allowlist, headers). Requests already
+    /// past their access check finish under the old ones.
+    pub fn set_settings(&self, settings: ApiSettings) {
+        let live = Arc::new(Live::new(settings));
+        match self.0.live.write() {
+            Ok(mut l) => *l = live,
+            Err(poisoned) => *poisoned.into_inner() = live,
+        }
+    }
+
+    fn live(&self) -> Arc<Live> {
+        match self.0.live.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     fn view(&self) -> NodeView {
         self.0.view.borrow().clone()
     }
 
-    fn settings(&self) -> &ApiSettings {
-        &self.0.settings
+    fn settings(&self) -> Arc<ApiSettings> {
+        self.live().settings.clone()
     }
 
     fn control(&self) -> &ControlHandle {
@@ -285,6 +316,55 @@ impl ApiContext {
     }
 }
 
+/// What a configuration reload changes in a running API: the credentials, allowlist and
+/// headers ([`ApiSettings`]) and the certificate. Two steps, so that a reload can check
+/// everything before it changes anything: [`Reloader::prepare`] reads the new certificate and
+/// key (the errors name the key and the fix), [`Prepared::apply`] swaps both in.
+#[derive(Clone)]
+pub struct Reloader {
+    ctx: ApiContext,
+    tls: Option<tls::TlsCell>,
+}
+
+/// A checked new API configuration, ready to swap in.
+pub struct Prepared {
+    reloader: Reloader,
+    settings: ApiSettings,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+impl Reloader {
+    /// `tls`: the cell the server was started with (`None`: plain HTTP).
+    pub fn new(ctx: ApiContext, tls: Option<tls::TlsCell>) -> Reloader {
+        Reloader { ctx, tls }
+    }
+
+    /// Check `cfg`'s REST API settings. HTTPS cannot be switched on or off while the server
+    /// runs (the caller refuses a change of `restapi.certfile` between set and unset).
+    pub fn prepare(&self, cfg: &Config) -> Result<Prepared, tls::TlsError> {
+        let tls = match &self.tls {
+            Some(_) => tls::server_config(&cfg.restapi)?,
+            None => None,
+        };
+        Ok(Prepared {
+            reloader: self.clone(),
+            settings: ApiSettings::from_config(cfg),
+            tls,
+        })
+    }
+}
+
+impl Prepared {
+    pub fn apply(self) {
+        if let (Some(cell), Some(config)) = (&self.reloader.tls, self.tls) {
+            cell.set(config);
+        }
+        let mut settings = self.settings;
+        settings.switchover_timeout = self.reloader.ctx.settings().switchover_timeout;
+        self.reloader.ctx.set_settings(settings);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Server
 // ---------------------------------------------------------------------------------------------
@@ -312,11 +392,11 @@ pub fn router(ctx: ApiContext) -> Router {
 }
 
 /// Serve the API on `listener` until `shutdown` completes: HTTPS when `tls` is given (see
-/// [`tls::server_config`]), else HTTP.
+/// [`tls::server_config`]; [`Reloader`] replaces the certificate), else HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ctx: ApiContext,
-    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    tls: Option<tls::TlsCell>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(ctx).into_make_service_with_connect_info::<PeerAddr>();
@@ -417,8 +497,8 @@ async fn route(ctx: &ApiContext, peer: Option<SocketAddr>, req: Request) -> (Res
     };
     let ip = peer.map(|p| p.ip());
     let check_members = endpoint != Endpoint::Failsafe;
-    if let Err(denied) = ctx
-        .0
+    let live = ctx.live();
+    if let Err(denied) = live
         .access
         .check(ctx, ip, req.headers(), check_members)
         .await
@@ -482,7 +562,7 @@ fn finish(ctx: &ApiContext, mut response: Response) -> Response {
     let server = HeaderValue::from_str(&format!("Regent/{version}"))
         .unwrap_or_else(|_| HeaderValue::from_static("Regent"));
     headers.insert(header::SERVER, server);
-    for (k, v) in &ctx.0.headers {
+    for (k, v) in &ctx.live().headers {
         headers.insert(k.clone(), v.clone());
     }
     response

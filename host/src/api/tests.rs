@@ -83,6 +83,8 @@ struct TestServer {
     client: PeerClient,
     /// The commands the (fake) HA loop received.
     commands: Arc<std::sync::Mutex<Vec<Command>>>,
+    /// What a configuration reload would change in this server.
+    reloader: Reloader,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -134,6 +136,8 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls = tls.map(tls::TlsCell::new);
+        let reloader = Reloader::new(ctx.clone(), tls.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, ctx, tls, async move {
             let _ = stop_rx.await;
@@ -151,6 +155,7 @@ impl TestServer {
             tx,
             client,
             commands,
+            reloader,
             _shutdown: stop_tx,
         }
     }
@@ -667,13 +672,16 @@ impl TestServer {
         body: Option<&str>,
         auth: Option<(&str, &str)>,
     ) -> (u16, String, reqwest::header::HeaderMap) {
+        let ca = |name: &str| {
+            reqwest::Certificate::from_pem(&std::fs::read(testdata(name)).expect("CA file"))
+                .expect("CA")
+        };
+        // Both test CAs: a reload may rotate the certificate (see `a_reload_replaces_...`).
         let client = reqwest::Client::builder()
             .no_proxy()
             .use_rustls_tls()
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&std::fs::read(testdata("ca.crt")).expect("ca.crt"))
-                    .expect("ca"),
-            )
+            .add_root_certificate(ca("ca.crt"))
+            .add_root_certificate(ca("rotated-ca.crt"))
             .build()
             .expect("client");
         let mut req = client.request(method, format!("{}{}", self.base, path));
@@ -1339,4 +1347,73 @@ mod fuzz {
             }
         }
     }
+}
+
+/// A node's configuration with the REST API's certificate, key and password.
+fn node_config(cert: &str, key: &str, password: &str) -> Config {
+    let yaml = format!(
+        "scope: demo\nname: node1\nrestapi:\n  listen: 127.0.0.1:8008\n  connect_address: 127.0.0.1:8008\n  certfile: {}\n  keyfile: {}\n  authentication:\n    username: admin\n    password: {password}\netcd3:\n  hosts: 127.0.0.1:2379\npostgresql:\n  listen: 127.0.0.1:5432\n  connect_address: 127.0.0.1:5432\n  data_dir: /var/lib/regent/node1\n  authentication:\n    superuser: {{username: postgres, password: pw}}\n    replication: {{username: replicator, password: pw}}\n",
+        testdata(cert).display(),
+        testdata(key).display(),
+    );
+    crate::config::parse(&yaml).expect("config").config
+}
+
+#[tokio::test]
+async fn a_reload_replaces_the_credentials_and_the_certificate() {
+    let first = node_config("node.crt", "node.key", "s3cret");
+    let tls = tls::server_config(&first.restapi)
+        .expect("loads")
+        .expect("TLS on");
+    let srv = TestServer::start_with(
+        leader_view(),
+        ApiSettings::from_config(&first),
+        Some(tls),
+        Box::new(reload_scheduled),
+    )
+    .await;
+    let trusting = |ca: &str| {
+        PeerClient::new(&ClientOptions {
+            cacert: Some(TlsFile {
+                key: "ctl.cacert",
+                path: testdata(ca),
+            }),
+            ..ClientOptions::default()
+        })
+        .expect("client")
+    };
+    let url = format!("{}/patroni", srv.base);
+    let status = |client: PeerClient| {
+        let url = url.clone();
+        async move { fetch_peer_status(&client, &url, Duration::from_secs(2)).await }
+    };
+    async fn reload(srv: &TestServer, password: &str) -> u16 {
+        srv.send(Method::POST, "/reload", None, Some(("admin", password)))
+            .await
+            .0
+    }
+    assert_eq!(reload(&srv, "s3cret").await, 202);
+    status(trusting("ca.crt"))
+        .await
+        .expect("the first certificate");
+
+    // A certificate that does not load is refused, and nothing changes.
+    let broken = node_config("rotated.crt", "node.key", "n3w");
+    let e = srv.reloader.prepare(&broken).err().expect("key mismatch");
+    assert!(e.to_string().contains("restapi.keyfile"), "{e}");
+    assert_eq!(reload(&srv, "s3cret").await, 202);
+
+    // A renewed certificate (from another CA) and a new password serve at once.
+    let renewed = node_config("rotated.crt", "rotated.key", "n3w");
+    srv.reloader.prepare(&renewed).expect("loads").apply();
+    status(trusting("rotated-ca.crt"))
+        .await
+        .expect("the renewed certificate");
+    assert_eq!(reload(&srv, "s3cret").await, 401);
+    assert_eq!(reload(&srv, "n3w").await, 202);
+    let old_ca = status(trusting("ca.crt")).await;
+    assert!(
+        matches!(old_ca, Err(ApiError::Request { .. })),
+        "the old CA does not vouch for the renewed certificate: {old_ca:?}"
+    );
 }

@@ -1,11 +1,12 @@
 //! HTTPS for the REST API (rustls with the ring provider): the server configuration from
-//! `restapi.certfile`/`keyfile`, and a listener that completes TLS handshakes off the accept
-//! loop, so a slow or silent client cannot hold up others.
+//! `restapi.certfile`/`keyfile`, kept in a [`TlsCell`] that a reload replaces (a renewed
+//! certificate serves from the next handshake on), and a listener that completes TLS handshakes
+//! off the accept loop, so a slow or silent client cannot hold up others.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -110,6 +111,32 @@ pub fn server_config(restapi: &RestApi) -> Result<Option<Arc<rustls::ServerConfi
     Ok(Some(Arc::new(config)))
 }
 
+/// The server configuration the listener uses for each new handshake; [`TlsCell::set`]
+/// replaces it (connections already open keep theirs). Cheap to clone: the clones share it.
+#[derive(Clone)]
+pub struct TlsCell(Arc<RwLock<Arc<rustls::ServerConfig>>>);
+
+impl TlsCell {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> TlsCell {
+        TlsCell(Arc::new(RwLock::new(config)))
+    }
+
+    pub fn get(&self) -> Arc<rustls::ServerConfig> {
+        // A panic while the lock was held cannot leave a half-written `Arc`: use it.
+        match self.0.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, config: Arc<rustls::ServerConfig>) {
+        match self.0.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+}
+
 /// Accepts TCP connections and hands out those whose TLS handshake completed.
 pub struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -118,9 +145,8 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+    pub fn new(listener: TcpListener, config: TlsCell) -> io::Result<Self> {
         let local = listener.local_addr()?;
-        let acceptor = TlsAcceptor::from(config);
         let (tx, rx) = mpsc::channel(64);
         let accept_task = tokio::spawn(async move {
             loop {
@@ -133,7 +159,7 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let acceptor = acceptor.clone();
+                let acceptor = TlsAcceptor::from(config.get());
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

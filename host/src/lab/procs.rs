@@ -238,7 +238,18 @@ mod tests {
         .expect("spawn sleep");
         assert_eq!(p.status(), Status::Running);
         assert_eq!(stat(p.pid).map(|s| s.pgrp), Some(p.pid), "its own group");
-        assert_eq!(marker_of(p.pid).as_deref(), Some(marker.as_str()));
+        // spawn returns once the child has left our memory in execve, which may be a moment
+        // before the kernel has laid out its new environment: poll for it.
+        let seen = (0..200)
+            .map(|i| {
+                if i > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                marker_of(p.pid)
+            })
+            .find(Option::is_some)
+            .flatten();
+        assert_eq!(seen.as_deref(), Some(marker.as_str()));
         assert_eq!(
             marked(&format!("test-{}-procs:", std::process::id())),
             vec![p]
