@@ -514,20 +514,15 @@ impl Supervisor {
         }
         self.last_pg = state.clone();
 
+        let replica = state.as_ref().filter(|s| s.in_recovery);
         let pg = PgView {
             data_dir,
             running: running && state.is_some(),
             in_recovery: state.as_ref().map(|s| s.in_recovery),
             timeline: state.as_ref().and_then(|s| s.timeline),
             wal_position: state.as_ref().and_then(PgState::wal_position),
-            received_lsn: state
-                .as_ref()
-                .filter(|s| s.in_recovery)
-                .and_then(|s| s.received_lsn),
-            replayed_lsn: state
-                .as_ref()
-                .filter(|s| s.in_recovery)
-                .and_then(|s| s.replayed_lsn),
+            received_lsn: replica.and_then(|s| s.received_lsn),
+            replayed_lsn: replica.and_then(|s| s.replayed_lsn),
             upstream: self.pg.configured_upstream(),
             rewind_failed: self.rewind_failed,
             former_primary: self.pg.former_primary(),
@@ -782,7 +777,6 @@ impl Supervisor {
                 .await?;
             if !matches!(self.pg.data_dir_state().await, DataDir::Empty) {
                 let moved = self.pg.move_aside()?;
-                self.pg.set_former_primary(false)?;
                 tracing::warn!(moved = %moved.display(), "the old data directory was moved aside (delete it when no longer needed)");
             }
             self.sysid = None;
@@ -790,7 +784,6 @@ impl Supervisor {
             self.role = "replica";
             let _ = self.touch_member().await;
             busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
-                self.pg.set_former_primary(false)?;
             self.start_replica(Some(&up)).await
         }
         .await;
@@ -1114,7 +1107,6 @@ impl Supervisor {
                 let _ = self.touch_member().await;
                 tracing::info!(from = %leader, "cloning with pg_basebackup");
                 busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
-                self.pg.set_former_primary(false)?;
                 self.sysid = None;
                 self.start_replica(Some(&up)).await?;
                 Ok(true)
@@ -1125,12 +1117,10 @@ impl Supervisor {
                     .stop(StopMode::Fast, Duration::from_secs(30))
                     .await?;
                 self.pg.move_aside()?;
-                self.pg.set_former_primary(false)?;
                 self.rewind_failed = false;
                 self.sysid = None;
                 self.phase = PgPhase::CreatingReplica;
                 busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
-                self.pg.set_former_primary(false)?;
                 self.start_replica(Some(&up)).await?;
                 Ok(true)
             }
@@ -1201,7 +1191,6 @@ impl Supervisor {
                 self.arm_guard();
                 tracing::info!("promoting PostgreSQL");
                 self.pg.promote().await?;
-                self.pg.set_former_primary(false)?;
                 self.role = "primary";
                 self.event(crate::policy::Event::RoleChanged {
                     from: crate::policy::Role::Replica,
@@ -1467,7 +1456,6 @@ impl Supervisor {
 
     async fn bootstrap_inner(&mut self) -> Result<(), SupervisorError> {
         busy(&self.view_tx, "initializing new cluster", self.pg.initdb()).await?;
-        self.pg.set_former_primary(false)?;
         self.pg.configure(false, None)?;
         if !self.pg.start(Duration::from_secs(120)).await? {
             return Err(SupervisorError::Fatal(

@@ -74,16 +74,7 @@ pub(super) fn health_status(v: &NodeView, path: &str, params: &Params) -> Status
     };
     let noloadbalance = v.tags.get("noloadbalance").is_some_and(truthy);
     // A replica its own policies judge failed serves no reads (and is never promoted).
-    let policy_failed = v
-        .policy
-        .as_ref()
-        .and_then(|p| {
-            p.get("health")?
-                .get("verdict")?
-                .as_str()
-                .map(|s| s == "failed")
-        })
-        .unwrap_or(false);
+    let policy_failed = super::status::policy_judged_failed(v.policy.as_ref());
     let replica_ok = !noloadbalance
         && !policy_failed
         && !is_lagging

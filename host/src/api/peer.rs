@@ -299,12 +299,7 @@ pub fn parse_peer_status(doc: &Value) -> Result<PeerStatus, ApiError> {
         nofailover,
         failover_priority,
         tags,
-        healthy: obj
-            .get("policy")
-            .and_then(|p| p.get("health"))
-            .and_then(|h| h.get("verdict"))
-            .and_then(Value::as_str)
-            != Some("failed"),
+        healthy: !super::status::policy_judged_failed(obj.get("policy")),
     })
 }
 

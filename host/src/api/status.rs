@@ -159,6 +159,16 @@ pub fn status_document(v: &NodeView) -> Value {
     Value::Object(doc)
 }
 
+/// Whether the status document's `policy` object (as `NodeView::policy` holds it) says the
+/// node's policies judge it failed (`policy.health.verdict`).
+pub(super) fn policy_judged_failed(policy: Option<&Value>) -> bool {
+    policy
+        .and_then(|p| p.get("health"))
+        .and_then(|h| h.get("verdict"))
+        .and_then(Value::as_str)
+        == Some("failed")
+}
+
 fn replication_row_json(row: &ReplicationRow) -> Value {
     let mut m = Map::new();
     m.insert("usename".into(), row.usename.clone().into());

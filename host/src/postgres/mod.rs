@@ -106,6 +106,8 @@ pub struct Postgres {
     /// The arguments of the last `configure`, so parameter changes can be applied without
     /// changing the role or the upstream.
     last_configured: std::sync::Mutex<Option<(bool, Option<Upstream>)>>,
+    /// Whether the former-primary marker exists (read once at start, then kept with it).
+    former_primary: std::sync::atomic::AtomicBool,
 }
 
 /// How long the slot of a member that left the DCS is kept (Patroni's `member_slots_ttl`).
@@ -137,7 +139,9 @@ impl Postgres {
                 u.name
             );
         }
+        let marker = former_primary_marker(&s);
         Ok(Postgres {
+            former_primary: std::sync::atomic::AtomicBool::new(marker.exists()),
             s,
             user,
             child: Mutex::new(None),
@@ -318,6 +322,8 @@ impl Postgres {
         let res = self.run("initdb", &args, None).await;
         let _ = std::fs::remove_file(&pwfile);
         res?;
+        // A new data directory has no past.
+        self.set_former_primary(false)?;
         self.write_hba()?;
         Ok(())
     }
@@ -334,32 +340,27 @@ impl Postgres {
         self.write_owned(&self.s.data_dir.join("pg_hba.conf"), &text)
     }
 
-    /// The marker that says the data directory holds a former primary's data that has not
-    /// been checked against (rewound to) another leader: `<run_dir>/<name>.former-primary`,
-    /// outside the data directory, so that it survives a restart of `regent`.
-    fn former_primary_marker(&self) -> PathBuf {
-        self.s
-            .run_dir
-            .join(format!("{}.former-primary", self.s.name))
-    }
-
     /// Whether the data directory may have diverged from another leader (see
     /// [`crate::ha::PgView::former_primary`]).
     pub fn former_primary(&self) -> bool {
-        self.former_primary_marker().exists()
+        self.former_primary
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Set or clear the former-primary marker.
+    /// Set or clear the former-primary marker. What gives the node a data directory without a
+    /// diverged past (initdb, a clone, a promotion, moving it aside) clears it itself; after a
+    /// rewind the caller clears it (a failure to do so must not count as a failed rewind).
     pub fn set_former_primary(&self, on: bool) -> Result<()> {
-        let path = self.former_primary_marker();
+        let path = former_primary_marker(&self.s);
         if on {
             std::fs::write(&path, self.s.data_dir.display().to_string())
-                .map_err(|e| io(format!("write {}", path.display()), e))
+                .map_err(|e| io(format!("write {}", path.display()), e))?;
         } else if path.exists() {
-            std::fs::remove_file(&path).map_err(|e| io(format!("remove {}", path.display()), e))
-        } else {
-            Ok(())
+            std::fs::remove_file(&path).map_err(|e| io(format!("remove {}", path.display()), e))?;
         }
+        self.former_primary
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Write `regent.conf` (our GUCs, plus primary_conninfo for a replica), make
@@ -677,7 +678,7 @@ impl Postgres {
         loop {
             let in_recovery: bool = c.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
             if !in_recovery {
-                return Ok(());
+                return self.set_former_primary(false);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(PgError::Timeout("promotion did not finish in 60 s".into()));
@@ -817,7 +818,8 @@ impl Postgres {
             // next attempt starts clean (it never contained anything else).
             clear_dir(&self.s.data_dir);
         }
-        res.map(|_| ())
+        res?;
+        self.set_former_primary(false)
     }
 
     /// Bring an unclean former primary to a clean shutdown with single-user crash recovery.
@@ -894,8 +896,16 @@ impl Postgres {
         std::fs::rename(&self.s.data_dir, &target)
             .map_err(|e| io(format!("move {} aside", self.s.data_dir.display()), e))?;
         tracing::warn!(to = %target.display(), "moved the old data directory aside");
+        self.set_former_primary(false)?;
         Ok(target)
     }
+}
+
+/// The marker that says the data directory holds a former primary's data that has not been
+/// checked against (rewound to) another leader: `<run_dir>/<name>.former-primary`, outside the
+/// data directory, so that it survives a restart of `regent`.
+fn former_primary_marker(s: &PgSettings) -> PathBuf {
+    s.run_dir.join(format!("{}.former-primary", s.name))
 }
 
 fn clear_dir(dir: &Path) {
