@@ -424,3 +424,145 @@ fn synchronous_mode_promotes_only_the_synchronous_standby() {
         },
     );
 }
+
+/// The `sync` key's standbys, if the key is `leader`'s.
+fn sync_key_members(c: &Cluster, leader: usize) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(&c.etcd.get("/service/test/sync")?).ok()?;
+    (v["leader"] == c.nodes[leader].name.as_str()).then_some(())?;
+    let mut names: Vec<String> = v["sync_standby"]
+        .as_str()
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+fn patch_config(c: &Cluster, node: usize, body: &str) {
+    let n = &c.nodes[node];
+    let answer = http_request_at(
+        &n.host,
+        n.api_port,
+        "PATCH",
+        "/config",
+        Some(body),
+        Duration::from_secs(5),
+    );
+    assert_eq!(answer.map(|(s, _)| s), Some(200), "PATCH /config {body}");
+}
+
+#[test]
+fn synchronous_node_count_and_strict_mode_keep_commits_on_the_named_standbys() {
+    let _g = serial();
+    let (mut c, leader) = healthy_cluster_with(NodeSpec {
+        synchronous_mode: true,
+        ..NodeSpec::default()
+    });
+    let lport = c.nodes[leader].pg_port;
+    let [r1, r2] = <[usize; 2]>::try_from(others(&c, leader)).expect("two replicas");
+    let mut both = vec![c.nodes[r1].name.clone(), c.nodes[r2].name.clone()];
+    both.sort();
+    patch_config(&c, leader, r#"{"synchronous_node_count": 2}"#);
+    // Both replicas become synchronous, and only then are both named in /sync.
+    wait_for("both replicas in /sync", Duration::from_secs(30), || {
+        (sync_key_members(&c, leader)? == both).then_some(())
+    });
+    let setting = psql(lport, "SHOW synchronous_standby_names").expect("show");
+    assert!(setting.starts_with("2 ("), "{setting}");
+    assert_eq!(
+        psql(
+            lport,
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
+        )
+        .as_deref(),
+        Ok("2"),
+        "PostgreSQL waits for both standbys"
+    );
+    write_rows(lport, 1, 20);
+
+    // A stopped standby leaves /sync, and commits go on with the other one.
+    c.nodes[r2].signal(Signal::SIGTERM);
+    assert!(c.nodes[r2].wait_exit(Duration::from_secs(30)).is_some());
+    let only_r1 = vec![c.nodes[r1].name.clone()];
+    wait_for(
+        "/sync to shrink to one standby",
+        Duration::from_secs(30),
+        || (sync_key_members(&c, leader)? == only_r1).then_some(()),
+    );
+    wait_for(
+        "synchronous_standby_names to name one standby",
+        Duration::from_secs(30),
+        || {
+            let s = psql(lport, "SHOW synchronous_standby_names").ok()?;
+            (s == format!("1 (\"{}\")", c.nodes[r1].name)).then_some(())
+        },
+    );
+    write_rows(lport, 21, 30);
+
+    // Strict mode: with no standby left, a commit waits instead of returning unreplicated.
+    patch_config(&c, leader, r#"{"synchronous_mode_strict": true}"#);
+    c.nodes[r1].signal(Signal::SIGTERM);
+    assert!(c.nodes[r1].wait_exit(Duration::from_secs(30)).is_some());
+    wait_for("/sync to name nobody", Duration::from_secs(30), || {
+        sync_key_members(&c, leader)?.is_empty().then_some(())
+    });
+    wait_for(
+        "synchronous_standby_names = '*'",
+        Duration::from_secs(30),
+        || (psql(lport, "SHOW synchronous_standby_names").ok()? == "*").then_some(()),
+    );
+    let mut insert = std::process::Command::new(bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args([
+            "-p",
+            &lport.to_string(),
+            "-c",
+            "INSERT INTO acked VALUES (31)",
+        ])
+        .env("PGPASSWORD", "secret")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    wait_for(
+        "the commit to wait for a synchronous standby",
+        Duration::from_secs(15),
+        || {
+            let n = psql(
+                lport,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+            )
+            .ok()?;
+            (n == "1").then_some(())
+        },
+    );
+    assert!(
+        insert.try_wait().expect("try_wait").is_none(),
+        "the commit returned with no standby to replicate it"
+    );
+    // A standby comes back: the waiting commit returns, and the standby holds it.
+    c.nodes[r1].start();
+    let status = wait_for(
+        "the waiting commit to return",
+        Duration::from_secs(60),
+        || insert.try_wait().ok()?,
+    );
+    assert!(status.success(), "the insert failed: {status}");
+    wait_rows(c.nodes[r1].pg_port, 31, Duration::from_secs(30));
+    assert_eq!(count_rows(lport), Some(31), "no commit lost or doubled");
+    wait_for(
+        "/sync to name the returned standby",
+        Duration::from_secs(30),
+        || (sync_key_members(&c, leader)? == only_r1).then_some(()),
+    );
+}

@@ -325,6 +325,17 @@ pub struct DynamicConfig {
     pub maximum_lag_on_failover: u64,
     #[serde(default)]
     pub synchronous_mode: SyncMode,
+    /// How many standbys the leader keeps synchronous (Patroni's default: 1).
+    #[serde(default = "d_sync_count", skip_serializing_if = "is_one")]
+    pub synchronous_node_count: u64,
+    /// With no standby to be synchronous, block commits (`synchronous_standby_names = '*'`)
+    /// instead of accepting them unreplicated.
+    #[serde(
+        default,
+        deserialize_with = "patroni_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub synchronous_mode_strict: bool,
     #[serde(default, deserialize_with = "patroni_bool")]
     pub check_timeline: bool,
     #[serde(
@@ -345,6 +356,8 @@ impl Default for DynamicConfig {
             retry_timeout: d_retry_timeout(),
             maximum_lag_on_failover: d_max_lag(),
             synchronous_mode: SyncMode::Off,
+            synchronous_node_count: d_sync_count(),
+            synchronous_mode_strict: false,
             check_timeline: false,
             pause: None,
             postgresql: DynamicPostgresql::default(),
@@ -363,6 +376,12 @@ fn d_retry_timeout() -> u64 {
 }
 fn d_max_lag() -> u64 {
     1_048_576
+}
+fn d_sync_count() -> u64 {
+    1
+}
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// `synchronous_mode`: Patroni accepts booleans and the strings `on`/`off`/`quorum`; it is
@@ -1097,6 +1116,8 @@ const DCS: &[(&str, Key)] = &[
     ("retry_timeout", Known),
     ("maximum_lag_on_failover", Known),
     ("synchronous_mode", Known),
+    ("synchronous_node_count", Known),
+    ("synchronous_mode_strict", Known),
     ("check_timeline", Known),
     ("pause", Known),
     ("postgresql", Section(DCS_POSTGRESQL)),
@@ -1107,8 +1128,6 @@ const DCS: &[(&str, Key)] = &[
     ("primary_stop_timeout", Unsupported),
     ("master_stop_timeout", Unsupported),
     ("primary_race_backoff", Unsupported),
-    ("synchronous_mode_strict", Unsupported),
-    ("synchronous_node_count", Unsupported),
     ("failsafe_mode", Unsupported),
     ("member_slots_ttl", Unsupported),
     ("standby_cluster", Unsupported),
@@ -1637,8 +1656,24 @@ impl Config {
 
     fn validate_timing(&self) -> Result<(), ConfigError> {
         let d = &self.bootstrap.dcs;
-        check_timing("bootstrap.dcs.", d.ttl, d.loop_wait, d.retry_timeout)
+        check_timing("bootstrap.dcs.", d.ttl, d.loop_wait, d.retry_timeout)?;
+        check_sync_count("bootstrap.dcs.", d.synchronous_node_count)
     }
+}
+
+/// `{prefix}synchronous_node_count`: at least one standby (Patroni's rule).
+fn check_sync_count(prefix: &str, n: u64) -> Result<(), ConfigError> {
+    if n < 1 {
+        return Err(invalid(
+            format!("{prefix}synchronous_node_count"),
+            n,
+            "must be at least 1 (the number of standbys the leader keeps synchronous)",
+            format!(
+                "set {prefix}synchronous_node_count: 1 (the default), or turn synchronous mode off with synchronous_mode: off"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The timing rule for the keys `{prefix}ttl`, `{prefix}loop_wait` and `{prefix}retry_timeout`.
@@ -1722,6 +1757,7 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
         }
     })?;
     check_timing("", d.ttl, d.loop_wait, d.retry_timeout)?;
+    check_sync_count("", d.synchronous_node_count)?;
     Ok(d)
 }
 
@@ -2334,7 +2370,6 @@ mod tests {
             ("etcd3.password", "secret"),
             ("bootstrap.users", "{admin: {password: x}}"),
             ("bootstrap.post_bootstrap", "/usr/local/bin/setup.sh"),
-            ("bootstrap.dcs.synchronous_node_count", "2"),
             ("postgresql.callbacks", "{on_start: /bin/true}"),
             (
                 "postgresql.create_replica_methods",

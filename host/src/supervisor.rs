@@ -5,9 +5,10 @@
 
 use crate::api::{self, NodeView};
 use crate::config::{Config, DynamicConfig, SyncMode, split_host_port};
-use crate::dcs::{Cluster, EtcdDcs, HistoryLine, MemberData, Status, SyncState, tag_bool};
+use crate::dcs::{Cluster, EtcdDcs, HistoryLine, MemberData, Status, tag_bool};
 use crate::fence::{GuardFiles, GuardState, instant_to_mono_ms, mono_ms};
 use crate::ha::policy::{DefaultPolicy, Health, HealthFacts, Policy};
+use crate::ha::sync;
 use crate::ha::{Action, DataDir, DemoteMode, PeerState, PgView, Settings, World, decide};
 use crate::policy::PolicySet;
 use crate::postgres::{PgSettings, PgState, Postgres, StopMode, Upstream};
@@ -1127,6 +1128,7 @@ impl Supervisor {
             Action::StartPrimary => {
                 self.pg.set_former_primary(false)?;
                 self.phase = PgPhase::Starting;
+                self.pg.preset_sync_standbys(&self.sync_at_start(w));
                 self.pg.configure(false, None)?;
                 self.pg.start(self.start_patience()).await?;
                 self.role = "primary";
@@ -1192,6 +1194,10 @@ impl Supervisor {
                 tracing::info!("promoting PostgreSQL");
                 self.pg.promote().await?;
                 self.role = "primary";
+                // In strict mode, commits wait from the first moment, not from the next loop.
+                if let Err(e) = self.pg.set_sync_standbys(&self.sync_at_start(w)) {
+                    tracing::warn!(error = %e, "could not set synchronous_standby_names after the promotion");
+                }
                 self.event(crate::policy::Event::RoleChanged {
                     from: crate::policy::Role::Replica,
                     to: crate::policy::Role::Primary,
@@ -1298,83 +1304,79 @@ impl Supervisor {
         self.manage_sync(c).await
     }
 
-    /// Synchronous mode on the leader: pick one streaming member as synchronous standby and
-    /// keep `synchronous_standby_names` and the `sync` key consistent. The key never names a
-    /// standby that PostgreSQL is not actually waiting for: it shrinks before the setting
-    /// changes, and grows only after PostgreSQL reports the standby as `sync`.
+    /// What PostgreSQL waits for from the moment it runs as primary ([`sync::at_start`]).
+    fn sync_at_start(&self, w: &World) -> sync::Standbys {
+        let key = w
+            .cluster
+            .as_ref()
+            .and_then(|c| c.sync.as_ref())
+            .map(|(s, _)| s);
+        sync::at_start(
+            &self.cfg.name,
+            self.dynamic.synchronous_mode,
+            self.dynamic.synchronous_mode_strict,
+            key,
+        )
+    }
+
+    /// Synchronous mode on the leader: carry out [`ha::sync::plan`], which keeps
+    /// `synchronous_standby_names` and the `sync` key consistent (the key never names a standby
+    /// PostgreSQL is not waiting for).
     async fn manage_sync(&mut self, c: &Cluster) -> Result<(), SupervisorError> {
-        let me = self.cfg.name.clone();
-        let (cur, rev) = match &c.sync {
-            Some((s, r)) => (Some(s.clone()), *r),
+        let (key, rev) = match &c.sync {
+            Some((s, r)) => (Some(s), *r),
             None => (None, 0),
         };
-        if self.dynamic.synchronous_mode == SyncMode::Off {
-            self.pg.set_sync_standbys(&[])?;
-            if cur.is_some() {
-                self.dcs.delete_sync().await?;
-            }
-            return Ok(());
-        }
-        let rows = self
+        let standbys: Vec<sync::Standby> = self
             .last_pg
             .as_ref()
-            .map(|p| p.replication.clone())
-            .unwrap_or_default();
-        let mut cands: Vec<(u64, String)> = rows
-            .iter()
-            .filter(|r| r.state == "streaming" && r.application_name != me)
-            .filter(|r| {
-                c.member(&r.application_name)
-                    .is_some_and(|m| !tag_bool(&m.data.tags, "nosync"))
+            .map(|p| {
+                p.replication
+                    .iter()
+                    .map(|r| sync::Standby {
+                        name: r.application_name.clone(),
+                        streaming: r.state == "streaming",
+                        sync: r.sync_state == "sync",
+                        flush_lsn: r.flush_lsn.unwrap_or(0),
+                    })
+                    .collect()
             })
-            .map(|r| (r.flush_lsn.unwrap_or(0), r.application_name.clone()))
-            .collect();
-        cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mine = cur
-            .as_ref()
-            .is_some_and(|s| s.leader.as_deref() == Some(&me));
-        let listed = if mine {
-            cur.as_ref().map(SyncState::members).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let desired: Vec<String> = listed
+            .unwrap_or_default();
+        let eligible: Vec<String> = c
+            .members
             .iter()
-            .find(|n| cands.iter().any(|(_, c)| c == *n))
-            .cloned()
-            .or_else(|| cands.first().map(|(_, n)| n.clone()))
-            .into_iter()
+            .filter(|m| !tag_bool(&m.data.tags, "nosync"))
+            .map(|m| m.name.clone())
             .collect();
-        let keep: Vec<String> = listed
-            .iter()
-            .filter(|n| desired.contains(n))
-            .cloned()
-            .collect();
-        if !mine || keep.len() != listed.len() {
-            let st = SyncState {
-                leader: Some(me.clone()),
-                quorum: Some(0),
-                sync_standby: (!keep.is_empty()).then(|| keep.join(",")),
-            };
-            if !self.dcs.write_sync(&st, Some(rev)).await? {
-                tracing::warn!("the sync key changed under us; retrying next loop");
+        let plan = sync::plan(&sync::SyncInputs {
+            me: &self.cfg.name,
+            mode: self.dynamic.synchronous_mode,
+            node_count: usize::try_from(self.dynamic.synchronous_node_count).unwrap_or(usize::MAX),
+            strict: self.dynamic.synchronous_mode_strict,
+            standbys: &standbys,
+            eligible: &eligible,
+            key,
+        });
+        match plan {
+            sync::SyncPlan::Off { delete_key } => {
+                self.pg.set_sync_standbys(&sync::Standbys::Nobody)?;
+                if delete_key {
+                    self.dcs.delete_sync().await?;
+                }
             }
-            return Ok(());
-        }
-        self.pg.set_sync_standbys(&desired)?;
-        if let Some(d) = desired.first()
-            && !listed.contains(d)
-            && rows
-                .iter()
-                .any(|r| &r.application_name == d && r.sync_state == "sync")
-        {
-            let st = SyncState {
-                leader: Some(me),
-                quorum: Some(0),
-                sync_standby: Some(d.clone()),
-            };
-            if self.dcs.write_sync(&st, Some(rev)).await? {
-                tracing::info!(standby = %d, "published the synchronous standby");
+            sync::SyncPlan::WriteKey(st) => {
+                if !self.dcs.write_sync(&st, Some(rev)).await? {
+                    tracing::warn!("the sync key changed under us; retrying next loop");
+                }
+            }
+            sync::SyncPlan::Apply { standbys, publish } => {
+                self.pg.set_sync_standbys(&standbys)?;
+                if let Some(st) = publish
+                    && self.dcs.write_sync(&st, Some(rev)).await?
+                {
+                    let names = st.sync_standby.unwrap_or_default();
+                    tracing::info!(standbys = %names, "published the synchronous standbys");
+                }
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! (`crate::supervisor`) gathers the [`World`] and carries out the [`Action`]s.
 
 pub mod policy;
+pub mod sync;
 
 use crate::dcs::Cluster;
 use policy::{CandidateView, ElectionReason, ElectionView, Health, Policy, Ranking};

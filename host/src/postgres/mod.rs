@@ -456,17 +456,17 @@ impl Postgres {
         Ok(true)
     }
 
+    /// The `synchronous_standby_names` the next start as primary writes, set before
+    /// [`Postgres::configure`]; the running server is not touched.
+    pub fn preset_sync_standbys(&self, standbys: &crate::ha::sync::Standbys) {
+        if let Ok(mut g) = self.sync_names.lock() {
+            *g = standbys.setting();
+        }
+    }
+
     /// Set `synchronous_standby_names` on the running primary (rewrites regent.conf, reloads).
-    pub fn set_sync_standbys(&self, names: &[String]) -> Result<()> {
-        let value = if names.is_empty() {
-            String::new()
-        } else {
-            let quoted: Vec<String> = names
-                .iter()
-                .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
-                .collect();
-            format!("{} ({})", names.len(), quoted.join(","))
-        };
+    pub fn set_sync_standbys(&self, standbys: &crate::ha::sync::Standbys) -> Result<()> {
+        let value = standbys.setting();
         if let Ok(mut g) = self.sync_names.lock() {
             if *g == value {
                 return Ok(());

@@ -1,0 +1,561 @@
+//! Synchronous replication on the leader, decided without I/O: which standbys PostgreSQL waits
+//! for (`synchronous_standby_names`) and which the `sync` key names as safe to promote.
+//!
+//! The one rule everything here serves: **the key never names a standby PostgreSQL is not
+//! waiting for**, because the election promotes only members the key names, believing each has
+//! every acknowledged commit. So the key shrinks before the setting drops a standby, and grows
+//! only after PostgreSQL reports the newly listed standby as `sync`. The supervisor
+//! ([`crate::supervisor`]) reads `pg_stat_replication` and the key, calls [`plan`] and carries
+//! out the [`SyncPlan`].
+
+use crate::config::SyncMode;
+use crate::dcs::SyncState;
+
+/// One row of the leader's `pg_stat_replication`, as far as synchronous mode cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standby {
+    /// `application_name`: the member name.
+    pub name: String,
+    /// `state = 'streaming'`.
+    pub streaming: bool,
+    /// `sync_state = 'sync'`: PostgreSQL waits for this standby's flush before a commit returns.
+    pub sync: bool,
+    pub flush_lsn: u64,
+}
+
+/// What the leader knows this loop.
+#[derive(Debug, Clone)]
+pub struct SyncInputs<'a> {
+    /// The leader's own member name.
+    pub me: &'a str,
+    pub mode: SyncMode,
+    /// `synchronous_node_count` (at least 1).
+    pub node_count: usize,
+    /// `synchronous_mode_strict`: with no standby to wait for, block commits instead of
+    /// accepting them unreplicated.
+    pub strict: bool,
+    pub standbys: &'a [Standby],
+    /// Member names that may be synchronous standbys (known in the DCS, without `nosync`).
+    pub eligible: &'a [String],
+    /// The `sync` key, if there is one.
+    pub key: Option<&'a SyncState>,
+}
+
+/// `synchronous_standby_names`, as Regent sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standbys {
+    /// Empty: commits wait for nobody.
+    Nobody,
+    /// `*` (strict mode with no candidate): commits wait until some standby connects.
+    AnyOne,
+    /// `N ("a","b")` with N the number of names: commits wait for every one of them.
+    All(Vec<String>),
+}
+
+impl Standbys {
+    /// The value for `synchronous_standby_names`.
+    pub fn setting(&self) -> String {
+        match self {
+            Standbys::Nobody => String::new(),
+            Standbys::AnyOne => "*".into(),
+            Standbys::All(names) => {
+                let quoted: Vec<String> = names
+                    .iter()
+                    .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
+                    .collect();
+                format!("{} ({})", names.len(), quoted.join(","))
+            }
+        }
+    }
+
+    fn names(&self) -> &[String] {
+        match self {
+            Standbys::All(n) => n,
+            _ => &[],
+        }
+    }
+}
+
+/// What the leader does this loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncPlan {
+    /// Synchronous mode is off: wait for nobody, and delete the key if there is one.
+    Off { delete_key: bool },
+    /// Write this key (compare-and-swap on its revision) and change nothing else this loop:
+    /// the key takes over from another leader or drops standbys before the setting does.
+    WriteKey(SyncState),
+    /// Set `synchronous_standby_names`; then, if `publish` is set, write it as the key: the
+    /// standbys PostgreSQL now reports as `sync` join the ones already named.
+    Apply {
+        standbys: Standbys,
+        publish: Option<SyncState>,
+    },
+}
+
+/// Decide this loop's synchronous-replication step.
+///
+/// The standbys kept are, in order: those the key already names that still stream, then the
+/// most advanced other streaming candidates (name breaks ties), up to `node_count`. A named
+/// standby is never replaced by a better one while it streams, so a steady cluster does not
+/// churn its setting.
+pub fn plan(i: &SyncInputs) -> SyncPlan {
+    if i.mode == SyncMode::Off {
+        return SyncPlan::Off {
+            delete_key: i.key.is_some(),
+        };
+    }
+    let count = i.node_count.max(1);
+    let mut cands: Vec<&Standby> = i
+        .standbys
+        .iter()
+        .filter(|s| s.streaming && s.name != i.me && i.eligible.contains(&s.name))
+        .collect();
+    cands.sort_by(|a, b| b.flush_lsn.cmp(&a.flush_lsn).then(a.name.cmp(&b.name)));
+    cands.dedup_by(|a, b| a.name == b.name);
+    let mine = i.key.is_some_and(|k| k.leader.as_deref() == Some(i.me));
+    let listed: Vec<String> = match i.key {
+        Some(k) if mine => k.members(),
+        _ => Vec::new(),
+    };
+    let mut desired: Vec<String> = listed
+        .iter()
+        .filter(|n| cands.iter().any(|c| &c.name == *n))
+        .take(count)
+        .cloned()
+        .collect();
+    for c in &cands {
+        if desired.len() >= count {
+            break;
+        }
+        if !desired.contains(&c.name) {
+            desired.push(c.name.clone());
+        }
+    }
+    let keep: Vec<String> = listed
+        .iter()
+        .filter(|n| desired.contains(n))
+        .cloned()
+        .collect();
+    if !mine || keep.len() != listed.len() {
+        return SyncPlan::WriteKey(key_of(i.me, &keep));
+    }
+    let standbys = if !desired.is_empty() {
+        Standbys::All(desired)
+    } else if i.strict {
+        Standbys::AnyOne
+    } else {
+        Standbys::Nobody
+    };
+    let mut published = listed.clone();
+    for n in standbys.names() {
+        if !published.contains(n) && i.standbys.iter().any(|s| &s.name == n && s.sync) {
+            published.push(n.clone());
+        }
+    }
+    let publish = (published != listed).then(|| key_of(i.me, &published));
+    SyncPlan::Apply { standbys, publish }
+}
+
+/// What a primary waits for from its first moment (a start as primary, or a promotion), before
+/// its first [`plan`]: the standbys its own key names (they were waited for before a restart),
+/// else, in strict mode, any standby; else nobody.
+pub fn at_start(me: &str, mode: SyncMode, strict: bool, key: Option<&SyncState>) -> Standbys {
+    if mode == SyncMode::Off {
+        return Standbys::Nobody;
+    }
+    let named = match key {
+        Some(k) if k.leader.as_deref() == Some(me) => k.members(),
+        _ => Vec::new(),
+    };
+    if !named.is_empty() {
+        Standbys::All(named)
+    } else if strict {
+        Standbys::AnyOne
+    } else {
+        Standbys::Nobody
+    }
+}
+
+fn key_of(me: &str, members: &[String]) -> SyncState {
+    SyncState {
+        leader: Some(me.to_string()),
+        quorum: Some(0),
+        sync_standby: (!members.is_empty()).then(|| members.join(",")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn standby(name: &str, streaming: bool, sync: bool, lsn: u64) -> Standby {
+        Standby {
+            name: name.into(),
+            streaming,
+            sync,
+            flush_lsn: lsn,
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn inputs<'a>(
+        standbys: &'a [Standby],
+        eligible: &'a [String],
+        key: Option<&'a SyncState>,
+        node_count: usize,
+        strict: bool,
+    ) -> SyncInputs<'a> {
+        SyncInputs {
+            me: "pg1",
+            mode: SyncMode::On,
+            node_count,
+            strict,
+            standbys,
+            eligible,
+            key,
+        }
+    }
+
+    #[test]
+    fn the_setting_quotes_every_name_and_counts_them() {
+        assert_eq!(Standbys::Nobody.setting(), "");
+        assert_eq!(Standbys::AnyOne.setting(), "*");
+        assert_eq!(
+            Standbys::All(names(&["pg2", "we\"ird"])).setting(),
+            "2 (\"pg2\",\"we\"\"ird\")"
+        );
+    }
+
+    #[test]
+    fn off_clears_the_setting_and_deletes_a_key() {
+        let key = key_of("pg1", &names(&["pg2"]));
+        let mut i = inputs(&[], &[], Some(&key), 1, false);
+        i.mode = SyncMode::Off;
+        assert_eq!(plan(&i), SyncPlan::Off { delete_key: true });
+        i.key = None;
+        assert_eq!(plan(&i), SyncPlan::Off { delete_key: false });
+    }
+
+    #[test]
+    fn a_new_leader_takes_the_key_over_empty_before_it_names_anyone() {
+        let rows = [standby("pg2", true, true, 10)];
+        let elig = names(&["pg2"]);
+        let old = key_of("pg0", &names(&["pg1"]));
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&old), 1, false)),
+            SyncPlan::WriteKey(key_of("pg1", &[]))
+        );
+        assert_eq!(
+            plan(&inputs(&rows, &elig, None, 1, false)),
+            SyncPlan::WriteKey(key_of("pg1", &[]))
+        );
+    }
+
+    #[test]
+    fn two_standbys_are_named_once_postgresql_reports_both_as_sync() {
+        let elig = names(&["pg2", "pg3", "pg4"]);
+        let key = key_of("pg1", &[]);
+        let rows = [
+            standby("pg2", true, false, 10),
+            standby("pg3", true, false, 30),
+            standby("pg4", true, false, 20),
+        ];
+        // The two most advanced are chosen; nobody is published before PostgreSQL waits for them.
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&key), 2, false)),
+            SyncPlan::Apply {
+                standbys: Standbys::All(names(&["pg3", "pg4"])),
+                publish: None
+            }
+        );
+        let rows = [
+            standby("pg2", true, false, 10),
+            standby("pg3", true, true, 30),
+            standby("pg4", true, true, 20),
+        ];
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&key), 2, false)),
+            SyncPlan::Apply {
+                standbys: Standbys::All(names(&["pg3", "pg4"])),
+                publish: Some(key_of("pg1", &names(&["pg3", "pg4"])))
+            }
+        );
+    }
+
+    #[test]
+    fn a_lost_standby_leaves_the_key_before_the_setting_and_is_replaced() {
+        let elig = names(&["pg2", "pg3", "pg4"]);
+        let key = key_of("pg1", &names(&["pg3", "pg4"]));
+        let rows = [
+            standby("pg2", true, false, 10),
+            standby("pg3", false, false, 30),
+            standby("pg4", true, true, 20),
+        ];
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&key), 2, false)),
+            SyncPlan::WriteKey(key_of("pg1", &names(&["pg4"])))
+        );
+        let key = key_of("pg1", &names(&["pg4"]));
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&key), 2, false)),
+            SyncPlan::Apply {
+                standbys: Standbys::All(names(&["pg4", "pg2"])),
+                publish: None
+            }
+        );
+    }
+
+    #[test]
+    fn nosync_members_and_the_leader_itself_are_never_chosen() {
+        let rows = [
+            standby("pg1", true, false, 99),
+            standby("pg2", true, false, 50),
+            standby("pg3", true, false, 10),
+        ];
+        let elig = names(&["pg1", "pg3"]);
+        let key = key_of("pg1", &[]);
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&key), 2, false)),
+            SyncPlan::Apply {
+                standbys: Standbys::All(names(&["pg3"])),
+                publish: None
+            }
+        );
+    }
+
+    #[test]
+    fn strict_mode_with_no_candidate_waits_for_any_standby() {
+        let key = key_of("pg1", &[]);
+        let rows = [standby("pg2", false, false, 0)];
+        let elig = names(&["pg2"]);
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&key), 1, true)),
+            SyncPlan::Apply {
+                standbys: Standbys::AnyOne,
+                publish: None
+            }
+        );
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&key), 1, false)),
+            SyncPlan::Apply {
+                standbys: Standbys::Nobody,
+                publish: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_named_standby_is_kept_while_it_streams_even_when_another_is_ahead() {
+        let elig = names(&["pg2", "pg3"]);
+        let key = key_of("pg1", &names(&["pg2"]));
+        let rows = [
+            standby("pg2", true, true, 10),
+            standby("pg3", true, false, 90),
+        ];
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&key), 1, false)),
+            SyncPlan::Apply {
+                standbys: Standbys::All(names(&["pg2"])),
+                publish: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_starting_primary_waits_for_what_its_key_names_or_in_strict_mode_anyone() {
+        let mine = key_of("pg1", &names(&["pg2", "pg3"]));
+        let theirs = key_of("pg2", &names(&["pg1"]));
+        let empty = key_of("pg1", &[]);
+        let on = SyncMode::On;
+        assert_eq!(
+            at_start("pg1", on, false, Some(&mine)),
+            Standbys::All(names(&["pg2", "pg3"]))
+        );
+        assert_eq!(at_start("pg1", on, false, Some(&theirs)), Standbys::Nobody);
+        assert_eq!(at_start("pg1", on, true, Some(&theirs)), Standbys::AnyOne);
+        assert_eq!(at_start("pg1", on, true, Some(&empty)), Standbys::AnyOne);
+        assert_eq!(at_start("pg1", on, true, None), Standbys::AnyOne);
+        assert_eq!(
+            at_start("pg1", SyncMode::Off, true, Some(&mine)),
+            Standbys::Nobody
+        );
+        // The plan that follows keeps what the start set while those standbys stream.
+        let rows = [standby("pg2", true, true, 5), standby("pg3", true, true, 4)];
+        let elig = names(&["pg2", "pg3"]);
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&mine), 2, false)),
+            SyncPlan::Apply {
+                standbys: Standbys::All(names(&["pg2", "pg3"])),
+                publish: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_lower_node_count_drops_the_surplus_from_the_key_first() {
+        let elig = names(&["pg2", "pg3"]);
+        let key = key_of("pg1", &names(&["pg2", "pg3"]));
+        let rows = [
+            standby("pg2", true, true, 10),
+            standby("pg3", true, true, 9),
+        ];
+        assert_eq!(
+            plan(&inputs(&rows, &elig, Some(&key), 1, false)),
+            SyncPlan::WriteKey(key_of("pg1", &names(&["pg2"])))
+        );
+    }
+
+    // ---- simulation ----------------------------------------------------------------------
+
+    /// PostgreSQL's side of a simulated leader: which standbys it waits for.
+    fn pg_sync_states(setting: &Standbys, streaming: &[bool]) -> Vec<bool> {
+        let name = |i: usize| format!("pg{}", i + 2);
+        match setting {
+            Standbys::Nobody => vec![false; streaming.len()],
+            // `*` is FIRST 1 over every standby: the first one streaming in priority order.
+            Standbys::AnyOne => {
+                let first = streaming.iter().position(|s| *s);
+                (0..streaming.len()).map(|i| Some(i) == first).collect()
+            }
+            Standbys::All(names) => (0..streaming.len())
+                .map(|i| streaming[i] && names.contains(&name(i)))
+                .collect(),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Step {
+        streaming: Vec<bool>,
+        nosync: Vec<bool>,
+        node_count: usize,
+        strict: bool,
+        /// The key write fails (another writer changed it) this step.
+        cas_fails: bool,
+    }
+
+    fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+        let step = (
+            proptest::collection::vec(proptest::bool::weighted(0.75), 4),
+            proptest::collection::vec(proptest::bool::weighted(0.15), 4),
+            1usize..=3,
+            any::<bool>(),
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(|(streaming, nosync, node_count, strict, cas_fails)| Step {
+                streaming,
+                nosync,
+                node_count,
+                strict,
+                cas_fails,
+            });
+        proptest::collection::vec(step, 1..40)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Over random sequences of standbys coming and going, changes of
+        /// `synchronous_node_count` and failed key writes: every member the key names is one
+        /// PostgreSQL waits for, at every step, and the names never exceed the count.
+        #[test]
+        fn prop_the_key_names_only_standbys_postgresql_waits_for(steps in arb_steps()) {
+            let mut setting = Standbys::Nobody;
+            let mut key: Option<SyncState> = None;
+            for (step, s) in steps.iter().enumerate() {
+                let lsn = step as u64 + 1;
+                let rows: Vec<Standby> = (0..4)
+                    .map(|i| {
+                        let sync = pg_sync_states(&setting, &s.streaming)[i];
+                        standby(&format!("pg{}", i + 2), s.streaming[i], sync, lsn * (i as u64 + 1))
+                    })
+                    .collect();
+                let elig: Vec<String> = (0..4)
+                    .filter(|i| !s.nosync[*i])
+                    .map(|i| format!("pg{}", i + 2))
+                    .collect();
+                let p = plan(&inputs(&rows, &elig, key.as_ref(), s.node_count, s.strict));
+                match p {
+                    SyncPlan::Off { .. } => prop_assert!(false, "mode is on"),
+                    SyncPlan::WriteKey(k) => {
+                        let members = k.members();
+                        prop_assert!(members.len() <= key.as_ref().map_or(0, |k| k.members().len()),
+                            "a key write without a setting change never adds a member");
+                        if !s.cas_fails {
+                            key = Some(k);
+                        }
+                    }
+                    SyncPlan::Apply { standbys, publish } => {
+                        prop_assert!(standbys.names().len() <= s.node_count);
+                        prop_assert!(!standbys.names().iter().any(|n| n == "pg1"));
+                        for n in standbys.names() {
+                            prop_assert!(elig.contains(n), "{n} is not eligible");
+                        }
+                        // The setting never drops a member the key still names.
+                        let named = key.as_ref().map(SyncState::members).unwrap_or_default();
+                        for n in &named {
+                            prop_assert!(standbys.names().contains(n), "{n} named but dropped");
+                        }
+                        setting = standbys;
+                        if let Some(k) = publish
+                            && !s.cas_fails
+                        {
+                            // Only what PostgreSQL reported as sync (before this step's change,
+                            // under a setting that already listed it) may be published.
+                            for n in k.members() {
+                                let i = rows.iter().position(|r| r.name == n).expect("row");
+                                prop_assert!(named.contains(&n) || rows[i].sync, "{n} not sync");
+                            }
+                            key = Some(k);
+                        }
+                    }
+                }
+                // The invariant, after the step.
+                if let Some(k) = &key {
+                    for n in k.members() {
+                        prop_assert!(setting.names().contains(&n),
+                            "the key names {n} but the setting is {:?}", setting.setting());
+                    }
+                }
+            }
+        }
+
+        /// Once the standbys stop changing, the key names `min(count, eligible streaming)`
+        /// standbys within three loops.
+        #[test]
+        fn prop_a_steady_cluster_gets_its_synchronous_standbys(
+            streaming in proptest::collection::vec(any::<bool>(), 4),
+            nosync in proptest::collection::vec(proptest::bool::weighted(0.2), 4),
+            node_count in 1usize..=3,
+        ) {
+            let mut setting = Standbys::Nobody;
+            let mut key: Option<SyncState> = None;
+            let elig: Vec<String> = (0..4)
+                .filter(|i| !nosync[*i])
+                .map(|i| format!("pg{}", i + 2))
+                .collect();
+            for _ in 0..3 {
+                let sync = pg_sync_states(&setting, &streaming);
+                let rows: Vec<Standby> = (0..4)
+                    .map(|i| standby(&format!("pg{}", i + 2), streaming[i], sync[i], i as u64))
+                    .collect();
+                match plan(&inputs(&rows, &elig, key.as_ref(), node_count, false)) {
+                    SyncPlan::WriteKey(k) => key = Some(k),
+                    SyncPlan::Apply { standbys, publish } => {
+                        setting = standbys;
+                        if let Some(k) = publish {
+                            key = Some(k);
+                        }
+                    }
+                    SyncPlan::Off { .. } => prop_assert!(false, "mode is on"),
+                }
+            }
+            let available = (0..4).filter(|i| streaming[*i] && !nosync[*i]).count();
+            let named = key.as_ref().map(SyncState::members).unwrap_or_default();
+            prop_assert_eq!(named.len(), available.min(node_count), "{:?}", key);
+        }
+    }
+}
