@@ -467,7 +467,11 @@ fn full_restart_rewinds_a_former_primary_that_diverged_before_it_follows() {
     );
     let log = c.nodes[old].log();
     assert!(
-        log.contains("rewind"),
+        log.contains("pg_rewind finished"),
         "the diverged former primary was rewound before following"
+    );
+    assert!(
+        !log.contains("on the same timeline"),
+        "pg_rewind ran against a leader still on the old timeline"
     );
 }

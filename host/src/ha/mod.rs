@@ -241,6 +241,19 @@ impl World {
         })
     }
 
+    /// Whether `leader`'s member key says it runs as a primary. A leader still promoting is in
+    /// recovery on the old timeline, and pg_rewind against it finds "no rewind required" for a
+    /// former primary that has diverged: that node would then never stream.
+    fn leader_runs_as_primary(&self, leader: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.member(leader))
+            .is_some_and(|m| {
+                matches!(m.data.role.as_deref(), Some("primary" | "master"))
+                    && m.data.state.as_deref() == Some("running")
+            })
+    }
+
     fn other_leader(&self) -> Option<&str> {
         self.cluster
             .as_ref()
@@ -592,6 +605,14 @@ fn decide_stopped(w: &World, was_primary: bool) -> Decision {
             );
         }
         if was_primary {
+            if !w.leader_runs_as_primary(&leader) {
+                return Decision::new(
+                    format!(
+                        "former primary: waiting for leader {leader} to run as primary before rewinding from it"
+                    ),
+                    vec![],
+                );
+            }
             return Decision::new(
                 format!("former primary: rewinding from leader {leader} before following it"),
                 vec![Action::Rewind { leader }],
@@ -935,6 +956,14 @@ fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
                         "running read-only on a former primary's data, which may have diverged from leader {leader}: moving it aside and cloning from {leader}"
                     ),
                     vec![Action::Reclone { leader }],
+                );
+            }
+            if !w.leader_runs_as_primary(&leader) {
+                return Decision::new(
+                    format!(
+                        "running read-only on a former primary's data: waiting for leader {leader} to run as primary before rewinding from it"
+                    ),
+                    vec![],
                 );
             }
             return Decision::new(

@@ -359,12 +359,36 @@ fn unusable_data_dir_is_fatal() {
 
 #[test]
 fn stopped_former_primary_with_other_leader_rewinds() {
-    let w = world(
-        "b",
-        Some(cluster(Some(leader("a", OTHER_LEASE)))),
-        pg_stopped(true),
-    );
+    let mut c = cluster(Some(leader("a", OTHER_LEASE)));
+    c.members = vec![member("a", "primary", 100)];
+    let w = world("b", Some(c), pg_stopped(true));
     assert_eq!(actions(&w), vec![Action::Rewind { leader: "a".into() }]);
+}
+
+/// A leader that has taken the key but is still promoting is on the old timeline: pg_rewind
+/// against it would find "no rewind required" for a former primary that has diverged, which
+/// would then never stream. The former primary waits until the leader runs as primary.
+#[test]
+fn former_primary_waits_for_a_promoting_leader_before_rewinding() {
+    for running in [false, true] {
+        for leader_member in [None, Some(member("a", "replica", 100))] {
+            let mut c = cluster(Some(leader("a", OTHER_LEASE)));
+            c.members = leader_member.into_iter().collect();
+            let mut pg = if running {
+                pg_replica(90, Some("a"))
+            } else {
+                pg_stopped(true)
+            };
+            pg.former_primary = running;
+            let w = world("b", Some(c.clone()), pg.clone());
+            let d = decide(&w, &DefaultPolicy);
+            assert!(d.actions.is_empty(), "{:?}", d.actions);
+            assert!(d.summary.contains("waiting for leader a"), "{}", d.summary);
+            c.members = vec![member("a", "primary", 100)];
+            let w = world("b", Some(c), pg);
+            assert_eq!(actions(&w), vec![Action::Rewind { leader: "a".into() }]);
+        }
+    }
 }
 
 #[test]
