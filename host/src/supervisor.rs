@@ -819,7 +819,21 @@ impl Supervisor {
                 tracing::error!("{msg}");
                 return Reply::new(400, msg);
             }
-            let api = match self.api_reloader.as_ref().map(|r| r.prepare(&new)) {
+            let peers = match api::PeerClient::from_config(&new) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; the running configuration is unchanged");
+                    return Reply::new(
+                        400,
+                        format!("reload failed, the running configuration is unchanged: {e}"),
+                    );
+                }
+            };
+            let api = match self
+                .api_reloader
+                .as_ref()
+                .map(|r| r.prepare(&new, peers.clone()))
+            {
                 None => None,
                 Some(Ok(p)) => Some(p),
                 Some(Err(e)) => {
@@ -854,6 +868,7 @@ impl Supervisor {
                     }
                 }
             }
+            self.http = peers;
             if let Some(api) = api {
                 api.apply();
             }

@@ -211,7 +211,6 @@ struct Shared {
     /// `None` only where no DCS is at hand (tests of the view-based endpoints): the endpoints
     /// that need it answer 503.
     dcs: Option<EtcdDcs>,
-    peers: PeerClient,
     /// What a reload may change: replaced whole, so a request sees one version throughout.
     live: std::sync::RwLock<Arc<Live>>,
     started: Instant,
@@ -222,10 +221,12 @@ struct Live {
     settings: Arc<ApiSettings>,
     access: auth::Access,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The client for other members' APIs (`ctl.cacert`, `ctl.authentication`, …).
+    peers: PeerClient,
 }
 
 impl Live {
-    fn new(settings: ApiSettings) -> Live {
+    fn new(settings: ApiSettings, peers: PeerClient) -> Live {
         let headers = settings
             .extra_headers
             .iter()
@@ -240,6 +241,7 @@ impl Live {
             access: auth::Access::new(&settings),
             settings: Arc::new(settings),
             headers,
+            peers,
         }
     }
 }
@@ -256,16 +258,16 @@ impl ApiContext {
             view,
             control,
             dcs,
-            peers,
-            live: std::sync::RwLock::new(Arc::new(Live::new(settings))),
+            live: std::sync::RwLock::new(Arc::new(Live::new(settings, peers))),
             started: Instant::now(),
         }))
     }
 
-    /// Replace the settings (a reload: new credentials, allowlist, headers). Requests already
-    /// past their access check finish under the old ones.
-    pub fn set_settings(&self, settings: ApiSettings) {
-        let live = Arc::new(Live::new(settings));
+    /// Replace the settings and the peer client (a reload: new credentials, allowlist,
+    /// headers, client certificates). Requests already past their access check finish under
+    /// the old ones.
+    pub fn set_settings(&self, settings: ApiSettings, peers: PeerClient) {
+        let live = Arc::new(Live::new(settings, peers));
         match self.0.live.write() {
             Ok(mut l) => *l = live,
             Err(poisoned) => *poisoned.into_inner() = live,
@@ -291,8 +293,8 @@ impl ApiContext {
         &self.0.control
     }
 
-    fn peers(&self) -> &PeerClient {
-        &self.0.peers
+    fn peers(&self) -> PeerClient {
+        self.live().peers.clone()
     }
 
     /// The DCS, or the 503 to answer without one.
@@ -330,6 +332,7 @@ pub struct Reloader {
 pub struct Prepared {
     reloader: Reloader,
     settings: ApiSettings,
+    peers: PeerClient,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
@@ -339,9 +342,10 @@ impl Reloader {
         Reloader { ctx, tls }
     }
 
-    /// Check `cfg`'s REST API settings. HTTPS cannot be switched on or off while the server
-    /// runs (the caller refuses a change of `restapi.certfile` between set and unset).
-    pub fn prepare(&self, cfg: &Config) -> Result<Prepared, tls::TlsError> {
+    /// Check `cfg`'s REST API settings; `peers`: the client built from `cfg` for the other
+    /// members' APIs. HTTPS cannot be switched on or off while the server runs (the caller
+    /// refuses a change of `restapi.certfile` between set and unset).
+    pub fn prepare(&self, cfg: &Config, peers: PeerClient) -> Result<Prepared, tls::TlsError> {
         let tls = match &self.tls {
             Some(_) => tls::server_config(&cfg.restapi)?,
             None => None,
@@ -349,6 +353,7 @@ impl Reloader {
         Ok(Prepared {
             reloader: self.clone(),
             settings: ApiSettings::from_config(cfg),
+            peers,
             tls,
         })
     }
@@ -361,7 +366,7 @@ impl Prepared {
         }
         let mut settings = self.settings;
         settings.switchover_timeout = self.reloader.ctx.settings().switchover_timeout;
-        self.reloader.ctx.set_settings(settings);
+        self.reloader.ctx.set_settings(settings, self.peers);
     }
 }
 

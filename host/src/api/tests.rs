@@ -1360,7 +1360,7 @@ fn node_config(cert: &str, key: &str, password: &str) -> Config {
 }
 
 #[tokio::test]
-async fn a_reload_replaces_the_credentials_and_the_certificate() {
+async fn a_reload_replaces_the_credentials_the_certificate_and_the_peer_client() {
     let first = node_config("node.crt", "node.key", "s3cret");
     let tls = tls::server_config(&first.restapi)
         .expect("loads")
@@ -1399,16 +1399,29 @@ async fn a_reload_replaces_the_credentials_and_the_certificate() {
 
     // A certificate that does not load is refused, and nothing changes.
     let broken = node_config("rotated.crt", "node.key", "n3w");
-    let e = srv.reloader.prepare(&broken).err().expect("key mismatch");
+    let e = srv
+        .reloader
+        .prepare(&broken, PeerClient::from_config(&broken).expect("client"))
+        .err()
+        .expect("key mismatch");
     assert!(e.to_string().contains("restapi.keyfile"), "{e}");
     assert_eq!(reload(&srv, "s3cret").await, 202);
 
     // A renewed certificate (from another CA) and a new password serve at once.
+    // The peer client (ctl.cacert, …) is replaced too: the node's own one, which trusted no
+    // private CA, now trusts the CA given with the reload.
     let renewed = node_config("rotated.crt", "rotated.key", "n3w");
-    srv.reloader.prepare(&renewed).expect("loads").apply();
+    assert!(status(srv.reloader.ctx.peers()).await.is_err());
+    srv.reloader
+        .prepare(&renewed, trusting("rotated-ca.crt"))
+        .expect("loads")
+        .apply();
     status(trusting("rotated-ca.crt"))
         .await
         .expect("the renewed certificate");
+    status(srv.reloader.ctx.peers())
+        .await
+        .expect("the reloaded peer client trusts the renewed certificate");
     assert_eq!(reload(&srv, "s3cret").await, 401);
     assert_eq!(reload(&srv, "n3w").await, 202);
     let old_ca = status(trusting("ca.crt")).await;
