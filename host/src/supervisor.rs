@@ -96,6 +96,9 @@ pub struct Supervisor {
     api_reloader: Option<crate::api::Reloader>,
     /// Consecutive loops in which the policies judged this node failed.
     failed_health_loops: u32,
+    /// Synchronous standbys not yet published in the `sync` key, with the flush LSN each must
+    /// reach first ([`sync::SyncPlan::Apply`]).
+    sync_catching_up: BTreeMap<String, u64>,
     /// A restart requested for later (`POST /restart` with `schedule`).
     scheduled_restart: Option<ScheduledRestart>,
     /// A re-initialization requested by `POST /reinitialize`, run at the start of the next loop.
@@ -192,6 +195,7 @@ impl Supervisor {
             config_path: None,
             api_reloader: None,
             failed_health_loops: 0,
+            sync_catching_up: BTreeMap::new(),
             scheduled_restart: None,
             reinit: None,
             phase_seen: (PgPhase::Stopped, std::time::Instant::now()),
@@ -1371,7 +1375,15 @@ impl Supervisor {
             standbys: &standbys,
             eligible: &eligible,
             key,
+            primary_flush: self
+                .last_pg
+                .as_ref()
+                .and_then(|p| p.flush_lsn_after_walsenders),
+            catching_up: &self.sync_catching_up,
         });
+        if !matches!(plan, sync::SyncPlan::Apply { .. }) {
+            self.sync_catching_up.clear();
+        }
         match plan {
             sync::SyncPlan::Off { delete_key } => {
                 self.pg.set_sync_standbys(&sync::Standbys::Nobody)?;
@@ -1384,7 +1396,12 @@ impl Supervisor {
                     tracing::warn!("the sync key changed under us; retrying next loop");
                 }
             }
-            sync::SyncPlan::Apply { standbys, publish } => {
+            sync::SyncPlan::Apply {
+                standbys,
+                publish,
+                catching_up,
+            } => {
+                self.sync_catching_up = catching_up;
                 self.pg.set_sync_standbys(&standbys)?;
                 if let Some(st) = publish
                     && self.dcs.write_sync(&st, Some(rev)).await?

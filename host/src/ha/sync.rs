@@ -4,12 +4,15 @@
 //! The one rule everything here serves: **the key never names a standby PostgreSQL is not
 //! waiting for**, because the election promotes only members the key names, believing each has
 //! every acknowledged commit. So the key shrinks before the setting drops a standby, and grows
-//! only after PostgreSQL reports the newly listed standby as `sync`. The supervisor
+//! only after PostgreSQL reports the newly listed standby as `sync` *and* that standby has
+//! flushed what the primary had flushed once it was `sync`: commits acknowledged before the
+//! setting named it (by the standby it replaced) may not have reached it yet. The supervisor
 //! ([`crate::supervisor`]) reads `pg_stat_replication` and the key, calls [`plan`] and carries
 //! out the [`SyncPlan`].
 
 use crate::config::SyncMode;
 use crate::dcs::SyncState;
+use std::collections::BTreeMap;
 
 /// One row of the leader's `pg_stat_replication`, as far as synchronous mode cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,12 @@ pub struct SyncInputs<'a> {
     pub eligible: &'a [String],
     /// The `sync` key, if there is one.
     pub key: Option<&'a SyncState>,
+    /// The primary's flush LSN, read after `standbys` (`None`: not known this loop, so nobody
+    /// new is published).
+    pub primary_flush: Option<u64>,
+    /// Standbys seen as `sync` but not yet published, each with the flush LSN it must reach
+    /// first (what the last [`SyncPlan::Apply`] returned).
+    pub catching_up: &'a BTreeMap<String, u64>,
 }
 
 /// `synchronous_standby_names`, as Regent sets it.
@@ -85,10 +94,12 @@ pub enum SyncPlan {
     /// the key takes over from another leader or drops standbys before the setting does.
     WriteKey(SyncState),
     /// Set `synchronous_standby_names`; then, if `publish` is set, write it as the key: the
-    /// standbys PostgreSQL now reports as `sync` join the ones already named.
+    /// standbys PostgreSQL reports as `sync` that have caught up join the ones already named.
+    /// `catching_up` is handed to the next loop's [`SyncInputs`].
     Apply {
         standbys: Standbys,
         publish: Option<SyncState>,
+        catching_up: BTreeMap<String, u64>,
     },
 }
 
@@ -147,13 +158,31 @@ pub fn plan(i: &SyncInputs) -> SyncPlan {
         Standbys::Nobody
     };
     let mut published = listed.clone();
+    let mut catching_up = BTreeMap::new();
     for n in standbys.names() {
-        if !published.contains(n) && i.standbys.iter().any(|s| &s.name == n && s.sync) {
+        if published.contains(n) {
+            continue;
+        }
+        let Some(row) = i.standbys.iter().find(|s| &s.name == n && s.sync) else {
+            continue;
+        };
+        // Seen as `sync` now: commits from here on wait for it. Those acknowledged before are
+        // at or below the primary's flush LSN read after this observation.
+        let Some(target) = i.catching_up.get(n).copied().or(i.primary_flush) else {
+            continue;
+        };
+        if row.flush_lsn >= target {
             published.push(n.clone());
+        } else {
+            catching_up.insert(n.clone(), target);
         }
     }
     let publish = (published != listed).then(|| key_of(i.me, &published));
-    SyncPlan::Apply { standbys, publish }
+    SyncPlan::Apply {
+        standbys,
+        publish,
+        catching_up,
+    }
 }
 
 /// What a primary waits for from its first moment (a start as primary, or a promotion), before
@@ -217,8 +246,12 @@ mod tests {
             standbys,
             eligible,
             key,
+            primary_flush: Some(0),
+            catching_up: &NOTHING_CATCHING_UP,
         }
     }
+
+    static NOTHING_CATCHING_UP: BTreeMap<String, u64> = BTreeMap::new();
 
     #[test]
     fn the_setting_quotes_every_name_and_counts_them() {
@@ -269,7 +302,8 @@ mod tests {
             plan(&inputs(&rows, &elig, Some(&key), 2, false)),
             SyncPlan::Apply {
                 standbys: Standbys::All(names(&["pg3", "pg4"])),
-                publish: None
+                publish: None,
+                catching_up: BTreeMap::new()
             }
         );
         let rows = [
@@ -281,7 +315,8 @@ mod tests {
             plan(&inputs(&rows, &elig, Some(&key), 2, false)),
             SyncPlan::Apply {
                 standbys: Standbys::All(names(&["pg3", "pg4"])),
-                publish: Some(key_of("pg1", &names(&["pg3", "pg4"])))
+                publish: Some(key_of("pg1", &names(&["pg3", "pg4"]))),
+                catching_up: BTreeMap::new()
             }
         );
     }
@@ -304,7 +339,8 @@ mod tests {
             plan(&inputs(&rows, &elig, Some(&key), 2, false)),
             SyncPlan::Apply {
                 standbys: Standbys::All(names(&["pg4", "pg2"])),
-                publish: None
+                publish: None,
+                catching_up: BTreeMap::new()
             }
         );
     }
@@ -322,7 +358,8 @@ mod tests {
             plan(&inputs(&rows, &elig, Some(&key), 2, false)),
             SyncPlan::Apply {
                 standbys: Standbys::All(names(&["pg3"])),
-                publish: None
+                publish: None,
+                catching_up: BTreeMap::new()
             }
         );
     }
@@ -336,14 +373,16 @@ mod tests {
             plan(&inputs(&rows, &elig, Some(&key), 1, true)),
             SyncPlan::Apply {
                 standbys: Standbys::AnyOne,
-                publish: None
+                publish: None,
+                catching_up: BTreeMap::new()
             }
         );
         assert_eq!(
             plan(&inputs(&rows, &elig, Some(&key), 1, false)),
             SyncPlan::Apply {
                 standbys: Standbys::Nobody,
-                publish: None
+                publish: None,
+                catching_up: BTreeMap::new()
             }
         );
     }
@@ -360,7 +399,8 @@ mod tests {
             plan(&inputs(&rows, &elig, Some(&key), 1, false)),
             SyncPlan::Apply {
                 standbys: Standbys::All(names(&["pg2"])),
-                publish: None
+                publish: None,
+                catching_up: BTreeMap::new()
             }
         );
     }
@@ -390,7 +430,8 @@ mod tests {
             plan(&inputs(&rows, &elig, Some(&mine), 2, false)),
             SyncPlan::Apply {
                 standbys: Standbys::All(names(&["pg2", "pg3"])),
-                publish: None
+                publish: None,
+                catching_up: BTreeMap::new()
             }
         );
     }
@@ -409,21 +450,191 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_standby_newly_sync_is_published_only_once_it_has_what_was_acknowledged_before() {
+        // pg2 replaced a lost standby: it is `sync` now, but commits acknowledged before it was
+        // (up to the primary's flush LSN, 100) may not have reached it.
+        let elig = names(&["pg2"]);
+        let key = key_of("pg1", &[]);
+        let rows = [standby("pg2", true, true, 80)];
+        let mut i = inputs(&rows, &elig, Some(&key), 1, false);
+        i.primary_flush = Some(100);
+        let SyncPlan::Apply {
+            publish,
+            catching_up,
+            ..
+        } = plan(&i)
+        else {
+            panic!("expected Apply");
+        };
+        assert_eq!(publish, None);
+        assert_eq!(catching_up.get("pg2"), Some(&100));
+        // Next loop: the primary has moved on (120), but pg2 need only reach 100.
+        let rows = [standby("pg2", true, true, 105)];
+        let mut i = inputs(&rows, &elig, Some(&key), 1, false);
+        i.primary_flush = Some(120);
+        i.catching_up = &catching_up;
+        assert_eq!(
+            plan(&i),
+            SyncPlan::Apply {
+                standbys: Standbys::All(names(&["pg2"])),
+                publish: Some(key_of("pg1", &names(&["pg2"]))),
+                catching_up: BTreeMap::new()
+            }
+        );
+        // Without the primary's flush LSN, nobody new is published.
+        let mut i = inputs(&rows, &elig, Some(&key), 1, false);
+        i.primary_flush = None;
+        assert!(matches!(plan(&i), SyncPlan::Apply { publish: None, .. }));
+    }
+
     // ---- simulation ----------------------------------------------------------------------
 
-    /// PostgreSQL's side of a simulated leader: which standbys it waits for.
-    fn pg_sync_states(setting: &Standbys, streaming: &[bool]) -> Vec<bool> {
-        let name = |i: usize| format!("pg{}", i + 2);
-        match setting {
-            Standbys::Nobody => vec![false; streaming.len()],
-            // `*` is FIRST 1 over every standby: the first one streaming in priority order.
-            Standbys::AnyOne => {
-                let first = streaming.iter().position(|s| *s);
-                (0..streaming.len()).map(|i| Some(i) == first).collect()
+    /// A simulated primary with four standbys (`pg2`..`pg5`), its setting, its key, and every
+    /// commit it has acknowledged.
+    struct Sim {
+        setting: Standbys,
+        key: Option<SyncState>,
+        catching_up: BTreeMap<String, u64>,
+        flush: u64,
+        standby_flush: [u64; 4],
+        /// The highest LSN of a commit acknowledged to a client.
+        acked: u64,
+    }
+
+    fn name(i: usize) -> String {
+        format!("pg{}", i + 2)
+    }
+
+    impl Sim {
+        fn new() -> Sim {
+            Sim {
+                setting: Standbys::Nobody,
+                key: None,
+                catching_up: BTreeMap::new(),
+                flush: 0,
+                standby_flush: [0; 4],
+                acked: 0,
             }
-            Standbys::All(names) => (0..streaming.len())
-                .map(|i| streaming[i] && names.contains(&name(i)))
-                .collect(),
+        }
+
+        /// Which standbys PostgreSQL treats as `sync` under the current setting.
+        fn sync_states(&self, streaming: &[bool]) -> Vec<bool> {
+            match &self.setting {
+                Standbys::Nobody => vec![false; 4],
+                // `*` is FIRST 1 over every standby: the first streaming one.
+                Standbys::AnyOne => {
+                    let first = streaming.iter().position(|s| *s);
+                    (0..4).map(|i| Some(i) == first).collect()
+                }
+                Standbys::All(names) => (0..4)
+                    .map(|i| streaming[i] && names.contains(&name(i)))
+                    .collect(),
+            }
+        }
+
+        /// Commits up to where the setting's standbys have flushed are acknowledged.
+        fn acknowledge(&mut self, streaming: &[bool]) {
+            let point = match &self.setting {
+                Standbys::Nobody => self.flush,
+                Standbys::AnyOne => (0..4)
+                    .filter(|i| streaming[*i])
+                    .map(|i| self.standby_flush[i])
+                    .max()
+                    .unwrap_or(self.acked),
+                // FIRST N of N names: every named standby must have flushed the commit.
+                Standbys::All(names) => (0..4)
+                    .filter(|i| names.contains(&name(*i)))
+                    .map(|i| self.standby_flush[i])
+                    .min()
+                    .unwrap_or(self.acked),
+            };
+            self.acked = self.acked.max(point.min(self.flush));
+        }
+
+        /// One leader loop: the world moves, commits are acknowledged, the leader observes and
+        /// carries out its plan (a key write may fail its compare-and-swap).
+        fn step(&mut self, s: &Step) -> Result<(), TestCaseError> {
+            self.flush += s.writes;
+            for i in 0..4 {
+                if s.streaming[i] {
+                    let target = self.flush.saturating_sub(s.lag[i]);
+                    self.standby_flush[i] = self.standby_flush[i].max(target);
+                }
+            }
+            self.acknowledge(&s.streaming);
+            let sync = self.sync_states(&s.streaming);
+            let rows: Vec<Standby> = (0..4)
+                .map(|i| standby(&name(i), s.streaming[i], sync[i], self.standby_flush[i]))
+                .collect();
+            let elig: Vec<String> = (0..4).filter(|i| !s.nosync[*i]).map(name).collect();
+            let before = self
+                .key
+                .as_ref()
+                .map(SyncState::members)
+                .unwrap_or_default();
+            let mut i = inputs(&rows, &elig, self.key.as_ref(), s.node_count, s.strict);
+            i.primary_flush = Some(self.flush);
+            i.catching_up = &self.catching_up;
+            match plan(&i) {
+                SyncPlan::Off { .. } => prop_assert!(false, "mode is on"),
+                SyncPlan::WriteKey(k) => {
+                    prop_assert!(
+                        k.members().iter().all(|m| before.contains(m)),
+                        "a key write without a setting change never adds a member"
+                    );
+                    self.catching_up.clear();
+                    if !s.cas_fails {
+                        self.key = Some(k);
+                    }
+                }
+                SyncPlan::Apply {
+                    standbys,
+                    publish,
+                    catching_up,
+                } => {
+                    prop_assert!(standbys.names().len() <= s.node_count);
+                    for n in standbys.names() {
+                        prop_assert!(elig.contains(n) && n != "pg1", "{n} is not eligible");
+                    }
+                    for n in &before {
+                        prop_assert!(standbys.names().contains(n), "{n} named but dropped");
+                    }
+                    self.setting = standbys;
+                    self.catching_up = catching_up;
+                    if let Some(k) = publish
+                        && !s.cas_fails
+                    {
+                        self.key = Some(k);
+                    }
+                }
+            }
+            // The key names only standbys PostgreSQL waits for, each holding every
+            // acknowledged commit: promoting any of them loses nothing.
+            if let Some(k) = &self.key {
+                for n in k.members() {
+                    prop_assert!(
+                        self.setting.names().contains(&n),
+                        "the key names {n} but the setting is {:?}",
+                        self.setting.setting()
+                    );
+                    let i = (0..4).find(|i| name(*i) == n).expect("a standby");
+                    prop_assert!(
+                        self.standby_flush[i] >= self.acked,
+                        "{n} is named but has flushed {} of the acknowledged {}",
+                        self.standby_flush[i],
+                        self.acked
+                    );
+                }
+            }
+            Ok(())
+        }
+
+        fn named(&self) -> Vec<String> {
+            self.key
+                .as_ref()
+                .map(SyncState::members)
+                .unwrap_or_default()
         }
     }
 
@@ -431,131 +642,81 @@ mod tests {
     struct Step {
         streaming: Vec<bool>,
         nosync: Vec<bool>,
+        /// How far behind the primary each streaming standby flushes this loop.
+        lag: Vec<u64>,
+        writes: u64,
         node_count: usize,
         strict: bool,
-        /// The key write fails (another writer changed it) this step.
+        /// The key write fails (another writer changed it) this loop.
         cas_fails: bool,
     }
 
-    fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
-        let step = (
+    fn arb_step() -> impl Strategy<Value = Step> {
+        (
             proptest::collection::vec(proptest::bool::weighted(0.75), 4),
             proptest::collection::vec(proptest::bool::weighted(0.15), 4),
+            proptest::collection::vec(0u64..=30, 4),
+            0u64..=20,
             1usize..=3,
             any::<bool>(),
             proptest::bool::weighted(0.1),
         )
-            .prop_map(|(streaming, nosync, node_count, strict, cas_fails)| Step {
-                streaming,
-                nosync,
-                node_count,
-                strict,
-                cas_fails,
-            });
-        proptest::collection::vec(step, 1..40)
+            .prop_map(
+                |(streaming, nosync, lag, writes, node_count, strict, cas_fails)| Step {
+                    streaming,
+                    nosync,
+                    lag,
+                    writes,
+                    node_count,
+                    strict,
+                    cas_fails,
+                },
+            )
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        #![proptest_config(ProptestConfig::with_cases(3_000))]
 
-        /// Over random sequences of standbys coming and going, changes of
-        /// `synchronous_node_count` and failed key writes: every member the key names is one
-        /// PostgreSQL waits for, at every step, and the names never exceed the count.
+        /// Over random sequences of standbys coming, going and lagging, writes, changes of
+        /// `synchronous_node_count` and failed key writes: at every loop, every standby the key
+        /// names is one PostgreSQL waits for and holds every acknowledged commit.
         #[test]
-        fn prop_the_key_names_only_standbys_postgresql_waits_for(steps in arb_steps()) {
-            let mut setting = Standbys::Nobody;
-            let mut key: Option<SyncState> = None;
-            for (step, s) in steps.iter().enumerate() {
-                let lsn = step as u64 + 1;
-                let rows: Vec<Standby> = (0..4)
-                    .map(|i| {
-                        let sync = pg_sync_states(&setting, &s.streaming)[i];
-                        standby(&format!("pg{}", i + 2), s.streaming[i], sync, lsn * (i as u64 + 1))
-                    })
-                    .collect();
-                let elig: Vec<String> = (0..4)
-                    .filter(|i| !s.nosync[*i])
-                    .map(|i| format!("pg{}", i + 2))
-                    .collect();
-                let p = plan(&inputs(&rows, &elig, key.as_ref(), s.node_count, s.strict));
-                match p {
-                    SyncPlan::Off { .. } => prop_assert!(false, "mode is on"),
-                    SyncPlan::WriteKey(k) => {
-                        let members = k.members();
-                        prop_assert!(members.len() <= key.as_ref().map_or(0, |k| k.members().len()),
-                            "a key write without a setting change never adds a member");
-                        if !s.cas_fails {
-                            key = Some(k);
-                        }
-                    }
-                    SyncPlan::Apply { standbys, publish } => {
-                        prop_assert!(standbys.names().len() <= s.node_count);
-                        prop_assert!(!standbys.names().iter().any(|n| n == "pg1"));
-                        for n in standbys.names() {
-                            prop_assert!(elig.contains(n), "{n} is not eligible");
-                        }
-                        // The setting never drops a member the key still names.
-                        let named = key.as_ref().map(SyncState::members).unwrap_or_default();
-                        for n in &named {
-                            prop_assert!(standbys.names().contains(n), "{n} named but dropped");
-                        }
-                        setting = standbys;
-                        if let Some(k) = publish
-                            && !s.cas_fails
-                        {
-                            // Only what PostgreSQL reported as sync (before this step's change,
-                            // under a setting that already listed it) may be published.
-                            for n in k.members() {
-                                let i = rows.iter().position(|r| r.name == n).expect("row");
-                                prop_assert!(named.contains(&n) || rows[i].sync, "{n} not sync");
-                            }
-                            key = Some(k);
-                        }
-                    }
-                }
-                // The invariant, after the step.
-                if let Some(k) = &key {
-                    for n in k.members() {
-                        prop_assert!(setting.names().contains(&n),
-                            "the key names {n} but the setting is {:?}", setting.setting());
-                    }
-                }
+        fn prop_the_key_names_only_standbys_holding_every_acknowledged_commit(
+            steps in proptest::collection::vec(arb_step(), 1..40)
+        ) {
+            let mut sim = Sim::new();
+            for s in &steps {
+                sim.step(s)?;
             }
         }
 
-        /// Once the standbys stop changing, the key names `min(count, eligible streaming)`
-        /// standbys within three loops.
+        /// Once the standbys stop changing and catch up, the key names
+        /// `min(count, eligible streaming)` standbys within four loops.
         #[test]
         fn prop_a_steady_cluster_gets_its_synchronous_standbys(
+            history in proptest::collection::vec(arb_step(), 0..10),
             streaming in proptest::collection::vec(any::<bool>(), 4),
             nosync in proptest::collection::vec(proptest::bool::weighted(0.2), 4),
             node_count in 1usize..=3,
         ) {
-            let mut setting = Standbys::Nobody;
-            let mut key: Option<SyncState> = None;
-            let elig: Vec<String> = (0..4)
-                .filter(|i| !nosync[*i])
-                .map(|i| format!("pg{}", i + 2))
-                .collect();
-            for _ in 0..3 {
-                let sync = pg_sync_states(&setting, &streaming);
-                let rows: Vec<Standby> = (0..4)
-                    .map(|i| standby(&format!("pg{}", i + 2), streaming[i], sync[i], i as u64))
-                    .collect();
-                match plan(&inputs(&rows, &elig, key.as_ref(), node_count, false)) {
-                    SyncPlan::WriteKey(k) => key = Some(k),
-                    SyncPlan::Apply { standbys, publish } => {
-                        setting = standbys;
-                        if let Some(k) = publish {
-                            key = Some(k);
-                        }
-                    }
-                    SyncPlan::Off { .. } => prop_assert!(false, "mode is on"),
-                }
+            let mut sim = Sim::new();
+            for s in &history {
+                sim.step(s)?;
+            }
+            let steady = Step {
+                streaming: streaming.clone(),
+                nosync: nosync.clone(),
+                lag: vec![0; 4],
+                writes: 0,
+                node_count,
+                strict: false,
+                cas_fails: false,
+            };
+            for _ in 0..4 {
+                sim.step(&steady)?;
             }
             let available = (0..4).filter(|i| streaming[*i] && !nosync[*i]).count();
-            let named = key.as_ref().map(SyncState::members).unwrap_or_default();
-            prop_assert_eq!(named.len(), available.min(node_count), "{:?}", key);
+            prop_assert_eq!(sim.named().len(), available.min(node_count), "{:?}", sim.key);
         }
     }
 }

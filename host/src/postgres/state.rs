@@ -28,6 +28,10 @@ pub struct PgState {
     pub latest_end_lsn: Option<u64>,
     pub postmaster_start_time: Option<String>,
     pub server_version: u32,
+    /// Primary: `pg_current_wal_flush_lsn()` read after the walsenders (`replication`), so it
+    /// is no older than their `sync_state`: every commit acknowledged before a standby was
+    /// seen as `sync` is at or below it.
+    pub flush_lsn_after_walsenders: Option<u64>,
     pub replication: Vec<ReplicationRow>,
     /// Settings changed in the configuration that take effect only after a restart:
     /// `(name, the value the server runs with)`.
@@ -67,6 +71,9 @@ SELECT usename::text, application_name, client_addr::text, state, sync_state, sy
   (flush_lsn - '0/0')::bigint
 FROM pg_stat_replication";
 
+const FLUSH_SQL: &str = "\
+SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE (pg_current_wal_flush_lsn() - '0/0')::bigint END";
+
 fn lsn(v: Option<i64>) -> Option<u64> {
     v.and_then(|v| u64::try_from(v).ok())
 }
@@ -88,6 +95,7 @@ pub async fn query(c: &tokio_postgres::Client) -> Result<PgState> {
         server_version: u32::try_from(r.get::<_, i32>(10)).unwrap_or(0),
         replication: Vec::new(),
         pending_restart: Vec::new(),
+        flush_lsn_after_walsenders: None,
     };
     for row in c.query(PENDING_SQL, &[]).await? {
         st.pending_restart.push((
@@ -105,6 +113,10 @@ pub async fn query(c: &tokio_postgres::Client) -> Result<PgState> {
             sync_priority: row.get::<_, Option<i32>>(5).unwrap_or(0),
             flush_lsn: lsn(row.get(6)),
         });
+    }
+    if !st.in_recovery {
+        let r = c.query_one(FLUSH_SQL, &[]).await?;
+        st.flush_lsn_after_walsenders = lsn(r.get(0));
     }
     Ok(st)
 }
