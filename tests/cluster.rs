@@ -566,3 +566,37 @@ fn synchronous_node_count_and_strict_mode_keep_commits_on_the_named_standbys() {
         || (sync_key_members(&c, leader)? == only_r1).then_some(()),
     );
 }
+
+#[test]
+fn a_synchronous_standby_tagged_nofailover_hands_the_role_to_one_that_can_take_over() {
+    let _g = serial();
+    let (c, leader) = healthy_cluster_with(NodeSpec {
+        synchronous_mode: true,
+        ..NodeSpec::default()
+    });
+    let first = wait_for("a synchronous standby", Duration::from_secs(30), || {
+        let names = sync_key_members(&c, leader)?;
+        (names.len() == 1).then(|| names[0].clone())
+    });
+    let x = c.nodes.iter().position(|n| n.name == first).expect("node");
+    let y = (0..3)
+        .find(|i| *i != leader && *i != x)
+        .expect("other replica");
+    // Tag it nofailover and reload: it could no longer take over, so the leader moves the
+    // synchronous role to the replica that can.
+    let cfg = std::fs::read_to_string(&c.nodes[x].config).expect("read config");
+    std::fs::write(
+        &c.nodes[x].config,
+        cfg.replace("  nofailover: false", "  nofailover: true"),
+    )
+    .expect("write config");
+    c.nodes[x].signal(Signal::SIGHUP);
+    let other = vec![c.nodes[y].name.clone()];
+    wait_for(
+        "the other replica to become the synchronous standby",
+        Duration::from_secs(30),
+        || (sync_key_members(&c, leader)? == other).then_some(()),
+    );
+    let setting = psql(c.nodes[leader].pg_port, "SHOW synchronous_standby_names");
+    assert_eq!(setting, Ok(format!("1 (\"{}\")", c.nodes[y].name)));
+}

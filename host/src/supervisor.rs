@@ -1367,6 +1367,12 @@ impl Supervisor {
             .filter(|m| !tag_bool(&m.data.tags, "nosync"))
             .map(|m| m.name.clone())
             .collect();
+        let no_failover: Vec<String> = c
+            .members
+            .iter()
+            .filter(|m| tag_bool(&m.data.tags, "nofailover"))
+            .map(|m| m.name.clone())
+            .collect();
         let plan = sync::plan(&sync::SyncInputs {
             me: &self.cfg.name,
             mode: self.dynamic.synchronous_mode,
@@ -1374,6 +1380,7 @@ impl Supervisor {
             strict: self.dynamic.synchronous_mode_strict,
             standbys: &standbys,
             eligible: &eligible,
+            no_failover: &no_failover,
             key,
             primary_flush: self
                 .last_pg

@@ -40,6 +40,8 @@ pub struct SyncInputs<'a> {
     pub standbys: &'a [Standby],
     /// Member names that may be synchronous standbys (known in the DCS, without `nosync`).
     pub eligible: &'a [String],
+    /// Members tagged `nofailover`: synchronous only when no other standby is at hand.
+    pub no_failover: &'a [String],
     /// The `sync` key, if there is one.
     pub key: Option<&'a SyncState>,
     /// The primary's flush LSN, read after `standbys` (`None`: not known this loop, so nobody
@@ -116,24 +118,31 @@ pub fn plan(i: &SyncInputs) -> SyncPlan {
         };
     }
     let count = i.node_count.max(1);
-    let mut cands: Vec<&Standby> = i
-        .standbys
-        .iter()
-        .filter(|s| s.streaming && s.name != i.me && i.eligible.contains(&s.name))
-        .collect();
-    cands.sort_by(|a, b| b.flush_lsn.cmp(&a.flush_lsn).then(a.name.cmp(&b.name)));
-    cands.dedup_by(|a, b| a.name == b.name);
     let mine = i.key.is_some_and(|k| k.leader.as_deref() == Some(i.me));
     let listed: Vec<String> = match i.key {
         Some(k) if mine => k.members(),
         _ => Vec::new(),
     };
-    let mut desired: Vec<String> = listed
+    // Preferred: members that may be promoted (a `nofailover` standby protects commits but
+    // cannot take over); among those, the ones already named, in the key's order (no churn);
+    // then the most advanced, name breaking ties.
+    let mut cands: Vec<&Standby> = i
+        .standbys
         .iter()
-        .filter(|n| cands.iter().any(|c| &c.name == *n))
-        .take(count)
-        .cloned()
+        .filter(|s| s.streaming && s.name != i.me && i.eligible.contains(&s.name))
         .collect();
+    cands.sort_by_key(|c| {
+        (
+            i.no_failover.contains(&c.name),
+            listed
+                .iter()
+                .position(|n| *n == c.name)
+                .unwrap_or(usize::MAX),
+            std::cmp::Reverse(c.flush_lsn),
+            c.name.clone(),
+        )
+    });
+    let mut desired: Vec<String> = Vec::new();
     for c in &cands {
         if desired.len() >= count {
             break;
@@ -245,6 +254,7 @@ mod tests {
             strict,
             standbys,
             eligible,
+            no_failover: &[],
             key,
             primary_flush: Some(0),
             catching_up: &NOTHING_CATCHING_UP,
@@ -437,6 +447,33 @@ mod tests {
     }
 
     #[test]
+    fn a_standby_that_may_be_promoted_is_preferred_to_a_nofailover_one() {
+        let elig = names(&["pg2", "pg3"]);
+        let nofailover = names(&["pg2"]);
+        let rows = [
+            standby("pg2", true, true, 90),
+            standby("pg3", true, false, 10),
+        ];
+        // Named while it was the only one, pg2 leaves the key for pg3.
+        let key = key_of("pg1", &names(&["pg2"]));
+        let mut i = inputs(&rows, &elig, Some(&key), 1, false);
+        i.no_failover = &nofailover;
+        assert_eq!(plan(&i), SyncPlan::WriteKey(key_of("pg1", &[])));
+        // Alone, a nofailover standby is still made synchronous: it protects the commits.
+        let rows = [
+            standby("pg2", true, true, 90),
+            standby("pg3", false, false, 10),
+        ];
+        let key = key_of("pg1", &[]);
+        let mut i = inputs(&rows, &elig, Some(&key), 1, false);
+        i.no_failover = &nofailover;
+        assert!(matches!(
+            plan(&i),
+            SyncPlan::Apply { standbys: Standbys::All(n), .. } if n == names(&["pg2"])
+        ));
+    }
+
+    #[test]
     fn a_lower_node_count_drops_the_surplus_from_the_key_first() {
         let elig = names(&["pg2", "pg3"]);
         let key = key_of("pg1", &names(&["pg2", "pg3"]));
@@ -568,6 +605,7 @@ mod tests {
                 .map(|i| standby(&name(i), s.streaming[i], sync[i], self.standby_flush[i]))
                 .collect();
             let elig: Vec<String> = (0..4).filter(|i| !s.nosync[*i]).map(name).collect();
+            let no_failover: Vec<String> = (0..4).filter(|i| s.nofailover[*i]).map(name).collect();
             let before = self
                 .key
                 .as_ref()
@@ -576,6 +614,7 @@ mod tests {
             let mut i = inputs(&rows, &elig, self.key.as_ref(), s.node_count, s.strict);
             i.primary_flush = Some(self.flush);
             i.catching_up = &self.catching_up;
+            i.no_failover = &no_failover;
             match plan(&i) {
                 SyncPlan::Off { .. } => prop_assert!(false, "mode is on"),
                 SyncPlan::WriteKey(k) => {
@@ -642,6 +681,7 @@ mod tests {
     struct Step {
         streaming: Vec<bool>,
         nosync: Vec<bool>,
+        nofailover: Vec<bool>,
         /// How far behind the primary each streaming standby flushes this loop.
         lag: Vec<u64>,
         writes: u64,
@@ -655,6 +695,7 @@ mod tests {
         (
             proptest::collection::vec(proptest::bool::weighted(0.75), 4),
             proptest::collection::vec(proptest::bool::weighted(0.15), 4),
+            proptest::collection::vec(proptest::bool::weighted(0.2), 4),
             proptest::collection::vec(0u64..=30, 4),
             0u64..=20,
             1usize..=3,
@@ -662,14 +703,17 @@ mod tests {
             proptest::bool::weighted(0.1),
         )
             .prop_map(
-                |(streaming, nosync, lag, writes, node_count, strict, cas_fails)| Step {
-                    streaming,
-                    nosync,
-                    lag,
-                    writes,
-                    node_count,
-                    strict,
-                    cas_fails,
+                |(streaming, nosync, nofailover, lag, writes, node_count, strict, cas_fails)| {
+                    Step {
+                        streaming,
+                        nosync,
+                        nofailover,
+                        lag,
+                        writes,
+                        node_count,
+                        strict,
+                        cas_fails,
+                    }
                 },
             )
     }
@@ -706,6 +750,7 @@ mod tests {
             let steady = Step {
                 streaming: streaming.clone(),
                 nosync: nosync.clone(),
+                nofailover: vec![false, true, false, true],
                 lag: vec![0; 4],
                 writes: 0,
                 node_count,
