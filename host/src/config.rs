@@ -336,6 +336,10 @@ pub struct DynamicConfig {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub synchronous_mode_strict: bool,
+    /// Bytes a synchronous standby may lag behind the primary before another replaces it;
+    /// negative (Patroni's default, -1): no limit.
+    #[serde(default = "d_minus_one", skip_serializing_if = "is_minus_one")]
+    pub maximum_lag_on_syncnode: i64,
     #[serde(default, deserialize_with = "patroni_bool")]
     pub check_timeline: bool,
     #[serde(
@@ -358,6 +362,7 @@ impl Default for DynamicConfig {
             synchronous_mode: SyncMode::Off,
             synchronous_node_count: d_sync_count(),
             synchronous_mode_strict: false,
+            maximum_lag_on_syncnode: d_minus_one(),
             check_timeline: false,
             pause: None,
             postgresql: DynamicPostgresql::default(),
@@ -382,6 +387,12 @@ fn d_sync_count() -> u64 {
 }
 fn is_one(n: &u64) -> bool {
     *n == 1
+}
+fn d_minus_one() -> i64 {
+    -1
+}
+fn is_minus_one(n: &i64) -> bool {
+    *n == -1
 }
 
 /// `synchronous_mode`: Patroni accepts booleans and the strings `on`/`off`/`quorum`; it is
@@ -1118,10 +1129,10 @@ const DCS: &[(&str, Key)] = &[
     ("synchronous_mode", Known),
     ("synchronous_node_count", Known),
     ("synchronous_mode_strict", Known),
+    ("maximum_lag_on_syncnode", Known),
     ("check_timeline", Known),
     ("pause", Known),
     ("postgresql", Section(DCS_POSTGRESQL)),
-    ("maximum_lag_on_syncnode", Unsupported),
     ("max_timelines_history", Unsupported),
     ("primary_start_timeout", Unsupported),
     ("master_start_timeout", Unsupported),

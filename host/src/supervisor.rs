@@ -1381,6 +1381,7 @@ impl Supervisor {
             standbys: &standbys,
             eligible: &eligible,
             no_failover: &no_failover,
+            max_lag: u64::try_from(self.dynamic.maximum_lag_on_syncnode).ok(),
             key,
             primary_flush: self
                 .last_pg

@@ -42,6 +42,9 @@ pub struct SyncInputs<'a> {
     pub eligible: &'a [String],
     /// Members tagged `nofailover`: synchronous only when no other standby is at hand.
     pub no_failover: &'a [String],
+    /// `maximum_lag_on_syncnode`: a standby whose flush LSN is further than this behind the
+    /// primary's is not synchronous (commits would wait for it); `None`: no limit.
+    pub max_lag: Option<u64>,
     /// The `sync` key, if there is one.
     pub key: Option<&'a SyncState>,
     /// The primary's flush LSN, read after `standbys` (`None`: not known this loop, so nobody
@@ -130,6 +133,10 @@ pub fn plan(i: &SyncInputs) -> SyncPlan {
         .standbys
         .iter()
         .filter(|s| s.streaming && s.name != i.me && i.eligible.contains(&s.name))
+        .filter(|s| match (i.max_lag, i.primary_flush) {
+            (Some(max), Some(p)) => s.flush_lsn.saturating_add(max) >= p,
+            _ => true,
+        })
         .collect();
     cands.sort_by_key(|c| {
         (
@@ -255,6 +262,7 @@ mod tests {
             standbys,
             eligible,
             no_failover: &[],
+            max_lag: None,
             key,
             primary_flush: Some(0),
             catching_up: &NOTHING_CATCHING_UP,
@@ -474,6 +482,25 @@ mod tests {
     }
 
     #[test]
+    fn a_standby_lagging_past_maximum_lag_on_syncnode_is_replaced() {
+        let elig = names(&["pg2", "pg3"]);
+        let key = key_of("pg1", &names(&["pg2"]));
+        let rows = [
+            standby("pg2", true, true, 100),
+            standby("pg3", true, false, 990),
+        ];
+        let mut i = inputs(&rows, &elig, Some(&key), 1, false);
+        i.primary_flush = Some(1000);
+        i.max_lag = Some(500);
+        assert_eq!(plan(&i), SyncPlan::WriteKey(key_of("pg1", &[])));
+        // Within the limit (or without one) it stays.
+        i.max_lag = Some(900);
+        assert!(matches!(plan(&i), SyncPlan::Apply { publish: None, .. }));
+        i.max_lag = None;
+        assert!(matches!(plan(&i), SyncPlan::Apply { publish: None, .. }));
+    }
+
+    #[test]
     fn a_lower_node_count_drops_the_surplus_from_the_key_first() {
         let elig = names(&["pg2", "pg3"]);
         let key = key_of("pg1", &names(&["pg2", "pg3"]));
@@ -615,6 +642,7 @@ mod tests {
             i.primary_flush = Some(self.flush);
             i.catching_up = &self.catching_up;
             i.no_failover = &no_failover;
+            i.max_lag = s.max_lag;
             match plan(&i) {
                 SyncPlan::Off { .. } => prop_assert!(false, "mode is on"),
                 SyncPlan::WriteKey(k) => {
@@ -682,6 +710,7 @@ mod tests {
         streaming: Vec<bool>,
         nosync: Vec<bool>,
         nofailover: Vec<bool>,
+        max_lag: Option<u64>,
         /// How far behind the primary each streaming standby flushes this loop.
         lag: Vec<u64>,
         writes: u64,
@@ -696,6 +725,7 @@ mod tests {
             proptest::collection::vec(proptest::bool::weighted(0.75), 4),
             proptest::collection::vec(proptest::bool::weighted(0.15), 4),
             proptest::collection::vec(proptest::bool::weighted(0.2), 4),
+            proptest::option::weighted(0.3, 0u64..=20),
             proptest::collection::vec(0u64..=30, 4),
             0u64..=20,
             1usize..=3,
@@ -703,11 +733,22 @@ mod tests {
             proptest::bool::weighted(0.1),
         )
             .prop_map(
-                |(streaming, nosync, nofailover, lag, writes, node_count, strict, cas_fails)| {
+                |(
+                    streaming,
+                    nosync,
+                    nofailover,
+                    max_lag,
+                    lag,
+                    writes,
+                    node_count,
+                    strict,
+                    cas_fails,
+                )| {
                     Step {
                         streaming,
                         nosync,
                         nofailover,
+                        max_lag,
                         lag,
                         writes,
                         node_count,
@@ -751,6 +792,7 @@ mod tests {
                 streaming: streaming.clone(),
                 nosync: nosync.clone(),
                 nofailover: vec![false, true, false, true],
+                max_lag: None,
                 lag: vec![0; 4],
                 writes: 0,
                 node_count,
