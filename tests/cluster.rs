@@ -600,3 +600,44 @@ fn a_synchronous_standby_tagged_nofailover_hands_the_role_to_one_that_can_take_o
     let setting = psql(c.nodes[leader].pg_port, "SHOW synchronous_standby_names");
     assert_eq!(setting, Ok(format!("1 (\"{}\")", c.nodes[y].name)));
 }
+
+/// A synchronous standby that stops cleanly first has the leader stop waiting for it, so
+/// commits do not hang until the leader's next loop notices (here loop_wait is 5 s).
+#[test]
+fn a_stopping_synchronous_standby_is_released_before_its_postgres_stops() {
+    let _g = serial();
+    let (mut c, leader) = healthy_cluster_with(NodeSpec {
+        synchronous_mode: true,
+        ttl: 20,
+        loop_wait: 5,
+        retry_timeout: 5,
+        ..NodeSpec::default()
+    });
+    let first = wait_for("a synchronous standby", Duration::from_secs(60), || {
+        let names = sync_key_members(&c, leader)?;
+        (names.len() == 1).then(|| names[0].clone())
+    });
+    let s = c.nodes.iter().position(|n| n.name == first).expect("node");
+    let other = (0..3).find(|i| *i != leader && *i != s).expect("other");
+    c.nodes[s].signal(Signal::SIGTERM);
+    assert!(c.nodes[s].wait_exit(Duration::from_secs(30)).is_some());
+    // Its regent exits only after its PostgreSQL has stopped; by then the leader no longer
+    // waits for it.
+    let setting = psql(c.nodes[leader].pg_port, "SHOW synchronous_standby_names").expect("show");
+    assert!(
+        !setting.contains(&format!("\"{first}\"")),
+        "the leader still waits for the stopped standby: {setting}"
+    );
+    assert!(
+        c.nodes[s].log().contains("no longer a synchronous standby"),
+        "the standby waited for the leader to release it"
+    );
+    // Commits go on, and the other replica takes the role.
+    write_rows(c.nodes[leader].pg_port, 1, 5);
+    let names = vec![c.nodes[other].name.clone()];
+    wait_for(
+        "the other replica to become the synchronous standby",
+        Duration::from_secs(30),
+        || (sync_key_members(&c, leader)? == names).then_some(()),
+    );
+}

@@ -96,6 +96,9 @@ pub struct Supervisor {
     api_reloader: Option<crate::api::Reloader>,
     /// Consecutive loops in which the policies judged this node failed.
     failed_health_loops: u32,
+    /// Shutting down as a synchronous standby: the member key says `nosync` so that the leader
+    /// stops waiting for this node before its PostgreSQL stops.
+    leaving_sync: bool,
     /// Synchronous standbys not yet published in the `sync` key, with the flush LSN each must
     /// reach first ([`sync::SyncPlan::Apply`]).
     sync_catching_up: BTreeMap<String, u64>,
@@ -196,6 +199,7 @@ impl Supervisor {
             api_reloader: None,
             failed_health_loops: 0,
             sync_catching_up: BTreeMap::new(),
+            leaving_sync: false,
             scheduled_restart: None,
             reinit: None,
             phase_seen: (PgPhase::Stopped, std::time::Instant::now()),
@@ -1342,8 +1346,8 @@ impl Supervisor {
     /// `synchronous_standby_names` and the `sync` key consistent (the key never names a standby
     /// PostgreSQL is not waiting for).
     async fn manage_sync(&mut self, c: &Cluster) -> Result<(), SupervisorError> {
-        let (key, rev) = match &c.sync {
-            Some((s, r)) => (Some(s), *r),
+        let (mut key, mut rev) = match &c.sync {
+            Some((s, r)) => (Some(s.clone()), *r),
             None => (None, 0),
         };
         let standbys: Vec<sync::Standby> = self
@@ -1361,63 +1365,69 @@ impl Supervisor {
                     .collect()
             })
             .unwrap_or_default();
-        let eligible: Vec<String> = c
-            .members
-            .iter()
-            .filter(|m| !tag_bool(&m.data.tags, "nosync"))
-            .map(|m| m.name.clone())
-            .collect();
-        let no_failover: Vec<String> = c
-            .members
-            .iter()
-            .filter(|m| tag_bool(&m.data.tags, "nofailover"))
-            .map(|m| m.name.clone())
-            .collect();
-        let plan = sync::plan(&sync::SyncInputs {
-            me: &self.cfg.name,
-            mode: self.dynamic.synchronous_mode,
-            node_count: usize::try_from(self.dynamic.synchronous_node_count).unwrap_or(usize::MAX),
-            strict: self.dynamic.synchronous_mode_strict,
-            standbys: &standbys,
-            eligible: &eligible,
-            no_failover: &no_failover,
-            max_lag: u64::try_from(self.dynamic.maximum_lag_on_syncnode).ok(),
-            key,
-            primary_flush: self
-                .last_pg
-                .as_ref()
-                .and_then(|p| p.flush_lsn_after_walsenders),
-            catching_up: &self.sync_catching_up,
-        });
-        if !matches!(plan, sync::SyncPlan::Apply { .. }) {
-            self.sync_catching_up.clear();
-        }
-        match plan {
-            sync::SyncPlan::Off { delete_key } => {
-                self.pg.set_sync_standbys(&sync::Standbys::Nobody)?;
-                if delete_key {
-                    self.dcs.delete_sync().await?;
+        let names_with = |tag: &str, set: bool| -> Vec<String> {
+            c.members
+                .iter()
+                .filter(|m| tag_bool(&m.data.tags, tag) == set)
+                .map(|m| m.name.clone())
+                .collect()
+        };
+        let eligible = names_with("nosync", false);
+        let no_failover = names_with("nofailover", true);
+        let primary_flush = self
+            .last_pg
+            .as_ref()
+            .and_then(|p| p.flush_lsn_after_walsenders);
+        // A key write (a take-over or a shrink) is followed at once by the setting change it
+        // prepares, so a standby that left stops holding up commits within this loop.
+        for _ in 0..3 {
+            let plan = sync::plan(&sync::SyncInputs {
+                me: &self.cfg.name,
+                mode: self.dynamic.synchronous_mode,
+                node_count: usize::try_from(self.dynamic.synchronous_node_count)
+                    .unwrap_or(usize::MAX),
+                strict: self.dynamic.synchronous_mode_strict,
+                standbys: &standbys,
+                eligible: &eligible,
+                no_failover: &no_failover,
+                max_lag: u64::try_from(self.dynamic.maximum_lag_on_syncnode).ok(),
+                key: key.as_ref(),
+                primary_flush,
+                catching_up: &self.sync_catching_up,
+            });
+            if !matches!(plan, sync::SyncPlan::Apply { .. }) {
+                self.sync_catching_up.clear();
+            }
+            match plan {
+                sync::SyncPlan::Off { delete_key } => {
+                    self.pg.set_sync_standbys(&sync::Standbys::Nobody)?;
+                    if delete_key {
+                        self.dcs.delete_sync().await?;
+                    }
+                }
+                sync::SyncPlan::WriteKey(st) => match self.dcs.write_sync(&st, Some(rev)).await? {
+                    Some(new) => {
+                        (key, rev) = (Some(st), new);
+                        continue;
+                    }
+                    None => tracing::warn!("the sync key changed under us; retrying next loop"),
+                },
+                sync::SyncPlan::Apply {
+                    standbys,
+                    publish,
+                    catching_up,
+                } => {
+                    self.sync_catching_up = catching_up;
+                    self.pg.set_sync_standbys(&standbys)?;
+                    if let Some(st) = publish
+                        && self.dcs.write_sync(&st, Some(rev)).await?.is_some()
+                    {
+                        let names = st.sync_standby.unwrap_or_default();
+                        tracing::info!(standbys = %names, "published the synchronous standbys");
+                    }
                 }
             }
-            sync::SyncPlan::WriteKey(st) => {
-                if !self.dcs.write_sync(&st, Some(rev)).await? {
-                    tracing::warn!("the sync key changed under us; retrying next loop");
-                }
-            }
-            sync::SyncPlan::Apply {
-                standbys,
-                publish,
-                catching_up,
-            } => {
-                self.sync_catching_up = catching_up;
-                self.pg.set_sync_standbys(&standbys)?;
-                if let Some(st) = publish
-                    && self.dcs.write_sync(&st, Some(rev)).await?
-                {
-                    let names = st.sync_standby.unwrap_or_default();
-                    tracing::info!(standbys = %names, "published the synchronous standbys");
-                }
-            }
+            break;
         }
         Ok(())
     }
@@ -1546,7 +1556,7 @@ impl Supervisor {
         if t.noloadbalance {
             tags.insert("noloadbalance".into(), Value::Bool(true));
         }
-        if t.nosync {
+        if t.nosync || self.leaving_sync {
             tags.insert("nosync".into(), Value::Bool(true));
         }
         for (k, v) in &t.other {
@@ -1712,6 +1722,9 @@ impl Supervisor {
         if leader && let Err(e) = self.pg.checkpoint().await {
             tracing::warn!(error = %e, "checkpoint before shutdown failed");
         }
+        if !leader {
+            self.leave_sync().await;
+        }
         self.phase = PgPhase::Stopping;
         if let Err(e) = self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await {
             tracing::error!(error = %e, "stopping PostgreSQL failed");
@@ -1748,6 +1761,56 @@ impl Supervisor {
         self.phase = PgPhase::Stopped;
         self.last_pg = None;
         let _ = self.touch_member().await;
+    }
+
+    /// A synchronous standby about to stop: tag itself `nosync` and wait (up to
+    /// 2 × `loop_wait`) until the leader's `sync` key no longer names it, so that commits do
+    /// not wait for a standby that is gone until the leader's next loop notices.
+    async fn leave_sync(&mut self) {
+        let named = |c: &Cluster, me: &str| {
+            c.sync.as_ref().is_some_and(|(s, _)| {
+                s.leader.as_deref() != Some(me) && s.members().iter().any(|n| n == me)
+            })
+        };
+        if self.dynamic.synchronous_mode == SyncMode::Off {
+            return;
+        }
+        // Fresh: the leader may have named this node since this node's last loop.
+        let named_now = match self.dcs.read_cluster().await {
+            Ok(c) => named(&c, &self.cfg.name),
+            Err(_) => self
+                .last_cluster
+                .as_ref()
+                .is_some_and(|c| named(c, &self.cfg.name)),
+        };
+        if !named_now {
+            return;
+        }
+        self.leaving_sync = true;
+        if let Err(e) = self.touch_member().await {
+            tracing::warn!(error = %e, "could not tag the member key nosync before stopping");
+            return;
+        }
+        tracing::info!(
+            "a synchronous standby stopping: waiting for the leader to stop waiting for it"
+        );
+        let patience = Duration::from_secs(self.dynamic.loop_wait.saturating_mul(2).max(2));
+        let deadline = tokio::time::Instant::now() + patience;
+        while tokio::time::Instant::now() < deadline {
+            match self.dcs.read_cluster().await {
+                Ok(c) if !named(&c, &self.cfg.name) => {
+                    tracing::info!("no longer a synchronous standby");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "reading the sync key"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!(
+            waited_s = patience.as_secs(),
+            "the leader still names this node as synchronous standby; stopping anyway"
+        );
     }
 
     /// The shutdown checkpoint of a cleanly stopped server: `Latest checkpoint location`.

@@ -388,8 +388,9 @@ impl EtcdDcs {
         self.put_plain("put status", keys::STATUS, value).await
     }
 
-    /// Write the `sync` key; with `cas`, only if its mod_revision still matches (0 = absent).
-    pub async fn write_sync(&self, sync: &SyncState, cas: Option<i64>) -> Result<bool> {
+    /// Write the `sync` key, with compare-and-swap on `cas` (its `mod_revision`; 0: it must
+    /// not exist). Returns the key's new revision, or `None` when the comparison failed.
+    pub async fn write_sync(&self, sync: &SyncState, cas: Option<i64>) -> Result<Option<i64>> {
         let value = serde_json::to_string(sync).map_err(|source| DcsError::Encode {
             key: "sync",
             source,
@@ -406,11 +407,15 @@ impl EtcdDcs {
                 let txn = Txn::new()
                     .when([cmp])
                     .and_then([TxnOp::put(key, value, None)]);
-                Ok(self.call("cas sync", c.txn(txn)).await?.succeeded())
+                let resp = self.call("cas sync", c.txn(txn)).await?;
+                // The transaction's revision is the one its put gave the key.
+                Ok(resp
+                    .succeeded()
+                    .then(|| resp.header().map_or(0, |h| h.revision())))
             }
             None => {
-                self.call("put sync", c.put(key, value, None)).await?;
-                Ok(true)
+                let resp = self.call("put sync", c.put(key, value, None)).await?;
+                Ok(Some(resp.header().map_or(0, |h| h.revision())))
             }
         }
     }
@@ -457,8 +462,13 @@ impl EtcdDcs {
     }
 
     /// Watch the cluster prefix forever, waking `changed` whenever the leader key is deleted or
-    /// changes (or the status/config/failover keys change). Re-establishes the watch on errors.
+    /// changes (or the status/config/failover keys change), and when a member joins, leaves or
+    /// changes its tags (a synchronous standby about to stop tags itself `nosync`; its
+    /// routine updates wake nobody). Re-establishes the watch on errors.
     pub async fn watch_forever(self) {
+        let members = self.key(keys::MEMBERS);
+        let mut member_tags: std::collections::HashMap<Vec<u8>, serde_json::Value> =
+            std::collections::HashMap::new();
         let interesting = [
             self.key(keys::LEADER),
             self.key(keys::CONFIG),
@@ -483,14 +493,17 @@ impl EtcdDcs {
             loop {
                 match stream.message().await {
                     Ok(Some(resp)) => {
-                        let wake = resp.events().iter().any(|ev| {
-                            ev.kv().is_some_and(|kv| {
-                                let k = kv.key();
-                                interesting.iter().any(|i| i.as_bytes() == k)
-                                    && (ev.event_type() == EventType::Delete
-                                        || !k.ends_with(keys::STATUS.as_bytes()))
-                            })
-                        });
+                        let mut wake = false;
+                        for ev in resp.events() {
+                            let Some(kv) = ev.kv() else { continue };
+                            let k = kv.key();
+                            let deleted = ev.event_type() == EventType::Delete;
+                            if interesting.iter().any(|i| i.as_bytes() == k) {
+                                wake |= deleted || !k.ends_with(keys::STATUS.as_bytes());
+                            } else if k.starts_with(members.as_bytes()) {
+                                wake |= member_changed(&mut member_tags, k, kv.value(), deleted);
+                            }
+                        }
                         if wake {
                             self.changed.notify_one();
                         }
@@ -530,5 +543,59 @@ where
             timeout,
             endpoints: endpoints.to_string(),
         }),
+    }
+}
+
+/// Whether a member key event is one the HA loops should see at once: the member left, joined,
+/// or changed its tags. `seen` holds each member's last tags.
+fn member_changed(
+    seen: &mut std::collections::HashMap<Vec<u8>, serde_json::Value>,
+    key: &[u8],
+    value: &[u8],
+    deleted: bool,
+) -> bool {
+    if deleted {
+        seen.remove(key);
+        return true;
+    }
+    let tags = serde_json::from_slice::<serde_json::Value>(value)
+        .ok()
+        .and_then(|v| v.get("tags").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    seen.insert(key.to_vec(), tags.clone()) != Some(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::member_changed;
+
+    #[test]
+    fn member_events_wake_on_join_leave_and_tag_changes_only() {
+        let mut seen = std::collections::HashMap::new();
+        let k = b"/service/demo/members/pg2".as_slice();
+        let v = |lsn: u64, tags: &str| format!(r#"{{"xlog_location":{lsn},"tags":{tags}}}"#);
+        assert!(
+            member_changed(&mut seen, k, v(1, "{}").as_bytes(), false),
+            "joined"
+        );
+        assert!(
+            !member_changed(&mut seen, k, v(2, "{}").as_bytes(), false),
+            "routine update"
+        );
+        assert!(
+            member_changed(&mut seen, k, v(3, r#"{"nosync":true}"#).as_bytes(), false),
+            "tags changed"
+        );
+        assert!(!member_changed(
+            &mut seen,
+            k,
+            v(4, r#"{"nosync":true}"#).as_bytes(),
+            false
+        ));
+        assert!(member_changed(&mut seen, k, b"", true), "left");
+        assert!(
+            member_changed(&mut seen, k, v(5, r#"{"nosync":true}"#).as_bytes(), false),
+            "back"
+        );
     }
 }
