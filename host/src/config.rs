@@ -3111,6 +3111,35 @@ mod tests {
         );
         let e = validate_dynamic(&serde_json::json!([1])).expect_err("not an object");
         assert!(e.to_string().contains("JSON object"), "{e}");
+        let e = validate_dynamic(&serde_json::json!({"synchronous_node_count": 0}))
+            .expect_err("no standby");
+        assert_eq!(invalid_key(&e), "synchronous_node_count");
+        assert!(e.to_string().contains("synchronous_node_count: 1"), "{e}");
+        let d = validate_dynamic(&serde_json::json!({"synchronous_mode": true,
+            "synchronous_node_count": 2, "synchronous_mode_strict": "on",
+            "maximum_lag_on_syncnode": 1048576}))
+        .expect("valid");
+        assert_eq!(
+            (
+                d.synchronous_node_count,
+                d.synchronous_mode_strict,
+                d.maximum_lag_on_syncnode
+            ),
+            (2, true, 1_048_576)
+        );
+        // Written only when they differ from Patroni's defaults.
+        let v = serde_json::to_value(DynamicConfig::default()).expect("serialize");
+        for k in [
+            "synchronous_node_count",
+            "synchronous_mode_strict",
+            "maximum_lag_on_syncnode",
+        ] {
+            assert!(v.get(k).is_none(), "{k} in {v}");
+        }
+        assert_eq!(
+            serde_json::to_value(&d).expect("serialize")["synchronous_node_count"],
+            2
+        );
     }
 
     // ---- load ------------------------------------------------------------------------------
