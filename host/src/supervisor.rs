@@ -809,13 +809,7 @@ impl Supervisor {
         if let Some(path) = self.config_path.clone() {
             let loaded = match crate::config::load(&path) {
                 Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "reload refused; the running configuration is unchanged");
-                    return Reply::new(
-                        400,
-                        format!("reload failed, the running configuration is unchanged: {e}"),
-                    );
-                }
+                Err(e) => return reload_refused(e),
             };
             let new = loaded.config;
             let fixed = fixed_keys_changed(&self.cfg, &new);
@@ -829,13 +823,7 @@ impl Supervisor {
             }
             let peers = match api::PeerClient::from_config(&new) {
                 Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "reload refused; the running configuration is unchanged");
-                    return Reply::new(
-                        400,
-                        format!("reload failed, the running configuration is unchanged: {e}"),
-                    );
-                }
+                Err(e) => return reload_refused(e),
             };
             let api = match self
                 .api_reloader
@@ -844,13 +832,7 @@ impl Supervisor {
             {
                 None => None,
                 Some(Ok(p)) => Some(p),
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "reload refused; the running configuration is unchanged");
-                    return Reply::new(
-                        400,
-                        format!("reload failed, the running configuration is unchanged: {e}"),
-                    );
-                }
+                Some(Err(e)) => return reload_refused(e),
             };
             let policies_changed = new.regent.policies != self.cfg.regent.policies
                 || new.regent.policies_dir != self.cfg.regent.policies_dir;
@@ -1374,10 +1356,12 @@ impl Supervisor {
         };
         let eligible = names_with("nosync", false);
         let no_failover = names_with("nofailover", true);
+        // Read after the walsenders when one reports `sync` (what publishing needs); else the
+        // loop's earlier reading, which is enough for `maximum_lag_on_syncnode`.
         let primary_flush = self
             .last_pg
             .as_ref()
-            .and_then(|p| p.flush_lsn_after_walsenders);
+            .and_then(|p| p.flush_lsn_after_walsenders.or(p.flush_lsn));
         // A key write (a take-over or a shrink) is followed at once by the setting change it
         // prepares, so a standby that left stops holding up commits within this loop.
         for _ in 0..3 {
@@ -2205,6 +2189,15 @@ fn merged_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, 
 }
 
 /// The keys a reload cannot change (they identify the node or are bound at start).
+/// The answer to a reload whose new configuration cannot be used: 400, nothing changed.
+fn reload_refused(e: impl std::fmt::Display) -> crate::control::Reply {
+    tracing::error!(error = %e, "reload refused; the running configuration is unchanged");
+    crate::control::Reply::new(
+        400,
+        format!("reload failed, the running configuration is unchanged: {e}"),
+    )
+}
+
 fn fixed_keys_changed(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
     if old.scope != new.scope {

@@ -110,10 +110,10 @@ pub enum SyncPlan {
 
 /// Decide this loop's synchronous-replication step.
 ///
-/// The standbys kept are, in order: those the key already names that still stream, then the
-/// most advanced other streaming candidates (name breaks ties), up to `node_count`. A named
-/// standby is never replaced by a better one while it streams, so a steady cluster does not
-/// churn its setting.
+/// The standbys kept, up to `node_count`: streaming candidates, those that may be promoted
+/// before `nofailover` ones; within each, those the key already names (in its order), then the
+/// most advanced others (name breaks ties). A named standby is not replaced by a more advanced
+/// one while it streams, so a steady cluster does not churn its setting.
 pub fn plan(i: &SyncInputs) -> SyncPlan {
     if i.mode == SyncMode::Off {
         return SyncPlan::Off {
@@ -166,13 +166,7 @@ pub fn plan(i: &SyncInputs) -> SyncPlan {
     if !mine || keep.len() != listed.len() {
         return SyncPlan::WriteKey(key_of(i.me, &keep));
     }
-    let standbys = if !desired.is_empty() {
-        Standbys::All(desired)
-    } else if i.strict {
-        Standbys::AnyOne
-    } else {
-        Standbys::Nobody
-    };
+    let standbys = waiting_for(desired, i.strict);
     let mut published = listed.clone();
     let mut catching_up = BTreeMap::new();
     for n in standbys.names() {
@@ -212,8 +206,13 @@ pub fn at_start(me: &str, mode: SyncMode, strict: bool, key: Option<&SyncState>)
         Some(k) if k.leader.as_deref() == Some(me) => k.members(),
         _ => Vec::new(),
     };
-    if !named.is_empty() {
-        Standbys::All(named)
+    waiting_for(named, strict)
+}
+
+/// Wait for every one of `names`; with none, for any standby in strict mode, else for nobody.
+fn waiting_for(names: Vec<String>, strict: bool) -> Standbys {
+    if !names.is_empty() {
+        Standbys::All(names)
     } else if strict {
         Standbys::AnyOne
     } else {
@@ -269,6 +268,15 @@ mod tests {
         }
     }
 
+    /// The plan that sets the standbys to `n`, publishing nobody new.
+    fn waits_for(n: &[&str]) -> SyncPlan {
+        SyncPlan::Apply {
+            standbys: Standbys::All(names(n)),
+            publish: None,
+            catching_up: BTreeMap::new(),
+        }
+    }
+
     static NOTHING_CATCHING_UP: BTreeMap<String, u64> = BTreeMap::new();
 
     #[test]
@@ -318,11 +326,7 @@ mod tests {
         // The two most advanced are chosen; nobody is published before PostgreSQL waits for them.
         assert_eq!(
             plan(&inputs(&rows, &elig, Some(&key), 2, false)),
-            SyncPlan::Apply {
-                standbys: Standbys::All(names(&["pg3", "pg4"])),
-                publish: None,
-                catching_up: BTreeMap::new()
-            }
+            waits_for(&["pg3", "pg4"])
         );
         let rows = [
             standby("pg2", true, false, 10),
@@ -355,11 +359,7 @@ mod tests {
         let key = key_of("pg1", &names(&["pg4"]));
         assert_eq!(
             plan(&inputs(&rows, &elig, Some(&key), 2, false)),
-            SyncPlan::Apply {
-                standbys: Standbys::All(names(&["pg4", "pg2"])),
-                publish: None,
-                catching_up: BTreeMap::new()
-            }
+            waits_for(&["pg4", "pg2"])
         );
     }
 
@@ -374,11 +374,7 @@ mod tests {
         let key = key_of("pg1", &[]);
         assert_eq!(
             plan(&inputs(&rows, &elig, Some(&key), 2, false)),
-            SyncPlan::Apply {
-                standbys: Standbys::All(names(&["pg3"])),
-                publish: None,
-                catching_up: BTreeMap::new()
-            }
+            waits_for(&["pg3"])
         );
     }
 
@@ -415,11 +411,7 @@ mod tests {
         ];
         assert_eq!(
             plan(&inputs(&rows, &elig, Some(&key), 1, false)),
-            SyncPlan::Apply {
-                standbys: Standbys::All(names(&["pg2"])),
-                publish: None,
-                catching_up: BTreeMap::new()
-            }
+            waits_for(&["pg2"])
         );
     }
 
@@ -446,11 +438,7 @@ mod tests {
         let elig = names(&["pg2", "pg3"]);
         assert_eq!(
             plan(&inputs(&rows, &elig, Some(&mine), 2, false)),
-            SyncPlan::Apply {
-                standbys: Standbys::All(names(&["pg2", "pg3"])),
-                publish: None,
-                catching_up: BTreeMap::new()
-            }
+            waits_for(&["pg2", "pg3"])
         );
     }
 

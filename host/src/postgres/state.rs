@@ -28,9 +28,9 @@ pub struct PgState {
     pub latest_end_lsn: Option<u64>,
     pub postmaster_start_time: Option<String>,
     pub server_version: u32,
-    /// Primary: `pg_current_wal_flush_lsn()` read after the walsenders (`replication`), so it
-    /// is no older than their `sync_state`: every commit acknowledged before a standby was
-    /// seen as `sync` is at or below it.
+    /// Primary, when a walsender reports `sync`: `pg_current_wal_flush_lsn()` read after the
+    /// walsenders (`replication`), so it is no older than their `sync_state`: every commit
+    /// acknowledged before a standby was seen as `sync` is at or below it.
     pub flush_lsn_after_walsenders: Option<u64>,
     pub replication: Vec<ReplicationRow>,
     /// Settings changed in the configuration that take effect only after a restart:
@@ -114,7 +114,8 @@ pub async fn query(c: &tokio_postgres::Client) -> Result<PgState> {
             flush_lsn: lsn(row.get(6)),
         });
     }
-    if !st.in_recovery {
+    // Only a standby seen as `sync` can be published against it: otherwise save the query.
+    if !st.in_recovery && st.replication.iter().any(|r| r.sync_state == "sync") {
         let r = c.query_one(FLUSH_SQL, &[]).await?;
         st.flush_lsn_after_walsenders = lsn(r.get(0));
     }
