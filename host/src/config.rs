@@ -395,50 +395,7 @@ fn is_minus_one(n: &i64) -> bool {
     *n == -1
 }
 
-/// `synchronous_mode`: Patroni accepts booleans and the strings `on`/`off`/`quorum`; it is
-/// written as Patroni writes it: `false`, `true` or `"quorum"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncMode {
-    #[default]
-    Off,
-    On,
-    Quorum,
-}
-
-impl Serialize for SyncMode {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            SyncMode::Off => s.serialize_bool(false),
-            SyncMode::On => s.serialize_bool(true),
-            SyncMode::Quorum => s.serialize_str("quorum"),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for SyncMode {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = SyncMode;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("one of on, off, quorum, true, false")
-            }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<SyncMode, E> {
-                Ok(if b { SyncMode::On } else { SyncMode::Off })
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<SyncMode, E> {
-                match s.trim().to_ascii_lowercase().as_str() {
-                    // YAML 1.1 (Patroni's PyYAML) reads yes/no/on/off as booleans.
-                    "on" | "true" | "yes" => Ok(SyncMode::On),
-                    "off" | "false" | "no" => Ok(SyncMode::Off),
-                    "quorum" => Ok(SyncMode::Quorum),
-                    _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
-                }
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+pub use regent_core::ha::sync::SyncMode;
 
 /// A boolean as Patroni reads it: YAML booleans plus the YAML 1.1 / `parse_bool` strings
 /// `yes`/`no`/`on`/`off`/`true`/`false` (any case), which YAML 1.2 parsers leave as strings.

@@ -7,7 +7,7 @@ pub mod control;
 pub mod ctl;
 pub mod dcs;
 pub mod fence;
-pub mod ha;
+pub use regent_core::ha;
 pub mod lab;
 pub mod metrics;
 pub mod policy;

@@ -150,7 +150,7 @@ pub(super) fn short(v: &Value) -> String {
 pub(super) fn schedule(s: &str, action: &str) -> Result<String, Refusal> {
     const EXAMPLE: &str = "2026-05-01T10:00:00+02:00";
     match parse_timestamp(s) {
-        Ok(t) if t < Timestamp::now() => Err(Refusal::new(
+        Ok(t) if t < crate::time::now() => Err(Refusal::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("cannot schedule a {action} in the past ({s})"),
         )),

@@ -550,7 +550,7 @@ async fn one_run(
     let pw = lab.st.password.clone();
     let ports: Vec<u16> = lab.st.ports.nodes.iter().map(|n| n.pg).collect();
     lab.create_tables(leader, true).await?;
-    let run_id = crate::time::Timestamp::now()
+    let run_id = crate::time::now()
         .unix_ms()
         .and_then(|m| i64::try_from(m).ok())
         .unwrap_or(run as i64);

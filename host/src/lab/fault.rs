@@ -124,7 +124,7 @@ pub async fn inject(
             ))
         })
     };
-    let wall = crate::time::Timestamp::now().to_rfc3339();
+    let wall = crate::time::now().to_rfc3339();
     let (at, ended, what) = match (kind, target) {
         (Kind::Kill, Some(t)) => {
             let p = regent(t)?;

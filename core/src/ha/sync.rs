@@ -7,12 +7,56 @@
 //! only after PostgreSQL reports the newly listed standby as `sync` *and* that standby has
 //! flushed what the primary had flushed once it was `sync`: commits acknowledged before the
 //! setting named it (by the standby it replaced) may not have reached it yet. The supervisor
-//! ([`crate::supervisor`]) reads `pg_stat_replication` and the key, calls [`plan`] and carries
+//! (`regent::supervisor`) reads `pg_stat_replication` and the key, calls [`plan`] and carries
 //! out the [`SyncPlan`].
 
-use crate::config::SyncMode;
 use crate::dcs::SyncState;
 use std::collections::BTreeMap;
+
+/// `synchronous_mode`: Patroni accepts booleans and the strings `on`/`off`/`quorum`; it is
+/// written as Patroni writes it: `false`, `true` or `"quorum"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    #[default]
+    Off,
+    On,
+    Quorum,
+}
+
+impl serde::Serialize for SyncMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SyncMode::Off => s.serialize_bool(false),
+            SyncMode::On => s.serialize_bool(true),
+            SyncMode::Quorum => s.serialize_str("quorum"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SyncMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SyncMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("one of on, off, quorum, true, false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<SyncMode, E> {
+                Ok(if b { SyncMode::On } else { SyncMode::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SyncMode, E> {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    // YAML 1.1 (Patroni's PyYAML) reads yes/no/on/off as booleans.
+                    "on" | "true" | "yes" => Ok(SyncMode::On),
+                    "off" | "false" | "no" => Ok(SyncMode::Off),
+                    "quorum" => Ok(SyncMode::Quorum),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// One row of the leader's `pg_stat_replication`, as far as synchronous mode cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
