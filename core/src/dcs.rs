@@ -10,6 +10,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+/// A JSON scalar as text: a string as is, anything else as JSON (`true`, `3`). Tags in member
+/// keys are JSON; policies see them as text.
+pub fn json_scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Key names relative to the cluster prefix.
 pub mod keys {
     pub const LEADER: &str = "leader";

@@ -12,13 +12,14 @@
 //! always-on properties tolerate exactly those bugs (see [`Tolerate`]) and nothing else.
 
 use super::*;
-use crate::dcs::{HistoryLine, Leader, Member, MemberData};
-use policy::{DefaultPolicy, Ranked};
+use crate::dcs::{Cluster, HistoryLine, Leader, Member, MemberData};
+use policy::{DefaultPolicy, ElectionView, Health, Policy, Ranked, Ranking};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value};
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
 // ═══════════════════════════════════════════════════════════════════════════════════════════
 // Fixtures for the unit tests
@@ -99,7 +100,6 @@ fn pg_primary(wal: u64) -> PgView {
         received_lsn: None,
         replayed_lsn: None,
         upstream: None,
-        rewind_failed: false,
         streaming: Vec::new(),
         former_primary: false,
     }
@@ -115,7 +115,6 @@ fn pg_replica(wal: u64, upstream: Option<&str>) -> PgView {
         received_lsn: None,
         replayed_lsn: None,
         upstream: upstream.map(str::to_string),
-        rewind_failed: false,
         streaming: Vec::new(),
         former_primary: false,
     }
@@ -131,7 +130,6 @@ fn pg_stopped(was_primary: bool) -> PgView {
         received_lsn: None,
         replayed_lsn: None,
         upstream: None,
-        rewind_failed: false,
         streaming: Vec::new(),
         former_primary: false,
     }
@@ -150,19 +148,17 @@ fn world(me: &str, cluster: Option<Cluster>, pg: PgView) -> World {
         now_ms: NOW,
         me: me.into(),
         cluster,
-        our_lease: Some(MY_LEASE),
-        write_deadline_ms: Some(NOW + 20_000),
         pg,
         peers: BTreeMap::new(),
         settings: settings(),
-        unlocked_since_ms: Some(NOW),
-        known_lock_lease: None,
         health: Health::Healthy,
-        failed_health_loops: 0,
         now_unix_ms: UNIX_NOW,
-        handover_aborted_ms: None,
-        last_leader: None,
-        request_since_ms: None,
+        memory: Memory {
+            our_lease: Some(MY_LEASE),
+            write_deadline_ms: Some(NOW + 20_000),
+            unlocked_since_ms: Some(NOW),
+            ..Memory::default()
+        },
     }
     .with_known_lock()
 }
@@ -171,7 +167,7 @@ impl World {
     /// Fill `known_lock_lease` from the cluster view, as the supervisor does after a read.
     fn with_known_lock(mut self) -> World {
         if let Some(c) = &self.cluster {
-            self.known_lock_lease = c
+            self.memory.known_lock_lease = c
                 .leader
                 .as_ref()
                 .filter(|l| l.name == self.me)
@@ -219,6 +215,40 @@ fn offline() -> Action {
     Action::Demote {
         mode: DemoteMode::Offline,
     }
+}
+
+fn acquire() -> Action {
+    Action::AcquireLeader {
+        reason: AcquireReason::LeaderMissing,
+    }
+}
+
+fn acquire_requested() -> Action {
+    Action::AcquireLeader {
+        reason: AcquireReason::RequestedFailover,
+    }
+}
+
+fn acquire_paused() -> Action {
+    Action::AcquireLeader {
+        reason: AcquireReason::PausedTakeover,
+    }
+}
+
+fn handover(to: &str, reason: HandOverReason) -> Action {
+    Action::HandOver {
+        to: to.into(),
+        reason,
+    }
+}
+
+/// The request in the world's `failover` key (the memory remembers when it first saw it).
+fn request_in(w: &World) -> crate::dcs::Failover {
+    w.cluster
+        .as_ref()
+        .and_then(|c| c.failover.as_ref())
+        .map(|(f, _)| f.clone())
+        .unwrap_or_default()
 }
 
 /// Me = `b`, a healthy running replica with `me_wal`; no leader key; `/status` optime 1000;
@@ -405,9 +435,12 @@ fn stopped_former_primary_without_pg_rewind_reclones() {
 #[test]
 fn stopped_after_failed_rewind_reclones() {
     for was_primary in [true, false] {
-        let mut pg = pg_stopped(was_primary);
-        pg.rewind_failed = true;
-        let w = world("b", Some(cluster(Some(leader("a", OTHER_LEASE)))), pg);
+        let mut w = world(
+            "b",
+            Some(cluster(Some(leader("a", OTHER_LEASE)))),
+            pg_stopped(was_primary),
+        );
+        w.memory.rewind_failed = true;
         assert_eq!(actions(&w), vec![Action::Reclone { leader: "a".into() }]);
     }
 }
@@ -432,11 +465,11 @@ fn stopped_replica_with_other_leader_starts_following_it() {
 fn stopped_node_holding_the_lock_starts() {
     let c = cluster(Some(leader("b", MY_LEASE)));
     let w = world("b", Some(c.clone()), pg_stopped(true));
-    assert_eq!(actions(&w), vec![Action::RenewLease, Action::StartPrimary]);
+    assert_eq!(actions(&w), vec![Action::KeepLeading, Action::StartPrimary]);
     let w = world("b", Some(c), pg_stopped(false));
     assert_eq!(
         actions(&w),
-        vec![Action::RenewLease, Action::StartReplica { leader: None }]
+        vec![Action::KeepLeading, Action::StartReplica { leader: None }]
     );
 }
 
@@ -447,7 +480,7 @@ fn stopped_node_with_expired_write_deadline_does_not_start_as_primary() {
         Some(cluster(Some(leader("b", MY_LEASE)))),
         pg_stopped(true),
     );
-    w.write_deadline_ms = Some(NOW);
+    w.memory.write_deadline_ms = Some(NOW);
     assert_eq!(actions(&w), vec![Action::StartReplica { leader: None }]);
 }
 
@@ -469,7 +502,7 @@ fn primary_holding_the_lock_renews_it() {
         pg_primary(10),
     );
     let d = decide_default(&w);
-    assert_eq!(d.actions, vec![Action::RenewLease]);
+    assert_eq!(d.actions, vec![Action::KeepLeading]);
     assert!(
         d.summary.contains("the leader with the lock"),
         "{}",
@@ -486,7 +519,7 @@ fn primary_holding_the_lock_publishes_initialize_when_missing() {
         assert_eq!(
             actions(&w),
             vec![
-                Action::RenewLease,
+                Action::KeepLeading,
                 Action::WriteInitialize {
                     sysid: SYSID.into()
                 }
@@ -503,7 +536,7 @@ fn primary_whose_write_deadline_passed_demotes() {
             Some(cluster(Some(leader("b", MY_LEASE)))),
             pg_primary(10),
         );
-        w.write_deadline_ms = deadline;
+        w.memory.write_deadline_ms = deadline;
         assert_eq!(actions(&w), vec![immediate()], "deadline {deadline:?}");
     }
 }
@@ -535,7 +568,7 @@ fn replica_holding_the_lock_promotes() {
         Some(cluster(Some(leader("b", MY_LEASE)))),
         pg_replica(10, None),
     );
-    assert_eq!(actions(&w), vec![Action::RenewLease, Action::Promote]);
+    assert_eq!(actions(&w), vec![Action::KeepLeading, Action::Promote]);
 }
 
 #[test]
@@ -545,7 +578,7 @@ fn replica_with_own_key_but_late_renewal_does_not_promote() {
         Some(cluster(Some(leader("b", MY_LEASE)))),
         pg_replica(10, None),
     );
-    w.write_deadline_ms = Some(NOW - 1);
+    w.memory.write_deadline_ms = Some(NOW - 1);
     assert_eq!(actions(&w), vec![]);
 }
 
@@ -594,7 +627,7 @@ fn best_candidate_races_for_the_lock() {
         1_000,
         vec![("a", peer_replica(900)), ("c", peer_replica(800))],
     );
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&w), vec![acquire()]);
 }
 
 #[test]
@@ -603,7 +636,7 @@ fn worse_candidate_waits_within_the_backoff() {
         900,
         vec![("a", peer_replica(1_000)), ("c", peer_replica(800))],
     );
-    w.unlocked_since_ms = Some(NOW - 4_999);
+    w.memory.unlocked_since_ms = Some(NOW - 4_999);
     let d = decide_default(&w);
     assert_eq!(d.actions, vec![]);
     assert!(
@@ -612,7 +645,7 @@ fn worse_candidate_waits_within_the_backoff() {
         d.summary
     );
     // Never having seen the cluster unlocked counts as not having waited at all.
-    w.unlocked_since_ms = None;
+    w.memory.unlocked_since_ms = None;
     assert_eq!(actions(&w), vec![]);
 }
 
@@ -622,8 +655,8 @@ fn worse_candidate_races_after_the_backoff() {
         900,
         vec![("a", peer_replica(1_000)), ("c", peer_replica(800))],
     );
-    w.unlocked_since_ms = Some(NOW - 5_000);
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    w.memory.unlocked_since_ms = Some(NOW - 5_000);
+    assert_eq!(actions(&w), vec![acquire()]);
 }
 
 #[test]
@@ -634,11 +667,11 @@ fn equal_wal_is_decided_by_failover_priority_then_name() {
     // b has the higher failover_priority.
     let mut w = election_world(1_000, vec![("a", peer_replica(1_000))]);
     w.settings.failover_priority = 2;
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&w), vec![acquire()]);
     // From a's side: a is first by name.
     let mut w = election_world(1_000, vec![("b", peer_replica(1_000))]);
     w.me = "a".into();
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&w), vec![acquire()]);
 }
 
 #[test]
@@ -647,7 +680,7 @@ fn reachable_running_primary_vetoes_the_election() {
         1_000,
         vec![("a", peer(false, true, 1_000)), ("c", peer_replica(900))],
     );
-    w.unlocked_since_ms = Some(0); // waited "forever"
+    w.memory.unlocked_since_ms = Some(0); // waited "forever"
     let d = decide_default(&w);
     assert_eq!(d.actions, vec![]);
     assert!(
@@ -661,7 +694,7 @@ fn reachable_running_primary_vetoes_the_election() {
 fn unreachable_or_stopped_former_primary_does_not_veto() {
     for a in [None, peer(false, false, 1_000)] {
         let w = election_world(1_000, vec![("a", a.clone()), ("c", peer_replica(900))]);
-        assert_eq!(actions(&w), vec![Action::AcquireLeader], "a = {a:?}");
+        assert_eq!(actions(&w), vec![acquire()], "a = {a:?}");
     }
 }
 
@@ -672,13 +705,13 @@ fn unreachable_peer_with_more_wal_does_not_block_the_race() {
     if let Some(c) = w.cluster.as_mut() {
         c.members[2].data.xlog_location = Some(5_000);
     }
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&w), vec![acquire()]);
 }
 
 #[test]
 fn nofailover_never_races() {
     let mut w = election_world(1_000, vec![("a", None), ("c", None)]);
-    w.unlocked_since_ms = Some(0);
+    w.memory.unlocked_since_ms = Some(0);
     w.settings.nofailover = true;
     let d = decide_default(&w);
     assert_eq!(d.actions, vec![]);
@@ -694,13 +727,13 @@ fn nofailover_never_races() {
 fn lag_beyond_maximum_lag_on_failover_is_not_eligible() {
     let mut w = election_world(899, vec![("a", None), ("c", None)]);
     w.settings.maximum_lag_on_failover = 100;
-    w.unlocked_since_ms = Some(0);
+    w.memory.unlocked_since_ms = Some(0);
     let d = decide_default(&w);
     assert_eq!(d.actions, vec![]);
     assert!(d.summary.contains("lag 101 bytes"), "{}", d.summary);
     // Exactly at the limit is fine.
     w.pg.wal_position = Some(900);
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&w), vec![acquire()]);
 }
 
 #[test]
@@ -710,7 +743,7 @@ fn ineligible_better_peer_does_not_make_me_wait() {
         p.nofailover = true;
     }
     let w = election_world(1_000, vec![("a", a), ("c", peer_replica(900))]);
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&w), vec![acquire()]);
 }
 
 #[test]
@@ -725,13 +758,13 @@ fn timeline_behind_the_cluster_is_not_eligible_with_check_timeline() {
             new_leader: Some("a".into()),
         }];
     }
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&w), vec![acquire()]);
     w.settings.check_timeline = true;
     let d = decide_default(&w);
     assert_eq!(d.actions, vec![]);
     assert!(d.summary.contains("timeline"), "{}", d.summary);
     w.pg.timeline = Some(2);
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&w), vec![acquire()]);
 }
 
 #[test]
@@ -740,7 +773,7 @@ fn node_failing_its_own_health_check_does_not_race() {
     w.health = Health::Failed("disk full".into());
     assert_eq!(actions(&w), vec![]);
     w.health = Health::Degraded("slow".into());
-    assert_eq!(actions(&w), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&w), vec![acquire()]);
 }
 
 #[test]
@@ -753,7 +786,7 @@ fn decide_follows_the_policy_ranking_not_the_wal() {
     assert_eq!(decide(&w, &Fixed(ranked(&["c", "b"]))).actions, vec![]);
     assert_eq!(
         decide(&w, &Fixed(ranked(&["b", "c"]))).actions,
-        vec![Action::AcquireLeader]
+        vec![acquire()]
     );
     let d = decide(&w, &Fixed(ranked(&["c"])));
     assert_eq!(d.actions, vec![]);
@@ -767,12 +800,10 @@ fn decide_follows_the_policy_ranking_not_the_wal() {
 
 #[test]
 fn dcs_unreachable_primary_with_valid_lease_keeps_running() {
-    let w = World {
-        known_lock_lease: Some(MY_LEASE),
-        ..world("b", None, pg_primary(10))
-    };
+    let mut w = world("b", None, pg_primary(10));
+    w.memory.known_lock_lease = Some(MY_LEASE);
     let d = decide_default(&w);
-    assert_eq!(d.actions, vec![Action::RenewLease]);
+    assert_eq!(d.actions, vec![Action::KeepLeading]);
     assert!(d.summary.contains("20000 ms"), "{}", d.summary);
 }
 
@@ -780,7 +811,7 @@ fn dcs_unreachable_primary_with_valid_lease_keeps_running() {
 fn dcs_unreachable_primary_past_its_deadline_demotes_offline() {
     for deadline in [Some(NOW), Some(NOW - 1), None] {
         let mut w = world("b", None, pg_primary(10));
-        w.write_deadline_ms = deadline;
+        w.memory.write_deadline_ms = deadline;
         assert_eq!(actions(&w), vec![offline()], "deadline {deadline:?}");
     }
 }
@@ -805,7 +836,7 @@ fn regression_reattach_respects_the_write_deadline() {
             Some(cluster(Some(leader("b", OLD_LEASE)))),
             pg_primary(10),
         );
-        w.write_deadline_ms = deadline;
+        w.memory.write_deadline_ms = deadline;
         let acts = actions(&w);
         assert!(
             acts.contains(&immediate()),
@@ -830,7 +861,7 @@ fn regression_failed_top_candidate_does_not_stall_the_election() {
     assert_eq!(actions(&a), vec![], "a is not eligible in its own view");
     assert_eq!(
         actions(&b),
-        vec![Action::AcquireLeader],
+        vec![acquire()],
         "b is the best eligible candidate and should race without waiting"
     );
 }
@@ -867,7 +898,7 @@ fn failed_leader_world(loops: u32) -> World {
         c.failover = None;
     }
     w.health = Health::Failed("canary write failed".into());
-    w.failed_health_loops = loops;
+    w.memory.failed_health_loops = loops;
     w
 }
 
@@ -899,7 +930,7 @@ fn synchronous_mode_ignores_a_policy_ranking_a_non_synchronous_member() {
     .into();
     assert_eq!(
         decide(&c, &Fixed(ranked(&["b", "c"]))).actions,
-        vec![Action::AcquireLeader]
+        vec![acquire()]
     );
 }
 
@@ -909,7 +940,10 @@ fn switchover_hands_over_to_the_named_candidate() {
     let d = decide_default(&w);
     assert_eq!(
         d.actions,
-        vec![Action::RenewLease, Action::HandOver { to: "c".into() }],
+        vec![
+            Action::KeepLeading,
+            handover("c", HandOverReason::Switchover)
+        ],
         "{}",
         d.summary
     );
@@ -919,7 +953,7 @@ fn switchover_hands_over_to_the_named_candidate() {
 fn switchover_waits_for_peer_state_before_judging_the_candidate() {
     let mut w = switchover_world(None, Some("c"), None);
     w.peers.clear();
-    assert_eq!(actions(&w), vec![Action::RenewLease]);
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
 }
 
 #[test]
@@ -929,7 +963,7 @@ fn switchover_to_an_ineligible_candidate_is_dropped_with_the_reason() {
         p.nofailover = true;
     }
     let d = decide_default(&w);
-    assert_eq!(d.actions, vec![Action::RenewLease, Action::ClearFailover]);
+    assert_eq!(d.actions, vec![Action::KeepLeading, Action::ClearFailover]);
     assert!(d.summary.contains("nofailover"), "{}", d.summary);
 }
 
@@ -937,14 +971,14 @@ fn switchover_to_an_ineligible_candidate_is_dropped_with_the_reason() {
 fn scheduled_switchover_waits_for_its_time_and_stale_ones_are_dropped() {
     let later = switchover_world(Some("b"), Some("c"), Some("2026-12-01T17:35:00+00:00"));
     let d = decide_default(&later);
-    assert_eq!(d.actions, vec![Action::RenewLease]);
+    assert_eq!(d.actions, vec![Action::KeepLeading]);
     assert!(d.summary.contains("scheduled in 300 s"), "{}", d.summary);
     let due = switchover_world(Some("b"), Some("c"), Some("2026-12-01T17:29:59Z"));
-    assert!(actions(&due).contains(&Action::HandOver { to: "c".into() }));
+    assert!(actions(&due).contains(&handover("c", HandOverReason::Switchover)));
     let stale = switchover_world(Some("b"), Some("c"), Some("2026-12-01T16:00:00Z"));
     assert_eq!(
         actions(&stale),
-        vec![Action::RenewLease, Action::ClearFailover]
+        vec![Action::KeepLeading, Action::ClearFailover]
     );
 }
 
@@ -953,42 +987,48 @@ fn switchover_to_a_replica_that_does_not_stream_from_me_waits_then_is_dropped() 
     let mut w = switchover_world(Some("b"), Some("c"), None);
     w.pg.streaming.clear();
     // A while to catch up (it may just have switched upstream), then the request is dropped.
-    w.request_since_ms = Some(NOW - 1_000);
-    assert_eq!(actions(&w), vec![Action::RenewLease]);
-    w.request_since_ms = Some(NOW - w.settings.ttl_ms);
+    w.memory.request_seen = Some((request_in(&w), NOW - 1_000));
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
+    w.memory.request_seen = Some((request_in(&w), NOW - w.settings.ttl_ms));
     let d = decide_default(&w);
-    assert_eq!(d.actions, vec![Action::RenewLease, Action::ClearFailover]);
+    assert_eq!(d.actions, vec![Action::KeepLeading, Action::ClearFailover]);
     assert!(d.summary.contains("has not streamed"), "{}", d.summary);
 }
 
 #[test]
 fn failed_leader_waits_after_an_aborted_hand_over() {
     let mut w = failed_leader_world(9);
-    w.handover_aborted_ms = Some(NOW - 1_000);
-    assert_eq!(actions(&w), vec![Action::RenewLease]);
-    w.handover_aborted_ms = Some(NOW - HANDOVER_RETRY_MS);
-    assert!(actions(&w).contains(&Action::HandOver { to: "c".into() }));
+    w.memory.handover_aborted_ms = Some(NOW - 1_000);
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
+    w.memory.handover_aborted_ms = Some(NOW - HANDOVER_RETRY_MS);
+    assert!(actions(&w).contains(&handover("c", HandOverReason::LeaderUnhealthy)));
 }
 
 #[test]
 fn switchover_naming_another_leader_is_dropped() {
     let w = switchover_world(Some("a"), Some("c"), None);
-    assert_eq!(actions(&w), vec![Action::RenewLease, Action::ClearFailover]);
+    assert_eq!(
+        actions(&w),
+        vec![Action::KeepLeading, Action::ClearFailover]
+    );
 }
 
 #[test]
 fn failed_leader_hands_over_only_after_enough_failed_loops() {
     let mut w = failed_leader_world(1);
-    assert_eq!(actions(&w), vec![Action::RenewLease]);
-    w.failed_health_loops = 2;
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
+    w.memory.failed_health_loops = 2;
     let d = decide_default(&w);
     assert_eq!(
         d.actions,
-        vec![Action::RenewLease, Action::HandOver { to: "c".into() }]
+        vec![
+            Action::KeepLeading,
+            handover("c", HandOverReason::LeaderUnhealthy)
+        ]
     );
     assert!(d.summary.contains("canary write failed"), "{}", d.summary);
     w.settings.paused = true;
-    assert_eq!(actions(&w), vec![Action::RenewLease]);
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
 }
 
 #[test]
@@ -998,7 +1038,7 @@ fn failed_leader_without_a_healthy_candidate_stays_leader() {
         p.healthy = false;
     }
     let d = decide_default(&w);
-    assert_eq!(d.actions, vec![Action::RenewLease]);
+    assert_eq!(d.actions, vec![Action::KeepLeading]);
     assert!(d.summary.contains("staying leader"), "{}", d.summary);
 }
 
@@ -1024,10 +1064,10 @@ fn requested_failover_candidate_races_and_the_others_wait_for_it() {
         ("b".to_string(), peer_replica(1_000)),
     ]
     .into();
-    assert_eq!(actions(&c), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&c), vec![acquire_requested()]);
     // c's peers stop seeing it: b no longer waits.
     b.peers.insert("c".into(), None);
-    assert_eq!(actions(&b), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&b), vec![acquire()]);
 }
 
 #[test]
@@ -1048,13 +1088,13 @@ fn paused_cluster_starts_stops_and_demotes_nothing() {
     assert_eq!(actions(&orphan), vec![]);
     let mut free = world("b", Some(cluster(None)), pg_primary(10));
     free.settings.paused = true;
-    assert_eq!(actions(&free), vec![Action::AcquireLeader]);
+    assert_eq!(actions(&free), vec![acquire_paused()]);
     let mut replica = election_world(2_000, vec![("a", None), ("c", peer_replica(900))]);
     replica.settings.paused = true;
     assert_eq!(actions(&replica), vec![]);
     let mut offline = world("b", None, pg_primary(10));
     offline.settings.paused = true;
-    offline.write_deadline_ms = Some(NOW - 1);
+    offline.memory.write_deadline_ms = Some(NOW - 1);
     assert_eq!(actions(&offline), vec![]);
 }
 
@@ -1457,7 +1497,6 @@ fn build_pg(g: &ClusterGen, i: usize, leader: Option<&Leader>) -> PgView {
         } else {
             None
         },
-        rewind_failed: n.rewind_failed,
         streaming: Vec::new(),
         former_primary: running && n.in_recovery && n.former_primary,
     }
@@ -1644,12 +1683,6 @@ fn build(g: &ClusterGen) -> Scenario {
                 now_ms: c.now,
                 me: g.names[i].clone(),
                 cluster: node.dcs_reachable.then(|| truth.clone()),
-                our_lease: node_lease(node, i),
-                write_deadline_ms: match node.deadline {
-                    DeadlineGen::Never => None,
-                    DeadlineGen::Past(x) => Some(c.now - x),
-                    DeadlineGen::Future(x) => Some(c.now + 1 + x),
-                },
                 pg: pgs[i].clone(),
                 peers,
                 settings: Settings {
@@ -1666,23 +1699,30 @@ fn build(g: &ClusterGen) -> Scenario {
                     loop_wait_ms: 1_000,
                     failed_loops_before_handover: 2,
                 },
-                unlocked_since_ms: node.unlocked_ago.map(|a| c.now - a),
-                // Its last successful read saw the key as it is now.
-                known_lock_lease: truth
-                    .leader
-                    .as_ref()
-                    .filter(|l| l.name == g.names[i])
-                    .map(|l| l.lease),
                 health: node.health.clone(),
-                failed_health_loops: if matches!(node.health, Health::Failed(_)) {
-                    node.failed_loops
-                } else {
-                    0
-                },
                 now_unix_ms: UNIX_NOW,
-                handover_aborted_ms: None,
-                last_leader: None,
-                request_since_ms: None,
+                memory: Memory {
+                    our_lease: node_lease(node, i),
+                    write_deadline_ms: match node.deadline {
+                        DeadlineGen::Never => None,
+                        DeadlineGen::Past(x) => Some(c.now - x),
+                        DeadlineGen::Future(x) => Some(c.now + 1 + x),
+                    },
+                    unlocked_since_ms: node.unlocked_ago.map(|a| c.now - a),
+                    // Its last successful read saw the key as it is now.
+                    known_lock_lease: truth
+                        .leader
+                        .as_ref()
+                        .filter(|l| l.name == g.names[i])
+                        .map(|l| l.lease),
+                    failed_health_loops: if matches!(node.health, Health::Failed(_)) {
+                        node.failed_loops
+                    } else {
+                        0
+                    },
+                    rewind_failed: node.rewind_failed,
+                    ..Memory::default()
+                },
             }
         })
         .collect();
@@ -1735,7 +1775,7 @@ fn named_leader(a: &Action) -> Option<&str> {
 /// The write deadline has not passed (written here rather than calling `World::lease_valid`,
 /// so that the oracle does not share the code under test).
 fn deadline_valid(w: &World) -> bool {
-    matches!(w.write_deadline_ms, Some(d) if w.now_ms < d)
+    matches!(w.memory.write_deadline_ms, Some(d) if w.now_ms < d)
 }
 
 /// In the true DCS state, the leader key carries this node's name and current lease, and its
@@ -1744,7 +1784,7 @@ fn truly_holds_lock(w: &World, truth: &Cluster) -> bool {
     truth
         .leader
         .as_ref()
-        .is_some_and(|l| l.name == w.me && Some(l.lease) == w.our_lease)
+        .is_some_and(|l| l.name == w.me && Some(l.lease) == w.memory.our_lease)
         && deadline_valid(w)
 }
 
@@ -1790,8 +1830,8 @@ fn check_node(
             w.me,
             w.pg.running,
             w.pg.in_recovery,
-            w.our_lease,
-            w.write_deadline_ms,
+            w.memory.our_lease,
+            w.memory.write_deadline_ms,
             w.now_ms,
             w.cluster.is_some(),
             d.actions,
@@ -1803,7 +1843,7 @@ fn check_node(
     let promote = has(d, |a| matches!(a, Action::Promote));
     let start_primary = has(d, |a| matches!(a, Action::StartPrimary));
     let demote = has(d, |a| matches!(a, Action::Demote { .. }));
-    let renew = has(d, |a| matches!(a, Action::RenewLease));
+    let renew = has(d, |a| matches!(a, Action::KeepLeading));
     let fatal = has(d, |a| matches!(a, Action::Fatal(_)));
 
     prop_assert!(!d.summary.is_empty(), "empty summary: {}", ctx());
@@ -1870,7 +1910,7 @@ fn check_node(
                     .is_some_and(|t| t <= w.now_unix_ms && w.now_unix_ms - t <= 1_500)
             })
     });
-    if has(d, |a| matches!(a, Action::AcquireLeader)) {
+    if has(d, |a| matches!(a, Action::AcquireLeader { .. })) {
         prop_assert!(
             dcs && truth.leader.is_none(),
             "racing while locked: {}",
@@ -1926,7 +1966,7 @@ fn check_node(
     // A hand-over: only by the lock holder running as primary, to a reachable, healthy,
     // running replica; for a due request, or after enough failed health verdicts.
     if let Some(to) = d.actions.iter().find_map(|a| match a {
-        Action::HandOver { to } => Some(to),
+        Action::HandOver { to, .. } => Some(to),
         _ => None,
     }) {
         prop_assert!(holder && w.pg.is_primary(), "HandOver: {}", ctx());
@@ -1968,7 +2008,7 @@ fn check_node(
             None => prop_assert!(
                 !paused
                     && matches!(w.health, Health::Failed(_))
-                    && w.failed_health_loops >= w.settings.failed_loops_before_handover,
+                    && w.memory.failed_health_loops >= w.settings.failed_loops_before_handover,
                 "HandOver without a request or a failed health: {}",
                 ctx()
             ),
@@ -1987,9 +2027,12 @@ fn check_node(
     } else if w.pg.is_primary() && !fatal {
         let key = truth.leader.as_ref();
         let stale_key_with_my_name =
-            key.is_some_and(|l| l.name == w.me && Some(l.lease) != w.our_lease);
+            key.is_some_and(|l| l.name == w.me && Some(l.lease) != w.memory.our_lease);
         if !dcs {
-            if deadline_valid(w) && w.our_lease.is_some() && w.known_lock_lease == w.our_lease {
+            if deadline_valid(w)
+                && w.memory.our_lease.is_some()
+                && w.memory.known_lock_lease == w.memory.our_lease
+            {
                 prop_assert!(!demote, "demoted within the write deadline: {}", ctx());
             } else {
                 prop_assert_eq!(
@@ -2057,7 +2100,7 @@ fn check_node(
             (!w.pg.running || w.pg.former_primary)
                 && diverged
                 && w.settings.use_pg_rewind
-                && !w.pg.rewind_failed,
+                && !w.memory.rewind_failed,
             "Rewind: {}",
             ctx()
         );
@@ -2065,7 +2108,7 @@ fn check_node(
     if has(d, |a| matches!(a, Action::Reclone { .. })) {
         prop_assert!(
             (!w.pg.running || w.pg.former_primary)
-                && (w.pg.rewind_failed || (diverged && !w.settings.use_pg_rewind)),
+                && (w.memory.rewind_failed || (diverged && !w.settings.use_pg_rewind)),
             "Reclone: {}",
             ctx()
         );
@@ -2090,7 +2133,7 @@ fn check_node(
             dcs && truth
                 .leader
                 .as_ref()
-                .is_some_and(|l| l.name == w.me && Some(l.lease) != w.our_lease),
+                .is_some_and(|l| l.name == w.me && Some(l.lease) != w.memory.our_lease),
             "ReattachLeader: {}",
             ctx()
         );
@@ -2138,7 +2181,7 @@ fn check_node(
         prop_assert!(
             d.actions.iter().all(|a| matches!(
                 a,
-                Action::RenewLease
+                Action::KeepLeading
                     | Action::Demote {
                         mode: DemoteMode::Offline
                     }
@@ -2162,7 +2205,7 @@ fn check_cluster(s: &Scenario, ds: &[Decision], tol: Tolerate) -> Result<(), Tes
         .iter()
         .zip(ds)
         .filter(|(_, d)| has(d, |a| matches!(a, Action::Promote | Action::StartPrimary)))
-        .map(|(w, _)| (w.me.as_str(), w.our_lease))
+        .map(|(w, _)| (w.me.as_str(), w.memory.our_lease))
         .collect();
     prop_assert!(promoted.len() <= 1, "several promoted: {:?}", promoted);
     let primaries: Vec<&str> = s
@@ -2199,7 +2242,7 @@ fn check_unlocked_election(
         .worlds
         .iter()
         .zip(ds)
-        .filter(|(_, d)| has(d, |a| matches!(a, Action::AcquireLeader)))
+        .filter(|(_, d)| has(d, |a| matches!(a, Action::AcquireLeader { .. })))
         .map(|(w, _)| w.me.as_str())
         .collect();
     prop_assert!(racers.len() <= 1, "several racers: {:?}", racers);
@@ -2299,7 +2342,7 @@ fn check_handover(s: &Scenario, ds: &[Decision]) -> Result<(), TestCaseError> {
         .iter()
         .flat_map(|d| d.actions.iter())
         .filter_map(|a| match a {
-            Action::HandOver { to } => Some(to.as_str()),
+            Action::HandOver { to, .. } => Some(to.as_str()),
             _ => None,
         })
         .collect();
@@ -2343,7 +2386,7 @@ fn check_handover(s: &Scenario, ds: &[Decision]) -> Result<(), TestCaseError> {
         }
         None if !paused
             && matches!(lw.health, Health::Failed(_))
-            && lw.failed_health_loops >= lw.settings.failed_loops_before_handover =>
+            && lw.memory.failed_health_loops >= lw.settings.failed_loops_before_handover =>
         {
             best
         }
@@ -2418,7 +2461,7 @@ fn check_manual_failover(s: &Scenario, ds: &[Decision]) -> Result<(), TestCaseEr
         .worlds
         .iter()
         .zip(ds)
-        .filter(|(_, d)| has(d, |a| matches!(a, Action::AcquireLeader)))
+        .filter(|(_, d)| has(d, |a| matches!(a, Action::AcquireLeader { .. })))
         .map(|(w, _)| w.me.as_str())
         .collect();
     let cand = s.worlds.iter().find(|w| w.me == c);
@@ -2511,14 +2554,24 @@ fn generated_states_reach_the_operator_branches() {
             continue;
         };
         let s = build(&tree.current());
-        for (w, d) in s.worlds.iter().zip(decide_all(&s)) {
+        for d in decide_all(&s) {
             for a in &d.actions {
                 match a {
-                    Action::HandOver { .. } if s.truth.failover.is_some() => handover += 1,
-                    Action::HandOver { .. } => health_handover += 1,
+                    Action::HandOver {
+                        reason: HandOverReason::Switchover,
+                        ..
+                    } => handover += 1,
+                    Action::HandOver {
+                        reason: HandOverReason::LeaderUnhealthy,
+                        ..
+                    } => health_handover += 1,
                     Action::ClearFailover => clear += 1,
-                    Action::AcquireLeader if w.pg.is_primary() => paused_take += 1,
-                    Action::AcquireLeader if d.summary.contains("failover to me") => requested += 1,
+                    Action::AcquireLeader {
+                        reason: AcquireReason::PausedTakeover,
+                    } => paused_take += 1,
+                    Action::AcquireLeader {
+                        reason: AcquireReason::RequestedFailover,
+                    } => requested += 1,
                     _ => {}
                 }
             }
@@ -2575,8 +2628,6 @@ proptest! {
 
 const SIM_NODES: usize = 3;
 const LOOP_MS: u64 = 1_000;
-/// write deadline = renewal send time + ttl − margin
-const MARGIN_MS: u64 = 2_000;
 /// Quiet loops (all nodes ticking, network healed) run after the random events.
 const SETTLE_LOOPS: usize = 15;
 /// A leaderless cluster with an eligible running replica must get a leader within this many loops.
@@ -2600,13 +2651,11 @@ struct SimNode {
     wal: u64,
     timeline: u32,
     upstream: Option<String>,
-    lease: Option<i64>,
-    write_deadline: Option<u64>,
+    /// The supervisor's decision memory (its lease, write deadline, ...), updated by the
+    /// production code (`Memory::lease_renewed`, `Memory::cluster_observed`).
+    mem: Memory,
     dcs_cut: bool,
     peers_cut: bool,
-    unlocked_since: Option<u64>,
-    /// The lease the leader key had, with this node's name, at its last successful read.
-    known_lock_lease: Option<i64>,
     nofailover: bool,
     priority: i64,
     /// Started read-only on its own former primary data: must rewind before following.
@@ -2696,12 +2745,9 @@ impl Sim {
                     .initial_leader
                     .filter(|&l| l != i)
                     .map(|l| format!("n{l}")),
-                lease: None,
-                write_deadline: None,
+                mem: Memory::default(),
                 dcs_cut: false,
                 peers_cut: false,
-                unlocked_since: None,
-                known_lock_lease: None,
                 nofailover,
                 priority,
                 former_primary: false,
@@ -2712,10 +2758,10 @@ impl Sim {
         if let Some(l) = setup.initial_leader {
             sim.dcs.leader = Some(Leader {
                 name: sim.nodes[l].name.clone(),
-                lease: sim.nodes[l].lease.unwrap_or_default(),
+                lease: sim.nodes[l].mem.our_lease.unwrap_or_default(),
                 mod_revision: 1,
             });
-            sim.nodes[l].known_lock_lease = sim.nodes[l].lease;
+            sim.nodes[l].mem.known_lock_lease = sim.nodes[l].mem.our_lease;
             sim.dcs.optime = Some(top_wal);
         }
         sim
@@ -2771,7 +2817,6 @@ impl Sim {
             received_lsn: None,
             replayed_lsn: None,
             upstream: n.upstream.clone(),
-            rewind_failed: false,
             former_primary: n.former_primary && n.running && n.in_recovery == Some(true),
             streaming: if n.running && n.in_recovery == Some(false) {
                 self.nodes
@@ -2805,8 +2850,6 @@ impl Sim {
             now_ms: self.now,
             me: n.name.clone(),
             cluster,
-            our_lease: n.lease,
-            write_deadline_ms: n.write_deadline,
             pg: self.pg_view(i),
             peers,
             settings: Settings {
@@ -2823,22 +2866,17 @@ impl Sim {
                 loop_wait_ms: LOOP_MS,
                 failed_loops_before_handover: 2,
             },
-            unlocked_since_ms: n.unlocked_since,
-            known_lock_lease: n.known_lock_lease,
             health: Health::Healthy,
-            failed_health_loops: 0,
             now_unix_ms: UNIX_NOW + self.now,
-            handover_aborted_ms: None,
-            last_leader: None,
-            request_since_ms: None,
+            memory: n.mem.clone(),
         }
     }
 
-    /// Keep our lease alive (or get a new one if it expired); the write deadline follows
-    /// the renewal, like `EtcdDcs::refresh_lease`.
+    /// Keep our lease alive (or get a new one if it expired), like `EtcdDcs::refresh_lease`;
+    /// the memory computes the write deadline as the supervisor's does.
     fn renew(&mut self, i: usize) {
         let expiry = self.now + self.cfg.ttl;
-        let id = match self.nodes[i].lease {
+        let id = match self.nodes[i].mem.our_lease {
             Some(id) if self.dcs.leases.contains_key(&id) => id,
             _ => {
                 self.next_lease += 1;
@@ -2846,8 +2884,7 @@ impl Sim {
             }
         };
         self.dcs.leases.insert(id, expiry);
-        self.nodes[i].lease = Some(id);
-        self.nodes[i].write_deadline = Some(self.now + self.cfg.ttl - MARGIN_MS);
+        self.nodes[i].mem.lease_renewed(id, self.now, self.cfg.ttl);
     }
 
     fn publish_member(&mut self, i: usize) {
@@ -2869,7 +2906,7 @@ impl Sim {
                 tags: tags_json(n.nofailover, n.priority),
                 ..MemberData::default()
             },
-            lease: n.lease.unwrap_or_default(),
+            lease: n.mem.our_lease.unwrap_or_default(),
             mod_revision: self.dcs.revision,
         };
         self.dcs.revision += 1;
@@ -2921,12 +2958,12 @@ impl Sim {
         }
         let truth = self.snapshot();
         let seen = (connected && read_ok).then(|| truth.clone());
-        if let Some(c) = &seen {
-            let me = self.nodes[i].name.clone();
-            self.nodes[i].known_lock_lease =
-                c.leader.as_ref().filter(|l| l.name == me).map(|l| l.lease);
-            let since = self.nodes[i].unlocked_since;
-            self.nodes[i].unlocked_since = c.leader.is_none().then(|| since.unwrap_or(self.now));
+        match &seen {
+            Some(c) => {
+                let me = self.nodes[i].name.clone();
+                self.nodes[i].mem.cluster_observed(&me, c, self.now);
+            }
+            None => self.nodes[i].mem.cluster_unreadable(),
         }
         let w = self.world(i, seen);
         let d = decide_default(&w);
@@ -2949,10 +2986,10 @@ impl Sim {
     fn apply(&mut self, i: usize, a: &Action) -> Result<(), TestCaseError> {
         let me = self.nodes[i].name.clone();
         let connected = !self.nodes[i].dcs_cut;
-        let lease = self.nodes[i].lease;
+        let lease = self.nodes[i].mem.our_lease;
         let key_is_mine = self.dcs.leader.as_ref().is_some_and(|l| l.name == me);
         match a {
-            Action::RenewLease => {
+            Action::KeepLeading => {
                 // The lease itself was renewed at the start of the loop; the holder publishes
                 // its optime.
                 if connected
@@ -2965,7 +3002,7 @@ impl Sim {
                     self.dcs.optime = Some(self.nodes[i].wal);
                 }
             }
-            Action::AcquireLeader => {
+            Action::AcquireLeader { .. } => {
                 if connected && self.dcs.leader.is_none() && self.lease_alive(lease) {
                     self.dcs.leader = Some(Leader {
                         name: me,
@@ -3058,13 +3095,13 @@ impl Sim {
                 }
                 self.nodes[i].upstream = Some(leader.clone())
             }
-            Action::HandOver { to } => {
+            Action::HandOver { to, .. } => {
                 // Clean stop, then the leader key moves onto the target's lease (or is
                 // released when that lease is gone), then follow the target.
                 let Some(t) = self.index_of(to) else {
                     return Err(TestCaseError::fail(format!("{a:?}: unknown target")));
                 };
-                let target_lease = self.nodes[t].lease;
+                let target_lease = self.nodes[t].mem.our_lease;
                 let n = &mut self.nodes[i];
                 n.running = true;
                 n.in_recovery = Some(true);
@@ -3142,10 +3179,8 @@ impl Sim {
                 }
             }
             Ev::RestartSupervisor(i) => {
-                let n = &mut self.nodes[i];
-                n.lease = None;
-                n.write_deadline = None;
-                n.unlocked_since = None;
+                // A new process: it remembers nothing of the old one.
+                self.nodes[i].mem = Memory::default();
             }
             Ev::Switchover(to) => {
                 self.dcs.failover = Some(crate::dcs::Failover {
@@ -3162,7 +3197,9 @@ impl Sim {
     fn writable_primaries(&self) -> Vec<&str> {
         self.nodes
             .iter()
-            .filter(|n| Self::is_primary(n) && n.write_deadline.is_some_and(|d| self.now < d))
+            .filter(|n| {
+                Self::is_primary(n) && n.mem.write_deadline_ms.is_some_and(|d| self.now < d)
+            })
             .map(|n| n.name.as_str())
             .collect()
     }
@@ -3185,7 +3222,7 @@ impl Sim {
                     self.dcs
                         .leader
                         .as_ref()
-                        .is_some_and(|l| l.name == n.name && Some(l.lease) == n.lease),
+                        .is_some_and(|l| l.name == n.name && Some(l.lease) == n.mem.our_lease),
                     "{} accepts writes without holding the leader key ({:?})\n{}",
                     name,
                     self.dcs.leader,
@@ -3244,7 +3281,7 @@ impl Sim {
                 for n in &self.nodes {
                     if n.name == l.name {
                         prop_assert!(
-                            Self::is_primary(n) && Some(l.lease) == n.lease,
+                            Self::is_primary(n) && Some(l.lease) == n.mem.our_lease,
                             "leader {} is not a running primary on its lease\n{}",
                             n.name,
                             self.log.join("\n")
@@ -3371,7 +3408,7 @@ fn sim_safety_check_detects_two_writable_primaries() {
     let setup = deterministic_setup();
     let mut sim = Sim::new(&setup);
     sim.nodes[1].in_recovery = Some(false);
-    sim.nodes[1].write_deadline = Some(sim.now + 1);
+    sim.nodes[1].mem.write_deadline_ms = Some(sim.now + 1);
     assert!(sim.check_safety(false).is_err());
     let mut sim = Sim::new(&setup);
     sim.nodes[0].in_recovery = Some(true);

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value};
 
 use super::Refusal;
-use crate::time::{Timestamp, TimestampError, parse_timestamp};
+use crate::time::{TimestampError, parse_timestamp};
 
 /// The largest request body accepted (a dynamic configuration is a few kB).
 pub(super) const MAX_BODY: usize = 1 << 20;

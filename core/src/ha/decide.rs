@@ -1,0 +1,386 @@
+//! [`decide`]: one decision from one [`World`], by the state of the local data directory and
+//! PostgreSQL (empty, stopped, primary, replica) and whether the DCS could be read.
+
+use super::elect::{elect, streaming_only, sync_only};
+use super::policy::{ElectionReason, Health, Policy, Ranking};
+use super::request::leader_request;
+use super::{AcquireReason, Action, DataDir, Decision, DemoteMode, HandOverReason, World};
+use crate::dcs::Cluster;
+
+/// After an aborted hand-over, a failed leader waits this long before it tries again.
+pub const HANDOVER_RETRY_MS: u64 = 60_000;
+
+/// Decide what to do this cycle.
+pub fn decide(w: &World, policy: &dyn Policy) -> Decision {
+    let Some(cluster) = &w.cluster else {
+        return decide_without_dcs(w);
+    };
+    match &w.pg.data_dir {
+        DataDir::Unusable(why) => Decision::new(
+            format!("refusing to touch the data directory: {why}"),
+            vec![Action::Fatal(why.clone())],
+        ),
+        DataDir::Empty => decide_empty(w, cluster),
+        DataDir::Initialized { sysid, was_primary } => {
+            if let Some(init) = cluster.initialize.as_deref()
+                && !init.is_empty()
+                && init != sysid
+            {
+                let msg = format!(
+                    "the data directory's system identifier {sysid} differs from the cluster's {init} in the DCS: \
+                     this data directory belongs to another cluster; move it aside or fix `scope`"
+                );
+                return Decision::new(msg.clone(), vec![Action::Fatal(msg)]);
+            }
+            if !w.pg.running {
+                decide_stopped(w, *was_primary)
+            } else if w.pg.is_primary() {
+                decide_primary(w, cluster, sysid, policy)
+            } else {
+                decide_replica(w, policy)
+            }
+        }
+    }
+}
+
+fn decide_without_dcs(w: &World) -> Decision {
+    if w.pg.is_primary() && w.settings.paused {
+        return Decision::new(
+            "DCS is not accessible; the cluster is paused: not demoting",
+            vec![],
+        );
+    }
+    if w.pg.is_primary() {
+        // Only a deadline renewed on the lease that carries the leader key counts.
+        if w.lease_valid()
+            && w.memory.our_lease.is_some()
+            && w.memory.known_lock_lease == w.memory.our_lease
+        {
+            Decision::new(
+                format!(
+                    "DCS is not accessible; lease valid for {} ms more, still the leader",
+                    w.memory
+                        .write_deadline_ms
+                        .unwrap_or(0)
+                        .saturating_sub(w.now_ms)
+                ),
+                vec![Action::KeepLeading],
+            )
+        } else {
+            Decision::new(
+                "DCS is not accessible and the lease may have expired: demoting to read-only",
+                vec![Action::Demote {
+                    mode: DemoteMode::Offline,
+                }],
+            )
+        }
+    } else {
+        Decision::new("DCS is not accessible", vec![])
+    }
+}
+
+fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
+    if cluster.leader_name() == Some(w.me.as_str()) {
+        return Decision::new(
+            "data directory is empty but the leader key has my name: releasing it",
+            vec![Action::ReleaseLeader],
+        );
+    }
+    if let Some(leader) = w.other_leader() {
+        return Decision::new(
+            format!("cloning a replica from leader {leader}"),
+            vec![Action::CloneFrom {
+                leader: leader.to_string(),
+            }],
+        );
+    }
+    if w.settings.paused {
+        return Decision::new(
+            "the cluster is paused: not bootstrapping; waiting for a leader to clone from",
+            vec![],
+        );
+    }
+    if cluster.initialize.is_none() && !w.settings.nofailover && w.settings.failover_priority > 0 {
+        return Decision::new(
+            "no cluster yet: racing to bootstrap",
+            vec![Action::Bootstrap],
+        );
+    }
+    Decision::new("waiting for a leader to bootstrap or to clone from", vec![])
+}
+
+fn decide_stopped(w: &World, was_primary: bool) -> Decision {
+    let was_primary = was_primary || w.pg.former_primary;
+    if w.settings.paused {
+        if w.cluster.as_ref().and_then(|c| c.leader_name()) == Some(w.me.as_str()) {
+            return Decision::new(
+                "the cluster is paused and PostgreSQL is not running: releasing the leader key",
+                vec![Action::ReleaseLeader],
+            );
+        }
+        return Decision::new(
+            "the cluster is paused: PostgreSQL is not running and is left stopped",
+            vec![],
+        );
+    }
+    if w.holds_lock() {
+        return if was_primary {
+            Decision::new(
+                "PostgreSQL is not running and I hold the lock: starting as primary",
+                vec![Action::KeepLeading, Action::StartPrimary],
+            )
+        } else {
+            Decision::new(
+                "PostgreSQL is not running and I hold the lock: starting, then promoting",
+                vec![Action::KeepLeading, Action::StartReplica { leader: None }],
+            )
+        };
+    }
+    if w.leader_is_me_other_lease() {
+        return Decision::new(
+            "the leader key has my name from an earlier run: re-attaching it",
+            vec![Action::ReattachLeader],
+        );
+    }
+    if let Some(leader) = w.other_leader() {
+        let leader = leader.to_string();
+        if w.memory.rewind_failed || (was_primary && !w.settings.use_pg_rewind) {
+            return Decision::new(
+                format!(
+                    "former primary cannot rewind: moving the data directory aside and cloning from {leader}"
+                ),
+                vec![Action::Reclone { leader }],
+            );
+        }
+        if was_primary {
+            if !w.leader_runs_as_primary(&leader) {
+                return Decision::new(
+                    format!(
+                        "former primary: waiting for leader {leader} to run as primary before rewinding from it"
+                    ),
+                    vec![],
+                );
+            }
+            return Decision::new(
+                format!("former primary: rewinding from leader {leader} before following it"),
+                vec![Action::Rewind { leader }],
+            );
+        }
+        return Decision::new(
+            format!("starting as a replica of {leader}"),
+            vec![Action::StartReplica {
+                leader: Some(leader),
+            }],
+        );
+    }
+    Decision::new(
+        "no leader: starting PostgreSQL read-only to take part in the election",
+        vec![Action::StartReplica { leader: None }],
+    )
+}
+
+fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy) -> Decision {
+    if w.holds_lock() {
+        let mut actions = vec![Action::KeepLeading];
+        if cluster.initialize.as_deref().is_none_or(str::is_empty) {
+            actions.push(Action::WriteInitialize {
+                sysid: sysid.to_string(),
+            });
+        }
+        if let Some(req) = w.request() {
+            let (summary, more) = leader_request(w, req, policy);
+            actions.extend(more);
+            return Decision::new(summary, actions);
+        }
+        if let Health::Failed(why) = &w.health
+            && w.memory.failed_health_loops >= w.settings.failed_loops_before_handover.max(1)
+        {
+            if w.settings.paused {
+                return Decision::new(
+                    format!(
+                        "my policy judges me failed ({why}), but the cluster is paused: staying leader"
+                    ),
+                    actions,
+                );
+            }
+            if let Some(at) = w.memory.handover_aborted_ms
+                && w.now_ms.saturating_sub(at) < HANDOVER_RETRY_MS
+            {
+                return Decision::new(
+                    format!(
+                        "my policy judges me failed ({why}); the last hand-over was aborted {} s ago: staying leader for now",
+                        w.now_ms.saturating_sub(at) / 1000
+                    ),
+                    actions,
+                );
+            }
+            let view = w.handover_view(ElectionReason::LeaderUnhealthy);
+            return match streaming_only(w, sync_only(&view, policy.rank(&view))) {
+                Ranking::Candidates(list) if !list.is_empty() => {
+                    let to = list[0].name.clone();
+                    actions.push(Action::HandOver {
+                        to: to.clone(),
+                        reason: HandOverReason::LeaderUnhealthy,
+                    });
+                    Decision::new(
+                        format!(
+                            "my policy judged me failed for {} loops ({why}): handing over to {to} ({})",
+                            w.memory.failed_health_loops, list[0].reason
+                        ),
+                        actions,
+                    )
+                }
+                Ranking::Veto(v) => Decision::new(
+                    format!(
+                        "my policy judges me failed ({why}), but no candidate may take over ({v}): staying leader"
+                    ),
+                    actions,
+                ),
+                Ranking::Candidates(_) => Decision::new(
+                    format!(
+                        "my policy judges me failed ({why}), but no healthy candidate can take over: staying leader"
+                    ),
+                    actions,
+                ),
+            };
+        }
+        return Decision::new(
+            format!("no action: I am ({}) the leader with the lock", w.me),
+            actions,
+        );
+    }
+    if w.settings.paused {
+        return decide_primary_paused(w, cluster);
+    }
+    if w.leader_is_me_other_lease() {
+        if w.lease_valid() && w.memory.our_lease.is_some() {
+            return Decision::new(
+                "still primary and the leader key has my name from an earlier run: re-attaching it",
+                vec![Action::ReattachLeader],
+            );
+        }
+        return Decision::new(
+            "the leader key has my name on another lease and my own lease is not valid: demoting",
+            vec![Action::Demote {
+                mode: DemoteMode::Immediate,
+            }],
+        );
+    }
+    if cluster.leader_name() == Some(w.me.as_str()) {
+        return Decision::new(
+            "the lease deadline passed before it could be renewed: demoting",
+            vec![Action::Demote {
+                mode: DemoteMode::Immediate,
+            }],
+        );
+    }
+    match w.other_leader() {
+        Some(l) => Decision::new(
+            format!("demoting: {l} holds the lock and I am running as primary"),
+            vec![Action::Demote {
+                mode: DemoteMode::Immediate,
+            }],
+        ),
+        None => Decision::new(
+            "demoting: running as primary without the lock",
+            vec![Action::Demote {
+                mode: DemoteMode::Immediate,
+            }],
+        ),
+    }
+}
+
+/// A primary without a valid lock in a paused cluster: never demoted; it takes a free lock.
+fn decide_primary_paused(w: &World, cluster: &Cluster) -> Decision {
+    if w.leader_is_me_other_lease() {
+        return Decision::new(
+            "the cluster is paused; the leader key has my name from an earlier run: re-attaching it",
+            vec![Action::ReattachLeader],
+        );
+    }
+    match cluster.leader_name() {
+        None => Decision::new(
+            "the cluster is paused and I run as primary without the leader key: taking it",
+            vec![Action::AcquireLeader {
+                reason: AcquireReason::PausedTakeover,
+            }],
+        ),
+        Some(l) if l == w.me => Decision::new(
+            "the cluster is paused; the lease renewal is late: not demoting",
+            vec![],
+        ),
+        Some(l) => Decision::new(
+            format!(
+                "the cluster is paused: running as primary while {l} holds the leader key; not demoting"
+            ),
+            vec![],
+        ),
+    }
+}
+
+pub(super) fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
+    if w.holds_lock() {
+        return Decision::new(
+            "I hold the lock: promoting",
+            vec![Action::KeepLeading, Action::Promote],
+        );
+    }
+    if w.leader_is_me_other_lease() {
+        return Decision::new(
+            "the leader key has my name from an earlier run: re-attaching it",
+            vec![Action::ReattachLeader],
+        );
+    }
+    if let Some(leader) = w.other_leader() {
+        if w.pg.former_primary {
+            let leader = leader.to_string();
+            if w.settings.paused {
+                return Decision::new(
+                    format!(
+                        "the cluster is paused: running read-only on a former primary's data, which must be rewound before it follows {leader}"
+                    ),
+                    vec![],
+                );
+            }
+            if w.memory.rewind_failed || !w.settings.use_pg_rewind {
+                return Decision::new(
+                    format!(
+                        "running read-only on a former primary's data, which may have diverged from leader {leader}: moving it aside and cloning from {leader}"
+                    ),
+                    vec![Action::Reclone { leader }],
+                );
+            }
+            if !w.leader_runs_as_primary(&leader) {
+                return Decision::new(
+                    format!(
+                        "running read-only on a former primary's data: waiting for leader {leader} to run as primary before rewinding from it"
+                    ),
+                    vec![],
+                );
+            }
+            return Decision::new(
+                format!(
+                    "running read-only on a former primary's data, which may have diverged from leader {leader}: rewinding before following it"
+                ),
+                vec![Action::Rewind { leader }],
+            );
+        }
+        if w.pg.upstream.as_deref() != Some(leader) {
+            return Decision::new(
+                format!("following new leader {leader}"),
+                vec![Action::Follow {
+                    leader: leader.to_string(),
+                }],
+            );
+        }
+        return Decision::new(
+            format!("no action: I am ({}) a replica following {leader}", w.me),
+            vec![],
+        );
+    }
+    if w.cluster.as_ref().and_then(|c| c.leader.as_ref()).is_some() {
+        // The leader key has our name on the right lease, but our write deadline passed: wait.
+        return Decision::new("lease renewal is late: not promoting", vec![]);
+    }
+    elect(w, policy)
+}

@@ -1,0 +1,137 @@
+//! Elections: who races for a free leader key (the policy's ranking, a requested failover
+//! candidate, the backoff for the others), and the filters every ranking passes through
+//! (synchronous mode, streaming replicas for a hand-over).
+
+use super::policy::{self, ElectionView, Health, Policy, Ranking};
+use super::request::Due;
+use super::{AcquireReason, Action, Decision, World};
+
+/// In synchronous mode only the `sync` key's members may be promoted, whatever a policy
+/// answers: a (buggy) policy cannot promote a replica that may lack acknowledged commits.
+pub(super) fn sync_only(view: &ElectionView, r: Ranking) -> Ranking {
+    match (r, &view.sync_members) {
+        (Ranking::Candidates(list), Some(sync)) => Ranking::Candidates(
+            list.into_iter()
+                .filter(|c| sync.contains(&c.name))
+                .collect(),
+        ),
+        (r, _) => r,
+    }
+}
+
+/// The candidates of a ranking that stream from this node (the leader): a hand-over waits
+/// for its target to receive the last WAL, which only a streaming replica does at once.
+pub(super) fn streaming_only(w: &World, r: Ranking) -> Ranking {
+    match r {
+        Ranking::Candidates(list) => Ranking::Candidates(
+            list.into_iter()
+                .filter(|c| w.pg.streaming.contains(&c.name))
+                .collect(),
+        ),
+        veto => veto,
+    }
+}
+
+pub(super) fn elect(w: &World, policy: &dyn Policy) -> Decision {
+    if let Some(req) = w.request()
+        && let Some(c) = req.candidate
+        && matches!(req.due(w), Due::Now)
+    {
+        if c == w.me
+            && !w.settings.nofailover
+            && w.settings.failover_priority > 0
+            && !matches!(w.health, Health::Failed(_))
+        {
+            return Decision::new(
+                "no leader and a failover to me was requested: racing for the lock",
+                vec![Action::AcquireLeader {
+                    reason: AcquireReason::RequestedFailover,
+                }],
+            );
+        }
+        let viable = w.peers.get(c).and_then(Option::as_ref).is_some_and(|p| {
+            p.in_recovery
+                && p.state == "running"
+                && p.healthy
+                && !p.nofailover
+                && p.failover_priority > 0
+        });
+        let waited = w
+            .memory
+            .unlocked_since_ms
+            .map(|s| w.now_ms.saturating_sub(s))
+            .unwrap_or(0);
+        if viable && (w.settings.paused || waited < w.settings.ttl_ms) {
+            return Decision::new(
+                format!(
+                    "no leader: a failover to {c} was requested, waiting for it to take the lock"
+                ),
+                vec![],
+            );
+        }
+        if w.settings.paused {
+            return Decision::new(
+                format!(
+                    "no leader: a failover to {c} was requested, but {c} cannot take it; the cluster is paused"
+                ),
+                vec![],
+            );
+        }
+    }
+    if w.settings.paused {
+        return Decision::new(
+            "no leader, but the cluster is paused: not racing for the lock",
+            vec![],
+        );
+    }
+    let view = w.election_view();
+    match sync_only(&view, policy.rank(&view)) {
+        Ranking::Veto(why) => Decision::new(format!("no leader, not racing: {why}"), vec![]),
+        Ranking::Candidates(list) => {
+            let Some(pos) = list.iter().position(|c| c.name == w.me) else {
+                let why = view
+                    .members
+                    .iter()
+                    .find(|m| m.name == w.me)
+                    .and_then(|m| policy::DefaultPolicy::ineligible(&view, m))
+                    .unwrap_or_else(|| "the policy does not rank me".into());
+                return Decision::new(format!("no leader, I am not eligible: {why}"), vec![]);
+            };
+            if pos == 0 {
+                return Decision::new(
+                    format!(
+                        "no leader: I am the best candidate ({}), racing for the lock",
+                        list[0].reason
+                    ),
+                    vec![Action::AcquireLeader {
+                        reason: AcquireReason::LeaderMissing,
+                    }],
+                );
+            }
+            let waited = w
+                .memory
+                .unlocked_since_ms
+                .map(|s| w.now_ms.saturating_sub(s))
+                .unwrap_or(0);
+            if waited >= w.settings.race_backoff_ms {
+                return Decision::new(
+                    format!(
+                        "no leader for {waited} ms and {} did not take the lock: racing as candidate #{}",
+                        list[0].name,
+                        pos + 1
+                    ),
+                    vec![Action::AcquireLeader {
+                        reason: AcquireReason::LeaderMissing,
+                    }],
+                );
+            }
+            Decision::new(
+                format!(
+                    "no leader: {} is the better candidate ({}), waiting",
+                    list[0].name, list[0].reason
+                ),
+                vec![],
+            )
+        }
+    }
+}

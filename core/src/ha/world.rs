@@ -1,0 +1,305 @@
+//! The snapshot one decision is made from: the local PostgreSQL, the cluster as read from the
+//! DCS, the peers' answers during an election, the settings, and the decision memory. Also the
+//! views a [`Policy`](super::policy::Policy) ranks, built from that snapshot.
+
+use super::memory::Memory;
+use super::policy::{CandidateView, ElectionReason, ElectionView, Health};
+use crate::dcs::{Cluster, json_scalar};
+use std::collections::BTreeMap;
+
+/// What is known about the local data directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataDir {
+    /// Missing or empty: a new node.
+    Empty,
+    /// A PostgreSQL data directory.
+    Initialized {
+        sysid: String,
+        /// pg_controldata says it last ran as a primary (`in production`, `shut down`).
+        was_primary: bool,
+    },
+    /// Not empty and not a usable data directory: never touched automatically.
+    Unusable(String),
+}
+
+/// The local PostgreSQL as observed this cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgView {
+    pub data_dir: DataDir,
+    pub running: bool,
+    /// Known when running.
+    pub in_recovery: Option<bool>,
+    pub timeline: Option<u32>,
+    pub wal_position: Option<u64>,
+    /// A replica's received and replayed WAL positions (for the policies' view).
+    pub received_lsn: Option<u64>,
+    pub replayed_lsn: Option<u64>,
+    /// The member the replica is configured to stream from.
+    pub upstream: Option<String>,
+    /// Members streaming from this node (`pg_stat_replication`, state `streaming`): only
+    /// they can receive a hand-over's last WAL at once.
+    pub streaming: Vec<String>,
+    /// The data directory was a primary's (or a replica start failed) and has not been
+    /// rewound, cloned or promoted since: it may have diverged from any other leader, so it
+    /// must be rewound (or re-cloned) before it follows one.
+    pub former_primary: bool,
+}
+
+impl PgView {
+    pub fn is_primary(&self) -> bool {
+        self.running && self.in_recovery == Some(false)
+    }
+    pub fn is_replica(&self) -> bool {
+        self.running && self.in_recovery == Some(true)
+    }
+}
+
+/// A peer's answer to `GET /patroni` during an election (`None` = unreachable).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerState {
+    pub role: String,
+    pub state: String,
+    pub in_recovery: bool,
+    pub wal_position: u64,
+    /// A replica's received and replayed WAL positions.
+    pub received_lsn: Option<u64>,
+    pub replayed_lsn: Option<u64>,
+    pub timeline: Option<u32>,
+    pub nofailover: bool,
+    pub failover_priority: i64,
+    pub tags: BTreeMap<String, String>,
+    /// The peer's own policy has not judged it `failed` (peers that publish no verdict, such
+    /// as Patroni nodes, count as healthy).
+    pub healthy: bool,
+}
+
+/// Settings the core needs (from the dynamic config and local tags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub ttl_ms: u64,
+    pub maximum_lag_on_failover: u64,
+    pub check_timeline: bool,
+    pub use_pg_rewind: bool,
+    pub nofailover: bool,
+    pub failover_priority: i64,
+    pub tags: BTreeMap<String, String>,
+    /// How long a non-top candidate waits for the top-ranked one before racing itself.
+    pub race_backoff_ms: u64,
+    /// `synchronous_mode` is on: only members in the `sync` key may be promoted.
+    pub synchronous_mode: bool,
+    /// Maintenance mode (`pause: true` in the cluster config): no automatic promotion,
+    /// demotion, start or stop; only an operator's switchover to a named candidate.
+    pub paused: bool,
+    /// `loop_wait` in ms: a scheduled switchover runs in the first loop after its time, and
+    /// one more than 1.5 loops late is dropped as stale.
+    pub loop_wait_ms: u64,
+    /// A leader whose policy judged it `failed` for this many consecutive loops hands over to
+    /// a healthy candidate.
+    pub failed_loops_before_handover: u32,
+}
+
+/// The whole snapshot one decision is made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct World {
+    pub now_ms: u64,
+    pub me: String,
+    /// `None`: the DCS could not be read this cycle.
+    pub cluster: Option<Cluster>,
+    pub pg: PgView,
+    /// Peers polled for an election, by name.
+    pub peers: BTreeMap<String, Option<PeerState>>,
+    pub settings: Settings,
+    pub health: Health,
+    /// Wall clock, ms since the Unix epoch: only for the time of a scheduled switchover.
+    pub now_unix_ms: u64,
+    /// What the loop remembers from earlier loops: our lease and write deadline, since when
+    /// there has been no leader, the last leader, ...
+    pub memory: Memory,
+}
+
+impl World {
+    /// We hold the leader key on our own lease and our write deadline has not passed.
+    pub fn holds_lock(&self) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        matches!(&cluster.leader, Some(l) if l.name == self.me && Some(l.lease) == self.memory.our_lease)
+            && self.lease_valid()
+    }
+
+    pub fn lease_valid(&self) -> bool {
+        self.memory
+            .write_deadline_ms
+            .is_some_and(|d| self.now_ms < d)
+    }
+
+    /// The leader key has our name but another lease: a previous incarnation of this supervisor.
+    pub(super) fn leader_is_me_other_lease(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| {
+            matches!(&c.leader, Some(l) if l.name == self.me && Some(l.lease) != self.memory.our_lease)
+        })
+    }
+
+    /// Whether `leader`'s member key says it runs as a primary. A leader still promoting is in
+    /// recovery on the old timeline, and pg_rewind against it finds "no rewind required" for a
+    /// former primary that has diverged: that node would then never stream.
+    pub(super) fn leader_runs_as_primary(&self, leader: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.member(leader))
+            .is_some_and(|m| {
+                matches!(m.data.role.as_deref(), Some("primary" | "master"))
+                    && m.data.state.as_deref() == Some("running")
+            })
+    }
+
+    pub(super) fn other_leader(&self) -> Option<&str> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.leader_name())
+            .filter(|n| *n != self.me)
+    }
+
+    /// The view every node hands to the policy for an election.
+    pub fn election_view(&self) -> ElectionView {
+        let cluster = self.cluster.clone().unwrap_or_default();
+        let mut members = Vec::new();
+        let me = CandidateView {
+            name: self.me.clone(),
+            role: if self.pg.is_primary() {
+                "primary".into()
+            } else {
+                "replica".into()
+            },
+            state: if self.pg.running {
+                "running".into()
+            } else {
+                "stopped".into()
+            },
+            timeline: self.pg.timeline,
+            wal_position: self.pg.wal_position,
+            received_lsn: self.pg.received_lsn,
+            replayed_lsn: self.pg.replayed_lsn,
+            in_recovery: self.pg.in_recovery.unwrap_or(true),
+            reachable: true,
+            nofailover: self.settings.nofailover,
+            failover_priority: self.settings.failover_priority,
+            tags: self.settings.tags.clone(),
+            healthy: !matches!(self.health, Health::Failed(_)),
+        };
+        members.push(me);
+        let mut names: Vec<&String> = self.peers.keys().collect();
+        for m in &cluster.members {
+            if !self.peers.contains_key(&m.name) {
+                names.push(&m.name);
+            }
+        }
+        for name in names {
+            if *name == self.me {
+                continue;
+            }
+            let dcs_member = cluster.member(name);
+            let cv = match self.peers.get(name).and_then(Option::as_ref) {
+                Some(p) => CandidateView {
+                    name: name.clone(),
+                    role: p.role.clone(),
+                    state: p.state.clone(),
+                    timeline: p.timeline,
+                    wal_position: Some(p.wal_position),
+                    received_lsn: p.received_lsn,
+                    replayed_lsn: p.replayed_lsn,
+                    in_recovery: p.in_recovery,
+                    reachable: true,
+                    nofailover: p.nofailover,
+                    failover_priority: p.failover_priority,
+                    tags: p.tags.clone(),
+                    healthy: p.healthy,
+                },
+                None => CandidateView {
+                    name: name.clone(),
+                    role: dcs_member
+                        .and_then(|m| m.data.role.clone())
+                        .unwrap_or_else(|| "unknown".into()),
+                    state: "unreachable".into(),
+                    timeline: dcs_member.and_then(|m| m.data.timeline),
+                    wal_position: dcs_member.and_then(|m| m.wal_position()),
+                    received_lsn: dcs_member.and_then(|m| m.data.receive_lsn),
+                    replayed_lsn: dcs_member.and_then(|m| m.data.replay_lsn),
+                    in_recovery: true,
+                    reachable: false,
+                    nofailover: dcs_member.is_some_and(|m| m.nofailover()),
+                    failover_priority: dcs_member.map(|m| m.failover_priority()).unwrap_or(1),
+                    tags: dcs_member
+                        .map(|m| {
+                            m.data
+                                .tags
+                                .iter()
+                                .map(|(k, v)| (k.clone(), json_scalar(v)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    healthy: false,
+                },
+            };
+            members.push(cv);
+        }
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        // The last leader this node saw is the former leader; without one (a node started
+        // after the leader was gone), the last promotion in `/history`.
+        let former_leader = self
+            .memory
+            .last_leader
+            .as_ref()
+            .map(|(n, _)| n.clone())
+            .or_else(|| cluster.history.last().and_then(|h| h.new_leader.clone()));
+        let former_leader_zone = former_leader.as_deref().and_then(|f| {
+            members
+                .iter()
+                .find(|m| m.name == f)
+                .and_then(|m| m.tags.get("zone").cloned())
+                .or_else(|| {
+                    self.memory
+                        .last_leader
+                        .as_ref()
+                        .filter(|(name, _)| name == f)
+                        .and_then(|(_, tags)| tags.get("zone").cloned())
+                })
+        });
+        ElectionView {
+            members,
+            former_leader,
+            former_leader_zone,
+            reason: if cluster.history.is_empty() && cluster.initialize.is_none() {
+                ElectionReason::NoLeader
+            } else {
+                ElectionReason::LeaderLost
+            },
+            leader_optime: cluster.status.optime,
+            maximum_lag_on_failover: self.settings.maximum_lag_on_failover,
+            cluster_timeline: cluster.timeline(),
+            check_timeline: self.settings.check_timeline,
+            sync_members: if self.settings.synchronous_mode {
+                cluster.sync.as_ref().map(|(s, _)| {
+                    let mut v = s.members();
+                    v.extend(s.leader.clone());
+                    v
+                })
+            } else {
+                None
+            },
+            now_ms: self.now_ms,
+        }
+    }
+
+    /// The view for a hand-over by the leader (this node): every other member, with this node
+    /// as the former leader. The leader itself is left out, so that a policy ranks the
+    /// replicas instead of vetoing because "the primary is still alive".
+    pub fn handover_view(&self, reason: ElectionReason) -> ElectionView {
+        let mut view = self.election_view();
+        view.members.retain(|m| m.name != self.me);
+        view.former_leader = Some(self.me.clone());
+        view.former_leader_zone = self.settings.tags.get("zone").cloned();
+        view.reason = reason;
+        view
+    }
+}

@@ -1,0 +1,406 @@
+//! Act: carry out one `ha::Action` on the DCS and PostgreSQL, keep the fencing guard armed
+//! with the write deadline while PostgreSQL may be a primary under our lock, and bootstrap a
+//! new cluster.
+//!
+//! May touch: the DCS (leader key, `initialize`, `failover`), PostgreSQL (start, stop, promote,
+//! clone, rewind, move a data directory aside), the guard's state file.
+
+use super::{NodeRole, PgPhase, Supervisor, SupervisorError};
+use crate::api::NodeView;
+use crate::config::split_host_port;
+use crate::dcs::Cluster;
+use crate::fence::{GuardState, instant_to_mono_ms};
+use crate::ha::{Action, DataDir, DemoteMode, World};
+use crate::postgres::{StopMode, Upstream};
+use std::time::Duration;
+use tokio::sync::watch;
+
+impl Supervisor {
+    pub(super) async fn act(
+        &mut self,
+        action: &Action,
+        w: &World,
+    ) -> Result<bool, SupervisorError> {
+        match action {
+            Action::KeepLeading => {
+                if w.holds_lock() && w.pg.is_primary() {
+                    self.leader_duties(w).await?;
+                }
+                Ok(false)
+            }
+            Action::AcquireLeader { reason } => {
+                if self.dcs.acquire_leader(&self.cfg.name).await? {
+                    tracing::info!("acquired the leader lock");
+                    crate::metrics::failover(reason.failover_label());
+                    self.event(crate::policy::Event::FailoverCompleted(
+                        self.cfg.name.clone(),
+                    ));
+                    if w.cluster
+                        .as_ref()
+                        .and_then(|c| c.failover.as_ref())
+                        .is_some_and(|(f, _)| !f.is_empty())
+                    {
+                        let _ = self.dcs.clear_failover().await;
+                    }
+                    Ok(true)
+                } else {
+                    tracing::info!("another node acquired the leader lock first");
+                    Ok(true)
+                }
+            }
+            Action::ReattachLeader => {
+                let ok = self.dcs.reattach_leader(&self.cfg.name).await?;
+                tracing::info!(ok, "re-attached the leader key to this process's lease");
+                Ok(true)
+            }
+            Action::ReleaseLeader => {
+                self.dcs.release_leader(&self.cfg.name).await?;
+                Ok(true)
+            }
+            Action::Bootstrap => self.bootstrap().await,
+            Action::CloneFrom { leader } => {
+                let up = self.upstream_for(w, leader)?;
+                self.phase = PgPhase::CreatingReplica;
+                self.role = NodeRole::Replica;
+                let _ = self.touch_member().await;
+                tracing::info!(from = %leader, "cloning with pg_basebackup");
+                busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
+                self.sysid = None;
+                self.start_replica(Some(&up)).await?;
+                Ok(true)
+            }
+            Action::Reclone { leader } => {
+                let up = self.upstream_for(w, leader)?;
+                self.pg
+                    .stop(StopMode::Fast, Duration::from_secs(30))
+                    .await?;
+                self.pg.move_aside()?;
+                self.mem.rewind_failed = false;
+                self.sysid = None;
+                self.phase = PgPhase::CreatingReplica;
+                busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
+                self.start_replica(Some(&up)).await?;
+                Ok(true)
+            }
+            Action::StartPrimary => {
+                self.pg.set_former_primary(false)?;
+                self.phase = PgPhase::Starting;
+                self.pg.preset_sync_standbys(&self.sync_at_start(w));
+                self.pg.configure(false, None)?;
+                self.pg.start(self.start_patience()).await?;
+                self.role = NodeRole::Primary;
+                Ok(true)
+            }
+            Action::StartReplica { leader } => {
+                let up = match leader {
+                    Some(l) => Some(self.upstream_for(w, l)?),
+                    None => None,
+                };
+                if matches!(
+                    w.pg.data_dir,
+                    DataDir::Initialized {
+                        was_primary: true,
+                        ..
+                    }
+                ) {
+                    // Read-only on a primary's data: it must be rewound before it follows
+                    // anybody else (it may hold WAL the next leader never had).
+                    self.pg.set_former_primary(true)?;
+                }
+                match self.start_replica(up.as_ref()).await {
+                    Ok(()) => self.mem.replica_started(),
+                    Err(e) => {
+                        if self.mem.replica_start_failed() >= 2 && up.is_some() {
+                            // A data directory that does not start as this leader's replica
+                            // (e.g. forked off its timeline) gets rewound next.
+                            tracing::warn!(
+                                "PostgreSQL failed to start as a replica twice: rewinding it next"
+                            );
+                            self.pg.set_former_primary(true)?;
+                        }
+                        return Err(e);
+                    }
+                }
+                Ok(true)
+            }
+            Action::Rewind { leader } => {
+                let up = self.upstream_for(w, leader)?;
+                tracing::info!(from = %leader, "rewinding the former primary with pg_rewind");
+                // A postmaster still starting up (crash recovery) must be down for pg_rewind.
+                self.pg
+                    .stop(StopMode::Fast, Duration::from_secs(30))
+                    .await?;
+                match busy(&self.view_tx, "stopped", self.pg.rewind(&up)).await {
+                    Ok(()) => {
+                        self.pg.set_former_primary(false)?;
+                        self.mem.replica_started();
+                        self.sysid = None;
+                        self.start_replica(Some(&up)).await?;
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "pg_rewind failed: the data directory will be moved aside and re-cloned");
+                        self.mem.rewind_failed = true;
+                        Ok(true)
+                    }
+                }
+            }
+            Action::Promote => {
+                self.arm_guard();
+                tracing::info!("promoting PostgreSQL");
+                self.pg.promote().await?;
+                self.role = NodeRole::Primary;
+                // In strict mode, commits wait from the first moment, not from the next loop.
+                if let Err(e) = self.pg.set_sync_standbys(&self.sync_at_start(w)) {
+                    tracing::warn!(error = %e, "could not set synchronous_standby_names after the promotion");
+                }
+                self.event(crate::policy::Event::RoleChanged {
+                    from: crate::policy::Role::Replica,
+                    to: crate::policy::Role::Primary,
+                });
+                if let Err(e) = self.pg.checkpoint().await {
+                    tracing::warn!(error = %e, "post-promote checkpoint failed");
+                }
+                if let Err(e) = self.write_history(w).await {
+                    tracing::warn!(error = %e, "could not update /history");
+                }
+                Ok(true)
+            }
+            Action::Demote { mode } => {
+                let (stop, why) = match mode {
+                    DemoteMode::Immediate => (StopMode::Immediate, "lost the leader lock"),
+                    DemoteMode::Offline => {
+                        (StopMode::Fast, "DCS unreachable past the lease deadline")
+                    }
+                };
+                tracing::warn!(reason = why, "demoting: stopping PostgreSQL");
+                self.phase = PgPhase::Stopping;
+                self.pg.stop(stop, Duration::from_secs(5)).await?;
+                self.phase = PgPhase::Stopped;
+                self.event(crate::policy::Event::Stopped(crate::policy::Role::Primary));
+                self.role = NodeRole::Demoted;
+                self.sysid = None;
+                self.event(crate::policy::Event::RoleChanged {
+                    from: crate::policy::Role::Primary,
+                    to: crate::policy::Role::Replica,
+                });
+                let _ = self.guard.write(GuardState::Disarmed {
+                    owner: std::process::id() as i32,
+                });
+                Ok(true)
+            }
+            Action::Follow { leader } => {
+                let up = self.upstream_for(w, leader)?;
+                self.pg.configure(true, Some(&up))?;
+                self.pg.reload()?;
+                tracing::info!(leader = %leader, "now following");
+                Ok(false)
+            }
+            Action::WriteInitialize { sysid } => {
+                self.dcs.write_initialize(sysid).await?;
+                Ok(false)
+            }
+            Action::HandOver { to, reason } => self.hand_over(w, to, *reason).await,
+            Action::ClearFailover => {
+                self.dcs.clear_failover().await?;
+                Ok(false)
+            }
+            Action::Fatal(m) => Err(SupervisorError::Fatal(m.clone())),
+        }
+    }
+
+    pub(super) async fn start_replica(
+        &mut self,
+        up: Option<&Upstream>,
+    ) -> Result<(), SupervisorError> {
+        self.phase = PgPhase::Starting;
+        self.pg.configure(true, up)?;
+        if up.is_some() {
+            self.register_member().await;
+        }
+        self.pg.start(self.start_patience()).await?;
+        self.role = NodeRole::Replica;
+        Ok(())
+    }
+
+    /// Make our member key live before a replica start blocks this loop. The leader keeps our
+    /// replication slot only while that key exists, and the key dies with our lease (a partition
+    /// longer than ttl, say). A replica that must stream to become consistent (after pg_rewind)
+    /// would otherwise wait in `start` for a slot that appears only once the loop runs again.
+    pub(super) async fn register_member(&mut self) {
+        if let Err(e) = self.dcs.refresh_lease(self.dynamic.ttl).await {
+            tracing::warn!(error = %e, "could not renew the etcd lease before starting the replica");
+        }
+        if let Err(e) = self.touch_member().await {
+            tracing::warn!(error = %e, "could not publish the member key before starting the replica");
+        }
+    }
+
+    /// Arm the guard with our deadline while PostgreSQL may be a primary under our lock;
+    /// disarm it once PostgreSQL is certainly not a primary.
+    pub(super) fn update_guard(&self, w: &World, actions: &[Action]) {
+        let owner = std::process::id() as i32;
+        let promoting = actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Promote | Action::StartPrimary | Action::Bootstrap
+            )
+        });
+        let st = if w.settings.paused {
+            // Maintenance mode: the operator is in charge, nothing is fenced automatically.
+            Some(GuardState::Disarmed { owner })
+        } else if w.holds_lock() && (w.pg.is_primary() || promoting) {
+            w.memory.write_deadline_ms.map(|d| GuardState::Armed {
+                deadline_ms: d,
+                owner,
+            })
+        } else if !w.pg.is_primary() && !promoting {
+            Some(GuardState::Disarmed { owner })
+        } else {
+            // Primary without the lock (about to demote) or re-attaching: leave the last
+            // deadline in force.
+            None
+        };
+        if let Some(st) = st
+            && self.guard.read() != Some(st)
+            && let Err(e) = self.guard.write(st)
+        {
+            tracing::error!(error = %e, "cannot write the fencing guard state");
+        }
+    }
+
+    pub(super) fn arm_guard(&self) {
+        if let Some(d) = self.mem.write_deadline_ms {
+            let _ = self.guard.write(GuardState::Armed {
+                deadline_ms: d,
+                owner: std::process::id() as i32,
+            });
+        }
+    }
+
+    pub(super) fn upstream_for(
+        &self,
+        w: &World,
+        leader: &str,
+    ) -> Result<Upstream, SupervisorError> {
+        upstream_in(w.cluster.as_ref(), leader)
+    }
+
+    /// Race for `initialize`; the winner runs initdb, starts, and takes the leader key.
+    pub(super) async fn bootstrap(&mut self) -> Result<bool, SupervisorError> {
+        if !self.dcs.race_initialize().await? {
+            tracing::info!("another node is bootstrapping the cluster");
+            return Ok(false);
+        }
+        tracing::info!("won the bootstrap race: initializing a new cluster");
+        self.phase = PgPhase::Initializing;
+        self.role = NodeRole::Uninitialized;
+        let res = self.bootstrap_inner().await;
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "bootstrap failed: releasing the initialize key");
+            let _ = self
+                .pg
+                .stop(StopMode::Immediate, Duration::from_secs(5))
+                .await;
+            let _ = self.dcs.delete_initialize().await;
+            if !matches!(self.pg.data_dir_state().await, DataDir::Empty) {
+                let _ = self.pg.move_aside();
+            }
+            return Err(SupervisorError::Fatal(format!(
+                "failed to bootstrap the cluster: {e}"
+            )));
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn bootstrap_inner(&mut self) -> Result<(), SupervisorError> {
+        busy(&self.view_tx, "initializing new cluster", self.pg.initdb()).await?;
+        self.pg.configure(false, None)?;
+        if !self.pg.start(Duration::from_secs(120)).await? {
+            return Err(SupervisorError::Fatal(
+                "the new cluster did not accept connections within 120 s".into(),
+            ));
+        }
+        self.pg.create_roles().await?;
+        // initdb may have outlasted the lease (a slow disk, a busy machine): renew (or replace)
+        // it before taking the leader key with it.
+        let (id, sent) = self.dcs.refresh_lease(self.dynamic.ttl).await?;
+        self.mem
+            .lease_renewed(id, instant_to_mono_ms(sent), self.ttl_ms());
+        if !self.dcs.acquire_leader(&self.cfg.name).await? {
+            return Err(SupervisorError::Fatal(
+                "the leader key was taken during bootstrap".into(),
+            ));
+        }
+        self.arm_guard();
+        let cd = self.pg.controldata().await?;
+        let sysid = cd
+            .get("Database system identifier")
+            .cloned()
+            .unwrap_or_default();
+        self.dcs.write_initialize(&sysid).await?;
+        let dynamic = serde_json::to_value(&self.dynamic)
+            .map_err(|e| SupervisorError::Io(format!("encode dynamic config: {e}")))?;
+        self.dcs.seed_config(&dynamic).await?;
+        self.sysid = Some(sysid.clone());
+        self.role = NodeRole::Primary;
+        tracing::info!(%sysid, "bootstrapped a new cluster");
+        crate::metrics::failover("bootstrap");
+        Ok(())
+    }
+}
+
+/// Run a long action (a clone, initdb, pg_rewind) while keeping the REST view alive: the HA
+/// loop is busy, not stuck, so `/liveness` keeps answering 200 and the status document shows
+/// what the node is doing.
+pub(super) async fn busy<T>(
+    view: &watch::Sender<NodeView>,
+    state: &str,
+    action: impl std::future::Future<Output = T>,
+) -> T {
+    view.send_modify(|v| {
+        v.state = state.into();
+        v.last_loop = Some(std::time::Instant::now());
+    });
+    tokio::pin!(action);
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = &mut action => return r,
+            _ = beat.tick() => view.send_modify(|v| v.last_loop = Some(std::time::Instant::now())),
+        }
+    }
+}
+
+/// Where to stream from when following `leader`: its `conn_url` in the DCS.
+pub(super) fn upstream_in(
+    cluster: Option<&Cluster>,
+    leader: &str,
+) -> Result<Upstream, SupervisorError> {
+    let m = cluster
+        .and_then(|c| c.member(leader))
+        .ok_or_else(|| SupervisorError::Io(format!("leader {leader} has no member key yet")))?;
+    let url = m
+        .data
+        .conn_url
+        .as_deref()
+        .ok_or_else(|| SupervisorError::Io(format!("member {leader} has no conn_url")))?;
+    let (host, port) = conn_url_host_port(url)
+        .ok_or_else(|| SupervisorError::Io(format!("member {leader} has a bad conn_url {url}")))?;
+    Ok(Upstream {
+        name: leader.to_string(),
+        host,
+        port,
+    })
+}
+
+/// `host` and `port` of a `postgres://[user@]host:port/db` URL.
+pub(super) fn conn_url_host_port(url: &str) -> Option<(String, u16)> {
+    let hostport = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .unwrap_or(url);
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+    split_host_port(hostport)
+}

@@ -1,0 +1,195 @@
+//! The leader's per-loop duties while it holds the lock: publish `/status` (optime, slots),
+//! keep the members' replication slots, synchronous mode (carry out `ha::sync::plan`), and
+//! `/history` after a promotion.
+//!
+//! May touch: the DCS (`status`, `sync`, `history`), PostgreSQL (slots,
+//! `synchronous_standby_names`, reading the timeline history file).
+
+use super::{Supervisor, SupervisorError, iso_now};
+use crate::dcs::{Cluster, HistoryLine, Status, tag_bool};
+use crate::ha::World;
+use crate::ha::sync;
+use std::collections::BTreeMap;
+
+impl Supervisor {
+    /// The leader's per-loop work: publish `/status`, keep member slots.
+    pub(super) async fn leader_duties(&mut self, w: &World) -> Result<(), SupervisorError> {
+        let Some(c) = &w.cluster else { return Ok(()) };
+        let mut slots = BTreeMap::new();
+        if self.dynamic.postgresql.use_slots {
+            let others: Vec<String> = c
+                .members
+                .iter()
+                .filter(|m| m.name != self.cfg.name)
+                .map(|m| m.name.clone())
+                .collect();
+            match self.pg.sync_slots(&others).await {
+                Ok(s) => slots = s,
+                Err(e) => tracing::warn!(error = %e, "replication slot maintenance failed"),
+            }
+        }
+        let status = Status {
+            optime: w.pg.wal_position,
+            slots,
+            ..Status::default()
+        };
+        if c.status != status {
+            self.dcs.write_status(&status).await?;
+        }
+        self.manage_sync(c).await
+    }
+
+    /// What PostgreSQL waits for from the moment it runs as primary ([`sync::at_start`]).
+    pub(super) fn sync_at_start(&self, w: &World) -> sync::Standbys {
+        let key = w
+            .cluster
+            .as_ref()
+            .and_then(|c| c.sync.as_ref())
+            .map(|(s, _)| s);
+        sync::at_start(
+            &self.cfg.name,
+            self.dynamic.synchronous_mode,
+            self.dynamic.synchronous_mode_strict,
+            key,
+        )
+    }
+
+    /// Synchronous mode on the leader: carry out [`ha::sync::plan`], which keeps
+    /// `synchronous_standby_names` and the `sync` key consistent (the key never names a standby
+    /// PostgreSQL is not waiting for).
+    pub(super) async fn manage_sync(&mut self, c: &Cluster) -> Result<(), SupervisorError> {
+        let (mut key, mut rev) = match &c.sync {
+            Some((s, r)) => (Some(s.clone()), *r),
+            None => (None, 0),
+        };
+        let standbys: Vec<sync::Standby> = self
+            .last_pg
+            .as_ref()
+            .map(|p| {
+                p.replication
+                    .iter()
+                    .map(|r| sync::Standby {
+                        name: r.application_name.clone(),
+                        streaming: r.state == "streaming",
+                        sync: r.sync_state == "sync",
+                        flush_lsn: r.flush_lsn.unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let names_with = |tag: &str, set: bool| -> Vec<String> {
+            c.members
+                .iter()
+                .filter(|m| tag_bool(&m.data.tags, tag) == set)
+                .map(|m| m.name.clone())
+                .collect()
+        };
+        let eligible = names_with("nosync", false);
+        let no_failover = names_with("nofailover", true);
+        // Read after the walsenders when one reports `sync` (what publishing needs); else the
+        // loop's earlier reading, which is enough for `maximum_lag_on_syncnode`.
+        let primary_flush = self
+            .last_pg
+            .as_ref()
+            .and_then(|p| p.flush_lsn_after_walsenders.or(p.flush_lsn));
+        // A key write (a take-over or a shrink) is followed at once by the setting change it
+        // prepares, so a standby that left stops holding up commits within this loop.
+        for _ in 0..3 {
+            let plan = sync::plan(&sync::SyncInputs {
+                me: &self.cfg.name,
+                mode: self.dynamic.synchronous_mode,
+                node_count: usize::try_from(self.dynamic.synchronous_node_count)
+                    .unwrap_or(usize::MAX),
+                strict: self.dynamic.synchronous_mode_strict,
+                standbys: &standbys,
+                eligible: &eligible,
+                no_failover: &no_failover,
+                max_lag: u64::try_from(self.dynamic.maximum_lag_on_syncnode).ok(),
+                key: key.as_ref(),
+                primary_flush,
+                catching_up: &self.mem.sync_catching_up,
+            });
+            if !matches!(plan, sync::SyncPlan::Apply { .. }) {
+                self.mem.sync_catching_up.clear();
+            }
+            match plan {
+                sync::SyncPlan::Off { delete_key } => {
+                    self.pg.set_sync_standbys(&sync::Standbys::Nobody)?;
+                    if delete_key {
+                        self.dcs.delete_sync().await?;
+                    }
+                }
+                sync::SyncPlan::WriteKey(st) => match self.dcs.write_sync(&st, Some(rev)).await? {
+                    Some(new) => {
+                        (key, rev) = (Some(st), new);
+                        continue;
+                    }
+                    None => tracing::warn!("the sync key changed under us; retrying next loop"),
+                },
+                sync::SyncPlan::Apply {
+                    standbys,
+                    publish,
+                    catching_up,
+                } => {
+                    self.mem.sync_catching_up = catching_up;
+                    self.pg.set_sync_standbys(&standbys)?;
+                    if let Some(st) = publish
+                        && self.dcs.write_sync(&st, Some(rev)).await?.is_some()
+                    {
+                        let names = st.sync_standby.unwrap_or_default();
+                        tracing::info!(standbys = %names, "published the synchronous standbys");
+                    }
+                }
+            }
+            break;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn write_history(&self, w: &World) -> Result<(), SupervisorError> {
+        let st = self.pg.query_state().await?;
+        let Some(tl) = st.timeline else { return Ok(()) };
+        if tl <= 1 {
+            return Ok(());
+        }
+        let c = self.pg.connect().await?;
+        let file = format!("pg_wal/{:08X}.history", tl);
+        let text: String = c
+            .query_one("SELECT pg_read_file($1)", &[&file])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+        let mut history = w
+            .cluster
+            .as_ref()
+            .map(|c| c.history.clone())
+            .unwrap_or_default();
+        history.retain(|h| h.timeline < tl - 1);
+        let last = text
+            .lines()
+            .rfind(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split('\t').map(str::to_string).collect::<Vec<_>>());
+        let (lsn, reason) = match last {
+            Some(parts) => (
+                parts
+                    .get(1)
+                    .and_then(|s| crate::postgres::parse_lsn(s))
+                    .unwrap_or(0),
+                parts
+                    .get(2)
+                    .cloned()
+                    .unwrap_or_else(|| "no recovery target specified".into()),
+            ),
+            None => (0, "no recovery target specified".into()),
+        };
+        history.push(HistoryLine {
+            timeline: tl - 1,
+            lsn,
+            reason,
+            timestamp: Some(iso_now()),
+            new_leader: Some(self.cfg.name.clone()),
+        });
+        self.dcs.write_history(&history).await?;
+        Ok(())
+    }
+}

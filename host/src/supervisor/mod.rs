@@ -1,0 +1,278 @@
+//! The supervisor: the thin async shell around the decision core, as quinn is around
+//! quinn-proto. Each loop it observes the world, asks [`crate::ha::decide`] what to do, carries
+//! the actions out, publishes its member key and the REST view, and sleeps until `loop_wait`
+//! passes or the DCS watch reports a change.
+//!
+//! One file per job:
+//! - `cycle.rs`: the loop (`run`, `cycle`) and the order of its steps;
+//! - `observe.rs`: the lease renewal, the DCS read, PostgreSQL's state, health, peers;
+//! - `act.rs`: each `ha::Action` on the DCS and PostgreSQL, the guard, bootstrap;
+//! - `leader.rs`: the leader's duties (status, slots, synchronous mode, history);
+//! - `handover.rs`: the planned hand-over, shutdown, leaving the `sync` key;
+//! - `commands.rs`: operators' commands from the REST API (restart, reinitialize);
+//! - `reload.rs`: reloading the configuration, the policies, PostgreSQL's parameters;
+//! - `publish.rs`: the member key, the REST view, the policies' events.
+//!
+//! What the loop remembers between decisions is the core's [`Memory`], updated through its
+//! methods; this struct keeps only what the shell itself needs (handles, caches, the phase).
+
+mod act;
+mod commands;
+mod cycle;
+mod handover;
+mod leader;
+mod observe;
+mod publish;
+mod reload;
+
+use crate::api::{self, NodeView};
+use crate::config::{Config, DynamicConfig, split_host_port};
+use crate::dcs::{Cluster, EtcdDcs};
+use crate::fence::GuardFiles;
+use crate::ha::Memory;
+use crate::ha::policy::Policy;
+use crate::policy::PolicySet;
+use crate::postgres::{PgState, Postgres};
+use commands::ScheduledRestart;
+use publish::event_thread;
+use reload::{attach_prober, load_policies, pg_settings};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Regent's version, as the REST API and the member key report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Reported as `version` in the member key: Patroni peers and patronictl parse it and switch
+/// behaviour below 4.0, so Regent speaks the 4.x protocol.
+pub const PATRONI_COMPAT_VERSION: &str = "4.1.4";
+
+/// Why an action or the loop failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// Something an operator must fix: the supervisor stops.
+    #[error("{0}")]
+    Fatal(String),
+    /// A DCS request failed (the loop goes on).
+    #[error(transparent)]
+    Dcs(#[from] crate::dcs::DcsError),
+    /// A PostgreSQL operation failed (the loop goes on).
+    #[error(transparent)]
+    Pg(#[from] crate::postgres::PgError),
+    /// Anything else that failed (the loop goes on).
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Patroni's PostgreSQL state strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PgPhase {
+    Running,
+    Starting,
+    Stopped,
+    Stopping,
+    Crashed,
+    CreatingReplica,
+    Initializing,
+    Restarting,
+    RestartFailed,
+}
+
+impl PgPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            PgPhase::Running => "running",
+            PgPhase::Starting => "starting",
+            PgPhase::Stopped => "stopped",
+            PgPhase::Stopping => "stopping",
+            PgPhase::Crashed => "crashed",
+            PgPhase::CreatingReplica => "creating replica",
+            PgPhase::Initializing => "initializing new cluster",
+            PgPhase::Restarting => "restarting",
+            PgPhase::RestartFailed => "restart failed",
+        }
+    }
+}
+
+/// What this node runs as, as the member key's `role` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeRole {
+    /// No data directory yet, or bootstrapping one.
+    Uninitialized,
+    /// PostgreSQL runs writable.
+    Primary,
+    /// PostgreSQL runs (or is started) read-only.
+    Replica,
+    /// Stopped after being a primary.
+    Demoted,
+}
+
+impl NodeRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Uninitialized => "uninitialized",
+            NodeRole::Primary => "primary",
+            NodeRole::Replica => "replica",
+            NodeRole::Demoted => "demoted",
+        }
+    }
+
+    /// The role the policies' events name.
+    fn policy_role(self) -> crate::policy::Role {
+        match self {
+            NodeRole::Primary => crate::policy::Role::Primary,
+            NodeRole::Replica => crate::policy::Role::Replica,
+            NodeRole::Uninitialized | NodeRole::Demoted => crate::policy::Role::Unknown,
+        }
+    }
+}
+
+/// One node's supervisor: the handles it acts through and what it remembers.
+pub struct Supervisor {
+    cfg: Config,
+    dcs: EtcdDcs,
+    pg: Postgres,
+    guard: GuardFiles,
+    policy: Arc<dyn Policy>,
+    /// The WebAssembly policies (`regent.policies`), if any; also reachable through `policy`.
+    policies: Option<Arc<PolicySet>>,
+    _policy_watcher: Option<crate::policy::WatcherHandle>,
+    view_tx: watch::Sender<NodeView>,
+    http: api::PeerClient,
+    dynamic: DynamicConfig,
+    /// What the loop remembers between decisions (the core's rules update it).
+    mem: Memory,
+    /// When the DCS was last read (Unix seconds), for the status document.
+    dcs_last_seen: Option<u64>,
+    phase: PgPhase,
+    role: NodeRole,
+    sysid: Option<String>,
+    last_pg: Option<PgState>,
+    last_cluster: Option<Cluster>,
+    guard_child: Option<std::process::Child>,
+    control: Option<crate::control::ControlReceiver>,
+    /// The configuration file, re-read on `POST /reload` and SIGHUP.
+    config_path: Option<std::path::PathBuf>,
+    /// The running REST API's reloadable part (credentials, allowlist, certificate).
+    api_reloader: Option<crate::api::Reloader>,
+    /// Shutting down as a synchronous standby: the member key says `nosync` so that the leader
+    /// stops waiting for this node before its PostgreSQL stops.
+    leaving_sync: bool,
+    /// A restart requested for later (`POST /restart` with `schedule`).
+    scheduled_restart: Option<ScheduledRestart>,
+    /// A re-initialization requested by `POST /reinitialize`, run at the start of the next loop.
+    reinit: Option<bool>,
+    /// The revision of a `/config` value that could not be decoded (reported once).
+    bad_config_rev: Option<i64>,
+    /// The queue of the thread that delivers events to the policies.
+    events: std::sync::mpsc::Sender<(Arc<PolicySet>, crate::policy::Event)>,
+    /// The PostgreSQL phase the health check last saw, and since when.
+    phase_seen: (PgPhase, std::time::Instant),
+}
+
+impl Supervisor {
+    /// Connect to etcd, load the policies and prepare PostgreSQL's settings; nothing runs yet.
+    pub async fn new(
+        cfg: Config,
+        view_tx: watch::Sender<NodeView>,
+        control: crate::control::ControlReceiver,
+    ) -> Result<Supervisor, SupervisorError> {
+        let bin_dir = crate::config::resolve_bin_dir(&cfg)
+            .map_err(|e| SupervisorError::Fatal(e.to_string()))?;
+        let (listen_host, port) = split_host_port(&cfg.postgresql.listen).ok_or_else(|| {
+            SupervisorError::Fatal(format!(
+                "postgresql.listen: `{}` is not host:port",
+                cfg.postgresql.listen
+            ))
+        })?;
+        let dynamic = cfg.bootstrap.dcs.clone();
+        let pg = Postgres::new(pg_settings(&cfg, &dynamic, bin_dir, listen_host, port))?;
+        let timeout = Duration::from_secs(dynamic.retry_timeout.max(1));
+        let dcs = EtcdDcs::connect(&cfg.etcd_endpoints(), &cfg.dcs_prefix(), timeout)
+            .await
+            .map_err(|e| {
+                SupervisorError::Fatal(format!(
+                    "cannot reach etcd at {}: {e}; check etcd3.hosts and that etcd is running",
+                    cfg.etcd_endpoints().join(",")
+                ))
+            })?;
+        let guard = GuardFiles::new(&cfg.run_dir(), &cfg.name, &cfg.postgresql.data_dir);
+        let (policy, policies, watcher) = load_policies(&cfg).await?;
+        let http = api::PeerClient::from_config(&cfg)
+            .map_err(|e| SupervisorError::Fatal(e.to_string()))?;
+        attach_prober(policies.as_deref(), &pg)?;
+        Ok(Supervisor {
+            cfg,
+            dcs,
+            pg,
+            guard,
+            policy,
+            policies,
+            _policy_watcher: watcher,
+            view_tx,
+            http,
+            dynamic,
+            mem: Memory::default(),
+            dcs_last_seen: None,
+            phase: PgPhase::Stopped,
+            role: NodeRole::Uninitialized,
+            sysid: None,
+            last_pg: None,
+            last_cluster: None,
+            guard_child: None,
+            control: Some(control),
+            config_path: None,
+            api_reloader: None,
+            leaving_sync: false,
+            scheduled_restart: None,
+            reinit: None,
+            phase_seen: (PgPhase::Stopped, std::time::Instant::now()),
+            events: event_thread()?,
+            bad_config_rev: None,
+        })
+    }
+
+    /// The file the configuration came from: `POST /reload` and SIGHUP re-read it.
+    pub fn set_config_path(&mut self, path: std::path::PathBuf) {
+        self.config_path = Some(path);
+    }
+
+    /// The REST API that a reload also updates (its credentials, allowlist, headers and
+    /// certificate).
+    pub fn set_api_reloader(&mut self, reloader: crate::api::Reloader) {
+        self.api_reloader = Some(reloader);
+    }
+
+    /// The DCS client (cheap to clone), for the REST API.
+    pub fn dcs(&self) -> EtcdDcs {
+        self.dcs.clone()
+    }
+
+    pub(super) fn ttl_ms(&self) -> u64 {
+        self.dynamic.ttl * 1000
+    }
+
+    /// How long one loop waits for PostgreSQL to accept connections after starting it; a
+    /// longer start goes on in the background while the loop keeps renewing the lease.
+    pub(super) fn start_patience(&self) -> Duration {
+        Duration::from_secs(self.dynamic.loop_wait.clamp(2, 10))
+    }
+}
+
+pub(super) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// ISO-8601 UTC timestamp with offset, as Patroni writes into `/history`.
+pub(super) fn iso_now() -> String {
+    crate::time::Timestamp::from_unix(unix_now() as i64).to_rfc3339()
+}

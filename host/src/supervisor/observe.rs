@@ -1,0 +1,280 @@
+//! Observe: renew the lease, read the cluster from the DCS (and apply a changed `config`
+//! key), query the local PostgreSQL, ask the policies for their health verdict and, during an
+//! election or a hand-over, poll the peers' REST APIs. The result is one `ha::World`, with a
+//! copy of the decision memory, which the observations update through its methods.
+//!
+//! May touch: the DCS (lease renewal and one range read), PostgreSQL (read-only queries),
+//! peers (GET), the policies (health); it changes nothing outside this process.
+
+use super::reload::yaml_scalar;
+use super::{NodeRole, PgPhase, Supervisor, unix_now, unix_now_ms};
+use crate::api::{self};
+use crate::config::{DynamicConfig, SyncMode};
+use crate::dcs::{Cluster, json_scalar};
+use crate::fence::{instant_to_mono_ms, mono_ms};
+use crate::ha::policy::{Health, HealthFacts, Policy};
+use crate::ha::{DataDir, PeerState, PgView, Settings, World};
+use crate::postgres::PgState;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+impl Supervisor {
+    /// One loop's observations, as the snapshot `ha::decide` reads.
+    pub(super) async fn observe(&mut self) -> World {
+        // Renew the lease first: the decision must see a fresh deadline.
+        match self.dcs.refresh_lease(self.dynamic.ttl).await {
+            Ok((id, sent)) => self
+                .mem
+                .lease_renewed(id, instant_to_mono_ms(sent), self.ttl_ms()),
+            Err(e) => tracing::warn!(error = %e, "could not renew the etcd lease"),
+        }
+        let cluster = self.read_cluster().await;
+        if let (Some(old), Some(new)) = (&self.last_cluster, &cluster) {
+            self.membership_events(old, new);
+        }
+        self.last_cluster = cluster.clone();
+        let now = mono_ms();
+        match &cluster {
+            Some(c) => {
+                let seen = self.mem.cluster_observed(&self.cfg.name, c, now);
+                if let Some(who) = seen.leader_gone
+                    && self.sysid.is_some()
+                {
+                    let who = who.unwrap_or_else(|| "the leader".into());
+                    self.event(crate::policy::Event::FailoverStarted(format!(
+                        "the leader key is gone ({who} no longer holds it)"
+                    )));
+                }
+            }
+            None => self.mem.cluster_unreadable(),
+        }
+
+        let running = self.pg.is_running().await;
+        let mut state = None;
+        if running {
+            match self.pg.query_state().await {
+                Ok(s) => {
+                    if self.phase != PgPhase::Running {
+                        let role = if s.in_recovery {
+                            crate::policy::Role::Replica
+                        } else {
+                            crate::policy::Role::Primary
+                        };
+                        self.event(crate::policy::Event::Started(role));
+                    }
+                    self.phase = PgPhase::Running;
+                    state = Some(s);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "PostgreSQL runs but does not answer yet");
+                    self.phase = PgPhase::Starting;
+                }
+            }
+        } else if self.phase == PgPhase::Running {
+            self.phase = PgPhase::Crashed;
+        }
+        let data_dir = match (&state, &self.sysid) {
+            (Some(s), Some(id)) => DataDir::Initialized {
+                sysid: id.clone(),
+                was_primary: !s.in_recovery,
+            },
+            _ => {
+                let d = self.pg.data_dir_state().await;
+                if let DataDir::Initialized { sysid, .. } = &d {
+                    self.sysid = Some(sysid.clone());
+                } else {
+                    self.sysid = None;
+                }
+                d
+            }
+        };
+        if let Some(s) = &state {
+            self.role = if s.in_recovery {
+                NodeRole::Replica
+            } else {
+                NodeRole::Primary
+            };
+        }
+        self.last_pg = state.clone();
+
+        let replica = state.as_ref().filter(|s| s.in_recovery);
+        let pg = PgView {
+            data_dir,
+            running: running && state.is_some(),
+            in_recovery: state.as_ref().map(|s| s.in_recovery),
+            timeline: state.as_ref().and_then(|s| s.timeline),
+            wal_position: state.as_ref().and_then(PgState::wal_position),
+            received_lsn: replica.and_then(|s| s.received_lsn),
+            replayed_lsn: replica.and_then(|s| s.replayed_lsn),
+            upstream: self.pg.configured_upstream(),
+            former_primary: self.pg.former_primary(),
+            streaming: state
+                .as_ref()
+                .filter(|s| !s.in_recovery)
+                .map(|s| {
+                    s.replication
+                        .iter()
+                        .filter(|r| r.state == "streaming")
+                        .map(|r| r.application_name.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        World {
+            now_ms: now,
+            me: self.cfg.name.clone(),
+            cluster,
+            pg,
+            peers: BTreeMap::new(),
+            settings: self.settings(),
+            health: Health::Healthy,
+            now_unix_ms: unix_now_ms(),
+            memory: self.mem.clone(),
+        }
+    }
+
+    /// Read the whole cluster prefix; a changed `config` key is applied at once (a value that
+    /// cannot be decoded is reported once per revision and ignored). `None`: the DCS could
+    /// not be read.
+    pub(super) async fn read_cluster(&mut self) -> Option<Cluster> {
+        let c = match self.dcs.read_cluster().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the cluster from etcd");
+                return None;
+            }
+        };
+        self.dcs_last_seen = Some(unix_now());
+        if let Some((v, rev)) = &c.config {
+            match serde_json::from_value::<DynamicConfig>(v.clone()) {
+                Ok(d) if d != self.dynamic => {
+                    self.dynamic = d;
+                    self.apply_parameters();
+                }
+                Ok(_) => {}
+                Err(e) if self.bad_config_rev != Some(*rev) => {
+                    self.bad_config_rev = Some(*rev);
+                    tracing::error!(
+                        revision = rev,
+                        "the cluster's config key cannot be used ({e}); keeping the previous settings. Fix it with `regent ctl edit-config`"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        Some(c)
+    }
+
+    pub(super) fn settings(&self) -> Settings {
+        let tags = &self.cfg.tags;
+        Settings {
+            ttl_ms: self.ttl_ms(),
+            maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
+            check_timeline: self.dynamic.check_timeline,
+            use_pg_rewind: self.dynamic.postgresql.use_pg_rewind,
+            nofailover: tags.nofailover,
+            failover_priority: tags.failover_priority.unwrap_or(1),
+            tags: tags
+                .other
+                .iter()
+                .map(|(k, v)| (k.clone(), yaml_scalar(v)))
+                .collect(),
+            race_backoff_ms: 2000,
+            synchronous_mode: self.dynamic.synchronous_mode != SyncMode::Off,
+            paused: self.dynamic.pause.unwrap_or(false),
+            loop_wait_ms: self.dynamic.loop_wait.max(1) * 1000,
+            failed_loops_before_handover: self.cfg.regent.failed_loops_before_handover,
+        }
+    }
+
+    /// The policies' verdict on the local node (the built-in rules: healthy while running).
+    pub(super) async fn judge_health(&mut self, w: &World) -> Health {
+        let Some(set) = self.policies.clone() else {
+            return Health::Healthy;
+        };
+        if self.phase_seen.0 != self.phase {
+            self.phase_seen = (self.phase, std::time::Instant::now());
+        }
+        set.set_local_node(&self.cfg.name, w.holds_lock());
+        let pg = self.last_pg.as_ref();
+        let facts = HealthFacts {
+            role: self.role.as_str().to_string(),
+            state: self.phase.as_str().to_string(),
+            timeline: w.pg.timeline,
+            wal_position: w.pg.wal_position,
+            received_lsn: w.pg.received_lsn,
+            replayed_lsn: w.pg.replayed_lsn,
+            replication_connections: pg
+                .map(|p| {
+                    p.replication
+                        .iter()
+                        .filter(|r| r.state == "streaming")
+                        .count() as u32
+                })
+                .unwrap_or(0),
+            lag_bytes: w
+                .cluster
+                .as_ref()
+                .and_then(|c| c.status.optime)
+                .zip(w.pg.wal_position)
+                .filter(|_| w.pg.is_replica())
+                .map(|(o, p)| o.saturating_sub(p)),
+            seconds_in_state: self.phase_seen.1.elapsed().as_secs(),
+        };
+        // SQL probes block for up to their timeout: off the async threads.
+        let verdict = tokio::task::spawn_blocking(move || set.health(&facts))
+            .await
+            .unwrap_or_else(|e| Health::Degraded(format!("the health check panicked: {e}")));
+        if verdict != Health::Healthy {
+            tracing::warn!(?verdict, "policy health verdict");
+        }
+        verdict
+    }
+
+    /// Ask every other member for its status, in parallel, with a short timeout.
+    pub(super) async fn poll_peers(&self, c: &Cluster) -> BTreeMap<String, Option<PeerState>> {
+        let mut set = tokio::task::JoinSet::new();
+        for m in &c.members {
+            if m.name == self.cfg.name {
+                continue;
+            }
+            let Some(url) = m.data.api_url.clone() else {
+                // A member key without an address (not a Regent or Patroni node): unreachable.
+                set.spawn(std::future::ready((m.name.clone(), None)));
+                continue;
+            };
+            let http = self.http.clone();
+            let name = m.name.clone();
+            set.spawn(async move {
+                let r = api::fetch_peer_status(&http, &url, Duration::from_millis(1000)).await;
+                (name, r.ok())
+            });
+        }
+        let mut out = BTreeMap::new();
+        while let Some(res) = set.join_next().await {
+            if let Ok((name, st)) = res {
+                out.insert(
+                    name,
+                    st.map(|p| PeerState {
+                        role: p.role,
+                        state: p.state,
+                        in_recovery: p.in_recovery,
+                        wal_position: p.wal_position,
+                        received_lsn: p.received_lsn,
+                        replayed_lsn: p.replayed_lsn,
+                        timeline: p.timeline,
+                        nofailover: p.nofailover,
+                        failover_priority: p.failover_priority,
+                        tags: p
+                            .tags
+                            .iter()
+                            .map(|(k, v)| (k.clone(), json_scalar(v)))
+                            .collect(),
+                        healthy: p.healthy,
+                    }),
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,285 @@
+//! Reload (`POST /reload`, SIGHUP): re-read the configuration file and apply what may change
+//! while running (tags, PostgreSQL parameters, policies, the REST API's credentials and
+//! certificate); refuse the whole reload, changing nothing, when any part cannot be used. Also
+//! the PostgreSQL settings derived from the configuration, and loading the policies.
+//!
+//! May touch: the configuration file (read), PostgreSQL (`regent.conf`, reload), the policies.
+
+use super::{Supervisor, SupervisorError};
+use crate::api::{self};
+use crate::config::{Config, DynamicConfig};
+use crate::ha::policy::{DefaultPolicy, Policy};
+use crate::policy::PolicySet;
+use crate::postgres::{PgSettings, Postgres};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+impl Supervisor {
+    /// `POST /reload`, SIGHUP: re-read the configuration file and apply what may change while
+    /// running (tags, PostgreSQL parameters, the policies); rescan the policy files; reload
+    /// PostgreSQL.
+    pub(super) async fn reload(&mut self) -> crate::control::Reply {
+        use crate::control::Reply;
+        if let Some(path) = self.config_path.clone() {
+            let loaded = match crate::config::load(&path) {
+                Ok(l) => l,
+                Err(e) => return reload_refused(e),
+            };
+            let new = loaded.config;
+            let fixed = fixed_keys_changed(&self.cfg, &new);
+            if !fixed.is_empty() {
+                let msg = format!(
+                    "reload failed, the running configuration is unchanged: {} cannot change while regent runs; restart regent to apply them",
+                    fixed.join(", ")
+                );
+                tracing::error!("{msg}");
+                return Reply::new(400, msg);
+            }
+            let peers = match api::PeerClient::from_config(&new) {
+                Ok(p) => p,
+                Err(e) => return reload_refused(e),
+            };
+            let api = match self
+                .api_reloader
+                .as_ref()
+                .map(|r| r.prepare(&new, peers.clone()))
+            {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => return reload_refused(e),
+            };
+            let policies_changed = new.regent.policies != self.cfg.regent.policies
+                || new.regent.policies_dir != self.cfg.regent.policies_dir;
+            let old = std::mem::replace(&mut self.cfg, new);
+            if policies_changed {
+                match load_policies(&self.cfg).await {
+                    Ok((policy, set, watcher)) => {
+                        if let Err(e) = attach_prober(set.as_deref(), &self.pg) {
+                            tracing::error!(error = %e, "SQL probes will fail");
+                        }
+                        self.policy = policy;
+                        self.policies = set;
+                        self._policy_watcher = watcher;
+                        tracing::info!(policies = %self.policy.name(), "policies replaced");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload refused: the new policies do not load");
+                        self.cfg = old;
+                        return Reply::new(
+                            400,
+                            format!("reload failed, the running configuration is unchanged: {e}"),
+                        );
+                    }
+                }
+            }
+            self.http = peers;
+            if let Some(api) = api {
+                api.apply();
+            }
+            self.apply_parameters();
+            for w in loaded.warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        if let Some(set) = self.policies.clone() {
+            let _ = tokio::task::spawn_blocking(move || set.rescan()).await;
+        }
+        if let Err(e) = self.pg.reload() {
+            tracing::warn!(error = %e, "could not reload PostgreSQL");
+        }
+        self.event(crate::policy::Event::Reloaded(self.role.policy_role()));
+        tracing::info!("configuration reloaded");
+        Reply::new(202, "reload scheduled")
+    }
+
+    /// Recompute the PostgreSQL parameters from the cluster's and the local configuration and
+    /// apply a change (rewrite `regent.conf`, reload the server).
+    pub(super) fn apply_parameters(&mut self) {
+        let params = merged_parameters(&self.cfg, &self.dynamic);
+        match self.pg.set_parameters(params) {
+            Ok(true) => tracing::info!("PostgreSQL parameters changed: configuration reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "could not apply the PostgreSQL parameters"),
+        }
+    }
+}
+
+/// Load the configured WebAssembly policies (compiling off the async threads) and watch their
+/// directory for hot reloads. No `regent.policies`: the built-in rules.
+pub(super) async fn load_policies(
+    cfg: &Config,
+) -> Result<
+    (
+        Arc<dyn Policy>,
+        Option<Arc<PolicySet>>,
+        Option<crate::policy::WatcherHandle>,
+    ),
+    SupervisorError,
+> {
+    let (Some(dir), false) = (
+        cfg.regent.policies_dir.clone(),
+        cfg.regent.policies.is_empty(),
+    ) else {
+        return Ok((Arc::new(DefaultPolicy), None, None));
+    };
+    let names = cfg.regent.policies.clone();
+    let cache = cfg.run_dir().join(format!(".{}-policy-cache", cfg.name));
+    let _ = std::fs::create_dir_all(&cache);
+    let set = tokio::task::spawn_blocking(move || PolicySet::load(&dir, &names, Some(&cache)))
+        .await
+        .map_err(|e| SupervisorError::Fatal(format!("policy loader panicked: {e}")))?
+        .map_err(|e| SupervisorError::Fatal(format!("regent.policies: {e}")))?;
+    let set = Arc::new(set);
+    let watcher = set
+        .watch()
+        .map_err(|e| SupervisorError::Fatal(format!("regent.policies_dir: {e}")))?;
+    tracing::info!(policies = %set.digest_summary(), "failover policies loaded");
+    let policy: Arc<dyn Policy> = set.clone();
+    Ok((policy, Some(set), Some(watcher)))
+}
+
+/// Give the policies granted `sql-probe` their connection to the local PostgreSQL.
+pub(super) fn attach_prober(set: Option<&PolicySet>, pg: &Postgres) -> Result<(), SupervisorError> {
+    if let Some(set) = set {
+        let prober = crate::postgres::Prober::start(pg.probe_target())
+            .map_err(|e| SupervisorError::Io(format!("cannot start the SQL probe thread: {e}")))?;
+        set.set_sql_prober(Arc::new(prober));
+    }
+    Ok(())
+}
+
+/// The keys a reload cannot change (they identify the node or are bound at start).
+/// The answer to a reload whose new configuration cannot be used: 400, nothing changed.
+pub(super) fn reload_refused(e: impl std::fmt::Display) -> crate::control::Reply {
+    tracing::error!(error = %e, "reload refused; the running configuration is unchanged");
+    crate::control::Reply::new(
+        400,
+        format!("reload failed, the running configuration is unchanged: {e}"),
+    )
+}
+
+pub(super) fn fixed_keys_changed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.scope != new.scope {
+        out.push("scope");
+    }
+    if old.name != new.name {
+        out.push("name");
+    }
+    if old.dcs_prefix() != new.dcs_prefix() {
+        out.push("namespace");
+    }
+    if old.etcd_endpoints() != new.etcd_endpoints() {
+        out.push("etcd3.hosts");
+    }
+    if old.restapi.listen != new.restapi.listen {
+        out.push("restapi.listen");
+    }
+    // A new certificate or key is loaded; switching between HTTP and HTTPS is not.
+    if old.restapi.certfile.is_some() != new.restapi.certfile.is_some() {
+        out.push("restapi.certfile (set or unset)");
+    }
+    if old.postgresql.listen != new.postgresql.listen {
+        out.push("postgresql.listen");
+    }
+    if old.postgresql.data_dir != new.postgresql.data_dir {
+        out.push("postgresql.data_dir");
+    }
+    if old.postgresql.bin_dir != new.postgresql.bin_dir {
+        out.push("postgresql.bin_dir");
+    }
+    if old.regent.run_dir != new.regent.run_dir {
+        out.push("regent.run_dir");
+    }
+    out
+}
+
+pub(super) fn pg_settings(
+    cfg: &Config,
+    dynamic: &DynamicConfig,
+    bin_dir: std::path::PathBuf,
+    listen_host: String,
+    port: u16,
+) -> PgSettings {
+    let parameters = merged_parameters(cfg, dynamic);
+    let a = &cfg.postgresql.authentication;
+    let creds = |c: &crate::config::Credentials| crate::postgres::Creds {
+        user: c.username.clone(),
+        password: c.password.clone(),
+    };
+    let mut pg_hba = cfg.postgresql.pg_hba.clone();
+    if pg_hba.is_empty() {
+        pg_hba = dynamic.postgresql.pg_hba.clone();
+    }
+    if pg_hba.is_empty() {
+        pg_hba = cfg.bootstrap.pg_hba.clone();
+    }
+    PgSettings {
+        name: cfg.name.clone(),
+        scope: cfg.scope.clone(),
+        bin_dir,
+        data_dir: cfg.postgresql.data_dir.clone(),
+        run_dir: cfg.run_dir(),
+        listen_host,
+        port,
+        superuser: creds(&a.superuser),
+        replication: creds(&a.replication),
+        rewind: a.rewind.as_ref().map(creds),
+        parameters,
+        pg_hba,
+        initdb: cfg
+            .bootstrap
+            .initdb
+            .iter()
+            .flat_map(|o| match o {
+                crate::config::InitdbOption::Flag(f) => vec![format!("--{f}")],
+                crate::config::InitdbOption::Value(m) => m
+                    .iter()
+                    .map(|(k, v)| format!("--{k}={}", yaml_scalar(v)))
+                    .collect(),
+            })
+            .collect(),
+        os_user: cfg.postgresql.os_user.clone(),
+    }
+}
+
+/// PostgreSQL parameters: Regent's defaults, then the cluster's (`/config`), then the local
+/// ones.
+pub(super) fn merged_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, String> {
+    let mut parameters: BTreeMap<String, String> = [
+        ("wal_level", "replica"),
+        ("hot_standby", "on"),
+        ("max_connections", "100"),
+        ("max_wal_senders", "10"),
+        ("max_replication_slots", "10"),
+        ("wal_log_hints", "on"),
+        ("wal_keep_size", "128MB"),
+        // A replica whose upstream just changed (a failover) reconnects after 1 s, not 5.
+        ("wal_retrieve_retry_interval", "1s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in dynamic
+        .postgresql
+        .parameters
+        .iter()
+        .chain(cfg.postgresql.parameters.iter())
+    {
+        parameters.insert(k.clone(), yaml_scalar(v));
+    }
+    parameters
+}
+
+pub(super) fn yaml_scalar(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Bool(b) => if *b { "on" } else { "off" }.to_string(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::Null => String::new(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
