@@ -9,7 +9,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use regent::api::{self, ApiContext, ApiSettings, ClientOptions, NodeView, PeerClient};
+use regent::api::{self, ApiContext, ApiSettings, ClientOptions, LocalSnapshot, PeerClient};
 use regent::control::{Command, Reply};
 use regent::dcs::{EtcdDcs, Failover};
 use reqwest::Method;
@@ -86,7 +86,12 @@ impl Harness {
     }
 
     /// Serve an API for member `name`, with the DCS; `settings` tweaks the defaults.
-    async fn api(&self, name: &str, view: NodeView, tweak: impl FnOnce(&mut ApiSettings)) -> Api {
+    async fn api(
+        &self,
+        name: &str,
+        view: LocalSnapshot,
+        tweak: impl FnOnce(&mut ApiSettings),
+    ) -> Api {
         let mut settings = ApiSettings::new(name, "demo");
         settings.switchover_timeout = Some(Duration::from_secs(3));
         tweak(&mut settings);
@@ -108,7 +113,7 @@ impl Harness {
 struct Api {
     url: String,
     commands: Arc<Mutex<Vec<Command>>>,
-    _view: watch::Sender<NodeView>,
+    _view: watch::Sender<LocalSnapshot>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -118,7 +123,7 @@ impl Api {
     }
 }
 
-async fn serve(settings: ApiSettings, view: NodeView, dcs: Option<EtcdDcs>) -> Api {
+async fn serve(settings: ApiSettings, view: LocalSnapshot, dcs: Option<EtcdDcs>) -> Api {
     let (view_tx, view_rx) = watch::channel(view);
     let (control, mut control_rx) = regent::control::channel();
     let commands = Arc::new(Mutex::new(Vec::new()));
@@ -151,8 +156,8 @@ async fn serve(settings: ApiSettings, view: NodeView, dcs: Option<EtcdDcs>) -> A
     }
 }
 
-fn replica(name: &str, tags: Value) -> NodeView {
-    NodeView {
+fn replica(name: &str, tags: Value) -> LocalSnapshot {
+    LocalSnapshot {
         scope: "demo".into(),
         name: name.into(),
         version: "0.1.0".into(),
@@ -165,7 +170,7 @@ fn replica(name: &str, tags: Value) -> NodeView {
         replication_state: Some("streaming".into()),
         dcs_reachable: true,
         tags: tags.as_object().cloned().unwrap_or_default(),
-        ..NodeView::default()
+        ..LocalSnapshot::default()
     }
 }
 

@@ -23,7 +23,7 @@
 
 use criterion::{Criterion, criterion_group};
 use regent::ha::policy::{DefaultPolicy, ElectionView, HealthFacts, Policy};
-use regent::policy::{PolicySet, Tier, nine_members, sample_views};
+use regent::plugin::{PolicySet, Tier, nine_members, sample_views};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,7 +239,7 @@ fn reload_one(c: &mut Criterion, dir: &Path, name: &str) {
         p["reloads"]["last"]["ms"].as_f64().unwrap_or(f64::NAN),
         p["compile"]["first"]["tier"].as_str().unwrap_or("?"),
         p["compile"]["first"]["ms"].as_f64().unwrap_or(f64::NAN),
-        regent::policy::DEBOUNCE.as_millis(),
+        regent::plugin::DEBOUNCE.as_millis(),
         p["compile"]["ms"].as_f64().unwrap_or(f64::NAN),
     );
     assert_eq!(
@@ -324,7 +324,7 @@ fn callgrind_load(name: &str) {
     let run = || {
         n.set(n.get() + 1);
         std::fs::write(&wasm, variant(&base, &format!("cg{}", n.get()))).unwrap();
-        let report = regent::policy::check(&manifest).unwrap();
+        let report = regent::plugin::check(&manifest).unwrap();
         eprintln!("load {name}: compile {:.1} ms", report.compile_ms);
     };
     run();
@@ -341,7 +341,7 @@ fn main() {
         return;
     }
     // As `regent run` does: compile in a child process (the `regent` binary itself).
-    regent::policy::compile_in_subprocess(PathBuf::from(env!("CARGO_BIN_EXE_regent")));
+    regent::plugin::compile_in_subprocess(PathBuf::from(env!("CARGO_BIN_EXE_regent")));
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

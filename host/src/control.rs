@@ -1,6 +1,6 @@
 //! Requests from the REST API to the HA loop, and the loop's answers.
 //!
-//! The REST API answers reads from the published [`NodeView`](crate::api::NodeView) and writes
+//! The REST API answers reads from the published [`LocalSnapshot`](crate::api::LocalSnapshot) and writes
 //! DCS keys itself (`/config`, `/failover`). What must happen inside the HA loop, serialized
 //! with its own actions (restarting or re-initializing PostgreSQL, reloading the local
 //! configuration), goes through this channel: the API sends a [`Command`] and waits for the

@@ -10,7 +10,7 @@ pub mod fence;
 pub use regent_core::ha;
 pub mod lab;
 pub mod metrics;
-pub mod policy;
+pub mod plugin;
 pub mod postgres;
 pub mod supervisor;
 pub mod time;

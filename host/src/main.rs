@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use regent::{api, config, ctl, fence, lab, policy, supervisor};
+use regent::{api, config, ctl, fence, lab, plugin, supervisor};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,7 +54,7 @@ enum Cmd {
     },
     /// Compile a policy component from stdin to stdout (started by `regent run`; not for
     /// direct use).
-    #[command(name = policy::COMPILE_SUBCOMMAND, hide = true)]
+    #[command(name = plugin::COMPILE_SUBCOMMAND, hide = true)]
     CompilePolicy {
         #[arg(long)]
         tier: String,
@@ -91,7 +91,7 @@ fn init_logs(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::CompilePolicy { tier } => ExitCode::from(policy::compile_child(&tier)),
+        Cmd::CompilePolicy { tier } => ExitCode::from(plugin::compile_child(&tier)),
         Cmd::Guard {
             state,
             pidfile,
@@ -154,7 +154,7 @@ fn main() -> ExitCode {
             // Policies compile in a child process: the compiler's code and memory stay out of
             // the supervisor (and a compiler crash with it).
             match std::env::current_exe() {
-                Ok(exe) => policy::compile_in_subprocess(exe),
+                Ok(exe) => plugin::compile_in_subprocess(exe),
                 Err(e) => tracing::warn!(error = %e,
                     "cannot locate the regent executable; policies compile in this process"),
             }
@@ -189,7 +189,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 
 fn policy_cmd(cmd: PolicyCmd) -> anyhow::Result<String> {
     match cmd {
-        PolicyCmd::Check { file } => Ok(policy::check(&file)?.to_string()),
+        PolicyCmd::Check { file } => Ok(plugin::check(&file)?.to_string()),
         PolicyCmd::Eval { manifest, view } => {
             let json = if view.as_os_str() == "-" {
                 let mut s = String::new();
@@ -200,7 +200,7 @@ fn policy_cmd(cmd: PolicyCmd) -> anyhow::Result<String> {
                 std::fs::read_to_string(&view)
                     .with_context(|| format!("cannot read the view {}", view.display()))?
             };
-            Ok(policy::eval(&manifest, &json)?)
+            Ok(plugin::eval(&manifest, &json)?)
         }
     }
 }
@@ -256,7 +256,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let tls = api::tls::server_config(&cfg.restapi)?.map(api::tls::TlsCell::new);
     let peers = api::PeerClient::from_config(&cfg)?;
     let settings = api::ApiSettings::from_config(&cfg);
-    let (view_tx, view_rx) = tokio::sync::watch::channel(api::NodeView::default());
+    let (view_tx, view_rx) = tokio::sync::watch::channel(api::LocalSnapshot::default());
     let (control, control_rx) = regent::control::channel();
     let mut sup = supervisor::Supervisor::new(cfg, view_tx, control_rx).await?;
     sup.set_config_path(path.clone());

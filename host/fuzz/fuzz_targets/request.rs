@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use libfuzzer_sys::fuzz_target;
-use regent::api::{ApiContext, ApiSettings, ClientOptions, NodeView, PeerAddr, PeerClient, router};
+use regent::api::{ApiContext, ApiSettings, ClientOptions, LocalSnapshot, PeerAddr, PeerClient, router};
 use regent::control::{Command, Reply};
 use tower::ServiceExt as _;
 
@@ -35,7 +35,7 @@ fn fixture() -> &'static Fixture {
             .build()
             .expect("runtime");
         let _guard = rt.enter();
-        let view = NodeView {
+        let view = LocalSnapshot {
             scope: "demo".into(),
             name: "node1".into(),
             version: "0.1.0".into(),
@@ -48,7 +48,7 @@ fn fixture() -> &'static Fixture {
             dcs_reachable: true,
             ttl: 30,
             loop_wait: 10,
-            ..NodeView::default()
+            ..LocalSnapshot::default()
         };
         let (tx, rx) = tokio::sync::watch::channel(view);
         std::mem::forget(tx);

@@ -1,6 +1,6 @@
 //! Health checks (Patroni's generic `do_GET`): `/primary`, `/replica?lag=…`, `/read-only`, …, and
 //! the Kubernetes probes `/liveness` and `/readiness`. Every answer is computed from the
-//! published [`NodeView`]; nothing here calls PostgreSQL or the DCS.
+//! published [`LocalSnapshot`]; nothing here calls PostgreSQL or the DCS.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,7 @@ use axum::extract::Query;
 use axum::http::{StatusCode, Uri};
 use serde_json::Value;
 
-use super::NodeView;
+use super::LocalSnapshot;
 use super::status::Reported;
 use super::units::{parse_lag_bytes, truthy};
 
@@ -57,7 +57,7 @@ fn tag_as_query_string(v: &Value) -> String {
 }
 
 /// Generic health check (Patroni's `do_GET`): status code for `path` (the URL path only).
-pub(super) fn health_status(v: &NodeView, path: &str, params: &Params) -> StatusCode {
+pub(super) fn health_status(v: &LocalSnapshot, path: &str, params: &Params) -> StatusCode {
     let path = if path == "/" { "/primary" } else { path };
     let r = Reported::of(v);
 
@@ -147,7 +147,7 @@ pub(super) fn health_status(v: &NodeView, path: &str, params: &Params) -> Status
 
 /// `/liveness`: 200 while paused, or while the HA loop completed a cycle within `ttl` (running
 /// primary) or `2*ttl` (otherwise). Before the first cycle, the router's creation time counts.
-pub(super) fn liveness_status(v: &NodeView, started: Instant) -> StatusCode {
+pub(super) fn liveness_status(v: &LocalSnapshot, started: Instant) -> StatusCode {
     let is_primary = v.role == "primary" && v.state == "running";
     let threshold = Duration::from_secs(v.ttl.saturating_mul(if is_primary { 1 } else { 2 }));
     let last = v.last_loop.unwrap_or(started);
@@ -155,7 +155,7 @@ pub(super) fn liveness_status(v: &NodeView, started: Instant) -> StatusCode {
 }
 
 /// `/readiness?lag=&mode=apply|write`.
-pub(super) fn readiness_status(v: &NodeView, params: &Params) -> StatusCode {
+pub(super) fn readiness_status(v: &LocalSnapshot, params: &Params) -> StatusCode {
     if v.holds_lock {
         return StatusCode::OK;
     }

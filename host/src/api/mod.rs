@@ -2,7 +2,7 @@
 //! and Prometheus work unchanged.
 //!
 //! - Reads: the status document (`GET /patroni`) and the health checks (`/primary`,
-//!   `/replica?lag=…`, …, `/liveness`, `/readiness`) come from the [`NodeView`] the HA loop
+//!   `/replica?lag=…`, …, `/liveness`, `/readiness`) come from the [`LocalSnapshot`] the HA loop
 //!   publishes through a `watch` channel, so they never wait on PostgreSQL or the DCS.
 //!   `GET /cluster`, `/history` and `/config` read the DCS. `GET /metrics` renders Patroni's
 //!   gauges from the view plus Regent's own registry ([`crate::metrics`]).
@@ -64,7 +64,7 @@ pub use write::{ConfigWriteError, patch_config, postgres_version_number};
 
 /// Snapshot of this node, published by the HA loop. The API derives every answer from it.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct NodeView {
+pub struct LocalSnapshot {
     pub scope: String,
     pub name: String,
     /// Regent version, reported as `patroni.version` too.
@@ -206,7 +206,7 @@ impl ApiSettings {
 pub struct ApiContext(Arc<Shared>);
 
 struct Shared {
-    view: watch::Receiver<NodeView>,
+    view: watch::Receiver<LocalSnapshot>,
     control: ControlHandle,
     /// `None` only where no DCS is at hand (tests of the view-based endpoints): the endpoints
     /// that need it answer 503.
@@ -249,7 +249,7 @@ impl Live {
 impl ApiContext {
     pub fn new(
         settings: ApiSettings,
-        view: watch::Receiver<NodeView>,
+        view: watch::Receiver<LocalSnapshot>,
         control: ControlHandle,
         dcs: Option<EtcdDcs>,
         peers: PeerClient,
@@ -281,7 +281,7 @@ impl ApiContext {
         }
     }
 
-    fn view(&self) -> NodeView {
+    fn view(&self) -> LocalSnapshot {
         self.0.view.borrow().clone()
     }
 
@@ -534,7 +534,7 @@ async fn route(ctx: &ApiContext, peer: Option<SocketAddr>, req: Request) -> (Res
 /// health checks (and, for `HEAD`/`OPTIONS`, any path).
 fn view_response(ctx: &ApiContext, method: &Method, uri: &Uri) -> Response {
     let view = ctx.0.view.borrow();
-    let v: &NodeView = &view;
+    let v: &LocalSnapshot = &view;
     let status_only = method != Method::GET;
     let path = uri.path();
     let params = health::Params::from_uri(uri);

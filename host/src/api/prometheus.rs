@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::peer::failover_tags;
-use super::{ApiContext, NodeView, respond, status_document};
+use super::{ApiContext, LocalSnapshot, respond, status_document};
 use crate::metrics::escape_label;
 use crate::time::parse_timestamp;
 
@@ -63,7 +63,7 @@ fn epoch(v: Option<&Value>) -> String {
 }
 
 /// Patroni's metrics for this node.
-pub(super) fn patroni_metrics(v: &NodeView, scope: &str, name: &str) -> String {
+pub(super) fn patroni_metrics(v: &LocalSnapshot, scope: &str, name: &str) -> String {
     let doc = status_document(v);
     let labels = format!(
         "{{scope=\"{}\",name=\"{}\"}}",
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn primary_and_replica_values() {
-        let primary = NodeView {
+        let primary = LocalSnapshot {
             scope: "demo".into(),
             name: "n1".into(),
             version: "0.1.0".into(),
@@ -288,7 +288,7 @@ mod tests {
             dcs_reachable: true,
             pending_restart: true,
             paused: true,
-            ..NodeView::default()
+            ..LocalSnapshot::default()
         };
         let t = patroni_metrics(&primary, "demo", "n1");
         let get = |n: &str| sample(&t, n).unwrap_or_else(|| panic!("{n} missing in\n{t}"));
@@ -310,7 +310,7 @@ mod tests {
         assert!(t.contains("# TYPE patroni_xlog_location counter\n"));
         assert!(t.contains("# TYPE patroni_primary gauge\n"));
 
-        let replica = NodeView {
+        let replica = LocalSnapshot {
             role: "replica".into(),
             holds_lock: false,
             wal_flush_lsn: None,
@@ -343,7 +343,7 @@ mod tests {
         assert_eq!(get("patroni_failover_priority"), "0");
 
         // PostgreSQL down: no xlog, state index of "stopped".
-        let stopped = NodeView {
+        let stopped = LocalSnapshot {
             state: "stopped".into(),
             ..replica
         };
@@ -354,9 +354,9 @@ mod tests {
         assert_eq!(get("patroni_postgres_server_version"), "0");
         assert_eq!(get("patroni_postmaster_start_time"), "0");
         assert!(sample(&t, "patroni_postgres_streaming").is_none());
-        let unknown = NodeView {
+        let unknown = LocalSnapshot {
             state: "being weird".into(),
-            ..NodeView::default()
+            ..LocalSnapshot::default()
         };
         let t = patroni_metrics(&unknown, "demo", "n2");
         assert_eq!(sample(&t, "patroni_postgres_state").as_deref(), Some("-1"));

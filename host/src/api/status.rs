@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{NodeView, ReplicationRow};
+use super::{LocalSnapshot, ReplicationRow};
 
 /// WAL positions as PostgreSQL reported them; present only when PostgreSQL could be queried.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -20,7 +20,7 @@ pub(super) struct Reported<'a> {
 }
 
 impl<'a> Reported<'a> {
-    pub(super) fn of(v: &'a NodeView) -> Self {
+    pub(super) fn of(v: &'a LocalSnapshot) -> Self {
         // Patroni queries PostgreSQL only in these states; anything else reports state/role only.
         let queryable = matches!(v.state.as_str(), "running" | "restarting" | "starting");
         let xlog = if !queryable {
@@ -74,7 +74,7 @@ impl<'a> Reported<'a> {
 /// `wal_flush_lsn` makes it a primary document, `received_lsn`/`replayed_lsn` a replica one.
 /// A view that says `running` without any WAL position is reported as state `unknown`, as
 /// Patroni does when its status query fails.
-pub fn status_document(v: &NodeView) -> Value {
+pub fn status_document(v: &LocalSnapshot) -> Value {
     let r = Reported::of(v);
     let mut doc = Map::new();
     doc.insert("state".into(), r.state.into());
@@ -159,7 +159,7 @@ pub fn status_document(v: &NodeView) -> Value {
     Value::Object(doc)
 }
 
-/// Whether the status document's `policy` object (as `NodeView::policy` holds it) says the
+/// Whether the status document's `policy` object (as `LocalSnapshot::policy` holds it) says the
 /// node's policies judge it failed (`policy.health.verdict`).
 pub(super) fn policy_judged_failed(policy: Option<&Value>) -> bool {
     policy

@@ -14,8 +14,8 @@ fn testdata(name: &str) -> std::path::PathBuf {
 
 const MB: u64 = 1024 * 1024;
 
-fn leader_view() -> NodeView {
-    NodeView {
+fn leader_view() -> LocalSnapshot {
+    LocalSnapshot {
         scope: "demo".into(),
         name: "node1".into(),
         version: "0.1.0".into(),
@@ -42,14 +42,14 @@ fn leader_view() -> NodeView {
         ttl: 30,
         loop_wait: 10,
         last_loop: Some(Instant::now()),
-        ..NodeView::default()
+        ..LocalSnapshot::default()
     }
 }
 
 /// A streaming replica whose replay position is `behind` bytes behind the leader.
-fn replica_view(behind: u64) -> NodeView {
+fn replica_view(behind: u64) -> LocalSnapshot {
     let leader_optime = 0x9000_0000;
-    NodeView {
+    LocalSnapshot {
         scope: "demo".into(),
         name: "node2".into(),
         version: "0.1.0".into(),
@@ -69,7 +69,7 @@ fn replica_view(behind: u64) -> NodeView {
         ttl: 30,
         loop_wait: 10,
         last_loop: Some(Instant::now()),
-        ..NodeView::default()
+        ..LocalSnapshot::default()
     }
 }
 
@@ -79,7 +79,7 @@ fn tags(value: Value) -> Map<String, Value> {
 
 struct TestServer {
     base: String,
-    tx: watch::Sender<NodeView>,
+    tx: watch::Sender<LocalSnapshot>,
     client: PeerClient,
     /// The commands the (fake) HA loop received.
     commands: Arc<std::sync::Mutex<Vec<Command>>>,
@@ -96,7 +96,7 @@ fn not_implemented(_: &Command) -> Reply {
 }
 
 impl TestServer {
-    async fn start(view: NodeView) -> TestServer {
+    async fn start(view: LocalSnapshot) -> TestServer {
         Self::start_with(
             view,
             ApiSettings::new("node1", "demo"),
@@ -108,7 +108,7 @@ impl TestServer {
 
     /// A server with `settings`, HTTPS with `tls`, and a fake HA loop answering with `replier`.
     async fn start_with(
-        view: NodeView,
+        view: LocalSnapshot,
         settings: ApiSettings,
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
         replier: Replier,
@@ -164,7 +164,7 @@ impl TestServer {
         self.commands.lock().expect("commands").clone()
     }
 
-    fn set(&self, view: NodeView) {
+    fn set(&self, view: LocalSnapshot) {
         self.tx.send_replace(view);
     }
 
@@ -237,7 +237,7 @@ async fn leader_health_checks() {
 
 #[tokio::test]
 async fn lock_is_authoritative_for_primary_checks() {
-    let srv = TestServer::start(NodeView {
+    let srv = TestServer::start(LocalSnapshot {
         holds_lock: false,
         ..leader_view()
     })
@@ -246,7 +246,7 @@ async fn lock_is_authoritative_for_primary_checks() {
     assert_eq!(srv.get("/leader").await, 503);
     assert_eq!(srv.get("/health").await, 200);
     // Paused with the DCS unreachable: PostgreSQL's role decides.
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         holds_lock: false,
         paused: true,
         dcs_reachable: false,
@@ -279,7 +279,7 @@ async fn replica_lag_and_replication_state() {
     assert_eq!(srv.get("/replica").await, 200);
 
     // Not running: no replica.
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         state: "starting".into(),
         ..replica_view(0)
     });
@@ -288,7 +288,7 @@ async fn replica_lag_and_replication_state() {
 
 #[tokio::test]
 async fn noloadbalance_and_tag_matching() {
-    let srv = TestServer::start(NodeView {
+    let srv = TestServer::start(LocalSnapshot {
         tags: tags(json!({"noloadbalance": true})),
         ..replica_view(0)
     })
@@ -297,7 +297,7 @@ async fn noloadbalance_and_tag_matching() {
     assert_eq!(srv.get("/read-only").await, 503);
     assert_eq!(srv.get("/health").await, 200);
 
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         tags: tags(json!({"zone": "a", "nosync": true, "weight": 1.5})),
         ..replica_view(0)
     });
@@ -308,7 +308,7 @@ async fn noloadbalance_and_tag_matching() {
     assert_eq!(srv.get("/replica?tag_weight=1.5").await, 200);
     assert_eq!(srv.get("/replica?tag_zone=a&tag_nosync=false").await, 503);
     // Tags are ignored by leader checks.
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         tags: tags(json!({"zone": "a"})),
         ..leader_view()
     });
@@ -320,7 +320,7 @@ async fn noloadbalance_and_tag_matching() {
 /// degraded is still served.
 #[tokio::test]
 async fn replica_failed_by_its_policy_serves_no_reads() {
-    let with = |verdict: &str| NodeView {
+    let with = |verdict: &str| LocalSnapshot {
         policy: Some(json!({"summary": "replication-guard@01234567",
                             "health": {"verdict": verdict, "reason": "canary"}})),
         ..replica_view(0)
@@ -337,7 +337,7 @@ async fn replica_failed_by_its_policy_serves_no_reads() {
 
 #[tokio::test]
 async fn sync_paths() {
-    let srv = TestServer::start(NodeView {
+    let srv = TestServer::start(LocalSnapshot {
         sync_standby: true,
         ..replica_view(0)
     })
@@ -352,7 +352,7 @@ async fn sync_paths() {
     assert_eq!(srv.get("/asynchronous").await, 200);
     srv.set(leader_view());
     assert_eq!(srv.get("/read-only-sync").await, 200);
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         sync_standby: true,
         dcs_reachable: false,
         ..replica_view(0)
@@ -362,7 +362,7 @@ async fn sync_paths() {
 
 #[tokio::test]
 async fn health_on_stopped_postgres() {
-    let srv = TestServer::start(NodeView {
+    let srv = TestServer::start(LocalSnapshot {
         state: "stopped".into(),
         ..replica_view(0)
     })
@@ -383,14 +383,14 @@ async fn liveness_probe() {
     let stale = Instant::now()
         .checked_sub(Duration::from_secs(61))
         .expect("clock far enough from boot");
-    let srv = TestServer::start(NodeView {
+    let srv = TestServer::start(LocalSnapshot {
         last_loop: Some(stale),
         ..replica_view(0)
     })
     .await;
     let (status, body, _) = srv.request(Method::GET, "/liveness").await;
     assert_eq!((status, body.as_str()), (503, ""));
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         last_loop: Some(stale),
         paused: true,
         ..replica_view(0)
@@ -402,12 +402,12 @@ async fn liveness_probe() {
     let recent = Instant::now()
         .checked_sub(Duration::from_secs(31))
         .expect("clock far enough from boot");
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         last_loop: Some(recent),
         ..replica_view(0)
     });
     assert_eq!(srv.get("/liveness").await, 200);
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         last_loop: Some(recent),
         ..leader_view()
     });
@@ -424,12 +424,12 @@ async fn readiness_probe() {
     srv.set(replica_view(2 * MB));
     assert_eq!(srv.get("/readiness").await, 503);
     assert_eq!(srv.get("/readiness?lag=10MB").await, 200);
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         replication_state: Some("in archive recovery".into()),
         ..replica_view(0)
     });
     assert_eq!(srv.get("/readiness").await, 503);
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         dcs_reachable: false,
         leader_optime: None,
         ..replica_view(0)
@@ -473,7 +473,7 @@ async fn fetch_peer_status_against_server() {
     assert_eq!(peer.name.as_deref(), Some("node1"));
     assert_eq!(peer.timeline, Some(3));
 
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         tags: tags(json!({"failover_priority": 3})),
         ..replica_view(4096)
     });
@@ -486,7 +486,7 @@ async fn fetch_peer_status_against_server() {
     assert_eq!(peer.state, "running");
     assert_eq!((peer.nofailover, peer.failover_priority), (false, 3));
 
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         state: "stopped".into(),
         ..replica_view(0)
     });
@@ -508,7 +508,7 @@ async fn fetch_peer_status_against_server() {
 
 #[test]
 fn status_document_shapes() {
-    let doc = status_document(&NodeView {
+    let doc = status_document(&LocalSnapshot {
         sync_standby: true,
         paused: true,
         cluster_unlocked: true,
@@ -550,7 +550,7 @@ fn status_document_shapes() {
     }
 
     // Down: state and role only (plus the Patroni/DCS fields).
-    let doc = status_document(&NodeView {
+    let doc = status_document(&LocalSnapshot {
         state: "crashed".into(),
         role: "demoted".into(),
         ..leader_view()
@@ -569,7 +569,7 @@ fn status_document_shapes() {
     assert_eq!(doc["dcs_last_seen"], 1_724_873_966);
 
     // Running but without a query result: "unknown", as Patroni reports it.
-    let doc = status_document(&NodeView {
+    let doc = status_document(&LocalSnapshot {
         wal_flush_lsn: None,
         ..leader_view()
     });
@@ -877,7 +877,7 @@ async fn restart_conditions_reach_the_ha_loop_and_its_reply_comes_back() {
     }
     assert_eq!(srv.commands().len(), 3);
     // A schedule in the paused state (no DCS here: the view says paused).
-    srv.set(NodeView {
+    srv.set(LocalSnapshot {
         paused: true,
         ..leader_view()
     });
@@ -1278,7 +1278,7 @@ mod fuzz {
             let mut apps = Vec::new();
             for (secure, paused) in [(false, false), (false, true), (true, false), (true, true)] {
                 let _guard = rt.enter();
-                let (tx, rx) = watch::channel(NodeView {
+                let (tx, rx) = watch::channel(LocalSnapshot {
                     paused,
                     ..leader_view()
                 });

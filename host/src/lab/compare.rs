@@ -449,7 +449,7 @@ async fn set_policies(lab: &mut Lab, list: &[String]) -> Result<(), LabError> {
         list.join(",")
     };
     let n = lab.st.settings.nodes;
-    let serving = |lab: &Lab, views: &[observe::NodeView]| {
+    let serving = |lab: &Lab, views: &[observe::NodeReport]| {
         (0..n).all(|i| {
             !lab.node_proc(i).is_some_and(|p| p.alive())
                 || views[i].policies().as_deref() == Some(want.as_str())
@@ -478,7 +478,7 @@ async fn set_policies(lab: &mut Lab, list: &[String]) -> Result<(), LabError> {
 /// Write every node's configuration from the lab's settings and have each running node
 /// reload it (`POST /reload`, which answers once the node has loaded the policies, or why
 /// it refused them). A node that is not up yet reads the file when it starts.
-async fn apply_policies(lab: &Lab, views: &[observe::NodeView]) -> Result<(), LabError> {
+async fn apply_policies(lab: &Lab, views: &[observe::NodeReport]) -> Result<(), LabError> {
     lab.st.save(&lab.layout)?;
     for i in 0..lab.st.settings.nodes {
         lab.write_config(i)?;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// What one node looks like right now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NodeView {
+pub struct NodeReport {
     pub process: Status,
     /// `GET /primary` answered 200: the node holds the leader key.
     pub leader: bool,
@@ -22,7 +22,7 @@ pub struct NodeView {
     pub doc: Option<Value>,
 }
 
-impl NodeView {
+impl NodeReport {
     fn field(&self, k: &str) -> Option<&str> {
         self.doc.as_ref()?.get(k)?.as_str()
     }
@@ -90,7 +90,7 @@ pub fn policy_names(summary: &str) -> String {
 /// Whether the cluster is healthy: exactly one leader, every other node a streaming replica
 /// that the leader also sees streaming, and in synchronous mode (`sync`) a synchronous
 /// standby. `Ok(leader)` or what is still missing.
-pub fn assess(views: &[NodeView], sync: bool) -> Result<usize, String> {
+pub fn assess(views: &[NodeReport], sync: bool) -> Result<usize, String> {
     let leaders: Vec<usize> = (0..views.len()).filter(|i| views[*i].leader).collect();
     let leader = match leaders.as_slice() {
         [l] => *l,
@@ -119,7 +119,7 @@ pub fn assess(views: &[NodeView], sync: bool) -> Result<usize, String> {
             waiting.join(", ")
         ));
     }
-    if sync && views.len() > 1 && !views.iter().any(NodeView::sync_standby) {
+    if sync && views.len() > 1 && !views.iter().any(NodeReport::sync_standby) {
         return Err(format!(
             "{} leads; no synchronous standby yet",
             node_name(leader)
@@ -130,7 +130,7 @@ pub fn assess(views: &[NodeView], sync: bool) -> Result<usize, String> {
 
 impl Lab {
     /// Every node's view, asked concurrently.
-    pub async fn views(&self) -> Vec<NodeView> {
+    pub async fn views(&self) -> Vec<NodeReport> {
         let mut tasks = Vec::new();
         for i in 0..self.st.settings.nodes {
             let http = self.http.clone();
@@ -145,7 +145,7 @@ impl Lab {
                         }
                         Err(_) => (false, None),
                     };
-                NodeView {
+                NodeReport {
                     process,
                     leader,
                     doc,
@@ -154,7 +154,7 @@ impl Lab {
         }
         let mut out = Vec::new();
         for t in tasks {
-            out.push(t.await.unwrap_or(NodeView {
+            out.push(t.await.unwrap_or(NodeReport {
                 process: Status::Gone,
                 leader: false,
                 doc: None,
@@ -174,7 +174,7 @@ impl Lab {
         &self,
         deadline: Instant,
         what: &str,
-        mut f: impl FnMut(&[NodeView]) -> Option<T>,
+        mut f: impl FnMut(&[NodeReport]) -> Option<T>,
     ) -> Result<T, LabError> {
         loop {
             let views = self.views().await;
@@ -239,7 +239,7 @@ impl Lab {
     }
 
     /// How to reach everything, for `up`.
-    pub fn summary(&self, leader: usize, views: &[NodeView]) -> String {
+    pub fn summary(&self, leader: usize, views: &[NodeReport]) -> String {
         let s = &self.st.settings;
         let d = self.layout.dir.display();
         let mut out = format!(
@@ -278,7 +278,7 @@ impl Lab {
     }
 
     /// The nodes as a table (from `views`, when given).
-    fn status_table(&self, views: &[NodeView]) -> String {
+    fn status_table(&self, views: &[NodeReport]) -> String {
         let cols = [
             ("Member", Align::Left),
             ("Pid", Align::Right),
@@ -318,10 +318,10 @@ impl Lab {
                         .to_string(),
                     role,
                     state,
-                    v.and_then(NodeView::timeline)
+                    v.and_then(NodeReport::timeline)
                         .map_or(String::new(), |t| t.to_string()),
                     s.zones[i].clone(),
-                    v.and_then(NodeView::policies).unwrap_or_else(|| {
+                    v.and_then(NodeReport::policies).unwrap_or_else(|| {
                         if s.policies.is_empty() {
                             spec::BUILTIN.into()
                         } else {
@@ -346,7 +346,7 @@ impl Lab {
     }
 
     /// `regent lab status` as JSON.
-    fn status_json(&self, views: &[NodeView]) -> Value {
+    fn status_json(&self, views: &[NodeReport]) -> Value {
         let s = &self.st.settings;
         let proc_json = |what: &str| {
             self.proc(what).map_or(
@@ -469,8 +469,8 @@ pub fn describe(s: &Settings) -> String {
 mod tests {
     use super::*;
 
-    fn view(leader: bool, doc: Value) -> NodeView {
-        NodeView {
+    fn view(leader: bool, doc: Value) -> NodeReport {
+        NodeReport {
             process: Status::Running,
             leader,
             doc: Some(doc),
@@ -517,7 +517,7 @@ mod tests {
             assess(&v, false),
             Err("2 nodes answer as leader: node1, node2".into())
         );
-        let none: Vec<NodeView> = ok
+        let none: Vec<NodeReport> = ok
             .iter()
             .cloned()
             .map(|mut x| {

@@ -177,10 +177,10 @@ pub fn load_policies(names: &[String], dir: &Path) -> Result<(), LabError> {
         let manifest = dir.join(format!("{n}.toml"));
         // On a thread of its own: a guest's WASI streams must not block on an async worker.
         let checked = std::thread::scope(|s| {
-            s.spawn(|| crate::policy::check(&manifest))
+            s.spawn(|| crate::plugin::check(&manifest))
                 .join()
                 .unwrap_or_else(|_| {
-                    Err(crate::policy::PolicyError::Load {
+                    Err(crate::plugin::PolicyError::Load {
                         name: n.clone(),
                         message: "checking it panicked".into(),
                     })

@@ -6,7 +6,7 @@
 //! statement in a read-only transaction with a statement timeout. The caller waits no longer
 //! than the timeout (plus a small allowance) whatever the server does.
 
-use crate::policy::SqlProber;
+use crate::plugin::SqlProber;
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! clone, rewind, move a data directory aside), the guard's state file.
 
 use super::{NodeRole, PgPhase, Supervisor, SupervisorError};
-use crate::api::NodeView;
+use crate::api::LocalSnapshot;
 use crate::config::split_host_port;
 use crate::dcs::Cluster;
 use crate::fence::{GuardState, instant_to_mono_ms};
@@ -32,7 +32,7 @@ impl Supervisor {
                 if self.dcs.acquire_leader(&self.cfg.name).await? {
                     tracing::info!("acquired the leader lock");
                     crate::metrics::failover(reason.failover_label());
-                    self.event(crate::policy::Event::FailoverCompleted(
+                    self.event(crate::plugin::Event::FailoverCompleted(
                         self.cfg.name.clone(),
                     ));
                     if w.cluster
@@ -154,9 +154,9 @@ impl Supervisor {
                 if let Err(e) = self.pg.set_sync_standbys(&self.sync_at_start(w)) {
                     tracing::warn!(error = %e, "could not set synchronous_standby_names after the promotion");
                 }
-                self.event(crate::policy::Event::RoleChanged {
-                    from: crate::policy::Role::Replica,
-                    to: crate::policy::Role::Primary,
+                self.event(crate::plugin::Event::RoleChanged {
+                    from: crate::plugin::Role::Replica,
+                    to: crate::plugin::Role::Primary,
                 });
                 if let Err(e) = self.pg.checkpoint().await {
                     tracing::warn!(error = %e, "post-promote checkpoint failed");
@@ -177,12 +177,12 @@ impl Supervisor {
                 self.phase = PgPhase::Stopping;
                 self.pg.stop(stop, Duration::from_secs(5)).await?;
                 self.phase = PgPhase::Stopped;
-                self.event(crate::policy::Event::Stopped(crate::policy::Role::Primary));
+                self.event(crate::plugin::Event::Stopped(crate::plugin::Role::Primary));
                 self.role = NodeRole::Demoted;
                 self.sysid = None;
-                self.event(crate::policy::Event::RoleChanged {
-                    from: crate::policy::Role::Primary,
-                    to: crate::policy::Role::Replica,
+                self.event(crate::plugin::Event::RoleChanged {
+                    from: crate::plugin::Role::Primary,
+                    to: crate::plugin::Role::Replica,
                 });
                 let _ = self.guard.write(GuardState::Disarmed {
                     owner: std::process::id() as i32,
@@ -354,7 +354,7 @@ impl Supervisor {
 /// loop is busy, not stuck, so `/liveness` keeps answering 200 and the status document shows
 /// what the node is doing.
 pub(super) async fn busy<T>(
-    view: &watch::Sender<NodeView>,
+    view: &watch::Sender<LocalSnapshot>,
     state: &str,
     action: impl std::future::Future<Output = T>,
 ) -> T {

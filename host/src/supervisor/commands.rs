@@ -156,7 +156,7 @@ impl Supervisor {
                 } else {
                     PgPhase::Starting
                 };
-                self.event(crate::policy::Event::Restarted(role));
+                self.event(crate::plugin::Event::Restarted(role));
                 Ok(started)
             }
             Err(e) => {

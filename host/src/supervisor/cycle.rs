@@ -142,7 +142,7 @@ impl Supervisor {
                 _ => None,
             };
             if let Some(name) = chosen {
-                self.event(crate::policy::Event::FailoverDecided(
+                self.event(crate::plugin::Event::FailoverDecided(
                     crate::ha::policy::Ranked {
                         name,
                         reason: decision.summary.clone(),

@@ -40,7 +40,7 @@ impl Supervisor {
             })?;
         let up = upstream_in(Some(c), to)?;
         let request = c.failover.as_ref().is_some_and(|(f, _)| !f.is_empty());
-        self.event(crate::policy::Event::FailoverStarted(format!(
+        self.event(crate::plugin::Event::FailoverStarted(format!(
             "{} hands over to {to}",
             self.cfg.name
         )));
@@ -130,9 +130,9 @@ impl Supervisor {
         });
         self.role = NodeRole::Replica;
         self.sysid = None;
-        self.event(crate::policy::Event::RoleChanged {
-            from: crate::policy::Role::Primary,
-            to: crate::policy::Role::Replica,
+        self.event(crate::plugin::Event::RoleChanged {
+            from: crate::plugin::Role::Primary,
+            to: crate::plugin::Role::Replica,
         });
         // A clean shutdown whose last WAL the new leader has received: follow it directly,
         // no rewind needed.
@@ -154,7 +154,7 @@ impl Supervisor {
                 .and_then(|c| c.leader.as_ref())
                 .is_some_and(|l| l.name == self.cfg.name && Some(l.lease) == self.mem.our_lease);
         tracing::info!(leader, "shutting down");
-        self.event(crate::policy::Event::Stopped(self.role.policy_role()));
+        self.event(crate::plugin::Event::Stopped(self.role.policy_role()));
         if leader && let Err(e) = self.pg.checkpoint().await {
             tracing::warn!(error = %e, "checkpoint before shutdown failed");
         }

@@ -25,13 +25,13 @@ mod observe;
 mod publish;
 mod reload;
 
-use crate::api::{self, NodeView};
+use crate::api::{self, LocalSnapshot};
 use crate::config::{Config, DynamicConfig, split_host_port};
 use crate::dcs::{Cluster, EtcdDcs};
 use crate::fence::GuardFiles;
 use crate::ha::Memory;
 use crate::ha::policy::Policy;
-use crate::policy::PolicySet;
+use crate::plugin::PolicySet;
 use crate::postgres::{PgState, Postgres};
 use commands::ScheduledRestart;
 use publish::event_thread;
@@ -117,11 +117,11 @@ impl NodeRole {
     }
 
     /// The role the policies' events name.
-    fn policy_role(self) -> crate::policy::Role {
+    fn policy_role(self) -> crate::plugin::Role {
         match self {
-            NodeRole::Primary => crate::policy::Role::Primary,
-            NodeRole::Replica => crate::policy::Role::Replica,
-            NodeRole::Uninitialized | NodeRole::Demoted => crate::policy::Role::Unknown,
+            NodeRole::Primary => crate::plugin::Role::Primary,
+            NodeRole::Replica => crate::plugin::Role::Replica,
+            NodeRole::Uninitialized | NodeRole::Demoted => crate::plugin::Role::Unknown,
         }
     }
 }
@@ -135,8 +135,8 @@ pub struct Supervisor {
     policy: Arc<dyn Policy>,
     /// The WebAssembly policies (`regent.policies`), if any; also reachable through `policy`.
     policies: Option<Arc<PolicySet>>,
-    _policy_watcher: Option<crate::policy::WatcherHandle>,
-    view_tx: watch::Sender<NodeView>,
+    _policy_watcher: Option<crate::plugin::WatcherHandle>,
+    view_tx: watch::Sender<LocalSnapshot>,
     http: api::PeerClient,
     dynamic: DynamicConfig,
     /// What the loop remembers between decisions (the core's rules update it).
@@ -164,7 +164,7 @@ pub struct Supervisor {
     /// The revision of a `/config` value that could not be decoded (reported once).
     bad_config_rev: Option<i64>,
     /// The queue of the thread that delivers events to the policies.
-    events: std::sync::mpsc::Sender<(Arc<PolicySet>, crate::policy::Event)>,
+    events: std::sync::mpsc::Sender<(Arc<PolicySet>, crate::plugin::Event)>,
     /// The PostgreSQL phase the health check last saw, and since when.
     phase_seen: (PgPhase, std::time::Instant),
 }
@@ -173,7 +173,7 @@ impl Supervisor {
     /// Connect to etcd, load the policies and prepare PostgreSQL's settings; nothing runs yet.
     pub async fn new(
         cfg: Config,
-        view_tx: watch::Sender<NodeView>,
+        view_tx: watch::Sender<LocalSnapshot>,
         control: crate::control::ControlReceiver,
     ) -> Result<Supervisor, SupervisorError> {
         let bin_dir = crate::config::resolve_bin_dir(&cfg)

@@ -41,7 +41,7 @@ impl Supervisor {
                     && self.sysid.is_some()
                 {
                     let who = who.unwrap_or_else(|| "the leader".into());
-                    self.event(crate::policy::Event::FailoverStarted(format!(
+                    self.event(crate::plugin::Event::FailoverStarted(format!(
                         "the leader key is gone ({who} no longer holds it)"
                     )));
                 }
@@ -56,11 +56,11 @@ impl Supervisor {
                 Ok(s) => {
                     if self.phase != PgPhase::Running {
                         let role = if s.in_recovery {
-                            crate::policy::Role::Replica
+                            crate::plugin::Role::Replica
                         } else {
-                            crate::policy::Role::Primary
+                            crate::plugin::Role::Primary
                         };
-                        self.event(crate::policy::Event::Started(role));
+                        self.event(crate::plugin::Event::Started(role));
                     }
                     self.phase = PgPhase::Running;
                     state = Some(s);

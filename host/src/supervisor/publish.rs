@@ -4,11 +4,11 @@
 //! May touch: the DCS (the member key), the REST view channel, the policy event queue.
 
 use super::{PATRONI_COMPAT_VERSION, Supervisor, SupervisorError, VERSION};
-use crate::api::{self, NodeView};
+use crate::api::{self, LocalSnapshot};
 use crate::dcs::{Cluster, MemberData};
 use crate::ha::World;
 use crate::ha::policy::Health;
-use crate::policy::PolicySet;
+use crate::plugin::PolicySet;
 use crate::postgres::PgState;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -92,7 +92,7 @@ impl Supervisor {
         let mut tags = self.member_data().tags;
         tags.retain(|_, v| !v.is_null());
         let c = w.cluster.as_ref();
-        let view = NodeView {
+        let view = LocalSnapshot {
             scope: self.cfg.scope.clone(),
             name: self.cfg.name.clone(),
             version: VERSION.into(),
@@ -178,7 +178,7 @@ impl Supervisor {
 
     /// Hand an event to the policies' `on-event` hooks, in order, on their own thread (a
     /// policy never runs on the async workers, and an event never delays the loop).
-    pub(super) fn event(&self, e: crate::policy::Event) {
+    pub(super) fn event(&self, e: crate::plugin::Event) {
         if let Some(set) = &self.policies {
             let _ = self.events.send((set.clone(), e));
         }
@@ -188,12 +188,12 @@ impl Supervisor {
     pub(super) fn membership_events(&self, old: &Cluster, new: &Cluster) {
         for m in &new.members {
             if old.member(&m.name).is_none() {
-                self.event(crate::policy::Event::MemberJoined(m.name.clone()));
+                self.event(crate::plugin::Event::MemberJoined(m.name.clone()));
             }
         }
         for m in &old.members {
             if new.member(&m.name).is_none() {
-                self.event(crate::policy::Event::MemberLeft(m.name.clone()));
+                self.event(crate::plugin::Event::MemberLeft(m.name.clone()));
             }
         }
     }
@@ -201,8 +201,8 @@ impl Supervisor {
 
 /// The thread that calls the policies' `on-event` hooks, one event after the other.
 pub(super) fn event_thread()
--> Result<std::sync::mpsc::Sender<(Arc<PolicySet>, crate::policy::Event)>, SupervisorError> {
-    let (tx, rx) = std::sync::mpsc::channel::<(Arc<PolicySet>, crate::policy::Event)>();
+-> Result<std::sync::mpsc::Sender<(Arc<PolicySet>, crate::plugin::Event)>, SupervisorError> {
+    let (tx, rx) = std::sync::mpsc::channel::<(Arc<PolicySet>, crate::plugin::Event)>();
     std::thread::Builder::new()
         .name("regent-policy-events".into())
         .spawn(move || {

@@ -9,7 +9,7 @@ use super::{Supervisor, SupervisorError};
 use crate::api::{self};
 use crate::config::{Config, DynamicConfig};
 use crate::ha::policy::{DefaultPolicy, Policy};
-use crate::policy::PolicySet;
+use crate::plugin::PolicySet;
 use crate::postgres::{PgSettings, Postgres};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,7 +87,7 @@ impl Supervisor {
         if let Err(e) = self.pg.reload() {
             tracing::warn!(error = %e, "could not reload PostgreSQL");
         }
-        self.event(crate::policy::Event::Reloaded(self.role.policy_role()));
+        self.event(crate::plugin::Event::Reloaded(self.role.policy_role()));
         tracing::info!("configuration reloaded");
         Reply::new(202, "reload scheduled")
     }
@@ -112,7 +112,7 @@ pub(super) async fn load_policies(
     (
         Arc<dyn Policy>,
         Option<Arc<PolicySet>>,
-        Option<crate::policy::WatcherHandle>,
+        Option<crate::plugin::WatcherHandle>,
     ),
     SupervisorError,
 > {
