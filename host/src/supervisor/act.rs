@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 impl Supervisor {
+    /// Carry out one action. `Ok(true)`: run the next loop at once (something changed that
+    /// the next decision should see without waiting for `loop_wait`).
     pub(super) async fn act(
         &mut self,
         action: &Action,
@@ -209,6 +211,7 @@ impl Supervisor {
         }
     }
 
+    /// Start PostgreSQL read-only, streaming from `up` when given.
     pub(super) async fn start_replica(
         &mut self,
         up: Option<&Upstream>,
@@ -269,6 +272,7 @@ impl Supervisor {
         }
     }
 
+    /// Hand the guard the current write deadline (before a promotion or a start as primary).
     pub(super) fn arm_guard(&self) {
         if let Some(d) = self.mem.write_deadline_ms {
             let _ = self.guard.write(GuardState::Armed {
@@ -278,6 +282,7 @@ impl Supervisor {
         }
     }
 
+    /// Where to stream from when following `leader`.
     pub(super) fn upstream_for(
         &self,
         w: &World,
@@ -313,6 +318,8 @@ impl Supervisor {
         Ok(true)
     }
 
+    /// initdb, start, create the roles, take the leader key, publish `initialize` and the
+    /// cluster's `config`.
     pub(super) async fn bootstrap_inner(&mut self) -> Result<(), SupervisorError> {
         busy(&self.view_tx, "initializing new cluster", self.pg.initdb()).await?;
         self.pg.configure(false, None)?;

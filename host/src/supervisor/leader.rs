@@ -146,6 +146,8 @@ impl Supervisor {
         Ok(())
     }
 
+    /// After a promotion: append the timeline switch to `/history`, read from the new
+    /// timeline's history file.
     pub(super) async fn write_history(&self, w: &World) -> Result<(), SupervisorError> {
         let st = self.pg.query_state().await?;
         let Some(tl) = st.timeline else { return Ok(()) };

@@ -247,6 +247,7 @@ impl Supervisor {
         self.dcs.clone()
     }
 
+    /// The cluster's `ttl` in milliseconds.
     pub(super) fn ttl_ms(&self) -> u64 {
         self.dynamic.ttl * 1000
     }
@@ -258,6 +259,7 @@ impl Supervisor {
     }
 }
 
+/// Wall clock, ms since the Unix epoch.
 pub(super) fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -265,6 +267,7 @@ pub(super) fn unix_now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Wall clock, seconds since the Unix epoch.
 pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -165,6 +165,7 @@ impl Supervisor {
         Some(c)
     }
 
+    /// The settings the core decides with, from the cluster's and the local configuration.
     pub(super) fn settings(&self) -> Settings {
         let tags = &self.cfg.tags;
         Settings {

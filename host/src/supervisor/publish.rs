@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 impl Supervisor {
+    /// This node's member key, as Patroni writes it (plus Regent's own fields).
     pub(super) fn member_data(&self) -> MemberData {
         let pg = self.last_pg.as_ref();
         let mut tags = Map::new();
@@ -80,6 +81,7 @@ impl Supervisor {
         }
     }
 
+    /// Write the member key on our lease.
     pub(super) async fn touch_member(&self) -> Result<(), SupervisorError> {
         self.dcs
             .touch_member(&self.cfg.name, &self.member_data())
@@ -87,6 +89,7 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Publish the snapshot the REST API answers from.
     pub(super) fn publish(&self, w: &World) {
         let pg = self.last_pg.as_ref();
         let mut tags = self.member_data().tags;

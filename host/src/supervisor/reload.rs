@@ -148,7 +148,6 @@ pub(super) fn attach_prober(set: Option<&PolicySet>, pg: &Postgres) -> Result<()
     Ok(())
 }
 
-/// The keys a reload cannot change (they identify the node or are bound at start).
 /// The answer to a reload whose new configuration cannot be used: 400, nothing changed.
 pub(super) fn reload_refused(e: impl std::fmt::Display) -> crate::control::Reply {
     tracing::error!(error = %e, "reload refused; the running configuration is unchanged");
@@ -158,6 +157,8 @@ pub(super) fn reload_refused(e: impl std::fmt::Display) -> crate::control::Reply
     )
 }
 
+/// The keys a reload cannot change (they identify the node or are bound at start) that the
+/// new configuration changes.
 pub(super) fn fixed_keys_changed(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
     if old.scope != new.scope {
@@ -194,6 +195,7 @@ pub(super) fn fixed_keys_changed(old: &Config, new: &Config) -> Vec<&'static str
     out
 }
 
+/// What the PostgreSQL adapter needs from the configuration.
 pub(super) fn pg_settings(
     cfg: &Config,
     dynamic: &DynamicConfig,
@@ -271,6 +273,7 @@ pub(super) fn merged_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeM
     parameters
 }
 
+/// A YAML scalar as PostgreSQL reads a parameter value (`true` → `on`).
 pub(super) fn yaml_scalar(v: &serde_yaml::Value) -> String {
     match v {
         serde_yaml::Value::String(s) => s.clone(),
