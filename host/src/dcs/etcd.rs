@@ -40,6 +40,20 @@ pub enum DcsError {
 
 type Result<T> = std::result::Result<T, DcsError>;
 
+/// How long the connection may stay silent before the client sends an HTTP/2 PING to check it
+/// is alive. etcd answers pings that come closer together than its `--grpc-keepalive-min-time`
+/// (5 s by default) with strikes, unless it sent data in between; at the third strike it sends
+/// GOAWAY `ENHANCE_YOUR_CALM` ("too_many_pings") and closes the connection, with every stream
+/// on it: the lease keep-alive stream and the watch. A 2 s interval did exactly that after ~8 s
+/// of idle connection, so a loop_wait of 10 s lost the keep-alive stream every other loop.
+/// Twice the server's default keeps clear of it; a dead connection is still noticed within
+/// this plus the keep-alive timeout (retry_timeout), and every request has its own deadline.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The pause before each retry of a failed keep-alive after the first (which is immediate), so
+/// that an etcd refusing connections is not hammered until the deadline.
+const KEEPALIVE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 struct LeaseState {
     id: i64,
     stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
@@ -64,7 +78,7 @@ impl EtcdDcs {
         let opts = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(2), timeout);
+            .with_keep_alive(HTTP2_PING_INTERVAL, timeout);
         let client = deadline(
             "connect",
             timeout,
@@ -98,6 +112,15 @@ impl EtcdDcs {
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         deadline(op, self.timeout, &self.endpoints, fut).await
+    }
+
+    /// Like [`Self::call`], under a deadline shared by several requests (one operation of a
+    /// few steps must finish within `timeout` as a whole).
+    async fn call_until<T, F>(&self, op: &'static str, until: Instant, fut: F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        deadline_at(op, until, self.timeout, &self.endpoints, fut).await
     }
 
     /// Read every key under the cluster prefix in one request.
@@ -140,15 +163,20 @@ impl EtcdDcs {
         self.lease.lock().await.as_ref().map(|l| l.id)
     }
 
-    /// Make sure we hold a live lease, renewing it. Returns the lease id and the instant the
-    /// renewal request was sent: the lease cannot expire before `sent + ttl`.
-    pub async fn refresh_lease(&self, ttl: u64) -> Result<(i64, Instant)> {
+    /// Make sure we hold a live lease, renewing it (or granting a new one when it has expired),
+    /// all within one `timeout` (retry_timeout). Returns the lease id, the instant the renewal
+    /// (or grant) request was sent, and the TTL etcd granted in seconds: the lease cannot
+    /// expire before `sent + granted TTL`. Compute deadlines from that TTL, not the configured
+    /// one: etcd may grant another (it raises a TTL below its minimum, and a lease renewed
+    /// keeps the TTL it was granted with, whatever `ttl` says now).
+    pub async fn refresh_lease(&self, ttl: u64) -> Result<(i64, Instant, u64)> {
+        let until = Instant::now() + self.timeout;
         let mut guard = self.lease.lock().await;
         if let Some(state) = guard.as_mut() {
-            let renewed = self.keepalive(state).await;
+            let renewed = self.keepalive(state, until).await;
             crate::metrics::lease_renewal(renewed.is_ok());
             match renewed {
-                Ok(sent) => return Ok((state.id, sent)),
+                Ok((sent, granted)) => return Ok((state.id, sent, granted)),
                 Err(DcsError::LeaseExpired(id)) => {
                     tracing::warn!(lease = id, "etcd lease expired; granting a new one");
                     *guard = None;
@@ -162,18 +190,67 @@ impl EtcdDcs {
         let sent = Instant::now();
         let mut c = self.client.clone();
         let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
-        let resp = self.call("lease grant", c.lease_grant(ttl, None)).await?;
+        let resp = self
+            .call_until("lease grant", until, c.lease_grant(ttl, None))
+            .await?;
         crate::metrics::lease_grant();
         let id = resp.id();
         *guard = Some(LeaseState { id, stream: None });
-        Ok((id, sent))
+        Ok((id, sent, granted_secs(resp.ttl())))
     }
 
-    async fn keepalive(&self, state: &mut LeaseState) -> Result<Instant> {
+    /// Renew the lease on its keep-alive stream, opening one if there is none. A failure other
+    /// than the lease being gone drops the stream and retries at once on a fresh one (its
+    /// connection may have been closed under it: etcd restarted, a GOAWAY), then every
+    /// [`KEEPALIVE_RETRY_PAUSE`], until `until`. Returns the send time of the renewal that
+    /// succeeded and the TTL etcd granted.
+    async fn keepalive(&self, state: &mut LeaseState, until: Instant) -> Result<(Instant, u64)> {
+        let mut failed: Option<(u32, DcsError)> = None;
+        loop {
+            match self.keepalive_once(state, until).await {
+                Ok(renewed) => {
+                    if let Some((attempts, last)) = &failed {
+                        tracing::info!(
+                            lease = state.id,
+                            failed_attempts = attempts,
+                            error = %last,
+                            "etcd lease renewed on a fresh keep-alive stream"
+                        );
+                    }
+                    return Ok(renewed);
+                }
+                Err(e @ DcsError::LeaseExpired(_)) => return Err(e),
+                Err(e) => {
+                    state.stream = None;
+                    let (pause, attempts) = match &failed {
+                        None => (Duration::ZERO, 1),
+                        Some((n, _)) => (KEEPALIVE_RETRY_PAUSE, n + 1),
+                    };
+                    if Instant::now() + pause >= until {
+                        return Err(e);
+                    }
+                    tracing::debug!(
+                        lease = state.id,
+                        error = %e,
+                        "etcd lease keep-alive failed; retrying on a fresh stream"
+                    );
+                    failed = Some((attempts, e));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// One renewal: open the keep-alive stream if needed, send one request, read its response.
+    async fn keepalive_once(
+        &self,
+        state: &mut LeaseState,
+        until: Instant,
+    ) -> Result<(Instant, u64)> {
         if state.stream.is_none() {
             let mut c = self.client.clone();
             let pair = match self
-                .call("lease keepalive", c.lease_keep_alive(state.id))
+                .call_until("lease keepalive", until, c.lease_keep_alive(state.id))
                 .await
             {
                 Ok(pair) => pair,
@@ -192,19 +269,19 @@ impl EtcdDcs {
             return Err(DcsError::NoLease);
         };
         let sent = Instant::now();
-        self.call("lease keepalive", keeper.keep_alive()).await?;
-        let resp = self.call("lease keepalive", stream.message()).await?;
+        self.call_until("lease keepalive", until, keeper.keep_alive())
+            .await?;
+        let resp = self
+            .call_until("lease keepalive", until, stream.message())
+            .await?;
         match resp {
-            Some(r) if r.ttl() > 0 => Ok(sent),
+            Some(r) if r.ttl() > 0 => Ok((sent, granted_secs(r.ttl()))),
             Some(_) => Err(DcsError::LeaseExpired(state.id)),
-            None => {
-                state.stream = None;
-                Err(DcsError::Etcd {
-                    op: "lease keepalive",
-                    endpoints: self.endpoints.clone(),
-                    source: etcd_client::Error::LeaseKeepAliveError("stream closed".into()),
-                })
-            }
+            None => Err(DcsError::Etcd {
+                op: "lease keepalive",
+                endpoints: self.endpoints.clone(),
+                source: etcd_client::Error::LeaseKeepAliveError("stream closed".into()),
+            }),
         }
     }
 
@@ -528,8 +605,23 @@ async fn deadline<T, F>(op: &'static str, timeout: Duration, endpoints: &str, fu
 where
     F: Future<Output = std::result::Result<T, etcd_client::Error>>,
 {
+    deadline_at(op, Instant::now() + timeout, timeout, endpoints, fut).await
+}
+
+/// Run one etcd request until `until`; a timeout reports `timeout`, the budget `until` was
+/// computed from.
+async fn deadline_at<T, F>(
+    op: &'static str,
+    until: Instant,
+    timeout: Duration,
+    endpoints: &str,
+    fut: F,
+) -> Result<T>
+where
+    F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
     let started = Instant::now();
-    let result = tokio::time::timeout(timeout, fut).await;
+    let result = tokio::time::timeout_at(until.into(), fut).await;
     crate::metrics::etcd_request(op, started.elapsed(), matches!(result, Ok(Ok(_))));
     match result {
         Ok(Ok(v)) => Ok(v),
@@ -544,6 +636,11 @@ where
             endpoints: endpoints.to_string(),
         }),
     }
+}
+
+/// A TTL from etcd as whole seconds (etcd sends an `i64`; a live lease's is positive).
+fn granted_secs(ttl: i64) -> u64 {
+    u64::try_from(ttl).unwrap_or(0)
 }
 
 /// Whether a member key event is one the HA loops should see at once: the member left, joined,

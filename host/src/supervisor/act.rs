@@ -331,7 +331,7 @@ impl Supervisor {
         self.pg.create_roles().await?;
         // initdb may have outlasted the lease (a slow disk, a busy machine): renew (or replace)
         // it before taking the leader key with it.
-        let (id, sent) = self.dcs.refresh_lease(self.dynamic.ttl).await?;
+        let (id, sent, _granted_ttl) = self.dcs.refresh_lease(self.dynamic.ttl).await?;
         self.mem
             .lease_renewed(id, instant_to_mono_ms(sent), self.ttl_ms());
         if !self.dcs.acquire_leader(&self.cfg.name).await? {

@@ -64,7 +64,7 @@ impl Supervisor {
         self.phase = PgPhase::Stopped;
         let ckpt = self.shutdown_checkpoint().await;
         // Keep our lease (and so the leader key) alive while we wait for the target.
-        if let Ok((id, sent)) = self.dcs.refresh_lease(self.dynamic.ttl).await
+        if let Ok((id, sent, _granted_ttl)) = self.dcs.refresh_lease(self.dynamic.ttl).await
             && Some(id) == self.mem.our_lease
         {
             self.mem

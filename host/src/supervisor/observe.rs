@@ -23,9 +23,10 @@ impl Supervisor {
     pub(super) async fn observe(&mut self) -> World {
         // Renew the lease first: the decision must see a fresh deadline.
         match self.dcs.refresh_lease(self.dynamic.ttl).await {
-            Ok((id, sent)) => self
-                .mem
-                .lease_renewed(id, instant_to_mono_ms(sent), self.ttl_ms()),
+            Ok((id, sent, _granted_ttl)) => {
+                self.mem
+                    .lease_renewed(id, instant_to_mono_ms(sent), self.ttl_ms())
+            }
             Err(e) => tracing::warn!(error = %e, "could not renew the etcd lease"),
         }
         let cluster = self.read_cluster().await;
