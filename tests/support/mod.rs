@@ -151,6 +151,19 @@ impl Etcd {
         );
     }
 
+    /// The lease `key` is attached to and the seconds etcd says that lease has left
+    /// (`etcdctl lease timetolive`); `None` when the key is missing or has no lease.
+    pub fn lease_left(&self, key: &str) -> Option<(i64, i64)> {
+        let out = self.etcdctl(&["get", key, "-w", "json"]).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let lease = v["kvs"][0]["lease"].as_i64().filter(|l| *l != 0)?;
+        let out = self
+            .etcdctl(&["lease", "timetolive", &format!("{lease:x}"), "-w", "json"])
+            .ok()?;
+        let t: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some((lease, t["ttl"].as_i64()?))
+    }
+
     /// etcdctl get of one key (raw value), via the etcdctl binary.
     pub fn get(&self, key: &str) -> Option<String> {
         let out = self.etcdctl(&["get", "--print-value-only", key]).ok()?;

@@ -1,0 +1,165 @@
+//! Safety scenarios from the review of the HA loop: each runs real etcd, PostgreSQL and `regent`
+//! processes on loopback and asserts what an operator must be able to rely on (one writable
+//! primary, no acknowledged commit lost, a healthy leader left alone).
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A healthy leader at the timings operators use (Patroni's defaults `ttl 30 / loop_wait 10 /
+/// retry_timeout 10`, and `20 / 10 / 5`) keeps its postmaster for several loops: every renewal
+/// succeeds and the guard never fences it. With a 2 s HTTP/2 ping, etcd closed the idle
+/// connection after ~8 s (GOAWAY "too_many_pings"): every other renewal failed with "channel
+/// closed" and the guard stopped the primary about every 16 s.
+#[test]
+fn a_leader_at_slow_timings_keeps_its_postmaster() {
+    let _g = serial();
+    let timings = [(30, 10, 10), (20, 10, 5)];
+    let clusters: Vec<Cluster> = timings
+        .iter()
+        .map(|&(ttl, loop_wait, retry_timeout)| {
+            let mut c = Cluster::new(
+                1,
+                NodeSpec {
+                    ttl,
+                    loop_wait,
+                    retry_timeout,
+                    ..NodeSpec::default()
+                },
+            );
+            c.start_all();
+            c
+        })
+        .collect();
+    let pids: Vec<i32> = clusters
+        .iter()
+        .map(|c| {
+            c.wait_leader(Duration::from_secs(90));
+            wait_for("the leader's postmaster", Duration::from_secs(10), || {
+                c.nodes[0].postmaster_pid()
+            })
+        })
+        .collect();
+    // Five loops at loop_wait 10: long enough for an idle connection to be closed several times.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(50) {
+        for ((c, pid), t) in clusters.iter().zip(&pids).zip(&timings) {
+            let now = c.nodes[0].postmaster_pid();
+            assert_eq!(
+                now,
+                Some(*pid),
+                "timing {t:?}: the leader's postmaster changed after {:?}\n{}",
+                watch.elapsed(),
+                c.nodes[0].log()
+            );
+            assert_eq!(
+                c.nodes[0].http_get("/primary").map(|(s, _)| s),
+                Some(200),
+                "timing {t:?}: the node stopped leading after {:?}",
+                watch.elapsed()
+            );
+        }
+        // Sampling, not synchronisation: the assertion is about every moment of the window.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for (c, t) in clusters.iter().zip(&timings) {
+        let log = c.nodes[0].log();
+        for bad in ["could not renew the etcd lease", "stopped the primary"] {
+            assert!(!log.contains(bad), "timing {t:?}: the log says {bad:?}\n{log}");
+        }
+    }
+}
+
+/// How many HA loops the node has finished (`regent_ha_loop_duration_seconds_count`).
+fn loops(n: &Node) -> u64 {
+    n.http_get("/metrics")
+        .and_then(|(_, body)| {
+            body.lines()
+                .find(|l| l.starts_with("regent_ha_loop_duration_seconds_count"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0, |v| v as u64)
+}
+
+/// `PATCH /config` on node `n`; the status code.
+fn patch_config(n: &Node, body: &str) -> Option<u16> {
+    http_request_at(
+        &n.host,
+        n.api_port,
+        "PATCH",
+        "/config",
+        Some(body),
+        Duration::from_secs(5),
+    )
+    .map(|(s, _)| s)
+}
+
+/// Insert rows into `acked` on `port` every 100 ms until writes have failed for 3 s in a row
+/// or `until` has passed; the time of the last acknowledged insert.
+fn last_write(port: u16, until: Instant) -> Option<Instant> {
+    let mut last_ok: Option<Instant> = None;
+    let mut failing_since: Option<Instant> = None;
+    let mut id = 1_000_000;
+    while Instant::now() < until {
+        id += 1;
+        match psql(port, &format!("INSERT INTO acked VALUES ({id})")) {
+            Ok(_) => {
+                last_ok = Some(Instant::now());
+                failing_since = None;
+            }
+            Err(_) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    last_ok
+}
+
+/// Item 1 of the safety review: the write deadline must come from the TTL etcd granted the
+/// lease that carries the leader key, not from the configured `ttl`. After `PATCH /config
+/// {"ttl": 30}` on a cluster at ttl 10, keep-alives still renew the old lease to 10 s; a leader
+/// whose deadline assumed 30 s kept taking writes for ~25 s after etcd stopped answering,
+/// long after its leader key could have expired and another node been promoted. Here etcd is
+/// frozen and every acknowledged write must come before the leader key's lease can expire.
+#[test]
+fn a_raised_ttl_never_lets_the_leader_write_past_its_lease() {
+    let _g = serial();
+    let (c, leader) = Cluster::healthy(
+        1,
+        NodeSpec {
+            ttl: 10,
+            loop_wait: 1,
+            retry_timeout: 3,
+            ..NodeSpec::default()
+        },
+    );
+    let n = &c.nodes[leader];
+    psql(n.pg_port, "CREATE TABLE acked (id int primary key)").expect("create table");
+    assert_eq!(patch_config(n, r#"{"ttl": 30}"#), Some(200));
+    let seen = loops(n);
+    wait_for("three loops after the change", Duration::from_secs(30), || {
+        (loops(n) >= seen + 3).then_some(())
+    });
+    let (lease, left) = c
+        .etcd
+        .lease_left("/service/test/leader")
+        .expect("the leader key is on a lease");
+    // etcd reports whole seconds left: the lease is gone at most a second after this.
+    let expiry = Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0) + 1);
+    c.etcd.signal(nix::sys::signal::Signal::SIGSTOP);
+    let last = last_write(n.pg_port, expiry + Duration::from_secs(5));
+    c.etcd.signal(nix::sys::signal::Signal::SIGCONT);
+    let last = last.expect("the leader took writes before etcd froze");
+    assert!(
+        last <= expiry,
+        "the leader acknowledged a write {:?} after its leader key's lease {lease:x} \
+         ({left} s left when etcd froze) could have expired",
+        last.duration_since(expiry)
+    );
+}
