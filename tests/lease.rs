@@ -64,7 +64,12 @@ async fn rpcs_started(endpoint: &str, method: &str) -> u64 {
 /// the lease with (nearly) its full TTL.
 async fn renew_once(dcs: &EtcdDcs, endpoint: &str, lease: i64, what: &str) {
     let started = Instant::now();
-    let (id, sent, granted) = dcs
+    let regent::dcs::Renewal {
+        lease: id,
+        sent,
+        granted_ttl: granted,
+        ..
+    } = dcs
         .refresh_lease(TTL)
         .await
         .unwrap_or_else(|e| panic!("{what}: the renewal failed: {e}"));
@@ -102,7 +107,11 @@ async fn lease_renewal_survives_loop_wait_of_idle_connection() {
     // The supervisor keeps a watch open on the same connection.
     let watch = tokio::spawn(dcs.clone().watch_forever());
 
-    let (lease, _, granted) = dcs.refresh_lease(TTL).await.expect("grant the lease");
+    let regent::dcs::Renewal {
+        lease,
+        granted_ttl: granted,
+        ..
+    } = dcs.refresh_lease(TTL).await.expect("grant the lease");
     assert_eq!(granted, TTL, "the TTL etcd granted");
     renew_once(
         &dcs,
@@ -233,7 +242,11 @@ async fn lease_renewal_reopens_a_dead_stream_in_the_same_call() {
         .await
         .expect("connect to etcd");
 
-    let (lease, _, granted) = dcs.refresh_lease(TTL).await.expect("grant the lease");
+    let regent::dcs::Renewal {
+        lease,
+        granted_ttl: granted,
+        ..
+    } = dcs.refresh_lease(TTL).await.expect("grant the lease");
     assert_eq!(granted, TTL, "the TTL etcd granted");
     renew_once(
         &dcs,
@@ -249,4 +262,56 @@ async fn lease_renewal_reopens_a_dead_stream_in_the_same_call() {
     // The lease survives a restart (etcd keeps leases on disk).
     renew_once(&dcs, &endpoint, lease, "the renewal after an etcd restart").await;
     renew_once(&dcs, &endpoint, lease, "the next renewal").await;
+}
+
+/// The lease a key is attached to, read on a connection of its own (0: no lease or no key).
+async fn key_lease(endpoint: &str, key: &str) -> i64 {
+    let mut probe = etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("probe client");
+    let resp = probe.get(key, None).await.expect("get");
+    resp.kvs().first().map_or(0, |kv| kv.lease())
+}
+
+/// A changed ttl replaces the lease: the leader key moves onto a lease granted for the new ttl
+/// in one transaction, and only when it holds our name on our old lease. Keep-alives alone
+/// would renew the old lease to its old TTL forever.
+#[tokio::test]
+async fn a_changed_ttl_moves_the_leader_key_onto_a_new_lease() {
+    trace();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = Etcd::start(dir.path());
+    let endpoint = etcd.endpoint();
+    let dcs = EtcdDcs::connect(std::slice::from_ref(&endpoint), PREFIX, RETRY_TIMEOUT)
+        .await
+        .expect("connect to etcd");
+    let old = dcs.refresh_lease(TTL).await.expect("grant the lease");
+    assert_eq!(old.requested_ttl, TTL);
+    assert!(dcs.acquire_leader("me").await.expect("acquire"));
+    let leader_key = format!("{PREFIX}leader");
+    assert_eq!(key_lease(&endpoint, &leader_key).await, old.lease);
+
+    let new = dcs.replace_lease(30, "me").await.expect("replace the lease");
+    assert_ne!(new.lease, old.lease, "a new lease");
+    assert_eq!((new.granted_ttl, new.requested_ttl), (30, 30));
+    assert_eq!(
+        key_lease(&endpoint, &leader_key).await,
+        new.lease,
+        "the leader key moved onto the new lease"
+    );
+    assert!(
+        ttl_left(&endpoint, new.lease).await > 20,
+        "the new lease has the new ttl"
+    );
+    let renewed = dcs.refresh_lease(30).await.expect("renew");
+    assert_eq!((renewed.lease, renewed.requested_ttl), (new.lease, 30));
+
+    // Someone else's leader key is never moved.
+    let mut probe = etcd_client::Client::connect([endpoint.as_str()], None)
+        .await
+        .expect("probe client");
+    probe.put(leader_key.clone(), "other", None).await.expect("put");
+    let third = dcs.replace_lease(40, "me").await.expect("replace again");
+    assert_eq!(key_lease(&endpoint, &leader_key).await, 0);
+    assert_eq!(third.requested_ttl, 40);
 }

@@ -66,7 +66,10 @@ fn a_leader_at_slow_timings_keeps_its_postmaster() {
     for (c, t) in clusters.iter().zip(&timings) {
         let log = c.nodes[0].log();
         for bad in ["could not renew the etcd lease", "stopped the primary"] {
-            assert!(!log.contains(bad), "timing {t:?}: the log says {bad:?}\n{log}");
+            assert!(
+                !log.contains(bad),
+                "timing {t:?}: the log says {bad:?}\n{log}"
+            );
         }
     }
 }
@@ -143,9 +146,11 @@ fn a_raised_ttl_never_lets_the_leader_write_past_its_lease() {
     psql(n.pg_port, "CREATE TABLE acked (id int primary key)").expect("create table");
     assert_eq!(patch_config(n, r#"{"ttl": 30}"#), Some(200));
     let seen = loops(n);
-    wait_for("three loops after the change", Duration::from_secs(30), || {
-        (loops(n) >= seen + 3).then_some(())
-    });
+    wait_for(
+        "three loops after the change",
+        Duration::from_secs(30),
+        || (loops(n) >= seen + 3).then_some(()),
+    );
     let (lease, left) = c
         .etcd
         .lease_left("/service/test/leader")

@@ -57,6 +57,24 @@ const KEEPALIVE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 struct LeaseState {
     id: i64,
     stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    /// The ttl this lease was asked for when it was granted (seconds).
+    requested_ttl: u64,
+}
+
+/// A successful lease renewal (or grant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// The lease this process holds.
+    pub lease: i64,
+    /// When the renewal (or grant) request was sent: the lease cannot expire before
+    /// `sent + granted_ttl`.
+    pub sent: Instant,
+    /// The TTL etcd granted the lease, in seconds. A keep-alive renews a lease to the TTL it
+    /// was granted with, whatever the configured ttl says now: deadlines come from this.
+    pub granted_ttl: u64,
+    /// The ttl the lease was asked for when it was granted. When the configured ttl differs,
+    /// the lease must be replaced ([`EtcdDcs::replace_lease`]).
+    pub requested_ttl: u64,
 }
 
 /// A handle to the cluster's keys in etcd. Cheap to clone.
@@ -163,20 +181,25 @@ impl EtcdDcs {
         self.lease.lock().await.as_ref().map(|l| l.id)
     }
 
-    /// Make sure we hold a live lease, renewing it (or granting a new one when it has expired),
-    /// all within one `timeout` (retry_timeout). Returns the lease id, the instant the renewal
-    /// (or grant) request was sent, and the TTL etcd granted in seconds: the lease cannot
-    /// expire before `sent + granted TTL`. Compute deadlines from that TTL, not the configured
-    /// one: etcd may grant another (it raises a TTL below its minimum, and a lease renewed
-    /// keeps the TTL it was granted with, whatever `ttl` says now).
-    pub async fn refresh_lease(&self, ttl: u64) -> Result<(i64, Instant, u64)> {
+    /// Make sure we hold a live lease, renewing it (or granting a new one for `ttl` when it has
+    /// expired), all within one `timeout` (retry_timeout). Compute deadlines from the
+    /// [`Renewal`]'s granted TTL, not the configured one: etcd may grant another (it raises a
+    /// TTL below its minimum), and a lease renewed keeps the TTL it was granted with.
+    pub async fn refresh_lease(&self, ttl: u64) -> Result<Renewal> {
         let until = Instant::now() + self.timeout;
         let mut guard = self.lease.lock().await;
         if let Some(state) = guard.as_mut() {
             let renewed = self.keepalive(state, until).await;
             crate::metrics::lease_renewal(renewed.is_ok());
             match renewed {
-                Ok((sent, granted)) => return Ok((state.id, sent, granted)),
+                Ok((sent, granted_ttl)) => {
+                    return Ok(Renewal {
+                        lease: state.id,
+                        sent,
+                        granted_ttl,
+                        requested_ttl: state.requested_ttl,
+                    });
+                }
                 Err(DcsError::LeaseExpired(id)) => {
                     tracing::warn!(lease = id, "etcd lease expired; granting a new one");
                     *guard = None;
@@ -187,16 +210,73 @@ impl EtcdDcs {
                 }
             }
         }
+        let renewal = self.grant(ttl, until).await?;
+        *guard = Some(LeaseState {
+            id: renewal.lease,
+            stream: None,
+            requested_ttl: ttl,
+        });
+        Ok(renewal)
+    }
+
+    /// Grant a new lease for `ttl` seconds (not yet held: the caller stores it).
+    async fn grant(&self, ttl: u64, until: Instant) -> Result<Renewal> {
         let sent = Instant::now();
         let mut c = self.client.clone();
-        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
         let resp = self
-            .call_until("lease grant", until, c.lease_grant(ttl, None))
+            .call_until(
+                "lease grant",
+                until,
+                c.lease_grant(i64::try_from(ttl).unwrap_or(i64::MAX), None),
+            )
             .await?;
         crate::metrics::lease_grant();
-        let id = resp.id();
-        *guard = Some(LeaseState { id, stream: None });
-        Ok((id, sent, granted_secs(resp.ttl())))
+        Ok(Renewal {
+            lease: resp.id(),
+            sent,
+            granted_ttl: granted_secs(resp.ttl()),
+            requested_ttl: ttl,
+        })
+    }
+
+    /// The configured ttl changed: grant a lease for the new `ttl` and move the leader key onto
+    /// it in one transaction, if the key holds `name` on our current lease, all within one
+    /// `timeout`. From then on only the new lease is renewed; the old one expires with nothing
+    /// on it (the member key moves at its next write). If the transaction fails the old lease
+    /// stays ours and the new one is revoked: the leader key is never on a lease we do not
+    /// renew.
+    pub async fn replace_lease(&self, ttl: u64, name: &str) -> Result<Renewal> {
+        let until = Instant::now() + self.timeout;
+        let mut guard = self.lease.lock().await;
+        let old = guard.as_ref().map(|s| s.id);
+        let renewal = self.grant(ttl, until).await?;
+        if let Some(old) = old {
+            let key = self.key(keys::LEADER);
+            let txn = Txn::new()
+                .when([
+                    Compare::value(key.clone(), CompareOp::Equal, name),
+                    Compare::lease(key.clone(), CompareOp::Equal, old),
+                ])
+                .and_then([TxnOp::put(
+                    key,
+                    name,
+                    Some(PutOptions::new().with_lease(renewal.lease)),
+                )]);
+            let mut c = self.client.clone();
+            if let Err(e) = self.call_until("move leader key", until, c.txn(txn)).await {
+                let mut c = self.client.clone();
+                let _ = self
+                    .call("lease revoke", c.lease_revoke(renewal.lease))
+                    .await;
+                return Err(e);
+            }
+        }
+        *guard = Some(LeaseState {
+            id: renewal.lease,
+            stream: None,
+            requested_ttl: ttl,
+        });
+        Ok(renewal)
     }
 
     /// Renew the lease on its keep-alive stream, opening one if there is none. A failure other

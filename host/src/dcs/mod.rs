@@ -4,5 +4,5 @@
 
 pub mod etcd;
 
-pub use etcd::{DcsError, EtcdDcs};
+pub use etcd::{DcsError, EtcdDcs, Renewal};
 pub use regent_core::dcs::*;

@@ -9,7 +9,7 @@ use super::{NodeRole, PgPhase, Supervisor, SupervisorError};
 use crate::api::LocalSnapshot;
 use crate::config::split_host_port;
 use crate::dcs::Cluster;
-use crate::fence::{GuardState, instant_to_mono_ms};
+use crate::fence::GuardState;
 use crate::ha::{Action, DataDir, DemoteMode, World};
 use crate::postgres::{StopMode, Upstream};
 use std::time::Duration;
@@ -231,7 +231,7 @@ impl Supervisor {
     /// longer than ttl, say). A replica that must stream to become consistent (after pg_rewind)
     /// would otherwise wait in `start` for a slot that appears only once the loop runs again.
     pub(super) async fn register_member(&mut self) {
-        if let Err(e) = self.dcs.refresh_lease(self.dynamic.ttl).await {
+        if let Err(e) = self.renew_lease().await {
             tracing::warn!(error = %e, "could not renew the etcd lease before starting the replica");
         }
         if let Err(e) = self.touch_member().await {
@@ -331,9 +331,7 @@ impl Supervisor {
         self.pg.create_roles().await?;
         // initdb may have outlasted the lease (a slow disk, a busy machine): renew (or replace)
         // it before taking the leader key with it.
-        let (id, sent, _granted_ttl) = self.dcs.refresh_lease(self.dynamic.ttl).await?;
-        self.mem
-            .lease_renewed(id, instant_to_mono_ms(sent), self.ttl_ms());
+        self.renew_lease().await?;
         if !self.dcs.acquire_leader(&self.cfg.name).await? {
             return Err(SupervisorError::Fatal(
                 "the leader key was taken during bootstrap".into(),

@@ -9,7 +9,7 @@ use super::act::{conn_url_host_port, upstream_in};
 use super::{NodeRole, PgPhase, Supervisor, SupervisorError};
 use crate::config::SyncMode;
 use crate::dcs::{Cluster, Status};
-use crate::fence::{GuardState, instant_to_mono_ms, mono_ms};
+use crate::fence::{GuardState, mono_ms};
 use crate::ha::{HandOverReason, World};
 use crate::postgres::StopMode;
 use std::time::Duration;
@@ -64,11 +64,10 @@ impl Supervisor {
         self.phase = PgPhase::Stopped;
         let ckpt = self.shutdown_checkpoint().await;
         // Keep our lease (and so the leader key) alive while we wait for the target.
-        if let Ok((id, sent, _granted_ttl)) = self.dcs.refresh_lease(self.dynamic.ttl).await
-            && Some(id) == self.mem.our_lease
+        let lease_before = self.mem.our_lease;
+        if let Ok(r) = self.renew_lease().await
+            && Some(r.lease) == lease_before
         {
-            self.mem
-                .lease_renewed(id, instant_to_mono_ms(sent), self.ttl_ms());
             self.arm_guard();
         }
         let confirmed = match ckpt {

@@ -8,9 +8,9 @@
 
 use super::reload::yaml_scalar;
 use super::{NodeRole, PgPhase, Supervisor, unix_now, unix_now_ms};
-use crate::api::{self};
+use crate::api;
 use crate::config::{DynamicConfig, SyncMode};
-use crate::dcs::{Cluster, json_scalar};
+use crate::dcs::{Cluster, DcsError, Renewal, json_scalar};
 use crate::fence::{instant_to_mono_ms, mono_ms};
 use crate::ha::policy::{Health, HealthFacts, Policy};
 use crate::ha::{DataDir, PeerState, PgView, Settings, World};
@@ -22,12 +22,8 @@ impl Supervisor {
     /// One loop's observations, as the snapshot `ha::decide` reads.
     pub(super) async fn observe(&mut self) -> World {
         // Renew the lease first: the decision must see a fresh deadline.
-        match self.dcs.refresh_lease(self.dynamic.ttl).await {
-            Ok((id, sent, _granted_ttl)) => {
-                self.mem
-                    .lease_renewed(id, instant_to_mono_ms(sent), self.ttl_ms())
-            }
-            Err(e) => tracing::warn!(error = %e, "could not renew the etcd lease"),
+        if let Err(e) = self.renew_lease().await {
+            tracing::warn!(error = %e, "could not renew the etcd lease");
         }
         let cluster = self.read_cluster().await;
         if let (Some(old), Some(new)) = (&self.last_cluster, &cluster) {
@@ -132,6 +128,42 @@ impl Supervisor {
             now_unix_ms: unix_now_ms(),
             memory: self.mem.clone(),
         }
+    }
+
+    /// Renew our lease and remember the write deadline it earns, computed from the TTL etcd
+    /// granted. When the configured ttl changed since the lease was granted, the lease is
+    /// replaced by one of the new ttl and the leader key moves onto it first (a keep-alive
+    /// renews a lease to its original TTL, so the old one would keep the old expiry).
+    pub(super) async fn renew_lease(&mut self) -> Result<Renewal, DcsError> {
+        let ttl = self.dynamic.ttl;
+        let mut r = self.dcs.refresh_lease(ttl).await?;
+        if r.requested_ttl != ttl {
+            match self.dcs.replace_lease(ttl, &self.cfg.name).await {
+                Ok(new) => {
+                    tracing::info!(
+                        old_lease = r.lease,
+                        new_lease = new.lease,
+                        old_ttl = r.requested_ttl,
+                        ttl,
+                        granted_ttl = new.granted_ttl,
+                        "ttl changed: moved this node's keys onto a lease of the new ttl"
+                    );
+                    r = new;
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    ttl,
+                    lease_ttl = r.requested_ttl,
+                    "ttl changed but the lease could not be replaced; keeping the old lease (and its deadline)"
+                ),
+            }
+        }
+        self.mem.lease_renewed(
+            r.lease,
+            instant_to_mono_ms(r.sent),
+            r.granted_ttl.saturating_mul(1000),
+        );
+        Ok(r)
     }
 
     /// Read the whole cluster prefix; a changed `config` key is applied at once (a value that
