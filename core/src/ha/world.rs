@@ -84,7 +84,7 @@ pub struct PeerState {
     pub nofailover: bool,
     /// Its `failover_priority` tag (0 or less: never promoted).
     pub failover_priority: i64,
-    /// Its other tags, as text.
+    /// Its tags, as text.
     pub tags: BTreeMap<String, String>,
     /// The peer's own policy has not judged it `failed` (peers that publish no verdict, such
     /// as Patroni nodes, count as healthy).
@@ -94,8 +94,7 @@ pub struct PeerState {
 /// Settings the core needs (from the dynamic config and local tags).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// The leader key's time to live (`ttl`) in ms; also how long a requested candidate is
-    /// waited for.
+    /// The cluster's `ttl` in ms: how long a candidate an operator named is waited for.
     pub ttl_ms: u64,
     /// `maximum_lag_on_failover`: how many bytes a candidate may be behind the last leader's
     /// optime.
@@ -105,7 +104,7 @@ pub struct Settings {
     /// `postgresql.use_pg_rewind`: a former primary is rewound before it follows another
     /// leader; without it, its data is moved aside and cloned anew.
     pub use_pg_rewind: bool,
-    /// This node is tagged `nofailover`: it never takes the leader key after an election.
+    /// This node is tagged `nofailover`: it is never promoted.
     pub nofailover: bool,
     /// This node's `failover_priority` tag (0 or less: never promoted).
     pub failover_priority: i64,
