@@ -21,39 +21,64 @@ pub fn json_scalar(v: &Value) -> String {
 
 /// Key names relative to the cluster prefix.
 pub mod keys {
+    /// The leader's member name, on the leader's lease: whoever holds it is the primary.
     pub const LEADER: &str = "leader";
+    /// The prefix of the member keys, `members/<name>`: one JSON document per node, on its lease.
     pub const MEMBERS: &str = "members/";
+    /// The system identifier of the cluster's data; empty while the first node bootstraps.
     pub const INITIALIZE: &str = "initialize";
+    /// The dynamic configuration (JSON) shared by every node: `ttl`, `loop_wait`, `pause`, ...
     pub const CONFIG: &str = "config";
+    /// The timeline history: one line per promotion (see [`super::HistoryLine`]).
     pub const HISTORY: &str = "history";
+    /// The leader's last WAL position and its slots (see [`super::Status`]).
     pub const STATUS: &str = "status";
+    /// An operator's switchover or failover request (see [`super::Failover`]).
     pub const FAILOVER: &str = "failover";
+    /// The standbys synchronous mode may promote (see [`super::SyncState`]).
     pub const SYNC: &str = "sync";
 }
 
 /// The member document, as Patroni writes it into `members/<name>`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemberData {
+    /// Where to reach the member's PostgreSQL: `postgres://host:port/postgres`.
     #[serde(default)]
     pub conn_url: Option<String>,
+    /// Where to reach the member's REST API: `http://host:port/patroni`.
     #[serde(default)]
     pub api_url: Option<String>,
+    /// What the member's PostgreSQL is doing: `running`, `starting`, `stopped`, `crashed`,
+    /// `creating replica`, ...
     #[serde(default)]
     pub state: Option<String>,
+    /// The member's role: `primary` (`master` from older Patroni), `replica`, `standby_leader`,
+    /// `demoted`, `uninitialized`, ...
     #[serde(default)]
     pub role: Option<String>,
+    /// The Patroni version the writer speaks for (Regent writes the one it is compatible with).
     #[serde(default)]
     pub version: Option<String>,
+    /// The WAL position the member reports: a primary's flush LSN, a replica's larger of the
+    /// received and replayed LSNs. Present while PostgreSQL runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xlog_location: Option<u64>,
+    /// A replica's last WAL position received from its upstream (`pg_last_wal_receive_lsn()`);
+    /// absent on a primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receive_lsn: Option<u64>,
+    /// A replica's last replayed WAL position (`pg_last_wal_replay_lsn()`); absent on a primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_lsn: Option<u64>,
+    /// How a replica gets its WAL: `streaming` from a WAL receiver, or `in archive recovery`
+    /// through `restore_command`; absent on a primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_state: Option<String>,
+    /// The timeline PostgreSQL is on (a replica reports the one it receives).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
+    /// The member's tags from its configuration: `nofailover`, `failover_priority`, `nosync`,
+    /// ... and the operator's own (such as `zone`).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub tags: Map<String, Value>,
     /// Regent extension: the active policy (`name@digest`), so mixed policy versions are visible.
@@ -67,16 +92,25 @@ pub struct MemberData {
 /// A member as seen in the DCS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
+    /// The member's name: the last part of its key.
     pub name: String,
+    /// The member document.
     pub data: MemberData,
+    /// The lease the key is attached to: the key goes when the member stops renewing it.
     pub lease: i64,
+    /// The store revision of the key's last write.
     pub mod_revision: i64,
 }
 
 impl Member {
+    /// The member may never be promoted: tagged `nofailover`, or a `failover_priority` of 0 or
+    /// less.
     pub fn nofailover(&self) -> bool {
         tag_bool(&self.data.tags, "nofailover") || self.failover_priority() <= 0
     }
+
+    /// The `failover_priority` tag (a number, or a number as text); 1 when absent or not a
+    /// number. Among equally advanced candidates, the higher wins.
     pub fn failover_priority(&self) -> i64 {
         self.data
             .tags
@@ -95,6 +129,8 @@ impl Member {
     }
 }
 
+/// Whether tag `key` is set: `true`, the text `true`, `on` or `yes` (in any case), or a whole
+/// number other than 0.
 pub fn tag_bool(tags: &Map<String, Value>, key: &str) -> bool {
     match tags.get(key) {
         Some(Value::Bool(b)) => *b,
@@ -107,18 +143,24 @@ pub fn tag_bool(tags: &Map<String, Value>, key: &str) -> bool {
 /// The `leader` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leader {
+    /// The leader's member name.
     pub name: String,
+    /// The lease the key is attached to: the leader's own, kept alive while it leads.
     pub lease: i64,
+    /// The store revision of the key's last write.
     pub mod_revision: i64,
 }
 
 /// The `status` key: `{"optime": int, "slots": {...}, "retain_slots": [...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// The leader's last reported WAL position: a candidate's lag is measured from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optime: Option<u64>,
+    /// The permanent replication slots on the primary and the LSN each has reached, by slot name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub slots: BTreeMap<String, u64>,
+    /// The physical slots kept for members of the cluster, so a new leader keeps them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retain_slots: Vec<String>,
 }
@@ -126,14 +168,21 @@ pub struct Status {
 /// One line of the `history` key: `[timeline, lsn, reason, timestamp, new_leader]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryLine {
+    /// The timeline that ended; the next one is this plus one.
     pub timeline: u32,
+    /// Where it ended: the LSN at which the next timeline branched off.
     pub lsn: u64,
+    /// Why, as PostgreSQL wrote it in the timeline history file.
     pub reason: String,
+    /// When the switch happened; lines from older Patroni have none.
     pub timestamp: Option<String>,
+    /// The member promoted at the switch, when recorded.
     pub new_leader: Option<String>,
 }
 
 impl HistoryLine {
+    /// The line as Patroni writes it: `[timeline, lsn, reason]`, then the timestamp and the new
+    /// leader when known (a new leader only after a timestamp).
     pub fn to_json(&self) -> Value {
         let mut v = vec![
             Value::from(self.timeline),
@@ -150,6 +199,8 @@ impl HistoryLine {
     }
 }
 
+/// The lines of a `history` value. Lines that are not arrays starting with a timeline are
+/// skipped; a value that is not a JSON array gives no lines.
 pub fn parse_history(raw: &str) -> Vec<HistoryLine> {
     let Ok(Value::Array(lines)) = serde_json::from_str::<Value>(raw) else {
         return Vec::new();
@@ -176,15 +227,20 @@ pub fn parse_history(raw: &str) -> Vec<HistoryLine> {
 /// The `failover` key: a requested switchover/failover.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Failover {
+    /// The leader a switchover moves away from; a request without one is a failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+    /// The member to promote (Patroni's candidate); without one, the best candidate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
+    /// When a switchover is to run, an ISO 8601 time with a zone (see [`parse_iso8601_ms`]);
+    /// without one, now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<String>,
 }
 
 impl Failover {
+    /// Names neither a leader nor a member: nothing is requested.
     pub fn is_empty(&self) -> bool {
         self.leader.is_none() && self.member.is_none()
     }
@@ -193,15 +249,20 @@ impl Failover {
 /// The `sync` key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SyncState {
+    /// The leader that wrote the key: the standbys listed are synchronous to it.
     #[serde(default)]
     pub leader: Option<String>,
+    /// For `synchronous_mode: quorum`, how many of the listed nodes a standby racing for the
+    /// leader key must see; Regent writes 0.
     #[serde(default)]
     pub quorum: Option<u32>,
+    /// The synchronous standbys, comma-separated (see [`SyncState::members`]).
     #[serde(default)]
     pub sync_standby: Option<String>,
 }
 
 impl SyncState {
+    /// The names in `sync_standby`, trimmed, empty ones left out.
     pub fn members(&self) -> Vec<String> {
         self.sync_standby
             .as_deref()
@@ -226,12 +287,19 @@ pub fn parse_iso8601_ms(s: &str) -> Option<u64> {
 pub struct Cluster {
     /// `None`: no `initialize` key. `Some("")`: a bootstrap is in progress.
     pub initialize: Option<String>,
+    /// The `config` key, when it is JSON, with its mod revision.
     pub config: Option<(Value, i64)>,
+    /// The `leader` key, when it names a member.
     pub leader: Option<Leader>,
+    /// The member keys, sorted by name.
     pub members: Vec<Member>,
+    /// The `status` key; empty when missing or unreadable.
     pub status: Status,
+    /// The `history` key's lines, oldest first.
     pub history: Vec<HistoryLine>,
+    /// The `failover` key with its mod revision; a value that does not parse reads as empty.
     pub failover: Option<(Failover, i64)>,
+    /// The `sync` key, when it parses, with its mod revision.
     pub sync: Option<(SyncState, i64)>,
     /// The etcd revision this view was read at.
     pub revision: i64,
@@ -296,10 +364,12 @@ impl Cluster {
         c
     }
 
+    /// The member key of `name`.
     pub fn member(&self, name: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.name == name)
     }
 
+    /// The name in the leader key, if there is one.
     pub fn leader_name(&self) -> Option<&str> {
         self.leader.as_ref().map(|l| l.name.as_str())
     }
@@ -313,9 +383,13 @@ impl Cluster {
 /// A raw key/value as read from the store, key already relative to the cluster prefix.
 #[derive(Debug, Clone, Copy)]
 pub struct RawKv<'a> {
+    /// The key, relative to the cluster prefix (`members/pg1`).
     pub key: &'a str,
+    /// The value as stored.
     pub value: &'a [u8],
+    /// The lease the key is attached to; 0 for none.
     pub lease: i64,
+    /// The store revision of the key's last write.
     pub mod_revision: i64,
 }
 

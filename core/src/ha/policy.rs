@@ -24,25 +24,32 @@ pub enum ElectionReason {
 /// One member as the election sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateView {
+    /// The member's name.
     pub name: String,
     /// `primary`, `replica`, ...
     pub role: String,
     /// Patroni's state string (`running`, ...).
     pub state: String,
+    /// The timeline it is on, when known.
     pub timeline: Option<u32>,
     /// `max(received, replayed)` or the flush LSN of a primary.
     pub wal_position: Option<u64>,
-    /// A replica's last received (written) and replayed WAL positions, when known.
+    /// A replica's last received (written) WAL position, when known.
     #[serde(default)]
     pub received_lsn: Option<u64>,
+    /// A replica's last replayed WAL position, when known.
     #[serde(default)]
     pub replayed_lsn: Option<u64>,
     /// Whether PostgreSQL on the member is in recovery (a replica).
     pub in_recovery: bool,
     /// Whether the member answered this round (always true for the local node).
     pub reachable: bool,
+    /// Tagged `nofailover`: never promoted.
     pub nofailover: bool,
+    /// Its `failover_priority` tag (0 or less: never promoted); among equally advanced
+    /// candidates, the higher wins.
     pub failover_priority: i64,
+    /// Its tags, as text (such as `zone`).
     pub tags: BTreeMap<String, String>,
     /// The policy's own health verdict on the member, if known.
     pub healthy: bool,
@@ -51,18 +58,24 @@ pub struct CandidateView {
 /// The whole view handed to the policy: every node computes the same ranking from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ElectionView {
+    /// The members, sorted by name: this node, the peers polled and the other member keys (a
+    /// hand-over leaves the leader out).
     pub members: Vec<CandidateView>,
+    /// The leader this election replaces, when known.
     pub former_leader: Option<String>,
     /// The former leader's `zone` tag, when the former leader is not among the members (a
     /// hand-over) or its tags are known.
     #[serde(default)]
     pub former_leader_zone: Option<String>,
+    /// Why the election is held.
     pub reason: ElectionReason,
     /// `/status` optime of the last leader.
     pub leader_optime: Option<u64>,
+    /// How many bytes behind `leader_optime` a candidate may be.
     pub maximum_lag_on_failover: u64,
     /// Patroni's cluster timeline (from `/history`).
     pub cluster_timeline: u32,
+    /// Candidates must be on `cluster_timeline`.
     pub check_timeline: bool,
     /// Synchronous mode: only these members (the `sync` key's leader and standbys) may be
     /// promoted. `None` when synchronous mode is off or has not published a `sync` key yet.
@@ -75,7 +88,9 @@ pub struct ElectionView {
 /// A ranked candidate with the policy's reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ranked {
+    /// The candidate's member name.
     pub name: String,
+    /// Why the policy ranked it so, for the logs.
     pub reason: String,
 }
 
@@ -91,29 +106,45 @@ pub enum Ranking {
 /// Health verdict on the local node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Health {
+    /// Nothing is wrong.
     Healthy,
+    /// Something is wrong, but not enough to act on: reported, nothing more.
     Degraded(String),
+    /// The node must not lead: it is not promoted, and a leader failed for
+    /// [`failed_loops_before_handover`](super::Settings::failed_loops_before_handover) loops in
+    /// a row hands over.
     Failed(String),
 }
 
 /// Facts about the local PostgreSQL the health check sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthFacts {
+    /// The node's role: `primary`, `replica`, `demoted`, `uninitialized`.
     pub role: String,
+    /// What its PostgreSQL is doing: `running`, `starting`, `stopped`, `crashed`, ...
     pub state: String,
+    /// The timeline PostgreSQL is on, when known.
     pub timeline: Option<u32>,
+    /// The flush LSN on a primary, the larger of the received and replayed LSNs on a replica.
     pub wal_position: Option<u64>,
-    /// A replica's received and replayed WAL positions.
+    /// A replica's last received WAL position.
     #[serde(default)]
     pub received_lsn: Option<u64>,
+    /// A replica's last replayed WAL position.
     #[serde(default)]
     pub replayed_lsn: Option<u64>,
+    /// How many standbys stream from this node.
     pub replication_connections: u32,
+    /// A replica's distance in bytes behind the leader's last optime (`/status`).
     pub lag_bytes: Option<u64>,
+    /// How long PostgreSQL has been in `state`, in seconds.
     pub seconds_in_state: u64,
 }
 
+/// The rules a node follows in an election and in judging its own health: the built-in
+/// [`DefaultPolicy`], or WebAssembly policies loaded by the supervisor.
 pub trait Policy: Send + Sync {
+    /// The name the policy goes by in logs and in the member key.
     fn name(&self) -> String;
     /// Rank the eligible candidates of an election.
     fn rank(&self, view: &ElectionView) -> Ranking;

@@ -17,9 +17,12 @@ use std::collections::BTreeMap;
 /// written as Patroni writes it: `false`, `true` or `"quorum"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
+    /// Asynchronous replication: commits wait for no standby.
     #[default]
     Off,
+    /// Commits wait for the synchronous standbys, and only they may be promoted.
     On,
+    /// Patroni's quorum commit; [`plan`] treats it as [`SyncMode::On`].
     Quorum,
 }
 
@@ -67,6 +70,7 @@ pub struct Standby {
     pub streaming: bool,
     /// `sync_state = 'sync'`: PostgreSQL waits for this standby's flush before a commit returns.
     pub sync: bool,
+    /// `flush_lsn`: how far the standby has flushed WAL to disk.
     pub flush_lsn: u64,
 }
 
@@ -75,12 +79,14 @@ pub struct Standby {
 pub struct SyncInputs<'a> {
     /// The leader's own member name.
     pub me: &'a str,
+    /// `synchronous_mode`.
     pub mode: SyncMode,
     /// `synchronous_node_count` (at least 1).
     pub node_count: usize,
     /// `synchronous_mode_strict`: with no standby to wait for, block commits instead of
     /// accepting them unreplicated.
     pub strict: bool,
+    /// The leader's `pg_stat_replication`.
     pub standbys: &'a [Standby],
     /// Member names that may be synchronous standbys (known in the DCS, without `nosync`).
     pub eligible: &'a [String],
@@ -138,7 +144,10 @@ impl Standbys {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyncPlan {
     /// Synchronous mode is off: wait for nobody, and delete the key if there is one.
-    Off { delete_key: bool },
+    Off {
+        /// There is a `sync` key to delete.
+        delete_key: bool,
+    },
     /// Write this key (compare-and-swap on its revision) and change nothing else this loop:
     /// the key takes over from another leader or drops standbys before the setting does.
     WriteKey(SyncState),
@@ -146,8 +155,12 @@ pub enum SyncPlan {
     /// standbys PostgreSQL reports as `sync` that have caught up join the ones already named.
     /// `catching_up` is handed to the next loop's [`SyncInputs`].
     Apply {
+        /// What PostgreSQL is to wait for.
         standbys: Standbys,
+        /// The key to write once the setting is in place, when it changes.
         publish: Option<SyncState>,
+        /// Standbys seen as `sync` but not published yet, each with the flush LSN it must
+        /// reach first.
         catching_up: BTreeMap<String, u64>,
     },
 }

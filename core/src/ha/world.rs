@@ -14,6 +14,7 @@ pub enum DataDir {
     Empty,
     /// A PostgreSQL data directory.
     Initialized {
+        /// The database system identifier (pg_controldata).
         sysid: String,
         /// pg_controldata says it last ran as a primary (`in production`, `shut down`).
         was_primary: bool,
@@ -25,14 +26,19 @@ pub enum DataDir {
 /// The local PostgreSQL as observed this cycle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgView {
+    /// What the data directory holds.
     pub data_dir: DataDir,
+    /// PostgreSQL runs and answers queries.
     pub running: bool,
-    /// Known when running.
+    /// PostgreSQL is in recovery (a replica); known when running.
     pub in_recovery: Option<bool>,
+    /// The timeline PostgreSQL is on, when known.
     pub timeline: Option<u32>,
+    /// The flush LSN on a primary, the larger of the received and replayed LSNs on a replica.
     pub wal_position: Option<u64>,
-    /// A replica's received and replayed WAL positions (for the policies' view).
+    /// A replica's last received WAL position (for the policies' view).
     pub received_lsn: Option<u64>,
+    /// A replica's last replayed WAL position (for the policies' view).
     pub replayed_lsn: Option<u64>,
     /// The member the replica is configured to stream from.
     pub upstream: Option<String>,
@@ -46,9 +52,12 @@ pub struct PgView {
 }
 
 impl PgView {
+    /// PostgreSQL runs and is not in recovery.
     pub fn is_primary(&self) -> bool {
         self.running && self.in_recovery == Some(false)
     }
+
+    /// PostgreSQL runs in recovery.
     pub fn is_replica(&self) -> bool {
         self.running && self.in_recovery == Some(true)
     }
@@ -57,16 +66,25 @@ impl PgView {
 /// A peer's answer to `GET /patroni` during an election (`None` = unreachable).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerState {
+    /// The role it reports: `primary`, `replica`, ...
     pub role: String,
+    /// Its PostgreSQL's state: `running`, `stopped`, ...
     pub state: String,
+    /// Its PostgreSQL is in recovery (a replica).
     pub in_recovery: bool,
+    /// Its WAL position: a primary's flush LSN, a replica's larger of received and replayed.
     pub wal_position: u64,
-    /// A replica's received and replayed WAL positions.
+    /// A replica's last received WAL position.
     pub received_lsn: Option<u64>,
+    /// A replica's last replayed WAL position.
     pub replayed_lsn: Option<u64>,
+    /// The timeline it is on, when it says.
     pub timeline: Option<u32>,
+    /// Tagged `nofailover`: never promoted.
     pub nofailover: bool,
+    /// Its `failover_priority` tag (0 or less: never promoted).
     pub failover_priority: i64,
+    /// Its tags, as text.
     pub tags: BTreeMap<String, String>,
     /// The peer's own policy has not judged it `failed` (peers that publish no verdict, such
     /// as Patroni nodes, count as healthy).
@@ -76,12 +94,21 @@ pub struct PeerState {
 /// Settings the core needs (from the dynamic config and local tags).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// The cluster's `ttl` in ms: how long a candidate an operator named is waited for.
     pub ttl_ms: u64,
+    /// `maximum_lag_on_failover`: how many bytes a candidate may be behind the last leader's
+    /// optime.
     pub maximum_lag_on_failover: u64,
+    /// `check_timeline`: a candidate must be on the cluster's timeline.
     pub check_timeline: bool,
+    /// `postgresql.use_pg_rewind`: a former primary is rewound before it follows another
+    /// leader; without it, its data is moved aside and cloned anew.
     pub use_pg_rewind: bool,
+    /// This node is tagged `nofailover`: it is never promoted.
     pub nofailover: bool,
+    /// This node's `failover_priority` tag (0 or less: never promoted).
     pub failover_priority: i64,
+    /// This node's other tags, as text.
     pub tags: BTreeMap<String, String>,
     /// How long a non-top candidate waits for the top-ranked one before racing itself.
     pub race_backoff_ms: u64,
@@ -101,14 +128,19 @@ pub struct Settings {
 /// The whole snapshot one decision is made from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct World {
+    /// Monotonic milliseconds: every deadline and wait is measured on this clock.
     pub now_ms: u64,
+    /// This node's member name.
     pub me: String,
     /// `None`: the DCS could not be read this cycle.
     pub cluster: Option<Cluster>,
+    /// The local PostgreSQL.
     pub pg: PgView,
     /// Peers polled for an election, by name.
     pub peers: BTreeMap<String, Option<PeerState>>,
+    /// The settings in force this loop.
     pub settings: Settings,
+    /// The policies' verdict on this node this loop.
     pub health: Health,
     /// Wall clock, ms since the Unix epoch: only for the time of a scheduled switchover.
     pub now_unix_ms: u64,
@@ -127,6 +159,7 @@ impl World {
             && self.lease_valid()
     }
 
+    /// Our write deadline has not passed: our PostgreSQL may still accept writes.
     pub fn lease_valid(&self) -> bool {
         self.memory
             .write_deadline_ms

@@ -1,0 +1,20 @@
+//! Tests of the pure HA decision core.
+//!
+//! * **Unit tests** ([`unit`], [`unit_operators`]) pin every branch of
+//!   [`decide`](crate::ha::decide) on a hand-built [`World`](crate::ha::World) ([`fixtures`]).
+//!   Those named `regression_*` reproduce bugs found and fixed, and must keep passing.
+//! * **Property tests** ([`properties`]) generate whole clusters (1–7 nodes, a DCS view, and
+//!   one `World` per node as that node sees it; [`generators`]), run `decide` for every node
+//!   and check per-node and cross-node [`invariants`].
+//! * **Simulation** ([`simulation`]): a 3-node cluster where the actions are applied
+//!   abstractly (leader key CAS, leases expiring as time passes, partitions, crashes),
+//!   checking that no two primaries can accept writes at the same time and that a leaderless
+//!   cluster with an eligible replica gets a leader within a bounded number of loops.
+
+mod fixtures;
+mod generators;
+mod invariants;
+mod properties;
+mod simulation;
+mod unit;
+mod unit_operators;

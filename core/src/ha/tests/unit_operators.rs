@@ -1,0 +1,201 @@
+//! Unit tests of the operators' branches of [`decide`](crate::ha::decide): switchover and
+//! failover requests, synchronous mode, pause, and a failed leader handing over.
+
+use super::fixtures::*;
+use crate::ha::{Action, HANDOVER_RETRY_MS, HandOverReason, decide};
+
+/// In synchronous mode a policy that ranks a non-synchronous replica first does not get it
+/// promoted: the core keeps only the `sync` key's members.
+#[test]
+fn synchronous_mode_ignores_a_policy_ranking_a_non_synchronous_member() {
+    let mut w = election_world(2_000, vec![("a", None), ("c", peer_replica(900))]);
+    w.settings.synchronous_mode = true;
+    if let Some(c) = w.cluster.as_mut() {
+        c.sync = Some((
+            crate::dcs::SyncState {
+                leader: Some("a".into()),
+                quorum: Some(0),
+                sync_standby: Some("c".into()),
+            },
+            4,
+        ));
+    }
+    let d = decide(&w, &Fixed(ranked(&["b", "c"])));
+    assert_eq!(d.actions, vec![], "{}", d.summary);
+    let mut c = w.clone();
+    c.me = "c".into();
+    c.pg = pg_replica(900, Some("a"));
+    c.peers = [
+        ("a".to_string(), None),
+        ("b".to_string(), peer_replica(2_000)),
+    ]
+    .into();
+    assert_eq!(
+        decide(&c, &Fixed(ranked(&["b", "c"]))).actions,
+        vec![acquire()]
+    );
+}
+
+#[test]
+fn switchover_hands_over_to_the_named_candidate() {
+    let w = switchover_world(Some("b"), Some("c"), None);
+    let d = decide_default(&w);
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::KeepLeading,
+            handover("c", HandOverReason::Switchover)
+        ],
+        "{}",
+        d.summary
+    );
+}
+
+#[test]
+fn switchover_waits_for_peer_state_before_judging_the_candidate() {
+    let mut w = switchover_world(None, Some("c"), None);
+    w.peers.clear();
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
+}
+
+#[test]
+fn switchover_to_an_ineligible_candidate_is_dropped_with_the_reason() {
+    let mut w = switchover_world(Some("b"), Some("c"), None);
+    if let Some(Some(p)) = w.peers.get_mut("c") {
+        p.nofailover = true;
+    }
+    let d = decide_default(&w);
+    assert_eq!(d.actions, vec![Action::KeepLeading, Action::ClearFailover]);
+    assert!(d.summary.contains("nofailover"), "{}", d.summary);
+}
+
+#[test]
+fn scheduled_switchover_waits_for_its_time_and_stale_ones_are_dropped() {
+    let later = switchover_world(Some("b"), Some("c"), Some("2026-12-01T17:35:00+00:00"));
+    let d = decide_default(&later);
+    assert_eq!(d.actions, vec![Action::KeepLeading]);
+    assert!(d.summary.contains("scheduled in 300 s"), "{}", d.summary);
+    let due = switchover_world(Some("b"), Some("c"), Some("2026-12-01T17:29:59Z"));
+    assert!(actions(&due).contains(&handover("c", HandOverReason::Switchover)));
+    let stale = switchover_world(Some("b"), Some("c"), Some("2026-12-01T16:00:00Z"));
+    assert_eq!(
+        actions(&stale),
+        vec![Action::KeepLeading, Action::ClearFailover]
+    );
+}
+
+#[test]
+fn switchover_to_a_replica_that_does_not_stream_from_me_waits_then_is_dropped() {
+    let mut w = switchover_world(Some("b"), Some("c"), None);
+    w.pg.streaming.clear();
+    // A while to catch up (it may just have switched upstream), then the request is dropped.
+    w.memory.request_seen = Some((request_in(&w), NOW - 1_000));
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
+    w.memory.request_seen = Some((request_in(&w), NOW - w.settings.ttl_ms));
+    let d = decide_default(&w);
+    assert_eq!(d.actions, vec![Action::KeepLeading, Action::ClearFailover]);
+    assert!(d.summary.contains("has not streamed"), "{}", d.summary);
+}
+
+#[test]
+fn failed_leader_waits_after_an_aborted_hand_over() {
+    let mut w = failed_leader_world(9);
+    w.memory.handover_aborted_ms = Some(NOW - 1_000);
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
+    w.memory.handover_aborted_ms = Some(NOW - HANDOVER_RETRY_MS);
+    assert!(actions(&w).contains(&handover("c", HandOverReason::LeaderUnhealthy)));
+}
+
+#[test]
+fn switchover_naming_another_leader_is_dropped() {
+    let w = switchover_world(Some("a"), Some("c"), None);
+    assert_eq!(
+        actions(&w),
+        vec![Action::KeepLeading, Action::ClearFailover]
+    );
+}
+
+#[test]
+fn failed_leader_hands_over_only_after_enough_failed_loops() {
+    let mut w = failed_leader_world(1);
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
+    w.memory.failed_health_loops = 2;
+    let d = decide_default(&w);
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::KeepLeading,
+            handover("c", HandOverReason::LeaderUnhealthy)
+        ]
+    );
+    assert!(d.summary.contains("canary write failed"), "{}", d.summary);
+    w.settings.paused = true;
+    assert_eq!(actions(&w), vec![Action::KeepLeading]);
+}
+
+#[test]
+fn failed_leader_without_a_healthy_candidate_stays_leader() {
+    let mut w = failed_leader_world(5);
+    if let Some(Some(p)) = w.peers.get_mut("c") {
+        p.healthy = false;
+    }
+    let d = decide_default(&w);
+    assert_eq!(d.actions, vec![Action::KeepLeading]);
+    assert!(d.summary.contains("staying leader"), "{}", d.summary);
+}
+
+#[test]
+fn requested_failover_candidate_races_and_the_others_wait_for_it() {
+    // b is the better candidate by WAL, but the operator asked for c.
+    let mut b = election_world(1_000, vec![("a", None), ("c", peer_replica(900))]);
+    if let Some(cl) = b.cluster.as_mut() {
+        cl.failover = Some((
+            crate::dcs::Failover {
+                member: Some("c".into()),
+                ..Default::default()
+            },
+            3,
+        ));
+    }
+    assert_eq!(actions(&b), vec![]);
+    let mut c = b.clone();
+    c.me = "c".into();
+    c.pg = pg_replica(900, Some("a"));
+    c.peers = [
+        ("a".to_string(), None),
+        ("b".to_string(), peer_replica(1_000)),
+    ]
+    .into();
+    assert_eq!(actions(&c), vec![acquire_requested()]);
+    // c's peers stop seeing it: b no longer waits.
+    b.peers.insert("c".into(), None);
+    assert_eq!(actions(&b), vec![acquire()]);
+}
+
+#[test]
+fn paused_cluster_starts_stops_and_demotes_nothing() {
+    let mut stopped = world(
+        "b",
+        Some(cluster(Some(leader("a", OTHER_LEASE)))),
+        pg_stopped(true),
+    );
+    stopped.settings.paused = true;
+    assert_eq!(actions(&stopped), vec![]);
+    let mut orphan = world(
+        "b",
+        Some(cluster(Some(leader("a", OTHER_LEASE)))),
+        pg_primary(10),
+    );
+    orphan.settings.paused = true;
+    assert_eq!(actions(&orphan), vec![]);
+    let mut free = world("b", Some(cluster(None)), pg_primary(10));
+    free.settings.paused = true;
+    assert_eq!(actions(&free), vec![acquire_paused()]);
+    let mut replica = election_world(2_000, vec![("a", None), ("c", peer_replica(900))]);
+    replica.settings.paused = true;
+    assert_eq!(actions(&replica), vec![]);
+    let mut offline = world("b", None, pg_primary(10));
+    offline.settings.paused = true;
+    offline.memory.write_deadline_ms = Some(NOW - 1);
+    assert_eq!(actions(&offline), vec![]);
+}
