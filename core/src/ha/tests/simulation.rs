@@ -54,6 +54,9 @@ struct SimDcs {
     leader: Option<Leader>,
     /// Lease id → expiry time.
     leases: BTreeMap<i64, u64>,
+    /// Lease id → the TTL it was granted with: a keep-alive renews it to that, whatever the
+    /// configured ttl says now.
+    granted: BTreeMap<i64, u64>,
     members: BTreeMap<String, Member>,
     initialize: Option<String>,
     optime: Option<u64>,
@@ -85,6 +88,9 @@ enum Ev {
     /// An operator asks for a switchover from the current leader to this node (or to the
     /// best candidate).
     Switchover(Option<usize>),
+    /// An operator changes the cluster's `ttl` (`PATCH /config`): every node uses it from its
+    /// next loop.
+    SetTtl(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -259,19 +265,35 @@ impl Sim {
         }
     }
 
-    /// Keep our lease alive (or get a new one if it expired), like `EtcdDcs::refresh_lease`;
-    /// the memory computes the write deadline as the supervisor's does.
+    /// Keep our lease alive (or get a new one if it expired), like `EtcdDcs::refresh_lease`:
+    /// a keep-alive renews a lease to the TTL it was granted with. When the configured ttl
+    /// changed, the lease is replaced and the leader key moves onto the new one if it is ours
+    /// (`EtcdDcs::replace_lease`). The memory computes the write deadline from the granted TTL,
+    /// as the supervisor's does.
     fn renew(&mut self, i: usize) {
-        let expiry = self.now + self.cfg.ttl;
-        let id = match self.nodes[i].mem.our_lease {
-            Some(id) if self.dcs.leases.contains_key(&id) => id,
-            _ => {
+        let live = self.nodes[i]
+            .mem
+            .our_lease
+            .filter(|id| self.dcs.leases.contains_key(id));
+        let id = match live {
+            Some(id) if self.dcs.granted.get(&id) == Some(&self.cfg.ttl) => id,
+            old => {
                 self.next_lease += 1;
-                self.next_lease
+                let new = self.next_lease;
+                self.dcs.granted.insert(new, self.cfg.ttl);
+                let me = self.nodes[i].name.clone();
+                if let (Some(old), Some(l)) = (old, self.dcs.leader.as_mut())
+                    && l.name == me
+                    && l.lease == old
+                {
+                    l.lease = new;
+                }
+                new
             }
         };
-        self.dcs.leases.insert(id, expiry);
-        self.nodes[i].mem.lease_renewed(id, self.now, self.cfg.ttl);
+        let granted = self.dcs.granted.get(&id).copied().unwrap_or(self.cfg.ttl);
+        self.dcs.leases.insert(id, self.now + granted);
+        self.nodes[i].mem.lease_renewed(id, self.now, granted);
     }
 
     fn publish_member(&mut self, i: usize) {
@@ -569,6 +591,7 @@ impl Sim {
                 // A new process: it remembers nothing of the old one.
                 self.nodes[i].mem = Memory::default();
             }
+            Ev::SetTtl(ttl) => self.cfg.ttl = ttl,
             Ev::Switchover(to) => {
                 self.dcs.failover = Some(crate::dcs::Failover {
                     leader: self.dcs.leader.as_ref().map(|l| l.name.clone()),
@@ -718,6 +741,7 @@ fn arb_event(hostile: bool) -> BoxedStrategy<Ev> {
         2 => node().prop_map(Ev::Heal),
         2 => (1..2_000u64).prop_map(Ev::Write),
         1 => prop::option::of(node()).prop_map(Ev::Switchover),
+        1 => (5_000..30_000u64).prop_map(Ev::SetTtl),
     ];
     if hostile {
         prop_oneof![
