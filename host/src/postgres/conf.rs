@@ -1,0 +1,157 @@
+//! What regent writes into the data directory for PostgreSQL to read: `regent.conf` (the
+//! GUCs, and for a replica its upstream and `primary_conninfo`), the include line in
+//! `postgresql.conf`, `standby.signal` and `pg_hba.conf`; and the quoting of conninfo values,
+//! SQL identifiers and literals.
+
+use super::{Postgres, Result, Upstream, io};
+use std::collections::BTreeMap;
+
+const REGENT_CONF: &str = "regent.conf";
+
+const UPSTREAM_MARK: &str = "# regent-upstream: ";
+
+impl Postgres {
+    pub(super) fn write_hba(&self) -> Result<()> {
+        if self.s.pg_hba.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::from("# Managed by regent (postgresql.pg_hba)\n");
+        for l in &self.s.pg_hba {
+            text.push_str(l);
+            text.push('\n');
+        }
+        self.write_owned(&self.s.data_dir.join("pg_hba.conf"), &text)
+    }
+
+    /// Write `regent.conf` (our GUCs, plus primary_conninfo for a replica), make
+    /// postgresql.conf include it, and create or remove `standby.signal`.
+    pub fn configure(&self, standby: bool, upstream: Option<&Upstream>) -> Result<()> {
+        if let Ok(mut g) = self.last_configured.lock() {
+            *g = Some((standby, upstream.cloned()));
+        }
+        let mut text = String::from(
+            "# Managed by regent: rewritten before every start. Edit the regent config instead.\n",
+        );
+        let mut params = self.s.parameters.clone();
+        params.insert("listen_addresses".into(), self.s.listen_host.clone());
+        params.insert("port".into(), self.s.port.to_string());
+        params.insert("cluster_name".into(), self.s.scope.clone());
+        params.insert("hot_standby".into(), "on".into());
+        let sock = self.s.run_dir.display().to_string();
+        params
+            .entry("unix_socket_directories".into())
+            .or_insert(if sock.len() < 90 { sock } else { String::new() });
+        if standby && let Ok(mut g) = self.sync_names.lock() {
+            // A replica waits for nobody; after a promotion the leader sets it afresh.
+            g.clear();
+        }
+        params.insert(
+            "synchronous_standby_names".into(),
+            if standby {
+                String::new()
+            } else {
+                self.sync_names
+                    .lock()
+                    .map(|g| g.clone())
+                    .unwrap_or_default()
+            },
+        );
+        if standby {
+            params.insert("recovery_target_timeline".into(), "latest".into());
+            if let Some(u) = upstream {
+                let mut ci = format!(
+                    "host={} port={} user={} application_name={} connect_timeout=3",
+                    u.host,
+                    u.port,
+                    quote_conninfo(&self.s.replication.user),
+                    quote_conninfo(&self.s.name)
+                );
+                if let Some(p) = &self.s.replication.password {
+                    ci.push_str(&format!(" password={}", quote_conninfo(p)));
+                }
+                params.insert("primary_conninfo".into(), ci);
+                params.insert(
+                    "primary_slot_name".into(),
+                    crate::dcs::slot_name(&self.s.name),
+                );
+                text.push_str(&format!("{UPSTREAM_MARK}{}\n", u.name));
+            } else {
+                params.insert("primary_conninfo".into(), String::new());
+                params.insert("primary_slot_name".into(), String::new());
+            }
+        }
+        for (k, v) in &params {
+            text.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+        }
+        self.write_owned(&self.s.data_dir.join(REGENT_CONF), &text)?;
+        let main = self.s.data_dir.join("postgresql.conf");
+        let existing = std::fs::read_to_string(&main).unwrap_or_default();
+        let include = format!("include_if_exists = '{REGENT_CONF}'");
+        if !existing.lines().any(|l| l.trim() == include) {
+            self.write_owned(&main, &format!("{existing}\n{include}\n"))?;
+        }
+        let signal = self.s.data_dir.join("standby.signal");
+        if standby {
+            self.write_owned(&signal, "")?;
+        } else if signal.exists() {
+            std::fs::remove_file(&signal).map_err(|e| io("remove standby.signal", e))?;
+        }
+        Ok(())
+    }
+
+    /// Replace the GUCs (after a change of the cluster's or the local configuration) and
+    /// rewrite `regent.conf` with the role and upstream of the last `configure`, then reload a
+    /// running server. Returns whether anything changed. Settings that need a restart show up
+    /// as pending (`PgState::pending_restart`).
+    pub fn set_parameters(&mut self, parameters: BTreeMap<String, String>) -> Result<bool> {
+        if self.s.parameters == parameters {
+            return Ok(false);
+        }
+        self.s.parameters = parameters;
+        let last = self.last_configured.lock().ok().and_then(|g| g.clone());
+        if let Some((standby, upstream)) = last {
+            self.configure(standby, upstream.as_ref())?;
+            self.reload()?;
+        }
+        Ok(true)
+    }
+
+    /// The upstream written into regent.conf, if any.
+    pub fn configured_upstream(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.s.data_dir.join(REGENT_CONF)).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(UPSTREAM_MARK))
+            .map(|s| s.trim().to_string())
+    }
+}
+
+pub(super) fn quote_conninfo(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conninfo_quoting() {
+        assert_eq!(quote_conninfo("pg-1"), "pg-1");
+        assert_eq!(quote_conninfo("it's"), "'it\\'s'");
+        assert_eq!(quote_conninfo(""), "''");
+    }
+}

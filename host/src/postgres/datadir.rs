@@ -1,0 +1,147 @@
+//! The data directory: whether it is empty, unusable or initialized (read with
+//! pg_controldata), creating it with initdb, moving it aside (never deleting it), and the
+//! former-primary marker beside it in `run_dir`.
+
+use super::{PgSettings, Postgres, Result, io};
+use crate::ha::DataDir;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+impl Postgres {
+    /// Classify the data directory without changing it.
+    pub async fn data_dir_state(&self) -> DataDir {
+        let d = &self.s.data_dir;
+        let empty = match std::fs::read_dir(d) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return DataDir::Unusable(format!("cannot read {}: {e}", d.display())),
+            Ok(mut it) => it.next().is_none(),
+        };
+        if empty {
+            return DataDir::Empty;
+        }
+        if !d.join("PG_VERSION").exists() || !d.join("global/pg_control").exists() {
+            return DataDir::Unusable(format!(
+                "{} is not empty and is not a PostgreSQL data directory; move it away or point postgresql.data_dir elsewhere",
+                d.display()
+            ));
+        }
+        match self.controldata().await {
+            Ok(cd) => {
+                let state = cd
+                    .get("Database cluster state")
+                    .cloned()
+                    .unwrap_or_default();
+                DataDir::Initialized {
+                    sysid: cd
+                        .get("Database system identifier")
+                        .cloned()
+                        .unwrap_or_default(),
+                    was_primary: matches!(
+                        state.as_str(),
+                        "in production" | "shut down" | "shutting down" | "in crash recovery"
+                    ) && !d.join("standby.signal").exists(),
+                }
+            }
+            Err(e) => DataDir::Unusable(format!("pg_controldata failed on {}: {e}", d.display())),
+        }
+    }
+
+    pub async fn controldata(&self) -> Result<BTreeMap<String, String>> {
+        let out = self
+            .run(
+                "pg_controldata",
+                &[self.s.data_dir.display().to_string()],
+                None,
+            )
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect())
+    }
+
+    /// initdb with the configured options, then pg_hba and the superuser password.
+    pub async fn initdb(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.s.data_dir)
+            .map_err(|e| io(format!("create {}", self.s.data_dir.display()), e))?;
+        self.chown(&self.s.data_dir)?;
+        std::fs::set_permissions(&self.s.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("chmod data_dir", e))?;
+        let pwfile = self.s.run_dir.join(format!(".{}-pwfile", self.s.name));
+        let mut args = vec![
+            "-D".to_string(),
+            self.s.data_dir.display().to_string(),
+            "-U".to_string(),
+            self.s.superuser.user.clone(),
+        ];
+        if let Some(p) = &self.s.superuser.password {
+            self.write_owned(&pwfile, p)?;
+            args.push(format!("--pwfile={}", pwfile.display()));
+        }
+        args.extend(self.s.initdb.iter().cloned());
+        let res = self.run("initdb", &args, None).await;
+        let _ = std::fs::remove_file(&pwfile);
+        res?;
+        // A new data directory has no past.
+        self.set_former_primary(false)?;
+        self.write_hba()?;
+        Ok(())
+    }
+
+    /// Whether the data directory may have diverged from another leader (see
+    /// [`crate::ha::PgView::former_primary`]).
+    pub fn former_primary(&self) -> bool {
+        self.former_primary
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Set or clear the former-primary marker. What gives the node a data directory without a
+    /// diverged past (initdb, a clone, a promotion, moving it aside) clears it itself; after a
+    /// rewind the caller clears it (a failure to do so must not count as a failed rewind).
+    pub fn set_former_primary(&self, on: bool) -> Result<()> {
+        let path = former_primary_marker(&self.s);
+        if on {
+            std::fs::write(&path, self.s.data_dir.display().to_string())
+                .map_err(|e| io(format!("write {}", path.display()), e))?;
+        } else if path.exists() {
+            std::fs::remove_file(&path).map_err(|e| io(format!("remove {}", path.display()), e))?;
+        }
+        self.former_primary
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Move the data directory aside (never deleted). Returns the new path.
+    pub fn move_aside(&self) -> Result<PathBuf> {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let name = self
+            .s
+            .data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "data".into());
+        let target = self
+            .s
+            .data_dir
+            .with_file_name(format!("{name}.regent-moved-{ts}"));
+        std::fs::rename(&self.s.data_dir, &target)
+            .map_err(|e| io(format!("move {} aside", self.s.data_dir.display()), e))?;
+        tracing::warn!(to = %target.display(), "moved the old data directory aside");
+        self.set_former_primary(false)?;
+        Ok(target)
+    }
+}
+
+/// The marker that says the data directory holds a former primary's data that has not been
+/// checked against (rewound to) another leader: `<run_dir>/<name>.former-primary`, outside the
+/// data directory, so that it survives a restart of `regent`.
+pub(super) fn former_primary_marker(s: &PgSettings) -> PathBuf {
+    s.run_dir.join(format!("{}.former-primary", s.name))
+}

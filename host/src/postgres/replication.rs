@@ -1,0 +1,218 @@
+//! Replication: promoting a replica, the synchronous standbys, the primary's physical slots,
+//! cloning with pg_basebackup, and pg_rewind (after single-user crash recovery). Writes only
+//! inside the data directory; a failed clone empties the directory it had just filled.
+
+use super::conf::quote_conninfo;
+use super::{PgError, Postgres, Result, Upstream, io};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// How long the slot of a member that left the DCS is kept (Patroni's `member_slots_ttl`).
+pub const MEMBER_SLOT_RETENTION: Duration = Duration::from_secs(30 * 60);
+
+impl Postgres {
+    /// The `synchronous_standby_names` the next start as primary writes, set before
+    /// [`Postgres::configure`]; the running server is not touched.
+    pub fn preset_sync_standbys(&self, standbys: &crate::ha::sync::Standbys) {
+        if let Ok(mut g) = self.sync_names.lock() {
+            *g = standbys.setting();
+        }
+    }
+
+    /// Set `synchronous_standby_names` on the running primary (rewrites regent.conf, reloads).
+    pub fn set_sync_standbys(&self, standbys: &crate::ha::sync::Standbys) -> Result<()> {
+        let value = standbys.setting();
+        if let Ok(mut g) = self.sync_names.lock() {
+            if *g == value {
+                return Ok(());
+            }
+            *g = value.clone();
+        }
+        tracing::info!(synchronous_standby_names = %value, "changing the synchronous standbys");
+        self.configure(false, None)?;
+        self.reload()
+    }
+
+    pub async fn promote(&self) -> Result<()> {
+        let c = self.connect().await?;
+        c.query_one("SELECT pg_promote(false)", &[]).await?;
+        // pg_promote(wait => true) polls every 100 ms; poll faster ourselves.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let in_recovery: bool = c.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
+            if !in_recovery {
+                return self.set_former_primary(false);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PgError::Timeout("promotion did not finish in 60 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Physical slots for `members` on the primary. The slot of a member that left the DCS is
+    /// kept for [`MEMBER_SLOT_RETENTION`] (a replica restarting slowly must not lose the WAL
+    /// it needs), then dropped if inactive. Returns every physical slot's restart LSN.
+    pub async fn sync_slots(&self, members: &[String]) -> Result<BTreeMap<String, u64>> {
+        let c = self.connect().await?;
+        let want: Vec<String> = members.iter().map(|m| crate::dcs::slot_name(m)).collect();
+        let rows = c
+            .query(
+                "SELECT slot_name::text, active, (restart_lsn - '0/0')::bigint \
+                 FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT temporary",
+                &[],
+            )
+            .await?;
+        let have: Vec<(String, bool, Option<i64>)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        for w in &want {
+            if !have.iter().any(|(n, _, _)| n == w) {
+                c.execute("SELECT pg_create_physical_replication_slot($1, true)", &[w])
+                    .await?;
+                tracing::info!(slot = %w, "created replication slot");
+            }
+        }
+        let now = std::time::Instant::now();
+        let mut gone = self
+            .departed_slots
+            .lock()
+            .map_err(|_| PgError::Io("slot bookkeeping lock poisoned".into()))?
+            .clone();
+        gone.retain(|n, _| !want.contains(n));
+        let mut out = BTreeMap::new();
+        for (n, active, lsn) in &have {
+            if want.contains(n) {
+                if let Some(l) = lsn.and_then(|l| u64::try_from(l).ok()) {
+                    out.insert(n.clone(), l);
+                }
+                continue;
+            }
+            let since = *gone.entry(n.clone()).or_insert(now);
+            if !active && now.duration_since(since) >= MEMBER_SLOT_RETENTION {
+                c.execute("SELECT pg_drop_replication_slot($1)", &[n])
+                    .await?;
+                gone.remove(n);
+                tracing::info!(slot = %n, "dropped the replication slot of a member gone for 30 min");
+            } else if let Some(l) = lsn.and_then(|l| u64::try_from(l).ok()) {
+                out.insert(n.clone(), l);
+            }
+        }
+        gone.retain(|n, _| have.iter().any(|(h, _, _)| h == n));
+        if let Ok(mut g) = self.departed_slots.lock() {
+            *g = gone;
+        }
+        Ok(out)
+    }
+
+    /// Clone from `source` with pg_basebackup into the (empty) data directory.
+    pub async fn basebackup(&self, source: &Upstream) -> Result<()> {
+        std::fs::create_dir_all(&self.s.data_dir)
+            .map_err(|e| io(format!("create {}", self.s.data_dir.display()), e))?;
+        self.chown(&self.s.data_dir)?;
+        std::fs::set_permissions(&self.s.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("chmod data_dir", e))?;
+        let args = vec![
+            "-D".to_string(),
+            self.s.data_dir.display().to_string(),
+            "-X".into(),
+            "stream".into(),
+            "-c".into(),
+            "fast".into(),
+            "-d".into(),
+            format!(
+                "host={} port={} user={} application_name={} connect_timeout=5",
+                source.host,
+                source.port,
+                quote_conninfo(&self.s.replication.user),
+                quote_conninfo(&self.s.name)
+            ),
+        ];
+        let res = self
+            .run(
+                "pg_basebackup",
+                &args,
+                self.s.replication.password.as_deref(),
+            )
+            .await;
+        if res.is_err() {
+            // A half-written clone is useless and was created by us just now: empty it so the
+            // next attempt starts clean (it never contained anything else).
+            clear_dir(&self.s.data_dir);
+        }
+        res?;
+        self.set_former_primary(false)
+    }
+
+    /// Bring an unclean former primary to a clean shutdown with single-user crash recovery.
+    pub async fn crash_recover(&self) -> Result<()> {
+        let cd = self.controldata().await?;
+        let state = cd
+            .get("Database cluster state")
+            .cloned()
+            .unwrap_or_default();
+        if state == "shut down" || state == "shut down in recovery" {
+            return Ok(());
+        }
+        tracing::info!(%state, "running crash recovery in single-user mode before pg_rewind");
+        let mut c = self.command("postgres");
+        c.arg("--single")
+            .arg("-D")
+            .arg(&self.s.data_dir)
+            .arg("-c")
+            .arg("archive_mode=off")
+            .arg("postgres")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let out = c.output().await.map_err(|source| PgError::Spawn {
+            bin: "postgres --single".into(),
+            source,
+        })?;
+        if !out.status.success() {
+            return Err(PgError::Failed {
+                bin: "postgres --single".into(),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// pg_rewind from the leader.
+    pub async fn rewind(&self, source: &Upstream) -> Result<()> {
+        self.crash_recover().await?;
+        let creds = self.s.rewind.clone().unwrap_or(self.s.superuser.clone());
+        let args = vec![
+            format!("--target-pgdata={}", self.s.data_dir.display()),
+            format!(
+                "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5",
+                source.host,
+                source.port,
+                quote_conninfo(&creds.user)
+            ),
+        ];
+        let out = self
+            .run("pg_rewind", &args, creds.password.as_deref())
+            .await?;
+        tracing::info!(output = %out.trim().replace('\n', " | "), "pg_rewind finished");
+        Ok(())
+    }
+}
+
+fn clear_dir(dir: &Path) {
+    if let Ok(it) = std::fs::read_dir(dir) {
+        for e in it.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The superuser session with the local server (reused, and opened again when it breaks) and
+//! what runs over it: reading the server's state, a checkpoint, creating the replication
+//! roles; and a one-off read of another member's received LSN.
+
+use super::{PgState, Postgres, ProbeTarget, Result, quote_ident, quote_literal, state};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Postgres {
+    /// A superuser session, reused across calls and re-established when it breaks.
+    pub async fn connect(&self) -> Result<Arc<tokio_postgres::Client>> {
+        let mut g = self.session.lock().await;
+        if let Some(c) = g.as_ref()
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        *g = None;
+        let c = Arc::new(self.new_connection().await?);
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The address local connections use.
+    fn local_host(&self) -> String {
+        if self.s.listen_host == "*" || self.s.listen_host == "0.0.0.0" {
+            "127.0.0.1".to_string()
+        } else {
+            self.s
+                .listen_host
+                .split(',')
+                .next()
+                .unwrap_or("127.0.0.1")
+                .trim()
+                .to_string()
+        }
+    }
+
+    /// Where the policies' SQL probes connect: the local server, as the superuser.
+    pub fn probe_target(&self) -> ProbeTarget {
+        ProbeTarget {
+            host: self.local_host(),
+            port: self.s.port,
+            user: self.s.superuser.user.clone(),
+            password: self.s.superuser.password.clone(),
+        }
+    }
+
+    /// Connect as the superuser over TCP.
+    pub(super) async fn new_connection(&self) -> Result<tokio_postgres::Client> {
+        let host = self.local_host();
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&host)
+            .port(self.s.port)
+            .user(&self.s.superuser.user)
+            .dbname("postgres")
+            .application_name("regent")
+            .connect_timeout(Duration::from_secs(2));
+        if let Some(p) = &self.s.superuser.password {
+            cfg.password(p);
+        }
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// `pg_last_wal_receive_lsn()` of another member's PostgreSQL, read live.
+    pub async fn remote_received_lsn(&self, host: &str, port: u16) -> Result<Option<u64>> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(host)
+            .port(port)
+            .user(&self.s.superuser.user)
+            .dbname("postgres")
+            .application_name("regent")
+            .connect_timeout(Duration::from_secs(1));
+        if let Some(p) = &self.s.superuser.password {
+            cfg.password(p);
+        }
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let v: Option<i64> = client
+            .query_one("SELECT (pg_last_wal_receive_lsn() - '0/0')::bigint", &[])
+            .await?
+            .get(0);
+        Ok(v.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    pub async fn query_state(&self) -> Result<PgState> {
+        let c = self.connect().await?;
+        state::query(&c).await
+    }
+
+    pub async fn checkpoint(&self) -> Result<()> {
+        let c = self.connect().await?;
+        c.batch_execute("CHECKPOINT").await?;
+        Ok(())
+    }
+
+    /// After bootstrap: the replication (and rewind) roles.
+    pub async fn create_roles(&self) -> Result<()> {
+        let c = self.connect().await?;
+        let mut sql = String::new();
+        let r = &self.s.replication;
+        sql.push_str(&format!(
+            "CREATE ROLE {} WITH REPLICATION LOGIN{};",
+            quote_ident(&r.user),
+            r.password
+                .as_ref()
+                .map(|p| format!(" PASSWORD {}", quote_literal(p)))
+                .unwrap_or_default()
+        ));
+        if let Some(rw) = &self.s.rewind
+            && rw.user != self.s.superuser.user
+        {
+            sql.push_str(&format!(
+                "CREATE ROLE {u} WITH LOGIN{p}; \
+                 GRANT EXECUTE ON function pg_catalog.pg_ls_dir(text, boolean, boolean) TO {u}; \
+                 GRANT EXECUTE ON function pg_catalog.pg_stat_file(text, boolean) TO {u}; \
+                 GRANT EXECUTE ON function pg_catalog.pg_read_binary_file(text) TO {u}; \
+                 GRANT EXECUTE ON function pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO {u};",
+                u = quote_ident(&rw.user),
+                p = rw
+                    .password
+                    .as_ref()
+                    .map(|p| format!(" PASSWORD {}", quote_literal(p)))
+                    .unwrap_or_default()
+            ));
+        }
+        c.batch_execute(&sql).await?;
+        Ok(())
+    }
+}
