@@ -291,7 +291,10 @@ async fn a_changed_ttl_moves_the_leader_key_onto_a_new_lease() {
     let leader_key = format!("{PREFIX}leader");
     assert_eq!(key_lease(&endpoint, &leader_key).await, old.lease);
 
-    let new = dcs.replace_lease(30, "me").await.expect("replace the lease");
+    let new = dcs
+        .replace_lease(30, "me")
+        .await
+        .expect("replace the lease");
     assert_ne!(new.lease, old.lease, "a new lease");
     assert_eq!((new.granted_ttl, new.requested_ttl), (30, 30));
     assert_eq!(
@@ -310,7 +313,10 @@ async fn a_changed_ttl_moves_the_leader_key_onto_a_new_lease() {
     let mut probe = etcd_client::Client::connect([endpoint.as_str()], None)
         .await
         .expect("probe client");
-    probe.put(leader_key.clone(), "other", None).await.expect("put");
+    probe
+        .put(leader_key.clone(), "other", None)
+        .await
+        .expect("put");
     let third = dcs.replace_lease(40, "me").await.expect("replace again");
     assert_eq!(key_lease(&endpoint, &leader_key).await, 0);
     assert_eq!(third.requested_ttl, 40);

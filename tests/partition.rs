@@ -575,6 +575,17 @@ fn leader_partitioned_from_etcd_and_peers_stops_writes_then_rejoins() {
         stopped_after < Duration::from_secs(TTL),
         "the partitioned leader took writes for {stopped_after:?}, not less than ttl ({TTL} s)"
     );
+    // Safety review item 6c: the deadline is the backstop, not the plan. The leader stops as
+    // soon as it cannot renew its lease within retry_timeout: at most a loop_wait later,
+    // plus the renewal attempt, plus a fast stop.
+    let spec = NodeSpec::default();
+    let bound =
+        Duration::from_secs(spec.loop_wait + spec.retry_timeout) + Duration::from_millis(1500);
+    assert!(
+        stopped_after <= bound,
+        "the partitioned leader took writes for {stopped_after:?}, more than loop_wait + \
+         retry_timeout (+1.5 s) = {bound:?}: it waited for its lease deadline"
+    );
     let new = wait_for(
         "a replica to take over",
         Duration::from_secs(TTL + 30),

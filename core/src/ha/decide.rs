@@ -51,6 +51,9 @@ fn decide_without_dcs(w: &World) -> Decision {
         );
     }
     if w.pg.is_primary() {
+        if w.memory.renewal_failed {
+            return renewal_failed();
+        }
         // Only a deadline renewed on the lease that carries the leader key counts.
         if w.lease_valid()
             && w.memory.our_lease.is_some()
@@ -179,7 +182,23 @@ fn decide_stopped(w: &World, was_primary: bool) -> Decision {
     )
 }
 
+/// A primary that could not renew its lease within `retry_timeout` stops taking writes at once
+/// and runs read-only (as Patroni demotes when the DCS fails outside failsafe mode): the write
+/// deadline is the guard's backstop, not the plan, and another node may be elected as soon as
+/// the lease expires.
+fn renewal_failed() -> Decision {
+    Decision::new(
+        "could not renew the leader lease within retry_timeout: demoting to read-only",
+        vec![Action::Demote {
+            mode: DemoteMode::Offline,
+        }],
+    )
+}
+
 fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy) -> Decision {
+    if w.memory.renewal_failed && !w.settings.paused {
+        return renewal_failed();
+    }
     if w.holds_lock() {
         let mut actions = vec![Action::KeepLeading];
         if cluster.initialize.as_deref().is_none_or(str::is_empty) {

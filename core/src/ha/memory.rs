@@ -56,6 +56,9 @@ pub struct Memory {
     pub handover_aborted_ms: Option<u64>,
     /// A rewind against the current leader failed: the data directory is re-cloned instead.
     pub rewind_failed: bool,
+    /// The last attempt to renew the lease failed (within `retry_timeout`): a primary stops
+    /// taking writes at once.
+    pub renewal_failed: bool,
     /// Synchronous standbys not yet published in the `sync` key, with the flush LSN each
     /// must reach first ([`sync::SyncPlan::Apply`](super::sync::SyncPlan::Apply)).
     pub sync_catching_up: BTreeMap<String, u64>,
@@ -78,8 +81,15 @@ impl Memory {
             self.write_deadline_ms = None;
         }
         self.our_lease = Some(lease);
+        self.renewal_failed = false;
         let d = write_deadline_ms(sent_ms, ttl_ms);
         self.write_deadline_ms = Some(self.write_deadline_ms.map_or(d, |old| old.max(d)));
+    }
+
+    /// The lease could not be renewed within `retry_timeout`. The deadline earned earlier
+    /// stands (the lease may still be alive), but a primary demotes.
+    pub fn lease_renewal_failed(&mut self) {
+        self.renewal_failed = true;
     }
 
     /// The cluster was read from the DCS at `now_ms`: remember the leader and its tags, the

@@ -150,13 +150,15 @@ pub struct World {
 }
 
 impl World {
-    /// We hold the leader key on our own lease and our write deadline has not passed.
+    /// We hold the leader key on our own lease, this loop renewed that lease, and our write
+    /// deadline has not passed. Only then may PostgreSQL start or stay writable.
     pub fn holds_lock(&self) -> bool {
         let Some(cluster) = &self.cluster else {
             return false;
         };
         matches!(&cluster.leader, Some(l) if l.name == self.me && Some(l.lease) == self.memory.our_lease)
             && self.lease_valid()
+            && !self.memory.renewal_failed
     }
 
     /// Our write deadline has not passed: our PostgreSQL may still accept writes.

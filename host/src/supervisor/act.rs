@@ -171,9 +171,10 @@ impl Supervisor {
             Action::Demote { mode } => {
                 let (stop, why) = match mode {
                     DemoteMode::Immediate => (StopMode::Immediate, "lost the leader lock"),
-                    DemoteMode::Offline => {
-                        (StopMode::Fast, "DCS unreachable past the lease deadline")
-                    }
+                    DemoteMode::Offline => (
+                        StopMode::Fast,
+                        "the lease could not be renewed, or the DCS is unreachable past the lease deadline",
+                    ),
                 };
                 tracing::warn!(reason = why, "demoting: stopping PostgreSQL");
                 self.phase = PgPhase::Stopping;
@@ -189,6 +190,12 @@ impl Supervisor {
                 let _ = self.guard.write(GuardState::Disarmed {
                     owner: std::process::id() as i32,
                 });
+                if *mode == DemoteMode::Offline {
+                    // Keep serving reads, as Patroni does: read-only with no upstream. The data
+                    // is a former primary's: it is rewound before it follows anybody.
+                    self.pg.set_former_primary(true)?;
+                    self.start_replica(None).await?;
+                }
                 Ok(true)
             }
             Action::Follow { leader } => {

@@ -21,11 +21,16 @@ use std::time::Duration;
 impl Supervisor {
     /// One loop's observations, as the snapshot `ha::decide` reads.
     pub(super) async fn observe(&mut self) -> World {
-        // Renew the lease first: the decision must see a fresh deadline.
-        if let Err(e) = self.renew_lease().await {
-            tracing::warn!(error = %e, "could not renew the etcd lease");
-        }
-        let cluster = self.read_cluster().await;
+        // Renew the lease first: the decision must see a fresh deadline. When that fails, the
+        // DCS did not answer within retry_timeout: the loop decides without it at once (a
+        // primary demotes), rather than spend another retry_timeout on a read.
+        let cluster = match self.renew_lease().await {
+            Ok(_) => self.read_cluster().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew the etcd lease");
+                None
+            }
+        };
         if let (Some(old), Some(new)) = (&self.last_cluster, &cluster) {
             self.membership_events(old, new);
         }
@@ -136,7 +141,13 @@ impl Supervisor {
     /// renews a lease to its original TTL, so the old one would keep the old expiry).
     pub(super) async fn renew_lease(&mut self) -> Result<Renewal, DcsError> {
         let ttl = self.dynamic.ttl;
-        let mut r = self.dcs.refresh_lease(ttl).await?;
+        let mut r = match self.dcs.refresh_lease(ttl).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.mem.lease_renewal_failed();
+                return Err(e);
+            }
+        };
         if r.requested_ttl != ttl {
             match self.dcs.replace_lease(ttl, &self.cfg.name).await {
                 Ok(new) => {

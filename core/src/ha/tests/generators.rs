@@ -86,6 +86,8 @@ struct NodeGen {
     failed_loops: u32,
     /// A running replica on a former primary's data directory (not rewound since).
     former_primary: bool,
+    /// Its last lease renewal failed.
+    renewal_failed: bool,
 }
 
 /// A request in the `failover` key.
@@ -212,12 +214,21 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
         prop::option::of(arb_wal()),
         0..4u32,
         prop::bool::weighted(0.1),
+        prop::bool::weighted(0.1),
     );
     (pg, lease, member).prop_map(
         |(
             (dir, running, in_recovery, wal, timeline, upstream, rewind_failed),
             (has_lease, deadline, dcs_reachable, reach_mask, unlocked_ago, health),
-            (nofailover, priority, in_dcs, member_wal, failed_loops, former_primary),
+            (
+                nofailover,
+                priority,
+                in_dcs,
+                member_wal,
+                failed_loops,
+                former_primary,
+                renewal_failed,
+            ),
         )| NodeGen {
             dir,
             running,
@@ -238,6 +249,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
             member_wal,
             failed_loops,
             former_primary,
+            renewal_failed,
         },
     )
 }
@@ -348,6 +360,7 @@ fn unlocked_all_reachable(mut g: ClusterGen, keep_primaries: bool) -> ClusterGen
             DirGen::Empty | DirGen::Unusable => DirGen::Match { was_primary: false },
         };
         n.dcs_reachable = true;
+        n.renewal_failed = false;
         n.reach_mask = 0xff;
         n.unlocked_ago = n.unlocked_ago.map(|a| a % backoff);
         if !keep_primaries {
@@ -619,6 +632,7 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                         0
                     },
                     rewind_failed: node.rewind_failed,
+                    renewal_failed: node.renewal_failed,
                     ..Memory::default()
                 },
             }
@@ -643,6 +657,7 @@ fn locked_all_reachable(mut g: ClusterGen, leader: Index) -> ClusterGen {
         n.running = true;
         n.in_recovery = i != l;
         n.dcs_reachable = true;
+        n.renewal_failed = false;
         n.reach_mask = 0xff;
         n.has_lease = true;
         n.in_dcs = true;

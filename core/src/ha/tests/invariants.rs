@@ -127,6 +127,11 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
 
     // RenewLease: the holder, or a primary without the DCS within its write deadline.
     if renew {
+        prop_assert!(
+            !w.memory.renewal_failed,
+            "KeepLeading after a failed lease renewal: {}",
+            ctx()
+        );
         if dcs {
             prop_assert!(holder, "RenewLease without the lock: {}", ctx());
         } else {
@@ -277,7 +282,18 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
         let key = truth.leader.as_ref();
         let stale_key_with_my_name =
             key.is_some_and(|l| l.name == w.me && Some(l.lease) != w.memory.our_lease);
-        if !dcs {
+        if w.memory.renewal_failed {
+            // The lease could not be renewed within retry_timeout: stop taking writes now,
+            // whatever the deadline says.
+            prop_assert_eq!(
+                &d.actions,
+                &vec![Action::Demote {
+                    mode: DemoteMode::Offline
+                }],
+                "a primary whose lease renewal failed keeps taking writes: {}",
+                ctx()
+            );
+        } else if !dcs {
             if deadline_valid(w)
                 && w.memory.our_lease.is_some()
                 && w.memory.known_lock_lease == w.memory.our_lease

@@ -8,7 +8,7 @@ use super::generators::*;
 use super::invariants::*;
 use crate::dcs::{Cluster, HistoryLine, Leader, Member, MemberData};
 use crate::ha::policy::Health;
-use crate::ha::{Action, DataDir, Memory, PgView, Settings, World};
+use crate::ha::{Action, DataDir, DemoteMode, Memory, PgView, Settings, World};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::collections::BTreeMap;
@@ -364,6 +364,8 @@ impl Sim {
         if connected {
             self.renew(i);
             self.publish_member(i);
+        } else {
+            self.nodes[i].mem.lease_renewal_failed();
         }
         let truth = self.snapshot();
         let seen = (connected && read_ok).then(|| truth.clone());
@@ -489,11 +491,18 @@ impl Sim {
                 n.wal = wal;
                 n.timeline = timeline;
             }
-            Action::Demote { .. } => {
+            Action::Demote { mode } => {
                 let n = &mut self.nodes[i];
-                n.running = false;
-                n.in_recovery = None;
                 n.was_primary = true;
+                if *mode == DemoteMode::Offline {
+                    // Restarted read-only with no upstream, as a former primary.
+                    n.in_recovery = Some(true);
+                    n.former_primary = true;
+                    n.upstream = None;
+                } else {
+                    n.running = false;
+                    n.in_recovery = None;
+                }
             }
             Action::Follow { leader } => {
                 if self.nodes[i].former_primary {

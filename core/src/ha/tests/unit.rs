@@ -526,6 +526,39 @@ fn dcs_unreachable_primary_past_its_deadline_demotes_offline() {
     }
 }
 
+/// Safety review item 6c: a leader that cannot renew its lease within retry_timeout stops
+/// taking writes at once (read-only), whether or not the cluster could be read, although its
+/// write deadline has not passed; a stopped one does not start writable.
+#[test]
+fn a_failed_lease_renewal_demotes_at_once_within_the_deadline() {
+    let mut held = world(
+        "b",
+        Some(cluster(Some(leader("b", MY_LEASE)))),
+        pg_primary(10),
+    );
+    held.memory.renewal_failed = true;
+    assert!(held.lease_valid());
+    assert_eq!(actions(&held), vec![offline()]);
+    let mut cut = world("b", None, pg_primary(10));
+    cut.memory.known_lock_lease = Some(MY_LEASE);
+    cut.memory.renewal_failed = true;
+    assert_eq!(actions(&cut), vec![offline()]);
+    let mut stopped = world(
+        "b",
+        Some(cluster(Some(leader("b", MY_LEASE)))),
+        pg_stopped(true),
+    );
+    stopped.memory.renewal_failed = true;
+    assert!(
+        !actions(&stopped).contains(&Action::StartPrimary),
+        "{:?}",
+        actions(&stopped)
+    );
+    // Paused: the operator is in charge.
+    held.settings.paused = true;
+    assert!(!actions(&held).contains(&offline()));
+}
+
 #[test]
 fn dcs_unreachable_non_primary_does_nothing() {
     for pg in [pg_replica(10, Some("a")), pg_stopped(true), pg_empty()] {
