@@ -7,6 +7,7 @@ use super::error::q;
 /// One `restapi.allowlist` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowEntry {
+    /// One address.
     Ip(std::net::IpAddr),
     /// A network: its address (host bits cleared) and prefix length.
     Net(std::net::IpAddr, u8),

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 /// A position in the YAML text (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextPos {
+    /// The line, from 1.
     pub line: usize,
+    /// The column, from 1.
     pub column: usize,
 }
 
@@ -30,14 +32,18 @@ pub enum ConfigError {
     /// The file cannot be read.
     #[error("cannot read config file {}: {error}; check the path and that the user running Regent may read it", .path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why it cannot be read.
         error: std::io::Error,
     },
 
     /// The text is not YAML.
     #[error("config is not valid YAML{}: {message}; fix the YAML there (indent with spaces, not tabs; quote values containing `: ` or ` #`)", at_suffix(.at))]
     Syntax {
+        /// Where the parser stopped, when it says.
         at: Option<TextPos>,
+        /// The parser's message, on one line, without the position.
         message: String,
     },
 
@@ -45,31 +51,50 @@ pub enum ConfigError {
     /// postgresql.data_dir: invalid type: integer `5`, expected a path.
     #[error("{key}: {message}{}; {fix}", at_suffix(.at))]
     WrongType {
+        /// The dotted key path (`postgresql.data_dir`, `etcd3.hosts[1]`), or `(top level)`.
         key: String,
+        /// What was found and what is expected, in words (no Rust type names).
         message: String,
+        /// Where the key is in the text, when it can be told.
         at: Option<TextPos>,
+        /// How to fix it.
         fix: String,
     },
 
     /// A required key is absent.
     #[error("{key}: required key is missing; add {example}")]
-    Missing { key: String, example: String },
+    Missing {
+        /// The dotted key path.
+        key: String,
+        /// A line to add, and where.
+        example: String,
+    },
 
-    /// A value is well-typed but not allowed (from [`Config::validate`]).
+    /// A value is well-typed but not allowed (from [`Config::validate`](super::Config::validate)).
     #[error("{key} = {value}: {problem}; {fix}")]
     Invalid {
+        /// The dotted key path.
         key: String,
+        /// The value as shown in the message (strings and paths quoted, secrets `(hidden)`).
         value: String,
+        /// What is wrong with it.
         problem: String,
+        /// How to fix it.
         fix: String,
     },
 
-    /// The machine does not fit the configuration (from [`check_environment`] / [`resolve_bin_dir`]).
+    /// The machine does not fit the configuration (from
+    /// [`check_environment`](super::check_environment) /
+    /// [`resolve_bin_dir`](super::resolve_bin_dir)).
     #[error("{key} = {value}: {problem}; {fix}")]
     Environment {
+        /// The dotted key path.
         key: String,
+        /// The value as shown in the message (a quoted path, or `(not set)`).
         value: String,
+        /// What is wrong on this machine.
         problem: String,
+        /// How to fix it.
         fix: String,
     },
 }

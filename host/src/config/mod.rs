@@ -1,10 +1,10 @@
 //! Configuration: Patroni-compatible YAML (the supported subset), parsed with serde.
 //!
 //! Key names follow Patroni's so that an existing Patroni config starts a Regent node unchanged.
-//! [`load`] / [`parse`] read the YAML, collect a warning for every key Regent does not use (never
-//! fatal), deserialize it and run [`Config::validate`]; [`check_environment`] then looks (read-only)
-//! at the filesystem. Every [`ConfigError`] is one line naming the key path, the offending value,
-//! what is allowed and how to fix it.
+//! [`load`] / [`parse`](fn@parse) read the YAML, collect a warning for every key Regent does not
+//! use (never fatal), deserialize it and run [`Config::validate`]; [`check_environment`] then
+//! looks (read-only) at the filesystem. Every [`ConfigError`] is one line naming the key path,
+//! the offending value, what is allowed and how to fix it.
 //!
 //! The files, one job each:
 //! - `mod.rs`: the schema root [`Config`], its accessors, and the re-exports that keep every
@@ -19,6 +19,8 @@
 //! - `validate.rs`: the pure checks, timing rules and [`validate_dynamic`]; `validate_api.rs`:
 //!   the `restapi` and `ctl` sections;
 //! - `environment.rs`: the read-only filesystem checks (data directory, bin directory).
+//!
+//! Each file's tests sit in it; `test_support.rs` holds their shared fixture and helpers.
 //!
 //! Only `parse.rs` (reading the file in [`load`]) and `environment.rs` (looking, never writing)
 //! touch the filesystem; everything else is pure.
@@ -55,21 +57,30 @@ use std::path::{Path, PathBuf};
 /// The whole local configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Config {
+    /// The cluster name, the same on every node; one segment of the DCS keys.
     pub scope: String,
+    /// This node's member name, unique in the cluster; one segment of the DCS keys.
     pub name: String,
+    /// The DCS namespace the cluster's keys live under (default `/service/`).
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// The REST API: where it listens, how others reach it, its authentication and TLS.
     pub restapi: RestApi,
+    /// The etcd cluster (v3 API) Regent uses as its DCS; preferred over `etcd`.
     #[serde(default)]
     pub etcd3: Option<Etcd>,
     /// Patroni's `etcd:` (v2) section; accepted for its `hosts`/`host` keys only, the protocol is always v3.
     #[serde(default)]
     pub etcd: Option<Etcd>,
+    /// How a new cluster starts: its initial dynamic configuration, initdb options, pg_hba lines.
     #[serde(default)]
     pub bootstrap: Bootstrap,
+    /// This node's PostgreSQL: addresses, directories, roles, parameters.
     pub postgresql: Postgresql,
+    /// This node's tags, published in its member key.
     #[serde(default)]
     pub tags: Tags,
+    /// Regent's own keys (not in Patroni).
     #[serde(default)]
     pub regent: RegentSection,
     /// Patroni's `ctl` section: how this node (peer polls) and `regent ctl` call REST APIs.
@@ -83,7 +94,7 @@ fn default_namespace() -> String {
 
 impl Config {
     /// `https` when the REST API serves TLS (`restapi.certfile` set), else `http`.
-    pub fn api_scheme(&self) -> &'static str {
+    pub(crate) fn api_scheme(&self) -> &'static str {
         if self.restapi.certfile.is_some() {
             "https"
         } else {
@@ -119,13 +130,17 @@ impl Config {
         dcs_prefix(&self.namespace, &self.scope)
     }
 
-    pub fn restapi_connect(&self) -> &str {
+    /// The REST API's address as other nodes and tools reach it: `restapi.connect_address`,
+    /// else `restapi.listen`.
+    pub(crate) fn restapi_connect(&self) -> &str {
         self.restapi
             .connect_address
             .as_deref()
             .unwrap_or(&self.restapi.listen)
     }
 
+    /// PostgreSQL's address as other nodes reach it: `postgresql.connect_address`, else
+    /// `postgresql.listen`.
     pub fn pg_connect(&self) -> &str {
         self.postgresql
             .connect_address

@@ -11,12 +11,14 @@ use std::path::Path;
 /// A parsed and validated configuration plus one line per ignored key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
+    /// The configuration.
     pub config: Config,
+    /// One line per key Regent ignores, saying why and what to do.
     pub warnings: Vec<String>,
 }
 
 /// Read, parse and validate the config file at `path` (no environment checks; see
-/// [`check_environment`]).
+/// [`check_environment`](super::check_environment)).
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
         path: path.to_path_buf(),

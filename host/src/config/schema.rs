@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+/// Patroni's `restapi` section: this node's REST API.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct RestApi {
     /// `host:port` to bind.
@@ -51,7 +52,9 @@ pub struct RestApi {
 /// A user name and password for HTTP Basic auth (`restapi.authentication`, `ctl.authentication`).
 #[derive(Clone, Deserialize, Serialize, PartialEq)]
 pub struct BasicAuth {
+    /// The user name; no `:` (Basic auth separates it from the password with one).
     pub username: String,
+    /// The password; never shown by `Debug`.
     pub password: String,
 }
 
@@ -87,13 +90,16 @@ pub struct Ctl {
     pub keyfile_password: Option<String>,
 }
 
+/// An etcd section (`etcd3`, or Patroni's v2 `etcd`): where the etcd cluster is.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 pub struct Etcd {
     /// `host:port` list (or comma-separated string, as Patroni allows).
     #[serde(default)]
     pub hosts: Option<HostList>,
+    /// One `host:port`, used when `hosts` gives none.
     #[serde(default)]
     pub host: Option<String>,
+    /// Patroni's `protocol`: `http` or `https` (checked by validation).
     #[serde(default)]
     pub protocol: Option<String>,
 }
@@ -120,17 +126,22 @@ impl Etcd {
     }
 }
 
+/// Patroni's `bootstrap` section: how a new cluster starts.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 pub struct Bootstrap {
+    /// The dynamic configuration a new cluster starts with (written to the DCS `config` key).
     #[serde(default)]
     pub dcs: DynamicConfig,
     /// initdb options: strings (`data-checksums`) or single-key maps (`encoding: UTF8`).
     #[serde(default)]
     pub initdb: Vec<InitdbOption>,
+    /// `pg_hba.conf` lines, used when neither `postgresql.pg_hba` nor the dynamic
+    /// configuration's `postgresql.pg_hba` has any.
     #[serde(default)]
     pub pg_hba: Vec<String>,
 }
 
+/// Patroni's `postgresql` section: this node's PostgreSQL.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Postgresql {
     /// `host:port` PostgreSQL listens on (`listen_addresses` and `port`).
@@ -138,12 +149,18 @@ pub struct Postgresql {
     /// `host:port` other nodes use to reach this PostgreSQL; defaults to `listen`.
     #[serde(default)]
     pub connect_address: Option<String>,
+    /// The data directory (absolute).
     pub data_dir: PathBuf,
+    /// The directory of the PostgreSQL programs; not set: found on `PATH` or under
+    /// `/usr/lib/postgresql` (see [`resolve_bin_dir`](super::resolve_bin_dir)).
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
+    /// The roles Regent connects as.
     pub authentication: Authentication,
+    /// PostgreSQL parameters for this node; they override the dynamic configuration's.
     #[serde(default)]
     pub parameters: BTreeMap<String, serde_yaml::Value>,
+    /// `pg_hba.conf` lines; when empty, the dynamic configuration's, then `bootstrap.pg_hba`.
     #[serde(default)]
     pub pg_hba: Vec<String>,
     /// Regent extension: the OS user PostgreSQL runs as when `regent` runs as root.
@@ -151,29 +168,41 @@ pub struct Postgresql {
     pub os_user: Option<String>,
 }
 
+/// `postgresql.authentication`: the roles Regent connects as.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Authentication {
+    /// The superuser Regent manages PostgreSQL with.
     pub superuser: Credentials,
+    /// The role replicas stream (and clone) with.
     pub replication: Credentials,
+    /// The role `pg_rewind` connects as; not set: the superuser.
     #[serde(default)]
     pub rewind: Option<Credentials>,
 }
 
+/// A PostgreSQL role and its password.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Credentials {
+    /// The role name.
     pub username: String,
+    /// Its password, if it has one.
     #[serde(default)]
     pub password: Option<String>,
 }
 
+/// Patroni's `tags` section: this node's tags, published in its member key.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 pub struct Tags {
+    /// Never promote this node.
     #[serde(default, deserialize_with = "patroni_bool")]
     pub nofailover: bool,
+    /// Among equally caught-up replicas the higher wins; 0: never promote this node.
     #[serde(default)]
     pub failover_priority: Option<i64>,
+    /// Keep this node out of load balancing (its replica health check fails).
     #[serde(default, deserialize_with = "patroni_bool")]
     pub noloadbalance: bool,
+    /// Never make this node a synchronous standby.
     #[serde(default, deserialize_with = "patroni_bool")]
     pub nosync: bool,
     /// Any other tag (e.g. `zone`), published as is.

@@ -55,10 +55,13 @@ impl<'de> Visitor<'de> for BoolVisitor {
     }
 }
 
+/// An etcd section's `hosts`: a YAML list or, as Patroni allows, one comma-separated string.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum HostList {
+    /// `[10.0.0.1:2379, 10.0.0.2:2379]`
     List(Vec<String>),
+    /// `10.0.0.1:2379,10.0.0.2:2379`
     Comma(String),
 }
 
@@ -85,10 +88,13 @@ impl<'de> Deserialize<'de> for HostList {
     }
 }
 
+/// One `bootstrap.initdb` entry, as Patroni writes them.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum InitdbOption {
+    /// A flag: `data-checksums` becomes `--data-checksums`.
     Flag(String),
+    /// A one-key mapping: `encoding: UTF8` becomes `--encoding=UTF8`.
     Value(BTreeMap<String, serde_yaml::Value>),
 }
 
