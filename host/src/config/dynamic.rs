@@ -1,0 +1,165 @@
+//! The dynamic (cluster-wide) configuration: what Patroni keeps in the DCS `config` key and a
+//! new cluster starts from `bootstrap.dcs`, with Patroni's defaults and the rule that keys at
+//! their default are not written. Pure: data types only, no I/O.
+
+use super::SyncMode;
+use super::values::{patroni_bool, patroni_bool_opt};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Dynamic (cluster-wide) configuration, stored in the DCS `config` key.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct DynamicConfig {
+    /// Seconds the leader lease lasts without renewal (default 30).
+    #[serde(default = "d_ttl")]
+    pub ttl: u64,
+    /// Seconds the loop sleeps between two cycles (default 10).
+    #[serde(default = "d_loop_wait")]
+    pub loop_wait: u64,
+    /// Seconds one DCS call may take: the deadline of each etcd request (default 10).
+    #[serde(default = "d_retry_timeout")]
+    pub retry_timeout: u64,
+    /// Bytes a replica may be behind the last leader and still be promoted (default 1 MiB).
+    #[serde(default = "d_max_lag")]
+    pub maximum_lag_on_failover: u64,
+    /// Synchronous replication: off (default), on, or quorum.
+    #[serde(default)]
+    pub synchronous_mode: SyncMode,
+    /// How many standbys the leader keeps synchronous (Patroni's default: 1).
+    #[serde(default = "d_sync_count", skip_serializing_if = "is_one")]
+    pub synchronous_node_count: u64,
+    /// With no standby to be synchronous, block commits (`synchronous_standby_names = '*'`)
+    /// instead of accepting them unreplicated.
+    #[serde(
+        default,
+        deserialize_with = "patroni_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub synchronous_mode_strict: bool,
+    /// Bytes a synchronous standby may lag behind the primary before another replaces it;
+    /// negative (Patroni's default, -1): no limit.
+    #[serde(default = "d_minus_one", skip_serializing_if = "is_minus_one")]
+    pub maximum_lag_on_syncnode: i64,
+    /// A candidate must be on the cluster's timeline to be promoted.
+    #[serde(default, deserialize_with = "patroni_bool")]
+    pub check_timeline: bool,
+    /// Maintenance mode: no automatic promotion, demotion, start or stop; not set: off.
+    #[serde(
+        default,
+        deserialize_with = "patroni_bool_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pause: Option<bool>,
+    /// The cluster-wide `postgresql` keys.
+    #[serde(default)]
+    pub postgresql: DynamicPostgresql,
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        DynamicConfig {
+            ttl: d_ttl(),
+            loop_wait: d_loop_wait(),
+            retry_timeout: d_retry_timeout(),
+            maximum_lag_on_failover: d_max_lag(),
+            synchronous_mode: SyncMode::Off,
+            synchronous_node_count: d_sync_count(),
+            synchronous_mode_strict: false,
+            maximum_lag_on_syncnode: d_minus_one(),
+            check_timeline: false,
+            pause: None,
+            postgresql: DynamicPostgresql::default(),
+        }
+    }
+}
+
+fn d_ttl() -> u64 {
+    30
+}
+fn d_loop_wait() -> u64 {
+    10
+}
+fn d_retry_timeout() -> u64 {
+    10
+}
+fn d_max_lag() -> u64 {
+    1_048_576
+}
+fn d_sync_count() -> u64 {
+    1
+}
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+fn d_minus_one() -> i64 {
+    -1
+}
+fn is_minus_one(n: &i64) -> bool {
+    *n == -1
+}
+
+/// The dynamic configuration's `postgresql` keys, the same on every node.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct DynamicPostgresql {
+    /// A former primary is rewound before it follows another leader; off: its data is moved
+    /// aside and cloned anew.
+    #[serde(default, deserialize_with = "patroni_bool")]
+    pub use_pg_rewind: bool,
+    /// The leader keeps a replication slot for every other member (default on).
+    #[serde(default = "d_true", deserialize_with = "patroni_bool")]
+    pub use_slots: bool,
+    /// PostgreSQL parameters for every node; a node's `postgresql.parameters` override them.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, serde_yaml::Value>,
+    /// `pg_hba.conf` lines (Patroni's `bootstrap.dcs.postgresql.pg_hba`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pg_hba: Vec<String>,
+}
+
+impl Default for DynamicPostgresql {
+    fn default() -> Self {
+        DynamicPostgresql {
+            use_pg_rewind: false,
+            use_slots: true,
+            parameters: BTreeMap::new(),
+            pg_hba: Vec::new(),
+        }
+    }
+}
+
+fn d_true() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::config::test_support::*;
+
+    #[test]
+    fn dynamic_config_round_trips_through_json() {
+        let l = parse(FIXTURE).expect("valid");
+        let json = serde_json::to_value(&l.config.bootstrap.dcs).expect("serialize");
+        let back: DynamicConfig = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, l.config.bootstrap.dcs);
+        // An empty pg_hba is not written (Patroni would replace pg_hba.conf with nothing).
+        let empty = serde_json::to_value(DynamicConfig::default()).expect("serialize");
+        assert!(empty["postgresql"].get("pg_hba").is_none(), "{empty}");
+        // synchronous_mode is written as Patroni writes it, and read back.
+        assert_eq!(empty["synchronous_mode"], serde_json::json!(false));
+        for (mode, json) in [
+            (SyncMode::On, serde_json::json!(true)),
+            (SyncMode::Quorum, serde_json::json!("quorum")),
+        ] {
+            let d = DynamicConfig {
+                synchronous_mode: mode,
+                ..DynamicConfig::default()
+            };
+            let v = serde_json::to_value(&d).expect("serialize");
+            assert_eq!(v["synchronous_mode"], json);
+            let back: DynamicConfig = serde_json::from_value(v).expect("deserialize");
+            assert_eq!(back.synchronous_mode, mode);
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The keys Regent knows: one table per section saying whether a key is used, a section to
+//! descend into, a Patroni key Regent does not support, or one read only from another place;
+//! and the walk over the YAML document that turns every key Regent does not use into a
+//! warning (never an error). Pure: works on the parsed YAML value, no filesystem access.
+
+use super::error::kind_of;
+use serde_yaml::{Mapping, Value};
+
+/// What Regent does with a key of the YAML file.
+#[derive(Clone, Copy)]
+enum Key {
+    /// Used; its value (scalar, list, or free-form map such as `tags` or `parameters`) is not
+    /// checked for unknown keys.
+    Known,
+    /// A mapping whose keys are checked against the table.
+    Section(&'static [(&'static str, Key)]),
+    /// A Patroni key Regent does not implement.
+    Unsupported,
+    /// A Patroni key Regent reads only from another place.
+    Moved(&'static str),
+}
+
+use Key::{Known, Moved, Section, Unsupported};
+
+const TOP: &[(&str, Key)] = &[
+    ("scope", Known),
+    ("name", Known),
+    ("namespace", Known),
+    ("restapi", Section(RESTAPI)),
+    ("etcd3", Section(ETCD)),
+    ("etcd", Section(ETCD)),
+    ("bootstrap", Section(BOOTSTRAP)),
+    ("postgresql", Section(POSTGRESQL)),
+    ("tags", Known),
+    ("regent", Section(REGENT)),
+    ("log", Unsupported),
+    ("ctl", Section(CTL)),
+    ("watchdog", Unsupported),
+    ("citus", Unsupported),
+    ("consul", Unsupported),
+    ("zookeeper", Unsupported),
+    ("exhibitor", Unsupported),
+    ("kubernetes", Unsupported),
+    ("raft", Unsupported),
+    ("thread_pool_size", Unsupported),
+    ("ttl", Moved("bootstrap.dcs.ttl")),
+    ("loop_wait", Moved("bootstrap.dcs.loop_wait")),
+    ("retry_timeout", Moved("bootstrap.dcs.retry_timeout")),
+    (
+        "maximum_lag_on_failover",
+        Moved("bootstrap.dcs.maximum_lag_on_failover"),
+    ),
+    ("synchronous_mode", Moved("bootstrap.dcs.synchronous_mode")),
+    ("check_timeline", Moved("bootstrap.dcs.check_timeline")),
+];
+
+const RESTAPI: &[(&str, Key)] = &[
+    ("listen", Known),
+    ("connect_address", Known),
+    ("proxy_address", Unsupported),
+    ("authentication", Section(BASIC_AUTH)),
+    ("certfile", Known),
+    ("keyfile", Known),
+    ("keyfile_password", Known),
+    ("cafile", Known),
+    ("ciphers", Unsupported),
+    ("verify_client", Known),
+    ("allowlist", Known),
+    ("allowlist_include_members", Known),
+    ("http_extra_headers", Known),
+    ("https_extra_headers", Known),
+    ("request_queue_size", Unsupported),
+    ("server_tokens", Unsupported),
+    ("thread_pool_size", Unsupported),
+];
+
+const ETCD: &[(&str, Key)] = &[
+    ("hosts", Known),
+    ("host", Known),
+    ("protocol", Known),
+    ("url", Unsupported),
+    ("proxy", Unsupported),
+    ("srv", Unsupported),
+    ("srv_suffix", Unsupported),
+    ("use_proxies", Unsupported),
+    ("username", Unsupported),
+    ("password", Unsupported),
+    ("cacert", Unsupported),
+    ("cert", Unsupported),
+    ("key", Unsupported),
+];
+
+const BOOTSTRAP: &[(&str, Key)] = &[
+    ("dcs", Section(DCS)),
+    ("initdb", Known),
+    ("pg_hba", Known),
+    ("method", Unsupported),
+    ("users", Unsupported),
+    ("post_bootstrap", Unsupported),
+    ("post_init", Unsupported),
+];
+
+const DCS: &[(&str, Key)] = &[
+    ("ttl", Known),
+    ("loop_wait", Known),
+    ("retry_timeout", Known),
+    ("maximum_lag_on_failover", Known),
+    ("synchronous_mode", Known),
+    ("synchronous_node_count", Known),
+    ("synchronous_mode_strict", Known),
+    ("maximum_lag_on_syncnode", Known),
+    ("check_timeline", Known),
+    ("pause", Known),
+    ("postgresql", Section(DCS_POSTGRESQL)),
+    ("max_timelines_history", Unsupported),
+    ("primary_start_timeout", Unsupported),
+    ("master_start_timeout", Unsupported),
+    ("primary_stop_timeout", Unsupported),
+    ("master_stop_timeout", Unsupported),
+    ("primary_race_backoff", Unsupported),
+    ("failsafe_mode", Unsupported),
+    ("member_slots_ttl", Unsupported),
+    ("standby_cluster", Unsupported),
+    ("slots", Unsupported),
+    ("ignore_slots", Unsupported),
+];
+
+const DCS_POSTGRESQL: &[(&str, Key)] = &[
+    ("use_pg_rewind", Known),
+    ("use_slots", Known),
+    ("parameters", Known),
+    ("pg_hba", Known),
+    ("pg_ident", Unsupported),
+    ("recovery_conf", Unsupported),
+];
+
+const POSTGRESQL: &[(&str, Key)] = &[
+    ("listen", Known),
+    ("connect_address", Known),
+    ("data_dir", Known),
+    ("bin_dir", Known),
+    ("authentication", Section(AUTHENTICATION)),
+    ("parameters", Known),
+    ("pg_hba", Known),
+    ("os_user", Known),
+    (
+        "use_pg_rewind",
+        Moved("bootstrap.dcs.postgresql.use_pg_rewind"),
+    ),
+    ("use_slots", Moved("bootstrap.dcs.postgresql.use_slots")),
+    ("proxy_address", Unsupported),
+    ("config_dir", Unsupported),
+    ("bin_name", Unsupported),
+    ("pgpass", Unsupported),
+    ("callbacks", Unsupported),
+    ("create_replica_methods", Unsupported),
+    ("replica_method", Unsupported),
+    ("basebackup", Unsupported),
+    ("recovery_conf", Unsupported),
+    ("custom_conf", Unsupported),
+    ("pg_ident", Unsupported),
+    ("pg_ctl_timeout", Unsupported),
+    ("use_unix_socket", Unsupported),
+    ("use_unix_socket_repl", Unsupported),
+    ("remove_data_directory_on_rewind_failure", Unsupported),
+    ("remove_data_directory_on_diverged_timelines", Unsupported),
+    ("pre_promote", Unsupported),
+    ("before_stop", Unsupported),
+    ("krbsrvname", Unsupported),
+];
+
+const AUTHENTICATION: &[(&str, Key)] = &[
+    ("superuser", Section(CREDENTIALS)),
+    ("replication", Section(CREDENTIALS)),
+    ("rewind", Section(CREDENTIALS)),
+];
+
+const CREDENTIALS: &[(&str, Key)] = &[
+    ("username", Known),
+    ("password", Known),
+    ("sslmode", Unsupported),
+    ("sslkey", Unsupported),
+    ("sslpassword", Unsupported),
+    ("sslcert", Unsupported),
+    ("sslrootcert", Unsupported),
+    ("sslcrl", Unsupported),
+    ("sslcrldir", Unsupported),
+    ("sslnegotiation", Unsupported),
+    ("gssencmode", Unsupported),
+    ("channel_binding", Unsupported),
+];
+
+const CTL: &[(&str, Key)] = &[
+    ("authentication", Section(BASIC_AUTH)),
+    ("insecure", Known),
+    ("cacert", Known),
+    ("certfile", Known),
+    ("keyfile", Known),
+    ("keyfile_password", Known),
+];
+
+const BASIC_AUTH: &[(&str, Key)] = &[("username", Known), ("password", Known)];
+
+const REGENT: &[(&str, Key)] = &[
+    ("run_dir", Known),
+    ("policies_dir", Known),
+    ("policies", Known),
+    ("failed_loops_before_handover", Known),
+];
+
+fn key_text(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Null => "~".to_string(),
+        other => format!("<{} as key>", kind_of(other)),
+    }
+}
+
+/// Check `map`'s keys against `table`, pushing one warning per key Regent ignores. Entries with a
+/// null value (`tags:` with everything below commented out) are dropped so they mean "not set".
+fn walk(map: &mut Mapping, table: &[(&str, Key)], prefix: &str, warnings: &mut Vec<String>) {
+    map.retain(|_, v| !v.is_null());
+    // Patroni's named methods (`create_replica_methods: [pgbackrest]` + `pgbackrest: {...}`,
+    // `bootstrap.method: clone` + `bootstrap.clone: {...}`).
+    let method_names: Vec<String> = match prefix {
+        "postgresql" => match map.get("create_replica_methods") {
+            Some(Value::Sequence(s)) => s
+                .iter()
+                .filter_map(|v| v.as_str())
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        },
+        "bootstrap" => map
+            .get("method")
+            .and_then(Value::as_str)
+            .map(|m| vec![m.to_string()])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    for (k, v) in map.iter_mut() {
+        let name = key_text(k);
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match table.iter().find(|(n, _)| *n == name).map(|(_, kind)| *kind) {
+            Some(Known) => {}
+            Some(Section(sub)) => {
+                if let Value::Mapping(m) = v {
+                    walk(m, sub, &path, warnings);
+                }
+                // Anything else is a type error that deserialization reports with its path.
+            }
+            Some(Unsupported) => {
+                warnings.push(format!("{path}: Patroni key not supported by Regent yet, ignored"))
+            }
+            Some(Moved(target)) => warnings.push(format!(
+                "{path}: ignored, Regent reads this setting only from {target} (the cluster-wide dynamic configuration); move it there"
+            )),
+            None if method_names.contains(&name) => warnings.push(format!(
+                "{path}: Patroni method section not supported by Regent yet, ignored"
+            )),
+            None => warnings.push(format!(
+                "unknown key {path} ignored (check its spelling and indentation)"
+            )),
+        }
+    }
+}
+
+/// One warning per key of the whole document `map` that Regent does not use, in document
+/// order, then one about a Patroni `etcd` (v2) section; null entries are dropped from `map`.
+pub(super) fn warnings(map: &mut Mapping) -> Vec<String> {
+    let mut warnings = Vec::new();
+    walk(map, TOP, "", &mut warnings);
+    if map.contains_key("etcd") {
+        if map.contains_key("etcd3") {
+            warnings
+                .push("etcd: ignored because etcd3 is also set; remove the etcd section".into());
+        } else {
+            warnings.push(
+                "etcd: Regent always uses the etcd v3 API, whose keys are separate from the v2 keys Patroni's `etcd` section writes; rename the section to etcd3 (switch a running Patroni cluster to etcd3 before Regent joins it)"
+                    .into(),
+            );
+        }
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+    use crate::config::{DynamicConfig, Tags};
+
+    #[test]
+    fn unknown_keys_warn_and_are_not_fatal() {
+        let l = parse_edited(&[
+            ("postgresql.foo", Some("1")),
+            ("bogus", Some("x")),
+            ("restapi.lsiten", Some("0.0.0.0:8008")),
+            ("bootstrap.dcs.postgresql.use_slot", Some("true")),
+        ])
+        .expect("unknown keys are not fatal");
+        assert_eq!(l.warnings.len(), 4, "{:?}", l.warnings);
+        for k in [
+            "postgresql.foo",
+            "bogus",
+            "restapi.lsiten",
+            "bootstrap.dcs.postgresql.use_slot",
+        ] {
+            let prefix = format!("unknown key {k} ignored");
+            assert!(
+                l.warnings.iter().any(|w| w.starts_with(&prefix)),
+                "no warning for {k}: {:?}",
+                l.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn free_maps_take_any_key_without_warnings() {
+        let l = parse_edited(&[
+            ("tags.rack", Some("r12")),
+            ("postgresql.parameters.wal_compression", Some("lz4")),
+            (
+                "bootstrap.dcs.postgresql.parameters.shared_buffers",
+                Some("1GB"),
+            ),
+        ])
+        .expect("valid");
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert_eq!(l.config.tags.other.get("rack"), Some(&Value::from("r12")));
+        assert!(
+            l.config
+                .postgresql
+                .parameters
+                .contains_key("wal_compression")
+        );
+        assert_eq!(
+            l.config
+                .bootstrap
+                .dcs
+                .postgresql
+                .parameters
+                .get("shared_buffers"),
+            Some(&Value::from("1GB"))
+        );
+    }
+
+    #[test]
+    fn known_patroni_keys_warn_as_not_supported() {
+        let keys = [
+            ("log", "{level: INFO}"),
+            ("watchdog", "{mode: automatic}"),
+            ("restapi.server_tokens", "minimal"),
+            ("restapi.ciphers", "ECDHE-RSA-AES256-GCM-SHA384"),
+            ("restapi.request_queue_size", "5"),
+            ("etcd3.username", "root"),
+            ("etcd3.password", "secret"),
+            ("bootstrap.users", "{admin: {password: x}}"),
+            ("bootstrap.post_bootstrap", "/usr/local/bin/setup.sh"),
+            ("postgresql.callbacks", "{on_start: /bin/true}"),
+            (
+                "postgresql.create_replica_methods",
+                "[pgbackrest, basebackup]",
+            ),
+            ("postgresql.pgbackrest", "{command: /bin/true}"),
+            ("postgresql.pgpass", "/tmp/pgpass0"),
+            ("postgresql.authentication.superuser.sslmode", "require"),
+        ];
+        let edits: Vec<(&str, Option<&str>)> = keys.iter().map(|(k, v)| (*k, Some(*v))).collect();
+        let l = parse_edited(&edits).expect("unsupported keys are not fatal");
+        assert_eq!(l.warnings.len(), keys.len(), "{:?}", l.warnings);
+        for (k, _) in keys {
+            let w = l
+                .warnings
+                .iter()
+                .find(|w| w.starts_with(&format!("{k}: ")))
+                .unwrap_or_else(|| panic!("no warning for {k}: {:?}", l.warnings));
+            assert!(w.contains("not supported by Regent yet, ignored"), "{w}");
+        }
+        assert!(!l.warnings.iter().any(|w| w.contains("unknown key")));
+    }
+
+    #[test]
+    fn misplaced_dynamic_keys_say_where_they_belong() {
+        let l = parse_edited(&[
+            ("ttl", Some("20")),
+            ("postgresql.use_pg_rewind", Some("true")),
+        ])
+        .expect("valid");
+        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.starts_with("ttl: ignored") && w.contains("bootstrap.dcs.ttl"))
+        );
+        assert!(l.warnings.iter().any(|w| {
+            w.starts_with("postgresql.use_pg_rewind: ignored")
+                && w.contains("bootstrap.dcs.postgresql.use_pg_rewind")
+        }));
+        // And the misplaced value is not used.
+        assert_eq!(l.config.bootstrap.dcs.ttl, 30);
+    }
+
+    #[test]
+    fn etcd_v2_section_is_read_with_a_warning() {
+        let l = parse_edited(&[("etcd3", None), ("etcd", Some("{host: '10.0.0.1:2379'}"))])
+            .expect("valid");
+        assert_eq!(l.config.etcd_endpoints(), vec!["10.0.0.1:2379"]);
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(l.warnings[0].starts_with("etcd: ") && l.warnings[0].contains("etcd3"));
+
+        let both = parse_edited(&[("etcd", Some("{host: '10.9.9.9:2379'}"))]).expect("valid");
+        assert_eq!(both.config.etcd_endpoints().len(), 3, "etcd3 wins");
+        assert!(both.warnings[0].contains("ignored because etcd3 is also set"));
+    }
+
+    #[test]
+    fn empty_sections_mean_unset() {
+        let l = parse_edited(&[("tags", Some("~")), ("bootstrap.dcs", Some("~"))]).expect("valid");
+        assert_eq!(l.config.tags, Tags::default());
+        assert_eq!(l.config.bootstrap.dcs, DynamicConfig::default());
+    }
+}

@@ -1,0 +1,161 @@
+//! Configuration: Patroni-compatible YAML (the supported subset), parsed with serde.
+//!
+//! Key names follow Patroni's so that an existing Patroni config starts a Regent node unchanged.
+//! [`load`] / [`parse`](fn@parse) read the YAML, collect a warning for every key Regent does not
+//! use (never fatal), deserialize it and run [`Config::validate`]; [`check_environment`] then
+//! looks (read-only) at the filesystem. Every [`ConfigError`] is one line naming the key path,
+//! the offending value, what is allowed and how to fix it.
+//!
+//! The files, one job each:
+//! - `mod.rs`: the schema root [`Config`], its accessors, and the re-exports that keep every
+//!   `crate::config::…` path short;
+//! - `schema.rs`: the local sections (`restapi`, `ctl`, `etcd3`, `bootstrap`, `postgresql`,
+//!   `tags`, `regent`); `dynamic.rs`: the dynamic (cluster-wide) configuration kept in the DCS;
+//! - `values.rs`: Patroni's value conventions (booleans, host lists, initdb options,
+//!   `host:port`, the DCS prefix); `allowlist.rs`: `restapi.allowlist` entries;
+//! - `error.rs`: [`ConfigError`] and the message helpers;
+//! - `parse.rs`: reading and parsing, serde errors turned into messages; `keys.rs`: the
+//!   known-key tables and the warnings for the keys Regent does not use;
+//! - `validate.rs`: the pure checks, timing rules and [`validate_dynamic`]; `validate_api.rs`:
+//!   the `restapi` and `ctl` sections;
+//! - `environment.rs`: the read-only filesystem checks (data directory, bin directory).
+//!
+//! Each file's tests sit in it; `test_support.rs` holds their shared fixture and helpers.
+//!
+//! Only `parse.rs` (reading the file in [`load`]) and `environment.rs` (looking, never writing)
+//! touch the filesystem; everything else is pure.
+
+mod allowlist;
+mod dynamic;
+mod environment;
+mod error;
+mod keys;
+mod parse;
+mod schema;
+#[cfg(test)]
+mod test_support;
+mod validate;
+mod validate_api;
+mod values;
+
+pub use allowlist::{AllowEntry, canonical_ip};
+pub use dynamic::{DynamicConfig, DynamicPostgresql};
+pub use environment::{PG_BINARIES, check_environment, find_bin_dir, resolve_bin_dir};
+pub use error::{ConfigError, TextPos};
+pub use parse::{Loaded, load, parse};
+pub use regent_core::ha::sync::SyncMode;
+pub use schema::{
+    Authentication, BasicAuth, Bootstrap, Credentials, Ctl, Etcd, Postgresql, RegentSection,
+    RestApi, Tags,
+};
+pub use validate::{MIN_TTL, validate_dynamic};
+pub use values::{HostList, InitdbOption, dcs_prefix, split_host_port};
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole local configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Config {
+    /// The cluster name, the same on every node; one segment of the DCS keys.
+    pub scope: String,
+    /// This node's member name, unique in the cluster; one segment of the DCS keys.
+    pub name: String,
+    /// The DCS namespace the cluster's keys live under (default `/service/`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The REST API: where it listens, how others reach it, its authentication and TLS.
+    pub restapi: RestApi,
+    /// The etcd cluster (v3 API) Regent uses as its DCS; preferred over `etcd`.
+    #[serde(default)]
+    pub etcd3: Option<Etcd>,
+    /// Patroni's `etcd:` (v2) section; accepted for its `hosts`/`host` keys only, the protocol is always v3.
+    #[serde(default)]
+    pub etcd: Option<Etcd>,
+    /// How a new cluster starts: its initial dynamic configuration, initdb options, pg_hba lines.
+    #[serde(default)]
+    pub bootstrap: Bootstrap,
+    /// This node's PostgreSQL: addresses, directories, roles, parameters.
+    pub postgresql: Postgresql,
+    /// This node's tags, published in its member key.
+    #[serde(default)]
+    pub tags: Tags,
+    /// Regent's own keys (not in Patroni).
+    #[serde(default)]
+    pub regent: RegentSection,
+    /// Patroni's `ctl` section: how this node (peer polls) and `regent ctl` call REST APIs.
+    #[serde(default)]
+    pub ctl: Ctl,
+}
+
+fn default_namespace() -> String {
+    "/service/".to_string()
+}
+
+impl Config {
+    /// `https` when the REST API serves TLS (`restapi.certfile` set), else `http`.
+    pub(crate) fn api_scheme(&self) -> &'static str {
+        if self.restapi.certfile.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The `api_url` published in this node's member key: `http(s)://<connect_address>/patroni`.
+    pub fn api_url(&self) -> String {
+        format!("{}://{}/patroni", self.api_scheme(), self.restapi_connect())
+    }
+
+    /// The credentials this node sends when it calls REST APIs: `ctl.authentication`, else
+    /// `restapi.authentication` (as Patroni does).
+    pub fn ctl_authentication(&self) -> Option<&BasicAuth> {
+        self.ctl
+            .authentication
+            .as_ref()
+            .or(self.restapi.authentication.as_ref())
+    }
+
+    /// The etcd endpoints, `host:port` each, from `etcd3` (preferred) or `etcd`.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.etcd3
+            .as_ref()
+            .or(self.etcd.as_ref())
+            .map(Etcd::endpoints)
+            .unwrap_or_default()
+    }
+
+    /// The DCS prefix `/<namespace>/<scope>/` with duplicate slashes collapsed.
+    pub fn dcs_prefix(&self) -> String {
+        dcs_prefix(&self.namespace, &self.scope)
+    }
+
+    /// The REST API's address as other nodes and tools reach it: `restapi.connect_address`,
+    /// else `restapi.listen`.
+    pub(crate) fn restapi_connect(&self) -> &str {
+        self.restapi
+            .connect_address
+            .as_deref()
+            .unwrap_or(&self.restapi.listen)
+    }
+
+    /// PostgreSQL's address as other nodes reach it: `postgresql.connect_address`, else
+    /// `postgresql.listen`.
+    pub fn pg_connect(&self) -> &str {
+        self.postgresql
+            .connect_address
+            .as_deref()
+            .unwrap_or(&self.postgresql.listen)
+    }
+
+    /// Where the guard keeps its files.
+    pub fn run_dir(&self) -> PathBuf {
+        self.regent.run_dir.clone().unwrap_or_else(|| {
+            self.postgresql
+                .data_dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        })
+    }
+}

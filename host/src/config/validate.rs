@@ -1,0 +1,758 @@
+//! Validation of a parsed configuration, pure (no filesystem access): names and addresses,
+//! absolute paths, credentials, tags, the `regent` section, the etcd endpoints, and the timing
+//! rule `loop_wait + 2 × retry_timeout <= ttl`, which [`validate_dynamic`] also applies to the
+//! dynamic configuration sent to the REST API.
+
+use super::error::{invalid, q, qp};
+use super::parse::humanize_serde;
+use super::{Config, ConfigError, DynamicConfig, HostList};
+use std::path::Path;
+
+/// Minimum `ttl` Regent accepts (Patroni's own minimum is higher).
+pub const MIN_TTL: u64 = 5;
+
+#[derive(Clone, Copy, PartialEq)]
+enum AddrKind {
+    /// A bind address: wildcards allowed; `multi` allows a comma-separated host list.
+    Listen { multi: bool },
+    /// An address other nodes connect to; `defaulted_from` names the listen key it came from.
+    Connect {
+        defaulted_from: Option<&'static str>,
+    },
+    /// An etcd client endpoint.
+    Etcd,
+}
+
+const WILDCARDS: &[&str] = &["0.0.0.0", "*", "::", ""];
+
+fn check_host_port(
+    key: &str,
+    value: &str,
+    kind: AddrKind,
+    example: &str,
+) -> Result<(), ConfigError> {
+    let shown = match kind {
+        AddrKind::Connect {
+            defaulted_from: Some(from),
+        } => format!("(not set, defaults to {from} {})", q(value)),
+        _ => q(value),
+    };
+    let v = value.trim();
+    let fix = format!("write it as host:port, e.g. {key}: {example}");
+    if v.contains("://") {
+        let fix = if kind == AddrKind::Etcd {
+            format!(
+                "drop the scheme, e.g. {example}, and set the section's protocol: https for TLS"
+            )
+        } else {
+            format!("drop the scheme, e.g. {key}: {example}")
+        };
+        return Err(invalid(key, shown, "must be host:port, not a URL", fix));
+    }
+    let Some((host, port)) = v.rsplit_once(':') else {
+        return Err(invalid(
+            key,
+            shown,
+            "has no port; host:port is required",
+            fix,
+        ));
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => {
+            return Err(invalid(
+                key,
+                shown,
+                format!("port {} is not a TCP port (allowed: 1 to 65535)", q(port)),
+                fix,
+            ));
+        }
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let multi = kind == AddrKind::Listen { multi: true };
+    if host.trim().is_empty() {
+        let fix = match kind {
+            AddrKind::Listen { .. } => {
+                format!(
+                    "use 0.0.0.0:{port} to listen on all IPv4 addresses, or one address of this host"
+                )
+            }
+            _ => fix,
+        };
+        return Err(invalid(key, shown, "the host part is empty", fix));
+    }
+    if !multi && host.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            key,
+            shown,
+            "the host part contains whitespace",
+            fix,
+        ));
+    }
+    if !matches!(kind, AddrKind::Listen { .. }) {
+        if host.contains(',') {
+            return Err(invalid(
+                key,
+                shown,
+                "lists several hosts; other nodes need exactly one address",
+                format!("set {key} to one address of this host, e.g. {key}: {example}"),
+            ));
+        }
+        if WILDCARDS.contains(&host) {
+            return Err(invalid(
+                key,
+                shown,
+                "is a wildcard bind address that other nodes cannot connect to",
+                format!(
+                    "set {key} to an address of this host the other nodes reach, e.g. {key}: {example}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `scope` and `name` each become one segment of DCS keys (`/<namespace>/<scope>/members/<name>`).
+fn check_segment(key: &str, value: &str, example: &str, what: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(invalid(
+            key,
+            q(value),
+            format!("must not be empty; it is {what}"),
+            format!("set it, e.g. {key}: {example}"),
+        ));
+    }
+    if value.contains('/') || value.chars().any(char::is_control) {
+        let suggestion: String = value
+            .chars()
+            .map(|c| if c == '/' || c.is_control() { '-' } else { c })
+            .collect();
+        return Err(invalid(
+            key,
+            q(value),
+            "must not contain `/` or control characters: it forms one segment of the DCS keys /<namespace>/<scope>/members/<name>",
+            format!("rename it, e.g. {key}: {}", q(&suggestion)),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_absolute(key: &str, p: &Path, example: &str) -> Result<(), ConfigError> {
+    if !p.is_absolute() {
+        return Err(invalid(
+            key,
+            qp(p),
+            "must be an absolute path (Regent does not resolve paths against its working directory)",
+            format!("write the full path, e.g. {key}: {example}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Check every value without touching the filesystem; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_segment(
+            "scope",
+            &self.scope,
+            "batman",
+            "the cluster name shared by all nodes",
+        )?;
+        check_segment(
+            "name",
+            &self.name,
+            "pg-node1",
+            "this node's member name, unique in the cluster",
+        )?;
+
+        check_host_port(
+            "restapi.listen",
+            &self.restapi.listen,
+            AddrKind::Listen { multi: false },
+            "0.0.0.0:8008",
+        )?;
+        check_host_port(
+            "restapi.connect_address",
+            self.restapi_connect(),
+            AddrKind::Connect {
+                defaulted_from: self
+                    .restapi
+                    .connect_address
+                    .is_none()
+                    .then_some("restapi.listen"),
+            },
+            "10.0.0.11:8008",
+        )?;
+
+        self.validate_restapi()?;
+        self.validate_ctl()?;
+        self.validate_etcd()?;
+        self.validate_timing()?;
+
+        let pg = &self.postgresql;
+        check_host_port(
+            "postgresql.listen",
+            &pg.listen,
+            AddrKind::Listen { multi: true },
+            "0.0.0.0:5432",
+        )?;
+        check_host_port(
+            "postgresql.connect_address",
+            self.pg_connect(),
+            AddrKind::Connect {
+                defaulted_from: pg.connect_address.is_none().then_some("postgresql.listen"),
+            },
+            "10.0.0.11:5432",
+        )?;
+        check_absolute(
+            "postgresql.data_dir",
+            &pg.data_dir,
+            "/var/lib/postgresql/16/main",
+        )?;
+        if pg.data_dir.parent().is_none() {
+            return Err(invalid(
+                "postgresql.data_dir",
+                qp(&pg.data_dir),
+                "must not be the root directory",
+                "use a directory of its own, e.g. postgresql.data_dir: /var/lib/postgresql/16/main",
+            ));
+        }
+        if let Some(bin) = &pg.bin_dir {
+            check_absolute("postgresql.bin_dir", bin, "/usr/lib/postgresql/16/bin")?;
+        }
+        let auth = &pg.authentication;
+        for (key, cred, example) in [
+            (
+                "postgresql.authentication.superuser.username",
+                Some(&auth.superuser),
+                "postgres",
+            ),
+            (
+                "postgresql.authentication.replication.username",
+                Some(&auth.replication),
+                "replicator",
+            ),
+            (
+                "postgresql.authentication.rewind.username",
+                auth.rewind.as_ref(),
+                "rewind_user",
+            ),
+        ] {
+            if let Some(c) = cred
+                && c.username.trim().is_empty()
+            {
+                return Err(invalid(
+                    key,
+                    q(&c.username),
+                    "must not be empty",
+                    format!("set the role name, e.g. {key}: {example}"),
+                ));
+            }
+        }
+        if let Some(user) = &pg.os_user
+            && user.trim().is_empty()
+        {
+            return Err(invalid(
+                "postgresql.os_user",
+                q(user),
+                "must not be empty",
+                "set the OS account PostgreSQL runs as, e.g. postgresql.os_user: postgres, or remove the key",
+            ));
+        }
+
+        if let Some(p) = self.tags.failover_priority
+            && p < 0
+        {
+            return Err(invalid(
+                "tags.failover_priority",
+                p,
+                "must be 0 or greater (0 = never promote this node, higher wins among equally caught-up replicas)",
+                "set tags.failover_priority: 1 (the default), or tags.nofailover: true to keep this node from ever promoting",
+            ));
+        }
+
+        if let Some(run) = &self.regent.run_dir {
+            check_absolute("regent.run_dir", run, "/var/lib/postgresql/16")?;
+        }
+        if let Some(dir) = &self.regent.policies_dir {
+            check_absolute("regent.policies_dir", dir, "/etc/regent/policies")?;
+        }
+        if !self.regent.policies.is_empty() && self.regent.policies_dir.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "regent.policies".into(),
+                value: format!("{:?}", self.regent.policies),
+                problem: "names policies but regent.policies_dir is not set".into(),
+                fix: "set regent.policies_dir to the directory holding NAME.toml and NAME.wasm, \
+                      e.g. regent.policies_dir: /etc/regent/policies"
+                    .into(),
+            });
+        }
+        if self.regent.failed_loops_before_handover == 0 {
+            return Err(ConfigError::Invalid {
+                key: "regent.failed_loops_before_handover".into(),
+                value: "0".into(),
+                problem: "must be at least 1".into(),
+                fix: "set it to the number of consecutive failed health verdicts after which \
+                      the leader hands over, e.g. 2"
+                    .into(),
+            });
+        }
+        if let Some(bad) = self
+            .regent
+            .policies
+            .iter()
+            .find(|n| n.is_empty() || n.contains('/') || n.contains('.'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "regent.policies".into(),
+                value: bad.clone(),
+                problem: "is not a policy name (the manifest file name without .toml)".into(),
+                fix: "list names like zone-aware, one per manifest policies_dir/NAME.toml".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `(key path, endpoint)` pairs from the section `etcd_endpoints` reads.
+    fn etcd_endpoint_keys(&self) -> Option<(&'static str, Vec<(String, String)>)> {
+        let (name, sec) = match (&self.etcd3, &self.etcd) {
+            (Some(s), _) => ("etcd3", s),
+            (None, Some(s)) => ("etcd", s),
+            (None, None) => return None,
+        };
+        let mut out = Vec::new();
+        match &sec.hosts {
+            Some(HostList::List(v)) => out.extend(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, h)| (format!("{name}.hosts[{i}]"), h.trim().to_string())),
+            ),
+            Some(HostList::Comma(s)) => out.extend(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(|h| (format!("{name}.hosts"), h.to_string())),
+            ),
+            None => {}
+        }
+        if out.is_empty()
+            && let Some(h) = &sec.host
+        {
+            out.push((format!("{name}.host"), h.trim().to_string()));
+        }
+        Some((name, out))
+    }
+
+    fn validate_etcd(&self) -> Result<(), ConfigError> {
+        let Some((section, endpoints)) = self.etcd_endpoint_keys() else {
+            return Err(ConfigError::Missing {
+                key: "etcd3".into(),
+                example: "`etcd3: {hosts: 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379}` at the top level (Regent needs etcd as its DCS)".into(),
+            });
+        };
+        if endpoints.is_empty() {
+            return Err(invalid(
+                format!("{section}.hosts"),
+                "(empty)",
+                "at least one etcd endpoint is required",
+                format!(
+                    "list the etcd members, e.g. {section}: {{hosts: 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379}}"
+                ),
+            ));
+        }
+        for (key, ep) in &endpoints {
+            check_host_port(key, ep, AddrKind::Etcd, "10.0.0.1:2379")?;
+        }
+        let sec = self.etcd3.as_ref().or(self.etcd.as_ref());
+        if let Some(proto) = sec.and_then(|s| s.protocol.as_deref())
+            && !matches!(proto, "http" | "https")
+        {
+            return Err(invalid(
+                format!("{section}.protocol"),
+                q(proto),
+                "allowed: http, https",
+                format!("set {section}.protocol: http (or https for TLS), or remove the key"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_timing(&self) -> Result<(), ConfigError> {
+        let d = &self.bootstrap.dcs;
+        check_timing("bootstrap.dcs.", d.ttl, d.loop_wait, d.retry_timeout)?;
+        check_sync_count("bootstrap.dcs.", d.synchronous_node_count)
+    }
+}
+
+/// `{prefix}synchronous_node_count`: at least one standby (Patroni's rule).
+fn check_sync_count(prefix: &str, n: u64) -> Result<(), ConfigError> {
+    if n < 1 {
+        return Err(invalid(
+            format!("{prefix}synchronous_node_count"),
+            n,
+            "must be at least 1 (the number of standbys the leader keeps synchronous)",
+            format!(
+                "set {prefix}synchronous_node_count: 1 (the default), or turn synchronous mode off with synchronous_mode: off"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The timing rule for the keys `{prefix}ttl`, `{prefix}loop_wait` and `{prefix}retry_timeout`.
+fn check_timing(prefix: &str, ttl: u64, lw: u64, rt: u64) -> Result<(), ConfigError> {
+    if ttl < MIN_TTL {
+        return Err(invalid(
+            format!("{prefix}ttl"),
+            ttl,
+            format!("must be at least {MIN_TTL} seconds (Regent accepts ttl down to {MIN_TTL} s)"),
+            format!(
+                "set {prefix}ttl: 30 (the default), and keep loop_wait + 2 × retry_timeout <= ttl"
+            ),
+        ));
+    }
+    if lw < 1 {
+        return Err(invalid(
+            format!("{prefix}loop_wait"),
+            lw,
+            "must be at least 1 second",
+            format!(
+                "set {prefix}loop_wait: 10 (the default) or any value >= 1 with loop_wait + 2 × retry_timeout <= ttl"
+            ),
+        ));
+    }
+    if rt < 1 {
+        return Err(invalid(
+            format!("{prefix}retry_timeout"),
+            rt,
+            "must be at least 1 second",
+            format!(
+                "set {prefix}retry_timeout: 10 (the default) or any value >= 1 with loop_wait + 2 × retry_timeout <= ttl"
+            ),
+        ));
+    }
+    let need = lw.saturating_add(rt.saturating_mul(2));
+    if need > ttl {
+        let (new_lw, new_rt) = timing_fix_keeping_ttl(ttl, lw, rt);
+        let keep_ttl = match (new_lw != lw, new_rt != rt) {
+            (true, true) => format!("loop_wait: {new_lw} and retry_timeout: {new_rt}"),
+            (true, false) => format!("loop_wait: {new_lw}"),
+            _ => format!("retry_timeout: {new_rt}"),
+        };
+        return Err(invalid(
+            format!("{prefix}ttl"),
+            format!("{ttl} with loop_wait {lw} and retry_timeout {rt}"),
+            format!(
+                "loop_wait + 2 × retry_timeout = {need} exceeds ttl {ttl} (allowed: loop_wait + 2 × retry_timeout <= ttl); each cycle the leader sleeps loop_wait, then reads the cluster state and renews its leader lease, each DCS call taking up to retry_timeout, and all of that must fit in one ttl, otherwise the lease can expire while this primary still runs and a replica could promote before the old primary demotes"
+            ),
+            format!(
+                "set {prefix}ttl: {need} or more, or keep ttl: {ttl} and set {keep_ttl} (Regent never adjusts these values by itself)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Check a dynamic configuration (the DCS `config` key, as `PATCH`/`PUT /config` would leave
+/// it): the keys Regent reads must have the right types, and the timing must satisfy
+/// `loop_wait + 2 × retry_timeout <= ttl`. Keys Regent does not read are left alone. Errors
+/// name the key as it appears in the JSON document (`ttl`, `postgresql.use_slots`).
+pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, ConfigError> {
+    if !config.is_object() {
+        return Err(ConfigError::WrongType {
+            key: "(top level)".into(),
+            message: "the dynamic configuration must be a JSON object".into(),
+            at: None,
+            fix: "send a JSON object such as {\"ttl\": 30, \"loop_wait\": 10}".into(),
+        });
+    }
+    let d: DynamicConfig = serde_path_to_error::deserialize(config).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::WrongType {
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
+            message: humanize_serde(&e.inner().to_string()),
+            at: None,
+            fix: "change the value to what is expected".into(),
+        }
+    })?;
+    check_timing("", d.ttl, d.loop_wait, d.retry_timeout)?;
+    check_sync_count("", d.synchronous_node_count)?;
+    Ok(d)
+}
+
+/// `(loop_wait, retry_timeout)` that satisfy `loop_wait + 2 × retry_timeout <= ttl` for a
+/// `ttl >= MIN_TTL`: shorten the sleep if that is enough, else the retry budget, else both.
+fn timing_fix_keeping_ttl(ttl: u64, lw: u64, rt: u64) -> (u64, u64) {
+    if ttl >= rt.saturating_mul(2).saturating_add(1) {
+        (ttl - 2 * rt, rt)
+    } else if ttl >= lw.saturating_add(2) {
+        (lw, (ttl - lw) / 2)
+    } else {
+        (1, (ttl - 1) / 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+
+    // ---- timing ----------------------------------------------------------------------------
+
+    #[test]
+    fn ttl_below_five_is_rejected() {
+        let e = timing(4, 1, 1).expect_err("ttl 4");
+        assert_eq!(invalid_key(&e), "bootstrap.dcs.ttl");
+        assert!(
+            e.to_string().contains("Regent accepts ttl down to 5 s"),
+            "{e}"
+        );
+        timing(5, 1, 2).expect("ttl 5 with 1 + 2×2 is the smallest accepted");
+    }
+
+    #[test]
+    fn short_ttl_with_fitting_timeouts_is_accepted() {
+        let l = timing(10, 1, 3).expect("1 + 2×3 <= 10");
+        let d = &l.config.bootstrap.dcs;
+        assert_eq!((d.ttl, d.loop_wait, d.retry_timeout), (10, 1, 3));
+    }
+
+    #[test]
+    fn timeouts_that_do_not_fit_in_ttl_are_explained_not_adjusted() {
+        let e = timing(10, 5, 5).expect_err("5 + 2×5 > 10");
+        assert_eq!(invalid_key(&e), "bootstrap.dcs.ttl");
+        let msg = e.to_string();
+        for needle in [
+            "loop_wait + 2 × retry_timeout = 15 exceeds ttl 10",
+            "renews its leader lease",
+            "a replica could promote before the old primary demotes",
+            "set bootstrap.dcs.ttl: 15 or more",
+            "keep ttl: 10 and set retry_timeout: 2",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in {msg}");
+        }
+        // Both suggested fixes are accepted.
+        timing(15, 5, 5).expect("raised ttl");
+        timing(10, 5, 2).expect("lowered retry_timeout");
+
+        let e = timing(30, 20, 10).expect_err("20 + 2×10 > 30");
+        assert!(
+            e.to_string().contains("keep ttl: 30 and set loop_wait: 10"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn suggested_timing_fixes_always_fit() {
+        for ttl in MIN_TTL..=80 {
+            for lw in 1..=60 {
+                for rt in 1..=60 {
+                    if lw + 2 * rt <= ttl {
+                        continue;
+                    }
+                    let (l, r) = timing_fix_keeping_ttl(ttl, lw, rt);
+                    assert!(
+                        l >= 1 && r >= 1 && l + 2 * r <= ttl,
+                        "ttl {ttl} lw {lw} rt {rt} -> {l} {r}"
+                    );
+                    assert!(l <= lw && r <= rt, "a fix only lowers values");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_loop_wait_or_retry_timeout_is_rejected() {
+        assert_eq!(
+            invalid_key(&timing(30, 0, 10).expect_err("loop_wait 0")),
+            "bootstrap.dcs.loop_wait"
+        );
+        assert_eq!(
+            invalid_key(&timing(30, 10, 0).expect_err("retry_timeout 0")),
+            "bootstrap.dcs.retry_timeout"
+        );
+        let huge = timing(30, 1, u64::MAX).expect_err("no overflow panic");
+        assert_eq!(invalid_key(&huge), "bootstrap.dcs.ttl");
+    }
+
+    #[test]
+    fn dynamic_config_from_the_api_is_checked() {
+        let ok = serde_json::json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 5, "pause": true,
+                                    "slots": {"x": {"type": "physical"}}});
+        let d = validate_dynamic(&ok).expect("valid");
+        assert_eq!((d.ttl, d.pause), (20, Some(true)));
+        let e = validate_dynamic(&serde_json::json!({"ttl": 4})).expect_err("ttl");
+        assert_eq!(invalid_key(&e), "ttl");
+        assert!(e.to_string().contains("set ttl: 30"), "{e}");
+        let e =
+            validate_dynamic(&serde_json::json!({"ttl": 10, "loop_wait": 5, "retry_timeout": 5}))
+                .expect_err("timing");
+        assert!(
+            e.to_string()
+                .starts_with("ttl = 10 with loop_wait 5 and retry_timeout 5"),
+            "{e}"
+        );
+        let e = validate_dynamic(&serde_json::json!({"postgresql": {"use_pg_rewind": "perhaps"}}))
+            .expect_err("type");
+        assert!(
+            e.to_string().starts_with("postgresql.use_pg_rewind: "),
+            "{e}"
+        );
+        let e = validate_dynamic(&serde_json::json!([1])).expect_err("not an object");
+        assert!(e.to_string().contains("JSON object"), "{e}");
+        let e = validate_dynamic(&serde_json::json!({"synchronous_node_count": 0}))
+            .expect_err("no standby");
+        assert_eq!(invalid_key(&e), "synchronous_node_count");
+        assert!(e.to_string().contains("synchronous_node_count: 1"), "{e}");
+        let d = validate_dynamic(&serde_json::json!({"synchronous_mode": true,
+            "synchronous_node_count": 2, "synchronous_mode_strict": "on",
+            "maximum_lag_on_syncnode": 1048576}))
+        .expect("valid");
+        assert_eq!(
+            (
+                d.synchronous_node_count,
+                d.synchronous_mode_strict,
+                d.maximum_lag_on_syncnode
+            ),
+            (2, true, 1_048_576)
+        );
+        // Written only when they differ from Patroni's defaults.
+        let v = serde_json::to_value(DynamicConfig::default()).expect("serialize");
+        for k in [
+            "synchronous_node_count",
+            "synchronous_mode_strict",
+            "maximum_lag_on_syncnode",
+        ] {
+            assert!(v.get(k).is_none(), "{k} in {v}");
+        }
+        assert_eq!(
+            serde_json::to_value(&d).expect("serialize")["synchronous_node_count"],
+            2
+        );
+    }
+
+    // ---- etcd endpoints --------------------------------------------------------------------
+
+    #[test]
+    fn comma_separated_etcd_hosts() {
+        let l = parse_edited(&[(
+            "etcd3.hosts",
+            Some("'10.0.0.1:2379, 10.0.0.2:2379,10.0.0.3:2379'"),
+        )])
+        .expect("valid");
+        assert_eq!(
+            l.config.etcd_endpoints(),
+            vec!["10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"]
+        );
+        assert!(matches!(
+            l.config.etcd3.as_ref().and_then(|e| e.hosts.as_ref()),
+            Some(HostList::Comma(_))
+        ));
+
+        let e = err_of(&[("etcd3.hosts", Some("'10.0.0.1:2379,10.0.0.2'"))]);
+        assert_eq!(invalid_key(&e), "etcd3.hosts");
+        assert!(e.to_string().contains("\"10.0.0.2\": has no port"), "{e}");
+    }
+
+    #[test]
+    fn bad_etcd_endpoints_are_rejected() {
+        let e = err_of(&[(
+            "etcd3.hosts",
+            Some("['10.0.0.1:2379', 'http://10.0.0.2:2379']"),
+        )]);
+        assert_eq!(invalid_key(&e), "etcd3.hosts[1]");
+        assert!(e.to_string().contains("not a URL"), "{e}");
+
+        let e = err_of(&[("etcd3.hosts", Some("[]"))]);
+        assert_eq!(invalid_key(&e), "etcd3.hosts");
+
+        let l = parse_edited(&[
+            ("etcd3.hosts", Some("[]")),
+            ("etcd3.host", Some("'10.0.0.7:2379'")),
+        ])
+        .expect("host is the fallback");
+        assert_eq!(l.config.etcd_endpoints(), vec!["10.0.0.7:2379"]);
+
+        let e = err_of(&[("etcd3.protocol", Some("tcp"))]);
+        assert_eq!(invalid_key(&e), "etcd3.protocol");
+    }
+
+    // ---- other validation ------------------------------------------------------------------
+
+    #[test]
+    fn failover_priority_must_not_be_negative() {
+        let e = err_of(&[("tags.failover_priority", Some("-1"))]);
+        assert_eq!(invalid_key(&e), "tags.failover_priority");
+        assert!(
+            e.to_string()
+                .starts_with("tags.failover_priority = -1: must be 0 or greater"),
+            "{e}"
+        );
+        parse_edited(&[("tags.failover_priority", Some("0"))]).expect("0 is allowed");
+    }
+
+    #[test]
+    fn data_dir_must_be_absolute() {
+        let e = err_of(&[("postgresql.data_dir", Some("data/postgresql0"))]);
+        assert_eq!(invalid_key(&e), "postgresql.data_dir");
+        assert!(e.to_string().contains("must be an absolute path"), "{e}");
+        let e = err_of(&[("postgresql.data_dir", Some("/"))]);
+        assert_eq!(invalid_key(&e), "postgresql.data_dir");
+        let e = err_of(&[("postgresql.bin_dir", Some("bin"))]);
+        assert_eq!(invalid_key(&e), "postgresql.bin_dir");
+        let e = err_of(&[("regent.run_dir", Some("run"))]);
+        assert_eq!(invalid_key(&e), "regent.run_dir");
+    }
+
+    #[test]
+    fn scope_and_name_must_be_single_dcs_segments() {
+        let e = err_of(&[("name", Some("pg/1"))]);
+        assert_eq!(invalid_key(&e), "name");
+        assert!(
+            e.to_string().contains("name: \"pg-1\""),
+            "suggests a fix: {e}"
+        );
+        assert_eq!(invalid_key(&err_of(&[("name", Some("''"))])), "name");
+        assert_eq!(invalid_key(&err_of(&[("scope", Some("'  '"))])), "scope");
+        assert_eq!(invalid_key(&err_of(&[("scope", Some("a/b"))])), "scope");
+    }
+
+    #[test]
+    fn addresses_must_be_host_port() {
+        for (key, value) in [
+            ("restapi.listen", "localhost"),
+            ("restapi.listen", "'127.0.0.1:0'"),
+            ("restapi.listen", "'127.0.0.1:99999'"),
+            ("restapi.listen", "':8008'"),
+            ("postgresql.listen", "'127.0.0.1:pg'"),
+            ("postgresql.connect_address", "'10.0.0.1'"),
+        ] {
+            let e = err_of(&[(key, Some(value))]);
+            assert_eq!(invalid_key(&e), key, "{value}: {e}");
+        }
+        // A wildcard listen address cannot double as the connect address.
+        let e = err_of(&[
+            ("restapi.listen", Some("'0.0.0.0:8008'")),
+            ("restapi.connect_address", None),
+        ]);
+        assert_eq!(invalid_key(&e), "restapi.connect_address");
+        assert!(e.to_string().contains("defaults to restapi.listen"), "{e}");
+        let e = err_of(&[
+            ("postgresql.listen", Some("'127.0.0.1,10.0.0.5:5432'")),
+            ("postgresql.connect_address", None),
+        ]);
+        assert_eq!(invalid_key(&e), "postgresql.connect_address");
+
+        let l = parse_edited(&[
+            ("restapi.listen", Some("'[::]:8008'")),
+            ("restapi.connect_address", Some("'[fd00::5]:8008'")),
+            ("postgresql.listen", Some("'127.0.0.1,10.0.0.5:5432'")),
+        ])
+        .expect("IPv6 and listen lists are fine");
+        assert_eq!(l.config.restapi_connect(), "[fd00::5]:8008");
+    }
+}
