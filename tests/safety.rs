@@ -168,3 +168,106 @@ fn a_raised_ttl_never_lets_the_leader_write_past_its_lease() {
         last.duration_since(expiry)
     );
 }
+
+/// Item 3 of the safety review: in synchronous mode a manual failover to the asynchronous
+/// replica, after the leader crashed, must not promote it while it lacks commits that the
+/// synchronous standby acknowledged. The asynchronous replica's walsender is frozen while rows
+/// are committed (the synchronous standby acknowledges them), then the leader crashes and an
+/// operator asks for a failover to the lagging replica. Regent used to answer "Successfully
+/// failed over" and lose those rows; the request must be refused (412, naming the standby and
+/// the gap) and the synchronous standby take over with every row.
+#[test]
+fn a_manual_failover_in_synchronous_mode_never_loses_acknowledged_commits() {
+    let _g = serial();
+    let (mut c, leader) = Cluster::healthy(
+        3,
+        NodeSpec {
+            synchronous_mode: true,
+            ..NodeSpec::default()
+        },
+    );
+    let lport = c.nodes[leader].pg_port;
+    let leader_name = c.nodes[leader].name.clone();
+    let sync_name = wait_for(
+        "a synchronous standby in /sync",
+        Duration::from_secs(30),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&c.etcd.get("/service/test/sync")?).ok()?;
+            (v["leader"] == leader_name.as_str()).then_some(())?;
+            v["sync_standby"].as_str().map(str::to_string)
+        },
+    );
+    let s = c
+        .nodes
+        .iter()
+        .position(|n| n.name == sync_name)
+        .expect("sync node");
+    let a = (0..3)
+        .find(|i| *i != leader && *i != s)
+        .expect("async node");
+    let a_name = c.nodes[a].name.clone();
+    psql(
+        lport,
+        "CREATE TABLE acked (id int primary key); CREATE TABLE split_brain_probe (t timestamptz)",
+    )
+    .expect("create tables");
+    // Everything so far has reached the asynchronous replica too.
+    wait_for(
+        "the async replica to catch up",
+        Duration::from_secs(30),
+        || {
+            psql(
+                c.nodes[a].pg_port,
+                "SELECT count(*) FROM pg_class WHERE relname = 'acked'",
+            )
+            .ok()
+            .filter(|n| n == "1")
+        },
+    );
+    let walsender: i32 = psql(
+        lport,
+        &format!("SELECT pid FROM pg_stat_replication WHERE application_name = '{a_name}'"),
+    )
+    .expect("walsender pid")
+    .parse()
+    .expect("a pid");
+    let stop =
+        |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(walsender), sig).expect("signal");
+    stop(nix::sys::signal::Signal::SIGSTOP);
+    for id in 1..=50 {
+        psql(lport, &format!("INSERT INTO acked VALUES ({id})")).expect("commit");
+    }
+    c.nodes[leader].crash();
+    let (status, body) = http_request_at(
+        &c.nodes[a].host,
+        c.nodes[a].api_port,
+        "POST",
+        "/failover",
+        Some(&format!(r#"{{"candidate": "{a_name}"}}"#)),
+        Duration::from_secs(60),
+    )
+    .expect("an answer to POST /failover");
+    assert_eq!(
+        status, 412,
+        "a failover to the lagging replica must be refused: {body}"
+    );
+    assert!(
+        body.contains(&sync_name),
+        "the answer names the standby: {body}"
+    );
+    let new = wait_new_writable(&c, leader, Duration::from_secs(40));
+    assert_eq!(new, s, "only the synchronous standby may be promoted");
+    assert_eq!(
+        psql(c.nodes[new].pg_port, "SELECT count(*) FROM acked").as_deref(),
+        Ok("50"),
+        "no acknowledged commit lost"
+    );
+}
+
+/// The index of a node other than `old` that accepts a write, once one does.
+fn wait_new_writable(c: &Cluster, old: usize, timeout: Duration) -> usize {
+    wait_for("a new writable leader", timeout, || {
+        c.writable().into_iter().find(|i| *i != old)
+    })
+}

@@ -32,16 +32,52 @@ pub(super) fn streaming_only(w: &World, r: Ranking) -> Ranking {
     }
 }
 
+/// In synchronous mode, whether `candidate` may be promoted although an operator, not the
+/// `sync` key, named it: see [`super::sync::holds_every_acknowledged_commit`]. The positions
+/// are what this node sees this loop (its own, and the peers' live answers).
+fn sync_safe(w: &World, candidate: &str) -> Result<(), String> {
+    if !w.settings.synchronous_mode {
+        return Ok(());
+    }
+    let Some((key, _)) = w.cluster.as_ref().and_then(|c| c.sync.as_ref()) else {
+        return Ok(());
+    };
+    let position = |name: &str| -> Option<u64> {
+        if name == w.me {
+            w.pg.received_lsn.or(w.pg.wal_position)
+        } else {
+            let p = w.peers.get(name)?.as_ref()?;
+            Some(p.received_lsn.unwrap_or(p.wal_position))
+        }
+    };
+    let standbys: Vec<(String, Option<u64>)> = key
+        .members()
+        .into_iter()
+        .map(|s| {
+            let lsn = position(&s);
+            (s, lsn)
+        })
+        .collect();
+    super::sync::holds_every_acknowledged_commit(candidate, position(candidate), &standbys)
+}
+
 pub(super) fn elect(w: &World, policy: &dyn Policy) -> Decision {
     if let Some(req) = w.request()
         && let Some(c) = req.candidate
         && matches!(req.due(w), Due::Now)
     {
+        let safe = sync_safe(w, c);
         if c == w.me
             && !w.settings.nofailover
             && w.settings.failover_priority > 0
             && !matches!(w.health, Health::Failed(_))
         {
+            if let Err(why) = &safe {
+                return Decision::new(
+                    format!("no leader and a failover to me was requested, but {why}: not racing"),
+                    vec![],
+                );
+            }
             return Decision::new(
                 "no leader and a failover to me was requested: racing for the lock",
                 vec![Action::AcquireLeader {
@@ -49,13 +85,14 @@ pub(super) fn elect(w: &World, policy: &dyn Policy) -> Decision {
                 }],
             );
         }
-        let viable = w.peers.get(c).and_then(Option::as_ref).is_some_and(|p| {
-            p.in_recovery
-                && p.state == "running"
-                && p.healthy
-                && !p.nofailover
-                && p.failover_priority > 0
-        });
+        let viable = safe.is_ok()
+            && w.peers.get(c).and_then(Option::as_ref).is_some_and(|p| {
+                p.in_recovery
+                    && p.state == "running"
+                    && p.healthy
+                    && !p.nofailover
+                    && p.failover_priority > 0
+            });
         let waited = w
             .memory
             .unlocked_since_ms

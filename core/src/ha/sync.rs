@@ -252,6 +252,44 @@ pub fn plan(i: &SyncInputs) -> SyncPlan {
     }
 }
 
+/// Whether a replica outside the `sync` key provably holds every commit the leader
+/// acknowledged, so that promoting it loses nothing: every synchronous standby the key names
+/// has reported how much WAL it received (`standbys`: name and position, `None` when it did
+/// not answer), and the candidate has received at least as much as each of them. A commit was
+/// acknowledged only once every listed standby had flushed it. `Err` says why not, naming the
+/// standby and the gap in bytes.
+pub fn holds_every_acknowledged_commit(
+    candidate: &str,
+    candidate_lsn: Option<u64>,
+    standbys: &[(String, Option<u64>)],
+) -> Result<(), String> {
+    if standbys.iter().any(|(name, _)| name == candidate) {
+        return Ok(());
+    }
+    let Some(have) = candidate_lsn else {
+        return Err(format!(
+            "{candidate} reports no WAL position, so nothing proves it holds every acknowledged commit"
+        ));
+    };
+    for (name, lsn) in standbys {
+        match lsn {
+            None => {
+                return Err(format!(
+                    "synchronous standby {name} did not report its WAL position, so nothing proves {candidate} holds every acknowledged commit"
+                ));
+            }
+            Some(need) if *need > have => {
+                return Err(format!(
+                    "{candidate} is {} bytes behind synchronous standby {name} ({have} < {need}) and may lack acknowledged commits",
+                    need - have
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// What a primary waits for from its first moment (a start as primary, or a promotion), before
 /// its first [`plan`]: the standbys its own key names (they were waited for before a restart),
 /// else, in strict mode, any standby; else nobody.

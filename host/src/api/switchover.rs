@@ -217,6 +217,14 @@ async fn not_possible(
         if m.is_empty() {
             return Some("candidate does not exists".into());
         }
+        if action == Action::Failover && sync_mode && !sync.iter().any(|s| s == cand) {
+            let (have, standbys) = sync_positions(ctx, c, cand, &sync).await;
+            if let Err(why) =
+                crate::ha::sync::holds_every_acknowledged_commit(cand, have, &standbys)
+            {
+                return Some(format!("{} is not possible: {why}", action.lower()));
+            }
+        }
         m
     } else if sync_mode {
         let m: Vec<_> = c
@@ -273,6 +281,41 @@ async fn not_possible(
         "{} is not possible: no good candidates have been found",
         action.lower()
     ))
+}
+
+/// How much WAL the candidate and each synchronous standby have received, from their REST
+/// APIs (`None`: no answer): a failover outside the `sync` key must prove it loses nothing.
+async fn sync_positions(
+    ctx: &ApiContext,
+    c: &Cluster,
+    candidate: &str,
+    sync: &[String],
+) -> (Option<u64>, Vec<(String, Option<u64>)>) {
+    let mut polls = tokio::task::JoinSet::new();
+    for name in sync.iter().map(String::as_str).chain([candidate]) {
+        let url = c.member(name).and_then(|m| m.data.api_url.clone());
+        let (peers, name) = (ctx.peers().clone(), name.to_string());
+        polls.spawn(async move {
+            let lsn = match url {
+                Some(url) => fetch_peer_status(&peers, &url, CANDIDATE_TIMEOUT)
+                    .await
+                    .ok()
+                    .map(|p| p.received_lsn.unwrap_or(p.wal_position)),
+                None => None,
+            };
+            (name, lsn)
+        });
+    }
+    let mut have = None;
+    let mut standbys: Vec<(String, Option<u64>)> = sync.iter().map(|s| (s.clone(), None)).collect();
+    while let Some(Ok((name, lsn))) = polls.join_next().await {
+        if name == candidate {
+            have = lsn;
+        } else if let Some(slot) = standbys.iter_mut().find(|(s, _)| *s == name) {
+            slot.1 = lsn;
+        }
+    }
+    (have, standbys)
 }
 
 /// Poll the DCS until a leader other than `old_leader` holds the key (200), the request is gone

@@ -199,3 +199,56 @@ fn paused_cluster_starts_stops_and_demotes_nothing() {
     offline.memory.write_deadline_ms = Some(NOW - 1);
     assert_eq!(actions(&offline), vec![]);
 }
+
+/// Safety review item 3: in synchronous mode, a requested failover to a replica outside the
+/// `sync` key is carried out only when that replica provably holds every acknowledged commit:
+/// every synchronous standby answered and it has received at least as much WAL as each.
+#[test]
+fn requested_failover_in_synchronous_mode_never_promotes_a_replica_missing_commits() {
+    // a (the leader) is gone; b is the synchronous standby at 1 000, c the async one at 900.
+    let mut c = election_world(900, vec![("a", None), ("b", peer_replica(1_000))]);
+    c.me = "c".into();
+    c.settings.synchronous_mode = true;
+    if let Some(cl) = c.cluster.as_mut() {
+        cl.sync = Some((
+            crate::dcs::SyncState {
+                leader: Some("a".into()),
+                quorum: Some(0),
+                sync_standby: Some("b".into()),
+            },
+            4,
+        ));
+        cl.failover = Some((
+            crate::dcs::Failover {
+                member: Some("c".into()),
+                ..Default::default()
+            },
+            5,
+        ));
+    }
+    let d = decide_default(&c);
+    assert!(
+        !d.actions.contains(&acquire_requested()),
+        "c lags the synchronous standby, yet races: {}",
+        d.summary
+    );
+    assert!(d.summary.contains("b"), "{}", d.summary);
+    // b does not wait for a candidate that may not take over: it races.
+    let mut b = c.clone();
+    b.me = "b".into();
+    b.pg = pg_replica(1_000, Some("a"));
+    b.peers = [
+        ("a".to_string(), None),
+        ("c".to_string(), peer_replica(900)),
+    ]
+    .into();
+    assert_eq!(actions(&b), vec![acquire()]);
+    // Caught up with the synchronous standby: c holds every acknowledged commit and races.
+    let mut caught_up = c.clone();
+    caught_up.pg = pg_replica(1_000, Some("a"));
+    assert_eq!(actions(&caught_up), vec![acquire_requested()]);
+    // The synchronous standby did not answer: nothing proves c holds every commit.
+    let mut unknown = caught_up.clone();
+    unknown.peers.insert("b".into(), None);
+    assert!(!actions(&unknown).contains(&acquire_requested()));
+}
