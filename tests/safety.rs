@@ -271,3 +271,59 @@ fn wait_new_writable(c: &Cluster, old: usize, timeout: Duration) -> usize {
         c.writable().into_iter().find(|i| *i != old)
     })
 }
+
+/// Item 4 of the safety review: a second process started with a copy of a running node's
+/// configuration (other ports, an empty data directory) must refuse to start, as Patroni does
+/// ("Can't start; there is already a node named ..."), and must never touch the leader key.
+/// Regent's impostor used to release the real leader's key ("data directory is empty but the
+/// leader key has my name"), demoting the real leader.
+#[test]
+fn a_second_node_with_the_same_name_refuses_to_start() {
+    let _g = serial();
+    let (c, leader) = Cluster::healthy(1, NodeSpec::default());
+    let real = &c.nodes[leader];
+    let postmaster = real.postmaster_pid().expect("the leader's postmaster");
+    let key_before = c
+        .etcd
+        .lease_left("/service/test/leader")
+        .expect("leader key")
+        .0;
+    let other = tempfile::Builder::new()
+        .prefix("regent-it-dup-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(
+        other.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut dup = Node::new(
+        other.path(),
+        &real.name,
+        &[c.etcd.endpoint()],
+        &NodeSpec::default(),
+    );
+    dup.start();
+    let status = dup.wait_exit(Duration::from_secs(30));
+    let log = dup.log();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the second {} did not exit with an error ({status:?}):\n{log}",
+        real.name
+    );
+    assert!(
+        log.contains(&format!("already a node named '{}'", real.name)),
+        "the refusal names the node:\n{log}"
+    );
+    assert_eq!(
+        c.etcd.lease_left("/service/test/leader").map(|(l, _)| l),
+        Some(key_before),
+        "the leader key is untouched"
+    );
+    assert_eq!(
+        real.postmaster_pid(),
+        Some(postmaster),
+        "the leader kept running"
+    );
+    assert_eq!(real.http_get("/primary").map(|(s, _)| s), Some(200));
+}

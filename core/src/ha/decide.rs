@@ -83,10 +83,16 @@ fn decide_without_dcs(w: &World) -> Decision {
 }
 
 fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
-    if cluster.leader_name() == Some(w.me.as_str()) {
+    if let Some(l) = cluster.leader.as_ref().filter(|l| l.name == w.me) {
+        if Some(l.lease) == w.memory.our_lease {
+            return Decision::new(
+                "data directory is empty but the leader key has my name: releasing it",
+                vec![Action::ReleaseLeader],
+            );
+        }
         return Decision::new(
-            "data directory is empty but the leader key has my name: releasing it",
-            vec![Action::ReleaseLeader],
+            "data directory is empty and the leader key has my name on another lease (another process with my name, or my previous run): not touching it until it expires",
+            vec![],
         );
     }
     if let Some(leader) = w.other_leader() {
@@ -115,7 +121,11 @@ fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
 fn decide_stopped(w: &World, was_primary: bool) -> Decision {
     let was_primary = was_primary || w.pg.former_primary;
     if w.settings.paused {
-        if w.cluster.as_ref().and_then(|c| c.leader_name()) == Some(w.me.as_str()) {
+        if w.cluster
+            .as_ref()
+            .and_then(|c| c.leader.as_ref())
+            .is_some_and(|l| l.name == w.me && Some(l.lease) == w.memory.our_lease)
+        {
             return Decision::new(
                 "the cluster is paused and PostgreSQL is not running: releasing the leader key",
                 vec![Action::ReleaseLeader],

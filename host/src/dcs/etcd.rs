@@ -384,13 +384,17 @@ impl EtcdDcs {
         Ok(self.call("acquire leader", c.txn(txn)).await?.succeeded())
     }
 
-    /// Move the leader key to our current lease if it still holds our name (a restarted
-    /// supervisor re-attaching to its leadership).
-    pub async fn reattach_leader(&self, name: &str) -> Result<bool> {
+    /// Move the leader key to our current lease if it still holds our name on the lease it was
+    /// seen on (`from_lease`): a restarted supervisor re-attaching to its leadership. A key
+    /// that moved meanwhile is left alone.
+    pub async fn reattach_leader(&self, name: &str, from_lease: i64) -> Result<bool> {
         let lease = self.require_lease().await?;
         let key = self.key(keys::LEADER);
         let txn = Txn::new()
-            .when([Compare::value(key.clone(), CompareOp::Equal, name)])
+            .when([
+                Compare::value(key.clone(), CompareOp::Equal, name),
+                Compare::lease(key.clone(), CompareOp::Equal, from_lease),
+            ])
             .and_then([TxnOp::put(
                 key,
                 name,
@@ -431,11 +435,16 @@ impl EtcdDcs {
             .await
     }
 
-    /// Delete the leader key only if it still holds our name.
+    /// Delete the leader key only if it holds our name on our own lease: a key with our name
+    /// on another lease belongs to another process (or to a previous run, and expires with it).
     pub async fn release_leader(&self, name: &str) -> Result<bool> {
+        let lease = self.require_lease().await?;
         let key = self.key(keys::LEADER);
         let txn = Txn::new()
-            .when([Compare::value(key.clone(), CompareOp::Equal, name)])
+            .when([
+                Compare::value(key.clone(), CompareOp::Equal, name),
+                Compare::lease(key.clone(), CompareOp::Equal, lease),
+            ])
             .and_then([TxnOp::delete(key, None)]);
         let mut c = self.client.clone();
         Ok(self.call("release leader", c.txn(txn)).await?.succeeded())

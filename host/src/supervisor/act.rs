@@ -51,7 +51,15 @@ impl Supervisor {
                 }
             }
             Action::ReattachLeader => {
-                let ok = self.dcs.reattach_leader(&self.cfg.name).await?;
+                let Some(from) = w
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.leader.as_ref())
+                    .map(|l| l.lease)
+                else {
+                    return Ok(true);
+                };
+                let ok = self.dcs.reattach_leader(&self.cfg.name, from).await?;
                 tracing::info!(ok, "re-attached the leader key to this process's lease");
                 Ok(true)
             }

@@ -11,6 +11,10 @@ use crate::ha::policy::{DefaultPolicy, Health};
 use crate::ha::{Action, Decision, World, decide};
 use std::time::Duration;
 
+/// How many loops may run back to back, without waiting for `loop_wait`, a change, or a
+/// command: a loop never spins.
+const MAX_RERUNS: u32 = 3;
+
 impl Supervisor {
     /// Run until `shutdown` resolves, then hand over cleanly.
     pub async fn run(
@@ -46,14 +50,25 @@ impl Supervisor {
         tokio::spawn(self.dcs.clone().watch_forever());
         let changed = self.dcs.changed.clone();
         let mut control = self.control.take();
+        let mut reruns = 0;
         loop {
             if let Err(e) = self.guard.ensure_running(&exe, &mut self.guard_child) {
                 tracing::error!(error = %e, "cannot restart the fencing guard");
             }
             let rerun = self.cycle().await?;
-            if rerun {
+            // A few loops back to back carry a change through (acquire, then promote); more
+            // would be a loop spinning on an action that never takes effect.
+            if rerun && reruns < MAX_RERUNS {
+                reruns += 1;
                 continue;
             }
+            if rerun {
+                tracing::warn!(
+                    reruns,
+                    "the last loops asked to run again at once; waiting loop_wait before the next"
+                );
+            }
+            reruns = 0;
             let nap = Duration::from_secs(self.dynamic.loop_wait.max(1));
             tokio::select! {
                 _ = &mut shutdown => break,

@@ -199,6 +199,7 @@ impl Supervisor {
         let (policy, policies, watcher) = load_policies(&cfg).await?;
         let http = api::PeerClient::from_config(&cfg)
             .map_err(|e| SupervisorError::Fatal(e.to_string()))?;
+        ensure_unique_name(&dcs, &http, &cfg.name).await?;
         attach_prober(policies.as_deref(), &pg)?;
         Ok(Supervisor {
             cfg,
@@ -256,6 +257,40 @@ impl Supervisor {
     /// longer start goes on in the background while the loop keeps renewing the lease.
     pub(super) fn start_patience(&self) -> Duration {
         Duration::from_secs(self.dynamic.loop_wait.clamp(2, 10))
+    }
+}
+
+/// Refuse to start when another running process already is this node: a member key with our
+/// name whose REST API answers (as Patroni checks). Two processes with one name would take
+/// each other's leader key for their own. A member key left by a previous run of this node,
+/// whose process is gone, does not count: its API does not answer (or is our own listener,
+/// bound but not serving yet).
+async fn ensure_unique_name(
+    dcs: &EtcdDcs,
+    http: &api::PeerClient,
+    name: &str,
+) -> Result<(), SupervisorError> {
+    let Ok(cluster) = dcs.read_cluster().await else {
+        return Ok(());
+    };
+    let Some(url) = cluster.member(name).and_then(|m| m.data.api_url.clone()) else {
+        return Ok(());
+    };
+    let base = url
+        .strip_suffix("/patroni")
+        .unwrap_or(&url)
+        .trim_end_matches('/');
+    let probe = http
+        .request(reqwest::Method::GET, &format!("{base}/liveness"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await;
+    match probe {
+        Ok(answer) => Err(SupervisorError::Fatal(format!(
+            "Can't start; there is already a node named '{name}' running: its member key names the REST API {base}, which answered HTTP {}. Give this node another `name`, or stop the other process",
+            answer.status().as_u16()
+        ))),
+        Err(_) => Ok(()),
     }
 }
 

@@ -405,8 +405,11 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
     }
     if has(d, |a| matches!(a, Action::ReleaseLeader)) {
         prop_assert!(
-            dcs && truth.leader_name() == Some(w.me.as_str()),
-            "ReleaseLeader: {}",
+            dcs && truth
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.name == w.me && Some(l.lease) == w.memory.our_lease),
+            "ReleaseLeader of a key not on my lease: {}",
             ctx()
         );
     }
