@@ -327,3 +327,132 @@ fn a_second_node_with_the_same_name_refuses_to_start() {
     );
     assert_eq!(real.http_get("/primary").map(|(s, _)| s), Some(200));
 }
+
+/// Whether the node at `port` accepts a write right now.
+fn writable_at(port: u16) -> bool {
+    psql(
+        port,
+        "INSERT INTO split_brain_probe VALUES (now()) RETURNING 1",
+    )
+    .is_ok_and(|s| s == "1")
+}
+
+/// Item 2 of the safety review: PostgreSQL starts writable only while the node holds the leader
+/// key on a live lease. A hand-over whose target never confirms the last WAL is aborted and the
+/// old leader starts again; here its lease is revoked while it waits, so the leader key is gone
+/// and the old leader must come back read-only (the next loop decides). Regent used to start it
+/// as primary regardless, with no leader key.
+#[test]
+fn an_aborted_hand_over_without_the_lease_starts_read_only() {
+    let _g = serial();
+    let (c, leader) = Cluster::healthy(2, NodeSpec::default());
+    let target = 1 - leader;
+    let (l, t) = (&c.nodes[leader], &c.nodes[target]);
+    psql(l.pg_port, "CREATE TABLE split_brain_probe (t timestamptz)").expect("create table");
+    wait_for("the table on the replica", Duration::from_secs(30), || {
+        psql(
+            t.pg_port,
+            "SELECT count(*) FROM pg_class WHERE relname = 'split_brain_probe'",
+        )
+        .ok()
+        .filter(|n| n == "1")
+    });
+    // The target stops receiving: it will never confirm the shutdown checkpoint.
+    let receiver: i32 = psql(t.pg_port, "SELECT pid FROM pg_stat_wal_receiver")
+        .expect("walreceiver")
+        .parse()
+        .expect("a pid");
+    let signal = |sig| {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(receiver), sig);
+    };
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    let (lease, _) = c
+        .etcd
+        .lease_left("/service/test/leader")
+        .expect("leader key");
+    let body = format!(r#"{{"leader": "{}", "candidate": "{}"}}"#, l.name, t.name);
+    let (host, api) = (l.host.clone(), l.api_port);
+    let request = std::thread::spawn(move || {
+        http_request_at(
+            &host,
+            api,
+            "POST",
+            "/switchover",
+            Some(&body),
+            Duration::from_secs(60),
+        )
+    });
+    wait_for(
+        "the leader to stop PostgreSQL for the hand-over",
+        Duration::from_secs(20),
+        || l.postmaster_pid().is_none().then_some(()),
+    );
+    let revoked = std::process::Command::new("etcdctl")
+        .args(["--endpoints", &c.etcd.endpoint(), "lease", "revoke"])
+        .arg(format!("{lease:x}"))
+        .output()
+        .expect("etcdctl lease revoke");
+    assert!(revoked.status.success(), "{revoked:?}");
+    // The hand-over waits 5 s for the target, then gives up. Watch the old leader from then
+    // on: whenever it takes a write, the leader key must be its own.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(15) {
+        if writable_at(l.pg_port) {
+            let key = c.etcd.get("/service/test/leader");
+            assert_eq!(
+                key.as_deref(),
+                Some(l.name.as_str()),
+                "{} took a write without holding the leader key, {:?} after its lease was revoked",
+                l.name,
+                watch.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(nix::sys::signal::Signal::SIGCONT);
+    let _ = request.join();
+}
+
+/// Item 7 of the safety review: the fencing guard outlives a SIGTERM (a service manager stopping
+/// regent's process group): while a deadline is armed, only the guard stands between a frozen
+/// or dead supervisor and a primary past its lease.
+#[test]
+fn the_fencing_guard_ignores_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("n.regent-guard.state");
+    let pidfile = dir.path().join("n.regent-guard.pid");
+    // Armed far ahead, owned by this test process: the guard has something to guard.
+    std::fs::write(
+        &state,
+        format!("armed {} {}\n", u64::MAX / 2, std::process::id()),
+    )
+    .expect("state");
+    let mut guard = std::process::Command::new(REGENT)
+        .arg("guard")
+        .arg("--state")
+        .arg(&state)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start regent guard");
+    wait_for("the guard's pid file", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .filter(|p| p.trim() == guard.id().to_string())
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guard.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    // A negative: the guard must still run a while later. SIGTERM's default action is
+    // immediate, so half a second is ample.
+    std::thread::sleep(Duration::from_millis(500));
+    let exited = guard.try_wait().expect("try_wait");
+    let _ = guard.kill();
+    let _ = guard.wait();
+    assert!(exited.is_none(), "the guard died of SIGTERM: {exited:?}");
+}

@@ -8,21 +8,25 @@
 //! re-attaches to the running guard through the same files, so a quick supervisor restart costs
 //! no failover. The guard exits on its own once its owner is gone and nothing is left to guard.
 
+use crate::postmaster::{kill_with_children, postmaster_of, standby_configured};
 use nix::sys::signal::{Signal, kill};
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Milliseconds on the system-wide monotonic clock (shared by all processes on the host).
+/// Milliseconds on the system-wide monotonic clock that keeps counting while the machine is
+/// suspended (`CLOCK_BOOTTIME`; shared by all processes on the host). A lease keeps expiring in
+/// etcd while a VM is paused: a clock that stops then would let a resumed primary believe its
+/// deadline still lies ahead.
 pub fn mono_ms() -> u64 {
-    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+    match clock_gettime(ClockId::CLOCK_BOOTTIME) {
         Ok(ts) => (ts.tv_sec() as u64) * 1000 + (ts.tv_nsec() as u64) / 1_000_000,
         Err(_) => 0,
     }
 }
 
-/// Convert an `Instant` to monotonic ms (both use CLOCK_MONOTONIC on Linux).
+/// Convert an `Instant` to [`mono_ms`] time (the same elapsed time back from now).
 pub fn instant_to_mono_ms(i: std::time::Instant) -> u64 {
     mono_ms().saturating_sub(i.elapsed().as_millis() as u64)
 }
@@ -157,27 +161,22 @@ fn is_guard(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn postmaster_pid(data_dir: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    (pid > 0 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid)
-}
-
-/// Stop the postmaster now: SIGQUIT (immediate shutdown: every backend exits at once), then
-/// SIGKILL of the postmaster and its children if it lingers.
+/// Stop the postmaster of `data_dir` now (only a process verified to be it): SIGQUIT
+/// (immediate shutdown: every backend exits at once), then, if it lingers for a second,
+/// SIGKILL of the postmaster and of every process it forked. Returns whether there was one.
 pub fn fence_now(data_dir: &Path) -> bool {
-    let Some(pid) = postmaster_pid(data_dir) else {
+    let Some(pid) = postmaster_of(data_dir) else {
         return false;
     };
     let p = Pid::from_raw(pid);
     let _ = kill(p, Signal::SIGQUIT);
     for _ in 0..100 {
-        if kill(p, None).is_err() {
+        if postmaster_of(data_dir) != Some(pid) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = kill(p, Signal::SIGKILL);
+    kill_with_children(pid);
     true
 }
 
@@ -185,11 +184,14 @@ pub fn fence_now(data_dir: &Path) -> bool {
 pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
     std::fs::write(&files.pid, format!("{}\n", std::process::id()))?;
     let parent_at_start = nix::unistd::getppid().as_raw();
-    // A terminal's Ctrl-C must not take the guard down with the supervisor's process group.
+    // A terminal's Ctrl-C, a hang-up or a SIGTERM to the supervisor's process group (a service
+    // manager stopping regent) must not take the guard down: it outlives the supervisor for as
+    // long as there is a primary to guard.
     // SAFETY: installing SIG_IGN has no preconditions.
     unsafe {
-        let _ = nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn);
-        let _ = nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn);
+        for sig in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGTERM] {
+            let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn);
+        }
     }
     eprintln!(
         "regent guard {}: watching {}",
@@ -198,41 +200,8 @@ pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
     );
     let mut last_owner: Option<i32> = None;
     loop {
-        match files.read() {
-            Some(GuardState::Armed { deadline_ms, owner }) => {
-                last_owner = Some(owner);
-                if mono_ms() >= deadline_ms {
-                    if fence_now(&files.data_dir) {
-                        eprintln!(
-                            "regent guard: lease deadline passed without renewal: stopped the primary in {}",
-                            files.data_dir.display()
-                        );
-                    }
-                    files.write(GuardState::Fenced { at_ms: mono_ms() })?;
-                } else if !alive(owner) && postmaster_pid(&files.data_dir).is_none() {
-                    return Ok(());
-                }
-            }
-            Some(GuardState::Disarmed { owner }) => {
-                last_owner = Some(owner);
-                if !alive(owner) {
-                    return Ok(());
-                }
-            }
-            Some(GuardState::Fenced { at_ms }) => {
-                // Wait for a supervisor to re-arm or disarm; leave once nobody is left.
-                if last_owner.is_none_or(|o| !alive(o)) && mono_ms().saturating_sub(at_ms) > 60_000
-                {
-                    return Ok(());
-                }
-            }
-            None => {
-                // Not written yet (the supervisor writes it right after starting us): nothing
-                // to guard. Leave once the supervisor that started us is gone.
-                if last_owner.is_none_or(|o| !alive(o)) && !alive(parent_at_start) {
-                    return Ok(());
-                }
-            }
+        if guard_step(files, &mut last_owner, parent_at_start)? {
+            return Ok(());
         }
         if files.guard_pid_file_changed() {
             return Ok(());
@@ -247,6 +216,64 @@ pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
         };
         std::thread::sleep(Duration::from_millis(nap));
     }
+}
+
+/// One round of the guard: fence when an armed deadline has passed (or, once fenced, when a
+/// writable postmaster appears); `Ok(true)` when the guard should exit (nobody is left to
+/// guard). `last_owner` carries the supervisor seen last between rounds; `parent_at_start` is
+/// the process that started the guard.
+fn guard_step(
+    files: &GuardFiles,
+    last_owner: &mut Option<i32>,
+    parent_at_start: i32,
+) -> std::io::Result<bool> {
+    match files.read() {
+        Some(GuardState::Armed { deadline_ms, owner }) => {
+            *last_owner = Some(owner);
+            if mono_ms() >= deadline_ms {
+                if fence_now(&files.data_dir) {
+                    eprintln!(
+                        "regent guard: lease deadline passed without renewal: stopped the primary in {}",
+                        files.data_dir.display()
+                    );
+                }
+                files.write(GuardState::Fenced { at_ms: mono_ms() })?;
+            } else if !alive(owner) && postmaster_of(&files.data_dir).is_none() {
+                return Ok(true);
+            }
+        }
+        Some(GuardState::Disarmed { owner }) => {
+            *last_owner = Some(owner);
+            if !alive(owner) {
+                return Ok(true);
+            }
+        }
+        Some(GuardState::Fenced { at_ms }) => {
+            // A postmaster started writable since the fence, without the guard re-armed
+            // (only a supervisor that holds the lock re-arms it first), is fenced too.
+            if postmaster_of(&files.data_dir).is_some()
+                && !standby_configured(&files.data_dir)
+                && fence_now(&files.data_dir)
+            {
+                eprintln!(
+                    "regent guard: a writable PostgreSQL started without the lease: stopped it in {}",
+                    files.data_dir.display()
+                );
+            }
+            // Wait for a supervisor to re-arm or disarm; leave once nobody is left.
+            if last_owner.is_none_or(|o| !alive(o)) && mono_ms().saturating_sub(at_ms) > 60_000 {
+                return Ok(true);
+            }
+        }
+        None => {
+            // Not written yet (the supervisor writes it right after starting us): nothing
+            // to guard. Leave once the supervisor that started us is gone.
+            if last_owner.is_none_or(|o| !alive(o)) && !alive(parent_at_start) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 impl GuardFiles {
@@ -280,6 +307,130 @@ mod tests {
             assert_eq!(GuardState::decode(&st.encode()), Some(st));
         }
         assert_eq!(GuardState::decode("garbage"), None);
+    }
+
+    /// A process standing in for a postmaster: a copy of `sh` named `postgres` (so its
+    /// `/proc/<pid>/comm` reads `postgres`), running in `data_dir`, ignoring SIGQUIT, with two
+    /// children of its own; its pid goes into `postmaster.pid`.
+    fn fake_postmaster(dir: &std::path::Path) -> (std::process::Child, std::path::PathBuf) {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let exe = dir.join("postgres");
+        std::fs::copy("/bin/sh", &exe).expect("copy sh");
+        // Another test thread forking while the copy was open for writing makes exec fail
+        // with "text file busy" until that child has exec'd: retry.
+        let child = (0..50)
+            .find_map(|_| {
+                match std::process::Command::new(&exe)
+                    .args(["-c", "trap '' QUIT; sleep 300 & sleep 300 & wait"])
+                    .current_dir(&data)
+                    .spawn()
+                {
+                    Ok(c) => Some(c),
+                    Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        None
+                    }
+                    Err(e) => panic!("spawn the fake postmaster: {e}"),
+                }
+            })
+            .expect("spawn the fake postmaster: text file busy");
+        std::fs::write(data.join("postmaster.pid"), format!("{}\n", child.id()))
+            .expect("postmaster.pid");
+        (child, data)
+    }
+
+    fn children(pid: i32) -> Vec<i32> {
+        // Both children exist once the shell has forked them.
+        for _ in 0..200 {
+            let c = crate::postmaster::children_of(pid);
+            if c.len() == 2 {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the fake postmaster did not start its children");
+    }
+
+    /// Safety review item 5: a stale `postmaster.pid` whose pid now belongs to an unrelated
+    /// process (as root, `kill(pid, 0)` succeeds for any process) is not a postmaster: the
+    /// guard must never signal it.
+    #[test]
+    fn a_reused_pid_in_postmaster_pid_is_never_signalled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut other = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .expect("spawn sleep");
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            format!("{}\n", other.id()),
+        )
+        .expect("postmaster.pid");
+        assert!(!fence_now(dir.path()), "fenced an unrelated process");
+        assert!(
+            other.try_wait().expect("try_wait").is_none(),
+            "the unrelated process was signalled"
+        );
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+
+    /// Safety review item 7: fencing stops the postmaster and its children, even a postmaster
+    /// that does not react to SIGQUIT (its children must not outlive it, reparented).
+    #[test]
+    fn fencing_stops_the_postmaster_and_its_children() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut pm, data) = fake_postmaster(dir.path());
+        let kids = children(pm.id() as i32);
+        assert!(fence_now(&data));
+        let _ = pm.wait();
+        for k in kids {
+            let gone = (0..200).any(|_| {
+                let dead = kill(Pid::from_raw(k), None).is_err()
+                    || std::fs::read_to_string(format!("/proc/{k}/stat")).is_ok_and(|s| {
+                        s.rsplit_once(')')
+                            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                    });
+                if !dead {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                dead
+            });
+            assert!(gone, "child {k} of the fenced postmaster is still running");
+        }
+    }
+
+    /// Safety review item 2: a guard that fenced keeps watching: a postmaster started writable
+    /// (no `standby.signal`) without the guard being re-armed is stopped; a read-only one is left
+    /// alone.
+    #[test]
+    fn a_fenced_guard_stops_a_writable_postmaster_started_without_rearming() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut pm, data) = fake_postmaster(dir.path());
+        // Its children exist once the shell has run its `trap`: a SIGQUIT before that would
+        // kill it the ordinary way.
+        children(pm.id() as i32);
+        let files = GuardFiles::new(dir.path(), "n", &data);
+        files
+            .write(GuardState::Fenced { at_ms: mono_ms() })
+            .expect("state");
+        std::fs::write(data.join("standby.signal"), "").expect("standby.signal");
+        guard_step(&files, &mut None, std::process::id() as i32).expect("guard step");
+        assert!(
+            pm.try_wait().expect("try_wait").is_none(),
+            "a read-only postmaster was fenced"
+        );
+        std::fs::remove_file(data.join("standby.signal")).expect("rm standby.signal");
+        guard_step(&files, &mut None, std::process::id() as i32).expect("guard step");
+        let stopped = (0..1000).any(|_| {
+            let done = pm.try_wait().expect("try_wait").is_some();
+            if !done {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done
+        });
+        assert!(stopped, "a writable postmaster ran on under a fenced guard");
     }
 
     #[test]

@@ -12,5 +12,6 @@ pub mod lab;
 pub mod metrics;
 pub mod plugin;
 pub mod postgres;
+pub mod postmaster;
 pub mod supervisor;
 pub mod time;

@@ -116,6 +116,11 @@ impl Postgres {
         Ok(true)
     }
 
+    /// Whether the data directory is set to start read-only (`standby.signal`).
+    pub fn standby_configured(&self) -> bool {
+        crate::postmaster::standby_configured(&self.s.data_dir)
+    }
+
     /// The upstream written into regent.conf, if any.
     pub fn configured_upstream(&self) -> Option<String> {
         let text = std::fs::read_to_string(self.s.data_dir.join(REGENT_CONF)).ok()?;

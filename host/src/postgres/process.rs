@@ -82,17 +82,10 @@ impl Postgres {
         std::fs::rename(&tmp, path).map_err(|e| io(format!("rename {}", path.display()), e))
     }
 
-    /// The postmaster's pid if it is alive.
+    /// The postmaster's pid if it is alive and really is this data directory's postmaster
+    /// (never a process that reused the pid of a stale `postmaster.pid`).
     pub fn postmaster_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.s.data_dir.join("postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        if pid <= 0 {
-            return None;
-        }
-        match kill(Pid::from_raw(pid), None) {
-            Ok(()) => Some(pid),
-            Err(_) => None,
-        }
+        crate::postmaster::postmaster_of(&self.s.data_dir)
     }
 
     /// Reap our child if it exited (keeps zombies from looking alive).
@@ -185,13 +178,12 @@ impl Postgres {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             self.reap().await;
-            if kill(Pid::from_raw(pid), None).is_err() {
+            if self.postmaster_pid() != Some(pid) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(pid, "PostgreSQL did not stop in time: SIGKILL");
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                kill_children(pid);
+                crate::postmaster::kill_with_children(pid);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 self.reap().await;
                 return Ok(());
@@ -206,29 +198,6 @@ impl Postgres {
                 .map_err(|e| PgError::Io(format!("SIGHUP postmaster: {e}")))?;
         }
         Ok(())
-    }
-}
-
-/// Kill every process whose parent is `ppid` (postgres backends of a killed postmaster).
-fn kill_children(ppid: i32) {
-    let Ok(it) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in it.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the `(comm)`: state ppid ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let parent = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
-        if parent == Some(ppid) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use super::{NodeRole, PgPhase, Supervisor, SupervisorError};
 use crate::api::LocalSnapshot;
 use crate::config::split_host_port;
 use crate::dcs::Cluster;
-use crate::fence::GuardState;
+use crate::fence::{GuardState, mono_ms};
 use crate::ha::{Action, DataDir, DemoteMode, World};
 use crate::postgres::{StopMode, Upstream};
 use std::time::Duration;
@@ -93,12 +93,9 @@ impl Supervisor {
                 Ok(true)
             }
             Action::StartPrimary => {
-                self.pg.set_former_primary(false)?;
-                self.phase = PgPhase::Starting;
                 self.pg.preset_sync_standbys(&self.sync_at_start(w));
-                self.pg.configure(false, None)?;
-                self.pg.start(self.start_patience()).await?;
-                self.role = NodeRole::Primary;
+                self.start_primary_or_read_only(self.start_patience())
+                    .await?;
                 Ok(true)
             }
             Action::StartReplica { leader } => {
@@ -156,7 +153,13 @@ impl Supervisor {
                 }
             }
             Action::Promote => {
-                self.arm_guard();
+                if !self.lock_held_now() {
+                    return Err(SupervisorError::Io(
+                        "not promoting: the leader key is no longer ours on a live lease".into(),
+                    ));
+                }
+                // Never writable unless the guard enforces this deadline.
+                self.arm_guard()?;
                 tracing::info!("promoting PostgreSQL");
                 self.pg.promote().await?;
                 self.role = NodeRole::Primary;
@@ -288,12 +291,84 @@ impl Supervisor {
     }
 
     /// Hand the guard the current write deadline (before a promotion or a start as primary).
-    pub(super) fn arm_guard(&self) {
-        if let Some(d) = self.mem.write_deadline_ms {
-            let _ = self.guard.write(GuardState::Armed {
+    /// An error when there is no deadline or the guard's file cannot be written: then nothing
+    /// may become writable.
+    pub(super) fn arm_guard(&self) -> Result<(), SupervisorError> {
+        let d = self.mem.write_deadline_ms.ok_or_else(|| {
+            SupervisorError::Io("no write deadline to arm the fencing guard with".into())
+        })?;
+        self.guard
+            .write(GuardState::Armed {
                 deadline_ms: d,
                 owner: std::process::id() as i32,
-            });
+            })
+            .map_err(|e| {
+                SupervisorError::Io(format!(
+                    "cannot arm the fencing guard ({}): {e}",
+                    self.guard.state.display()
+                ))
+            })
+    }
+
+    /// Whether PostgreSQL may be writable now: the leader key, as last read, holds our name on
+    /// our lease, the last renewal of that lease succeeded, and the write deadline it earned
+    /// lies ahead. (Nobody can take a key on our lease before that lease expires, and it cannot
+    /// expire before the deadline.)
+    pub(super) fn lock_held_now(&self) -> bool {
+        let now = mono_ms();
+        self.last_cluster
+            .as_ref()
+            .and_then(|c| c.leader.as_ref())
+            .is_some_and(|l| l.name == self.cfg.name && Some(l.lease) == self.mem.our_lease)
+            && !self.mem.renewal_failed
+            && self.mem.write_deadline_ms.is_some_and(|d| now < d)
+    }
+
+    /// The one way PostgreSQL starts on a primary's data directory (outside bootstrap):
+    /// writable only while [`Self::lock_held_now`] and with the guard armed for the deadline
+    /// first; otherwise read-only (`standby.signal`, no upstream, marked a former primary), and
+    /// the next loop decides. Returns whether PostgreSQL accepts connections yet.
+    pub(super) async fn start_primary_or_read_only(
+        &mut self,
+        patience: Duration,
+    ) -> Result<bool, SupervisorError> {
+        self.phase = PgPhase::Starting;
+        // Checked afresh: this may run long after the loop read the cluster (a hand-over gave
+        // up after waiting), and the key may be gone although the deadline is not (revoked,
+        // deleted by hand).
+        match self.renew_lease().await {
+            Ok(_) => match self.dcs.read_cluster().await {
+                Ok(c) => self.last_cluster = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the leader key before starting");
+                    self.mem.lease_renewal_failed();
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "could not renew the lease before starting"),
+        }
+        let armed = if self.lock_held_now() {
+            self.arm_guard()
+        } else {
+            Err(SupervisorError::Io(
+                "the leader key is not ours on a live lease".into(),
+            ))
+        };
+        match armed {
+            Ok(()) => {
+                self.pg.set_former_primary(false)?;
+                self.pg.configure(false, None)?;
+                let started = self.pg.start(patience).await?;
+                self.role = NodeRole::Primary;
+                Ok(started)
+            }
+            Err(why) => {
+                tracing::warn!(reason = %why, "starting PostgreSQL read-only, not as primary");
+                self.pg.set_former_primary(true)?;
+                self.pg.configure(true, None)?;
+                let started = self.pg.start(patience).await?;
+                self.role = NodeRole::Replica;
+                Ok(started)
+            }
         }
     }
 
@@ -352,7 +427,7 @@ impl Supervisor {
                 "the leader key was taken during bootstrap".into(),
             ));
         }
-        self.arm_guard();
+        self.arm_guard()?;
         let cd = self.pg.controldata().await?;
         let sysid = cd
             .get("Database system identifier")

@@ -149,7 +149,13 @@ impl Supervisor {
             .stop(StopMode::Fast, Duration::from_secs(60))
             .await?;
         let patience = timeout.map_or(self.start_patience(), Duration::from_secs);
-        match self.pg.start(patience).await {
+        let started = if self.pg.standby_configured() {
+            self.pg.start(patience).await.map_err(SupervisorError::from)
+        } else {
+            // A primary's data directory: writable again only under the lock.
+            self.start_primary_or_read_only(patience).await
+        };
+        match started {
             Ok(started) => {
                 self.phase = if started {
                     PgPhase::Running
@@ -161,7 +167,7 @@ impl Supervisor {
             }
             Err(e) => {
                 self.phase = PgPhase::RestartFailed;
-                Err(e.into())
+                Err(e)
             }
         }
     }

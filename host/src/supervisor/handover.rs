@@ -68,7 +68,10 @@ impl Supervisor {
         if let Ok(r) = self.renew_lease().await
             && Some(r.lease) == lease_before
         {
-            self.arm_guard();
+            // A failed write leaves the guard's earlier, shorter deadline in force.
+            if let Err(e) = self.arm_guard() {
+                tracing::warn!(error = %e, "could not extend the fencing guard's deadline");
+            }
         }
         let confirmed = match ckpt {
             Some(lsn) => {
@@ -80,15 +83,14 @@ impl Supervisor {
         if !confirmed {
             tracing::error!(
                 candidate = %to,
-                "hand-over aborted: {to} did not confirm the shutdown checkpoint within 5 s; starting again as primary"
+                "hand-over aborted: {to} did not confirm the shutdown checkpoint within 5 s; starting again (as primary if the leader key is still ours)"
             );
             if request {
                 let _ = self.dcs.clear_failover().await;
             }
             self.mem.handover_aborted(mono_ms());
-            self.phase = PgPhase::Starting;
-            self.pg.configure(false, None)?;
-            self.pg.start(self.start_patience()).await?;
+            self.start_primary_or_read_only(self.start_patience())
+                .await?;
             return Ok(true);
         }
         if let Some(lsn) = ckpt {
