@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Milliseconds on the system-wide monotonic clock (shared by all processes on the host).
-pub fn mono_ms() -> u64 {
+pub(crate) fn mono_ms() -> u64 {
     match clock_gettime(ClockId::CLOCK_MONOTONIC) {
         Ok(ts) => (ts.tv_sec() as u64) * 1000 + (ts.tv_nsec() as u64) / 1_000_000,
         Err(_) => 0,
@@ -23,12 +23,12 @@ pub fn mono_ms() -> u64 {
 }
 
 /// Convert an `Instant` to monotonic ms (both use CLOCK_MONOTONIC on Linux).
-pub fn instant_to_mono_ms(i: std::time::Instant) -> u64 {
+pub(crate) fn instant_to_mono_ms(i: std::time::Instant) -> u64 {
     mono_ms().saturating_sub(i.elapsed().as_millis() as u64)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuardState {
+pub(crate) enum GuardState {
     /// The primary may accept writes until `deadline_ms`; `owner` is the regent pid.
     Armed {
         deadline_ms: u64,
@@ -72,13 +72,16 @@ impl GuardState {
 /// The files shared by `regent` and its guard.
 #[derive(Debug, Clone)]
 pub struct GuardFiles {
+    /// The state file `regent` writes and the guard polls.
     pub state: PathBuf,
+    /// The guard's pid file.
     pub pid: PathBuf,
+    /// The data directory whose postmaster the guard stops.
     pub data_dir: PathBuf,
 }
 
 impl GuardFiles {
-    pub fn new(run_dir: &Path, name: &str, data_dir: &Path) -> GuardFiles {
+    pub(crate) fn new(run_dir: &Path, name: &str, data_dir: &Path) -> GuardFiles {
         GuardFiles {
             state: run_dir.join(format!("{name}.regent-guard.state")),
             pid: run_dir.join(format!("{name}.regent-guard.pid")),
@@ -86,19 +89,19 @@ impl GuardFiles {
         }
     }
 
-    pub fn read(&self) -> Option<GuardState> {
+    pub(crate) fn read(&self) -> Option<GuardState> {
         GuardState::decode(&std::fs::read_to_string(&self.state).ok()?)
     }
 
     /// Atomically replace the state (write + rename).
-    pub fn write(&self, st: GuardState) -> std::io::Result<()> {
+    pub(crate) fn write(&self, st: GuardState) -> std::io::Result<()> {
         let tmp = self.state.with_extension("tmp");
         std::fs::write(&tmp, st.encode())?;
         std::fs::rename(&tmp, &self.state)
     }
 
     /// The guard's pid if a guard is alive.
-    pub fn guard_pid(&self) -> Option<i32> {
+    pub(crate) fn guard_pid(&self) -> Option<i32> {
         let pid: i32 = std::fs::read_to_string(&self.pid)
             .ok()?
             .trim()
@@ -113,7 +116,7 @@ impl GuardFiles {
 
     /// Make sure a guard runs for these files; spawns `exe guard ...` if none does. A guard we
     /// spawned earlier that has exited is reaped (`spawned`).
-    pub fn ensure_running(
+    pub(crate) fn ensure_running(
         &self,
         exe: &Path,
         spawned: &mut Option<std::process::Child>,
@@ -165,7 +168,7 @@ fn postmaster_pid(data_dir: &Path) -> Option<i32> {
 
 /// Stop the postmaster now: SIGQUIT (immediate shutdown: every backend exits at once), then
 /// SIGKILL of the postmaster and its children if it lingers.
-pub fn fence_now(data_dir: &Path) -> bool {
+pub(crate) fn fence_now(data_dir: &Path) -> bool {
     let Some(pid) = postmaster_pid(data_dir) else {
         return false;
     };
