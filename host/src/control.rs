@@ -15,21 +15,22 @@ use tokio::sync::{mpsc, oneshot};
 pub struct RestartRequest {
     /// When to restart (ISO 8601 with time zone); `None`: now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
+    pub(crate) schedule: Option<String>,
     /// Restart only if the node has this role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub(crate) role: Option<String>,
     /// Restart only if the running server's version is lower than this one (`15.2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres_version: Option<String>,
+    pub(crate) postgres_version: Option<String>,
     /// Seconds to wait for the restart before failing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
     /// Restart only if PostgreSQL has a pending restart (a changed parameter).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub restart_pending: bool,
+    pub(crate) restart_pending: bool,
 }
 
+/// What the REST API (or SIGHUP) asks the HA loop to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// `POST /restart`: restart PostgreSQL now (if the conditions hold) or schedule it.
@@ -38,7 +39,12 @@ pub enum Command {
     CancelRestart,
     /// `POST /reinitialize`: move the data directory aside and clone it again from the leader
     /// (or from any running replica unless `from_leader`).
-    Reinitialize { force: bool, from_leader: bool },
+    Reinitialize {
+        /// Start again even when a re-initialization is already in progress.
+        force: bool,
+        /// Clone from the leader only.
+        from_leader: bool,
+    },
     /// `POST /reload`, SIGHUP: re-read the local configuration file, rescan the policies,
     /// reload PostgreSQL.
     Reload,
@@ -49,11 +55,14 @@ pub enum Command {
 /// The loop's answer: the HTTP status code and the plain-text body the API returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
+    /// The HTTP status code.
     pub status: u16,
+    /// The plain-text body.
     pub body: String,
 }
 
 impl Reply {
+    /// A reply with this status code and body.
     pub fn new(status: u16, body: impl Into<String>) -> Reply {
         Reply {
             status,
@@ -63,7 +72,7 @@ impl Reply {
 }
 
 /// A command with the channel its reply goes back on.
-pub type Envelope = (Command, oneshot::Sender<Reply>);
+pub(crate) type Envelope = (Command, oneshot::Sender<Reply>);
 
 /// The API's end: clone it freely.
 #[derive(Debug, Clone)]
@@ -72,7 +81,7 @@ pub struct ControlHandle {
 }
 
 /// The HA loop's end.
-pub type ControlReceiver = mpsc::Receiver<Envelope>;
+pub(crate) type ControlReceiver = mpsc::Receiver<Envelope>;
 
 /// A connected pair.
 pub fn channel() -> (ControlHandle, ControlReceiver) {
@@ -92,7 +101,7 @@ impl ControlHandle {
     }
 
     /// Fire and forget (no answer awaited), e.g. [`Command::Wake`].
-    pub fn notify(&self, command: Command) {
+    pub(crate) fn notify(&self, command: Command) {
         let (tx, _rx) = oneshot::channel();
         let _ = self.tx.try_send((command, tx));
     }

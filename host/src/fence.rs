@@ -19,7 +19,7 @@ use std::time::Duration;
 /// suspended (`CLOCK_BOOTTIME`; shared by all processes on the host). A lease keeps expiring in
 /// etcd while a VM is paused: a clock that stops then would let a resumed primary believe its
 /// deadline still lies ahead.
-pub fn mono_ms() -> u64 {
+pub(crate) fn mono_ms() -> u64 {
     match clock_gettime(ClockId::CLOCK_BOOTTIME) {
         Ok(ts) => (ts.tv_sec() as u64) * 1000 + (ts.tv_nsec() as u64) / 1_000_000,
         Err(_) => 0,
@@ -27,12 +27,12 @@ pub fn mono_ms() -> u64 {
 }
 
 /// Convert an `Instant` to [`mono_ms`] time (the same elapsed time back from now).
-pub fn instant_to_mono_ms(i: std::time::Instant) -> u64 {
+pub(crate) fn instant_to_mono_ms(i: std::time::Instant) -> u64 {
     mono_ms().saturating_sub(i.elapsed().as_millis() as u64)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuardState {
+pub(crate) enum GuardState {
     /// The primary may accept writes until `deadline_ms`; `owner` is the regent pid.
     Armed {
         deadline_ms: u64,
@@ -76,13 +76,16 @@ impl GuardState {
 /// The files shared by `regent` and its guard.
 #[derive(Debug, Clone)]
 pub struct GuardFiles {
+    /// The state file `regent` writes and the guard polls.
     pub state: PathBuf,
+    /// The guard's pid file.
     pub pid: PathBuf,
+    /// The data directory whose postmaster the guard stops.
     pub data_dir: PathBuf,
 }
 
 impl GuardFiles {
-    pub fn new(run_dir: &Path, name: &str, data_dir: &Path) -> GuardFiles {
+    pub(crate) fn new(run_dir: &Path, name: &str, data_dir: &Path) -> GuardFiles {
         GuardFiles {
             state: run_dir.join(format!("{name}.regent-guard.state")),
             pid: run_dir.join(format!("{name}.regent-guard.pid")),
@@ -90,19 +93,19 @@ impl GuardFiles {
         }
     }
 
-    pub fn read(&self) -> Option<GuardState> {
+    pub(crate) fn read(&self) -> Option<GuardState> {
         GuardState::decode(&std::fs::read_to_string(&self.state).ok()?)
     }
 
     /// Atomically replace the state (write + rename).
-    pub fn write(&self, st: GuardState) -> std::io::Result<()> {
+    pub(crate) fn write(&self, st: GuardState) -> std::io::Result<()> {
         let tmp = self.state.with_extension("tmp");
         std::fs::write(&tmp, st.encode())?;
         std::fs::rename(&tmp, &self.state)
     }
 
     /// The guard's pid if a guard is alive.
-    pub fn guard_pid(&self) -> Option<i32> {
+    pub(crate) fn guard_pid(&self) -> Option<i32> {
         let pid: i32 = std::fs::read_to_string(&self.pid)
             .ok()?
             .trim()
@@ -117,7 +120,7 @@ impl GuardFiles {
 
     /// Make sure a guard runs for these files; spawns `exe guard ...` if none does. A guard we
     /// spawned earlier that has exited is reaped (`spawned`).
-    pub fn ensure_running(
+    pub(crate) fn ensure_running(
         &self,
         exe: &Path,
         spawned: &mut Option<std::process::Child>,
@@ -164,7 +167,7 @@ fn is_guard(pid: i32) -> bool {
 /// Stop the postmaster of `data_dir` now (only a process verified to be it): SIGQUIT
 /// (immediate shutdown: every backend exits at once), then, if it lingers for a second,
 /// SIGKILL of the postmaster and of every process it forked. Returns whether there was one.
-pub fn fence_now(data_dir: &Path) -> bool {
+pub(crate) fn fence_now(data_dir: &Path) -> bool {
     let Some(pid) = postmaster_of(data_dir) else {
         return false;
     };

@@ -1,6 +1,8 @@
 //! Regent: a PostgreSQL high-availability supervisor.
 //!
 //! See ARCHITECTURE.md for the map of the modules.
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod config;
 pub mod control;
@@ -11,7 +13,7 @@ pub use regent_core::ha;
 pub mod lab;
 pub mod metrics;
 pub mod plugin;
-pub mod postgres;
-pub mod postmaster;
+pub(crate) mod postgres;
+pub(crate) mod postmaster;
 pub mod supervisor;
-pub mod time;
+pub(crate) mod time;

@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Most label sets a family keeps apart; further ones are counted as `other`.
-pub const MAX_SERIES: usize = 256;
+pub(crate) const MAX_SERIES: usize = 256;
 
 /// Most bucket boundaries a histogram may have.
 const MAX_BUCKETS: usize = 16;
@@ -47,18 +47,18 @@ const POLICY_BUCKETS: &[f64] = &[
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
-    pub const fn new() -> Counter {
+    pub(crate) const fn new() -> Counter {
         Counter(AtomicU64::new(0))
     }
 
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -76,7 +76,7 @@ pub struct Histogram {
 impl Histogram {
     /// `bounds` must be increasing and at most 16 long (checked at compile time for the
     /// registry's own histograms, which are built in `const` context).
-    pub const fn new(bounds: &'static [f64]) -> Histogram {
+    pub(crate) const fn new(bounds: &'static [f64]) -> Histogram {
         assert!(bounds.len() <= MAX_BUCKETS, "too many histogram buckets");
         Histogram {
             bounds,
@@ -85,6 +85,7 @@ impl Histogram {
         }
     }
 
+    /// Records one observation: its bucket's count and the sum.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = self
@@ -98,7 +99,8 @@ impl Histogram {
     }
 
     /// Number of observations.
-    pub fn count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
         self.counts[..=self.bounds.len()]
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
@@ -106,7 +108,7 @@ impl Histogram {
     }
 
     /// Sum of the observations in seconds.
-    pub fn sum_seconds(&self) -> f64 {
+    pub(crate) fn sum_seconds(&self) -> f64 {
         self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
     }
 
@@ -247,7 +249,7 @@ impl<M: Series> Family<M> {
 }
 
 /// A label value in the text format: `\`, `"` and line feeds escaped.
-pub fn escape_label(v: &str) -> String {
+pub(crate) fn escape_label(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         match c {
@@ -260,8 +262,8 @@ pub fn escape_label(v: &str) -> String {
     out
 }
 
-/// All of Regent's own metrics. The process uses [`global()`]; tests may make their own.
-pub struct Registry {
+/// All of Regent's own metrics. The process uses [`GLOBAL`]; tests may make their own.
+pub(crate) struct Registry {
     etcd_latency: Family<Histogram>,
     etcd_failures: Family<Counter>,
     lease_renewals: Family<Counter>,
@@ -282,7 +284,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    pub const fn new() -> Registry {
+    pub(crate) const fn new() -> Registry {
         Registry {
             etcd_latency: Family::new(
                 "regent_etcd_request_duration_seconds",
@@ -342,18 +344,18 @@ impl Registry {
         }
     }
 
-    pub fn ha_loop_seconds(&self) -> &Histogram {
+    pub(crate) fn ha_loop_seconds(&self) -> &Histogram {
         &self.ha_loop
     }
 
-    pub fn etcd_request(&self, op: &str, d: Duration, ok: bool) {
+    pub(crate) fn etcd_request(&self, op: &str, d: Duration, ok: bool) {
         self.etcd_latency.with(&[op]).observe(d);
         if !ok {
             self.etcd_failures.with(&[op]).inc();
         }
     }
 
-    pub fn lease_renewal(&self, ok: bool) {
+    pub(crate) fn lease_renewal(&self, ok: bool) {
         if ok {
             self.lease_renewals.with(&[]).inc();
         } else {
@@ -361,29 +363,29 @@ impl Registry {
         }
     }
 
-    pub fn lease_grant(&self) {
+    pub(crate) fn lease_grant(&self) {
         self.lease_grants.with(&[]).inc();
     }
 
-    pub fn election(&self, reason: &str) {
+    pub(crate) fn election(&self, reason: &str) {
         self.elections.with(&[reason]).inc();
     }
 
-    pub fn failover(&self, reason: &str) {
+    pub(crate) fn failover(&self, reason: &str) {
         self.failovers.with(&[reason]).inc();
     }
 
-    pub fn policy_call(&self, policy: &str, hook: &str, d: Duration) {
+    pub(crate) fn policy_call(&self, policy: &str, hook: &str, d: Duration) {
         self.policy_latency.with(&[policy, hook]).observe(d);
     }
 
-    pub fn policy_fault(&self, policy: &str, kind: &str) {
+    pub(crate) fn policy_fault(&self, policy: &str, kind: &str) {
         self.policy_faults.with(&[policy, kind]).inc();
     }
 
     /// Append every metric in the text format, each series labelled with `const_labels` first
     /// (e.g. `scope` and `name`, as Patroni labels its metrics).
-    pub fn render(&self, out: &mut String, const_labels: &[(&str, &str)]) {
+    pub(crate) fn render(&self, out: &mut String, const_labels: &[(&str, &str)]) {
         let mut base = String::new();
         for (n, v) in const_labels {
             if !base.is_empty() {
@@ -414,11 +416,6 @@ impl Registry {
 
 static GLOBAL: Registry = Registry::new();
 
-/// The process-wide registry.
-pub fn global() -> &'static Registry {
-    &GLOBAL
-}
-
 /// HA loop cycle durations: `metrics::ha_loop_seconds().observe(started.elapsed())`.
 pub fn ha_loop_seconds() -> &'static Histogram {
     GLOBAL.ha_loop_seconds()
@@ -435,7 +432,7 @@ pub fn lease_renewal(ok: bool) {
 }
 
 /// A new lease was granted.
-pub fn lease_grant() {
+pub(crate) fn lease_grant() {
     GLOBAL.lease_grant()
 }
 
@@ -460,7 +457,7 @@ pub fn policy_fault(policy: &str, kind: &str) {
 }
 
 /// The whole registry in the text format, labelled with `const_labels`.
-pub fn render(out: &mut String, const_labels: &[(&str, &str)]) {
+pub(crate) fn render(out: &mut String, const_labels: &[(&str, &str)]) {
     GLOBAL.render(out, const_labels)
 }
 

@@ -1,10 +1,10 @@
 //! Timestamps: the pure parsing and formatting live in the core crate
 //! ([`regent_core::time`]); this module adds the system clock, which the core never reads.
 
-pub use regent_core::time::*;
+pub(crate) use regent_core::time::*;
 
 /// Now, from the system clock.
-pub fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

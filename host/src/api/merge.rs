@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 /// Apply `patch` to `target`; returns whether `target` changed.
-pub fn merge_patch(target: &mut Value, patch: &Value) -> bool {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) -> bool {
     let Value::Object(patch) = patch else {
         if target == patch {
             return false;

@@ -54,18 +54,21 @@ use crate::config::{AllowEntry, BasicAuth, Config};
 use crate::control::ControlHandle;
 use crate::dcs::EtcdDcs;
 
-pub use merge::merge_patch;
-pub use peer::{
-    ApiError, ClientOptions, PeerClient, PeerStatus, TlsFile, fetch_peer_status, parse_peer_status,
-};
-pub use read::cluster_document;
-pub use status::status_document;
-pub use write::{ConfigWriteError, patch_config, postgres_version_number};
+pub(crate) use merge::merge_patch;
+pub(crate) use peer::fetch_peer_status;
+pub use peer::{ApiError, ClientOptions, PeerClient};
+#[cfg(test)]
+pub(crate) use peer::{TlsFile, parse_peer_status};
+pub(crate) use status::status_document;
+pub(crate) use write::postgres_version_number;
+pub use write::{ConfigWriteError, patch_config};
 
 /// Snapshot of this node, published by the HA loop. The API derives every answer from it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LocalSnapshot {
+    /// The cluster's scope (`scope` in the configuration).
     pub scope: String,
+    /// This node's member name.
     pub name: String,
     /// Regent version, reported as `patroni.version` too.
     pub version: String,
@@ -80,6 +83,7 @@ pub struct LocalSnapshot {
     pub postmaster_start_time: Option<String>,
     /// e.g. 150004
     pub server_version: Option<u32>,
+    /// PostgreSQL's timeline; `None` while it does not answer.
     pub timeline: Option<u32>,
     /// `pg_current_wal_flush_lsn()`; set only while PostgreSQL runs as a primary.
     pub wal_flush_lsn: Option<u64>,
@@ -87,26 +91,35 @@ pub struct LocalSnapshot {
     pub received_lsn: Option<u64>,
     /// Replica: replayed LSN.
     pub replayed_lsn: Option<u64>,
+    /// Replica: commit time of the last replayed transaction (`pg_last_xact_replay_timestamp()`).
     pub replayed_timestamp: Option<String>,
+    /// Replica: WAL replay is paused (`pg_is_wal_replay_paused()`).
     pub replay_paused: bool,
     /// "streaming" | "in archive recovery"
     pub replication_state: Option<String>,
     /// Walsenders on this node.
     pub replication: Vec<ReplicationRow>,
+    /// No member holds the leader key, or the DCS could not be read.
     pub cluster_unlocked: bool,
+    /// The cluster is in maintenance mode (`pause` in the dynamic configuration).
     pub paused: bool,
     /// Unix seconds of the last successful DCS read.
     pub dcs_last_seen: Option<u64>,
+    /// The last DCS read of the cluster succeeded.
     pub dcs_reachable: bool,
     /// Effective tags (nofailover, failover_priority, noloadbalance, nosync, custom...).
     pub tags: Map<String, Value>,
+    /// The data directory's database system identifier, once known.
     pub system_identifier: Option<String>,
     /// max(/status optime, latest_end_lsn); used for lag.
     pub leader_optime: Option<u64>,
+    /// `maximum_lag_on_failover` from the dynamic configuration, in bytes.
     pub maximum_lag_on_failover: u64,
     /// Listed in `/sync`.
     pub sync_standby: bool,
+    /// The leader lease's `ttl` from the dynamic configuration, in seconds.
     pub ttl: u64,
+    /// `loop_wait` from the dynamic configuration, in seconds.
     pub loop_wait: u64,
     /// When the HA loop last completed a cycle (liveness).
     pub last_loop: Option<Instant>,
@@ -128,12 +141,12 @@ pub struct LocalSnapshot {
 /// One walsender, as listed under `replication` in the status document.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ReplicationRow {
-    pub usename: String,
-    pub application_name: String,
-    pub client_addr: Option<String>,
-    pub state: String,
-    pub sync_state: String,
-    pub sync_priority: i32,
+    pub(crate) usename: String,
+    pub(crate) application_name: String,
+    pub(crate) client_addr: Option<String>,
+    pub(crate) state: String,
+    pub(crate) sync_state: String,
+    pub(crate) sync_priority: i32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -143,16 +156,16 @@ pub struct ReplicationRow {
 /// What the API needs besides the view, from the configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiSettings {
-    pub name: String,
-    pub scope: String,
+    pub(crate) name: String,
+    pub(crate) scope: String,
     /// Basic auth for the mutating endpoints (`restapi.authentication`).
-    pub auth: Option<BasicAuth>,
+    pub(crate) auth: Option<BasicAuth>,
     /// `restapi.allowlist`: who may call the mutating endpoints. Empty: anyone.
-    pub allowlist: Vec<AllowEntry>,
+    pub(crate) allowlist: Vec<AllowEntry>,
     /// `restapi.allowlist_include_members`.
     pub allowlist_include_members: bool,
     /// Headers added to every response.
-    pub extra_headers: Vec<(String, String)>,
+    pub(crate) extra_headers: Vec<(String, String)>,
     /// How long `POST /switchover` waits for the new leader. `None`: as Patroni,
     /// `2 × max(10, loop_wait)` seconds.
     pub switchover_timeout: Option<Duration>,
@@ -172,6 +185,8 @@ impl ApiSettings {
         }
     }
 
+    /// The settings from the `restapi` section: authentication, allowlist and extra headers
+    /// (`https_extra_headers` too when the API serves HTTPS).
     pub fn from_config(cfg: &Config) -> ApiSettings {
         let r = &cfg.restapi;
         let mut extra: Vec<(String, String)> = r
@@ -247,6 +262,9 @@ impl Live {
 }
 
 impl ApiContext {
+    /// The context for the handlers: the settings, the snapshot the HA loop publishes, the
+    /// supervisor's command channel, the DCS (`None`: the endpoints that need it answer 503)
+    /// and the client for requests to peers.
     pub fn new(
         settings: ApiSettings,
         view: watch::Receiver<LocalSnapshot>,
@@ -266,7 +284,7 @@ impl ApiContext {
     /// Replace the settings and the peer client (a reload: new credentials, allowlist,
     /// headers, client certificates). Requests already past their access check finish under
     /// the old ones.
-    pub fn set_settings(&self, settings: ApiSettings, peers: PeerClient) {
+    pub(crate) fn set_settings(&self, settings: ApiSettings, peers: PeerClient) {
         let live = Arc::new(Live::new(settings, peers));
         match self.0.live.write() {
             Ok(mut l) => *l = live,
@@ -329,7 +347,7 @@ pub struct Reloader {
 }
 
 /// A checked new API configuration, ready to swap in.
-pub struct Prepared {
+pub(crate) struct Prepared {
     reloader: Reloader,
     settings: ApiSettings,
     peers: PeerClient,
@@ -345,7 +363,11 @@ impl Reloader {
     /// Check `cfg`'s REST API settings; `peers`: the client built from `cfg` for the other
     /// members' APIs. HTTPS cannot be switched on or off while the server runs (the caller
     /// refuses a change of `restapi.certfile` between set and unset).
-    pub fn prepare(&self, cfg: &Config, peers: PeerClient) -> Result<Prepared, tls::TlsError> {
+    pub(crate) fn prepare(
+        &self,
+        cfg: &Config,
+        peers: PeerClient,
+    ) -> Result<Prepared, tls::TlsError> {
         let tls = match &self.tls {
             Some(_) => tls::server_config(&cfg.restapi)?,
             None => None,
@@ -360,7 +382,7 @@ impl Reloader {
 }
 
 impl Prepared {
-    pub fn apply(self) {
+    pub(crate) fn apply(self) {
         if let (Some(cell), Some(config)) = (&self.reloader.tls, self.tls) {
             cell.set(config);
         }

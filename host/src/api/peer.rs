@@ -15,25 +15,25 @@ use crate::config::{BasicAuth, Config};
 
 /// A TLS file and the configuration key it came from (named in errors).
 #[derive(Debug, Clone, PartialEq)]
-pub struct TlsFile {
-    pub key: &'static str,
-    pub path: PathBuf,
+pub(crate) struct TlsFile {
+    pub(crate) key: &'static str,
+    pub(crate) path: PathBuf,
 }
 
 /// How to reach other members' REST APIs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientOptions {
     /// Basic auth sent with every request.
-    pub auth: Option<BasicAuth>,
+    pub(crate) auth: Option<BasicAuth>,
     /// Extra trusted CA certificates (PEM), besides the system's.
-    pub cacert: Option<TlsFile>,
+    pub(crate) cacert: Option<TlsFile>,
     /// Skip server certificate verification (`ctl.insecure`).
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// Client certificate (PEM, may also hold the key) and its key.
-    pub certfile: Option<TlsFile>,
-    pub keyfile: Option<TlsFile>,
+    pub(crate) certfile: Option<TlsFile>,
+    pub(crate) keyfile: Option<TlsFile>,
     /// Default per-request timeout.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -52,7 +52,7 @@ impl Default for ClientOptions {
 impl ClientOptions {
     /// The options a node uses, from its configuration (Patroni's `ctl` section with
     /// `restapi` fallbacks).
-    pub fn from_config(cfg: &Config) -> ClientOptions {
+    pub(crate) fn from_config(cfg: &Config) -> ClientOptions {
         let file = |key: &'static str, path: &Option<PathBuf>| {
             path.clone().map(|path| TlsFile { key, path })
         };
@@ -88,6 +88,8 @@ fn read_tls_file(f: &TlsFile, what: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 impl PeerClient {
+    /// A client with these options: trusted CA certificates, client certificate, Basic auth,
+    /// timeout, and certificate verification.
     pub fn new(opts: &ClientOptions) -> Result<PeerClient, ApiError> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
@@ -136,7 +138,7 @@ impl PeerClient {
     }
 
     /// A request to `url`, with Basic auth when configured.
-    pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, url);
         match &self.auth {
             Some(a) => r.basic_auth(&a.username, Some(&a.password)),
@@ -147,60 +149,87 @@ impl PeerClient {
 
 /// A peer's status as read from its status document (Patroni's `_MemberStatus`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct PeerStatus {
+pub(crate) struct PeerStatus {
     /// `patroni.name`, if the peer sent it.
-    pub name: Option<String>,
-    pub role: String,
-    pub state: String,
+    pub(crate) name: Option<String>,
+    pub(crate) role: String,
+    pub(crate) state: String,
     /// `false` when the document has `xlog.location` or the role is `primary`/`master`.
-    pub in_recovery: bool,
+    pub(crate) in_recovery: bool,
     /// Replica: max(received_location, replayed_location); primary: location.
-    pub wal_position: u64,
+    pub(crate) wal_position: u64,
     /// Replica: `xlog.received_location` and `xlog.replayed_location`.
-    pub received_lsn: Option<u64>,
-    pub replayed_lsn: Option<u64>,
-    pub timeline: Option<u32>,
-    pub nofailover: bool,
-    pub failover_priority: i64,
-    pub tags: Map<String, Value>,
+    pub(crate) received_lsn: Option<u64>,
+    pub(crate) replayed_lsn: Option<u64>,
+    pub(crate) timeline: Option<u32>,
+    pub(crate) nofailover: bool,
+    pub(crate) failover_priority: i64,
+    pub(crate) tags: Map<String, Value>,
     /// Regent's `policy.health.verdict` is not `failed` (a Patroni peer publishes none and
     /// counts as healthy).
-    pub healthy: bool,
+    pub(crate) healthy: bool,
 }
 
 /// Errors of [`fetch_peer_status`] / [`parse_peer_status`]; any of them means the peer counts as
 /// unreachable in a leader race.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The request failed: no connection, a timeout, or the body could not be read.
     #[error("request to {url} failed: {source}")]
     Request {
+        /// The URL requested.
         url: String,
+        /// What the HTTP client reported.
         #[source]
         source: reqwest::Error,
     },
+    /// The response body is larger than the limit.
     #[error("response from {url} exceeds {limit} bytes")]
-    TooLarge { url: String, limit: usize },
+    TooLarge {
+        /// The URL requested.
+        url: String,
+        /// The largest body accepted, in bytes.
+        limit: usize,
+    },
+    /// The response body is not JSON.
     #[error("response from {url} (HTTP {status}) is not valid JSON: {source}")]
     InvalidJson {
+        /// The URL requested.
         url: String,
+        /// The response's HTTP status.
         status: u16,
+        /// Why the body does not parse.
         #[source]
         source: serde_json::Error,
     },
+    /// The status document is JSON but not an object.
     #[error("status document is not a JSON object")]
     NotAnObject,
+    /// The status document has neither `wal` nor `xlog`: the peer could not query its
+    /// PostgreSQL.
     #[error("status document has no xlog: PostgreSQL on the peer could not be queried")]
     MissingXlog,
+    /// A field of the status document has a value of the wrong kind.
     #[error("status document field {field} is invalid: {value}")]
-    InvalidField { field: &'static str, value: String },
+    InvalidField {
+        /// The field's name.
+        field: &'static str,
+        /// The value found, as JSON.
+        value: String,
+    },
     /// A TLS file for the HTTP client cannot be used.
     #[error("{key} = {path:?}: {problem}; {fix}")]
     ClientFile {
+        /// The configuration key that names the file.
         key: &'static str,
+        /// The file.
         path: PathBuf,
+        /// What is wrong with it.
         problem: String,
+        /// How to fix it.
         fix: String,
     },
+    /// The HTTP client cannot be built.
     #[error("cannot set up the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
 }
@@ -210,7 +239,7 @@ const MAX_PEER_DOCUMENT: usize = 4 * 1024 * 1024;
 
 /// `GET <api_url>` (a member's `api_url`, which ends in `/patroni`) within `timeout`, parsed as
 /// Patroni peers parse it. The HTTP status is not checked, as in Patroni: the body decides.
-pub async fn fetch_peer_status(
+pub(crate) async fn fetch_peer_status(
     client: &PeerClient,
     api_url: &str,
     timeout: Duration,
@@ -246,7 +275,7 @@ pub async fn fetch_peer_status(
 
 /// Reads a status document (Regent's or Patroni's) the way `ha._MemberStatus.from_api_response`
 /// does: `wal` or `xlog` must be present, else the peer is unusable.
-pub fn parse_peer_status(doc: &Value) -> Result<PeerStatus, ApiError> {
+pub(crate) fn parse_peer_status(doc: &Value) -> Result<PeerStatus, ApiError> {
     let obj = doc.as_object().ok_or(ApiError::NotAnObject)?;
     let wal = match obj.get("wal") {
         Some(w) if truthy(w) => w,

@@ -117,7 +117,7 @@ pub(super) fn format_lsn(lsn: u64) -> String {
 /// state, `api_url`, PostgreSQL host and port, timeline, tags, restart flags and, for
 /// non-leaders, LSNs and lag behind the leader's last `/status` optime; `scope`; `pause` when
 /// paused; `scheduled_switchover` when one is scheduled. Built from the DCS member keys only.
-pub fn cluster_document(c: &Cluster, scope: &str) -> Value {
+pub(crate) fn cluster_document(c: &Cluster, scope: &str) -> Value {
     let config = dynamic_config(c);
     let leader = c.leader_name();
     let sync_role = if config.synchronous_mode == SyncMode::Quorum {

@@ -74,7 +74,7 @@ impl<'a> Reported<'a> {
 /// `wal_flush_lsn` makes it a primary document, `received_lsn`/`replayed_lsn` a replica one.
 /// A view that says `running` without any WAL position is reported as state `unknown`, as
 /// Patroni does when its status query fails.
-pub fn status_document(v: &LocalSnapshot) -> Value {
+pub(crate) fn status_document(v: &LocalSnapshot) -> Value {
     let r = Reported::of(v);
     let mut doc = Map::new();
     doc.insert("state".into(), r.state.into());

@@ -26,10 +26,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[error("{key} = {path:?}: {problem}; {fix}")]
 pub struct TlsError {
-    pub key: &'static str,
-    pub path: PathBuf,
-    pub problem: String,
-    pub fix: String,
+    pub(crate) key: &'static str,
+    pub(crate) path: PathBuf,
+    pub(crate) problem: String,
+    pub(crate) fix: String,
 }
 
 fn tls_error(key: &'static str, path: &Path, problem: String, fix: &str) -> TlsError {
@@ -117,11 +117,12 @@ pub fn server_config(restapi: &RestApi) -> Result<Option<Arc<rustls::ServerConfi
 pub struct TlsCell(Arc<RwLock<Arc<rustls::ServerConfig>>>);
 
 impl TlsCell {
+    /// A cell holding `config`.
     pub fn new(config: Arc<rustls::ServerConfig>) -> TlsCell {
         TlsCell(Arc::new(RwLock::new(config)))
     }
 
-    pub fn get(&self) -> Arc<rustls::ServerConfig> {
+    pub(crate) fn get(&self) -> Arc<rustls::ServerConfig> {
         // A panic while the lock was held cannot leave a half-written `Arc`: use it.
         match self.0.read() {
             Ok(c) => c.clone(),
@@ -129,7 +130,7 @@ impl TlsCell {
         }
     }
 
-    pub fn set(&self, config: Arc<rustls::ServerConfig>) {
+    pub(crate) fn set(&self, config: Arc<rustls::ServerConfig>) {
         match self.0.write() {
             Ok(mut c) => *c = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -138,14 +139,14 @@ impl TlsCell {
 }
 
 /// Accepts TCP connections and hands out those whose TLS handshake completed.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: TlsCell) -> io::Result<Self> {
+    pub(crate) fn new(listener: TcpListener, config: TlsCell) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
         let accept_task = tokio::spawn(async move {

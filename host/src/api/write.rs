@@ -31,6 +31,7 @@ pub enum ConfigWriteError {
     /// The resulting configuration would be refused (400).
     #[error("invalid configuration: {0}")]
     Invalid(#[source] ConfigError),
+    /// The DCS read or write failed (503).
     #[error("cannot write the config key: {0}")]
     Dcs(#[source] DcsError),
 }
@@ -248,7 +249,7 @@ pub(super) async fn reinitialize(ctx: &ApiContext, headers: &HeaderMap, body: Bo
 
 /// A `postgres_version` as PostgreSQL's `server_version_num`: `15.2` → 150002,
 /// `9.6.24` → 90624. `None` unless it is `X.Y` (X ≥ 10) or `X.Y.Z`.
-pub fn postgres_version_number(v: &str) -> Option<u32> {
+pub(crate) fn postgres_version_number(v: &str) -> Option<u32> {
     let parts: Vec<u32> = v
         .split('.')
         .map(|p| {

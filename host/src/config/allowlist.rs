@@ -6,7 +6,7 @@ use super::error::q;
 
 /// One `restapi.allowlist` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowEntry {
+pub(crate) enum AllowEntry {
     /// One address.
     Ip(std::net::IpAddr),
     /// A network: its address (host bits cleared) and prefix length.
@@ -17,7 +17,7 @@ pub enum AllowEntry {
 
 impl AllowEntry {
     /// `10.0.0.5`, `10.0.0.0/24`, `fd00::/8` or `db1.example.com`; the error says what is wrong.
-    pub fn parse(s: &str) -> Result<AllowEntry, String> {
+    pub(crate) fn parse(s: &str) -> Result<AllowEntry, String> {
         use std::net::IpAddr;
         let s = s.trim();
         if let Some((addr, len)) = s.split_once('/') {
@@ -54,7 +54,7 @@ impl AllowEntry {
     }
 
     /// Whether `ip` is this address or in this network (host names never match here).
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: std::net::IpAddr) -> bool {
         let ip = canonical_ip(ip);
         match self {
             AllowEntry::Ip(a) => canonical_ip(*a) == ip,
@@ -69,7 +69,7 @@ impl AllowEntry {
 
 /// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, how a dual-stack socket reports IPv4 peers)
 /// as the IPv4 address.
-pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+pub(crate) fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
         v4 => v4,

@@ -12,22 +12,22 @@ use std::collections::BTreeMap;
 pub struct DynamicConfig {
     /// Seconds the leader lease lasts without renewal (default 30).
     #[serde(default = "d_ttl")]
-    pub ttl: u64,
+    pub(crate) ttl: u64,
     /// Seconds the loop sleeps between two cycles (default 10).
     #[serde(default = "d_loop_wait")]
-    pub loop_wait: u64,
+    pub(crate) loop_wait: u64,
     /// Seconds one DCS call may take: the deadline of each etcd request (default 10).
     #[serde(default = "d_retry_timeout")]
-    pub retry_timeout: u64,
+    pub(crate) retry_timeout: u64,
     /// Bytes a replica may be behind the last leader and still be promoted (default 1 MiB).
     #[serde(default = "d_max_lag")]
-    pub maximum_lag_on_failover: u64,
+    pub(crate) maximum_lag_on_failover: u64,
     /// Synchronous replication: off (default), on, or quorum.
     #[serde(default)]
-    pub synchronous_mode: SyncMode,
+    pub(crate) synchronous_mode: SyncMode,
     /// How many standbys the leader keeps synchronous (Patroni's default: 1).
     #[serde(default = "d_sync_count", skip_serializing_if = "is_one")]
-    pub synchronous_node_count: u64,
+    pub(crate) synchronous_node_count: u64,
     /// With no standby to be synchronous, block commits (`synchronous_standby_names = '*'`)
     /// instead of accepting them unreplicated.
     #[serde(
@@ -35,24 +35,24 @@ pub struct DynamicConfig {
         deserialize_with = "patroni_bool",
         skip_serializing_if = "std::ops::Not::not"
     )]
-    pub synchronous_mode_strict: bool,
+    pub(crate) synchronous_mode_strict: bool,
     /// Bytes a synchronous standby may lag behind the primary before another replaces it;
     /// negative (Patroni's default, -1): no limit.
     #[serde(default = "d_minus_one", skip_serializing_if = "is_minus_one")]
-    pub maximum_lag_on_syncnode: i64,
+    pub(crate) maximum_lag_on_syncnode: i64,
     /// A candidate must be on the cluster's timeline to be promoted.
     #[serde(default, deserialize_with = "patroni_bool")]
-    pub check_timeline: bool,
+    pub(crate) check_timeline: bool,
     /// Maintenance mode: no automatic promotion, demotion, start or stop; not set: off.
     #[serde(
         default,
         deserialize_with = "patroni_bool_opt",
         skip_serializing_if = "Option::is_none"
     )]
-    pub pause: Option<bool>,
+    pub(crate) pause: Option<bool>,
     /// The cluster-wide `postgresql` keys.
     #[serde(default)]
-    pub postgresql: DynamicPostgresql,
+    pub(crate) postgresql: DynamicPostgresql,
 }
 
 impl Default for DynamicConfig {
@@ -100,20 +100,20 @@ fn is_minus_one(n: &i64) -> bool {
 
 /// The dynamic configuration's `postgresql` keys, the same on every node.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct DynamicPostgresql {
+pub(crate) struct DynamicPostgresql {
     /// A former primary is rewound before it follows another leader; off: its data is moved
     /// aside and cloned anew.
     #[serde(default, deserialize_with = "patroni_bool")]
-    pub use_pg_rewind: bool,
+    pub(crate) use_pg_rewind: bool,
     /// The leader keeps a replication slot for every other member (default on).
     #[serde(default = "d_true", deserialize_with = "patroni_bool")]
-    pub use_slots: bool,
+    pub(crate) use_slots: bool,
     /// PostgreSQL parameters for every node; a node's `postgresql.parameters` override them.
     #[serde(default)]
-    pub parameters: BTreeMap<String, serde_yaml::Value>,
+    pub(crate) parameters: BTreeMap<String, serde_yaml::Value>,
     /// `pg_hba.conf` lines (Patroni's `bootstrap.dcs.postgresql.pg_hba`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pg_hba: Vec<String>,
+    pub(crate) pg_hba: Vec<String>,
 }
 
 impl Default for DynamicPostgresql {

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// The PostgreSQL programs Regent runs; a bin directory must hold all of them.
-pub const PG_BINARIES: [&str; 6] = [
+pub(crate) const PG_BINARIES: [&str; 6] = [
     "postgres",
     "initdb",
     "pg_ctl",
@@ -93,13 +93,13 @@ fn check_data_dir(cfg: &Config) -> Result<(), ConfigError> {
 /// The directory holding the PostgreSQL programs: `postgresql.bin_dir` if set, else the
 /// directory of `initdb` on `PATH`, else the newest `/usr/lib/postgresql/<version>/bin`; it must
 /// contain every program in [`PG_BINARIES`].
-pub fn resolve_bin_dir(cfg: &Config) -> Result<PathBuf, ConfigError> {
+pub(crate) fn resolve_bin_dir(cfg: &Config) -> Result<PathBuf, ConfigError> {
     find_bin_dir(cfg.postgresql.bin_dir.as_deref())
 }
 
 /// [`resolve_bin_dir`] for a `postgresql.bin_dir` value (`None`: not set), without a whole
 /// configuration (`regent lab` finds the programs before it writes one).
-pub fn find_bin_dir(bin_dir: Option<&Path>) -> Result<PathBuf, ConfigError> {
+pub(crate) fn find_bin_dir(bin_dir: Option<&Path>) -> Result<PathBuf, ConfigError> {
     resolve_bin_dir_in(bin_dir, std::env::var_os("PATH"), Path::new(DEBIAN_PG_ROOT))
 }
 

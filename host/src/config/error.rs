@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextPos {
     /// The line, from 1.
-    pub line: usize,
+    pub(crate) line: usize,
     /// The column, from 1.
-    pub column: usize,
+    pub(crate) column: usize,
 }
 
 impl fmt::Display for TextPos {

@@ -38,18 +38,20 @@ mod validate;
 mod validate_api;
 mod values;
 
-pub use allowlist::{AllowEntry, canonical_ip};
-pub use dynamic::{DynamicConfig, DynamicPostgresql};
-pub use environment::{PG_BINARIES, check_environment, find_bin_dir, resolve_bin_dir};
+pub(crate) use allowlist::{AllowEntry, canonical_ip};
+pub use dynamic::DynamicConfig;
+pub use environment::check_environment;
+pub(crate) use environment::{find_bin_dir, resolve_bin_dir};
 pub use error::{ConfigError, TextPos};
 pub use parse::{Loaded, load, parse};
-pub use regent_core::ha::sync::SyncMode;
-pub use schema::{
-    Authentication, BasicAuth, Bootstrap, Credentials, Ctl, Etcd, Postgresql, RegentSection,
-    RestApi, Tags,
+pub(crate) use regent_core::ha::sync::SyncMode;
+pub use schema::RestApi;
+pub(crate) use schema::{
+    BasicAuth, Bootstrap, Credentials, Ctl, Etcd, Postgresql, RegentSection, Tags,
 };
-pub use validate::{MIN_TTL, validate_dynamic};
-pub use values::{HostList, InitdbOption, dcs_prefix, split_host_port};
+pub(crate) use validate::MIN_TTL;
+pub use validate::validate_dynamic;
+pub(crate) use values::{HostList, InitdbOption, dcs_prefix, split_host_port};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -58,34 +60,34 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Config {
     /// The cluster name, the same on every node; one segment of the DCS keys.
-    pub scope: String,
+    pub(crate) scope: String,
     /// This node's member name, unique in the cluster; one segment of the DCS keys.
-    pub name: String,
+    pub(crate) name: String,
     /// The DCS namespace the cluster's keys live under (default `/service/`).
     #[serde(default = "default_namespace")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// The REST API: where it listens, how others reach it, its authentication and TLS.
     pub restapi: RestApi,
     /// The etcd cluster (v3 API) Regent uses as its DCS; preferred over `etcd`.
     #[serde(default)]
-    pub etcd3: Option<Etcd>,
+    pub(crate) etcd3: Option<Etcd>,
     /// Patroni's `etcd:` (v2) section; accepted for its `hosts`/`host` keys only, the protocol is always v3.
     #[serde(default)]
-    pub etcd: Option<Etcd>,
+    pub(crate) etcd: Option<Etcd>,
     /// How a new cluster starts: its initial dynamic configuration, initdb options, pg_hba lines.
     #[serde(default)]
-    pub bootstrap: Bootstrap,
+    pub(crate) bootstrap: Bootstrap,
     /// This node's PostgreSQL: addresses, directories, roles, parameters.
-    pub postgresql: Postgresql,
+    pub(crate) postgresql: Postgresql,
     /// This node's tags, published in its member key.
     #[serde(default)]
-    pub tags: Tags,
+    pub(crate) tags: Tags,
     /// Regent's own keys (not in Patroni).
     #[serde(default)]
-    pub regent: RegentSection,
+    pub(crate) regent: RegentSection,
     /// Patroni's `ctl` section: how this node (peer polls) and `regent ctl` call REST APIs.
     #[serde(default)]
-    pub ctl: Ctl,
+    pub(crate) ctl: Ctl,
 }
 
 fn default_namespace() -> String {
@@ -103,13 +105,13 @@ impl Config {
     }
 
     /// The `api_url` published in this node's member key: `http(s)://<connect_address>/patroni`.
-    pub fn api_url(&self) -> String {
+    pub(crate) fn api_url(&self) -> String {
         format!("{}://{}/patroni", self.api_scheme(), self.restapi_connect())
     }
 
     /// The credentials this node sends when it calls REST APIs: `ctl.authentication`, else
     /// `restapi.authentication` (as Patroni does).
-    pub fn ctl_authentication(&self) -> Option<&BasicAuth> {
+    pub(crate) fn ctl_authentication(&self) -> Option<&BasicAuth> {
         self.ctl
             .authentication
             .as_ref()
@@ -117,7 +119,7 @@ impl Config {
     }
 
     /// The etcd endpoints, `host:port` each, from `etcd3` (preferred) or `etcd`.
-    pub fn etcd_endpoints(&self) -> Vec<String> {
+    pub(crate) fn etcd_endpoints(&self) -> Vec<String> {
         self.etcd3
             .as_ref()
             .or(self.etcd.as_ref())
@@ -126,7 +128,7 @@ impl Config {
     }
 
     /// The DCS prefix `/<namespace>/<scope>/` with duplicate slashes collapsed.
-    pub fn dcs_prefix(&self) -> String {
+    pub(crate) fn dcs_prefix(&self) -> String {
         dcs_prefix(&self.namespace, &self.scope)
     }
 
@@ -141,7 +143,7 @@ impl Config {
 
     /// PostgreSQL's address as other nodes reach it: `postgresql.connect_address`, else
     /// `postgresql.listen`.
-    pub fn pg_connect(&self) -> &str {
+    pub(crate) fn pg_connect(&self) -> &str {
         self.postgresql
             .connect_address
             .as_deref()
@@ -149,7 +151,7 @@ impl Config {
     }
 
     /// Where the guard keeps its files.
-    pub fn run_dir(&self) -> PathBuf {
+    pub(crate) fn run_dir(&self) -> PathBuf {
         self.regent.run_dir.clone().unwrap_or_else(|| {
             self.postgresql
                 .data_dir

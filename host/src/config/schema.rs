@@ -16,46 +16,46 @@ pub struct RestApi {
     pub listen: String,
     /// `host:port` other nodes and tools use; defaults to `listen`.
     #[serde(default)]
-    pub connect_address: Option<String>,
+    pub(crate) connect_address: Option<String>,
     /// HTTP Basic auth required by the mutating endpoints.
     #[serde(default)]
-    pub authentication: Option<BasicAuth>,
+    pub(crate) authentication: Option<BasicAuth>,
     /// PEM certificate (chain); set, the API serves HTTPS only.
     #[serde(default)]
-    pub certfile: Option<PathBuf>,
+    pub(crate) certfile: Option<PathBuf>,
     /// PEM private key; defaults to the key inside `certfile`.
     #[serde(default)]
-    pub keyfile: Option<PathBuf>,
+    pub(crate) keyfile: Option<PathBuf>,
     /// Refused: encrypted keys are not supported.
     #[serde(default)]
-    pub keyfile_password: Option<String>,
+    pub(crate) keyfile_password: Option<String>,
     /// CA certificates (PEM) this node trusts when it calls other members over HTTPS.
     #[serde(default)]
-    pub cafile: Option<PathBuf>,
+    pub(crate) cafile: Option<PathBuf>,
     /// Only `none` is supported (no client certificates).
     #[serde(default)]
-    pub verify_client: Option<String>,
+    pub(crate) verify_client: Option<String>,
     /// Who may call the mutating endpoints: IP addresses, CIDR networks and host names.
     #[serde(default)]
-    pub allowlist: Vec<String>,
+    pub(crate) allowlist: Vec<String>,
     /// Also allow the hosts in members' `api_url`s.
     #[serde(default, deserialize_with = "patroni_bool")]
-    pub allowlist_include_members: bool,
+    pub(crate) allowlist_include_members: bool,
     /// Headers added to every response.
     #[serde(default)]
-    pub http_extra_headers: BTreeMap<String, String>,
+    pub(crate) http_extra_headers: BTreeMap<String, String>,
     /// Headers added to every response when the API serves HTTPS.
     #[serde(default)]
-    pub https_extra_headers: BTreeMap<String, String>,
+    pub(crate) https_extra_headers: BTreeMap<String, String>,
 }
 
 /// A user name and password for HTTP Basic auth (`restapi.authentication`, `ctl.authentication`).
 #[derive(Clone, Deserialize, Serialize, PartialEq)]
-pub struct BasicAuth {
+pub(crate) struct BasicAuth {
     /// The user name; no `:` (Basic auth separates it from the password with one).
-    pub username: String,
+    pub(crate) username: String,
     /// The password; never shown by `Debug`.
-    pub password: String,
+    pub(crate) password: String,
 }
 
 impl fmt::Debug for BasicAuth {
@@ -69,44 +69,44 @@ impl fmt::Debug for BasicAuth {
 
 /// Patroni's `ctl` section.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
-pub struct Ctl {
+pub(crate) struct Ctl {
     /// Basic auth for calls to REST APIs; defaults to `restapi.authentication`.
     #[serde(default)]
-    pub authentication: Option<BasicAuth>,
+    pub(crate) authentication: Option<BasicAuth>,
     /// Do not verify REST API server certificates.
     #[serde(default, deserialize_with = "patroni_bool")]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// CA certificates (PEM) to trust; defaults to `restapi.cafile`.
     #[serde(default)]
-    pub cacert: Option<PathBuf>,
+    pub(crate) cacert: Option<PathBuf>,
     /// Client certificate (PEM) presented to REST APIs.
     #[serde(default)]
-    pub certfile: Option<PathBuf>,
+    pub(crate) certfile: Option<PathBuf>,
     /// Its key; defaults to the key inside `certfile`.
     #[serde(default)]
-    pub keyfile: Option<PathBuf>,
+    pub(crate) keyfile: Option<PathBuf>,
     /// Refused: encrypted keys are not supported.
     #[serde(default)]
-    pub keyfile_password: Option<String>,
+    pub(crate) keyfile_password: Option<String>,
 }
 
 /// An etcd section (`etcd3`, or Patroni's v2 `etcd`): where the etcd cluster is.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
-pub struct Etcd {
+pub(crate) struct Etcd {
     /// `host:port` list (or comma-separated string, as Patroni allows).
     #[serde(default)]
-    pub hosts: Option<HostList>,
+    pub(crate) hosts: Option<HostList>,
     /// One `host:port`, used when `hosts` gives none.
     #[serde(default)]
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Patroni's `protocol`: `http` or `https` (checked by validation).
     #[serde(default)]
-    pub protocol: Option<String>,
+    pub(crate) protocol: Option<String>,
 }
 
 impl Etcd {
     /// The endpoints, `host:port` each: `hosts` (list or comma-separated), else `host`.
-    pub fn endpoints(&self) -> Vec<String> {
+    pub(crate) fn endpoints(&self) -> Vec<String> {
         let mut out = Vec::new();
         match &self.hosts {
             Some(HostList::List(v)) => out.extend(v.iter().map(|s| s.trim().to_string())),
@@ -128,106 +128,106 @@ impl Etcd {
 
 /// Patroni's `bootstrap` section: how a new cluster starts.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
-pub struct Bootstrap {
+pub(crate) struct Bootstrap {
     /// The dynamic configuration a new cluster starts with (written to the DCS `config` key).
     #[serde(default)]
-    pub dcs: DynamicConfig,
+    pub(crate) dcs: DynamicConfig,
     /// initdb options: strings (`data-checksums`) or single-key maps (`encoding: UTF8`).
     #[serde(default)]
-    pub initdb: Vec<InitdbOption>,
+    pub(crate) initdb: Vec<InitdbOption>,
     /// `pg_hba.conf` lines, used when neither `postgresql.pg_hba` nor the dynamic
     /// configuration's `postgresql.pg_hba` has any.
     #[serde(default)]
-    pub pg_hba: Vec<String>,
+    pub(crate) pg_hba: Vec<String>,
 }
 
 /// Patroni's `postgresql` section: this node's PostgreSQL.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct Postgresql {
+pub(crate) struct Postgresql {
     /// `host:port` PostgreSQL listens on (`listen_addresses` and `port`).
-    pub listen: String,
+    pub(crate) listen: String,
     /// `host:port` other nodes use to reach this PostgreSQL; defaults to `listen`.
     #[serde(default)]
-    pub connect_address: Option<String>,
+    pub(crate) connect_address: Option<String>,
     /// The data directory (absolute).
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// The directory of the PostgreSQL programs; not set: found on `PATH` or under
     /// `/usr/lib/postgresql` (see [`resolve_bin_dir`](super::resolve_bin_dir)).
     #[serde(default)]
-    pub bin_dir: Option<PathBuf>,
+    pub(crate) bin_dir: Option<PathBuf>,
     /// The roles Regent connects as.
-    pub authentication: Authentication,
+    pub(crate) authentication: Authentication,
     /// PostgreSQL parameters for this node; they override the dynamic configuration's.
     #[serde(default)]
-    pub parameters: BTreeMap<String, serde_yaml::Value>,
+    pub(crate) parameters: BTreeMap<String, serde_yaml::Value>,
     /// `pg_hba.conf` lines; when empty, the dynamic configuration's, then `bootstrap.pg_hba`.
     #[serde(default)]
-    pub pg_hba: Vec<String>,
+    pub(crate) pg_hba: Vec<String>,
     /// Regent extension: the OS user PostgreSQL runs as when `regent` runs as root.
     #[serde(default)]
-    pub os_user: Option<String>,
+    pub(crate) os_user: Option<String>,
 }
 
 /// `postgresql.authentication`: the roles Regent connects as.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct Authentication {
+pub(crate) struct Authentication {
     /// The superuser Regent manages PostgreSQL with.
-    pub superuser: Credentials,
+    pub(crate) superuser: Credentials,
     /// The role replicas stream (and clone) with.
-    pub replication: Credentials,
+    pub(crate) replication: Credentials,
     /// The role `pg_rewind` connects as; not set: the superuser.
     #[serde(default)]
-    pub rewind: Option<Credentials>,
+    pub(crate) rewind: Option<Credentials>,
 }
 
 /// A PostgreSQL role and its password.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// The role name.
-    pub username: String,
+    pub(crate) username: String,
     /// Its password, if it has one.
     #[serde(default)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
 /// Patroni's `tags` section: this node's tags, published in its member key.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
-pub struct Tags {
+pub(crate) struct Tags {
     /// Never promote this node.
     #[serde(default, deserialize_with = "patroni_bool")]
-    pub nofailover: bool,
+    pub(crate) nofailover: bool,
     /// Among equally caught-up replicas the higher wins; 0: never promote this node.
     #[serde(default)]
-    pub failover_priority: Option<i64>,
+    pub(crate) failover_priority: Option<i64>,
     /// Keep this node out of load balancing (its replica health check fails).
     #[serde(default, deserialize_with = "patroni_bool")]
-    pub noloadbalance: bool,
+    pub(crate) noloadbalance: bool,
     /// Never make this node a synchronous standby.
     #[serde(default, deserialize_with = "patroni_bool")]
-    pub nosync: bool,
+    pub(crate) nosync: bool,
     /// Any other tag (e.g. `zone`), published as is.
     #[serde(flatten)]
-    pub other: BTreeMap<String, serde_yaml::Value>,
+    pub(crate) other: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// Regent's own keys (not in Patroni).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct RegentSection {
+pub(crate) struct RegentSection {
     /// Directory for the fencing guard's state and pid files; defaults to the data directory's parent.
     #[serde(default)]
-    pub run_dir: Option<PathBuf>,
+    pub(crate) run_dir: Option<PathBuf>,
     /// Directory of policy manifests (`NAME.toml`) and components, watched for changes.
     #[serde(default)]
-    pub policies_dir: Option<PathBuf>,
+    pub(crate) policies_dir: Option<PathBuf>,
     /// Policies to run, in order: the first with an active `rank-candidates` hook ranks
     /// elections, every `check-health` hook judges health, every `on-event` hook gets events.
     /// Empty: the built-in rules.
     #[serde(default)]
-    pub policies: Vec<String>,
+    pub(crate) policies: Vec<String>,
     /// A leader whose policies judge it `failed` for this many consecutive loops hands over
     /// to a healthy replica.
     #[serde(default = "d_failed_loops")]
-    pub failed_loops_before_handover: u32,
+    pub(crate) failed_loops_before_handover: u32,
 }
 
 fn d_failed_loops() -> u32 {

@@ -9,7 +9,7 @@ use super::{Config, ConfigError, DynamicConfig, HostList};
 use std::path::Path;
 
 /// Minimum `ttl` Regent accepts (Patroni's own minimum is higher).
-pub const MIN_TTL: u64 = 5;
+pub(crate) const MIN_TTL: u64 = 5;
 
 #[derive(Clone, Copy, PartialEq)]
 enum AddrKind {
@@ -151,7 +151,7 @@ pub(super) fn check_absolute(key: &str, p: &Path, example: &str) -> Result<(), C
 
 impl Config {
     /// Check every value without touching the filesystem; the first problem found is returned.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         check_segment(
             "scope",
             &self.scope,

@@ -58,7 +58,7 @@ impl<'de> Visitor<'de> for BoolVisitor {
 /// An etcd section's `hosts`: a YAML list or, as Patroni allows, one comma-separated string.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
-pub enum HostList {
+pub(crate) enum HostList {
     /// `[10.0.0.1:2379, 10.0.0.2:2379]`
     List(Vec<String>),
     /// `10.0.0.1:2379,10.0.0.2:2379`
@@ -91,7 +91,7 @@ impl<'de> Deserialize<'de> for HostList {
 /// One `bootstrap.initdb` entry, as Patroni writes them.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
-pub enum InitdbOption {
+pub(crate) enum InitdbOption {
     /// A flag: `data-checksums` becomes `--data-checksums`.
     Flag(String),
     /// A one-key mapping: `encoding: UTF8` becomes `--encoding=UTF8`.
@@ -119,7 +119,7 @@ impl<'de> Deserialize<'de> for InitdbOption {
 }
 
 /// The DCS prefix `/<namespace>/<scope>/` with duplicate slashes collapsed (Patroni's rule).
-pub fn dcs_prefix(namespace: &str, scope: &str) -> String {
+pub(crate) fn dcs_prefix(namespace: &str, scope: &str) -> String {
     let raw = format!("/{namespace}/{scope}/");
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
@@ -132,7 +132,7 @@ pub fn dcs_prefix(namespace: &str, scope: &str) -> String {
 }
 
 /// Split `host:port` (also `[v6]:port`).
-pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+pub(crate) fn split_host_port(s: &str) -> Option<(String, u16)> {
     let (h, p) = s.rsplit_once(':')?;
     let port = p.parse().ok()?;
     let host = h.trim_start_matches('[').trim_end_matches(']').to_string();

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use std::io::Read;
 
 /// The configuration as YAML, keys sorted (as `show-config` prints it).
-pub fn to_yaml(v: &Value) -> String {
+pub(crate) fn to_yaml(v: &Value) -> String {
     match v {
         Value::Object(m) if m.is_empty() => "{}\n".into(),
         _ => serde_yaml::to_string(v).unwrap_or_else(|_| format!("{v}\n")),
@@ -22,7 +22,7 @@ pub fn to_yaml(v: &Value) -> String {
 }
 
 /// A `-s`/`-p` value: YAML, with YAML 1.1 booleans; empty means "delete".
-pub fn yaml_value(raw: &str) -> Result<Value, String> {
+pub(crate) fn yaml_value(raw: &str) -> Result<Value, String> {
     let t = raw.trim();
     const TRUE: [&str; 9] = [
         "yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE",
@@ -44,7 +44,11 @@ pub fn yaml_value(raw: &str) -> Result<Value, String> {
 }
 
 /// Apply `path=value` assignments (`-p` ones get the `postgresql.parameters.` prefix).
-pub fn apply_assignments(config: &Value, set: &[String], pg: &[String]) -> Result<Value, CtlError> {
+pub(crate) fn apply_assignments(
+    config: &Value,
+    set: &[String],
+    pg: &[String],
+) -> Result<Value, CtlError> {
     let mut out = config.clone();
     if !out.is_object() {
         out = Value::Object(Map::new());
@@ -129,7 +133,7 @@ fn set_path(root: &mut Value, parents: &[&str], key: &str, value: Value) {
 
 /// Merge `patch` into `target` (JSON merge patch: objects merge, `null` deletes, anything else
 /// replaces), as `--apply` and `PATCH /config` do.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(p) = patch else {
         *target = patch.clone();
         return;
@@ -155,7 +159,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Parse a configuration document (YAML or JSON); it must be a mapping (empty means `{}`).
-pub fn parse_document(text: &str, origin: &str) -> Result<Value, CtlError> {
+pub(crate) fn parse_document(text: &str, origin: &str) -> Result<Value, CtlError> {
     let y: serde_yaml::Value = serde_yaml::from_str(text)
         .map_err(|e| CtlError::Usage(format!("{origin} is not valid YAML: {e}")))?;
     let v = serde_json::to_value(y).map_err(|e| {
@@ -173,7 +177,7 @@ pub fn parse_document(text: &str, origin: &str) -> Result<Value, CtlError> {
 }
 
 /// Read `--apply`/`--replace` input: a file, or stdin for `-`.
-pub fn read_input(name: &str, flag: &str) -> Result<String, CtlError> {
+pub(crate) fn read_input(name: &str, flag: &str) -> Result<String, CtlError> {
     if name == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -187,7 +191,7 @@ pub fn read_input(name: &str, flag: &str) -> Result<String, CtlError> {
 }
 
 /// A unified diff of two YAML texts.
-pub fn diff(before: &str, after: &str) -> String {
+pub(crate) fn diff(before: &str, after: &str) -> String {
     similar::TextDiff::from_lines(before, after)
         .unified_diff()
         .context_radius(3)
@@ -197,7 +201,7 @@ pub fn diff(before: &str, after: &str) -> String {
 
 /// Refuse a configuration Regent nodes could not use: wrong types, or timing that breaks
 /// `loop_wait + 2 × retry_timeout ≤ ttl`. Keys Regent does not know are kept as they are.
-pub fn validate(config: &Value) -> Result<(), CtlError> {
+pub(crate) fn validate(config: &Value) -> Result<(), CtlError> {
     let refuse = |what: String| {
         CtlError::Usage(format!(
             "the new configuration is refused, nothing was written: {what}"
@@ -226,7 +230,7 @@ pub fn validate(config: &Value) -> Result<(), CtlError> {
 }
 
 /// Let the operator edit `text` in `$EDITOR` (else `editor`, else `vi`); returns the new text.
-pub fn run_editor(text: &str, scope: &str) -> Result<String, CtlError> {
+pub(crate) fn run_editor(text: &str, scope: &str) -> Result<String, CtlError> {
     let editor = match std::env::var("EDITOR") {
         Ok(e) if !e.trim().is_empty() => e,
         _ => ["editor", "vi"]

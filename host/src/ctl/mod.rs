@@ -13,14 +13,14 @@
 //!   output and a prompt (unit-tested against an in-memory store and a mock REST server).
 //! - [`prompt`]: confirmations on the terminal.
 
-pub mod actions;
-pub mod edit;
-pub mod prompt;
-pub mod rest;
-pub mod store;
-pub mod table;
-pub mod target;
-pub mod view;
+pub(crate) mod actions;
+pub(crate) mod edit;
+pub(crate) mod prompt;
+pub(crate) mod rest;
+pub(crate) mod store;
+pub(crate) mod table;
+pub(crate) mod target;
+pub(crate) mod view;
 
 #[cfg(test)]
 mod tests;
@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The version `regent ctl version` reports.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `regent ctl`'s options and command.
 #[derive(Args, Debug)]
@@ -38,20 +38,20 @@ pub struct CtlArgs {
     /// A Regent or Patroni configuration file: `scope`, `namespace`, `etcd3.hosts` and the REST
     /// credentials (`ctl.authentication`, else `restapi.authentication`).
     #[arg(short = 'c', long = "config", env = "REGENT_CONFIG", global = true)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// etcd to read the cluster from: `etcd3://HOST:PORT[,HOST:PORT...][/NAMESPACE]`. Overrides
     /// the config file's etcd section and namespace.
     #[arg(long, env = "REGENT_DCS_URL", global = true)]
-    pub dcs_url: Option<String>,
+    pub(crate) dcs_url: Option<String>,
     /// The cluster name (overrides the config file's `scope`).
     #[arg(long, global = true)]
-    pub scope: Option<String>,
+    pub(crate) scope: Option<String>,
     /// Output format.
     #[arg(short = 'f', long, value_enum, default_value_t = Format::Pretty, global = true)]
-    pub format: Format,
+    pub(crate) format: Format,
     /// REST API user for the mutating endpoints (overrides `ctl.authentication`).
     #[arg(long, env = "REGENT_CTL_USERNAME", global = true)]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// REST API password (prefer the environment variable: flags show in `ps`).
     #[arg(
         long,
@@ -59,13 +59,13 @@ pub struct CtlArgs {
         hide_env_values = true,
         global = true
     )]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     #[command(subcommand)]
-    pub cmd: CtlCmd,
+    pub(crate) cmd: CtlCmd,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Pretty,
     Json,
     #[value(alias = "yml")]
@@ -74,7 +74,7 @@ pub enum Format {
 
 /// Which members a command addresses (patronictl's `--role`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RoleFilter {
+pub(crate) enum RoleFilter {
     /// The leader (primary or standby leader).
     Leader,
     /// The leader of a primary cluster.
@@ -90,7 +90,7 @@ pub enum RoleFilter {
 }
 
 impl RoleFilter {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             RoleFilter::Leader => "leader",
             RoleFilter::Primary => "primary",
@@ -103,7 +103,7 @@ impl RoleFilter {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum CtlCmd {
+pub(crate) enum CtlCmd {
     /// The members table: role, state, timeline, WAL positions and lag, tags, policy.
     List {
         /// Always show the pending-restart, scheduled-restart and tags columns.
@@ -219,7 +219,7 @@ pub enum CtlCmd {
 
 /// What went wrong, worded for the operator: what happened and what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum CtlError {
+pub(crate) enum CtlError {
     /// Bad flags or configuration, an unknown member, a refused confirmation: nothing was done.
     #[error("{0}")]
     Usage(String),
@@ -260,7 +260,7 @@ pub enum CtlError {
 
 impl CtlError {
     /// 2 for usage and configuration errors, 1 for failed operations.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             CtlError::Usage(_) => 2,
             _ => 1,

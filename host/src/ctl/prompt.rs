@@ -4,7 +4,7 @@
 use super::CtlError;
 use std::io::{BufRead, IsTerminal, Write};
 
-pub trait Prompt {
+pub(crate) trait Prompt {
     /// A yes/no question; `false` unless the answer is yes.
     fn confirm(&mut self, question: &str) -> Result<bool, CtlError>;
     /// A free-text question with a default (the answer to an empty line).
@@ -12,7 +12,7 @@ pub trait Prompt {
 }
 
 /// The process's terminal.
-pub struct Terminal;
+pub(crate) struct Terminal;
 
 fn no_terminal(question: &str) -> CtlError {
     CtlError::Usage(format!(

@@ -7,24 +7,24 @@ use crate::dcs::Member;
 use serde_json::Value;
 use std::time::Duration;
 
-pub use reqwest::Method;
+pub(crate) use reqwest::Method;
 
 /// A member's answer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub body: String,
     /// The `Server` header (`Regent/0.1.0`, or Python's for Patroni).
-    pub server: Option<String>,
+    pub(crate) server: Option<String>,
 }
 
 impl Reply {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
     /// The body, trimmed, or `(empty body)`.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let t = self.body.trim();
         if t.is_empty() {
             "(empty body)".into()
@@ -35,13 +35,13 @@ impl Reply {
 }
 
 #[derive(Clone)]
-pub struct Rest {
+pub(crate) struct Rest {
     client: reqwest::Client,
     auth: Option<Credentials>,
 }
 
 /// The API's base URL from a member's `api_url` (`http://host:port/patroni` → `http://host:port`).
-pub fn base_url(member: &Member) -> Result<String, CtlError> {
+pub(crate) fn base_url(member: &Member) -> Result<String, CtlError> {
     let Some(api) = member.data.api_url.as_deref().filter(|u| !u.is_empty()) else {
         return Err(CtlError::Failed(format!(
             "member {} publishes no api_url in its DCS key, so its REST API cannot be reached; set restapi.connect_address in its configuration",
@@ -71,7 +71,7 @@ pub fn base_url(member: &Member) -> Result<String, CtlError> {
 }
 
 impl Rest {
-    pub fn new(auth: Option<Credentials>) -> Result<Rest, CtlError> {
+    pub(crate) fn new(auth: Option<Credentials>) -> Result<Rest, CtlError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .user_agent(concat!("regent-ctl/", env!("CARGO_PKG_VERSION")))
@@ -82,7 +82,7 @@ impl Rest {
 
     /// `method` `path` on `member`'s API, with a JSON body if given. Any status is a [`Reply`];
     /// only a request that got no answer is an error.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         member: &Member,
         method: Method,
@@ -136,7 +136,7 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
 }
 
 /// The error for a refused request, with a hint for the statuses that have an obvious fix.
-pub fn refused(member: &Member, method: &Method, path: &str, reply: &Reply) -> CtlError {
+pub(crate) fn refused(member: &Member, method: &Method, path: &str, reply: &Reply) -> CtlError {
     let url = base_url(member)
         .map(|b| format!("{b}/{}", path.trim_start_matches('/')))
         .unwrap_or_else(|_| path.to_string());

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// What the commands need from the DCS.
 #[allow(async_fn_in_trait)]
-pub trait Store {
+pub(crate) trait Store {
     async fn read(&self) -> Result<Cluster, CtlError>;
     /// Write the `config` key if its mod_revision is still `revision`; `false` if it moved.
     async fn write_config(&self, config: &Value, revision: i64) -> Result<bool, CtlError>;
@@ -19,14 +19,14 @@ pub trait Store {
 }
 
 /// The cluster's keys in etcd.
-pub struct EtcdStore {
+pub(crate) struct EtcdStore {
     dcs: EtcdDcs,
     endpoints: String,
     from: String,
 }
 
 impl EtcdStore {
-    pub async fn connect(target: &Target, timeout: Duration) -> Result<EtcdStore, CtlError> {
+    pub(crate) async fn connect(target: &Target, timeout: Duration) -> Result<EtcdStore, CtlError> {
         let endpoints = target.endpoints.join(",");
         let from = target.endpoints_from.clone();
         let dcs = EtcdDcs::connect(&target.endpoints, &target.prefix, timeout)

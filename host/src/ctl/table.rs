@@ -3,16 +3,16 @@
 //! gets a rule below it).
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
 
 #[derive(Debug, Default)]
-pub struct Table {
-    pub title: Option<String>,
-    pub columns: Vec<(String, Align)>,
-    pub rows: Vec<Vec<String>>,
+pub(crate) struct Table {
+    pub(crate) title: Option<String>,
+    pub(crate) columns: Vec<(String, Align)>,
+    pub(crate) rows: Vec<Vec<String>>,
 }
 
 fn width(s: &str) -> usize {
@@ -20,7 +20,7 @@ fn width(s: &str) -> usize {
 }
 
 impl Table {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let n = self.columns.len();
         let mut widths: Vec<usize> = self.columns.iter().map(|(h, _)| width(h)).collect();
         for row in &self.rows {

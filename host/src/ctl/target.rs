@@ -12,9 +12,9 @@ use std::path::Path;
 
 /// REST API Basic-auth credentials.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
+pub(crate) struct Credentials {
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -28,25 +28,25 @@ impl std::fmt::Debug for Credentials {
 
 /// The resolved cluster address.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    pub scope: String,
+pub(crate) struct Target {
+    pub(crate) scope: String,
     /// `/<namespace>/<scope>/`.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// etcd endpoints, `host:port` each.
-    pub endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
     /// Where the endpoints came from, for error messages (`--dcs-url`, `etcd3.hosts in FILE`).
-    pub endpoints_from: String,
-    pub auth: Option<Credentials>,
+    pub(crate) endpoints_from: String,
+    pub(crate) auth: Option<Credentials>,
 }
 
 /// What the command line and the environment said.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Sources<'a> {
-    pub config: Option<&'a Path>,
-    pub dcs_url: Option<&'a str>,
-    pub scope: Option<&'a str>,
-    pub username: Option<&'a str>,
-    pub password: Option<&'a str>,
+pub(crate) struct Sources<'a> {
+    pub(crate) config: Option<&'a Path>,
+    pub(crate) dcs_url: Option<&'a str>,
+    pub(crate) scope: Option<&'a str>,
+    pub(crate) username: Option<&'a str>,
+    pub(crate) password: Option<&'a str>,
 }
 
 const DEFAULT_NAMESPACE: &str = "/service/";
@@ -55,7 +55,7 @@ const DEFAULT_ETCD_PORT: u16 = 2379;
 /// Resolve the target: `--dcs-url` and `--scope` override the file; credentials from the flags
 /// (or `REGENT_CTL_USERNAME`/`REGENT_CTL_PASSWORD`), else `ctl.authentication`, else
 /// `restapi.authentication`.
-pub fn resolve(src: &Sources) -> Result<Target, CtlError> {
+pub(crate) fn resolve(src: &Sources) -> Result<Target, CtlError> {
     let file = match src.config {
         Some(path) => Some(read_config(path)?),
         None => None,
@@ -191,7 +191,7 @@ fn check_endpoint(ep: &str, from: &str) -> Result<(), CtlError> {
 
 /// `etcd3://HOST[:PORT][,HOST[:PORT]...][/NAMESPACE]` → endpoints and the namespace, if given.
 /// The scheme may be left out; `etcd://` is read as etcd v3 (Regent speaks only v3).
-pub fn parse_dcs_url(url: &str) -> Result<(Vec<String>, Option<String>), CtlError> {
+pub(crate) fn parse_dcs_url(url: &str) -> Result<(Vec<String>, Option<String>), CtlError> {
     let rest = match url.split_once("://") {
         Some(("etcd3" | "etcd", rest)) => rest,
         Some((scheme, _)) => {

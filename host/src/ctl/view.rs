@@ -12,41 +12,41 @@ use serde_json::{Map, Value};
 
 /// A WAL position of a replica, compared with the leader's last known optime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Position {
+pub(crate) enum Position {
     Unknown,
     At { lsn: u64, lag: u64 },
 }
 
 /// One member as the table shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MemberRow {
-    pub name: String,
-    pub host: String,
-    pub port: Option<u16>,
+pub(crate) struct MemberRow {
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) port: Option<u16>,
     /// `Leader`, `Standby Leader`, `Sync Standby`, `Quorum Standby` or `Replica`.
-    pub role: &'static str,
-    pub state: String,
-    pub timeline: Option<u64>,
+    pub(crate) role: &'static str,
+    pub(crate) state: String,
+    pub(crate) timeline: Option<u64>,
     /// `None` on the leader.
-    pub receive: Option<Position>,
-    pub replay: Option<Position>,
-    pub pending_restart: bool,
-    pub pending_restart_reason: Vec<String>,
-    pub scheduled_restart: Option<String>,
-    pub tags: Map<String, Value>,
+    pub(crate) receive: Option<Position>,
+    pub(crate) replay: Option<Position>,
+    pub(crate) pending_restart: bool,
+    pub(crate) pending_restart_reason: Vec<String>,
+    pub(crate) scheduled_restart: Option<String>,
+    pub(crate) tags: Map<String, Value>,
     /// `name@digest` of each active policy (the member key's `policy`).
-    pub policy: Option<String>,
+    pub(crate) policy: Option<String>,
     /// `tags.replicatefrom`, for the topology.
-    pub upstream: Option<String>,
+    pub(crate) upstream: Option<String>,
 }
 
 /// PostgreSQL's LSN text: `%X/%X` (high and low 32 bits in hex).
-pub fn format_lsn(lsn: u64) -> String {
+pub(crate) fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
 /// Truthiness of a dynamic-config value (`true`, `"on"`, `"quorum"`, ...).
-pub fn config_flag(config: Option<&Value>, key: &str) -> bool {
+pub(crate) fn config_flag(config: Option<&Value>, key: &str) -> bool {
     match config.and_then(|c| c.get(key)) {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => !matches!(
@@ -60,7 +60,7 @@ pub fn config_flag(config: Option<&Value>, key: &str) -> bool {
 }
 
 /// Host and port from a `conn_url` (`postgres://host:port/db`, also with user info or IPv6).
-pub fn conn_host_port(conn_url: &str) -> Option<(String, Option<u16>)> {
+pub(crate) fn conn_host_port(conn_url: &str) -> Option<(String, Option<u16>)> {
     let rest = conn_url
         .strip_prefix("postgres://")
         .or_else(|| conn_url.strip_prefix("postgresql://"))?;
@@ -89,7 +89,7 @@ fn position(lsn: Option<u64>, cluster_lsn: u64) -> Position {
 }
 
 /// The members, sorted by name, as the table shows them.
-pub fn member_rows(cluster: &Cluster) -> Vec<MemberRow> {
+pub(crate) fn member_rows(cluster: &Cluster) -> Vec<MemberRow> {
     let config = cluster.config.as_ref().map(|(v, _)| v);
     let leader = cluster.leader_name();
     let standby_cluster = config_flag(config, "standby_cluster");
@@ -211,7 +211,7 @@ fn scheduled_restart(m: &Member) -> Option<String> {
 }
 
 /// `Cluster: <scope> (<system id | uninitialized | initializing>)`.
-pub fn title(cluster: &Cluster, scope: &str) -> String {
+pub(crate) fn title(cluster: &Cluster, scope: &str) -> String {
     let sysid = match cluster.initialize.as_deref() {
         None => "uninitialized",
         Some("") => "initializing",
@@ -221,7 +221,7 @@ pub fn title(cluster: &Cluster, scope: &str) -> String {
 }
 
 /// Lines under the table: maintenance mode, a scheduled switchover.
-pub fn service_info(cluster: &Cluster) -> Vec<String> {
+pub(crate) fn service_info(cluster: &Cluster) -> Vec<String> {
     let mut out = Vec::new();
     if config_flag(cluster.config.as_ref().map(|(v, _)| v), "pause") {
         out.push("Maintenance mode: on".to_string());
@@ -242,7 +242,7 @@ pub fn service_info(cluster: &Cluster) -> Vec<String> {
 }
 
 /// Replicas under their upstream (`tags.replicatefrom` naming another replica), leader first.
-pub fn topology_order(rows: Vec<MemberRow>) -> Vec<(usize, MemberRow)> {
+pub(crate) fn topology_order(rows: Vec<MemberRow>) -> Vec<(usize, MemberRow)> {
     let leader = rows.iter().position(|r| r.role.ends_with("Leader"));
     let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
     let leader_name = leader.map(|i| names[i].clone());
@@ -366,7 +366,7 @@ fn position_cells(p: Option<Position>) -> (Cell, Cell) {
 }
 
 /// The members table (`list`, `topology`) in the requested format.
-pub fn render_members(
+pub(crate) fn render_members(
     cluster: &Cluster,
     scope: &str,
     format: Format,
@@ -505,7 +505,7 @@ pub fn render_members(
 }
 
 /// `history`: TL, LSN, Reason, Timestamp, New Leader.
-pub fn render_history(cluster: &Cluster, format: Format) -> String {
+pub(crate) fn render_history(cluster: &Cluster, format: Format) -> String {
     let columns = ["TL", "LSN", "Reason", "Timestamp", "New Leader"];
     let rows: Vec<Vec<Value>> = cluster
         .history
@@ -559,7 +559,7 @@ pub fn render_history(cluster: &Cluster, format: Format) -> String {
 }
 
 /// JSON (one line, as patronictl prints it) or YAML.
-pub fn machine(v: &Value, format: Format) -> String {
+pub(crate) fn machine(v: &Value, format: Format) -> String {
     match format {
         Format::Yaml => super::edit::to_yaml(v),
         _ => format!("{v}\n"),

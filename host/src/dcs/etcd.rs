@@ -11,28 +11,42 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
 
+/// Why an etcd operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DcsError {
+    /// The request did not finish before its deadline.
     #[error("etcd request `{op}` timed out after {timeout:?} (endpoints: {endpoints})")]
     Timeout {
+        /// The operation, e.g. `range` or `lease keepalive`.
         op: &'static str,
+        /// The time the request was given.
         timeout: Duration,
+        /// The etcd endpoints, comma-separated.
         endpoints: String,
     },
+    /// etcd or the connection to it returned an error.
     #[error("etcd request `{op}` failed: {source} (endpoints: {endpoints})")]
     Etcd {
+        /// The operation, e.g. `range` or `lease keepalive`.
         op: &'static str,
+        /// The etcd endpoints, comma-separated.
         endpoints: String,
+        /// The client's error.
         #[source]
         source: etcd_client::Error,
     },
+    /// The lease with this id has expired: a new one must be granted.
     #[error("etcd lease {0} has expired")]
     LeaseExpired(i64),
+    /// No lease has been granted yet.
     #[error("no etcd lease has been granted yet")]
     NoLease,
+    /// A value could not be encoded as JSON.
     #[error("cannot encode value for key `{key}`: {source}")]
     Encode {
+        /// The key the value was for.
         key: &'static str,
+        /// The encoder's error.
         #[source]
         source: serde_json::Error,
     },
@@ -86,7 +100,7 @@ pub struct EtcdDcs {
     timeout: Duration,
     lease: Arc<Mutex<Option<LeaseState>>>,
     /// Woken when the leader, status, config or failover key changes.
-    pub changed: Arc<Notify>,
+    pub(crate) changed: Arc<Notify>,
 }
 
 impl EtcdDcs {
@@ -115,10 +129,6 @@ impl EtcdDcs {
         let mut c = dcs.client.clone();
         dcs.call("status", c.status()).await?;
         Ok(dcs)
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     fn key(&self, rel: &str) -> String {
@@ -177,7 +187,7 @@ impl EtcdDcs {
     }
 
     /// The lease currently held by this process, if any.
-    pub async fn lease_id(&self) -> Option<i64> {
+    pub(crate) async fn lease_id(&self) -> Option<i64> {
         self.lease.lock().await.as_ref().map(|l| l.id)
     }
 
@@ -387,7 +397,7 @@ impl EtcdDcs {
     /// Move the leader key to our current lease if it still holds our name on the lease it was
     /// seen on (`from_lease`): a restarted supervisor re-attaching to its leadership. A key
     /// that moved meanwhile is left alone.
-    pub async fn reattach_leader(&self, name: &str, from_lease: i64) -> Result<bool> {
+    pub(crate) async fn reattach_leader(&self, name: &str, from_lease: i64) -> Result<bool> {
         let lease = self.require_lease().await?;
         let key = self.key(keys::LEADER);
         let txn = Txn::new()
@@ -407,7 +417,12 @@ impl EtcdDcs {
     /// Hand the leader key to `to` on `to`'s lease, if it still holds `from`'s name: a
     /// graceful switchover. `Ok(false)` when the key no longer holds `from`; an error when the
     /// lease is gone (the caller then releases the key instead).
-    pub async fn transfer_leader(&self, from: &str, to: &str, to_lease: i64) -> Result<bool> {
+    pub(crate) async fn transfer_leader(
+        &self,
+        from: &str,
+        to: &str,
+        to_lease: i64,
+    ) -> Result<bool> {
         let key = self.key(keys::LEADER);
         let txn = Txn::new()
             .when([Compare::value(key.clone(), CompareOp::Equal, from)])
@@ -421,7 +436,7 @@ impl EtcdDcs {
     }
 
     /// Ask for a failover to `member` (from `leader`), as `POST /failover` writes it.
-    pub async fn request_failover(&self, leader: Option<&str>, member: &str) -> Result<()> {
+    pub(crate) async fn request_failover(&self, leader: Option<&str>, member: &str) -> Result<()> {
         let f = Failover {
             leader: leader.map(str::to_string),
             member: Some(member.to_string()),
@@ -437,7 +452,7 @@ impl EtcdDcs {
 
     /// Delete the leader key only if it holds our name on our own lease: a key with our name
     /// on another lease belongs to another process (or to a previous run, and expires with it).
-    pub async fn release_leader(&self, name: &str) -> Result<bool> {
+    pub(crate) async fn release_leader(&self, name: &str) -> Result<bool> {
         let lease = self.require_lease().await?;
         let key = self.key(keys::LEADER);
         let txn = Txn::new()
@@ -451,7 +466,7 @@ impl EtcdDcs {
     }
 
     /// Write our member key on our lease.
-    pub async fn touch_member(&self, name: &str, data: &MemberData) -> Result<()> {
+    pub(crate) async fn touch_member(&self, name: &str, data: &MemberData) -> Result<()> {
         let lease = self.require_lease().await?;
         let value = serde_json::to_string(data).map_err(|source| DcsError::Encode {
             key: "members",
@@ -471,7 +486,7 @@ impl EtcdDcs {
     }
 
     /// Race for the `initialize` key (create-if-absent with an empty value).
-    pub async fn race_initialize(&self) -> Result<bool> {
+    pub(crate) async fn race_initialize(&self) -> Result<bool> {
         let key = self.key(keys::INITIALIZE);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -480,13 +495,13 @@ impl EtcdDcs {
         Ok(self.call("race initialize", c.txn(txn)).await?.succeeded())
     }
 
-    pub async fn write_initialize(&self, sysid: &str) -> Result<()> {
+    pub(crate) async fn write_initialize(&self, sysid: &str) -> Result<()> {
         self.put_plain("put initialize", keys::INITIALIZE, sysid.to_string())
             .await
     }
 
     /// Give up a lost bootstrap race so another node can bootstrap.
-    pub async fn delete_initialize(&self) -> Result<()> {
+    pub(crate) async fn delete_initialize(&self) -> Result<()> {
         let mut c = self.client.clone();
         self.call(
             "delete initialize",
@@ -497,7 +512,7 @@ impl EtcdDcs {
     }
 
     /// Write the dynamic configuration; with `cas`, only if its mod_revision still matches.
-    pub async fn write_config(&self, config: &Value, cas: Option<i64>) -> Result<bool> {
+    pub(crate) async fn write_config(&self, config: &Value, cas: Option<i64>) -> Result<bool> {
         let value = config.to_string();
         let key = self.key(keys::CONFIG);
         let mut c = self.client.clone();
@@ -516,7 +531,7 @@ impl EtcdDcs {
     }
 
     /// Write the config only if no config key exists yet (bootstrap seeding).
-    pub async fn seed_config(&self, config: &Value) -> Result<bool> {
+    pub(crate) async fn seed_config(&self, config: &Value) -> Result<bool> {
         let key = self.key(keys::CONFIG);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -546,7 +561,7 @@ impl EtcdDcs {
         Ok(self.call("cas failover", c.txn(txn)).await?.succeeded())
     }
 
-    pub async fn write_status(&self, status: &Status) -> Result<()> {
+    pub(crate) async fn write_status(&self, status: &Status) -> Result<()> {
         let value = serde_json::to_string(status).map_err(|source| DcsError::Encode {
             key: "status",
             source,
@@ -556,7 +571,11 @@ impl EtcdDcs {
 
     /// Write the `sync` key, with compare-and-swap on `cas` (its `mod_revision`; 0: it must
     /// not exist). Returns the key's new revision, or `None` when the comparison failed.
-    pub async fn write_sync(&self, sync: &SyncState, cas: Option<i64>) -> Result<Option<i64>> {
+    pub(crate) async fn write_sync(
+        &self,
+        sync: &SyncState,
+        cas: Option<i64>,
+    ) -> Result<Option<i64>> {
         let value = serde_json::to_string(sync).map_err(|source| DcsError::Encode {
             key: "sync",
             source,
@@ -587,21 +606,21 @@ impl EtcdDcs {
     }
 
     /// Delete the `sync` key (synchronous mode turned off).
-    pub async fn delete_sync(&self) -> Result<()> {
+    pub(crate) async fn delete_sync(&self) -> Result<()> {
         let mut c = self.client.clone();
         self.call("delete sync", c.delete(self.key(keys::SYNC), None))
             .await?;
         Ok(())
     }
 
-    pub async fn write_history(&self, history: &[HistoryLine]) -> Result<()> {
+    pub(crate) async fn write_history(&self, history: &[HistoryLine]) -> Result<()> {
         let value = Value::Array(history.iter().map(HistoryLine::to_json).collect());
         self.put_plain("put history", keys::HISTORY, value.to_string())
             .await
     }
 
     /// Clear a switchover/failover request (Patroni writes `{}`).
-    pub async fn clear_failover(&self) -> Result<()> {
+    pub(crate) async fn clear_failover(&self) -> Result<()> {
         let value =
             serde_json::to_string(&Failover::default()).map_err(|source| DcsError::Encode {
                 key: "failover",
@@ -613,7 +632,7 @@ impl EtcdDcs {
 
     /// Request a switchover/failover through the `failover` key (what patronictl writes when the
     /// leader's REST API cannot be reached; the leader's HA loop acts on it).
-    pub async fn write_failover(&self, failover: &Failover) -> Result<()> {
+    pub(crate) async fn write_failover(&self, failover: &Failover) -> Result<()> {
         let value = serde_json::to_string(failover).map_err(|source| DcsError::Encode {
             key: "failover",
             source,

@@ -2,7 +2,7 @@
 //! cluster view built from them, are pure and live in the core crate ([`regent_core::dcs`],
 //! re-exported here); [`etcd`] is the etcd v3 adapter that reads and writes them.
 
-pub mod etcd;
+pub(crate) mod etcd;
 
 pub use etcd::{DcsError, EtcdDcs, Renewal};
 pub use regent_core::dcs::*;

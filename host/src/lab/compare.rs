@@ -21,31 +21,31 @@ use std::time::{Duration, Instant};
 
 /// One run's measurements.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunResult {
-    pub run: usize,
-    pub old_leader: String,
+pub(crate) struct RunResult {
+    pub(crate) run: usize,
+    pub(crate) old_leader: String,
     /// The node that acknowledged the first write after the fault, other than the old leader.
-    pub winner: Option<String>,
+    pub(crate) winner: Option<String>,
     /// Fault → the first write acknowledged by the winner.
-    pub failover_ms: Option<f64>,
+    pub(crate) failover_ms: Option<f64>,
     /// The longest time between two acknowledged writes, around the fault.
-    pub longest_gap_ms: Option<f64>,
-    pub acked_writes: usize,
+    pub(crate) longest_gap_ms: Option<f64>,
+    pub(crate) acked_writes: usize,
     /// Acknowledged writes missing on the winner after the run.
-    pub lost_writes: usize,
+    pub(crate) lost_writes: usize,
     /// The first lost ids (at most 20).
-    pub lost_ids: Vec<i64>,
-    pub split_brain: Vec<SplitBrain>,
+    pub(crate) lost_ids: Vec<i64>,
+    pub(crate) split_brain: Vec<SplitBrain>,
     /// Why the run measured nothing, if it did not.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// A split-brain window, for the results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SplitBrain {
-    pub from_ms: f64,
-    pub to_ms: f64,
-    pub nodes: Vec<String>,
+pub(crate) struct SplitBrain {
+    pub(crate) from_ms: f64,
+    pub(crate) to_ms: f64,
+    pub(crate) nodes: Vec<String>,
 }
 
 impl From<&Window> for SplitBrain {
@@ -64,22 +64,22 @@ fn ms(d: Duration) -> f64 {
 
 /// One policy's runs and their summary.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PolicyResult {
-    pub policy: String,
-    pub runs: Vec<RunResult>,
-    pub failover_ms: Option<Spread>,
-    pub longest_gap_ms: Option<Spread>,
-    pub acked_writes: usize,
-    pub lost_writes: usize,
-    pub lost_writes_max: usize,
-    pub split_brain_windows: usize,
-    pub split_brain_ms_max: f64,
-    pub winners: BTreeMap<String, usize>,
-    pub failed_runs: usize,
+pub(crate) struct PolicyResult {
+    pub(crate) policy: String,
+    pub(crate) runs: Vec<RunResult>,
+    pub(crate) failover_ms: Option<Spread>,
+    pub(crate) longest_gap_ms: Option<Spread>,
+    pub(crate) acked_writes: usize,
+    pub(crate) lost_writes: usize,
+    pub(crate) lost_writes_max: usize,
+    pub(crate) split_brain_windows: usize,
+    pub(crate) split_brain_ms_max: f64,
+    pub(crate) winners: BTreeMap<String, usize>,
+    pub(crate) failed_runs: usize,
 }
 
 impl PolicyResult {
-    pub fn of(policy: &str, runs: Vec<RunResult>) -> PolicyResult {
+    pub(crate) fn of(policy: &str, runs: Vec<RunResult>) -> PolicyResult {
         let ok: Vec<&RunResult> = runs.iter().filter(|r| r.error.is_none()).collect();
         let mut winners = BTreeMap::new();
         for r in &ok {
@@ -114,11 +114,11 @@ impl PolicyResult {
 
 /// The whole comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Comparison {
-    pub fault: CompareFault,
-    pub runs_per_policy: usize,
-    pub lab: Value,
-    pub policies: Vec<PolicyResult>,
+pub(crate) struct Comparison {
+    pub(crate) fault: CompareFault,
+    pub(crate) runs_per_policy: usize,
+    pub(crate) lab: Value,
+    pub(crate) policies: Vec<PolicyResult>,
 }
 
 fn secs(v: f64) -> String {
@@ -133,7 +133,7 @@ fn spread_text(s: Option<Spread>) -> String {
 
 impl Comparison {
     /// The table: one row per policy.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         use crate::ctl::table::{Align, Table};
         let rows = self
             .policies
@@ -217,7 +217,11 @@ impl Comparison {
 impl Comparison {
     /// What went wrong or missed a target, one line each: a failed run, a split brain, a
     /// failover slower than `max_failover_ms`, more than `max_lost` acknowledged writes lost.
-    pub fn misses(&self, max_failover_ms: Option<f64>, max_lost: Option<usize>) -> Vec<String> {
+    pub(crate) fn misses(
+        &self,
+        max_failover_ms: Option<f64>,
+        max_lost: Option<usize>,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for p in &self.policies {
             for r in &p.runs {
@@ -283,7 +287,7 @@ enum After {
 }
 
 /// `regent lab compare`.
-pub async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
+pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
     let policies = parse_policies(&args.policies)?;
     if !(1..=100).contains(&args.runs) {
         return Err(LabError::Usage(format!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A fault, with its target resolved.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// SIGKILL of the node's process group.
     Kill,
     /// SIGTERM of the node's regent.
@@ -30,23 +30,23 @@ pub enum Kind {
 
 /// A fault that was injected.
 #[derive(Debug, Clone)]
-pub struct Injected {
-    pub kind: Kind,
+pub(crate) struct Injected {
+    pub(crate) kind: Kind,
     /// The node it hit (etcd: none).
-    pub target: Option<usize>,
+    pub(crate) target: Option<usize>,
     /// When it was injected.
-    pub at: Instant,
+    pub(crate) at: Instant,
     /// When it was over (a freeze's SIGCONT, the switchover's answer; else `at`).
-    pub ended: Instant,
+    pub(crate) ended: Instant,
     /// What was done, for the report.
-    pub what: String,
+    pub(crate) what: String,
     /// Wall-clock time of `at`.
-    pub wall: String,
+    pub(crate) wall: String,
 }
 
 impl Injected {
     /// What recovery means after this fault.
-    pub fn expect(&self) -> Expect {
+    pub(crate) fn expect(&self) -> Expect {
         match self.kind {
             Kind::Kill | Kind::Stop | Kind::Switchover { .. } => Expect {
                 floor: self.at,
@@ -99,7 +99,7 @@ async fn sleep_or_interrupt(d: Duration) -> Result<(), ()> {
 }
 
 /// Inject `kind` into `target` (the leader when `None`, except for etcd).
-pub async fn inject(
+pub(crate) async fn inject(
     lab: &mut Lab,
     kind: Kind,
     target: Option<usize>,
@@ -284,7 +284,7 @@ pub async fn inject(
 }
 
 /// Wait until the rounds show recovery as `expect` defines it, or the deadline passes.
-pub async fn wait_recovered(
+pub(crate) async fn wait_recovered(
     monitor: &Monitor,
     expect: &Expect,
     deadline: Instant,
@@ -301,7 +301,7 @@ pub async fn wait_recovered(
 }
 
 /// How long to wait for recovery after a fault ended: two leases and a half minute.
-pub fn recovery_budget(lab: &Lab) -> Duration {
+pub(crate) fn recovery_budget(lab: &Lab) -> Duration {
     Duration::from_secs(2 * lab.st.settings.ttl + 30)
 }
 
@@ -388,7 +388,7 @@ fn report(
 }
 
 /// `regent lab fault`.
-pub async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
+pub(crate) async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
     let mut lab = Lab::open_running(dir)?;
     let n = lab.st.settings.nodes;
     let node = |s: &Option<String>| s.as_deref().map(|s| spec::parse_node(s, n)).transpose();
@@ -442,7 +442,7 @@ pub async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
 }
 
 /// Stop node `i` (if it runs) and start it again; wait until it leads or streams.
-pub async fn restart_node(lab: &mut Lab, i: usize) -> Result<(), LabError> {
+pub(crate) async fn restart_node(lab: &mut Lab, i: usize) -> Result<(), LabError> {
     let t0 = Instant::now();
     if lab.node_proc(i).is_some_and(|p| p.alive()) {
         say(format!("stopping {}", node_name(i)));

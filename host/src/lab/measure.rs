@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// Connect to the lab's PostgreSQL on 127.0.0.1:`port` as the superuser.
-pub async fn connect(
+pub(crate) async fn connect(
     port: u16,
     password: &str,
     timeout: Duration,
@@ -39,7 +39,7 @@ pub async fn connect(
 }
 
 /// Run `sql` (simple protocol, one or more statements) on the node at `port`.
-pub async fn execute(port: u16, password: &str, sql: &str) -> Result<(), String> {
+pub(crate) async fn execute(port: u16, password: &str, sql: &str) -> Result<(), String> {
     let c = connect(port, password, Duration::from_secs(2)).await?;
     tokio::time::timeout(Duration::from_secs(5), c.batch_execute(sql))
         .await
@@ -48,14 +48,14 @@ pub async fn execute(port: u16, password: &str, sql: &str) -> Result<(), String>
 }
 
 /// The server's message for a database error, else the client's.
-pub fn db_message(e: &tokio_postgres::Error) -> String {
+pub(crate) fn db_message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.message().to_string())
         .unwrap_or_else(|| e.to_string())
 }
 
 /// The tables the writer and the probes use (on the leader; they replicate).
-pub fn tables_sql() -> String {
+pub(crate) fn tables_sql() -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {WRITES_TABLE} (run bigint NOT NULL, id bigint NOT NULL, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run, id)); \
          CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (node text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
@@ -63,7 +63,11 @@ pub fn tables_sql() -> String {
 }
 
 /// The ids of run `run` present on the node at `port`.
-pub async fn present_ids(port: u16, password: &str, run: i64) -> Result<BTreeSet<i64>, String> {
+pub(crate) async fn present_ids(
+    port: u16,
+    password: &str,
+    run: i64,
+) -> Result<BTreeSet<i64>, String> {
     let c = connect(port, password, Duration::from_secs(2)).await?;
     let rows = tokio::time::timeout(
         Duration::from_secs(10),
@@ -80,15 +84,15 @@ pub async fn present_ids(port: u16, password: &str, run: i64) -> Result<BTreeSet
 
 /// One acknowledged write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
-    pub at: Instant,
-    pub id: i64,
+pub(crate) struct Ack {
+    pub(crate) at: Instant,
+    pub(crate) id: i64,
     /// The node (index) that acknowledged it.
-    pub node: usize,
+    pub(crate) node: usize,
 }
 
 /// The continuous writer.
-pub struct Writer {
+pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     acks: Arc<Mutex<Vec<Ack>>>,
     task: JoinHandle<()>,
@@ -100,7 +104,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 impl Writer {
     /// Write rows `(run, 1..)` to the nodes at `ports`, pausing `interval` after each
     /// acknowledged write.
-    pub fn start(ports: Vec<u16>, password: String, run: i64, interval: Duration) -> Writer {
+    pub(crate) fn start(ports: Vec<u16>, password: String, run: i64, interval: Duration) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let (s, a) = (stop.clone(), acks.clone());
@@ -151,12 +155,12 @@ impl Writer {
     }
 
     /// The acknowledged writes so far.
-    pub fn acks(&self) -> Vec<Ack> {
+    pub(crate) fn acks(&self) -> Vec<Ack> {
         self.acks.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Stop writing; every acknowledged write.
-    pub async fn finish(self) -> Vec<Ack> {
+    pub(crate) async fn finish(self) -> Vec<Ack> {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.task.await;
         self.acks.lock().map(|v| v.clone()).unwrap_or_default()
@@ -165,26 +169,26 @@ impl Writer {
 
 /// One probe round: which nodes accepted a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Round {
-    pub at: Instant,
-    pub writable: Vec<bool>,
+pub(crate) struct Round {
+    pub(crate) at: Instant,
+    pub(crate) writable: Vec<bool>,
 }
 
 /// The split-brain monitor.
-pub struct Monitor {
+pub(crate) struct Monitor {
     stop: Arc<AtomicBool>,
     rounds: Arc<Mutex<Vec<Round>>>,
     task: JoinHandle<()>,
 }
 
 /// The time between the starts of two probe rounds.
-pub const PROBE_PERIOD: Duration = Duration::from_millis(50);
+pub(crate) const PROBE_PERIOD: Duration = Duration::from_millis(50);
 /// How long one probe may take (a node that does not answer in time is not writable).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 impl Monitor {
     /// Probe the nodes `(name, port)` until finished.
-    pub fn start(nodes: Vec<(String, u16)>, password: String) -> Monitor {
+    pub(crate) fn start(nodes: Vec<(String, u16)>, password: String) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let rounds = Arc::new(Mutex::new(Vec::new()));
         let (s, r) = (stop.clone(), rounds.clone());
@@ -220,12 +224,12 @@ impl Monitor {
         Monitor { stop, rounds, task }
     }
 
-    pub fn rounds(&self) -> Vec<Round> {
+    pub(crate) fn rounds(&self) -> Vec<Round> {
         self.rounds.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Wait for the next round that starts at or after `t`.
-    pub async fn round_after(&self, t: Instant) -> Round {
+    pub(crate) async fn round_after(&self, t: Instant) -> Round {
         loop {
             if let Some(r) = self.rounds().into_iter().find(|r| r.at >= t) {
                 return r;
@@ -234,7 +238,7 @@ impl Monitor {
         }
     }
 
-    pub async fn finish(self) -> Vec<Round> {
+    pub(crate) async fn finish(self) -> Vec<Round> {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.task.await;
         self.rounds.lock().map(|v| v.clone()).unwrap_or_default()
@@ -267,7 +271,7 @@ async fn probe(
 }
 
 /// The first write acknowledged at or after `from` by a node other than `not`.
-pub fn first_ack_after(acks: &[Ack], from: Instant, not: Option<usize>) -> Option<Ack> {
+pub(crate) fn first_ack_after(acks: &[Ack], from: Instant, not: Option<usize>) -> Option<Ack> {
     acks.iter()
         .find(|a| a.at >= from && Some(a.node) != not)
         .copied()
@@ -275,7 +279,7 @@ pub fn first_ack_after(acks: &[Ack], from: Instant, not: Option<usize>) -> Optio
 
 /// The longest time between two consecutive acknowledged writes, counting only pairs whose
 /// second write came at or after `from` (so the gap a fault at `from` opened counts).
-pub fn longest_gap(acks: &[Ack], from: Instant) -> Option<Duration> {
+pub(crate) fn longest_gap(acks: &[Ack], from: Instant) -> Option<Duration> {
     acks.windows(2)
         .filter(|w| w[1].at >= from)
         .map(|w| w[1].at.duration_since(w[0].at))
@@ -283,7 +287,7 @@ pub fn longest_gap(acks: &[Ack], from: Instant) -> Option<Duration> {
 }
 
 /// The acknowledged ids missing from `present`, in order.
-pub fn lost(acks: &[Ack], present: &BTreeSet<i64>) -> Vec<i64> {
+pub(crate) fn lost(acks: &[Ack], present: &BTreeSet<i64>) -> Vec<i64> {
     acks.iter()
         .map(|a| a.id)
         .filter(|id| !present.contains(id))
@@ -292,17 +296,18 @@ pub fn lost(acks: &[Ack], present: &BTreeSet<i64>) -> Vec<i64> {
 
 /// A stretch of probe rounds in which more than one node accepted writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     /// The first round with two writable nodes, after `t0`.
-    pub from: Duration,
+    pub(crate) from: Duration,
     /// The first round after it with at most one (or the last round, if none came).
-    pub to: Duration,
+    pub(crate) to: Duration,
     /// Every node writable in the window's rounds.
-    pub nodes: Vec<usize>,
+    pub(crate) nodes: Vec<usize>,
 }
 
 impl Window {
-    pub fn length(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn length(&self) -> Duration {
         self.to.saturating_sub(self.from)
     }
 }
@@ -312,7 +317,7 @@ fn since(t0: Instant, t: Instant) -> Duration {
 }
 
 /// The split-brain windows in `rounds`, as offsets from `t0`.
-pub fn split_brain(rounds: &[Round], t0: Instant) -> Vec<Window> {
+pub(crate) fn split_brain(rounds: &[Round], t0: Instant) -> Vec<Window> {
     let mut out: Vec<Window> = Vec::new();
     let mut open: Option<Window> = None;
     for r in rounds {
@@ -349,7 +354,7 @@ pub fn split_brain(rounds: &[Round], t0: Instant) -> Vec<Window> {
 
 /// When each node started or stopped accepting writes, between consecutive rounds:
 /// `(offset of the later round from t0, node, writable)`.
-pub fn transitions(rounds: &[Round], t0: Instant) -> Vec<(Duration, usize, bool)> {
+pub(crate) fn transitions(rounds: &[Round], t0: Instant) -> Vec<(Duration, usize, bool)> {
     let mut out = Vec::new();
     let mut last: Option<&Vec<bool>> = None;
     for r in rounds {
@@ -367,15 +372,15 @@ pub fn transitions(rounds: &[Round], t0: Instant) -> Vec<(Duration, usize, bool)
 
 /// What counts as recovered after a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// The fault: recovery is never dated before it.
-    pub floor: Instant,
+    pub(crate) floor: Instant,
     /// Look at rounds from here on (the fault, or the end of a freeze).
-    pub from: Instant,
+    pub(crate) from: Instant,
     /// The node accepting writes must not be this one (the old leader).
-    pub not: Option<usize>,
+    pub(crate) not: Option<usize>,
     /// This node must first have been seen refusing writes (the fault took effect).
-    pub outage_of: Option<usize>,
+    pub(crate) outage_of: Option<usize>,
 }
 
 /// Recovery as `e` defines it: the first round from `e.from` on in which exactly one node
@@ -383,7 +388,7 @@ pub struct Expect {
 /// back to the start of the unbroken stretch of rounds in which that node alone accepted
 /// writes (not before `e.floor`): after a freeze, writes may have resumed on a new leader
 /// long before the freeze ended. When, and which node.
-pub fn recovered(rounds: &[Round], e: &Expect) -> Option<(Instant, usize)> {
+pub(crate) fn recovered(rounds: &[Round], e: &Expect) -> Option<(Instant, usize)> {
     let only = |r: &Round| -> Option<usize> {
         let w: Vec<usize> = (0..r.writable.len()).filter(|i| r.writable[*i]).collect();
         (w.len() == 1).then(|| w[0])
@@ -413,13 +418,13 @@ pub fn recovered(rounds: &[Round], e: &Expect) -> Option<(Instant, usize)> {
 
 /// Median and maximum.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Spread {
-    pub median: f64,
-    pub max: f64,
+pub(crate) struct Spread {
+    pub(crate) median: f64,
+    pub(crate) max: f64,
 }
 
 /// The median (the mean of the middle two for an even count) and maximum; `None` if empty.
-pub fn spread(values: &[f64]) -> Option<Spread> {
+pub(crate) fn spread(values: &[f64]) -> Option<Spread> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return None;

@@ -21,14 +21,14 @@ macro_rules! outln {
     };
 }
 
-pub mod compare;
-pub mod fault;
-pub mod measure;
-pub mod observe;
-pub mod ops;
+pub(crate) mod compare;
+pub(crate) mod fault;
+pub(crate) mod measure;
+pub(crate) mod observe;
+pub(crate) mod ops;
 pub mod procs;
 pub mod spec;
-pub mod state;
+pub(crate) mod state;
 
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -60,13 +60,13 @@ pub struct LabArgs {
     /// The lab's directory: node configurations, data, logs and the state file lab.json
     /// [default: <temp dir>/regent-lab].
     #[arg(long, env = "REGENT_LAB_DIR", global = true)]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     #[command(subcommand)]
-    pub cmd: LabCmd,
+    pub(crate) cmd: LabCmd,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum LabCmd {
+pub(crate) enum LabCmd {
     /// Start etcd, the nodes (and HAProxy) and wait for a leader with streaming replicas.
     Up(UpArgs),
     /// Show the lab's processes, the nodes' roles, and how to reach them.
@@ -91,51 +91,51 @@ pub enum LabCmd {
 
 /// The settings of a new lab (a lab that exists keeps its own; giving other values is refused).
 #[derive(Args, Debug, Default, Clone)]
-pub struct LabOptions {
+pub(crate) struct LabOptions {
     /// Number of nodes (1 to 9) [default: 3].
     #[arg(long)]
-    pub nodes: Option<usize>,
+    pub(crate) nodes: Option<usize>,
     /// Leader lease in seconds (5 or more) [default: 10].
     #[arg(long)]
-    pub ttl: Option<u64>,
+    pub(crate) ttl: Option<u64>,
     /// Seconds between HA loops [default: 1].
     #[arg(long)]
-    pub loop_wait: Option<u64>,
+    pub(crate) loop_wait: Option<u64>,
     /// Deadline of every etcd and PostgreSQL call, in seconds [default: 3].
     #[arg(long)]
-    pub retry_timeout: Option<u64>,
+    pub(crate) retry_timeout: Option<u64>,
     /// Synchronous replication (`synchronous_mode: on`): no acknowledged write may be lost.
     #[arg(long)]
-    pub sync: bool,
+    pub(crate) sync: bool,
     /// The `zone` tag of each node, comma-separated; a shorter list repeats [default: a,b].
     #[arg(long, value_delimiter = ',')]
-    pub zones: Option<Vec<String>>,
+    pub(crate) zones: Option<Vec<String>>,
     /// The `failover_priority` tag of each node; a shorter list repeats [default: 1].
     #[arg(long, value_delimiter = ',')]
-    pub priorities: Option<Vec<i64>>,
+    pub(crate) priorities: Option<Vec<i64>>,
     /// Also run HAProxy: writes to the leader, reads to the replicas.
     #[arg(long)]
-    pub haproxy: bool,
+    pub(crate) haproxy: bool,
     /// Use fixed ports from this one up (etcd BASE, REST APIs BASE+10.., PostgreSQL BASE+20..,
     /// HAProxy BASE+30..32) instead of free ones.
     #[arg(long)]
-    pub base_port: Option<u16>,
+    pub(crate) base_port: Option<u16>,
     /// Where the policies are (NAME.toml with its component); the lab runs a copy
     /// [default: ./policies when it exists].
     #[arg(long)]
-    pub policies_dir: Option<PathBuf>,
+    pub(crate) policies_dir: Option<PathBuf>,
     /// The PostgreSQL programs [default: the directory of initdb on PATH, else the newest
     /// /usr/lib/postgresql/<version>/bin].
     #[arg(long)]
-    pub bin_dir: Option<PathBuf>,
+    pub(crate) bin_dir: Option<PathBuf>,
     /// How long to wait for the cluster to become healthy, in seconds.
     #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 impl LabOptions {
     /// The settings asked for (`None`: not given).
-    pub fn requested(&self, policies: Option<Vec<String>>) -> spec::Requested {
+    pub(crate) fn requested(&self, policies: Option<Vec<String>>) -> spec::Requested {
         spec::Requested {
             nodes: self.nodes,
             ttl: self.ttl,
@@ -151,17 +151,17 @@ impl LabOptions {
 }
 
 #[derive(Args, Debug)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     #[command(flatten)]
-    pub opts: LabOptions,
+    pub(crate) opts: LabOptions,
     /// The policies every node runs, in order (names from --policies-dir), or `builtin`
     /// [default: builtin].
     #[arg(long, value_delimiter = ',')]
-    pub policies: Option<Vec<String>>,
+    pub(crate) policies: Option<Vec<String>>,
 }
 
 #[derive(Subcommand, Debug, Clone)]
-pub enum FaultCmd {
+pub(crate) enum FaultCmd {
     /// SIGKILL the leader's process group (regent, PostgreSQL, fencing guard): a host crash.
     KillLeader {
         /// This node instead of the leader (a number or node name).
@@ -202,14 +202,14 @@ pub enum FaultCmd {
 /// The faults `compare` measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CompareFault {
+pub(crate) enum CompareFault {
     KillLeader,
     StopLeader,
     Switchover,
 }
 
 impl CompareFault {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             CompareFault::KillLeader => "kill-leader",
             CompareFault::StopLeader => "stop-leader",
@@ -219,39 +219,39 @@ impl CompareFault {
 }
 
 #[derive(Args, Debug)]
-pub struct CompareArgs {
+pub(crate) struct CompareArgs {
     /// The policies to compare, comma-separated: names from the lab's policies directory,
     /// and `builtin` for the built-in rules.
     #[arg(long, value_delimiter = ',', required = true)]
-    pub policies: Vec<String>,
+    pub(crate) policies: Vec<String>,
     /// The fault to inject in every run.
     #[arg(long, value_enum)]
-    pub fault: CompareFault,
+    pub(crate) fault: CompareFault,
     /// Runs per policy.
     #[arg(long, default_value_t = 3)]
-    pub runs: usize,
+    pub(crate) runs: usize,
     /// Output format of the results.
     #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Pause between two writes of the writer, in milliseconds.
     #[arg(long, default_value_t = 10)]
-    pub write_interval_ms: u64,
+    pub(crate) write_interval_ms: u64,
     /// Keep the lab that compare started (by default it is removed afterwards).
     #[arg(long)]
-    pub keep: bool,
+    pub(crate) keep: bool,
     /// A target: exit 1 if a run's failover takes longer (seconds).
     #[arg(long)]
-    pub max_failover: Option<f64>,
+    pub(crate) max_failover: Option<f64>,
     /// A target: exit 1 if a run loses more acknowledged writes.
     #[arg(long)]
-    pub max_lost: Option<usize>,
+    pub(crate) max_lost: Option<usize>,
     /// For a new lab (compare uses the lab running in --dir if there is one).
     #[command(flatten)]
-    pub opts: LabOptions,
+    pub(crate) opts: LabOptions,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     #[default]
     Table,
     Json,
@@ -271,7 +271,7 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
 }
 
 /// Results on stdout; a closed pipe (`regent lab status | head`) is not an error.
-pub fn out(text: impl AsRef<str>) {
+pub(crate) fn out(text: impl AsRef<str>) {
     use std::io::Write;
     let mut o = std::io::stdout().lock();
     let _ = o
@@ -280,6 +280,6 @@ pub fn out(text: impl AsRef<str>) {
 }
 
 /// A progress line on stderr (stdout holds the results).
-pub fn say(msg: impl std::fmt::Display) {
+pub(crate) fn say(msg: impl std::fmt::Display) {
     eprintln!("regent lab: {msg}");
 }

@@ -14,29 +14,29 @@ use std::time::{Duration, Instant};
 
 /// What one node looks like right now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NodeReport {
-    pub process: Status,
+pub(crate) struct NodeReport {
+    pub(crate) process: Status,
     /// `GET /primary` answered 200: the node holds the leader key.
-    pub leader: bool,
+    pub(crate) leader: bool,
     /// Its status document (`GET /patroni`), if the REST API answered.
-    pub doc: Option<Value>,
+    pub(crate) doc: Option<Value>,
 }
 
 impl NodeReport {
     fn field(&self, k: &str) -> Option<&str> {
         self.doc.as_ref()?.get(k)?.as_str()
     }
-    pub fn role(&self) -> Option<&str> {
+    pub(crate) fn role(&self) -> Option<&str> {
         self.field("role")
     }
-    pub fn state(&self) -> Option<&str> {
+    pub(crate) fn state(&self) -> Option<&str> {
         self.field("state")
     }
-    pub fn timeline(&self) -> Option<u64> {
+    pub(crate) fn timeline(&self) -> Option<u64> {
         self.doc.as_ref()?.get("timeline")?.as_u64()
     }
     /// The leader named it its synchronous standby.
-    pub fn sync_standby(&self) -> bool {
+    pub(crate) fn sync_standby(&self) -> bool {
         self.doc
             .as_ref()
             .and_then(|d| d.get("sync_standby"))
@@ -44,14 +44,14 @@ impl NodeReport {
             == Some(true)
     }
     /// A running replica whose WAL receiver streams.
-    pub fn streaming_replica(&self) -> bool {
+    pub(crate) fn streaming_replica(&self) -> bool {
         !self.leader
             && self.role() == Some("replica")
             && self.state() == Some("running")
             && self.field("replication_state") == Some("streaming")
     }
     /// The members that stream from this node (its `replication` rows).
-    pub fn streaming_to(&self) -> Vec<String> {
+    pub(crate) fn streaming_to(&self) -> Vec<String> {
         let rows = self
             .doc
             .as_ref()
@@ -66,7 +66,7 @@ impl NodeReport {
         .unwrap_or_default()
     }
     /// The policies the node runs (`builtin` for the built-in rules), from its status document.
-    pub fn policies(&self) -> Option<String> {
+    pub(crate) fn policies(&self) -> Option<String> {
         // A policy set publishes `summary`; the built-in rules only their `name`.
         let p = self.doc.as_ref()?.get("policy")?;
         let summary = p.get("summary").or_else(|| p.get("name"))?.as_str()?;
@@ -76,7 +76,7 @@ impl NodeReport {
 
 /// `zone-aware@1234abcd,event-journal@…` → `zone-aware,event-journal`; the built-in rules →
 /// `builtin`.
-pub fn policy_names(summary: &str) -> String {
+pub(crate) fn policy_names(summary: &str) -> String {
     if summary == "builtin-default" || summary.is_empty() {
         return spec::BUILTIN.into();
     }
@@ -90,7 +90,7 @@ pub fn policy_names(summary: &str) -> String {
 /// Whether the cluster is healthy: exactly one leader, every other node a streaming replica
 /// that the leader also sees streaming, and in synchronous mode (`sync`) a synchronous
 /// standby. `Ok(leader)` or what is still missing.
-pub fn assess(views: &[NodeReport], sync: bool) -> Result<usize, String> {
+pub(crate) fn assess(views: &[NodeReport], sync: bool) -> Result<usize, String> {
     let leaders: Vec<usize> = (0..views.len()).filter(|i| views[*i].leader).collect();
     let leader = match leaders.as_slice() {
         [l] => *l,
@@ -130,7 +130,7 @@ pub fn assess(views: &[NodeReport], sync: bool) -> Result<usize, String> {
 
 impl Lab {
     /// Every node's view, asked concurrently.
-    pub async fn views(&self) -> Vec<NodeReport> {
+    pub(crate) async fn views(&self) -> Vec<NodeReport> {
         let mut tasks = Vec::new();
         for i in 0..self.st.settings.nodes {
             let http = self.http.clone();
@@ -164,13 +164,13 @@ impl Lab {
     }
 
     /// The node holding the leader key, if one does.
-    pub async fn leader(&self) -> Option<usize> {
+    pub(crate) async fn leader(&self) -> Option<usize> {
         self.views().await.iter().position(|v| v.leader)
     }
 
     /// Poll the views until `f` gives a value, the deadline passes, or a process that
     /// should run has exited (then the error shows the end of its log).
-    pub async fn wait_until<T>(
+    pub(crate) async fn wait_until<T>(
         &self,
         deadline: Instant,
         what: &str,
@@ -214,7 +214,7 @@ impl Lab {
     }
 
     /// Wait until the cluster is healthy (see [`assess`]); the leader.
-    pub async fn wait_healthy(&self, deadline: Instant) -> Result<usize, LabError> {
+    pub(crate) async fn wait_healthy(&self, deadline: Instant) -> Result<usize, LabError> {
         let mut last = String::new();
         let r = self
             .wait_until(
@@ -239,7 +239,7 @@ impl Lab {
     }
 
     /// How to reach everything, for `up`.
-    pub fn summary(&self, leader: usize, views: &[NodeReport]) -> String {
+    pub(crate) fn summary(&self, leader: usize, views: &[NodeReport]) -> String {
         let s = &self.st.settings;
         let d = self.layout.dir.display();
         let mut out = format!(
@@ -395,7 +395,7 @@ impl Lab {
 }
 
 /// `regent lab status`.
-pub async fn status(dir: &Path, format: Format) -> Result<(), LabError> {
+pub(crate) async fn status(dir: &Path, format: Format) -> Result<(), LabError> {
     let layout = Layout {
         dir: dir.to_path_buf(),
     };
@@ -449,7 +449,7 @@ pub async fn status(dir: &Path, format: Format) -> Result<(), LabError> {
 }
 
 /// A lab's settings in a line.
-pub fn describe(s: &Settings) -> String {
+pub(crate) fn describe(s: &Settings) -> String {
     format!(
         "{} nodes, ttl {} s, loop_wait {} s, retry_timeout {} s, {} replication, zones {}",
         s.nodes,

@@ -15,18 +15,19 @@ use std::sync::Mutex;
 
 /// The environment variable that marks a lab's processes: `<lab id>:<component>`. Children
 /// (PostgreSQL, the fencing guard) inherit it.
-pub const MARKER: &str = "REGENT_LAB";
+pub(crate) const MARKER: &str = "REGENT_LAB";
 
 /// A process the lab started: its pid and its start time (clock ticks after boot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proc {
+    /// The process id.
     pub pid: i32,
-    pub start: u64,
+    pub(crate) start: u64,
 }
 
 /// What became of a recorded process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     Running,
     /// Stopped by SIGSTOP (a `freeze` fault).
     Frozen,
@@ -35,7 +36,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Status::Running => "running",
             Status::Frozen => "frozen",
@@ -46,15 +47,15 @@ impl Status {
 
 /// The fields of `/proc/<pid>/stat` the lab uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    pub state: char,
-    pub ppid: i32,
-    pub pgrp: i32,
-    pub start: u64,
+pub(crate) struct Stat {
+    pub(crate) state: char,
+    pub(crate) ppid: i32,
+    pub(crate) pgrp: i32,
+    pub(crate) start: u64,
 }
 
 /// Parse `/proc/<pid>/stat` (the command name in parentheses may hold spaces and parentheses).
-pub fn parse_stat(text: &str) -> Option<Stat> {
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     let rest = &text[text.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields from 3 (state) on; starttime is field 22.
@@ -66,7 +67,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
-pub fn stat(pid: i32) -> Option<Stat> {
+pub(crate) fn stat(pid: i32) -> Option<Stat> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
@@ -80,7 +81,7 @@ fn reap() {
 }
 
 impl Proc {
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         reap();
         match stat(self.pid) {
             Some(s) if s.start == self.start => match s.state {
@@ -92,6 +93,8 @@ impl Proc {
         }
     }
 
+    /// The recorded process is still there: running or frozen, not a zombie nor another process
+    /// under its pid.
     pub fn alive(&self) -> bool {
         self.status() != Status::Gone
     }
@@ -102,14 +105,14 @@ impl Proc {
     }
 
     /// Send `sig` to this process's group (it leads one: see [`spawn`]), if it still runs.
-    pub fn signal_group(&self, sig: Signal) -> bool {
+    pub(crate) fn signal_group(&self, sig: Signal) -> bool {
         self.alive()
             && stat(self.pid).is_some_and(|s| s.pgrp == self.pid)
             && killpg(Pid::from_raw(self.pid), sig).is_ok()
     }
 
     /// The process at `pid`, if it runs.
-    pub fn of(pid: i32) -> Option<Proc> {
+    pub(crate) fn of(pid: i32) -> Option<Proc> {
         let s = stat(pid)?;
         (s.state != 'Z').then_some(Proc {
             pid,
@@ -120,7 +123,7 @@ impl Proc {
 
 /// Start `program` detached: its own process group, stdin from /dev/null, stdout and stderr
 /// appended to `log`, `MARKER=marker` in its environment.
-pub fn spawn(
+pub(crate) fn spawn(
     program: &Path,
     args: &[String],
     log: &Path,
@@ -177,7 +180,7 @@ pub fn marked(prefix: &str) -> Vec<Proc> {
 
 /// The postmaster running on `data_dir`: the pid in `postmaster.pid`, if that process runs
 /// with `-D data_dir` (so a stale file naming a reused pid is ignored).
-pub fn postmaster(data_dir: &Path) -> Option<Proc> {
+pub(crate) fn postmaster(data_dir: &Path) -> Option<Proc> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -199,7 +202,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// The last `n` lines of a log file, for error messages.
-pub fn log_tail(path: &Path, n: usize) -> String {
+pub(crate) fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

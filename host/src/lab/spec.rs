@@ -8,64 +8,64 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The cluster name (`scope`) of every lab.
-pub const SCOPE: &str = "lab";
+pub(crate) const SCOPE: &str = "lab";
 /// The PostgreSQL superuser the lab's nodes, writer and probes use.
-pub const SUPERUSER: &str = "postgres";
+pub(crate) const SUPERUSER: &str = "postgres";
 /// The replication role.
-pub const REPLICATION_USER: &str = "replicator";
+pub(crate) const REPLICATION_USER: &str = "replicator";
 /// The REST API's Basic-auth user (the password is the lab's).
-pub const API_USER: &str = "lab";
+pub(crate) const API_USER: &str = "lab";
 /// The most nodes a lab runs.
-pub const MAX_NODES: usize = 9;
+pub(crate) const MAX_NODES: usize = 9;
 /// The table the writer fills: one row per acknowledged write.
-pub const WRITES_TABLE: &str = "regent_lab_writes";
+pub(crate) const WRITES_TABLE: &str = "regent_lab_writes";
 /// The table the split-brain probes write to.
-pub const PROBE_TABLE: &str = "regent_lab_probe";
+pub(crate) const PROBE_TABLE: &str = "regent_lab_probe";
 
 /// A lab's settings, as recorded in its state file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
-    pub nodes: usize,
-    pub ttl: u64,
-    pub loop_wait: u64,
-    pub retry_timeout: u64,
-    pub synchronous_mode: bool,
+pub(crate) struct Settings {
+    pub(crate) nodes: usize,
+    pub(crate) ttl: u64,
+    pub(crate) loop_wait: u64,
+    pub(crate) retry_timeout: u64,
+    pub(crate) synchronous_mode: bool,
     /// The policies every node runs, in order; empty: the built-in rules.
-    pub policies: Vec<String>,
+    pub(crate) policies: Vec<String>,
     /// The `zone` tag of each node.
-    pub zones: Vec<String>,
+    pub(crate) zones: Vec<String>,
     /// The `failover_priority` tag of each node.
-    pub priorities: Vec<i64>,
-    pub haproxy: bool,
+    pub(crate) priorities: Vec<i64>,
+    pub(crate) haproxy: bool,
     /// The PostgreSQL programs.
-    pub bin_dir: PathBuf,
+    pub(crate) bin_dir: PathBuf,
     /// The OS user PostgreSQL runs as (`postgresql.os_user`), set when the lab runs as root.
-    pub os_user: Option<String>,
+    pub(crate) os_user: Option<String>,
 }
 
 /// The settings as given on the command line; `None`: the default (or, for a lab that exists,
 /// what it was created with).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Requested {
-    pub nodes: Option<usize>,
-    pub ttl: Option<u64>,
-    pub loop_wait: Option<u64>,
-    pub retry_timeout: Option<u64>,
-    pub synchronous_mode: Option<bool>,
-    pub policies: Option<Vec<String>>,
-    pub zones: Option<Vec<String>>,
-    pub priorities: Option<Vec<i64>>,
-    pub haproxy: Option<bool>,
+pub(crate) struct Requested {
+    pub(crate) nodes: Option<usize>,
+    pub(crate) ttl: Option<u64>,
+    pub(crate) loop_wait: Option<u64>,
+    pub(crate) retry_timeout: Option<u64>,
+    pub(crate) synchronous_mode: Option<bool>,
+    pub(crate) policies: Option<Vec<String>>,
+    pub(crate) zones: Option<Vec<String>>,
+    pub(crate) priorities: Option<Vec<i64>>,
+    pub(crate) haproxy: Option<bool>,
 }
 
-pub const DEFAULT_NODES: usize = 3;
-pub const DEFAULT_TTL: u64 = 10;
-pub const DEFAULT_LOOP_WAIT: u64 = 1;
-pub const DEFAULT_RETRY_TIMEOUT: u64 = 3;
+pub(crate) const DEFAULT_NODES: usize = 3;
+pub(crate) const DEFAULT_TTL: u64 = 10;
+pub(crate) const DEFAULT_LOOP_WAIT: u64 = 1;
+pub(crate) const DEFAULT_RETRY_TIMEOUT: u64 = 3;
 const DEFAULT_ZONES: [&str; 2] = ["a", "b"];
 
 /// `builtin` in a policy list: the built-in rules (no policy plugin).
-pub const BUILTIN: &str = "builtin";
+pub(crate) const BUILTIN: &str = "builtin";
 
 /// A name made of letters, digits, `-`, `_` and `.` (so that it needs no quoting anywhere).
 fn plain_name(s: &str) -> bool {
@@ -76,7 +76,7 @@ fn plain_name(s: &str) -> bool {
 }
 
 /// A policy list from the command line: names, or `builtin` alone (the built-in rules).
-pub fn policy_list(flag: &str, names: &[String]) -> Result<Vec<String>, LabError> {
+pub(crate) fn policy_list(flag: &str, names: &[String]) -> Result<Vec<String>, LabError> {
     let names: Vec<String> = names
         .iter()
         .map(|n| n.trim().to_string())
@@ -107,7 +107,7 @@ fn per_node<T: Clone>(list: &[T], n: usize) -> Vec<T> {
 
 impl Requested {
     /// The settings of a new lab: the requested values over the defaults, checked.
-    pub fn settings(
+    pub(crate) fn settings(
         &self,
         bin_dir: PathBuf,
         os_user: Option<String>,
@@ -163,7 +163,7 @@ impl Requested {
     }
 
     /// The flags that ask for something other than what `existing` was created with.
-    pub fn conflicts(&self, existing: &Settings) -> Vec<String> {
+    pub(crate) fn conflicts(&self, existing: &Settings) -> Vec<String> {
         let n = existing.nodes;
         let list = |v: &[String]| v.join(",");
         let numbers = |v: &[i64]| list(&v.iter().map(i64::to_string).collect::<Vec<_>>());
@@ -215,7 +215,7 @@ impl Requested {
 
 /// Regent's timing rule, with the lab's flag names: ttl ≥ 5, loop_wait ≥ 1, retry_timeout ≥ 1,
 /// loop_wait + 2 × retry_timeout ≤ ttl.
-pub fn check_timing(ttl: u64, loop_wait: u64, retry_timeout: u64) -> Result<(), LabError> {
+pub(crate) fn check_timing(ttl: u64, loop_wait: u64, retry_timeout: u64) -> Result<(), LabError> {
     if ttl < 5 {
         return Err(LabError::Usage(format!(
             "--ttl {ttl}: the leader lease must be 5 s or more; use e.g. --ttl 10"
@@ -237,26 +237,26 @@ pub fn check_timing(ttl: u64, loop_wait: u64, retry_timeout: u64) -> Result<(), 
 
 /// The ports of one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodePorts {
-    pub api: u16,
-    pub pg: u16,
+pub(crate) struct NodePorts {
+    pub(crate) api: u16,
+    pub(crate) pg: u16,
 }
 
 /// HAProxy's listeners: writes (to the leader), reads (to the replicas), statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HaproxyPorts {
-    pub write: u16,
-    pub read: u16,
-    pub stats: u16,
+pub(crate) struct HaproxyPorts {
+    pub(crate) write: u16,
+    pub(crate) read: u16,
+    pub(crate) stats: u16,
 }
 
 /// Every port of a lab (all on 127.0.0.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ports {
-    pub etcd_client: u16,
-    pub etcd_peer: u16,
-    pub nodes: Vec<NodePorts>,
-    pub haproxy: Option<HaproxyPorts>,
+pub(crate) struct Ports {
+    pub(crate) etcd_client: u16,
+    pub(crate) etcd_peer: u16,
+    pub(crate) nodes: Vec<NodePorts>,
+    pub(crate) haproxy: Option<HaproxyPorts>,
 }
 
 /// How many ports a lab with `base` needs above it: etcd at base and base+1, the REST APIs
@@ -265,7 +265,7 @@ const BASE_SPAN: u16 = 32;
 
 impl Ports {
     /// Ports drawn from `next` (e.g. free ports from the OS), in a fixed order.
-    pub fn assign(nodes: usize, haproxy: bool, mut next: impl FnMut() -> u16) -> Ports {
+    pub(crate) fn assign(nodes: usize, haproxy: bool, mut next: impl FnMut() -> u16) -> Ports {
         let etcd_client = next();
         let etcd_peer = next();
         let nodes = (0..nodes)
@@ -289,7 +289,7 @@ impl Ports {
 
     /// The fixed layout from `--base-port B`: etcd B and B+1, node i's REST API B+10+i and
     /// PostgreSQL B+20+i (i from 0), HAProxy B+30 (writes), B+31 (reads), B+32 (statistics).
-    pub fn from_base(base: u16, nodes: usize, haproxy: bool) -> Result<Ports, LabError> {
+    pub(crate) fn from_base(base: u16, nodes: usize, haproxy: bool) -> Result<Ports, LabError> {
         if base < 1024 || base.checked_add(BASE_SPAN).is_none() {
             return Err(LabError::Usage(format!(
                 "--base-port {base}: the lab uses the ports from it up to {BASE_SPAN} above it; choose a base from 1024 to {}",
@@ -315,7 +315,7 @@ impl Ports {
     }
 
     /// Every port with what it is for.
-    pub fn all(&self) -> Vec<(String, u16)> {
+    pub(crate) fn all(&self) -> Vec<(String, u16)> {
         let mut out = vec![
             ("etcd (clients)".to_string(), self.etcd_client),
             ("etcd (peers)".to_string(), self.etcd_peer),
@@ -334,12 +334,12 @@ impl Ports {
 }
 
 /// The name of node `i` (from 0): `node1`, `node2`, ...
-pub fn node_name(i: usize) -> String {
+pub(crate) fn node_name(i: usize) -> String {
     format!("node{}", i + 1)
 }
 
 /// A node given on the command line (`2` or `node2`) as its index, checked against `nodes`.
-pub fn parse_node(s: &str, nodes: usize) -> Result<usize, LabError> {
+pub(crate) fn parse_node(s: &str, nodes: usize) -> Result<usize, LabError> {
     let t = s.trim();
     let digits = t.strip_prefix("node").unwrap_or(t);
     match digits.parse::<usize>() {
@@ -352,50 +352,50 @@ pub fn parse_node(s: &str, nodes: usize) -> Result<usize, LabError> {
 
 /// Where everything of a lab lives, inside its directory.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Layout {
-    pub dir: PathBuf,
+pub(crate) struct Layout {
+    pub(crate) dir: PathBuf,
 }
 
 impl Layout {
-    pub fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.dir.join("lab.json")
     }
-    pub fn lock(&self) -> PathBuf {
+    pub(crate) fn lock(&self) -> PathBuf {
         self.dir.join("lab.lock")
     }
-    pub fn etcd_data(&self) -> PathBuf {
+    pub(crate) fn etcd_data(&self) -> PathBuf {
         self.dir.join("etcd")
     }
-    pub fn etcd_log(&self) -> PathBuf {
+    pub(crate) fn etcd_log(&self) -> PathBuf {
         self.dir.join("etcd.log")
     }
-    pub fn config(&self, i: usize) -> PathBuf {
+    pub(crate) fn config(&self, i: usize) -> PathBuf {
         self.dir.join(format!("{}.yml", node_name(i)))
     }
-    pub fn log(&self, i: usize) -> PathBuf {
+    pub(crate) fn log(&self, i: usize) -> PathBuf {
         self.dir.join(format!("{}.log", node_name(i)))
     }
     /// The node's own directory: the data directory's parent, owned by PostgreSQL's OS user.
-    pub fn node_dir(&self, i: usize) -> PathBuf {
+    pub(crate) fn node_dir(&self, i: usize) -> PathBuf {
         self.dir.join(node_name(i))
     }
-    pub fn data_dir(&self, i: usize) -> PathBuf {
+    pub(crate) fn data_dir(&self, i: usize) -> PathBuf {
         self.node_dir(i).join("data")
     }
-    pub fn haproxy_config(&self) -> PathBuf {
+    pub(crate) fn haproxy_config(&self) -> PathBuf {
         self.dir.join("haproxy.cfg")
     }
-    pub fn haproxy_log(&self) -> PathBuf {
+    pub(crate) fn haproxy_log(&self) -> PathBuf {
         self.dir.join("haproxy.log")
     }
     /// The lab's copy of the policies (watched by every node).
-    pub fn policies(&self) -> PathBuf {
+    pub(crate) fn policies(&self) -> PathBuf {
         self.dir.join("policies")
     }
 
     /// Every file and directory a lab of `nodes` nodes may create in its directory: what
     /// `down` removes, and nothing else.
-    pub fn owned_entries(&self, nodes: usize) -> Vec<PathBuf> {
+    pub(crate) fn owned_entries(&self, nodes: usize) -> Vec<PathBuf> {
         let mut v = vec![
             self.etcd_data(),
             self.etcd_log(),
@@ -439,25 +439,37 @@ fn yp(p: &Path) -> String {
 /// integration tests' (`tests/support`), which build theirs with it too.
 #[derive(Debug, Clone)]
 pub struct NodeYaml<'a> {
+    /// The cluster's name (`scope`).
     pub scope: &'a str,
+    /// The member name.
     pub name: &'a str,
     /// The address the REST API and PostgreSQL listen on (and are reached at).
     pub host: &'a str,
+    /// The REST API's port.
     pub api_port: u16,
+    /// PostgreSQL's port.
     pub pg_port: u16,
     /// etcd endpoints, `host:port` each.
     pub etcd: &'a [String],
+    /// `bootstrap.dcs.ttl`, in seconds.
     pub ttl: u64,
+    /// `bootstrap.dcs.loop_wait`, in seconds.
     pub loop_wait: u64,
+    /// `bootstrap.dcs.retry_timeout`, in seconds.
     pub retry_timeout: u64,
+    /// `bootstrap.dcs.synchronous_mode`.
     pub synchronous_mode: bool,
     /// `bootstrap.pg_hba`.
     pub pg_hba: &'a [String],
+    /// `postgresql.data_dir`.
     pub data_dir: &'a Path,
+    /// `postgresql.bin_dir`.
     pub bin_dir: &'a Path,
     /// `postgresql.os_user`.
     pub os_user: Option<&'a str>,
+    /// The password of the superuser, `postgres`.
     pub superuser_password: &'a str,
+    /// The password of the replication user, `replicator`.
     pub replication_password: &'a str,
     /// `restapi.authentication` (user, password).
     pub api_auth: Option<(&'a str, &'a str)>,
@@ -470,6 +482,7 @@ pub struct NodeYaml<'a> {
 }
 
 impl NodeYaml<'_> {
+    /// The configuration file's text.
     pub fn render(&self) -> String {
         let addr = |port: u16| {
             if self.host.contains(':') {
@@ -531,7 +544,7 @@ impl NodeYaml<'_> {
 
 /// The YAML of the lab's node `i`: loopback addresses, the lab's timing, password, tags and
 /// policies.
-pub fn node_yaml(
+pub(crate) fn node_yaml(
     layout: &Layout,
     settings: &Settings,
     ports: &Ports,
@@ -618,7 +631,7 @@ pub fn etcd_args(name: &str, data_dir: &Path, client_port: u16, peer_port: u16) 
 /// HAProxy in front of the nodes as Patroni documents it: writes go to the node whose
 /// `OPTIONS /primary` answers 200, reads to those whose `OPTIONS /replica` does. Checks run
 /// every 500 ms.
-pub fn haproxy_config(ports: &Ports) -> Option<String> {
+pub(crate) fn haproxy_config(ports: &Ports) -> Option<String> {
     let h = ports.haproxy?;
     let servers: String = ports
         .nodes

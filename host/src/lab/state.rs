@@ -14,29 +14,29 @@ const FORMAT: u32 = 1;
 
 /// Everything `regent lab` needs to find a lab again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabState {
-    pub format: u32,
+pub(crate) struct LabState {
+    pub(crate) format: u32,
     /// Random; every process the lab starts carries it in its environment (see `procs`).
-    pub id: String,
+    pub(crate) id: String,
     /// The directory the lab was created in (the configurations hold absolute paths).
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Whether `regent lab up` created the directory (then `down` removes it too).
-    pub created_dir: bool,
-    pub settings: Settings,
-    pub ports: Ports,
+    pub(crate) created_dir: bool,
+    pub(crate) settings: Settings,
+    pub(crate) ports: Ports,
     /// The password of the PostgreSQL superuser, the replication user and the REST API.
-    pub password: String,
+    pub(crate) password: String,
     /// The processes started, by component: `etcd`, `node1`.., `haproxy`.
     #[serde(default)]
-    pub procs: BTreeMap<String, Proc>,
+    pub(crate) procs: BTreeMap<String, Proc>,
     /// The node that led when the lab was last stopped: it starts first next time, so that
     /// the node with the newest WAL leads again.
     #[serde(default)]
-    pub last_leader: Option<usize>,
+    pub(crate) last_leader: Option<usize>,
 }
 
 impl LabState {
-    pub fn new(
+    pub(crate) fn new(
         dir: PathBuf,
         created_dir: bool,
         settings: Settings,
@@ -56,7 +56,7 @@ impl LabState {
     }
 
     /// Read the state file of the lab in `layout`; `Ok(None)` when there is none.
-    pub fn load(layout: &Layout) -> Result<Option<LabState>, LabError> {
+    pub(crate) fn load(layout: &Layout) -> Result<Option<LabState>, LabError> {
         let path = layout.state();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -92,7 +92,7 @@ impl LabState {
     }
 
     /// Write the state file atomically (a temporary file renamed into place).
-    pub fn save(&self, layout: &Layout) -> Result<(), LabError> {
+    pub(crate) fn save(&self, layout: &Layout) -> Result<(), LabError> {
         let path = layout.state();
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self)
@@ -103,13 +103,13 @@ impl LabState {
     }
 
     /// The marker value of component `what` (see `procs::MARKER`).
-    pub fn marker(&self, what: &str) -> String {
+    pub(crate) fn marker(&self, what: &str) -> String {
         format!("{}:{what}", self.id)
     }
 }
 
 /// Write `text` to a new file only its owner may read (it holds the lab's password).
-pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
@@ -131,18 +131,18 @@ fn random_hex(n: usize) -> Result<String, LabError> {
 }
 
 /// The exclusive lock on a lab directory, held for the lifetime of one command.
-pub struct Lock {
+pub(crate) struct Lock {
     _file: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 impl Lock {
     /// No lock, for commands that only read.
-    pub fn none() -> Lock {
+    pub(crate) fn none() -> Lock {
         Lock { _file: None }
     }
 
     /// Take the lock of the lab in `dir` (which must exist), or say who holds it.
-    pub fn take(layout: &Layout) -> Result<Lock, LabError> {
+    pub(crate) fn take(layout: &Layout) -> Result<Lock, LabError> {
         let path = layout.lock();
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -174,13 +174,13 @@ impl Lock {
 }
 
 /// The default lab directory: `<temp>/regent-lab`.
-pub fn default_dir() -> PathBuf {
+pub(crate) fn default_dir() -> PathBuf {
     std::env::temp_dir().join("regent-lab")
 }
 
 /// The command line `regent lab SUB` for the lab in `dir` (with `--dir` unless it is the
 /// default), for messages that tell what to run next.
-pub fn cmd(dir: &Path, sub: &str) -> String {
+pub(crate) fn cmd(dir: &Path, sub: &str) -> String {
     if dir == default_dir() {
         format!("regent lab {sub}")
     } else {
@@ -189,7 +189,7 @@ pub fn cmd(dir: &Path, sub: &str) -> String {
 }
 
 /// The lab directory to use: `dir` made absolute, else the default `<temp>/regent-lab`.
-pub fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf, LabError> {
+pub(crate) fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf, LabError> {
     let d = dir.map(Path::to_path_buf).unwrap_or_else(default_dir);
     let abs = if d.is_absolute() {
         d

@@ -213,12 +213,12 @@ pub(crate) struct RankFunc(Func);
 impl RankFunc {
     /// Check `func` (the instance's `rank-candidates`) against [`ViewArg`] and the generated
     /// `ranking`.
-    pub fn new(store: &Store<State>, func: Func) -> wasmtime::Result<RankFunc> {
+    pub(crate) fn new(store: &Store<State>, func: Func) -> wasmtime::Result<RankFunc> {
         func.typed::<(ViewArg<'_>,), (wit::Ranking,)>(store)?;
         Ok(RankFunc(func))
     }
 
-    pub fn call(
+    pub(crate) fn call(
         self,
         store: impl AsContextMut<Data = State>,
         view: ViewArg<'_>,

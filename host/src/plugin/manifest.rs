@@ -25,16 +25,16 @@ use std::time::Duration;
 /// A hook of the `policy` world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Hook {
+pub(crate) enum Hook {
     RankCandidates,
     CheckHealth,
     OnEvent,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [Hook::RankCandidates, Hook::CheckHealth, Hook::OnEvent];
+    pub(crate) const ALL: [Hook; 3] = [Hook::RankCandidates, Hook::CheckHealth, Hook::OnEvent];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Hook::RankCandidates => "rank-candidates",
             Hook::CheckHealth => "check-health",
@@ -50,45 +50,37 @@ impl Hook {
 /// A host capability a policy may be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Capability {
+pub(crate) enum Capability {
     SqlProbe,
-}
-
-impl Capability {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Capability::SqlProbe => "sql-probe",
-        }
-    }
 }
 
 /// A SQL probe run before `check-health`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Probe {
-    pub name: String,
-    pub sql: String,
-    pub timeout: Duration,
+pub(crate) struct Probe {
+    pub(crate) name: String,
+    pub(crate) sql: String,
+    pub(crate) timeout: Duration,
 }
 
 /// A validated manifest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// The manifest file; `None` for a bare component loaded by `regent policy check`.
-    pub path: Option<PathBuf>,
-    pub name: String,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) name: String,
     /// The component, resolved against the manifest's directory.
-    pub component: PathBuf,
+    pub(crate) component: PathBuf,
     /// `None`: every hook the policy describes.
-    pub hooks: Option<Vec<Hook>>,
-    pub capabilities: Vec<Capability>,
+    pub(crate) hooks: Option<Vec<Hook>>,
+    pub(crate) capabilities: Vec<Capability>,
     /// The `[settings]` table as JSON (an empty object when absent).
-    pub settings: serde_json::Value,
-    pub probes: Vec<Probe>,
-    pub deadline: Duration,
-    pub memory_mb: u64,
+    pub(crate) settings: serde_json::Value,
+    pub(crate) probes: Vec<Probe>,
+    pub(crate) deadline: Duration,
+    pub(crate) memory_mb: u64,
     /// The manifest text, to tell whether a reload changed anything.
     #[serde(skip)]
-    pub source: String,
+    pub(crate) source: String,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +125,7 @@ fn valid_name(s: &str) -> bool {
 
 impl Manifest {
     /// Read and validate a manifest file.
-    pub fn load(path: &Path) -> Result<Manifest, PolicyError> {
+    pub(crate) fn load(path: &Path) -> Result<Manifest, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Io {
             path: path.to_path_buf(),
             message: format!("cannot read the policy manifest: {e}"),
@@ -142,7 +134,7 @@ impl Manifest {
     }
 
     /// Validate manifest text; `path` names the file in errors and anchors `component`.
-    pub fn parse(path: &Path, text: &str) -> Result<Manifest, PolicyError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest, PolicyError> {
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let (key, fix) = toml_error_hint(&e, text);
             let at = e
@@ -364,7 +356,7 @@ impl Manifest {
     }
 
     /// A manifest for a bare component: every hook, no settings, no capabilities.
-    pub fn for_component(path: &Path) -> Manifest {
+    pub(crate) fn for_component(path: &Path) -> Manifest {
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -384,12 +376,12 @@ impl Manifest {
         }
     }
 
-    pub fn grants(&self, c: Capability) -> bool {
+    pub(crate) fn grants(&self, c: Capability) -> bool {
         self.capabilities.contains(&c)
     }
 
     /// The file errors should name: the manifest, or the component when there is none.
-    pub fn file(&self) -> &Path {
+    pub(crate) fn file(&self) -> &Path {
         self.path.as_deref().unwrap_or(&self.component)
     }
 }

@@ -20,7 +20,7 @@
 //! - [`check`] and [`eval`]: the `regent policy check` / `regent policy eval` subcommands.
 
 mod convert;
-pub mod manifest;
+pub(crate) mod manifest;
 mod reload;
 mod runtime;
 mod selftest;
@@ -30,12 +30,17 @@ mod wasm;
 #[cfg(test)]
 mod tests;
 
-pub use manifest::{Capability, Hook, Manifest, Probe};
+pub(crate) use manifest::{Hook, Manifest};
 pub use reload::{DEBOUNCE, WatcherHandle};
 pub use runtime::{COMPILE_SUBCOMMAND, Tier, compile_child, compile_in_subprocess};
 pub use selftest::{nine_members, sample_views};
-pub use set::{PolicySet, ReloadOutcome};
-pub use wasm::{Fault, FaultKind, LocalNode, PolicyInfo, TagKeys, WasmPolicy};
+pub use set::PolicySet;
+#[cfg(test)]
+pub(crate) use set::ReloadOutcome;
+#[cfg(test)]
+pub(crate) use wasm::FaultKind;
+pub(crate) use wasm::TagKeys;
+pub use wasm::{Fault, WasmPolicy};
 
 use crate::ha::policy::{DefaultPolicy, ElectionView, Policy, Ranked, Ranking};
 use serde::{Deserialize, Serialize};
@@ -44,54 +49,104 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The WIT package this host implements. Components built against another version are refused.
-pub const WIT_PACKAGE: &str = "regent:policy@0.1.0";
+pub(crate) const WIT_PACKAGE: &str = "regent:policy@0.1.0";
 
 /// Call deadline when the manifest sets none.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
 /// Memory limit of one policy instance when the manifest sets none.
-pub const DEFAULT_MEMORY_MB: u64 = 32;
+pub(crate) const DEFAULT_MEMORY_MB: u64 = 32;
 /// Statement timeout of a manifest probe without `timeout_ms`.
-pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+pub(crate) const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// Why a policy cannot be loaded, checked, reloaded or watched.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// A file or directory cannot be read.
     #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A manifest problem: the file, the key, what is wrong and how to fix it.
     #[error("{path}: `{key}`: {problem}; {fix}")]
     Manifest {
+        /// The manifest file.
         path: PathBuf,
+        /// The key at fault.
         key: String,
+        /// What is wrong.
         problem: String,
+        /// How to fix it.
         fix: String,
     },
+    /// The file is not a WebAssembly component that compiles.
     #[error("{path}: not a valid WebAssembly component: {message}")]
-    InvalidComponent { path: PathBuf, message: String },
+    InvalidComponent {
+        /// The component file.
+        path: PathBuf,
+        /// Why it does not compile.
+        message: String,
+    },
+    /// The component was built against another version of the `regent:policy` world.
     #[error(
         "{path}: built against a different regent:policy version{found}; rebuild against wit/policy.wit ({WIT_PACKAGE}) ({message})"
     )]
     WrongVersion {
+        /// The component file.
         path: PathBuf,
         /// ` (regent:policy@X)` when the component names its version.
         found: String,
+        /// How the mismatch showed.
         message: String,
     },
+    /// The policy cannot be loaded; the message says why.
     #[error("policy {name}: {message}")]
-    Load { name: String, message: String },
+    Load {
+        /// The policy's name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The policy's `configure` refused its settings.
     #[error("policy {name}: `configure` refused the settings: {message}")]
-    Configure { name: String, message: String },
+    Configure {
+        /// The policy's name.
+        name: String,
+        /// The policy's own message.
+        message: String,
+    },
+    /// The policy failed its self-test on one of the sample views.
     #[error("policy {name}: self-test failed on view `{view}`: {message}")]
     SelfTest {
+        /// The policy's name.
         name: String,
+        /// The sample view it failed on.
         view: String,
+        /// How it failed.
         message: String,
     },
+    /// A call into the policy faulted.
     #[error("policy {name}: {fault}")]
-    Fault { name: String, fault: Box<Fault> },
+    Fault {
+        /// The policy's name.
+        name: String,
+        /// The fault.
+        fault: Box<Fault>,
+    },
+    /// The WebAssembly engine cannot start.
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+    /// A directory cannot be watched for changes.
     #[error("cannot watch {path} for policy changes: {message}")]
-    Watch { path: PathBuf, message: String },
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The election view given to [`eval`] does not parse.
     #[error("invalid election view JSON: {0}")]
     ViewJson(String),
 }
@@ -99,14 +154,14 @@ pub enum PolicyError {
 /// Run read-only SQL on the local PostgreSQL for policies granted `sql-probe`. The supervisor
 /// provides it ([`PolicySet::set_sql_prober`]); it is called from the thread that calls the
 /// policy, so it must bound its own time by `timeout`.
-pub trait SqlProber: Send + Sync {
+pub(crate) trait SqlProber: Send + Sync {
     fn probe(&self, sql: &str, timeout: Duration) -> Result<Vec<Vec<Option<String>>>, String>;
 }
 
 /// A member role as events report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Role {
+pub(crate) enum Role {
     Primary,
     Replica,
     Unknown,
@@ -114,7 +169,7 @@ pub enum Role {
 
 impl Role {
     /// `primary`/`master` → primary, `replica`/`standby` (any case) → replica, else unknown.
-    pub fn from_name(s: &str) -> Role {
+    pub(crate) fn from_name(s: &str) -> Role {
         match s.to_ascii_lowercase().as_str() {
             "primary" | "master" => Role::Primary,
             "replica" | "standby" | "standby_leader" | "standby-leader" => Role::Replica,
@@ -126,7 +181,7 @@ impl Role {
 /// Something that happened, for the policies' `on-event` hook (names follow Patroni's callbacks).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Event {
+pub(crate) enum Event {
     Started(Role),
     Stopped(Role),
     Restarted(Role),
@@ -142,27 +197,28 @@ pub enum Event {
 /// What [`check`] found out about a policy.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub file: PathBuf,
-    pub name: String,
-    pub version: String,
-    pub digest: String,
-    pub wit_package: &'static str,
-    pub hooks: Vec<Hook>,
+    pub(crate) file: PathBuf,
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) digest: String,
+    pub(crate) wit_package: &'static str,
+    pub(crate) hooks: Vec<Hook>,
     /// The member tags `rank-candidates` is given.
-    pub tags: TagKeys,
+    pub(crate) tags: TagKeys,
+    /// How long the component took to compile, or to load from the cache, in milliseconds.
     pub compile_ms: f64,
-    pub cached: bool,
-    pub deadline_ms: u64,
-    pub memory_mb: u64,
-    pub self_test: Vec<SelfTestResult>,
+    pub(crate) cached: bool,
+    pub(crate) deadline_ms: u64,
+    pub(crate) memory_mb: u64,
+    pub(crate) self_test: Vec<SelfTestResult>,
 }
 
 /// One self-test view and the policy's answer.
 #[derive(Debug, Clone, Serialize)]
-pub struct SelfTestResult {
-    pub view: String,
-    pub answer: String,
-    pub micros: f64,
+pub(crate) struct SelfTestResult {
+    pub(crate) view: String,
+    pub(crate) answer: String,
+    pub(crate) micros: f64,
 }
 
 impl fmt::Display for Report {
@@ -260,7 +316,7 @@ fn load_for_cli(path: &Path) -> Result<WasmPolicy, PolicyError> {
 }
 
 /// A ranking as text: one candidate per line with its reason, or the veto.
-pub fn ranking_text(r: &Ranking) -> String {
+pub(crate) fn ranking_text(r: &Ranking) -> String {
     match r {
         Ranking::Veto(why) => format!("veto: {why}\n"),
         Ranking::Candidates(list) if list.is_empty() => "no eligible candidate\n".to_string(),

@@ -28,14 +28,6 @@ pub struct WatcherHandle {
     watcher: Option<notify::RecommendedWatcher>,
     tx: Sender<Msg>,
     thread: Option<JoinHandle<()>>,
-    dirs: Vec<PathBuf>,
-}
-
-impl WatcherHandle {
-    /// The directories watched.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
 }
 
 impl Drop for WatcherHandle {
@@ -108,7 +100,6 @@ impl PolicySet {
             watcher: Some(watcher),
             tx,
             thread: Some(thread),
-            dirs: dirs.into_iter().collect(),
         })
     }
 

@@ -52,14 +52,14 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Tier::Quick => "quick",
             Tier::Optimized => "optimized",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Tier> {
+    pub(crate) fn parse(s: &str) -> Option<Tier> {
         [Tier::Quick, Tier::Optimized]
             .into_iter()
             .find(|t| t.as_str() == s)
@@ -87,9 +87,9 @@ impl Tier {
 }
 
 pub(crate) struct Runtime {
-    pub tier: Tier,
-    pub engine: Engine,
-    pub linker: Linker<State>,
+    pub(crate) tier: Tier,
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<State>,
 }
 
 static RUNTIMES: OnceLock<Result<[Runtime; 2], String>> = OnceLock::new();
@@ -155,7 +155,7 @@ pub(crate) struct State {
     /// Timeout of a `sql-probe` the guest calls itself (within the call deadline).
     sql_timeout: Duration,
     /// The instance is running the load-time self-test: its log lines go to `trace`.
-    pub self_test: bool,
+    pub(crate) self_test: bool,
 }
 
 impl WasiView for State {
@@ -278,12 +278,12 @@ impl Capture {
     }
 
     /// A mark to read what is written after it.
-    pub fn mark(&self) -> u64 {
+    pub(crate) fn mark(&self) -> u64 {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 
     /// What was written since `mark` (the part still kept), as text.
-    pub fn since(&self, mark: u64) -> String {
+    pub(crate) fn since(&self, mark: u64) -> String {
         let b = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let new = (b.total.saturating_sub(mark) as usize).min(b.data.len());
         let start = b.data.len() - new;
@@ -351,19 +351,19 @@ impl tokio::io::AsyncWrite for Capture {
 /// Per-instance settings.
 #[derive(Clone)]
 pub(crate) struct InstanceConfig {
-    pub policy: Arc<str>,
-    pub memory_bytes: usize,
-    pub sql: Option<ProberCell>,
-    pub sql_timeout: Duration,
+    pub(crate) policy: Arc<str>,
+    pub(crate) memory_bytes: usize,
+    pub(crate) sql: Option<ProberCell>,
+    pub(crate) sql_timeout: Duration,
 }
 
 /// A live instance: its store, its exports and its stderr.
 pub(crate) struct Live {
-    pub store: Store<State>,
-    pub bindings: Bindings,
+    pub(crate) store: Store<State>,
+    pub(crate) bindings: Bindings,
     /// `rank-candidates`, called with a view that borrows from the decision core's.
-    pub rank: RankFunc,
-    pub stderr: Capture,
+    pub(crate) rank: RankFunc,
+    pub(crate) stderr: Capture,
 }
 
 /// Instantiate `pre` in a fresh store: no preopens, environment, arguments or network; stderr

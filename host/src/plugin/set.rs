@@ -18,7 +18,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What one reload attempt did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "result")]
-pub enum ReloadOutcome {
+pub(crate) enum ReloadOutcome {
     /// The new version serves.
     Reloaded {
         policy: String,
@@ -45,9 +45,9 @@ struct ReloadLog {
 }
 
 pub(crate) struct Slot {
-    pub name: String,
-    pub manifest_path: PathBuf,
-    pub current: ArcSwap<WasmPolicy>,
+    pub(crate) name: String,
+    pub(crate) manifest_path: PathBuf,
+    pub(crate) current: ArcSwap<WasmPolicy>,
     log: Mutex<ReloadLog>,
     /// One reload of this slot at a time.
     reloading: Mutex<()>,
@@ -121,18 +121,18 @@ impl PolicySet {
     }
 
     /// The policy directory (canonical).
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Provide SQL access for policies granted `sql-probe`.
-    pub fn set_sql_prober(&self, prober: Arc<dyn SqlProber>) {
+    pub(crate) fn set_sql_prober(&self, prober: Arc<dyn SqlProber>) {
         *lock(&self.host.prober) = Some(prober);
     }
 
     /// The local node's name and whether it holds the leader key, for `check-health`. Set it
     /// before each health check (the decision core's `HealthFacts` does not carry them).
-    pub fn set_local_node(&self, name: &str, is_leader: bool) {
+    pub(crate) fn set_local_node(&self, name: &str, is_leader: bool) {
         let mut l = lock(&self.host.local);
         if l.name != name {
             l.name = name.to_string();
@@ -146,7 +146,7 @@ impl PolicySet {
     }
 
     /// Tell every policy with `on-event` what happened (faults are recorded, never returned).
-    pub fn on_event(&self, event: &Event) {
+    pub(crate) fn on_event(&self, event: &Event) {
         for s in &self.slots {
             let p = s.current.load();
             if p.is_active(Hook::OnEvent) {
@@ -157,7 +157,7 @@ impl PolicySet {
 
     /// Reload every policy whose manifest or component changed (SIGHUP, `POST /reload`).
     /// Compiles: call it off the HA loop.
-    pub fn rescan(&self) -> Vec<ReloadOutcome> {
+    pub(crate) fn rescan(&self) -> Vec<ReloadOutcome> {
         (0..self.slots.len()).map(|i| self.reload_slot(i)).collect()
     }
 
@@ -275,7 +275,7 @@ impl PolicySet {
 
     /// `name@digest8` of each policy, comma-separated (`builtin-default` when none), for the
     /// member key: members whose summaries differ may rank differently.
-    pub fn digest_summary(&self) -> String {
+    pub(crate) fn digest_summary(&self) -> String {
         if self.slots.is_empty() {
             return DefaultPolicy.name();
         }

@@ -25,7 +25,7 @@ impl Postgres {
 
     /// Write `regent.conf` (our GUCs, plus primary_conninfo for a replica), make
     /// postgresql.conf include it, and create or remove `standby.signal`.
-    pub fn configure(&self, standby: bool, upstream: Option<&Upstream>) -> Result<()> {
+    pub(crate) fn configure(&self, standby: bool, upstream: Option<&Upstream>) -> Result<()> {
         if let Ok(mut g) = self.last_configured.lock() {
             *g = Some((standby, upstream.cloned()));
         }
@@ -103,7 +103,7 @@ impl Postgres {
     /// rewrite `regent.conf` with the role and upstream of the last `configure`, then reload a
     /// running server. Returns whether anything changed. Settings that need a restart show up
     /// as pending (`PgState::pending_restart`).
-    pub fn set_parameters(&mut self, parameters: BTreeMap<String, String>) -> Result<bool> {
+    pub(crate) fn set_parameters(&mut self, parameters: BTreeMap<String, String>) -> Result<bool> {
         if self.s.parameters == parameters {
             return Ok(false);
         }
@@ -122,7 +122,7 @@ impl Postgres {
     }
 
     /// The upstream written into regent.conf, if any.
-    pub fn configured_upstream(&self) -> Option<String> {
+    pub(crate) fn configured_upstream(&self) -> Option<String> {
         let text = std::fs::read_to_string(self.s.data_dir.join(REGENT_CONF)).ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(UPSTREAM_MARK))
@@ -141,11 +141,11 @@ pub(super) fn quote_conninfo(s: &str) -> String {
     }
 }
 
-pub fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-pub fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

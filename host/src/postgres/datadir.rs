@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 impl Postgres {
     /// Classify the data directory without changing it.
-    pub async fn data_dir_state(&self) -> DataDir {
+    pub(crate) async fn data_dir_state(&self) -> DataDir {
         let d = &self.s.data_dir;
         let empty = match std::fs::read_dir(d) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
@@ -47,7 +47,7 @@ impl Postgres {
         }
     }
 
-    pub async fn controldata(&self) -> Result<BTreeMap<String, String>> {
+    pub(crate) async fn controldata(&self) -> Result<BTreeMap<String, String>> {
         let out = self
             .run(
                 "pg_controldata",
@@ -65,7 +65,7 @@ impl Postgres {
     }
 
     /// initdb with the configured options, then pg_hba and the superuser password.
-    pub async fn initdb(&self) -> Result<()> {
+    pub(crate) async fn initdb(&self) -> Result<()> {
         std::fs::create_dir_all(&self.s.data_dir)
             .map_err(|e| io(format!("create {}", self.s.data_dir.display()), e))?;
         self.chown(&self.s.data_dir)?;
@@ -94,7 +94,7 @@ impl Postgres {
 
     /// Whether the data directory may have diverged from another leader (see
     /// [`crate::ha::PgView::former_primary`]).
-    pub fn former_primary(&self) -> bool {
+    pub(crate) fn former_primary(&self) -> bool {
         self.former_primary
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -102,7 +102,7 @@ impl Postgres {
     /// Set or clear the former-primary marker. What gives the node a data directory without a
     /// diverged past (initdb, a clone, a promotion, moving it aside) clears it itself; after a
     /// rewind the caller clears it (a failure to do so must not count as a failed rewind).
-    pub fn set_former_primary(&self, on: bool) -> Result<()> {
+    pub(crate) fn set_former_primary(&self, on: bool) -> Result<()> {
         let path = former_primary_marker(&self.s);
         if on {
             std::fs::write(&path, self.s.data_dir.display().to_string())
@@ -116,7 +116,7 @@ impl Postgres {
     }
 
     /// Move the data directory aside (never deleted). Returns the new path.
-    pub fn move_aside(&self) -> Result<PathBuf> {
+    pub(crate) fn move_aside(&self) -> Result<PathBuf> {
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

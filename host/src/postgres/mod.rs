@@ -21,10 +21,9 @@ mod replication;
 mod session;
 mod state;
 
-pub use conf::{quote_ident, quote_literal};
-pub use probe::{ProbeTarget, Prober};
-pub use replication::MEMBER_SLOT_RETENTION;
-pub use state::{PgState, ReplicationRow};
+pub(crate) use conf::{quote_ident, quote_literal};
+pub(crate) use probe::{ProbeTarget, Prober};
+pub(crate) use state::PgState;
 
 use datadir::former_primary_marker;
 use nix::unistd::{Gid, Uid};
@@ -66,47 +65,47 @@ fn io(ctx: impl std::fmt::Display, e: std::io::Error) -> PgError {
 
 /// How to stop PostgreSQL (`pg_ctl -m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopMode {
+pub(crate) enum StopMode {
     Fast,
     Immediate,
 }
 
 #[derive(Debug, Clone)]
-pub struct Creds {
-    pub user: String,
-    pub password: Option<String>,
+pub(crate) struct Creds {
+    pub(crate) user: String,
+    pub(crate) password: Option<String>,
 }
 
 /// Everything needed to run one PostgreSQL instance.
 #[derive(Debug, Clone)]
-pub struct PgSettings {
-    pub name: String,
-    pub scope: String,
-    pub bin_dir: PathBuf,
-    pub data_dir: PathBuf,
-    pub run_dir: PathBuf,
-    pub listen_host: String,
-    pub port: u16,
-    pub superuser: Creds,
-    pub replication: Creds,
-    pub rewind: Option<Creds>,
+pub(crate) struct PgSettings {
+    pub(crate) name: String,
+    pub(crate) scope: String,
+    pub(crate) bin_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) listen_host: String,
+    pub(crate) port: u16,
+    pub(crate) superuser: Creds,
+    pub(crate) replication: Creds,
+    pub(crate) rewind: Option<Creds>,
     /// GUCs, already merged (defaults < bootstrap.dcs < local).
-    pub parameters: BTreeMap<String, String>,
-    pub pg_hba: Vec<String>,
-    pub initdb: Vec<String>,
-    pub os_user: Option<String>,
+    pub(crate) parameters: BTreeMap<String, String>,
+    pub(crate) pg_hba: Vec<String>,
+    pub(crate) initdb: Vec<String>,
+    pub(crate) os_user: Option<String>,
 }
 
 /// The OS identity PostgreSQL runs as.
 #[derive(Debug, Clone)]
-pub struct OsUser {
-    pub name: String,
-    pub uid: Uid,
-    pub gid: Gid,
+pub(crate) struct OsUser {
+    pub(crate) name: String,
+    pub(crate) uid: Uid,
+    pub(crate) gid: Gid,
 }
 
-pub struct Postgres {
-    pub s: PgSettings,
+pub(crate) struct Postgres {
+    pub(crate) s: PgSettings,
     user: Option<OsUser>,
     child: Mutex<Option<tokio::process::Child>>,
     session: Mutex<Option<Arc<tokio_postgres::Client>>>,
@@ -123,15 +122,15 @@ pub struct Postgres {
 
 /// An upstream to stream from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Upstream {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
+pub(crate) struct Upstream {
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl Postgres {
     /// Resolve the OS user (when running as root) and check the binaries exist.
-    pub fn new(s: PgSettings) -> Result<Postgres> {
+    pub(crate) fn new(s: PgSettings) -> Result<Postgres> {
         let user = if Uid::effective().is_root() {
             Some(resolve_os_user(&s)?)
         } else {
@@ -159,13 +158,13 @@ impl Postgres {
 }
 
 /// Parse `pg_lsn` text (`16/B374D848`) into bytes.
-pub fn parse_lsn(s: &str) -> Option<u64> {
+pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.split_once('/')?;
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
 /// Format bytes as `pg_lsn` text.
-pub fn format_lsn(v: u64) -> String {
+pub(crate) fn format_lsn(v: u64) -> String {
     format!("{:X}/{:X}", v >> 32, v & 0xffff_ffff)
 }
 

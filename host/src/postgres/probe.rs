@@ -16,21 +16,21 @@ type Job = (String, Duration, mpsc::SyncSender<Result<Rows, String>>);
 
 /// Where and as whom the probes connect.
 #[derive(Debug, Clone)]
-pub struct ProbeTarget {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: Option<String>,
+pub(crate) struct ProbeTarget {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) password: Option<String>,
 }
 
 /// The SQL prober: a thread with one connection to the local PostgreSQL.
-pub struct Prober {
+pub(crate) struct Prober {
     jobs: Mutex<mpsc::Sender<Job>>,
 }
 
 impl Prober {
     /// Start the probe thread (it connects on the first probe and reconnects after errors).
-    pub fn start(target: ProbeTarget) -> std::io::Result<Prober> {
+    pub(crate) fn start(target: ProbeTarget) -> std::io::Result<Prober> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("regent-sql-probe".into())

@@ -84,12 +84,12 @@ impl Postgres {
 
     /// The postmaster's pid if it is alive and really is this data directory's postmaster
     /// (never a process that reused the pid of a stale `postmaster.pid`).
-    pub fn postmaster_pid(&self) -> Option<i32> {
+    pub(crate) fn postmaster_pid(&self) -> Option<i32> {
         crate::postmaster::postmaster_of(&self.s.data_dir)
     }
 
     /// Reap our child if it exited (keeps zombies from looking alive).
-    pub async fn reap(&self) {
+    pub(crate) async fn reap(&self) {
         let mut g = self.child.lock().await;
         if let Some(c) = g.as_mut()
             && let Ok(Some(status)) = c.try_wait()
@@ -99,7 +99,7 @@ impl Postgres {
         }
     }
 
-    pub async fn is_running(&self) -> bool {
+    pub(crate) async fn is_running(&self) -> bool {
         self.reap().await;
         self.postmaster_pid().is_some()
     }
@@ -113,7 +113,7 @@ impl Postgres {
     /// Start the postmaster as our child (same process group) and wait up to `patience` for it
     /// to accept connections. `Ok(false)`: still starting (crash recovery, or a replica
     /// reaching consistency); the HA loop goes on and looks again next time.
-    pub async fn start(&self, patience: Duration) -> Result<bool> {
+    pub(crate) async fn start(&self, patience: Duration) -> Result<bool> {
         if self.is_running().await {
             return Ok(self.new_connection().await.is_ok());
         }
@@ -166,7 +166,7 @@ impl Postgres {
 
     /// Signal the postmaster and wait for it to go away; escalate to SIGKILL of the postmaster
     /// and its children after `timeout`.
-    pub async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<()> {
+    pub(crate) async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<()> {
         let Some(pid) = self.postmaster_pid() else {
             return Ok(());
         };
@@ -192,7 +192,7 @@ impl Postgres {
         }
     }
 
-    pub fn reload(&self) -> Result<()> {
+    pub(crate) fn reload(&self) -> Result<()> {
         if let Some(pid) = self.postmaster_pid() {
             kill(Pid::from_raw(pid), Signal::SIGHUP)
                 .map_err(|e| PgError::Io(format!("SIGHUP postmaster: {e}")))?;

@@ -11,19 +11,19 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// How long the slot of a member that left the DCS is kept (Patroni's `member_slots_ttl`).
-pub const MEMBER_SLOT_RETENTION: Duration = Duration::from_secs(30 * 60);
+pub(crate) const MEMBER_SLOT_RETENTION: Duration = Duration::from_secs(30 * 60);
 
 impl Postgres {
     /// The `synchronous_standby_names` the next start as primary writes, set before
     /// [`Postgres::configure`]; the running server is not touched.
-    pub fn preset_sync_standbys(&self, standbys: &crate::ha::sync::Standbys) {
+    pub(crate) fn preset_sync_standbys(&self, standbys: &crate::ha::sync::Standbys) {
         if let Ok(mut g) = self.sync_names.lock() {
             *g = standbys.setting();
         }
     }
 
     /// Set `synchronous_standby_names` on the running primary (rewrites regent.conf, reloads).
-    pub fn set_sync_standbys(&self, standbys: &crate::ha::sync::Standbys) -> Result<()> {
+    pub(crate) fn set_sync_standbys(&self, standbys: &crate::ha::sync::Standbys) -> Result<()> {
         let value = standbys.setting();
         if let Ok(mut g) = self.sync_names.lock() {
             if *g == value {
@@ -36,7 +36,7 @@ impl Postgres {
         self.reload()
     }
 
-    pub async fn promote(&self) -> Result<()> {
+    pub(crate) async fn promote(&self) -> Result<()> {
         let c = self.connect().await?;
         c.query_one("SELECT pg_promote(false)", &[]).await?;
         // pg_promote(wait => true) polls every 100 ms; poll faster ourselves.
@@ -56,7 +56,7 @@ impl Postgres {
     /// Physical slots for `members` on the primary. The slot of a member that left the DCS is
     /// kept for [`MEMBER_SLOT_RETENTION`] (a replica restarting slowly must not lose the WAL
     /// it needs), then dropped if inactive. Returns every physical slot's restart LSN.
-    pub async fn sync_slots(&self, members: &[String]) -> Result<BTreeMap<String, u64>> {
+    pub(crate) async fn sync_slots(&self, members: &[String]) -> Result<BTreeMap<String, u64>> {
         let c = self.connect().await?;
         let want: Vec<String> = members.iter().map(|m| crate::dcs::slot_name(m)).collect();
         let rows = c
@@ -110,7 +110,7 @@ impl Postgres {
     }
 
     /// Clone from `source` with pg_basebackup into the (empty) data directory.
-    pub async fn basebackup(&self, source: &Upstream) -> Result<()> {
+    pub(crate) async fn basebackup(&self, source: &Upstream) -> Result<()> {
         std::fs::create_dir_all(&self.s.data_dir)
             .map_err(|e| io(format!("create {}", self.s.data_dir.display()), e))?;
         self.chown(&self.s.data_dir)?;
@@ -149,7 +149,7 @@ impl Postgres {
     }
 
     /// Bring an unclean former primary to a clean shutdown with single-user crash recovery.
-    pub async fn crash_recover(&self) -> Result<()> {
+    pub(crate) async fn crash_recover(&self) -> Result<()> {
         let cd = self.controldata().await?;
         let state = cd
             .get("Database cluster state")
@@ -184,7 +184,7 @@ impl Postgres {
     }
 
     /// pg_rewind from the leader.
-    pub async fn rewind(&self, source: &Upstream) -> Result<()> {
+    pub(crate) async fn rewind(&self, source: &Upstream) -> Result<()> {
         self.crash_recover().await?;
         let creds = self.s.rewind.clone().unwrap_or(self.s.superuser.clone());
         let args = vec![

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 impl Postgres {
     /// A superuser session, reused across calls and re-established when it breaks.
-    pub async fn connect(&self) -> Result<Arc<tokio_postgres::Client>> {
+    pub(crate) async fn connect(&self) -> Result<Arc<tokio_postgres::Client>> {
         let mut g = self.session.lock().await;
         if let Some(c) = g.as_ref()
             && !c.is_closed()
@@ -37,7 +37,7 @@ impl Postgres {
     }
 
     /// Where the policies' SQL probes connect: the local server, as the superuser.
-    pub fn probe_target(&self) -> ProbeTarget {
+    pub(crate) fn probe_target(&self) -> ProbeTarget {
         ProbeTarget {
             host: self.local_host(),
             port: self.s.port,
@@ -67,7 +67,7 @@ impl Postgres {
     }
 
     /// `pg_last_wal_receive_lsn()` of another member's PostgreSQL, read live.
-    pub async fn remote_received_lsn(&self, host: &str, port: u16) -> Result<Option<u64>> {
+    pub(crate) async fn remote_received_lsn(&self, host: &str, port: u16) -> Result<Option<u64>> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(host)
             .port(port)
@@ -89,19 +89,19 @@ impl Postgres {
         Ok(v.and_then(|v| u64::try_from(v).ok()))
     }
 
-    pub async fn query_state(&self) -> Result<PgState> {
+    pub(crate) async fn query_state(&self) -> Result<PgState> {
         let c = self.connect().await?;
         state::query(&c).await
     }
 
-    pub async fn checkpoint(&self) -> Result<()> {
+    pub(crate) async fn checkpoint(&self) -> Result<()> {
         let c = self.connect().await?;
         c.batch_execute("CHECKPOINT").await?;
         Ok(())
     }
 
     /// After bootstrap: the replication (and rewind) roles.
-    pub async fn create_roles(&self) -> Result<()> {
+    pub(crate) async fn create_roles(&self) -> Result<()> {
         let c = self.connect().await?;
         let mut sql = String::new();
         let r = &self.s.replication;

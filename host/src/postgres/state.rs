@@ -3,44 +3,44 @@
 use super::Result;
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReplicationRow {
-    pub usename: String,
-    pub application_name: String,
-    pub client_addr: Option<String>,
-    pub state: String,
-    pub sync_state: String,
-    pub sync_priority: i32,
-    pub flush_lsn: Option<u64>,
+pub(crate) struct ReplicationRow {
+    pub(crate) usename: String,
+    pub(crate) application_name: String,
+    pub(crate) client_addr: Option<String>,
+    pub(crate) state: String,
+    pub(crate) sync_state: String,
+    pub(crate) sync_priority: i32,
+    pub(crate) flush_lsn: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PgState {
-    pub in_recovery: bool,
-    pub timeline: Option<u32>,
+pub(crate) struct PgState {
+    pub(crate) in_recovery: bool,
+    pub(crate) timeline: Option<u32>,
     /// Primary: `pg_current_wal_flush_lsn()`.
-    pub flush_lsn: Option<u64>,
-    pub received_lsn: Option<u64>,
-    pub replayed_lsn: Option<u64>,
-    pub replayed_timestamp: Option<String>,
-    pub replay_paused: bool,
+    pub(crate) flush_lsn: Option<u64>,
+    pub(crate) received_lsn: Option<u64>,
+    pub(crate) replayed_lsn: Option<u64>,
+    pub(crate) replayed_timestamp: Option<String>,
+    pub(crate) replay_paused: bool,
     /// `streaming` when a WAL receiver is active.
-    pub receiver_status: Option<String>,
-    pub latest_end_lsn: Option<u64>,
-    pub postmaster_start_time: Option<String>,
-    pub server_version: u32,
+    pub(crate) receiver_status: Option<String>,
+    pub(crate) latest_end_lsn: Option<u64>,
+    pub(crate) postmaster_start_time: Option<String>,
+    pub(crate) server_version: u32,
     /// Primary, when a walsender reports `sync`: `pg_current_wal_flush_lsn()` read after the
     /// walsenders (`replication`), so it is no older than their `sync_state`: every commit
     /// acknowledged before a standby was seen as `sync` is at or below it.
-    pub flush_lsn_after_walsenders: Option<u64>,
-    pub replication: Vec<ReplicationRow>,
+    pub(crate) flush_lsn_after_walsenders: Option<u64>,
+    pub(crate) replication: Vec<ReplicationRow>,
     /// Settings changed in the configuration that take effect only after a restart:
     /// `(name, the value the server runs with)`.
-    pub pending_restart: Vec<(String, String)>,
+    pub(crate) pending_restart: Vec<(String, String)>,
 }
 
 impl PgState {
     /// Patroni's "last operation": flush LSN on a primary, max(received, replayed) on a replica.
-    pub fn wal_position(&self) -> Option<u64> {
+    pub(crate) fn wal_position(&self) -> Option<u64> {
         if self.in_recovery {
             self.received_lsn.max(self.replayed_lsn)
         } else {
@@ -78,7 +78,7 @@ fn lsn(v: Option<i64>) -> Option<u64> {
     v.and_then(|v| u64::try_from(v).ok())
 }
 
-pub async fn query(c: &tokio_postgres::Client) -> Result<PgState> {
+pub(crate) async fn query(c: &tokio_postgres::Client) -> Result<PgState> {
     let r = c.query_one(STATE_SQL, &[]).await?;
     let tl: Option<i32> = r.get(6);
     let mut st = PgState {

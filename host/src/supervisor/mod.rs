@@ -41,10 +41,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Regent's version, as the REST API and the member key report it.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Reported as `version` in the member key: Patroni peers and patronictl parse it and switch
 /// behaviour below 4.0, so Regent speaks the 4.x protocol.
-pub const PATRONI_COMPAT_VERSION: &str = "4.1.4";
+pub(crate) const PATRONI_COMPAT_VERSION: &str = "4.1.4";
 
 /// Why an action or the loop failed.
 #[derive(Debug, thiserror::Error)]

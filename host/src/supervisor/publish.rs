@@ -218,7 +218,7 @@ pub(super) fn event_thread()
 }
 
 /// The policy verdict as published under `policy.health` in the status document.
-pub fn health_json(h: &Health) -> Value {
+pub(crate) fn health_json(h: &Health) -> Value {
     match h {
         Health::Healthy => serde_json::json!({"verdict": "healthy"}),
         Health::Degraded(r) => serde_json::json!({"verdict": "degraded", "reason": r}),

@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 
 /// Options of `edit-config`.
 #[derive(Debug, Default)]
-pub struct EditOptions {
-    pub set: Vec<String>,
-    pub pg: Vec<String>,
-    pub apply: Option<String>,
-    pub replace: Option<String>,
-    pub quiet: bool,
-    pub force: bool,
+pub(crate) struct EditOptions {
+    pub(crate) set: Vec<String>,
+    pub(crate) pg: Vec<String>,
+    pub(crate) apply: Option<String>,
+    pub(crate) replace: Option<String>,
+    pub(crate) quiet: bool,
+    pub(crate) force: bool,
 }
 
 impl<S: Store> Session<'_, S> {
@@ -42,7 +42,7 @@ impl<S: Store> Session<'_, S> {
         self.write(&text)
     }
 
-    pub async fn edit_config(&mut self, o: EditOptions) -> Result<(), CtlError> {
+    pub(crate) async fn edit_config(&mut self, o: EditOptions) -> Result<(), CtlError> {
         let c = self.store.read().await?;
         let (config, revision) = self.config_of(&c)?;
         let before = edit::to_yaml(&config);

@@ -29,7 +29,7 @@ impl<S: Store> Session<'_, S> {
         self.write(&text)
     }
 
-    pub async fn version(&mut self, names: Vec<String>) -> Result<(), CtlError> {
+    pub(crate) async fn version(&mut self, names: Vec<String>) -> Result<(), CtlError> {
         let c = self.store.read().await?;
         for n in &names {
             if c.member(n).is_none() {
@@ -101,7 +101,7 @@ fn version_of(m: &Member, r: &Reply) -> Result<(String, String, Option<String>),
 }
 
 /// `150014` → `15.14`, `90624` → `9.6.24`.
-pub fn format_pg_version(v: u64) -> String {
+pub(crate) fn format_pg_version(v: u64) -> String {
     if v >= 100_000 {
         format!("{}.{}", v / 10_000, v % 10_000)
     } else {

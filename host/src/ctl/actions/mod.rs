@@ -32,10 +32,9 @@ mod reinit;
 mod restart;
 mod switchover;
 
-pub use config::EditOptions;
-pub use list::format_pg_version;
-pub use parse::{parse_schedule, parse_seconds};
-pub use restart::RestartOptions;
+pub(crate) use config::EditOptions;
+pub(crate) use parse::{parse_schedule, parse_seconds};
+pub(crate) use restart::RestartOptions;
 
 use super::prompt::Prompt;
 use super::rest::{Reply, Rest};
@@ -48,19 +47,19 @@ use std::io::Write;
 use std::time::Duration;
 
 /// One command run: where the cluster is, how to reach the members, where output goes.
-pub struct Session<'a, S: Store> {
-    pub store: &'a S,
-    pub rest: &'a Rest,
-    pub scope: &'a str,
-    pub format: Format,
-    pub out: &'a mut dyn Write,
-    pub prompt: &'a mut dyn Prompt,
+pub(crate) struct Session<'a, S: Store> {
+    pub(crate) store: &'a S,
+    pub(crate) rest: &'a Rest,
+    pub(crate) scope: &'a str,
+    pub(crate) format: Format,
+    pub(crate) out: &'a mut dyn Write,
+    pub(crate) prompt: &'a mut dyn Prompt,
     /// Poll interval of the `--wait` loops.
-    pub poll: Duration,
+    pub(crate) poll: Duration,
 }
 
 /// `regent ctl version` without a cluster.
-pub fn print_own_version(out: &mut dyn Write, format: Format) -> Result<(), CtlError> {
+pub(crate) fn print_own_version(out: &mut dyn Write, format: Format) -> Result<(), CtlError> {
     let text = match format {
         Format::Pretty => format!("regent ctl {VERSION}\n"),
         f => view::machine(&json!({"regent_ctl": VERSION}), f),
@@ -75,7 +74,7 @@ fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CtlError> {
 }
 
 impl<S: Store> Session<'_, S> {
-    pub async fn dispatch(&mut self, cmd: CtlCmd) -> Result<(), CtlError> {
+    pub(crate) async fn dispatch(&mut self, cmd: CtlCmd) -> Result<(), CtlError> {
         match cmd {
             CtlCmd::List { extended } => self.list(extended, false).await,
             CtlCmd::Topology => self.list(false, true).await,
@@ -227,7 +226,7 @@ fn names_of(members: &[&Member]) -> String {
 }
 
 /// `X is not a member of cluster S; its members are: …`.
-pub fn unknown_member(c: &Cluster, name: &str, scope: &str) -> String {
+pub(crate) fn unknown_member(c: &Cluster, name: &str, scope: &str) -> String {
     if c.members.is_empty() {
         format!("{name} is not a member of cluster {scope}: the cluster has no members in etcd")
     } else {
@@ -240,7 +239,7 @@ pub fn unknown_member(c: &Cluster, name: &str, scope: &str) -> String {
 }
 
 /// The members a per-member command addresses: the named ones (all if none) with `role`.
-pub fn select<'c>(
+pub(crate) fn select<'c>(
     c: &'c Cluster,
     names: &[String],
     role: RoleFilter,

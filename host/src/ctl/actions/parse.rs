@@ -3,7 +3,7 @@
 use crate::ctl::CtlError;
 
 /// `--timeout`: seconds, or with a unit (`500ms` rounds up, `30s`, `2min`, `1h`, `1d`).
-pub fn parse_seconds(t: &str) -> Result<u64, CtlError> {
+pub(crate) fn parse_seconds(t: &str) -> Result<u64, CtlError> {
     let s = t.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -30,7 +30,7 @@ pub fn parse_seconds(t: &str) -> Result<u64, CtlError> {
 
 /// `--scheduled`: `now` (or empty) → `None`; else an ISO 8601 time with a time zone, returned
 /// as `YYYY-MM-DDTHH:MM:SS[.f]±HH:MM`. A time without a zone is refused rather than guessed.
-pub fn parse_schedule(s: &str) -> Result<Option<String>, CtlError> {
+pub(crate) fn parse_schedule(s: &str) -> Result<Option<String>, CtlError> {
     let t = s.trim();
     if t.is_empty() || t.eq_ignore_ascii_case("now") {
         return Ok(None);

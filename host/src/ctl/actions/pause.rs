@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 impl<S: Store> Session<'_, S> {
-    pub async fn toggle_pause(&mut self, paused: bool, wait: bool) -> Result<(), CtlError> {
+    pub(crate) async fn toggle_pause(&mut self, paused: bool, wait: bool) -> Result<(), CtlError> {
         let c = self.store.read().await?;
         let word = if paused { "paused" } else { "resumed" };
         if config_flag(c.config.as_ref().map(|(v, _)| v), "pause") == paused {

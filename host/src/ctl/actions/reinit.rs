@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 impl<S: Store> Session<'_, S> {
-    pub async fn reinit(
+    pub(crate) async fn reinit(
         &mut self,
         names: Vec<String>,
         from_leader: bool,

@@ -12,19 +12,19 @@ use std::time::Duration;
 
 /// Options of `restart`.
 #[derive(Debug)]
-pub struct RestartOptions {
-    pub members: Vec<String>,
-    pub role: RoleFilter,
-    pub any: bool,
-    pub scheduled: Option<String>,
-    pub pg_version: Option<String>,
-    pub pending: bool,
-    pub timeout: Option<String>,
-    pub force: bool,
+pub(crate) struct RestartOptions {
+    pub(crate) members: Vec<String>,
+    pub(crate) role: RoleFilter,
+    pub(crate) any: bool,
+    pub(crate) scheduled: Option<String>,
+    pub(crate) pg_version: Option<String>,
+    pub(crate) pending: bool,
+    pub(crate) timeout: Option<String>,
+    pub(crate) force: bool,
 }
 
 impl<S: Store> Session<'_, S> {
-    pub async fn restart(&mut self, o: RestartOptions) -> Result<(), CtlError> {
+    pub(crate) async fn restart(&mut self, o: RestartOptions) -> Result<(), CtlError> {
         let c = self.store.read().await?;
         let mut members = select(&c, &o.members, o.role, self.scope)?;
         let scheduled = match &o.scheduled {
@@ -144,7 +144,7 @@ impl<S: Store> Session<'_, S> {
         all_done("restart", &failed)
     }
 
-    pub async fn reload(
+    pub(crate) async fn reload(
         &mut self,
         names: Vec<String>,
         role: RoleFilter,

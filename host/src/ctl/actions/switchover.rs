@@ -54,7 +54,7 @@ impl<S: Store> Session<'_, S> {
         Duration::from_secs(2 * loop_wait.max(10) + 30)
     }
 
-    pub async fn switchover(
+    pub(crate) async fn switchover(
         &mut self,
         leader: Option<String>,
         candidate: Option<String>,
@@ -139,7 +139,7 @@ impl<S: Store> Session<'_, S> {
         self.manual("switchover", &c, target, body, fallback).await
     }
 
-    pub async fn failover(
+    pub(crate) async fn failover(
         &mut self,
         candidate: Option<String>,
         force: bool,

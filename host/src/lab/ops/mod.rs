@@ -12,7 +12,7 @@ mod prepare;
 mod start;
 mod stop;
 
-pub use policies::{check_policies, copy_policies, load_policies, source_policies};
+pub(crate) use policies::{check_policies, copy_policies, load_policies, source_policies};
 
 use super::procs::{self, Proc};
 use super::spec::{self, Layout, node_name};
@@ -23,18 +23,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// An open lab: its state, held under the directory's lock.
-pub struct Lab {
-    pub layout: Layout,
-    pub st: LabState,
-    pub http: reqwest::Client,
+pub(crate) struct Lab {
+    pub(crate) layout: Layout,
+    pub(crate) st: LabState,
+    pub(crate) http: reqwest::Client,
     /// The components that should be running (a fault takes its target out): a wait for the
     /// cluster fails at once, with the end of its log, when one of them exits.
-    pub expected: BTreeSet<String>,
+    pub(crate) expected: BTreeSet<String>,
     _lock: Lock,
 }
 
 /// `regent lab up`.
-pub async fn up(
+pub(crate) async fn up(
     dir: &Path,
     opts: &LabOptions,
     policies: Option<Vec<String>>,
@@ -61,7 +61,7 @@ pub async fn up(
 
 impl Lab {
     /// The lab in `dir`, under its lock, or a message saying there is none and what to do.
-    pub fn open(dir: &Path) -> Result<Lab, LabError> {
+    pub(crate) fn open(dir: &Path) -> Result<Lab, LabError> {
         let layout = Layout {
             dir: dir.to_path_buf(),
         };
@@ -95,7 +95,7 @@ impl Lab {
     }
 
     /// The running lab in `dir`: like [`Lab::open`], and etcd and some node must run.
-    pub fn open_running(dir: &Path) -> Result<Lab, LabError> {
+    pub(crate) fn open_running(dir: &Path) -> Result<Lab, LabError> {
         let lab = Lab::open(dir)?;
         if !lab.proc("etcd").is_some_and(|p| p.alive())
             || !(0..lab.st.settings.nodes).any(|i| lab.node_proc(i).is_some_and(|p| p.alive()))
@@ -109,17 +109,17 @@ impl Lab {
         Ok(lab)
     }
 
-    pub fn proc(&self, what: &str) -> Option<Proc> {
+    pub(crate) fn proc(&self, what: &str) -> Option<Proc> {
         self.st.procs.get(what).copied()
     }
 
-    pub fn node_proc(&self, i: usize) -> Option<Proc> {
+    pub(crate) fn node_proc(&self, i: usize) -> Option<Proc> {
         self.proc(&node_name(i))
     }
 
     /// The recorded processes that still run, and any other process carrying the lab's
     /// marker, as `name (pid N)`.
-    pub fn running_processes(&self) -> Vec<String> {
+    pub(crate) fn running_processes(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .st
             .procs
@@ -139,7 +139,7 @@ impl Lab {
     }
 
     /// `POST /reload` to node `i`: it re-reads its configuration file; the answer.
-    pub async fn reload(&self, i: usize) -> Result<(u16, String), LabError> {
+    pub(crate) async fn reload(&self, i: usize) -> Result<(u16, String), LabError> {
         let url = format!("http://127.0.0.1:{}/reload", self.st.ports.nodes[i].api);
         let r = self
             .http
@@ -166,7 +166,7 @@ pub(super) fn http_client() -> Result<reqwest::Client, LabError> {
 }
 
 /// `regent lab down`.
-pub async fn down(dir: &Path, keep_data: bool) -> Result<(), LabError> {
+pub(crate) async fn down(dir: &Path, keep_data: bool) -> Result<(), LabError> {
     let layout = Layout {
         dir: dir.to_path_buf(),
     };

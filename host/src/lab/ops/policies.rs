@@ -6,7 +6,7 @@ use crate::lab::LabError;
 use std::path::{Path, PathBuf};
 
 /// The policy directory to copy from: `--policies-dir`, else `./policies` when it exists.
-pub fn source_policies(given: Option<&Path>) -> Result<Option<PathBuf>, LabError> {
+pub(crate) fn source_policies(given: Option<&Path>) -> Result<Option<PathBuf>, LabError> {
     match given {
         Some(d) if d.is_dir() => Ok(Some(d.to_path_buf())),
         Some(d) => Err(LabError::Usage(format!(
@@ -39,7 +39,11 @@ fn available_policies(dir: &Path) -> Vec<String> {
 }
 
 /// Every named policy must have its manifest in `dir`.
-pub fn check_policies(names: &[String], dir: &Path, source: Option<&Path>) -> Result<(), LabError> {
+pub(crate) fn check_policies(
+    names: &[String],
+    dir: &Path,
+    source: Option<&Path>,
+) -> Result<(), LabError> {
     for n in names {
         if !dir.join(format!("{n}.toml")).is_file() {
             let have = available_policies(dir);
@@ -62,7 +66,7 @@ pub fn check_policies(names: &[String], dir: &Path, source: Option<&Path>) -> Re
 
 /// Every named policy in `dir` must load and pass its self-test, as `regent policy check`
 /// checks it (so that no node refuses it later).
-pub fn load_policies(names: &[String], dir: &Path) -> Result<(), LabError> {
+pub(crate) fn load_policies(names: &[String], dir: &Path) -> Result<(), LabError> {
     for n in names {
         let manifest = dir.join(format!("{n}.toml"));
         // On a thread of its own: a guest's WASI streams must not block on an async worker.
@@ -88,7 +92,7 @@ pub fn load_policies(names: &[String], dir: &Path) -> Result<(), LabError> {
 
 /// Copy the manifests and components of `from` into the lab's policy directory (a file being
 /// replaced is written beside it and renamed into place, so a node never reads half of it).
-pub fn copy_policies(from: &Path, to: &Path) -> Result<(), LabError> {
+pub(crate) fn copy_policies(from: &Path, to: &Path) -> Result<(), LabError> {
     let err = |e: std::io::Error| {
         LabError::Failed(format!(
             "cannot copy the policies from {} to {}: {e}",

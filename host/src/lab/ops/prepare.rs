@@ -106,7 +106,7 @@ fn check_ports_free(ports: &Ports, fix: &str) -> Result<(), LabError> {
 impl Lab {
     /// A lab ready to start in `dir`: a new one (`true`), written from the options, or the
     /// stopped lab that is there (`false`). Nothing is started yet; bad input changes nothing.
-    pub async fn prepare(
+    pub(crate) async fn prepare(
         dir: &Path,
         opts: &LabOptions,
         policies: Option<Vec<String>>,
@@ -276,7 +276,7 @@ impl Lab {
     }
 
     /// Write node `i`'s configuration from the state (atomically: a running node may reload).
-    pub fn write_config(&self, i: usize) -> Result<(), LabError> {
+    pub(crate) fn write_config(&self, i: usize) -> Result<(), LabError> {
         let path = self.layout.config(i);
         let yaml = spec::node_yaml(
             &self.layout,

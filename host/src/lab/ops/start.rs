@@ -30,7 +30,7 @@ impl Lab {
     }
 
     /// The writer's and the probes' tables on the leader, emptied if `empty`.
-    pub async fn create_tables(&self, leader: usize, empty: bool) -> Result<(), LabError> {
+    pub(crate) async fn create_tables(&self, leader: usize, empty: bool) -> Result<(), LabError> {
         let mut sql = measure::tables_sql();
         if empty {
             sql += &format!("; TRUNCATE {}, {}", spec::WRITES_TABLE, spec::PROBE_TABLE);
@@ -46,7 +46,7 @@ impl Lab {
     }
 
     /// Start etcd and wait until it answers.
-    pub async fn start_etcd(&mut self) -> Result<(), LabError> {
+    pub(crate) async fn start_etcd(&mut self) -> Result<(), LabError> {
         let etcd = procs::which("etcd").ok_or_else(|| {
             LabError::Usage(
                 "etcd is not on PATH any more; install it (Debian: apt-get install etcd-server)"
@@ -95,7 +95,7 @@ impl Lab {
     }
 
     /// Start node `i`'s `regent run` (this very binary).
-    pub fn start_node(&mut self, i: usize) -> Result<Proc, LabError> {
+    pub(crate) fn start_node(&mut self, i: usize) -> Result<Proc, LabError> {
         let exe = std::env::current_exe()
             .map_err(|e| LabError::Failed(format!("cannot find the regent binary: {e}")))?;
         let args = vec![
@@ -114,7 +114,7 @@ impl Lab {
     }
 
     /// Start HAProxy after checking its configuration.
-    pub async fn start_haproxy(&mut self) -> Result<(), LabError> {
+    pub(crate) async fn start_haproxy(&mut self) -> Result<(), LabError> {
         let Some(h) = self.st.ports.haproxy else {
             return Ok(());
         };
@@ -167,7 +167,11 @@ impl Lab {
 
     /// Start everything; a new lab lets node1 bootstrap alone first, so that it leads. Returns
     /// the leader once the cluster is healthy.
-    pub async fn start(&mut self, fresh: bool, timeout: Duration) -> Result<usize, LabError> {
+    pub(crate) async fn start(
+        &mut self,
+        fresh: bool,
+        timeout: Duration,
+    ) -> Result<usize, LabError> {
         let deadline = Instant::now() + timeout;
         // Records of an earlier run are stale now.
         self.st.procs.clear();
@@ -226,7 +230,7 @@ impl Lab {
     }
 
     /// After a failed start: stop what was started, keep the files for a look, and say so.
-    pub async fn abandon(&mut self, e: LabError) -> LabError {
+    pub(crate) async fn abandon(&mut self, e: LabError) -> LabError {
         let stopped = self.stop_all().await;
         let logs = self.layout.dir.display();
         let what = match stopped {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 impl Lab {
     /// Stop node `i`'s regent (SIGTERM; a leader hands over), wait until its processes have
     /// exited (its PostgreSQL and guard included), SIGKILL what is left after `patience`.
-    pub async fn stop_node(&mut self, i: usize, patience: Duration) -> Result<(), LabError> {
+    pub(crate) async fn stop_node(&mut self, i: usize, patience: Duration) -> Result<(), LabError> {
         let marker = self.st.marker(&node_name(i));
         self.expected.remove(&node_name(i));
         if let Some(p) = self.node_proc(i) {
@@ -82,7 +82,7 @@ impl Lab {
 
     /// Stop the whole lab: HAProxy, the replicas, the leader, then etcd; SIGKILL whatever of
     /// the lab still runs after that.
-    pub async fn stop_all(&mut self) -> Result<(), LabError> {
+    pub(crate) async fn stop_all(&mut self) -> Result<(), LabError> {
         if let Some(p) = self.proc("haproxy") {
             p.signal(Signal::SIGTERM);
         }
@@ -125,7 +125,7 @@ impl Lab {
 
     /// Remove everything the lab wrote (it must be stopped): its entries in the directory,
     /// then the state file and the lock, then the directory if the lab created it.
-    pub fn remove_files(&self) -> Result<(), LabError> {
+    pub(crate) fn remove_files(&self) -> Result<(), LabError> {
         let l = &self.layout;
         for p in l.owned_entries(self.st.settings.nodes) {
             let r = match std::fs::symlink_metadata(&p) {

@@ -87,7 +87,7 @@ impl WasmPolicy {
     }
 
     /// Rank through the policy; `Err` on any fault (nothing recorded, no fallback).
-    pub fn rank_checked(&self, view: &ElectionView) -> Result<Ranking, Fault> {
+    pub(crate) fn rank_checked(&self, view: &ElectionView) -> Result<Ranking, Fault> {
         lock(&self.stats).rank_calls += 1;
         if !self.is_active(Hook::RankCandidates) {
             return Err(self.missing(Hook::RankCandidates));
@@ -108,7 +108,7 @@ impl WasmPolicy {
     }
 
     /// Judge health through the policy (running the manifest's probes first); `Err` on a fault.
-    pub fn health_checked(&self, facts: &HealthFacts) -> Result<Health, Fault> {
+    pub(crate) fn health_checked(&self, facts: &HealthFacts) -> Result<Health, Fault> {
         self.health_with(facts, None)
     }
 
@@ -161,7 +161,7 @@ impl WasmPolicy {
     }
 
     /// Tell the policy what happened; `Err` on a fault.
-    pub fn event_checked(&self, event: &Event) -> Result<(), Fault> {
+    pub(crate) fn event_checked(&self, event: &Event) -> Result<(), Fault> {
         self.send(&convert::event(event))
     }
 
@@ -174,7 +174,7 @@ impl WasmPolicy {
     }
 
     /// Fire-and-forget `on-event`: a fault is recorded, nothing else happens.
-    pub fn on_event(&self, event: &Event) {
+    pub(crate) fn on_event(&self, event: &Event) {
         let started = Instant::now();
         if let Err(f) = self.event_checked(event) {
             self.record(f);

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum FaultKind {
+pub(crate) enum FaultKind {
     /// The guest trapped (a panic, `unreachable`, ...).
     Trap,
     /// The call ran past its deadline.
@@ -42,14 +42,14 @@ impl fmt::Display for FaultKind {
 /// A call that did not produce a usable answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fault {
-    pub hook: Hook,
-    pub kind: FaultKind,
-    pub message: String,
+    pub(crate) hook: Hook,
+    pub(crate) kind: FaultKind,
+    pub(crate) message: String,
     /// What the guest wrote to stderr during the call (a panic message, typically).
-    pub stderr: String,
-    pub elapsed_ms: f64,
+    pub(crate) stderr: String,
+    pub(crate) elapsed_ms: f64,
     /// Wall clock, ms since the Unix epoch.
-    pub at_unix_ms: u64,
+    pub(crate) at_unix_ms: u64,
 }
 
 impl Fault {

@@ -12,7 +12,8 @@ mod fault;
 mod load;
 mod optimize;
 
-pub use fault::{Fault, FaultKind};
+pub use fault::Fault;
+pub(crate) use fault::FaultKind;
 
 use super::manifest::{Hook, Manifest};
 use super::runtime::{self, InstanceConfig, Live, Origin, PolicyPre, State, Tier};
@@ -25,30 +26,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a policy says about itself (`describe`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PolicyInfo {
-    pub name: String,
-    pub version: String,
-    pub hooks: Vec<Hook>,
+pub(crate) struct PolicyInfo {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) hooks: Vec<Hook>,
     /// The member tags `rank-candidates` is given.
-    pub tags: TagKeys,
+    pub(crate) tags: TagKeys,
 }
 
 /// Which member tags a policy reads (`describe`'s `tags`); a member in its view carries only
 /// those.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum TagKeys {
+pub(crate) enum TagKeys {
     All,
     Only(Vec<String>),
-}
-
-impl TagKeys {
-    pub fn wants(&self, key: &str) -> bool {
-        match self {
-            TagKeys::All => true,
-            TagKeys::Only(keys) => keys.iter().any(|k| k == key),
-        }
-    }
 }
 
 impl fmt::Display for TagKeys {
@@ -73,16 +65,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The name and leadership of the local node, for `check-health`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LocalNode {
-    pub name: String,
-    pub is_leader: bool,
+pub(crate) struct LocalNode {
+    pub(crate) name: String,
+    pub(crate) is_leader: bool,
 }
 
 /// What the host lends every policy of a set: the SQL prober and the local node's identity.
 #[derive(Clone, Default)]
 pub(crate) struct HostContext {
-    pub prober: runtime::ProberCell,
-    pub local: Arc<Mutex<LocalNode>>,
+    pub(crate) prober: runtime::ProberCell,
+    pub(crate) local: Arc<Mutex<LocalNode>>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -146,34 +138,35 @@ impl WasmPolicy {
         lock(&self.code).tier
     }
 
-    pub fn is_active(&self, hook: Hook) -> bool {
+    pub(crate) fn is_active(&self, hook: Hook) -> bool {
         self.active.contains(&hook)
     }
 
     /// The manifest name.
-    pub fn policy_name(&self) -> &str {
+    pub(crate) fn policy_name(&self) -> &str {
         &self.manifest.name
     }
 
-    pub fn info(&self) -> &PolicyInfo {
+    pub(crate) fn info(&self) -> &PolicyInfo {
         &self.info
     }
 
-    pub fn manifest(&self) -> &Manifest {
+    pub(crate) fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
     /// sha256 of the component, hex.
-    pub fn digest(&self) -> &str {
+    pub(crate) fn digest(&self) -> &str {
         &self.digest
     }
 
-    pub fn active_hooks(&self) -> &[Hook] {
+    pub(crate) fn active_hooks(&self) -> &[Hook] {
         &self.active
     }
 
     /// How many faults this version has had, and the last one.
-    pub fn faults(&self) -> (u64, Option<Fault>) {
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> (u64, Option<Fault>) {
         let s = lock(&self.stats);
         (s.faults, s.last_fault.clone())
     }
@@ -198,7 +191,7 @@ impl WasmPolicy {
     }
 
     /// The state of this version for `GET /policy`.
-    pub fn info_json(&self) -> serde_json::Value {
+    pub(crate) fn info_json(&self) -> serde_json::Value {
         let s = lock(&self.stats).clone();
         serde_json::json!({
             "name": self.manifest.name,
@@ -263,7 +256,7 @@ impl WasmPolicy {
     }
 
     /// The first 8 hex digits of the digest.
-    pub fn short_digest(&self) -> &str {
+    pub(crate) fn short_digest(&self) -> &str {
         &self.digest[..8.min(self.digest.len())]
     }
 
