@@ -1,8 +1,9 @@
 //! [`decide`]: one decision from one [`World`], by the state of the local data directory and
 //! PostgreSQL (empty, stopped, primary, replica) and whether the DCS could be read.
 
-use super::elect::{elect, streaming_only, sync_only};
+use super::elect::elect;
 use super::policy::{ElectionReason, Health, Policy, Ranking};
+use super::ranking::{streaming_only, sync_only};
 use super::request::leader_request;
 use super::{AcquireReason, Action, DataDir, Decision, DemoteMode, HandOverReason, World};
 use crate::dcs::Cluster;

@@ -2,35 +2,10 @@
 //! candidate, the backoff for the others), and the filters every ranking passes through
 //! (synchronous mode, streaming replicas for a hand-over).
 
-use super::policy::{self, ElectionView, Health, Policy, Ranking};
+use super::policy::{self, Health, Policy, Ranking};
+use super::ranking::sync_only;
 use super::request::Due;
 use super::{AcquireReason, Action, Decision, World};
-
-/// In synchronous mode only the `sync` key's members may be promoted, whatever a policy
-/// answers: a (buggy) policy cannot promote a replica that may lack acknowledged commits.
-pub(super) fn sync_only(view: &ElectionView, r: Ranking) -> Ranking {
-    match (r, &view.sync_members) {
-        (Ranking::Candidates(list), Some(sync)) => Ranking::Candidates(
-            list.into_iter()
-                .filter(|c| sync.contains(&c.name))
-                .collect(),
-        ),
-        (r, _) => r,
-    }
-}
-
-/// The candidates of a ranking that stream from this node (the leader): a hand-over waits
-/// for its target to receive the last WAL, which only a streaming replica does at once.
-pub(super) fn streaming_only(w: &World, r: Ranking) -> Ranking {
-    match r {
-        Ranking::Candidates(list) => Ranking::Candidates(
-            list.into_iter()
-                .filter(|c| w.pg.streaming.contains(&c.name))
-                .collect(),
-        ),
-        veto => veto,
-    }
-}
 
 /// In synchronous mode, whether `candidate` may be promoted although an operator, not the
 /// `sync` key, named it: see [`super::sync::holds_every_acknowledged_commit`]. The positions

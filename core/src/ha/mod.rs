@@ -17,6 +17,7 @@ mod decide;
 mod elect;
 mod memory;
 pub mod policy;
+mod ranking;
 mod request;
 pub mod sync;
 mod world;

@@ -1,8 +1,8 @@
 //! Operators' requests in the `failover` key: a switchover (the leader named) or a failover
 //! (no leader named), maybe scheduled; when one is due, and the leader's answer to it.
 
-use super::elect::{streaming_only, sync_only};
 use super::policy::{self, ElectionReason, Policy, Ranking};
+use super::ranking::{streaming_only, sync_only};
 use super::{Action, HandOverReason, World};
 
 /// A switchover (`leader` set) or failover (`leader` unset) request from the `failover` key.

@@ -8,7 +8,7 @@
 //! `rank-candidates` when an instance is created ([`RankFunc::new`]), so a mismatch with
 //! `wit/policy.wit` is an error at load time (and in every test), never a misread view.
 
-use super::runtime::{State, wit};
+use super::guest::{State, wit};
 use super::{Event, Role, TagKeys};
 use crate::ha::policy::{
     CandidateView, ElectionReason, ElectionView, Health, HealthFacts, Ranked, Ranking,

@@ -19,7 +19,9 @@
 //! - [`WasmPolicy`]: one loaded policy version; implements `Policy`.
 //! - [`check`] and [`eval`]: the `regent policy check` / `regent policy eval` subcommands.
 
+mod compile;
 mod convert;
+mod guest;
 pub(crate) mod manifest;
 mod reload;
 mod runtime;
@@ -30,9 +32,10 @@ mod wasm;
 #[cfg(test)]
 mod tests;
 
+pub use compile::{COMPILE_SUBCOMMAND, compile_child, compile_in_subprocess};
 pub(crate) use manifest::{Hook, Manifest};
 pub use reload::{DEBOUNCE, WatcherHandle};
-pub use runtime::{COMPILE_SUBCOMMAND, Tier, compile_child, compile_in_subprocess};
+pub use runtime::Tier;
 pub use selftest::{nine_members, sample_views};
 pub use set::PolicySet;
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //!
 //! Each component is compiled once per test process (the runtime memoizes by digest).
 
-use super::runtime::{self, wit};
+use super::compile;
+use super::guest::wit;
+use super::runtime;
 use super::*;
 use crate::ha::policy::{
     CandidateView, DefaultPolicy, ElectionReason, ElectionView, Health, HealthFacts, Policy,
@@ -704,8 +706,8 @@ fn compiled_artifacts_are_cached_by_digest() {
     let bytes = variant(guest(), "cache-test");
     let digest = runtime::digest(&bytes);
     let p = Path::new("cache-test.wasm");
-    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
-    assert_eq!(origin, runtime::Origin::Compiled);
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, compile::Origin::Compiled);
     let files: Vec<PathBuf> = std::fs::read_dir(cache.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -718,21 +720,21 @@ fn compiled_artifacts_are_cached_by_digest() {
     );
     // Again (the same process, or a restart): from the cache file, and it works. With a
     // cache, nothing is kept in memory besides.
-    let (c, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
-    assert_eq!(origin, runtime::Origin::DiskCache);
-    runtime::prepare(rt, p, &c).unwrap();
+    let (c, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, compile::Origin::DiskCache);
+    compile::prepare(rt, p, &c).unwrap();
     // A corrupt cache file is replaced.
     std::fs::write(&files[0], b"\x7fELF broken").unwrap();
-    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
-    assert_eq!(origin, runtime::Origin::Compiled);
-    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
-    assert_eq!(origin, runtime::Origin::DiskCache);
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, compile::Origin::Compiled);
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, compile::Origin::DiskCache);
     // Without a cache: from memory.
-    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, None).unwrap();
-    assert_eq!(origin, runtime::Origin::Compiled);
-    let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, None).unwrap();
-    assert_eq!(origin, runtime::Origin::Memory);
-    runtime::forget_compiled(&digest, Tier::Optimized);
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, None).unwrap();
+    assert_eq!(origin, compile::Origin::Compiled);
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, None).unwrap();
+    assert_eq!(origin, compile::Origin::Memory);
+    compile::forget_compiled(&digest, Tier::Optimized);
 }
 
 #[test]
@@ -743,8 +745,8 @@ fn quick_code_is_not_cached_on_disk() {
     let digest = runtime::digest(&bytes);
     let p = Path::new("quick-cache-test.wasm");
     for _ in 0..2 {
-        let (_, origin, _) = runtime::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
-        assert_eq!(origin, runtime::Origin::Compiled);
+        let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+        assert_eq!(origin, compile::Origin::Compiled);
         assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
     }
 }
@@ -799,20 +801,20 @@ fn compile_child_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = variant(guest(), "child");
     // The child's side: an artifact, or the reason with status 3.
-    let artifact = runtime::compile_artifact("quick", &bytes).unwrap();
-    let (status, why) = runtime::compile_artifact("quick", b"not wasm").unwrap_err();
+    let artifact = compile::compile_artifact("quick", &bytes).unwrap();
+    let (status, why) = compile::compile_artifact("quick", b"not wasm").unwrap_err();
     assert_eq!(status, 3);
     assert!(why.contains("not a .wasm file"), "{why}");
-    assert_eq!(runtime::compile_artifact("fast", &bytes).unwrap_err().0, 1);
+    assert_eq!(compile::compile_artifact("fast", &bytes).unwrap_err().0, 1);
     // The parent's side.
     let file = dir.path().join("artifact.cwasm");
     std::fs::write(&file, &artifact).unwrap();
     let ok = fake_compiler(dir.path(), &format!("cat '{}'", file.display()));
-    let c = runtime::compile_in_child(&ok, rt, &bytes, Duration::from_secs(30)).unwrap();
-    runtime::prepare(rt, Path::new("child.wasm"), &c).unwrap();
+    let c = compile::compile_in_child(&ok, rt, &bytes, Duration::from_secs(30)).unwrap();
+    compile::prepare(rt, Path::new("child.wasm"), &c).unwrap();
     let invalid = fake_compiler(dir.path(), "echo 'not a component' >&2; exit 3");
-    match runtime::compile_in_child(&invalid, rt, &bytes, Duration::from_secs(30)) {
-        Err(runtime::ChildError::Invalid(why)) => assert_eq!(why, "not a component"),
+    match compile::compile_in_child(&invalid, rt, &bytes, Duration::from_secs(30)) {
+        Err(compile::ChildError::Invalid(why)) => assert_eq!(why, "not a component"),
         other => panic!("{other:?}"),
     }
     for (body, needle) in [
@@ -822,15 +824,15 @@ fn compile_child_protocol() {
         ("exec sleep 30", "timed out"),
     ] {
         let exe = fake_compiler(dir.path(), body);
-        match runtime::compile_in_child(&exe, rt, &bytes, Duration::from_secs(2)) {
-            Err(runtime::ChildError::Failed(why)) => assert!(why.contains(needle), "{body}: {why}"),
+        match compile::compile_in_child(&exe, rt, &bytes, Duration::from_secs(2)) {
+            Err(compile::ChildError::Failed(why)) => assert!(why.contains(needle), "{body}: {why}"),
             other => panic!("{body}: {other:?}"),
         }
     }
     let missing = dir.path().join("no-such-compiler");
     assert!(matches!(
-        runtime::compile_in_child(&missing, rt, &bytes, Duration::from_secs(2)),
-        Err(runtime::ChildError::Failed(_))
+        compile::compile_in_child(&missing, rt, &bytes, Duration::from_secs(2)),
+        Err(compile::ChildError::Failed(_))
     ));
 }
 

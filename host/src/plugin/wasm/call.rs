@@ -6,8 +6,9 @@ use super::{Fault, FaultKind, TagKeys, WasmPolicy, hook_list, lock};
 use crate::ha::policy::{DefaultPolicy, ElectionView, Health, HealthFacts, Policy, Ranking};
 use crate::plugin::Event;
 use crate::plugin::convert;
+use crate::plugin::guest::wit;
 use crate::plugin::manifest::{Capability, Hook};
-use crate::plugin::runtime::{self, Live, wit};
+use crate::plugin::runtime::{self, Live};
 use std::time::{Duration, Instant};
 
 impl WasmPolicy {

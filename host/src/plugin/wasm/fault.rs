@@ -4,7 +4,6 @@
 
 use super::{WasmPolicy, lock, unix_ms};
 use crate::plugin::manifest::Hook;
-use crate::plugin::runtime;
 use serde::Serialize;
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -114,7 +113,7 @@ impl WasmPolicy {
         elapsed: Duration,
     ) -> Fault {
         let text = format!("{e:#}");
-        let text = runtime::truncate(&text, 4000).to_string();
+        let text = crate::plugin::guest::truncate(&text, 4000).to_string();
         let (kind, message) = match e.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => (
                 FaultKind::Deadline,

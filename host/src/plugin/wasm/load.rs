@@ -5,8 +5,10 @@
 use super::{
     Code, FaultKind, HostContext, PolicyInfo, Stats, TagKeys, WasmPolicy, hook_list, lock,
 };
+use crate::plugin::compile;
+use crate::plugin::guest::wit;
 use crate::plugin::manifest::{Capability, Hook, Manifest};
-use crate::plugin::runtime::{self, EPOCH_TICK, InstanceConfig, Tier, wit};
+use crate::plugin::runtime::{self, EPOCH_TICK, InstanceConfig, Tier};
 use crate::plugin::selftest;
 use crate::plugin::{PolicyError, SelfTestResult};
 use std::path::Path;
@@ -69,16 +71,16 @@ impl WasmPolicy {
         let digest = runtime::digest(bytes);
         let optimized = runtime::runtime(Tier::Optimized)?;
         let (rt, (component, origin, compile_time)) =
-            match runtime::lookup(optimized, &digest, cache_dir) {
+            match compile::lookup(optimized, &digest, cache_dir) {
                 Some(found) => (optimized, found),
                 None => {
                     let rt = runtime::runtime(first)?;
                     let compiled =
-                        runtime::compile(rt, &manifest.component, bytes, &digest, cache_dir)?;
+                        compile::compile(rt, &manifest.component, bytes, &digest, cache_dir)?;
                     (rt, compiled)
                 }
             };
-        let pre = runtime::prepare(rt, &manifest.component, &component)?;
+        let pre = compile::prepare(rt, &manifest.component, &component)?;
         let name = manifest.name.clone();
         let load_err = |message: String| PolicyError::Load {
             name: name.clone(),
@@ -216,7 +218,7 @@ impl WasmPolicy {
         if rt.tier == Tier::Quick {
             policy.optimize_in_background(bytes.to_vec(), cache_dir.map(Path::to_path_buf));
         }
-        runtime::release_freed_memory();
+        compile::release_freed_memory();
         Ok(policy)
     }
     fn run_self_test(&self) -> Result<Vec<SelfTestResult>, PolicyError> {

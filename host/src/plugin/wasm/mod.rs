@@ -15,8 +15,10 @@ mod optimize;
 pub use fault::Fault;
 pub(crate) use fault::FaultKind;
 
+use super::compile::Origin;
+use super::guest::{self, PolicyPre, State};
 use super::manifest::{Hook, Manifest};
-use super::runtime::{self, InstanceConfig, Live, Origin, PolicyPre, State, Tier};
+use super::runtime::{InstanceConfig, Live, Tier};
 use super::{Report, SelfTestResult, WIT_PACKAGE};
 use serde::Serialize;
 use std::fmt;
@@ -73,7 +75,7 @@ pub(crate) struct LocalNode {
 /// What the host lends every policy of a set: the SQL prober and the local node's identity.
 #[derive(Clone, Default)]
 pub(crate) struct HostContext {
-    pub(crate) prober: runtime::ProberCell,
+    pub(crate) prober: guest::ProberCell,
     pub(crate) local: Arc<Mutex<LocalNode>>,
 }
 

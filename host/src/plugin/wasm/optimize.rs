@@ -2,6 +2,7 @@
 //! instantiates and configures it, then swaps code and instance between two calls.
 
 use super::{Code, WasmPolicy, lock};
+use crate::plugin::compile;
 use crate::plugin::runtime::{self, Live, Tier};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,9 +27,9 @@ impl WasmPolicy {
         let optimize = move || -> Result<(Code, Live), String> {
             let rt = runtime::runtime(Tier::Optimized).map_err(|e| e.to_string())?;
             let (component, origin, compile_time) =
-                runtime::compile(rt, &path, &bytes, &digest, cache_dir.as_deref())
+                compile::compile(rt, &path, &bytes, &digest, cache_dir.as_deref())
                     .map_err(|e| e.to_string())?;
-            let pre = runtime::prepare(rt, &path, &component).map_err(|e| e.to_string())?;
+            let pre = compile::prepare(rt, &path, &component).map_err(|e| e.to_string())?;
             let mut instance = runtime::instantiate(rt, &pre, &icfg)
                 .map_err(|e| format!("cannot instantiate: {e:#}"))?;
             instance.store.set_epoch_deadline(deadline);
@@ -80,8 +81,8 @@ impl WasmPolicy {
                         *live = Some(instance);
                         lock(&stats).instantiations += 1;
                         drop(live);
-                        runtime::forget_compiled(&quick_digest, Tier::Quick);
-                        runtime::release_freed_memory();
+                        compile::forget_compiled(&quick_digest, Tier::Quick);
+                        compile::release_freed_memory();
                         tracing::debug!(policy, "policy now runs its optimized code");
                     }
                     Err(e) => {
