@@ -1,6 +1,11 @@
 //! Timestamps in requests and documents: ISO 8601 / RFC 3339 with a UTC offset, as patronictl
 //! sends them (`2026-05-01T10:00:00+02:00`, `2019-09-24T12:00+00`) and as PostgreSQL renders
 //! them (`2024-08-28 19:39:26.352526+00:00`).
+//!
+//! Written here rather than with a date crate: the inputs are not all RFC 3339 (patronictl
+//! sends minutes without seconds and offsets without minutes, PostgreSQL a space for the `T`),
+//! and the output must match Python's `isoformat()` to the character; the civil-date arithmetic
+//! is a few lines and is property-tested against round trips.
 
 /// A point in time with the UTC offset it was written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
