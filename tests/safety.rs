@@ -456,3 +456,128 @@ fn the_fencing_guard_ignores_sigterm() {
     let _ = guard.wait();
     assert!(exited.is_none(), "the guard died of SIGTERM: {exited:?}");
 }
+
+/// Item 6b of the safety review: an asynchronous replica that received WAL past the point where
+/// the new leader's timeline forked off must be rewound and stream again, and serve no reads
+/// meanwhile. The synchronous standby's walsender is frozen, so a commit waits for it while its
+/// WAL reaches the asynchronous replica; the leader crashes and the synchronous standby (without
+/// that WAL) is promoted. Regent used to leave the diverged replica "following" the new leader
+/// forever, never streaming, with `/replica` answering 200.
+#[test]
+fn a_replica_past_the_fork_point_is_rewound_and_serves_no_reads_meanwhile() {
+    let _g = serial();
+    let (mut c, leader) = Cluster::healthy(
+        3,
+        NodeSpec {
+            synchronous_mode: true,
+            ..NodeSpec::default()
+        },
+    );
+    let lport = c.nodes[leader].pg_port;
+    let leader_name = c.nodes[leader].name.clone();
+    let sync_name = wait_for("a synchronous standby", Duration::from_secs(30), || {
+        let v: serde_json::Value = serde_json::from_str(&c.etcd.get("/service/test/sync")?).ok()?;
+        (v["leader"] == leader_name.as_str()).then_some(())?;
+        v["sync_standby"].as_str().map(str::to_string)
+    });
+    let s = c
+        .nodes
+        .iter()
+        .position(|n| n.name == sync_name)
+        .expect("sync");
+    let a = (0..3).find(|i| *i != leader && *i != s).expect("async");
+    let a_name = c.nodes[a].name.clone();
+    psql(
+        lport,
+        "CREATE TABLE acked (id int primary key); CREATE TABLE split_brain_probe (t timestamptz)",
+    )
+    .expect("create tables");
+    wait_for(
+        "the tables on both replicas",
+        Duration::from_secs(30),
+        || {
+            [s, a]
+                .iter()
+                .all(|i| {
+                    psql(
+                        c.nodes[*i].pg_port,
+                        "SELECT count(*) FROM pg_class WHERE relname = 'split_brain_probe'",
+                    )
+                    .is_ok_and(|n| n == "1")
+                })
+                .then_some(())
+        },
+    );
+    let sync_sender: i32 = psql(
+        lport,
+        &format!("SELECT pid FROM pg_stat_replication WHERE application_name = '{sync_name}'"),
+    )
+    .expect("walsender")
+    .parse()
+    .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sync_sender),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    // This commit waits for the frozen synchronous standby; its WAL reaches the async replica.
+    let before: String = psql(lport, "SELECT pg_current_wal_lsn()").expect("lsn");
+    let blocked = std::thread::spawn(move || {
+        psql(lport, "INSERT INTO acked SELECT generate_series(1, 1000)")
+    });
+    wait_for(
+        "the asynchronous replica to receive the unacknowledged commit",
+        Duration::from_secs(30),
+        || {
+            psql(
+                c.nodes[a].pg_port,
+                &format!("SELECT pg_last_wal_receive_lsn() > '{before}'"),
+            )
+            .ok()
+            .filter(|t| t == "t")
+        },
+    );
+    c.nodes[leader].crash();
+    let _ = blocked.join();
+    let new = wait_for(
+        "the synchronous standby to take over",
+        Duration::from_secs(40),
+        || c.writable().into_iter().find(|i| *i == s),
+    );
+    assert_eq!(new, s);
+    let streaming = |c: &Cluster| {
+        psql(
+            c.nodes[s].pg_port,
+            &format!(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = '{a_name}' AND state = 'streaming'"
+            ),
+        )
+        .is_ok_and(|n| n == "1")
+    };
+    // The replica's loop publishes what it saw last: once it has run twice since the new
+    // leader took over, it must not serve reads until it streams from the new leader.
+    let seen = loops(&c.nodes[a]);
+    wait_for("two loops on the replica", Duration::from_secs(30), || {
+        (loops(&c.nodes[a]) >= seen + 2).then_some(())
+    });
+    let started = Instant::now();
+    while !streaming(&c) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{a_name} never streams from the new leader:\n{}",
+            c.nodes[a].log()
+        );
+        if let Some((200, _)) = c.nodes[a].http_get("/replica") {
+            assert!(
+                streaming(&c),
+                "{a_name} answers /replica 200 while it cannot stream from the new leader"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(
+        "/replica 200 once it streams",
+        Duration::from_secs(10),
+        || (c.nodes[a].http_get("/replica")?.0 == 200).then_some(()),
+    );
+}

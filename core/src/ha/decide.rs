@@ -362,6 +362,30 @@ pub(super) fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
         );
     }
     if let Some(leader) = w.other_leader() {
+        if let Some((tl, fork, at)) = w.diverged_from_cluster()
+            && !w.pg.former_primary
+        {
+            let leader = leader.to_string();
+            let why = format!(
+                "received WAL up to {at} on timeline {tl}, past the point {fork} where leader {leader}'s timeline forked off it"
+            );
+            return if w.settings.paused {
+                Decision::new(
+                    format!("the cluster is paused: this replica {why} and must be rewound"),
+                    vec![],
+                )
+            } else if w.memory.rewind_failed || !w.settings.use_pg_rewind {
+                Decision::new(
+                    format!("this replica {why}: moving it aside and cloning from {leader}"),
+                    vec![Action::Reclone { leader }],
+                )
+            } else {
+                Decision::new(
+                    format!("this replica {why}: rewinding before following it"),
+                    vec![Action::Rewind { leader }],
+                )
+            };
+        }
         if w.pg.former_primary {
             let leader = leader.to_string();
             if w.settings.paused {

@@ -195,6 +195,28 @@ impl World {
             .filter(|n| *n != self.me)
     }
 
+    /// Whether this running replica received WAL past the point where the cluster's timeline
+    /// forked off its own (from `/history`): that leader never had that WAL, so this replica
+    /// can never stream from it and must be rewound (or re-cloned). Returns its timeline, the
+    /// fork point and its position.
+    pub fn diverged_from_cluster(&self) -> Option<(u32, u64, u64)> {
+        let c = self.cluster.as_ref()?;
+        if !self.pg.is_replica() {
+            return None;
+        }
+        let mine = self.pg.timeline?;
+        if mine >= c.timeline() {
+            return None;
+        }
+        let fork = c.history.iter().find(|h| h.timeline == mine)?.lsn;
+        let at = self
+            .pg
+            .received_lsn
+            .max(self.pg.replayed_lsn)
+            .max(self.pg.wal_position)?;
+        (at > fork).then_some((mine, fork, at))
+    }
+
     /// The view every node hands to the policy for an election.
     pub fn election_view(&self) -> ElectionView {
         let cluster = self.cluster.clone().unwrap_or_default();

@@ -77,6 +77,7 @@ pub(super) fn health_status(v: &LocalSnapshot, path: &str, params: &Params) -> S
     let policy_failed = super::status::policy_judged_failed(v.policy.as_ref());
     let replica_ok = !noloadbalance
         && !policy_failed
+        && !v.diverged
         && !is_lagging
         && r.role == "replica"
         && r.state == "running"

@@ -97,6 +97,10 @@ pub struct LocalSnapshot {
     pub replay_paused: bool,
     /// "streaming" | "in archive recovery"
     pub replication_state: Option<String>,
+    /// This replica's data may have diverged from the leader's (a former primary not yet
+    /// rewound, or WAL received past the leader's timeline fork): it serves no reads
+    /// (`/replica`, `/read-only`, `/async`, `/sync` answer 503) until it is rewound.
+    pub diverged: bool,
     /// Walsenders on this node.
     pub replication: Vec<ReplicationRow>,
     /// No member holds the leader key, or the DCS could not be read.

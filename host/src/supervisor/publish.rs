@@ -175,6 +175,8 @@ impl Supervisor {
                 .scheduled_restart
                 .as_ref()
                 .map(super::commands::ScheduledRestart::json),
+            diverged: w.pg.is_replica()
+                && (w.pg.former_primary || w.diverged_from_cluster().is_some()),
         };
         self.view_tx.send_replace(view);
     }

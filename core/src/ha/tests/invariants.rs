@@ -358,11 +358,13 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
             ..
         }
     );
-    // A running replica counts as a former primary until rewound: it may have diverged.
-    let diverged = was_primary || w.pg.former_primary;
+    // A running replica counts as a former primary until rewound: it may have diverged. So
+    // does a replica past the new timeline's fork point.
+    let past_fork = w.diverged_from_cluster().is_some();
+    let diverged = was_primary || w.pg.former_primary || past_fork;
     if has(d, |a| matches!(a, Action::Rewind { .. })) {
         prop_assert!(
-            (!w.pg.running || w.pg.former_primary)
+            (!w.pg.running || w.pg.former_primary || past_fork)
                 && diverged
                 && w.settings.use_pg_rewind
                 && !w.memory.rewind_failed,
@@ -372,7 +374,7 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
     }
     if has(d, |a| matches!(a, Action::Reclone { .. })) {
         prop_assert!(
-            (!w.pg.running || w.pg.former_primary)
+            (!w.pg.running || w.pg.former_primary || past_fork)
                 && (w.memory.rewind_failed || (diverged && !w.settings.use_pg_rewind)),
             "Reclone: {}",
             ctx()

@@ -622,3 +622,41 @@ fn regression_failover_priority_zero_does_not_bootstrap() {
     w.settings.failover_priority = 0;
     assert_eq!(actions(&w), vec![]);
 }
+
+/// Safety review item 6b: a replica (not only a former primary) that received WAL past the
+/// point where the leader's timeline forked off its own can never stream from that leader: it
+/// is rewound (or re-cloned), not left "following" it forever.
+#[test]
+fn a_replica_past_the_new_timelines_fork_point_is_rewound() {
+    let mut c = cluster(Some(leader("a", OTHER_LEASE)));
+    c.members = vec![member("a", "primary", 3_000)];
+    c.history = vec![crate::dcs::HistoryLine {
+        timeline: 1,
+        lsn: 1_500,
+        reason: "promoted".into(),
+        timestamp: None,
+        new_leader: Some("a".into()),
+    }];
+    // b replayed 2 000 on timeline 1: 500 bytes the new leader never had.
+    let diverged = world("b", Some(c.clone()), pg_replica(2_000, Some("a")));
+    let d = decide_default(&diverged);
+    assert_eq!(
+        d.actions,
+        vec![Action::Rewind { leader: "a".into() }],
+        "{}",
+        d.summary
+    );
+    let mut no_rewind = diverged.clone();
+    no_rewind.settings.use_pg_rewind = false;
+    assert_eq!(
+        actions(&no_rewind),
+        vec![Action::Reclone { leader: "a".into() }]
+    );
+    // Up to the fork point it follows the new timeline as is.
+    let behind = world("b", Some(c.clone()), pg_replica(1_500, Some("a")));
+    assert_eq!(actions(&behind), vec![]);
+    // Already on the new timeline: nothing to rewind.
+    let mut moved = world("b", Some(c), pg_replica(2_000, Some("a")));
+    moved.pg.timeline = Some(2);
+    assert_eq!(actions(&moved), vec![]);
+}
