@@ -145,3 +145,52 @@ impl Postgres {
 pub(super) fn former_primary_marker(s: &PgSettings) -> PathBuf {
     s.run_dir.join(format!("{}.former-primary", s.name))
 }
+
+/// The shutdown checkpoint of a cleanly stopped server, from `pg_controldata`'s output:
+/// `Latest checkpoint location` when `Database cluster state` is `shut down`. After an
+/// immediate stop or a crash the WAL may go on past that checkpoint: `None`.
+pub(crate) fn clean_shutdown_checkpoint(cd: &BTreeMap<String, String>) -> Option<u64> {
+    if cd.get("Database cluster state").map(String::as_str) != Some("shut down") {
+        return None;
+    }
+    cd.get("Latest checkpoint location")
+        .and_then(|s| super::parse_lsn(s))
+}
+
+#[cfg(test)]
+mod clean_shutdown_tests {
+    use super::*;
+
+    fn controldata(state: &str) -> BTreeMap<String, String> {
+        [
+            ("Database cluster state", state),
+            ("Latest checkpoint location", "0/3000028"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Safety review item 6: only a clean shutdown ends the WAL at its checkpoint. After an
+    /// immediate stop, a SIGKILL or a crash, WAL may follow the latest checkpoint, so a
+    /// replica that received the checkpoint may still lack what came after it.
+    #[test]
+    fn only_a_clean_shutdown_has_a_shutdown_checkpoint() {
+        assert_eq!(
+            clean_shutdown_checkpoint(&controldata("shut down")),
+            Some(0x300_0028)
+        );
+        for unclean in [
+            "in production",
+            "shut down in recovery",
+            "in crash recovery",
+        ] {
+            assert_eq!(
+                clean_shutdown_checkpoint(&controldata(unclean)),
+                None,
+                "{unclean}"
+            );
+        }
+        assert_eq!(clean_shutdown_checkpoint(&BTreeMap::new()), None);
+    }
+}

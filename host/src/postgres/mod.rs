@@ -22,6 +22,7 @@ mod session;
 mod state;
 
 pub(crate) use conf::{quote_ident, quote_literal};
+pub(crate) use datadir::clean_shutdown_checkpoint;
 pub(crate) use probe::{ProbeTarget, Prober};
 pub(crate) use state::PgState;
 

@@ -250,12 +250,21 @@ impl Supervisor {
         );
     }
 
-    /// The shutdown checkpoint of a cleanly stopped server: `Latest checkpoint location`.
+    /// The shutdown checkpoint if the server stopped cleanly (`None` after an unclean stop:
+    /// then only a rewind may bring this data after another leader's).
     pub(super) async fn shutdown_checkpoint(&self) -> Option<u64> {
-        self.pg.controldata().await.ok().and_then(|cd| {
-            cd.get("Latest checkpoint location")
-                .and_then(|s| crate::postgres::parse_lsn(s))
-        })
+        let cd = self.pg.controldata().await.ok()?;
+        let ckpt = crate::postgres::clean_shutdown_checkpoint(&cd);
+        if ckpt.is_none() {
+            tracing::warn!(
+                state = cd
+                    .get("Database cluster state")
+                    .map(String::as_str)
+                    .unwrap_or("unknown"),
+                "PostgreSQL did not shut down cleanly: its WAL may go past the last checkpoint"
+            );
+        }
+        ckpt
     }
 
     /// Wait (up to 5 s) until some replica has received WAL past our shutdown checkpoint, read
