@@ -581,3 +581,62 @@ fn a_replica_past_the_fork_point_is_rewound_and_serves_no_reads_meanwhile() {
         || (c.nodes[a].http_get("/replica")?.0 == 200).then_some(()),
     );
 }
+
+/// Item 11 of the safety review: a replica whose PostgreSQL cannot start (here its own
+/// configuration loads a library that does not exist) must not re-clone in a loop, moving a
+/// full copy aside each time until the disk is full. At most one copy is moved aside for the
+/// cause, starts back off, and the cause (the PostgreSQL log's last lines) shows in the REST
+/// API and in the member key's state ("start failed").
+#[test]
+fn a_replica_that_cannot_start_backs_off_and_reports_why() {
+    let _g = serial();
+    let mut c = Cluster::new(1, NodeSpec::default());
+    c.start_all();
+    c.wait_leader(Duration::from_secs(90));
+    let mut broken = Node::new(
+        c.tmp.path(),
+        "pg2",
+        &[c.etcd.endpoint()],
+        &NodeSpec {
+            parameters: vec![("shared_preload_libraries", "regent_no_such_library")],
+            ..NodeSpec::default()
+        },
+    );
+    broken.start();
+    let moved = |n: &Node| {
+        std::fs::read_dir(&n.dir)
+            .map(|it| {
+                it.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains("regent-moved"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // Long enough for a dozen loops at loop_wait 1: before, every loop moved a copy aside.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(40) {
+        assert!(
+            moved(&broken) <= 1,
+            "{} copies of the data directory moved aside after {:?}",
+            moved(&broken),
+            watch.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, doc) = broken.http_get("/patroni").expect("/patroni answers");
+    assert!(
+        doc.contains("regent_no_such_library"),
+        "the status document names the cause: {doc}"
+    );
+    let member = c.etcd.get("/service/test/members/pg2").expect("member key");
+    assert!(
+        member.contains("\"start failed\""),
+        "the member key says start failed: {member}"
+    );
+    assert!(
+        broken
+            .child
+            .as_mut()
+            .is_some_and(|ch| ch.try_wait().ok().flatten().is_none())
+    );
+}

@@ -193,6 +193,8 @@ pub struct NodeSpec {
     pub synchronous_mode: bool,
     /// Appended to the node's YAML as is (e.g. a `regent:` section).
     pub extra_yaml: String,
+    /// PostgreSQL parameters of this node's own configuration, after the harness's.
+    pub parameters: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for NodeSpec {
@@ -204,6 +206,7 @@ impl Default for NodeSpec {
             extra_tags: String::new(),
             synchronous_mode: false,
             extra_yaml: String::new(),
+            parameters: Vec::new(),
         }
     }
 }
@@ -266,6 +269,10 @@ impl Node {
         let bin = bin_dir();
         let tags = format!("  nofailover: false\n{}\n", spec.extra_tags);
         let tail = format!("{}\n", spec.extra_yaml);
+        let parameters: Vec<(&str, &str)> = [("shared_buffers", "16MB"), ("max_connections", "30")]
+            .into_iter()
+            .chain(spec.parameters.iter().copied())
+            .collect();
         let yaml = regent::lab::spec::NodeYaml {
             scope: "test",
             name,
@@ -284,7 +291,7 @@ impl Node {
             superuser_password: "secret",
             replication_password: "rep-pass",
             api_auth: None,
-            parameters: &[("shared_buffers", "16MB"), ("max_connections", "30")],
+            parameters: &parameters,
             tags: &tags,
             tail: &tail,
         }

@@ -156,6 +156,22 @@ fn decide_stopped(w: &World, was_primary: bool) -> Decision {
             vec![Action::ReattachLeader],
         );
     }
+    if let Some(wait) = w.memory.start_backoff_ms(w.now_ms, w.settings.loop_wait_ms) {
+        let why = w
+            .memory
+            .start_failed
+            .as_ref()
+            .map(|(_, why)| why.as_str())
+            .unwrap_or("unknown");
+        return Decision::new(
+            format!(
+                "PostgreSQL failed to start {} times in a row ({why}): trying again in {} s",
+                w.memory.replica_start_failures,
+                wait.div_ceil(1000)
+            ),
+            vec![],
+        );
+    }
     if let Some(leader) = w.other_leader() {
         let leader = leader.to_string();
         if w.memory.rewind_failed || (was_primary && !w.settings.use_pg_rewind) {

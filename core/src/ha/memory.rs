@@ -26,6 +26,9 @@ pub fn write_deadline_ms(sent_ms: u64, ttl_ms: u64) -> u64 {
     (sent_ms + ttl_ms).saturating_sub(safety_margin_ms(ttl_ms))
 }
 
+/// The longest wait between two attempts to start a PostgreSQL that keeps failing to start.
+pub const MAX_START_BACKOFF_MS: u64 = 300_000;
+
 /// The decision memory: carried from one loop to the next, read by [`decide`](super::decide)
 /// through [`World::memory`](super::World::memory).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,8 +52,13 @@ pub struct Memory {
     /// How many consecutive loops, the current one included, the policies judged this node
     /// `failed`.
     pub failed_health_loops: u32,
-    /// Consecutive failed starts as a replica.
+    /// Consecutive failed starts of PostgreSQL.
     pub replica_start_failures: u32,
+    /// When (monotonic ms) the last start failed, and why (the end of PostgreSQL's log).
+    pub start_failed: Option<(u64, String)>,
+    /// The data directory was already rewound or re-cloned during this run of failed starts:
+    /// the data is not the cause, so it is not moved aside again.
+    pub recloned_after_start_failures: bool,
     /// When (monotonic ms) this node last gave up a hand-over because the target did not
     /// confirm its last WAL: a failed leader waits before it tries again.
     pub handover_aborted_ms: Option<u64>,
@@ -150,17 +158,40 @@ impl Memory {
         self.failed_health_loops
     }
 
-    /// PostgreSQL started as a replica.
+    /// PostgreSQL started.
     pub fn replica_started(&mut self) {
         self.replica_start_failures = 0;
+        self.start_failed = None;
+        self.recloned_after_start_failures = false;
     }
 
     /// A start as a replica failed; returns the count of consecutive failures. From the
     /// second one on, a data directory that does not start as this leader's replica (one that
     /// forked off its timeline, say) is treated as a former primary and rewound.
-    pub fn replica_start_failed(&mut self) -> u32 {
+    pub fn replica_start_failed(&mut self, now_ms: u64, cause: String) -> u32 {
         self.replica_start_failures += 1;
+        self.start_failed = Some((now_ms, cause));
         self.replica_start_failures
+    }
+
+    /// The data directory is rewound or re-cloned now; if that is because starts failed, it
+    /// is not done again for the same run of failures (one copy moved aside per cause).
+    pub fn rewinding_or_recloning(&mut self) {
+        if self.replica_start_failures >= 2 {
+            self.recloned_after_start_failures = true;
+        }
+    }
+
+    /// After two failed starts in a row, how long until the next attempt (from `now_ms`):
+    /// `loop_wait` doubling with each further failure, at most five minutes. `None`: start now.
+    pub fn start_backoff_ms(&self, now_ms: u64, loop_wait_ms: u64) -> Option<u64> {
+        let (at, _) = self.start_failed.as_ref()?;
+        let n = self.replica_start_failures.checked_sub(2)?;
+        let delay = loop_wait_ms
+            .saturating_mul(1u64 << n.min(16))
+            .min(MAX_START_BACKOFF_MS);
+        let until = at.saturating_add(delay);
+        (now_ms < until).then(|| until - now_ms)
     }
 
     /// A hand-over was given up at `now_ms`.
@@ -193,6 +224,39 @@ mod tests {
         assert_eq!(m.write_deadline_ms, Some(20_000));
         m.lease_renewed(2, 11_000, 10_000);
         assert_eq!((m.our_lease, m.write_deadline_ms), (Some(2), Some(19_000)));
+    }
+
+    #[test]
+    fn failed_starts_back_off_doubling_up_to_five_minutes_and_reclone_once() {
+        let mut m = Memory::default();
+        assert_eq!(m.replica_start_failed(1_000, "boom".into()), 1);
+        assert_eq!(
+            m.start_backoff_ms(1_000, 1_000),
+            None,
+            "one failure: retry at once"
+        );
+        m.replica_start_failed(2_000, "boom".into());
+        assert_eq!(m.start_backoff_ms(2_000, 1_000), Some(1_000));
+        m.rewinding_or_recloning();
+        assert!(m.recloned_after_start_failures);
+        m.replica_start_failed(10_000, "boom".into());
+        assert_eq!(m.start_backoff_ms(10_500, 1_000), Some(1_500));
+        for t in 0..20 {
+            m.replica_start_failed(20_000 + t, "boom".into());
+        }
+        assert_eq!(
+            m.start_backoff_ms(20_019, 1_000),
+            Some(MAX_START_BACKOFF_MS)
+        );
+        m.replica_started();
+        assert_eq!(
+            (
+                m.replica_start_failures,
+                m.start_failed.is_none(),
+                m.recloned_after_start_failures
+            ),
+            (0, true, false)
+        );
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct LocalSnapshot {
     /// rewound, or WAL received past the leader's timeline fork): it serves no reads
     /// (`/replica`, `/read-only`, `/async`, `/sync` answer 503) until it is rewound.
     pub diverged: bool,
+    /// Why PostgreSQL failed to start, while it keeps failing (the end of its log): shown as
+    /// `start_failure` in the status document and the member key.
+    pub start_failure: Option<String>,
     /// Walsenders on this node.
     pub replication: Vec<ReplicationRow>,
     /// No member holds the leader key, or the DCS could not be read.

@@ -148,6 +148,9 @@ pub(crate) fn status_document(v: &LocalSnapshot) -> Value {
     if let Some(scheduled) = &v.scheduled_restart {
         doc.insert("scheduled_restart".into(), scheduled.clone());
     }
+    if let Some(why) = &v.start_failure {
+        doc.insert("start_failure".into(), why.clone().into());
+    }
     let mut patroni = Map::new();
     patroni.insert("version".into(), v.version.clone().into());
     patroni.insert("scope".into(), v.scope.clone().into());

@@ -149,7 +149,11 @@ impl Postgres {
                     return Err(PgError::Failed {
                         bin: "postgres".into(),
                         status: status.to_string(),
-                        stderr: format!("see {}", self.log_path().display()),
+                        stderr: format!(
+                            "{} (log: {})",
+                            log_tail(&self.log_path(), 5),
+                            self.log_path().display()
+                        ),
                     });
                 }
             }
@@ -199,6 +203,29 @@ impl Postgres {
         }
         Ok(())
     }
+}
+
+/// The last `n` lines of a log file, joined with ` | ` (each at most 300 bytes), read from its
+/// last 16 KiB: what PostgreSQL said before it exited.
+pub(crate) fn log_tail(path: &Path, n: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| {
+            let l = l.trim();
+            &l[..l.floor_char_boundary(300)]
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 pub(super) fn resolve_os_user(s: &PgSettings) -> Result<OsUser> {

@@ -80,6 +80,7 @@ impl Supervisor {
                 Ok(true)
             }
             Action::Reclone { leader } => {
+                self.mem.rewinding_or_recloning();
                 let up = self.upstream_for(w, leader)?;
                 self.pg
                     .stop(StopMode::Fast, Duration::from_secs(30))
@@ -115,9 +116,12 @@ impl Supervisor {
                     self.pg.set_former_primary(true)?;
                 }
                 match self.start_replica(up.as_ref()).await {
-                    Ok(()) => self.mem.replica_started(),
+                    Ok(()) => {}
                     Err(e) => {
-                        if self.mem.replica_start_failed() >= 2 && up.is_some() {
+                        if self.mem.replica_start_failures >= 2
+                            && up.is_some()
+                            && !self.mem.recloned_after_start_failures
+                        {
                             // A data directory that does not start as this leader's replica
                             // (e.g. forked off its timeline) gets rewound next.
                             tracing::warn!(
@@ -133,6 +137,7 @@ impl Supervisor {
             Action::Rewind { leader } => {
                 let up = self.upstream_for(w, leader)?;
                 tracing::info!(from = %leader, "rewinding the former primary with pg_rewind");
+                self.mem.rewinding_or_recloning();
                 // A postmaster still starting up (crash recovery) must be down for pg_rewind.
                 self.pg
                     .stop(StopMode::Fast, Duration::from_secs(30))
@@ -140,7 +145,6 @@ impl Supervisor {
                 match busy(&self.view_tx, "stopped", self.pg.rewind(&up)).await {
                     Ok(()) => {
                         self.pg.set_former_primary(false)?;
-                        self.mem.replica_started();
                         self.sysid = None;
                         self.start_replica(Some(&up)).await?;
                         Ok(true)
@@ -239,9 +243,21 @@ impl Supervisor {
         if up.is_some() {
             self.register_member().await;
         }
-        self.pg.start(self.start_patience()).await?;
-        self.role = NodeRole::Replica;
-        Ok(())
+        match self.pg.start(self.start_patience()).await {
+            Ok(started) => {
+                if started {
+                    self.mem.replica_started();
+                }
+                self.role = NodeRole::Replica;
+                Ok(())
+            }
+            Err(e) => {
+                self.phase = PgPhase::StartFailed;
+                let n = self.mem.replica_start_failed(mono_ms(), e.to_string());
+                tracing::error!(failures = n, error = %e, "PostgreSQL failed to start");
+                Err(e.into())
+            }
+        }
     }
 
     /// Make our member key live before a replica start blocks this loop. The leader keeps our

@@ -75,6 +75,7 @@ enum PgPhase {
     Initializing,
     Restarting,
     RestartFailed,
+    StartFailed,
 }
 
 impl PgPhase {
@@ -89,6 +90,7 @@ impl PgPhase {
             PgPhase::Initializing => "initializing new cluster",
             PgPhase::Restarting => "restarting",
             PgPhase::RestartFailed => "restart failed",
+            PgPhase::StartFailed => "start failed",
         }
     }
 }

@@ -57,6 +57,9 @@ impl Supervisor {
         if let Some(sr) = &self.scheduled_restart {
             extra.insert("scheduled_restart".into(), sr.json());
         }
+        if let Some((_, why)) = &self.mem.start_failed {
+            extra.insert("start_failure".into(), Value::from(why.as_str()));
+        }
         MemberData {
             conn_url: Some(format!("postgres://{}/postgres", self.cfg.pg_connect())),
             api_url: Some(self.cfg.api_url()),
@@ -175,6 +178,7 @@ impl Supervisor {
                 .scheduled_restart
                 .as_ref()
                 .map(super::commands::ScheduledRestart::json),
+            start_failure: self.mem.start_failed.as_ref().map(|(_, why)| why.clone()),
             diverged: w.pg.is_replica()
                 && (w.pg.former_primary || w.diverged_from_cluster().is_some()),
         };
