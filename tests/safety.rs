@@ -640,3 +640,37 @@ fn a_replica_that_cannot_start_backs_off_and_reports_why() {
             .is_some_and(|ch| ch.try_wait().ok().flatten().is_none())
     );
 }
+
+/// Item 1 of the safety review: the cluster's `config` key is validated on every read like a
+/// local file. A `ttl` no lease should have, written straight into etcd (the REST API and
+/// `ctl edit-config` refuse it), is logged and ignored: the leader keeps its lease's TTL.
+#[test]
+fn a_bad_config_key_in_etcd_is_logged_and_ignored() {
+    let _g = serial();
+    let (c, leader) = Cluster::healthy(1, NodeSpec::default());
+    let n = &c.nodes[leader];
+    assert_eq!(patch_config(n, r#"{"ttl": 1000000000}"#), Some(400));
+    let current = c.etcd.get("/service/test/config").expect("config key");
+    let mut bad: serde_json::Value = serde_json::from_str(&current).expect("json");
+    bad["ttl"] = serde_json::json!(1_000_000_000u64);
+    c.etcd.put("/service/test/config", &bad.to_string());
+    let seen = loops(n);
+    wait_for(
+        "three loops after the write",
+        Duration::from_secs(30),
+        || (loops(n) >= seen + 3).then_some(()),
+    );
+    let (_, left) = c
+        .etcd
+        .lease_left("/service/test/leader")
+        .expect("the leader key is on a lease");
+    assert!(
+        left <= 10,
+        "the leader's lease took the bad ttl: {left} s left"
+    );
+    assert!(
+        n.log().contains("the cluster's config key cannot be used"),
+        "the refusal is logged:\n{}",
+        n.log()
+    );
+}

@@ -49,8 +49,8 @@ pub use schema::RestApi;
 pub(crate) use schema::{
     BasicAuth, Bootstrap, Credentials, Ctl, Etcd, Postgresql, RegentSection, Tags,
 };
-pub(crate) use validate::MIN_TTL;
 pub use validate::validate_dynamic;
+pub(crate) use validate::{MAX_TTL, MIN_TTL};
 pub(crate) use values::{HostList, InitdbOption, dcs_prefix, split_host_port};
 
 use serde::{Deserialize, Serialize};

@@ -10,6 +10,9 @@ use std::path::Path;
 
 /// Minimum `ttl` Regent accepts (Patroni's own minimum is higher).
 pub(crate) const MIN_TTL: u64 = 5;
+/// The longest `ttl` Regent accepts (an hour): a leader that dies is replaced only after its
+/// lease expires, and longer leases are a configuration mistake (a value in milliseconds, say).
+pub(crate) const MAX_TTL: u64 = 3_600;
 
 #[derive(Clone, Copy, PartialEq)]
 enum AddrKind {
@@ -411,6 +414,18 @@ fn check_timing(prefix: &str, ttl: u64, lw: u64, rt: u64) -> Result<(), ConfigEr
             ),
         ));
     }
+    if ttl > MAX_TTL {
+        return Err(invalid(
+            format!("{prefix}ttl"),
+            ttl,
+            format!(
+                "must be at most {MAX_TTL} seconds: a crashed leader is replaced only after its lease of ttl seconds expires (ttl is in seconds, not milliseconds)"
+            ),
+            format!(
+                "set {prefix}ttl: 30 (the default), and keep loop_wait + 2 × retry_timeout <= ttl"
+            ),
+        ));
+    }
     if lw < 1 {
         return Err(invalid(
             format!("{prefix}loop_wait"),
@@ -585,6 +600,11 @@ mod tests {
                                     "slots": {"x": {"type": "physical"}}});
         let d = validate_dynamic(&ok).expect("valid");
         assert_eq!((d.ttl, d.pause), (20, Some(true)));
+        // Safety review item 1: a ttl no lease should have (and whose milliseconds would
+        // overflow) is refused, from the API as from a file.
+        let e =
+            validate_dynamic(&serde_json::json!({"ttl": 1_000_000_000u64})).expect_err("huge ttl");
+        assert_eq!(invalid_key(&e), "ttl");
         let e = validate_dynamic(&serde_json::json!({"ttl": 4})).expect_err("ttl");
         assert_eq!(invalid_key(&e), "ttl");
         assert!(e.to_string().contains("set ttl: 30"), "{e}");

@@ -9,7 +9,7 @@
 //! where the rest of the path is one parameter name (`-p pg_stat_statements.max=1000`).
 
 use super::CtlError;
-use crate::config::{DynamicConfig, MIN_TTL};
+use crate::config::{DynamicConfig, MAX_TTL, MIN_TTL};
 use serde_json::{Map, Value};
 use std::io::Read;
 
@@ -213,6 +213,11 @@ pub(crate) fn validate(config: &Value) -> Result<(), CtlError> {
     if ttl < MIN_TTL {
         return Err(refuse(format!(
             "ttl = {ttl}: must be at least {MIN_TTL} seconds"
+        )));
+    }
+    if ttl > MAX_TTL {
+        return Err(refuse(format!(
+            "ttl = {ttl}: must be at most {MAX_TTL} seconds (ttl is in seconds)"
         )));
     }
     if lw < 1 || rt < 1 {

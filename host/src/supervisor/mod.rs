@@ -252,7 +252,7 @@ impl Supervisor {
 
     /// The cluster's `ttl` in milliseconds.
     pub(super) fn ttl_ms(&self) -> u64 {
-        self.dynamic.ttl * 1000
+        self.dynamic.ttl.saturating_mul(1000)
     }
 
     /// How long one loop waits for PostgreSQL to accept connections after starting it; a

@@ -9,7 +9,7 @@
 use super::reload::yaml_scalar;
 use super::{NodeRole, PgPhase, Supervisor, unix_now, unix_now_ms};
 use crate::api;
-use crate::config::{DynamicConfig, SyncMode};
+use crate::config::SyncMode;
 use crate::dcs::{Cluster, DcsError, Renewal, json_scalar};
 use crate::fence::{instant_to_mono_ms, mono_ms};
 use crate::ha::policy::{Health, HealthFacts, Policy};
@@ -178,7 +178,7 @@ impl Supervisor {
     }
 
     /// Read the whole cluster prefix; a changed `config` key is applied at once (a value that
-    /// cannot be decoded is reported once per revision and ignored). `None`: the DCS could
+    /// does not validate is reported once per revision and ignored). `None`: the DCS could
     /// not be read.
     pub(super) async fn read_cluster(&mut self) -> Option<Cluster> {
         let c = match self.dcs.read_cluster().await {
@@ -190,7 +190,9 @@ impl Supervisor {
         };
         self.dcs_last_seen = Some(unix_now());
         if let Some((v, rev)) = &c.config {
-            match serde_json::from_value::<DynamicConfig>(v.clone()) {
+            // Validated as a local file is: a value Regent cannot run with safely (a ttl of a
+            // billion seconds, broken timing) is reported and the previous settings stay.
+            match crate::config::validate_dynamic(v) {
                 Ok(d) if d != self.dynamic => {
                     self.dynamic = d;
                     self.apply_parameters();
@@ -227,7 +229,7 @@ impl Supervisor {
             race_backoff_ms: 2000,
             synchronous_mode: self.dynamic.synchronous_mode != SyncMode::Off,
             paused: self.dynamic.pause.unwrap_or(false),
-            loop_wait_ms: self.dynamic.loop_wait.max(1) * 1000,
+            loop_wait_ms: self.dynamic.loop_wait.max(1).saturating_mul(1000),
             failed_loops_before_handover: self.cfg.regent.failed_loops_before_handover,
         }
     }
