@@ -674,3 +674,103 @@ fn a_bad_config_key_in_etcd_is_logged_and_ignored() {
         n.log()
     );
 }
+
+/// Item 9 of the safety review: a policy's SQL probes run as an unprivileged role, never as
+/// the superuser. A read-only transaction still allows `COPY ... TO PROGRAM` (a shell as the
+/// PostgreSQL OS user), `pg_promote()` and `pg_terminate_backend()`; from a probe, all three
+/// must fail. The test guest reports its probes' results in its health verdict.
+#[test]
+fn sql_probes_cannot_run_programs_promote_or_terminate_backends() {
+    let _g = serial();
+    let mut c = Cluster::new(1, NodeSpec::default());
+    let dir = c.tmp.path().join("policies");
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/test-guest.wasm"),
+        dir.join("test-guest.wasm"),
+    )
+    .expect("copy the test guest");
+    let marker = c.tmp.path().join("copy-to-program-ran");
+    std::fs::write(
+        dir.join("test-guest.toml"),
+        format!(
+            "name = \"test-guest\"\ncomponent = \"test-guest.wasm\"\nhooks = [\"check-health\", \"rank-candidates\"]\n\
+             capabilities = [\"sql-probe\"]\n\n\
+             [[probes]]\nname = \"program\"\nsql = \"COPY (SELECT 1) TO PROGRAM 'touch {}'\"\ntimeout_ms = 2000\n\n\
+             [[probes]]\nname = \"promote\"\nsql = \"SELECT pg_promote(false)\"\ntimeout_ms = 2000\n\n\
+             [[probes]]\nname = \"terminate\"\nsql = \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'regent-victim'\"\ntimeout_ms = 2000\n",
+            marker.display()
+        ),
+    )
+    .expect("manifest");
+    let cfg = std::fs::read_to_string(&c.nodes[0].config).expect("config");
+    std::fs::write(
+        &c.nodes[0].config,
+        format!(
+            "{cfg}\nregent:\n  policies_dir: {}\n  policies: [test-guest]\n",
+            dir.display()
+        ),
+    )
+    .expect("config");
+    c.start_all();
+    let leader = c.wait_leader(Duration::from_secs(90));
+    let n = &c.nodes[leader];
+    // A superuser session the probe would like to end.
+    let mut victim = std::process::Command::new(bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &n.pg_port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-c", "SELECT pg_sleep(600)"])
+        .env("PGPASSWORD", "secret")
+        .env("PGAPPNAME", "regent-victim")
+        .spawn()
+        .expect("psql");
+    let victim_running = || {
+        psql(
+            n.pg_port,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'regent-victim'",
+        )
+        .is_ok_and(|x| x == "1")
+    };
+    wait_for("the victim session", Duration::from_secs(10), || {
+        victim_running().then_some(())
+    });
+    // Results from a loop that ran after the victim connected.
+    let seen = loops(n);
+    wait_for(
+        "two loops with the victim connected",
+        Duration::from_secs(30),
+        || (loops(n) >= seen + 2).then_some(()),
+    );
+    let (_, body) = n.http_get("/patroni").expect("/patroni");
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let verdict = doc["policy"]["health"]["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no health verdict with the probes' results: {doc}"))
+        .to_string();
+    let victim_survived = victim_running();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(!marker.exists(), "COPY TO PROGRAM ran a program: {verdict}");
+    for probe in ["program", "promote"] {
+        let part = verdict
+            .split(';')
+            .find(|p| p.contains(&format!("{probe}=")))
+            .unwrap_or_else(|| panic!("no result for {probe}: {verdict}"));
+        assert!(
+            part.contains("permission denied") || part.contains("must be superuser"),
+            "probe {probe} was allowed: {part}"
+        );
+    }
+    assert!(
+        victim_survived,
+        "a probe terminated a superuser's session: {verdict}"
+    );
+}

@@ -50,7 +50,9 @@ pub enum PgError {
     },
     #[error("{0}")]
     Io(String),
-    #[error("SQL: {0}")]
+    /// A statement or connection failed; the text carries PostgreSQL's SQLSTATE, message,
+    /// detail and hint.
+    #[error("SQL: {}", sql_error_text(.0))]
     Sql(#[from] tokio_postgres::Error),
     #[error("timed out: {0}")]
     Timeout(String),
@@ -59,6 +61,25 @@ pub enum PgError {
 }
 
 type Result<T> = std::result::Result<T, PgError>;
+
+/// What PostgreSQL said: `SQLSTATE message (DETAIL: …) (HINT: …)` for a server error (the
+/// driver's own text, "db error", says nothing), else the driver's error and its cause.
+pub(crate) fn sql_error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut t = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(d) = db.detail() {
+            t.push_str(&format!(" (DETAIL: {d})"));
+        }
+        if let Some(h) = db.hint() {
+            t.push_str(&format!(" (HINT: {h})"));
+        }
+        return t;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
 
 fn io(ctx: impl std::fmt::Display, e: std::io::Error) -> PgError {
     PgError::Io(format!("{ctx}: {e}"))

@@ -3,6 +3,9 @@
 //! roles; and a one-off read of another member's received LSN.
 
 use super::{PgState, Postgres, ProbeTarget, Result, quote_ident, quote_literal, state};
+
+/// The role policies' SQL probes log in as.
+pub(crate) const PROBE_ROLE: &str = "regent_probe";
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,14 +39,75 @@ impl Postgres {
         }
     }
 
-    /// Where the policies' SQL probes connect: the local server, as the superuser.
+    /// Where the policies' SQL probes connect: the local server, as [`PROBE_ROLE`], which may
+    /// only read (`pg_monitor`); never as the superuser, whose read-only transactions can still
+    /// run programs (`COPY ... TO PROGRAM`), promote or end other sessions.
     pub(crate) fn probe_target(&self) -> ProbeTarget {
         ProbeTarget {
             host: self.local_host(),
             port: self.s.port,
-            user: self.s.superuser.user.clone(),
-            password: self.s.superuser.password.clone(),
+            user: PROBE_ROLE.to_string(),
+            password: self.probe_password(),
         }
+    }
+
+    /// The probe role's password: derived from the superuser's, so that every node of the
+    /// cluster knows it without another setting (`None` when the superuser has none).
+    fn probe_password(&self) -> Option<String> {
+        use sha2::Digest;
+        let p = self.s.superuser.password.as_ref()?;
+        let mut h = sha2::Sha256::new();
+        h.update(b"regent sql-probe role\0");
+        h.update(p.as_bytes());
+        Some(
+            h.finalize()
+                .iter()
+                .take(20)
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    /// Create `role` with `attributes` and `password`, or give an existing one those: a
+    /// configuration may name the same role twice (superuser and replication) or a role the
+    /// data directory already has.
+    async fn ensure_role(
+        &self,
+        c: &tokio_postgres::Client,
+        role: &str,
+        attributes: &str,
+        password: Option<&str>,
+    ) -> Result<()> {
+        let exists = !c
+            .query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&role])
+            .await?
+            .is_empty();
+        let password = password
+            .map(|p| format!(" PASSWORD {}", quote_literal(p)))
+            .unwrap_or_default();
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        c.batch_execute(&format!(
+            "{verb} ROLE {} WITH {attributes}{password}",
+            quote_ident(role)
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// The role the SQL probes log in as: it may log in and read the monitoring views, nothing
+    /// else. Created at bootstrap, and by a leader that finds it missing.
+    pub(crate) async fn ensure_probe_role(&self) -> Result<()> {
+        let c = self.connect().await?;
+        self.ensure_role(
+            &c,
+            PROBE_ROLE,
+            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 5",
+            self.probe_password().as_deref(),
+        )
+        .await?;
+        c.batch_execute(&format!("GRANT pg_monitor TO {}", quote_ident(PROBE_ROLE)))
+            .await?;
+        Ok(())
     }
 
     /// Connect as the superuser over TCP.
@@ -103,34 +167,24 @@ impl Postgres {
     /// After bootstrap: the replication (and rewind) roles.
     pub(crate) async fn create_roles(&self) -> Result<()> {
         let c = self.connect().await?;
-        let mut sql = String::new();
         let r = &self.s.replication;
-        sql.push_str(&format!(
-            "CREATE ROLE {} WITH REPLICATION LOGIN{};",
-            quote_ident(&r.user),
-            r.password
-                .as_ref()
-                .map(|p| format!(" PASSWORD {}", quote_literal(p)))
-                .unwrap_or_default()
-        ));
+        self.ensure_role(&c, &r.user, "REPLICATION LOGIN", r.password.as_deref())
+            .await?;
         if let Some(rw) = &self.s.rewind
             && rw.user != self.s.superuser.user
         {
-            sql.push_str(&format!(
-                "CREATE ROLE {u} WITH LOGIN{p}; \
-                 GRANT EXECUTE ON function pg_catalog.pg_ls_dir(text, boolean, boolean) TO {u}; \
+            self.ensure_role(&c, &rw.user, "LOGIN", rw.password.as_deref())
+                .await?;
+            c.batch_execute(&format!(
+                "GRANT EXECUTE ON function pg_catalog.pg_ls_dir(text, boolean, boolean) TO {u}; \
                  GRANT EXECUTE ON function pg_catalog.pg_stat_file(text, boolean) TO {u}; \
                  GRANT EXECUTE ON function pg_catalog.pg_read_binary_file(text) TO {u}; \
                  GRANT EXECUTE ON function pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO {u};",
                 u = quote_ident(&rw.user),
-                p = rw
-                    .password
-                    .as_ref()
-                    .map(|p| format!(" PASSWORD {}", quote_literal(p)))
-                    .unwrap_or_default()
-            ));
+            ))
+            .await?;
         }
-        c.batch_execute(&sql).await?;
-        Ok(())
+        drop(c);
+        self.ensure_probe_role().await
     }
 }

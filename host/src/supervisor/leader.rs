@@ -15,6 +15,14 @@ impl Supervisor {
     /// The leader's per-loop work: publish `/status`, keep member slots.
     pub(super) async fn leader_duties(&mut self, w: &World) -> Result<(), SupervisorError> {
         let Some(c) = &w.cluster else { return Ok(()) };
+        if !self.probe_role_ready {
+            // A cluster bootstrapped before the probes had their own role gets it now (it
+            // replicates to the standbys).
+            match self.pg.ensure_probe_role().await {
+                Ok(()) => self.probe_role_ready = true,
+                Err(e) => tracing::warn!(error = %e, "could not create the SQL probes' role"),
+            }
+        }
         let mut slots = BTreeMap::new();
         if self.dynamic.postgresql.use_slots {
             let others: Vec<String> = c

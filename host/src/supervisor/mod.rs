@@ -169,6 +169,8 @@ pub struct Supervisor {
     events: std::sync::mpsc::Sender<(Arc<PolicySet>, crate::plugin::Event)>,
     /// The PostgreSQL phase the health check last saw, and since when.
     phase_seen: (PgPhase, std::time::Instant),
+    /// As leader, this process made sure the SQL probes' unprivileged role exists.
+    probe_role_ready: bool,
 }
 
 impl Supervisor {
@@ -215,6 +217,7 @@ impl Supervisor {
             http,
             dynamic,
             mem: Memory::default(),
+            probe_role_ready: false,
             dcs_last_seen: None,
             phase: PgPhase::Stopped,
             role: NodeRole::Uninitialized,
