@@ -49,6 +49,8 @@ pub struct PgView {
     /// rewound, cloned or promoted since: it may have diverged from any other leader, so it
     /// must be rewound (or re-cloned) before it follows one.
     pub former_primary: bool,
+    /// A replica's WAL receiver is streaming from its upstream right now.
+    pub receiving: bool,
 }
 
 impl PgView {
@@ -201,7 +203,9 @@ impl World {
     /// fork point and its position.
     pub fn diverged_from_cluster(&self) -> Option<(u32, u64, u64)> {
         let c = self.cluster.as_ref()?;
-        if !self.pg.is_replica() {
+        // A replica that streams follows its upstream's timeline switch by itself (its
+        // received position is already on the new timeline).
+        if !self.pg.is_replica() || self.pg.receiving {
             return None;
         }
         let mine = self.pg.timeline?;

@@ -79,7 +79,10 @@ impl Postgres {
         password: Option<&str>,
     ) -> Result<()> {
         let exists = !c
-            .query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&role])
+            .query(
+                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&role],
+            )
             .await?
             .is_empty();
         let password = password
@@ -94,8 +97,8 @@ impl Postgres {
         Ok(())
     }
 
-    /// The role the SQL probes log in as: it may log in and read the monitoring views, nothing
-    /// else. Created at bootstrap, and by a leader that finds it missing.
+    /// The role the SQL probes log in as: it may log in, read the monitoring views and stat
+    /// files in the data directory, nothing else. Created at bootstrap, and by a leader that finds it missing.
     pub(crate) async fn ensure_probe_role(&self) -> Result<()> {
         let c = self.connect().await?;
         self.ensure_role(
@@ -105,8 +108,15 @@ impl Postgres {
             self.probe_password().as_deref(),
         )
         .await?;
-        c.batch_execute(&format!("GRANT pg_monitor TO {}", quote_ident(PROBE_ROLE)))
-            .await?;
+        // Read-only monitoring, and file metadata in the data directory for health checks
+        // such as a canary file; no program, signal, promotion or file contents.
+        c.batch_execute(&format!(
+            "GRANT pg_monitor TO {u}; \
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO {u}; \
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO {u};",
+            u = quote_ident(PROBE_ROLE)
+        ))
+        .await?;
         Ok(())
     }
 
@@ -151,6 +161,40 @@ impl Postgres {
             .await?
             .get(0);
         Ok(v.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    /// The timeline this standby replays, from `IDENTIFY_SYSTEM` over a replication connection
+    /// to itself (as Patroni asks it): the one exact source. `pg_control`'s timeline lags until
+    /// the next restartpoint, and the WAL receiver's is gone while it does not run.
+    pub(crate) async fn replay_timeline(&self) -> Result<u32> {
+        let r = &self.s.replication;
+        let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let conninfo = format!(
+            "host={} port={} user={} dbname=replication replication=true connect_timeout=3",
+            quote(&self.local_host()),
+            self.s.port,
+            quote(&r.user)
+        );
+        let out = self
+            .run(
+                "psql",
+                &[
+                    "-X".into(),
+                    "-A".into(),
+                    "-t".into(),
+                    "-d".into(),
+                    conninfo,
+                    "-c".into(),
+                    "IDENTIFY_SYSTEM".into(),
+                ],
+                r.password.as_deref(),
+            )
+            .await?;
+        out.lines()
+            .find_map(|l| l.split('|').nth(1)?.trim().parse::<u32>().ok())
+            .ok_or_else(|| {
+                super::PgError::Io(format!("IDENTIFY_SYSTEM gave no timeline: {}", out.trim()))
+            })
     }
 
     pub(crate) async fn query_state(&self) -> Result<PgState> {

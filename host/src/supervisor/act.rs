@@ -136,6 +136,14 @@ impl Supervisor {
             }
             Action::Rewind { leader } => {
                 let up = self.upstream_for(w, leader)?;
+                // A leader whose PostgreSQL does not answer (it just crashed, say) is no
+                // source: try again next loop rather than count the rewind as failed, which
+                // would move this data directory aside.
+                if let Err(e) = self.pg.remote_received_lsn(&up.host, up.port).await {
+                    return Err(SupervisorError::Io(format!(
+                        "not rewinding from {leader} now: its PostgreSQL does not answer ({e})"
+                    )));
+                }
                 tracing::info!(from = %leader, "rewinding the former primary with pg_rewind");
                 self.mem.rewinding_or_recloning();
                 // A postmaster still starting up (crash recovery) must be down for pg_rewind.
@@ -147,6 +155,10 @@ impl Supervisor {
                         self.pg.set_former_primary(false)?;
                         self.sysid = None;
                         self.start_replica(Some(&up)).await?;
+                        Ok(true)
+                    }
+                    Err(e) if self.pg.remote_received_lsn(&up.host, up.port).await.is_err() => {
+                        tracing::warn!(error = %e, "pg_rewind failed while {leader} stopped answering: trying again later");
                         Ok(true)
                     }
                     Err(e) => {

@@ -110,6 +110,7 @@ impl Supervisor {
             replayed_lsn: replica.and_then(|s| s.replayed_lsn),
             upstream: self.pg.configured_upstream(),
             former_primary: self.pg.former_primary(),
+            receiving: replica.is_some_and(|s| s.receiver_status.as_deref() == Some("streaming")),
             streaming: state
                 .as_ref()
                 .filter(|s| !s.in_recovery)
@@ -122,7 +123,7 @@ impl Supervisor {
                 })
                 .unwrap_or_default(),
         };
-        World {
+        let mut world = World {
             now_ms: now,
             me: self.cfg.name.clone(),
             cluster,
@@ -132,6 +133,36 @@ impl Supervisor {
             health: Health::Healthy,
             now_unix_ms: unix_now_ms(),
             memory: self.mem.clone(),
+        };
+        self.verify_divergence(&mut world).await;
+        world
+    }
+
+    /// A replica that seems to have received WAL past the new timeline's fork point is asked
+    /// for the timeline it really replays: the reported one can lag (pg_control's), and only a
+    /// replica replaying the old timeline past the fork has diverged. When it cannot tell, it
+    /// does not claim divergence: a rewind is never started on a guess.
+    async fn verify_divergence(&mut self, w: &mut World) {
+        let Some((seen, fork, at)) = w.diverged_from_cluster() else {
+            return;
+        };
+        match self.pg.replay_timeline().await {
+            Ok(tl) => {
+                if tl != seen {
+                    tracing::debug!(reported = seen, replays = tl, "replica timeline corrected");
+                }
+                w.pg.timeline = Some(tl);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    timeline = seen,
+                    fork,
+                    at,
+                    "cannot tell which timeline this replica replays (IDENTIFY_SYSTEM over a replication connection to itself failed); not treating it as diverged"
+                );
+                w.pg.timeline = w.cluster.as_ref().map(|c| c.timeline());
+            }
         }
     }
 

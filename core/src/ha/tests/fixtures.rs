@@ -87,6 +87,7 @@ pub(super) fn pg_primary(wal: u64) -> PgView {
         upstream: None,
         streaming: Vec::new(),
         former_primary: false,
+        receiving: false,
     }
 }
 
@@ -102,6 +103,7 @@ pub(super) fn pg_replica(wal: u64, upstream: Option<&str>) -> PgView {
         upstream: upstream.map(str::to_string),
         streaming: Vec::new(),
         former_primary: false,
+        receiving: false,
     }
 }
 
@@ -117,6 +119,7 @@ pub(super) fn pg_stopped(was_primary: bool) -> PgView {
         upstream: None,
         streaming: Vec::new(),
         former_primary: false,
+        receiving: false,
     }
 }
 

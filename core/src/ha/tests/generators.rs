@@ -410,6 +410,7 @@ fn build_pg(g: &ClusterGen, i: usize, leader: Option<&Leader>) -> PgView {
         },
         streaming: Vec::new(),
         former_primary: running && n.in_recovery && n.former_primary,
+        receiving: false,
     }
 }
 

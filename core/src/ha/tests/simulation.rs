@@ -211,6 +211,15 @@ impl Sim {
             replayed_lsn: None,
             upstream: n.upstream.clone(),
             former_primary: n.former_primary && n.running && n.in_recovery == Some(true),
+            // Streaming: a running replica whose upstream is a reachable running primary.
+            receiving: n.running
+                && n.in_recovery == Some(true)
+                && n.upstream
+                    .as_deref()
+                    .and_then(|u| self.index_of(u))
+                    .is_some_and(|u| {
+                        Self::is_primary(&self.nodes[u]) && self.peers_reachable(i, u)
+                    }),
             streaming: if n.running && n.in_recovery == Some(false) {
                 self.nodes
                     .iter()
