@@ -912,9 +912,9 @@ async fn restart_conditions_reach_the_ha_loop_and_its_reply_comes_back() {
     assert_eq!(srv.get("/failsafe").await, 502);
 }
 
-#[tokio::test]
-async fn https_with_the_configured_certificate() {
-    let restapi = |cert: &str, key: Option<&str>| crate::config::RestApi {
+/// The `restapi` section for HTTPS with the test certificate `cert` and key `key`.
+fn https_restapi(cert: &str, key: Option<&str>) -> crate::config::RestApi {
+    crate::config::RestApi {
         listen: "127.0.0.1:0".into(),
         connect_address: None,
         authentication: None,
@@ -927,8 +927,12 @@ async fn https_with_the_configured_certificate() {
         allowlist_include_members: false,
         http_extra_headers: Default::default(),
         https_extra_headers: Default::default(),
-    };
-    let tls = tls::server_config(&restapi("node.crt", Some("node.key")))
+    }
+}
+
+#[tokio::test]
+async fn https_with_the_configured_certificate() {
+    let tls = tls::server_config(&https_restapi("node.crt", Some("node.key")))
         .expect("loads")
         .expect("TLS on");
     let mut settings = secured(&[]);
@@ -995,16 +999,18 @@ async fn https_with_the_configured_certificate() {
     );
 
     // The key may sit in the certificate file.
-    assert!(tls::server_config(&restapi("node-with-key.pem", None)).is_ok());
+    assert!(tls::server_config(&https_restapi("node-with-key.pem", None)).is_ok());
     // Errors name the key and the file.
-    let e = tls::server_config(&restapi("node.crt", Some("other.key"))).expect_err("mismatch");
+    let e =
+        tls::server_config(&https_restapi("node.crt", Some("other.key"))).expect_err("mismatch");
     assert_eq!(e.key, "restapi.keyfile");
-    let e = tls::server_config(&restapi("node.crt", None)).expect_err("no key");
+    let e = tls::server_config(&https_restapi("node.crt", None)).expect_err("no key");
     assert!(e.to_string().starts_with("restapi.certfile = "), "{e}");
     assert!(e.to_string().contains("restapi.keyfile"), "{e}");
-    let e = tls::server_config(&restapi("node.key", Some("node.key"))).expect_err("not a cert");
+    let e =
+        tls::server_config(&https_restapi("node.key", Some("node.key"))).expect_err("not a cert");
     assert_eq!(e.key, "restapi.certfile");
-    let e = tls::server_config(&restapi("missing.crt", None)).expect_err("missing");
+    let e = tls::server_config(&https_restapi("missing.crt", None)).expect_err("missing");
     assert!(e.to_string().contains("cannot be read"), "{e}");
     let e = PeerClient::new(&ClientOptions {
         cacert: Some(TlsFile {
@@ -1459,25 +1465,41 @@ impl TestServer {
         }
         conns
     }
+
+    /// `GET /primary` while every slot is taken: no answer within a second (the cap holds it
+    /// back), then 200 within `within` (a timeout frees a slot).
+    async fn answers_once_a_slot_frees(&self, within: Duration) {
+        let url = format!("{}/primary", self.base);
+        let probe = self
+            .client
+            .request(Method::GET, &url)
+            .timeout(within + Duration::from_secs(5))
+            .send();
+        tokio::pin!(probe);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), &mut probe)
+                .await
+                .is_err(),
+            "answered at once while {CAP} connections held every slot: no connection cap"
+        );
+        let answer = tokio::time::timeout(within, probe)
+            .await
+            .unwrap_or_else(|_| panic!("no answer {within:?} later: the connections holding the slots were never closed"))
+            .expect("request");
+        assert_eq!(answer.status().as_u16(), 200);
+    }
 }
 
-/// Read until the server closes the connection (EOF or a reset); `None` if it is still open
-/// after `within`.
-async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+/// Read until the server closes the connection (EOF or a reset); fail if it is still open
+/// 15 s later (well past the header timeout), saying what `kept` was kept.
+async fn assert_closed(s: &mut tokio::net::TcpStream, kept: &str) {
     use tokio::io::AsyncReadExt as _;
-    let started = Instant::now();
     let mut buf = [0u8; 4096];
-    tokio::time::timeout(within, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
     })
-    .await
-    .ok()
-    .map(|()| started.elapsed())
+    .await;
+    assert!(closed.is_ok(), "the server kept {kept} open for 15 s");
 }
 
 /// A request line and a header, but never the blank line that ends the headers: the server
@@ -1488,11 +1510,7 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
     let mut conns = srv
         .silent_connections(1, b"GET /primary HTTP/1.1\r\nHost: node1\r\n")
         .await;
-    let closed = closed_within(&mut conns[0], Duration::from_secs(15)).await;
-    assert!(
-        closed.is_some(),
-        "the server kept a connection without complete headers open for 15 s"
-    );
+    assert_closed(&mut conns[0], "a connection without complete headers").await;
 }
 
 /// A kept-alive connection that sends nothing after its answer is closed as idle.
@@ -1512,11 +1530,7 @@ async fn an_idle_kept_alive_connection_is_closed() {
         answer.extend_from_slice(&buf[..n]);
     }
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
-    let closed = closed_within(s, Duration::from_secs(15)).await;
-    assert!(
-        closed.is_some(),
-        "the server kept an idle kept-alive connection open for 15 s"
-    );
+    assert_closed(s, "an idle kept-alive connection").await;
 }
 
 /// With every slot taken by connections that never finish their headers, a new client waits
@@ -1528,45 +1542,14 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     let _idle = srv
         .silent_connections(CAP, b"GET /primary HTTP/1.1\r\nHost: node1\r\n")
         .await;
-    let url = format!("{}/primary", srv.base);
-    let probe = srv
-        .client
-        .request(Method::GET, &url)
-        .timeout(Duration::from_secs(30))
-        .send();
-    tokio::pin!(probe);
-    assert!(
-        tokio::time::timeout(Duration::from_secs(1), &mut probe)
-            .await
-            .is_err(),
-        "answered at once while {CAP} idle connections held every slot: no connection cap"
-    );
-    let answer = tokio::time::timeout(Duration::from_secs(15), probe)
-        .await
-        .expect("no answer 15 s later: the idle connections were never closed")
-        .expect("request");
-    assert_eq!(answer.status().as_u16(), 200);
+    srv.answers_once_a_slot_frees(Duration::from_secs(15)).await;
 }
 
 /// Over HTTPS, a client that never starts its TLS handshake holds a slot too, until the
 /// handshake timeout; the cap counts connections, not completed handshakes.
 #[tokio::test]
 async fn silent_tls_clients_count_against_the_cap() {
-    let restapi = crate::config::RestApi {
-        listen: "127.0.0.1:0".into(),
-        connect_address: None,
-        authentication: None,
-        certfile: Some(testdata("node.crt")),
-        keyfile: Some(testdata("node.key")),
-        keyfile_password: None,
-        cafile: None,
-        verify_client: None,
-        allowlist: Vec::new(),
-        allowlist_include_members: false,
-        http_extra_headers: Default::default(),
-        https_extra_headers: Default::default(),
-    };
-    let tls = tls::server_config(&restapi)
+    let tls = tls::server_config(&https_restapi("node.crt", Some("node.key")))
         .expect("loads")
         .expect("TLS on");
     let srv = TestServer::start_with(
@@ -1577,24 +1560,7 @@ async fn silent_tls_clients_count_against_the_cap() {
     )
     .await;
     let _silent = srv.silent_connections(CAP, b"").await;
-    let url = format!("{}/primary", srv.base);
-    let probe = srv
-        .client
-        .request(Method::GET, &url)
-        .timeout(Duration::from_secs(30))
-        .send();
-    tokio::pin!(probe);
-    assert!(
-        tokio::time::timeout(Duration::from_secs(1), &mut probe)
-            .await
-            .is_err(),
-        "answered at once while {CAP} silent connections held every slot: no connection cap"
-    );
-    let answer = tokio::time::timeout(Duration::from_secs(20), probe)
-        .await
-        .expect("no answer 20 s later: the silent connections were never closed")
-        .expect("request");
-    assert_eq!(answer.status().as_u16(), 200);
+    srv.answers_once_a_slot_frees(Duration::from_secs(20)).await;
 }
 
 /// A request whose body stops arriving is answered 408 after the body timeout: a client
