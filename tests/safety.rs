@@ -774,3 +774,134 @@ fn sql_probes_cannot_run_programs_promote_or_terminate_backends() {
         "a probe terminated a superuser's session: {verdict}"
     );
 }
+
+/// Item 10 of the safety review: the REST API must never cost the HA loop its file descriptors.
+/// Regent runs with an open-file limit of 256 (as `ulimit -n` on a small host); one client
+/// opens 400 connections to the leader's REST port, each sending a request line and a header
+/// but never the end of its headers, and keeps them open for several TTLs. The API used to
+/// accept them all, without a header timeout: the process ran out of descriptors, could not
+/// read its data directory, took that for a foreign directory and exited, and the guard
+/// stopped the primary. Now at most `MAX_CONNECTIONS` (100) are served at once, the rest wait
+/// in the kernel's accept queue, and a connection that does not complete its headers within
+/// the header timeout is closed.
+#[test]
+fn many_idle_rest_connections_never_cost_the_leader_its_lease() {
+    use std::io::{Read, Write};
+    let _g = serial();
+    let mut c = Cluster::new(1, NodeSpec::default());
+    c.nodes[0].open_files = Some(256);
+    c.start_all();
+    c.wait_leader(Duration::from_secs(90));
+    let n = &c.nodes[0];
+    let postmaster = wait_for("the leader's postmaster", Duration::from_secs(10), || {
+        n.postmaster_pid()
+    });
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], n.api_port));
+    let opened = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            continue;
+        };
+        if s.write_all(b"GET /primary HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .is_ok()
+        {
+            idle.push(s);
+        }
+    }
+    // A health check while they are open (it waits its turn in the accept queue).
+    let (host, port) = (n.host.clone(), n.api_port);
+    let probe = std::thread::spawn(move || {
+        let sent = Instant::now();
+        let answer = http_request_at(
+            &host,
+            port,
+            "GET",
+            "/primary",
+            None,
+            Duration::from_secs(40),
+        );
+        (answer.map(|(s, _)| s), sent.elapsed())
+    });
+    // Several TTLs (10 s) at loop_wait 1: the leader keeps its lease and its postmaster.
+    while opened.elapsed() < Duration::from_secs(30) {
+        let exited = c.nodes[0].wait_exit(Duration::ZERO);
+        let node = &c.nodes[0];
+        assert!(
+            exited.is_none(),
+            "regent exited ({exited:?}) {:?} after the connections were opened\n{}",
+            opened.elapsed(),
+            node.log()
+        );
+        assert_eq!(
+            node.postmaster_pid(),
+            Some(postmaster),
+            "the leader's postmaster changed {:?} after the connections were opened\n{}",
+            opened.elapsed(),
+            node.log()
+        );
+        assert_eq!(
+            c.leader_key().as_deref(),
+            Some("pg1"),
+            "the leader key is gone {:?} after the connections were opened\n{}",
+            opened.elapsed(),
+            node.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(idle.len() > 300, "only {} connections opened", idle.len());
+    let (status, waited) = probe.join().expect("probe");
+    let node = &c.nodes[0];
+    eprintln!(
+        "/primary answered {status:?} after {waited:?}, {} idle connections open",
+        idle.len()
+    );
+    assert_eq!(
+        status,
+        Some(200),
+        "/primary did not answer 200 while the idle connections were open (after {waited:?})\n{}",
+        node.log()
+    );
+    // The server closed the connections that never completed their headers.
+    let closed = idle
+        .iter()
+        .filter(|s| {
+            let mut s: &std::net::TcpStream = s;
+            let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+            let mut buf = [0u8; 512];
+            // Closed: end of file (after whatever the server sent) or a reset; open: no data.
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(_) => {}
+                    Err(e) => {
+                        return !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        );
+                    }
+                }
+            }
+        })
+        .count();
+    assert_eq!(
+        closed,
+        idle.len(),
+        "the server left connections without complete headers open for 30 s"
+    );
+    drop(idle);
+    wait_for("/primary to answer 200", Duration::from_secs(10), || {
+        node.http_get("/primary")
+            .filter(|(s, _)| *s == 200)
+            .map(|_| ())
+    });
+    assert_eq!(node.postmaster_pid(), Some(postmaster));
+    let log = node.log();
+    assert!(
+        c.nodes[0].wait_exit(Duration::ZERO).is_none(),
+        "regent exited\n{log}"
+    );
+    for bad in ["Too many open files", "stopped the primary"] {
+        assert!(!log.contains(bad), "the log says {bad:?}\n{log}");
+    }
+}

@@ -240,7 +240,11 @@ fn guard_step(
                         files.data_dir.display()
                     );
                 }
-                files.write(GuardState::Fenced { at_ms: mono_ms() })?;
+                // Not recorded (out of descriptors, a failing disk): the state stays armed
+                // with a passed deadline, so the next round fences again and retries.
+                if let Err(e) = files.write(GuardState::Fenced { at_ms: mono_ms() }) {
+                    eprintln!("regent guard: cannot record the fence: {e}");
+                }
             } else if !alive(owner) && postmaster_of(&files.data_dir).is_none() {
                 return Ok(true);
             }
@@ -434,6 +438,34 @@ mod tests {
             done
         });
         assert!(stopped, "a writable postmaster ran on under a fenced guard");
+    }
+
+    /// Item 10 of the safety review: a write error while recording the fence (out of file
+    /// descriptors, a full or failing disk) must not end the guard: it keeps guarding and
+    /// records the fence when it can.
+    #[test]
+    fn a_guard_that_cannot_record_its_fence_keeps_guarding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let files = GuardFiles::new(dir.path(), "n", &data);
+        files
+            .write(GuardState::Armed {
+                deadline_ms: 1,
+                owner: std::process::id() as i32,
+            })
+            .expect("state");
+        // The state is replaced through `<state>.tmp`: a directory there makes every write fail.
+        let tmp = files.state.with_extension("tmp");
+        std::fs::create_dir(&tmp).expect("block the state file's writes");
+        let step = guard_step(&files, &mut None, std::process::id() as i32);
+        assert!(
+            matches!(step, Ok(false)),
+            "the guard gives up when it cannot record its fence: {step:?}"
+        );
+        std::fs::remove_dir(&tmp).expect("unblock");
+        guard_step(&files, &mut None, std::process::id() as i32).expect("guard step");
+        assert!(matches!(files.read(), Some(GuardState::Fenced { .. })));
     }
 
     #[test]

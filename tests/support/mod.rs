@@ -230,6 +230,9 @@ pub struct Node {
     pub pg_port: u16,
     pub netns: Option<String>,
     pub child: Option<Child>,
+    /// Set before `start`: the `regent` process runs with this open-file limit (soft and
+    /// hard), as a host with a low `ulimit -n` would run it.
+    pub open_files: Option<u64>,
     starts: u32,
 }
 
@@ -306,6 +309,7 @@ impl Node {
             pg_port,
             netns,
             child: None,
+            open_files: None,
             starts: 0,
         }
     }
@@ -318,14 +322,21 @@ impl Node {
             .append(true)
             .open(self.dir.join("regent.log"))
             .expect("log");
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, REGENT]);
-                c
-            }
-            None => Command::new(REGENT),
-        };
+        // `prlimit` sets the limit and then runs regent in its own process (same pid).
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns.as_str()].map(String::from));
+        }
+        if let Some(n) = self.open_files {
+            argv.extend([
+                "prlimit".to_string(),
+                format!("--nofile={n}:{n}"),
+                "--".into(),
+            ]);
+        }
+        argv.push(REGENT.to_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         let child = cmd
             .arg("run")
             .arg(&self.config)

@@ -21,6 +21,7 @@ pub fn decide(w: &World, policy: &dyn Policy) -> Decision {
             format!("refusing to touch the data directory: {why}"),
             vec![Action::Fatal(why.clone())],
         ),
+        DataDir::Unknown(why) => decide_unknown(w, why),
         DataDir::Empty => decide_empty(w, cluster),
         DataDir::Initialized { sysid, was_primary } => {
             if let Some(init) = cluster.initialize.as_deref()
@@ -81,6 +82,34 @@ fn decide_without_dcs(w: &World) -> Decision {
     } else {
         Decision::new("DCS is not accessible", vec![])
     }
+}
+
+/// The data directory could not be read this loop: decide nothing that depends on it (no
+/// start, clone, rewind, race or key change) and never stop the supervisor; the next loop
+/// reads it again. A primary without the lock still stops taking writes, which needs nothing
+/// from the directory; a primary with the lock keeps its lease (renewed before `decide`).
+fn decide_unknown(w: &World, why: &str) -> Decision {
+    if w.pg.is_primary() && !w.settings.paused {
+        if w.memory.renewal_failed {
+            return renewal_failed();
+        }
+        if !w.holds_lock() {
+            return Decision::new(
+                format!(
+                    "demoting: running as primary without the lock (the data directory could not be read: {why})"
+                ),
+                vec![Action::Demote {
+                    mode: DemoteMode::Immediate,
+                }],
+            );
+        }
+    }
+    Decision::new(
+        format!(
+            "the data directory could not be read this loop ({why}): deciding nothing until it can"
+        ),
+        vec![],
+    )
 }
 
 fn decide_empty(w: &World, cluster: &Cluster) -> Decision {

@@ -21,6 +21,10 @@ pub enum DataDir {
     },
     /// Not empty and not a usable data directory: never touched automatically.
     Unusable(String),
+    /// Could not be read this loop (out of file descriptors, an I/O error): what it holds is
+    /// unknown, so nothing that depends on it is decided; the next loop reads it again. Never
+    /// taken for [`DataDir::Unusable`], which stops the supervisor.
+    Unknown(String),
 }
 
 /// The local PostgreSQL as observed this cycle.

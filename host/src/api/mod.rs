@@ -27,6 +27,7 @@ mod peer;
 mod prometheus;
 mod read;
 mod request;
+mod server;
 mod status;
 mod switchover;
 #[cfg(test)]
@@ -35,18 +36,16 @@ pub mod tls;
 mod units;
 mod write;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
-use axum::serve::IncomingStream;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
@@ -59,6 +58,7 @@ pub(crate) use peer::fetch_peer_status;
 pub use peer::{ApiError, ClientOptions, PeerClient};
 #[cfg(test)]
 pub(crate) use peer::{TlsFile, parse_peer_status};
+pub use server::serve;
 pub(crate) use status::status_document;
 pub(crate) use write::postgres_version_number;
 pub use write::{ConfigWriteError, patch_config};
@@ -407,46 +407,10 @@ impl Prepared {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, tls::TlsListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, tls::TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
 /// The API router. All paths go through one dispatcher, as in Patroni. Requests handled without
 /// [`serve`] carry no client address: an allowlist then refuses them.
 pub fn router(ctx: ApiContext) -> Router {
     Router::new().fallback(dispatch).with_state(ctx)
-}
-
-/// Serve the API on `listener` until `shutdown` completes: HTTPS when `tls` is given (see
-/// [`tls::server_config`]; [`Reloader`] replaces the certificate), else HTTP.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    ctx: ApiContext,
-    tls: Option<tls::TlsCell>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = router(ctx).into_make_service_with_connect_info::<PeerAddr>();
-    match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(config) => {
-            let listener = tls::TlsListener::new(listener, config)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    }
 }
 
 /// A mutating endpoint.

@@ -95,6 +95,9 @@ impl PeerClient {
             .use_rustls_tls()
             .no_proxy()
             .timeout(opts.timeout)
+            // A Regent peer closes a connection idle for `HEADER_READ_TIMEOUT`: drop it well
+            // before, so that a request never goes out on a connection the server is closing.
+            .pool_idle_timeout(super::server::HEADER_READ_TIMEOUT / 2)
             .danger_accept_invalid_certs(opts.insecure);
         if let Some(ca) = &opts.cacert {
             let pem = read_tls_file(ca, "CA certificates")?;

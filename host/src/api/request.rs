@@ -1,6 +1,8 @@
 //! Reading request bodies: JSON objects of bounded size, with Patroni's status codes (411 without
 //! a length, 400 for anything that is not a JSON object) and a message saying what is wrong.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value};
@@ -10,6 +12,10 @@ use crate::time::{TimestampError, parse_timestamp};
 
 /// The largest request body accepted (a dynamic configuration is a few kB).
 pub(super) const MAX_BODY: usize = 1 << 20;
+
+/// How long a request body (at most [`MAX_BODY`]) has to arrive once the headers are in: a
+/// client that stops sending it must not hold its connection's slot.
+pub(super) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn bad_request(message: impl Into<String>) -> Refusal {
     Refusal::bad_request(message)
@@ -40,7 +46,17 @@ pub(super) async fn json_object(
             None => return Err(bad_request("the Content-Length header is not a number")),
         }
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY));
+    let Ok(read) = read.await else {
+        return Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    let bytes = read.map_err(|e| {
         let inner = e.into_inner();
         if inner
             .downcast_ref::<http_body_util::LengthLimitError>()

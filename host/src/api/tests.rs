@@ -912,9 +912,9 @@ async fn restart_conditions_reach_the_ha_loop_and_its_reply_comes_back() {
     assert_eq!(srv.get("/failsafe").await, 502);
 }
 
-#[tokio::test]
-async fn https_with_the_configured_certificate() {
-    let restapi = |cert: &str, key: Option<&str>| crate::config::RestApi {
+/// The `restapi` section for HTTPS with the test certificate `cert` and key `key`.
+fn https_restapi(cert: &str, key: Option<&str>) -> crate::config::RestApi {
+    crate::config::RestApi {
         listen: "127.0.0.1:0".into(),
         connect_address: None,
         authentication: None,
@@ -927,8 +927,12 @@ async fn https_with_the_configured_certificate() {
         allowlist_include_members: false,
         http_extra_headers: Default::default(),
         https_extra_headers: Default::default(),
-    };
-    let tls = tls::server_config(&restapi("node.crt", Some("node.key")))
+    }
+}
+
+#[tokio::test]
+async fn https_with_the_configured_certificate() {
+    let tls = tls::server_config(&https_restapi("node.crt", Some("node.key")))
         .expect("loads")
         .expect("TLS on");
     let mut settings = secured(&[]);
@@ -995,16 +999,18 @@ async fn https_with_the_configured_certificate() {
     );
 
     // The key may sit in the certificate file.
-    assert!(tls::server_config(&restapi("node-with-key.pem", None)).is_ok());
+    assert!(tls::server_config(&https_restapi("node-with-key.pem", None)).is_ok());
     // Errors name the key and the file.
-    let e = tls::server_config(&restapi("node.crt", Some("other.key"))).expect_err("mismatch");
+    let e =
+        tls::server_config(&https_restapi("node.crt", Some("other.key"))).expect_err("mismatch");
     assert_eq!(e.key, "restapi.keyfile");
-    let e = tls::server_config(&restapi("node.crt", None)).expect_err("no key");
+    let e = tls::server_config(&https_restapi("node.crt", None)).expect_err("no key");
     assert!(e.to_string().starts_with("restapi.certfile = "), "{e}");
     assert!(e.to_string().contains("restapi.keyfile"), "{e}");
-    let e = tls::server_config(&restapi("node.key", Some("node.key"))).expect_err("not a cert");
+    let e =
+        tls::server_config(&https_restapi("node.key", Some("node.key"))).expect_err("not a cert");
     assert_eq!(e.key, "restapi.certfile");
-    let e = tls::server_config(&restapi("missing.crt", None)).expect_err("missing");
+    let e = tls::server_config(&https_restapi("missing.crt", None)).expect_err("missing");
     assert!(e.to_string().contains("cannot be read"), "{e}");
     let e = PeerClient::new(&ClientOptions {
         cacert: Some(TlsFile {
@@ -1429,4 +1435,163 @@ async fn a_reload_replaces_the_credentials_the_certificate_and_the_peer_client()
         matches!(old_ca, Err(ApiError::Request { .. })),
         "the old CA does not vouch for the renewed certificate: {old_ca:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection limits (item 10 of the safety review): a client cannot hold the API's descriptors
+// ---------------------------------------------------------------------------------------------
+
+/// How many connections the API serves at once.
+const CAP: usize = super::server::MAX_CONNECTIONS;
+
+impl TestServer {
+    fn addr(&self) -> std::net::SocketAddr {
+        let hostport = self.base.split("://").nth(1).expect("scheme");
+        hostport.parse().expect("address")
+    }
+
+    /// `n` connections that send `first` (nothing when empty) and then stay silent.
+    async fn silent_connections(&self, n: usize, first: &[u8]) -> Vec<tokio::net::TcpStream> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut s = tokio::net::TcpStream::connect(self.addr())
+                .await
+                .expect("connect");
+            if !first.is_empty() {
+                s.write_all(first).await.expect("write");
+            }
+            conns.push(s);
+        }
+        conns
+    }
+
+    /// `GET /primary` while every slot is taken: no answer within a second (the cap holds it
+    /// back), then 200 within `within` (a timeout frees a slot).
+    async fn answers_once_a_slot_frees(&self, within: Duration) {
+        let url = format!("{}/primary", self.base);
+        let probe = self
+            .client
+            .request(Method::GET, &url)
+            .timeout(within + Duration::from_secs(5))
+            .send();
+        tokio::pin!(probe);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), &mut probe)
+                .await
+                .is_err(),
+            "answered at once while {CAP} connections held every slot: no connection cap"
+        );
+        let answer = tokio::time::timeout(within, probe)
+            .await
+            .unwrap_or_else(|_| panic!("no answer {within:?} later: the connections holding the slots were never closed"))
+            .expect("request");
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+}
+
+/// Read until the server closes the connection (EOF or a reset); fail if it is still open
+/// 15 s later (well past the header timeout), saying what `kept` was kept.
+async fn assert_closed(s: &mut tokio::net::TcpStream, kept: &str) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept {kept} open for 15 s");
+}
+
+/// A request line and a header, but never the blank line that ends the headers: the server
+/// closes the connection after its header timeout instead of holding it forever.
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    let srv = TestServer::start(leader_view()).await;
+    let mut conns = srv
+        .silent_connections(1, b"GET /primary HTTP/1.1\r\nHost: node1\r\n")
+        .await;
+    assert_closed(&mut conns[0], "a connection without complete headers").await;
+}
+
+/// A kept-alive connection that sends nothing after its answer is closed as idle.
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed() {
+    use tokio::io::AsyncReadExt as _;
+    let srv = TestServer::start(leader_view()).await;
+    let mut conns = srv
+        .silent_connections(1, b"GET /liveness HTTP/1.1\r\nHost: node1\r\n\r\n")
+        .await;
+    let s = &mut conns[0];
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.expect("read the answer");
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    assert_closed(s, "an idle kept-alive connection").await;
+}
+
+/// With every slot taken by connections that never finish their headers, a new client waits
+/// (in the kernel's accept queue, costing the server no descriptor) until the header timeout
+/// frees a slot, then gets its answer.
+#[tokio::test]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    let srv = TestServer::start(leader_view()).await;
+    let _idle = srv
+        .silent_connections(CAP, b"GET /primary HTTP/1.1\r\nHost: node1\r\n")
+        .await;
+    srv.answers_once_a_slot_frees(Duration::from_secs(15)).await;
+}
+
+/// Over HTTPS, a client that never starts its TLS handshake holds a slot too, until the
+/// handshake timeout; the cap counts connections, not completed handshakes.
+#[tokio::test]
+async fn silent_tls_clients_count_against_the_cap() {
+    let tls = tls::server_config(&https_restapi("node.crt", Some("node.key")))
+        .expect("loads")
+        .expect("TLS on");
+    let srv = TestServer::start_with(
+        leader_view(),
+        ApiSettings::new("node1", "demo"),
+        Some(tls),
+        Box::new(not_implemented),
+    )
+    .await;
+    let _silent = srv.silent_connections(CAP, b"").await;
+    srv.answers_once_a_slot_frees(Duration::from_secs(20)).await;
+}
+
+/// A request whose body stops arriving is answered 408 after the body timeout: a client
+/// cannot hold a slot by sending its body slowly (the mutating endpoints read it when no
+/// authentication is configured).
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_refused() {
+    use tokio::io::AsyncReadExt as _;
+    let srv = TestServer::start_with(
+        leader_view(),
+        ApiSettings::new("node1", "demo"),
+        None,
+        Box::new(reload_scheduled),
+    )
+    .await;
+    let mut conns = srv
+        .silent_connections(
+            1,
+            b"POST /restart HTTP/1.1\r\nHost: node1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"sched",
+        )
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let _ = conns[0].read_to_end(&mut answer).await;
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the server kept waiting for the rest of a body for 20 s"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(srv.commands().is_empty(), "{:?}", srv.commands());
 }

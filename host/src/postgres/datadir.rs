@@ -9,41 +9,73 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 impl Postgres {
-    /// Classify the data directory without changing it.
+    /// Classify the data directory without changing it. Only what really is no PostgreSQL data
+    /// directory is [`DataDir::Unusable`] (a non-empty directory without `PG_VERSION` and
+    /// `global/pg_control`, or a file in its place), which stops the supervisor; a read that
+    /// fails (out of file descriptors, an I/O error, pg_controldata failing) is
+    /// [`DataDir::Unknown`], and the next loop reads it again.
     pub(crate) async fn data_dir_state(&self) -> DataDir {
         let d = &self.s.data_dir;
+        let unknown = |what: String, e: &dyn std::fmt::Display| {
+            DataDir::Unknown(format!("cannot read {what}: {e}"))
+        };
         let empty = match std::fs::read_dir(d) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return DataDir::Unusable(format!("cannot read {}: {e}", d.display())),
-            Ok(mut it) => it.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                return DataDir::Unusable(format!(
+                    "{} is not a directory; point postgresql.data_dir at a directory",
+                    d.display()
+                ));
+            }
+            Err(e) => return unknown(d.display().to_string(), &e),
+            Ok(mut it) => match it.next() {
+                None => true,
+                Some(Ok(_)) => false,
+                Some(Err(e)) => return unknown(d.display().to_string(), &e),
+            },
         };
         if empty {
             return DataDir::Empty;
         }
-        if !d.join("PG_VERSION").exists() || !d.join("global/pg_control").exists() {
+        let present = |name: &str| {
+            let p = d.join(name);
+            p.try_exists()
+                .map_err(|e| unknown(p.display().to_string(), &e))
+        };
+        let marked = match (present("PG_VERSION"), present("global/pg_control")) {
+            (Ok(v), Ok(c)) => v && c,
+            (Err(u), _) | (_, Err(u)) => return u,
+        };
+        if !marked {
             return DataDir::Unusable(format!(
                 "{} is not empty and is not a PostgreSQL data directory; move it away or point postgresql.data_dir elsewhere",
                 d.display()
             ));
         }
-        match self.controldata().await {
-            Ok(cd) => {
-                let state = cd
-                    .get("Database cluster state")
-                    .cloned()
-                    .unwrap_or_default();
-                DataDir::Initialized {
-                    sysid: cd
-                        .get("Database system identifier")
-                        .cloned()
-                        .unwrap_or_default(),
-                    was_primary: matches!(
-                        state.as_str(),
-                        "in production" | "shut down" | "shutting down" | "in crash recovery"
-                    ) && !d.join("standby.signal").exists(),
-                }
+        // A PostgreSQL data directory from here on: a failure to read it is not a verdict on it.
+        let cd = match self.controldata().await {
+            Ok(cd) => cd,
+            Err(e) => {
+                return DataDir::Unknown(format!("pg_controldata failed on {}: {e}", d.display()));
             }
-            Err(e) => DataDir::Unusable(format!("pg_controldata failed on {}: {e}", d.display())),
+        };
+        let standby = match present("standby.signal") {
+            Ok(s) => s,
+            Err(u) => return u,
+        };
+        let state = cd
+            .get("Database cluster state")
+            .cloned()
+            .unwrap_or_default();
+        DataDir::Initialized {
+            sysid: cd
+                .get("Database system identifier")
+                .cloned()
+                .unwrap_or_default(),
+            was_primary: matches!(
+                state.as_str(),
+                "in production" | "shut down" | "shutting down" | "in crash recovery"
+            ) && !standby,
         }
     }
 
@@ -192,5 +224,92 @@ mod clean_shutdown_tests {
             );
         }
         assert_eq!(clean_shutdown_checkpoint(&BTreeMap::new()), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::Creds;
+
+    fn postgres(data_dir: PathBuf, bin_dir: PathBuf) -> Postgres {
+        let creds = |u: &str| Creds {
+            user: u.into(),
+            password: None,
+        };
+        Postgres::new(PgSettings {
+            name: "n1".into(),
+            scope: "demo".into(),
+            bin_dir,
+            run_dir: data_dir.parent().expect("parent").to_path_buf(),
+            data_dir,
+            listen_host: "127.0.0.1".into(),
+            port: 5432,
+            superuser: creds("postgres"),
+            replication: creds("replicator"),
+            rewind: None,
+            parameters: BTreeMap::new(),
+            pg_hba: Vec::new(),
+            initdb: Vec::new(),
+            os_user: nix::unistd::Uid::effective()
+                .is_root()
+                .then(|| "root".to_string()),
+        })
+        .expect("postgres")
+    }
+
+    /// Item 10 of the safety review: a data directory that cannot be read this loop (here a
+    /// symlink loop, ELOOP; in the field EMFILE, out of file descriptors) is not a foreign
+    /// directory. `Unusable` stops the supervisor; the directory must be read again next loop.
+    #[tokio::test]
+    async fn a_data_directory_that_cannot_be_read_is_not_taken_for_a_foreign_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        std::os::unix::fs::symlink(&data, &data).expect("symlink loop");
+        let state = postgres(data, tmp.path().join("bin"))
+            .data_dir_state()
+            .await;
+        assert!(
+            matches!(&state, DataDir::Unknown(why) if why.contains("symbolic links")),
+            "an unreadable data directory is taken for a foreign one: {state:?}"
+        );
+    }
+
+    /// A PostgreSQL data directory whose control file cannot be read this loop (pg_controldata
+    /// cannot be started: out of file descriptors, processes or memory; here it is missing) is
+    /// still a PostgreSQL data directory, not a foreign one.
+    #[tokio::test]
+    async fn a_data_directory_whose_control_data_cannot_be_read_is_not_foreign() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("global")).expect("mkdir");
+        std::fs::write(data.join("PG_VERSION"), "15\n").expect("PG_VERSION");
+        std::fs::write(data.join("global/pg_control"), [0u8; 16]).expect("pg_control");
+        let state = postgres(data, tmp.path().join("no-bin"))
+            .data_dir_state()
+            .await;
+        assert!(
+            matches!(&state, DataDir::Unknown(why) if why.contains("pg_controldata")),
+            "a data directory whose pg_controldata failed to start is taken for a foreign one: {state:?}"
+        );
+    }
+
+    /// What really is no PostgreSQL data directory stays `Unusable`: a non-empty directory
+    /// without `PG_VERSION`, and a file where the directory should be. Missing or empty: `Empty`.
+    #[tokio::test]
+    async fn a_foreign_directory_stays_unusable() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bin = tmp.path().join("bin");
+        let data = tmp.path().join("data");
+        let pg = postgres(data.clone(), bin.clone());
+        assert_eq!(pg.data_dir_state().await, DataDir::Empty);
+        std::fs::create_dir(&data).expect("mkdir");
+        assert_eq!(pg.data_dir_state().await, DataDir::Empty);
+        std::fs::write(data.join("notes.txt"), "mine").expect("write");
+        assert!(matches!(pg.data_dir_state().await, DataDir::Unusable(_)));
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "not a directory").expect("write");
+        let state = postgres(file, bin).data_dir_state().await;
+        assert!(matches!(state, DataDir::Unusable(_)), "{state:?}");
     }
 }

@@ -157,7 +157,13 @@ impl Supervisor {
                         self.start_replica(Some(&up)).await?;
                         Ok(true)
                     }
-                    Err(e) if self.pg.remote_received_lsn(&up.host, up.port).await.is_err() => {
+                    Err(e)
+                        if self
+                            .pg
+                            .remote_received_lsn(&up.host, up.port)
+                            .await
+                            .is_err() =>
+                    {
                         tracing::warn!(error = %e, "pg_rewind failed while {leader} stopped answering: trying again later");
                         Ok(true)
                     }

@@ -82,10 +82,13 @@ impl Supervisor {
             },
             _ => {
                 let d = self.pg.data_dir_state().await;
-                if let DataDir::Initialized { sysid, .. } = &d {
-                    self.sysid = Some(sysid.clone());
-                } else {
-                    self.sysid = None;
+                match &d {
+                    DataDir::Initialized { sysid, .. } => self.sysid = Some(sysid.clone()),
+                    // Not read this loop: what was known stays known.
+                    DataDir::Unknown(why) => {
+                        tracing::warn!(reason = %why, "cannot read the data directory this loop")
+                    }
+                    DataDir::Empty | DataDir::Unusable(_) => self.sysid = None,
                 }
                 d
             }

@@ -20,9 +20,15 @@ const GHOST_LEASE: i64 = 9_999;
 #[derive(Debug, Clone)]
 enum DirGen {
     Empty,
-    Match { was_primary: bool },
-    Mismatch { was_primary: bool },
+    Match {
+        was_primary: bool,
+    },
+    Mismatch {
+        was_primary: bool,
+    },
     Unusable,
+    /// Could not be read this loop (EMFILE, an I/O error).
+    Unknown,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +185,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
         2 => Just(DirGen::Empty),
         1 => any::<bool>().prop_map(|was_primary| DirGen::Mismatch { was_primary }),
         1 => Just(DirGen::Unusable),
+        1 => Just(DirGen::Unknown),
     ];
     let upstream = prop_oneof![
         Just(UpstreamGen::None),
@@ -357,7 +364,9 @@ fn unlocked_all_reachable(mut g: ClusterGen, keep_primaries: bool) -> ClusterGen
             DirGen::Match { was_primary } | DirGen::Mismatch { was_primary } => {
                 DirGen::Match { was_primary }
             }
-            DirGen::Empty | DirGen::Unusable => DirGen::Match { was_primary: false },
+            DirGen::Empty | DirGen::Unusable | DirGen::Unknown => {
+                DirGen::Match { was_primary: false }
+            }
         };
         n.dcs_reachable = true;
         n.renewal_failed = false;
@@ -379,6 +388,7 @@ fn build_pg(g: &ClusterGen, i: usize, leader: Option<&Leader>) -> PgView {
     let data_dir = match n.dir {
         DirGen::Empty => DataDir::Empty,
         DirGen::Unusable => DataDir::Unusable("not a PostgreSQL data directory".into()),
+        DirGen::Unknown => DataDir::Unknown("Too many open files (os error 24)".into()),
         DirGen::Match { was_primary } => DataDir::Initialized {
             sysid: SYSID.into(),
             was_primary,
@@ -388,8 +398,11 @@ fn build_pg(g: &ClusterGen, i: usize, leader: Option<&Leader>) -> PgView {
             was_primary,
         },
     };
-    // Only an initialized data directory can run; a running PostgreSQL's state is known.
-    let running = n.running && matches!(data_dir, DataDir::Initialized { .. });
+    // Only an initialized data directory can run; a running PostgreSQL's state is known. One
+    // that could not be read this loop may run too (the supervisor reads the directory when it
+    // does not know the system identifier yet, e.g. on its first loop next to a running server).
+    let running =
+        n.running && matches!(data_dir, DataDir::Initialized { .. } | DataDir::Unknown(_));
     let upstream = match &n.upstream {
         UpstreamGen::None => None,
         UpstreamGen::Leader => leader.map(|l| l.name.clone()),

@@ -342,6 +342,19 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
         prop_assert_eq!(d.actions.len(), 1, "Fatal with other actions: {}", ctx());
     }
 
+    // A data directory that could not be read this loop (EMFILE, an I/O error) never stops the
+    // supervisor, and nothing that depends on it is decided: no start, clone, rewind, race or
+    // key change. Only a primary without the lock stops taking writes (checked above).
+    if matches!(w.pg.data_dir, DataDir::Unknown(_)) {
+        prop_assert!(!fatal, "Fatal for an unreadable data directory: {}", ctx());
+        prop_assert!(
+            d.actions.iter().all(|a| matches!(a, Action::Demote { .. })
+                || (!dcs && matches!(a, Action::KeepLeading))),
+            "acting on a data directory that could not be read: {}",
+            ctx()
+        );
+    }
+
     // Actions pointing at a leader name the current leader key holder, never myself.
     for a in &d.actions {
         if let Some(l) = named_leader(a) {

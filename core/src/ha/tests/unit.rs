@@ -98,6 +98,72 @@ fn unusable_data_dir_is_fatal() {
     );
 }
 
+/// Item 10 of the safety review: a data directory that could not be read this loop (EMFILE,
+/// an I/O error) is no foreign directory. Whatever else the node sees, it decides nothing that
+/// depends on the directory and never stops the supervisor.
+#[test]
+fn unreadable_data_dir_decides_nothing_and_is_never_fatal() {
+    let unknown = |mut pg: crate::ha::PgView| {
+        pg.data_dir =
+            DataDir::Unknown("cannot read data: Too many open files (os error 24)".into());
+        pg
+    };
+    let mut no_init = cluster(None);
+    no_init.initialize = None;
+    let cases = [
+        // Stopped, another leader: no clone, rewind or start.
+        world(
+            "b",
+            Some(cluster(Some(leader("a", OTHER_LEASE)))),
+            unknown(pg_stopped(true)),
+        ),
+        // Stopped, no cluster yet: no bootstrap.
+        world("b", Some(no_init), unknown(pg_empty())),
+        // Stopped with the lock: no start as primary.
+        world(
+            "b",
+            Some(cluster(Some(leader("b", MY_LEASE)))),
+            unknown(pg_stopped(true)),
+        ),
+        // A replica without a leader: no race.
+        world("b", Some(cluster(None)), unknown(pg_replica(10, None))),
+        // A replica with the lock: no promotion.
+        world(
+            "b",
+            Some(cluster(Some(leader("b", MY_LEASE)))),
+            unknown(pg_replica(10, None)),
+        ),
+        // The leader, running as primary with the lock: keeps it (nothing to do).
+        world(
+            "b",
+            Some(cluster(Some(leader("b", MY_LEASE)))),
+            unknown(pg_primary(10)),
+        ),
+    ];
+    for w in cases {
+        let d = decide_default(&w);
+        assert_eq!(d.actions, vec![], "{}", d.summary);
+        assert!(d.summary.contains("Too many open files"), "{}", d.summary);
+    }
+}
+
+/// Writable only under the lock, even when the data directory cannot be read: a primary
+/// without the lock demotes.
+#[test]
+fn unreadable_data_dir_on_a_primary_without_the_lock_demotes() {
+    let mut pg = pg_primary(10);
+    pg.data_dir = DataDir::Unknown("cannot read data: Input/output error (os error 5)".into());
+    let w = world(
+        "b",
+        Some(cluster(Some(leader("a", OTHER_LEASE)))),
+        pg.clone(),
+    );
+    assert_eq!(actions(&w), vec![immediate()]);
+    let mut w = world("b", Some(cluster(Some(leader("b", MY_LEASE)))), pg);
+    w.memory.renewal_failed = true;
+    assert_eq!(actions(&w), vec![offline()]);
+}
+
 // ── PostgreSQL stopped ────────────────────────────────────────────────────────────────────
 
 #[test]
