@@ -49,7 +49,7 @@ pub enum PgError {
     },
     #[error("{0}")]
     Io(String),
-    #[error("SQL: {0}")]
+    #[error("SQL: {}", sql_text(.0))]
     Sql(#[from] tokio_postgres::Error),
     #[error("timed out: {0}")]
     Timeout(String),
@@ -58,6 +58,22 @@ pub enum PgError {
 }
 
 type Result<T> = std::result::Result<T, PgError>;
+
+/// A client error with its cause: the server's message (`db error` alone says nothing), or the
+/// I/O or protocol error underneath.
+fn sql_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" ({d})"));
+        }
+        return s;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
 
 fn io(ctx: impl std::fmt::Display, e: std::io::Error) -> PgError {
     PgError::Io(format!("{ctx}: {e}"))
