@@ -514,6 +514,10 @@ fn a_replication_password_full_of_quotes_and_backslashes_reaches_postgresql_inta
     );
     // What the replica's server read from regent.conf, as libpq will parse it.
     let conninfo = psql(c.nodes[replica].pg_port, "SHOW primary_conninfo").expect("SHOW");
+    eprintln!(
+        "{} streams; primary_conninfo as its server read it: {conninfo:?}",
+        c.nodes[replica].name
+    );
     let quoted = format!(
         "password='{}'",
         password.replace('\\', "\\\\").replace('\'', "\\'")

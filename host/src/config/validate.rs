@@ -250,6 +250,16 @@ impl Config {
             }
         }
         check_credentials(auth)?;
+        for (key, entries) in [
+            ("postgresql.pg_hba", &pg.pg_hba),
+            ("bootstrap.pg_hba", &self.bootstrap.pg_hba),
+            (
+                "bootstrap.dcs.postgresql.pg_hba",
+                &self.bootstrap.dcs.postgresql.pg_hba,
+            ),
+        ] {
+            check_hba(key, entries)?;
+        }
         if let Some(user) = &pg.os_user
             && user.trim().is_empty()
         {
@@ -400,6 +410,20 @@ fn check_sync_count(prefix: &str, n: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Each `pg_hba` entry is written as one line of `pg_hba.conf`: a line break in one would add a
+/// rule nobody configured as such.
+fn check_hba(key: &str, entries: &[String]) -> Result<(), ConfigError> {
+    match entries.iter().position(|l| l.contains(['\n', '\r', '\0'])) {
+        Some(i) => Err(invalid(
+            format!("{key}[{i}]"),
+            q(&entries[i]),
+            "holds a line break or a NUL character, but each entry is one line of pg_hba.conf",
+            format!("split it into one {key} entry per line"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// What PostgreSQL's programs cannot receive: a NUL in any role name or password (libpq, the
 /// configuration file and the environment hold C strings), and a line break in the
 /// superuser's password (initdb reads it from the first line of `--pwfile`). Any other
@@ -524,6 +548,7 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
     })?;
     check_timing("", d.ttl, d.loop_wait, d.retry_timeout)?;
     check_sync_count("", d.synchronous_node_count)?;
+    check_hba("postgresql.pg_hba", &d.postgresql.pg_hba)?;
     Ok(d)
 }
 
@@ -830,5 +855,17 @@ mod tests {
             Some("\"it's a \\\\ = \\n ü\""),
         )])
         .expect("any replication password without NUL");
+    }
+
+    #[test]
+    fn a_pg_hba_entry_with_a_line_break_is_refused() {
+        let e = err_of(&[(
+            "postgresql.pg_hba",
+            Some(
+                "[\"local all all peer\", \"host all all 0.0.0.0/0 md5\\nhost all all 0.0.0.0/0 trust\"]",
+            ),
+        )]);
+        assert_eq!(invalid_key(&e), "postgresql.pg_hba[1]");
+        assert!(e.to_string().contains("one line of pg_hba.conf"), "{e}");
     }
 }

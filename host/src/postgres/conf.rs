@@ -15,11 +15,7 @@ impl Postgres {
         if self.s.pg_hba.is_empty() {
             return Ok(());
         }
-        let mut text = String::from("# Managed by regent (postgresql.pg_hba)\n");
-        for l in &self.s.pg_hba {
-            text.push_str(l);
-            text.push('\n');
-        }
+        let text = hba_text(&self.s.pg_hba)?;
         self.write_owned(&self.s.data_dir.join("pg_hba.conf"), &text)
     }
 
@@ -124,6 +120,23 @@ impl Postgres {
             .find_map(|l| l.strip_prefix(UPSTREAM_MARK))
             .map(|s| s.trim().to_string())
     }
+}
+
+/// `pg_hba.conf` from the configured entries, one line each; an entry with a line break (it
+/// would become two rules) or a NUL is refused.
+fn hba_text(entries: &[String]) -> Result<String> {
+    let mut text = String::from("# Managed by regent (postgresql.pg_hba)\n");
+    for l in entries {
+        if l.contains(['\n', '\r', '\0']) {
+            return Err(PgError::User(format!(
+                "pg_hba entry {l:?} holds a line break or a NUL: each entry must be one line of \
+                 pg_hba.conf; split it into separate entries"
+            )));
+        }
+        text.push_str(l);
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// One `name = 'value'` line of `regent.conf`, the value quoted by [`conf_string`]; an error

@@ -453,3 +453,23 @@ fn a_value_with_nul_is_refused_naming_the_parameter() {
     let e = conf_line("primary_conninfo", "password=a\0b").expect_err("NUL");
     assert!(e.to_string().contains("primary_conninfo"), "{e}");
 }
+
+/// Each configured entry is one line of `pg_hba.conf`, or refused: an entry with a line break
+/// would silently become two rules (the second one never configured as such).
+#[test]
+fn a_pg_hba_entry_is_one_line_or_refused() {
+    let ok = hba_text(&[
+        "local all all peer".into(),
+        "host all all 10.0.0.0/8 scram-sha-256".into(),
+    ])
+    .expect("plain entries");
+    assert_eq!(ok.lines().count(), 3, "{ok}");
+    for bad in [
+        "host all all 0.0.0.0/0 md5\nhost all all 0.0.0.0/0 trust",
+        "local all all peer\r",
+        "a\0b",
+    ] {
+        let e = hba_text(&[bad.into()]).expect_err(bad);
+        assert!(e.to_string().contains("pg_hba"), "{e}");
+    }
+}
