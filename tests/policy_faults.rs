@@ -241,3 +241,146 @@ fn broken_policies_never_stop_the_loop_and_the_built_in_rules_decide() {
         assert_eq!(node.http_get("/liveness").map(|r| r.0), Some(200));
     }
 }
+
+fn repo_policy(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(name)
+}
+
+/// `node`'s own policy directory holding `replication-guard` with a probe that takes
+/// `sleep_s` seconds and may take `timeout_ms`.
+fn slow_health_dir(c: &Cluster, node: &str, sleep_s: u64, timeout_ms: u64) -> PathBuf {
+    let dir = c.tmp.path().join(format!("policies-{node}"));
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    std::fs::copy(
+        repo_policy("replication-guard.wasm"),
+        dir.join("replication-guard.wasm"),
+    )
+    .expect("copy replication-guard.wasm");
+    std::fs::write(
+        dir.join("replication-guard.toml"),
+        format!(
+            "name = \"replication-guard\"\ncomponent = \"replication-guard.wasm\"\n\
+             hooks = [\"check-health\"]\ncapabilities = [\"sql-probe\"]\n\n\
+             [settings]\nfailures_before_failed = 3\nprobe = \"slow\"\nrole = \"any\"\n\n\
+             [[probes]]\nname = \"slow\"\nsql = \"SELECT 1 FROM pg_sleep({sleep_s})\"\n\
+             timeout_ms = {timeout_ms}\n"
+        ),
+    )
+    .expect("write replication-guard.toml");
+    dir
+}
+
+fn use_policies(n: &Node, dir: &Path, names: &str) {
+    let mut text = std::fs::read_to_string(&n.config).expect("config");
+    text.push_str(&format!(
+        "regent:\n  policies_dir: {}\n  policies: [{names}]\n",
+        dir.display()
+    ));
+    std::fs::write(&n.config, text).expect("config");
+}
+
+/// A health check that takes longer than the lease: the manifest fits the ttl the node
+/// starts with (60 s), then `ttl` drops to 10 s on the running cluster, and every health
+/// check's SQL probe (`pg_sleep(15)`, allowed 16 s) outlasts the new lease. The loop waits for
+/// the verdict no longer than its share of the lease, so the leader keeps its key (the same
+/// holder, without a gap) and its postmaster, and the stall is reported as a policy fault.
+/// Before: the loop waited the whole 15 s of each check, the lease expired, the guard fenced
+/// the primary and the leader key went.
+#[test]
+fn a_health_check_that_outlasts_the_lease_never_costs_the_leader_its_key() {
+    let _g = serial();
+    let mut c = Cluster::new(
+        1,
+        NodeSpec {
+            ttl: 60,
+            loop_wait: 1,
+            retry_timeout: 3,
+            ..NodeSpec::default()
+        },
+    );
+    let dir = slow_health_dir(&c, "pg1", 15, 16_000);
+    use_policies(&c.nodes[0], &dir, "replication-guard");
+    c.nodes[0].start();
+    wait_for("pg1 to lead", Duration::from_secs(120), || {
+        (c.leader()? == 0).then_some(())
+    });
+    let postmaster = c.nodes[0].postmaster_pid().expect("pg1's postmaster");
+    let (status, body) = http_request_at(
+        "127.0.0.1",
+        c.nodes[0].api_port,
+        "PATCH",
+        "/config",
+        Some(r#"{"ttl": 10}"#),
+        Duration::from_secs(10),
+    )
+    .expect("PATCH /config");
+    assert_eq!(status, 200, "PATCH /config ttl 10: {body}");
+    // The loop applies the change when it next reads the cluster: wait until the leader key
+    // sits on a lease of the new ttl.
+    wait_for(
+        "the leader key on a 10 s lease",
+        Duration::from_secs(90),
+        || {
+            let (_, left) = c.etcd.lease_left("/service/test/leader")?;
+            (left <= 10).then_some(())
+        },
+    );
+    // Three times the new ttl: without a bound, the first slow check after the change ends
+    // the lease.
+    let t0 = Instant::now();
+    let mut lost = Vec::new();
+    while t0.elapsed() < Duration::from_secs(30) {
+        let holder = c.leader_key();
+        if holder.as_deref() != Some("pg1") {
+            lost.push(format!("{:?}: leader key {holder:?}", t0.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if !lost.is_empty() {
+        c.dump_logs();
+    }
+    assert!(lost.is_empty(), "pg1 lost its leader key: {lost:?}");
+    assert_eq!(
+        c.nodes[0].postmaster_pid(),
+        Some(postmaster),
+        "pg1's postmaster was never stopped"
+    );
+    let p = policy(&c.nodes[0]).expect("GET /policy");
+    let f = &p["policies"][0]["faults"];
+    assert_eq!(f["last"]["kind"], "stalled", "{p}");
+    assert!(
+        c.nodes[0].log().contains("the built-in rules"),
+        "the stall is logged"
+    );
+}
+
+/// A manifest whose `deadline_ms` cannot fit the lease is refused when the node starts, with
+/// an error that names the key, the value and the fix. Before: 10 s per call was accepted
+/// with a 10 s ttl.
+#[test]
+fn a_policy_deadline_that_does_not_fit_the_ttl_is_refused_at_load() {
+    let _g = serial();
+    let mut c = Cluster::new(1, NodeSpec::default());
+    let dir = c.tmp.path().join("policies-pg1");
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    std::fs::copy(repo_policy("zone-aware.wasm"), dir.join("zone-aware.wasm")).expect("copy");
+    std::fs::write(
+        dir.join("zone-aware.toml"),
+        "name = \"zone-aware\"\ncomponent = \"zone-aware.wasm\"\n\
+         hooks = [\"rank-candidates\"]\ndeadline_ms = 10000\n",
+    )
+    .expect("manifest");
+    use_policies(&c.nodes[0], &dir, "zone-aware");
+    c.nodes[0].start();
+    let status = c.nodes[0].wait_exit(Duration::from_secs(30));
+    let log = c.nodes[0].log();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "regent run refused the policy: {status:?}\n{log}"
+    );
+    for needle in ["deadline_ms", "10000", "ttl 10"] {
+        assert!(log.contains(needle), "missing {needle:?} in:\n{log}");
+    }
+}

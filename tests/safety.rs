@@ -598,7 +598,10 @@ fn a_replica_that_cannot_start_backs_off_and_reports_why() {
         "pg2",
         &[c.etcd.endpoint()],
         &NodeSpec {
-            parameters: vec![("shared_preload_libraries", "regent_no_such_library")],
+            parameters: vec![(
+                "shared_preload_libraries".into(),
+                "regent_no_such_library".into(),
+            )],
             ..NodeSpec::default()
         },
     );
@@ -904,4 +907,75 @@ fn many_idle_rest_connections_never_cost_the_leader_its_lease() {
     for bad in ["Too many open files", "stopped the primary"] {
         assert!(!log.contains(bad), "the log says {bad:?}\n{log}");
     }
+}
+
+/// A replication password with every character PostgreSQL's parsers treat specially (`'`, `\`,
+/// `"`, `=`, spaces, a tab, a line break, non-ASCII) reaches PostgreSQL intact through each way
+/// regent hands it over: the `CREATE ROLE ... PASSWORD` literal (with `standard_conforming_strings`
+/// off, so a plain `'...'` would read `\` as an escape), `PGPASSWORD` for pg_basebackup, and
+/// `primary_conninfo` in `regent.conf`, which the replica's server reads with the configuration
+/// file's scanner and its walreceiver with libpq's conninfo parser. The replica streams only if
+/// all of them agree. Before: `regent.conf` doubled only `'`, so the server refused the file
+/// ("syntax error") or read a different password.
+#[test]
+fn a_replication_password_full_of_quotes_and_backslashes_reaches_postgresql_intact() {
+    let _g = serial();
+    let password = "it's a \\ back\\slash = \"quoted\" ü\ttab\nline \\'";
+    let mut c = Cluster::new(
+        2,
+        NodeSpec {
+            replication_password: password.into(),
+            parameters: vec![("standard_conforming_strings".into(), "off".into())],
+            ..NodeSpec::default()
+        },
+    );
+    c.start_all();
+    let leader = c.wait_leader(Duration::from_secs(90));
+    let replica = 1 - leader;
+    let streaming = (|| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let n = psql(
+                c.nodes[leader].pg_port,
+                // The walreceiver on the member slot, not pg_basebackup's WAL stream.
+                "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s \
+                 ON s.active_pid = r.pid WHERE r.state = 'streaming' AND NOT s.temporary",
+            );
+            if n.as_deref().is_ok_and(|n| n != "0") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    })();
+    if !streaming {
+        c.dump_logs();
+        let node = &c.nodes[replica];
+        let pg_log = node.dir.join(format!("{}-postgresql.log", node.name));
+        let text = std::fs::read_to_string(&pg_log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        eprintln!("===== {} (last 20 lines) =====", pg_log.display());
+        for l in tail.into_iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+    assert!(
+        streaming,
+        "the replica {} never streamed with the configured password (logs above)",
+        c.nodes[replica].name
+    );
+    // What the replica's server read from regent.conf, as libpq will parse it.
+    let conninfo = psql(c.nodes[replica].pg_port, "SHOW primary_conninfo").expect("SHOW");
+    eprintln!(
+        "{} streams; primary_conninfo as its server read it: {conninfo:?}",
+        c.nodes[replica].name
+    );
+    let quoted = format!(
+        "password='{}'",
+        password.replace('\\', "\\\\").replace('\'', "\\'")
+    );
+    assert!(
+        conninfo.contains(&quoted),
+        "primary_conninfo as the server read it: {conninfo:?}, expected it to hold {quoted:?}"
+    );
 }

@@ -193,8 +193,10 @@ pub struct NodeSpec {
     pub synchronous_mode: bool,
     /// Appended to the node's YAML as is (e.g. a `regent:` section).
     pub extra_yaml: String,
-    /// PostgreSQL parameters of this node's own configuration, after the harness's.
-    pub parameters: Vec<(&'static str, &'static str)>,
+    /// `postgresql.authentication.replication.password`.
+    pub replication_password: String,
+    /// More `postgresql.parameters`, YAML values written as is.
+    pub parameters: Vec<(String, String)>,
 }
 
 impl Default for NodeSpec {
@@ -206,6 +208,7 @@ impl Default for NodeSpec {
             extra_tags: String::new(),
             synchronous_mode: false,
             extra_yaml: String::new(),
+            replication_password: "rep-pass".into(),
             parameters: Vec::new(),
         }
     }
@@ -272,10 +275,12 @@ impl Node {
         let bin = bin_dir();
         let tags = format!("  nofailover: false\n{}\n", spec.extra_tags);
         let tail = format!("{}\n", spec.extra_yaml);
-        let parameters: Vec<(&str, &str)> = [("shared_buffers", "16MB"), ("max_connections", "30")]
-            .into_iter()
-            .chain(spec.parameters.iter().copied())
-            .collect();
+        let mut parameters = vec![("shared_buffers", "16MB"), ("max_connections", "30")];
+        parameters.extend(
+            spec.parameters
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         let yaml = regent::lab::spec::NodeYaml {
             scope: "test",
             name,
@@ -292,7 +297,7 @@ impl Node {
             bin_dir: &bin,
             os_user: None,
             superuser_password: "secret",
-            replication_password: "rep-pass",
+            replication_password: &spec.replication_password,
             api_auth: None,
             parameters: &parameters,
             tags: &tags,

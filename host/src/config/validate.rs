@@ -252,6 +252,17 @@ impl Config {
                 ));
             }
         }
+        check_credentials(auth)?;
+        for (key, entries) in [
+            ("postgresql.pg_hba", &pg.pg_hba),
+            ("bootstrap.pg_hba", &self.bootstrap.pg_hba),
+            (
+                "bootstrap.dcs.postgresql.pg_hba",
+                &self.bootstrap.dcs.postgresql.pg_hba,
+            ),
+        ] {
+            check_hba(key, entries)?;
+        }
         if let Some(user) = &pg.os_user
             && user.trim().is_empty()
         {
@@ -402,6 +413,62 @@ fn check_sync_count(prefix: &str, n: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Each `pg_hba` entry is written as one line of `pg_hba.conf`: a line break in one would add a
+/// rule nobody configured as such.
+fn check_hba(key: &str, entries: &[String]) -> Result<(), ConfigError> {
+    match entries.iter().position(|l| l.contains(['\n', '\r', '\0'])) {
+        Some(i) => Err(invalid(
+            format!("{key}[{i}]"),
+            q(&entries[i]),
+            "holds a line break or a NUL character, but each entry is one line of pg_hba.conf",
+            format!("split it into one {key} entry per line"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What PostgreSQL's programs cannot receive: a NUL in any role name or password (libpq, the
+/// configuration file and the environment hold C strings), and a line break in the
+/// superuser's password (initdb reads it from the first line of `--pwfile`). Any other
+/// character is quoted where it is written.
+fn check_credentials(auth: &super::schema::Authentication) -> Result<(), ConfigError> {
+    let roles = [
+        ("superuser", Some(&auth.superuser)),
+        ("replication", Some(&auth.replication)),
+        ("rewind", auth.rewind.as_ref()),
+    ];
+    for (role, cred) in roles {
+        let Some(c) = cred else { continue };
+        let base = format!("postgresql.authentication.{role}");
+        for (field, value) in [
+            ("username", Some(&c.username)),
+            ("password", c.password.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.contains('\0')) {
+                return Err(invalid(
+                    format!("{base}.{field}"),
+                    "(a value with a NUL character, not shown)",
+                    "contains a NUL character, which PostgreSQL and libpq cannot receive",
+                    format!("remove the NUL character from {base}.{field}"),
+                ));
+            }
+        }
+        if role == "superuser"
+            && c.password
+                .as_ref()
+                .is_some_and(|p| p.contains(['\n', '\r']))
+        {
+            return Err(invalid(
+                format!("{base}.password"),
+                "(a password with a line break, not shown)",
+                "contains a line break: initdb reads the superuser's password from one line of its --pwfile, so the password PostgreSQL stored would differ from the configured one",
+                format!("choose a password without line breaks for {base}.password"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The timing rule for the keys `{prefix}ttl`, `{prefix}loop_wait` and `{prefix}retry_timeout`.
 fn check_timing(prefix: &str, ttl: u64, lw: u64, rt: u64) -> Result<(), ConfigError> {
     if ttl < MIN_TTL {
@@ -496,6 +563,7 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
     })?;
     check_timing("", d.ttl, d.loop_wait, d.retry_timeout)?;
     check_sync_count("", d.synchronous_node_count)?;
+    check_hba("postgresql.pg_hba", &d.postgresql.pg_hba)?;
     Ok(d)
 }
 
@@ -774,5 +842,50 @@ mod tests {
         ])
         .expect("IPv6 and listen lists are fine");
         assert_eq!(l.config.restapi_connect(), "[fd00::5]:8008");
+    }
+
+    // ---- credentials ----------------------------------------------------------------------
+
+    #[test]
+    fn a_password_postgresql_cannot_receive_is_refused() {
+        // initdb reads the superuser's password from the first line of --pwfile: a line
+        // break would cut it, and every later login with the whole password would fail.
+        let e = err_of(&[(
+            "postgresql.authentication.superuser.password",
+            Some("\"first\\nsecond\""),
+        )]);
+        assert_eq!(
+            invalid_key(&e),
+            "postgresql.authentication.superuser.password"
+        );
+        assert!(e.to_string().contains("line break"), "{e}");
+        // NUL ends a C string: libpq, the configuration file and the environment cannot hold it.
+        for key in [
+            "postgresql.authentication.superuser.password",
+            "postgresql.authentication.replication.password",
+            "postgresql.authentication.replication.username",
+        ] {
+            let e = err_of(&[(key, Some("\"a\\0b\""))]);
+            assert_eq!(invalid_key(&e), key);
+            assert!(e.to_string().contains("NUL"), "{e}");
+        }
+        // Quotes, backslashes, spaces and line breaks in the replication password are fine.
+        parse_edited(&[(
+            "postgresql.authentication.replication.password",
+            Some("\"it's a \\\\ = \\n ü\""),
+        )])
+        .expect("any replication password without NUL");
+    }
+
+    #[test]
+    fn a_pg_hba_entry_with_a_line_break_is_refused() {
+        let e = err_of(&[(
+            "postgresql.pg_hba",
+            Some(
+                "[\"local all all peer\", \"host all all 0.0.0.0/0 md5\\nhost all all 0.0.0.0/0 trust\"]",
+            ),
+        )]);
+        assert_eq!(invalid_key(&e), "postgresql.pg_hba[1]");
+        assert!(e.to_string().contains("one line of pg_hba.conf"), "{e}");
     }
 }

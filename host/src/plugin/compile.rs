@@ -145,19 +145,33 @@ pub(crate) fn lookup(
 }
 
 /// Compile `bytes` for `rt`'s tier: in a child process when one is configured
-/// ([`compile_in_subprocess`]; here if it fails), else here.
+/// ([`compile_in_subprocess`]; a failed child refuses the version), else here.
 fn compile_now(rt: &Runtime, path: &Path, bytes: &[u8]) -> Result<Component, PolicyError> {
+    compile_with(COMPILER.get().map(PathBuf::as_path), rt, path, bytes)
+}
+
+/// [`compile_now`] with `compiler` as the compile child's executable.
+pub(crate) fn compile_with(
+    compiler: Option<&Path>,
+    rt: &Runtime,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Component, PolicyError> {
     let invalid = |message| PolicyError::InvalidComponent {
         path: path.to_path_buf(),
         message,
     };
-    if let Some(exe) = COMPILER.get() {
+    if let Some(exe) = compiler {
         match compile_in_child(exe, rt, bytes, CHILD_TIMEOUT) {
             Ok(c) => return Ok(c),
             Err(ChildError::Invalid(message)) => return Err(invalid(message)),
-            Err(ChildError::Failed(why)) => {
-                tracing::warn!(path = %path.display(), tier = rt.tier.as_str(), error = %why,
-                    "the policy compiler process failed; compiling in this process instead");
+            // Never here instead: in this process nothing bounds the compile's time or memory,
+            // and a compiler crash would take the supervisor down.
+            Err(ChildError::Failed(message)) => {
+                return Err(PolicyError::Compiler {
+                    path: path.to_path_buf(),
+                    message,
+                });
             }
         }
     }
@@ -203,13 +217,14 @@ pub const COMPILE_SUBCOMMAND: &str = "compile-policy";
 /// The child's exit status when the bytes are not a valid component (the reason on stderr).
 const CHILD_INVALID: u8 = 3;
 
-/// How long a compile child may take before it is killed (and the component compiled here).
+/// How long a compile child may take before it is killed (and the version refused).
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Compile components in a child process, `exe compile-policy --tier T` (the `regent` binary
 /// itself): the supervisor then never has Cranelift's code and working memory in its own
 /// address space (its resident memory stays that of the runtime), and a compiler crash takes
-/// only the child down. When the child cannot run, components are compiled in this process.
+/// only the child down. When the child cannot run, the version is refused
+/// ([`PolicyError::Compiler`]); the previous one keeps serving.
 pub fn compile_in_subprocess(exe: PathBuf) {
     let _ = COMPILER.set(exe);
 }

@@ -5,7 +5,7 @@
 //! component = "zone-aware.wasm"             # relative to this file
 //! hooks = ["rank-candidates", "check-health"]  # optional: a subset of what the policy describes
 //! capabilities = ["sql-probe"]              # optional
-//! deadline_ms = 50                          # optional, per call
+//! deadline_ms = 50                          # optional, per call; must fit the lease (budget.rs)
 //! memory_mb = 32                            # optional, per instance
 //!
 //! [settings]                                # handed to `configure` as JSON

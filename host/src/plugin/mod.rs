@@ -13,12 +13,16 @@
 //!
 //! The decision core stays pure: the supervisor hands a [`PolicySet`] to `ha::decide` as a
 //! `&dyn Policy`. Calls take microseconds, but a runaway plugin holds the calling thread until
-//! its deadline (50 ms by default).
+//! its deadline (50 ms by default), and a guest blocked in a host call (a WASI clock sleep, a
+//! `sql-probe`) or slow probes longer: the deadline interrupts only the guest's own code. So
+//! the supervisor waits no longer than the loop's share of the lease ([`LoopBudget`]) and
+//! manifests whose bounds cannot fit it are refused (`budget.rs`).
 //!
 //! - [`PolicySet`]: the policies a node runs, in configured order; implements `Policy`.
 //! - [`WasmPolicy`]: one loaded policy version; implements `Policy`.
 //! - [`check`] and [`eval`]: the `regent policy check` / `regent policy eval` subcommands.
 
+mod budget;
 mod compile;
 mod convert;
 mod guest;
@@ -32,6 +36,7 @@ mod wasm;
 #[cfg(test)]
 mod tests;
 
+pub use budget::LoopBudget;
 pub use compile::{COMPILE_SUBCOMMAND, compile_child, compile_in_subprocess};
 pub(crate) use manifest::{Hook, Manifest};
 pub use reload::{DEBOUNCE, WatcherHandle};
@@ -60,6 +65,9 @@ pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
 pub(crate) const DEFAULT_MEMORY_MB: u64 = 32;
 /// Statement timeout of a manifest probe without `timeout_ms`.
 pub(crate) const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How much longer than its timeout a caller waits for a SQL probe (connecting, the round
+/// trip after the server's statement timeout).
+pub(crate) const PROBE_ALLOWANCE: Duration = Duration::from_millis(200);
 
 /// Why a policy cannot be loaded, checked, reloaded or watched.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +98,17 @@ pub enum PolicyError {
         /// The component file.
         path: PathBuf,
         /// Why it does not compile.
+        message: String,
+    },
+    /// The compile child failed (could not start, crashed, timed out): the version is refused
+    /// rather than compiled in the supervisor's process.
+    #[error(
+        "{path}: the policy compiler process failed, so this version is not loaded (the previous version keeps serving; a new regent binary needs a restart of regent): {message}"
+    )]
+    Compiler {
+        /// The component file.
+        path: PathBuf,
+        /// What the child did.
         message: String,
     },
     /// The component was built against another version of the `regent:policy` world.

@@ -1,5 +1,6 @@
 //! The policies a node runs, in configured order, each swappable at run time.
 
+use super::budget::{self, LoopBudget};
 use super::manifest::{Hook, Manifest};
 use super::runtime;
 use super::wasm::{HostContext, LocalNode, WasmPolicy};
@@ -8,6 +9,7 @@ use crate::ha::policy::{DefaultPolicy, ElectionView, Health, HealthFacts, Policy
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +68,18 @@ pub struct PolicySet {
     cache_dir: Option<PathBuf>,
     pub(crate) slots: Vec<Slot>,
     host: HostContext,
+    /// The loop's time for the policies: loads and reloads that do not fit it are refused.
+    budget: Mutex<Option<LoopBudget>>,
+    /// The slot in a `rank-candidates` call, and in a `check-health` call ([`NONE`] when none),
+    /// to blame a stall on.
+    calling: [AtomicUsize; 2],
+}
+
+/// No slot is in a call.
+const NONE: usize = usize::MAX;
+
+fn hook_index(hook: Hook) -> usize {
+    usize::from(hook != Hook::RankCandidates)
 }
 
 impl PolicySet {
@@ -76,6 +90,17 @@ impl PolicySet {
         dir: &Path,
         names: &[String],
         cache_dir: Option<&Path>,
+    ) -> Result<PolicySet, PolicyError> {
+        PolicySet::load_within(dir, names, cache_dir, None)
+    }
+
+    /// [`PolicySet::load`], refusing policies whose calls do not fit `budget` (see
+    /// [`PolicySet::set_budget`]).
+    pub fn load_within(
+        dir: &Path,
+        names: &[String],
+        cache_dir: Option<&Path>,
+        budget: Option<LoopBudget>,
     ) -> Result<PolicySet, PolicyError> {
         let dir = std::fs::canonicalize(dir).map_err(|e| PolicyError::Io {
             path: dir.to_path_buf(),
@@ -113,11 +138,66 @@ impl PolicySet {
             cache_dir: cache_dir.map(Path::to_path_buf),
             slots,
             host,
+            budget: Mutex::new(None),
+            calling: [AtomicUsize::new(NONE), AtomicUsize::new(NONE)],
         };
+        if let Some(b) = budget {
+            set.set_budget(b)?;
+        }
         for s in &set.slots {
             s.current.load().announce_loaded();
         }
         Ok(set)
+    }
+
+    /// Hold the policies to the loop's `budget` from now on: reloads that do not fit it are
+    /// refused. `Err` when the serving policies do not fit it (a `ttl` lowered while they
+    /// serve); they keep serving, and the supervisor cuts their calls at the budget.
+    pub fn set_budget(&self, b: LoopBudget) -> Result<(), PolicyError> {
+        *lock(&self.budget) = Some(b);
+        self.check_budget(&b, None)
+    }
+
+    /// Whether the serving policies, with `replacing` (slot, new version) swapped in, fit `b`.
+    fn check_budget(
+        &self,
+        b: &LoopBudget,
+        replacing: Option<(usize, &WasmPolicy)>,
+    ) -> Result<(), PolicyError> {
+        let current = self.policies();
+        let list: Vec<(&Manifest, bool, bool)> = current
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match replacing {
+                Some((j, new)) if j == i => new,
+                _ => p.as_ref(),
+            })
+            .map(|p| {
+                (
+                    p.manifest(),
+                    p.is_active(Hook::RankCandidates),
+                    p.is_active(Hook::CheckHealth),
+                )
+            })
+            .collect();
+        budget::check(&list, b)
+    }
+
+    /// The supervisor stopped waiting for a `hook` call after `waited`: record it as a fault of
+    /// the policy in that call (if one is: the call may not have started at all), else log it.
+    pub(crate) fn record_stall(&self, hook: Hook, waited: std::time::Duration, why: &str) {
+        let i = self.calling[hook_index(hook)].load(Ordering::Relaxed);
+        match self.slots.get(i) {
+            Some(slot) => slot.current.load().record_stall(hook, waited, why),
+            None => {
+                tracing::error!(
+                    hook = hook.as_str(),
+                    waited_ms = waited.as_millis() as u64,
+                    "no policy answered within the loop's share of the lease, the built-in rules decide this call: {why}"
+                );
+                crate::metrics::policy_fault("(none started)", "stalled");
+            }
+        }
     }
 
     /// The policy directory (canonical).
@@ -243,6 +323,15 @@ impl PolicySet {
             self.cache_dir.as_deref(),
             self.host.clone(),
         )?);
+        let budget = *lock(&self.budget);
+        if let Some(b) = budget {
+            let i = self
+                .slots
+                .iter()
+                .position(|s| std::ptr::eq(s, slot))
+                .unwrap_or(NONE);
+            self.check_budget(&b, Some((i, &new)))?;
+        }
         slot.current.store(new.clone());
         Ok(Some((old, new)))
     }
@@ -268,7 +357,7 @@ impl PolicySet {
         serde_json::json!({
             "dir": self.dir.display().to_string(),
             "summary": self.digest_summary(),
-            "rank_from": self.ranker().map(|p| p.policy_name().to_string()),
+            "rank_from": self.ranker().map(|(_, p)| p.policy_name().to_string()),
             "policies": policies,
         })
     }
@@ -289,11 +378,12 @@ impl PolicySet {
             .join(",")
     }
 
-    fn ranker(&self) -> Option<Arc<WasmPolicy>> {
+    fn ranker(&self) -> Option<(usize, Arc<WasmPolicy>)> {
         self.slots
             .iter()
             .map(|s| s.current.load_full())
-            .find(|p| p.is_active(Hook::RankCandidates))
+            .enumerate()
+            .find(|(_, p)| p.is_active(Hook::RankCandidates))
     }
 }
 
@@ -312,19 +402,29 @@ impl Policy for PolicySet {
 
     fn rank(&self, view: &ElectionView) -> Ranking {
         match self.ranker() {
-            Some(p) => p.rank(view),
+            Some((i, p)) => {
+                let calling = &self.calling[hook_index(Hook::RankCandidates)];
+                calling.store(i, Ordering::Relaxed);
+                let r = p.rank(view);
+                calling.store(NONE, Ordering::Relaxed);
+                r
+            }
             None => DefaultPolicy.rank(view),
         }
     }
 
     fn health(&self, facts: &HealthFacts) -> Health {
         let mut worst: Option<Health> = None;
-        for s in &self.slots {
+        let calling = &self.calling[hook_index(Hook::CheckHealth)];
+        for (i, s) in self.slots.iter().enumerate() {
             let p = s.current.load();
             if !p.is_active(Hook::CheckHealth) {
                 continue;
             }
-            let h = match p.health(facts) {
+            calling.store(i, Ordering::Relaxed);
+            let answer = p.health(facts);
+            calling.store(NONE, Ordering::Relaxed);
+            let h = match answer {
                 Health::Healthy => Health::Healthy,
                 Health::Degraded(r) => Health::Degraded(format!("{}: {r}", s.name)),
                 Health::Failed(r) => Health::Failed(format!("{}: {r}", s.name)),

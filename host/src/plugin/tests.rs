@@ -836,6 +836,33 @@ fn compile_child_protocol() {
     ));
 }
 
+/// When the compile child fails (cannot start, crashes, hangs until its timeout), the version
+/// is refused and the previous one keeps serving: the supervisor never falls back to
+/// compiling in its own process, where nothing bounds the time, the memory or a crash.
+/// Before: `compile_with` compiled the component in this process instead.
+#[test]
+fn a_failed_compile_child_refuses_the_version_instead_of_compiling_here() {
+    let rt = runtime::runtime(Tier::Quick).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = variant(guest(), "no-fallback");
+    for (exe, needle) in [
+        (dir.path().join("no-such-compiler"), "cannot start"),
+        (fake_compiler(dir.path(), "echo boom >&2; exit 1"), "boom"),
+    ] {
+        match compile::compile_with(Some(&exe), rt, Path::new("p.wasm"), &bytes) {
+            Err(e @ PolicyError::Compiler { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(needle), "{text}");
+                assert!(text.contains("previous version keeps serving"), "{text}");
+            }
+            Err(other) => panic!("{exe:?}: unexpected error {other}"),
+            Ok(_) => panic!("{exe:?}: compiled in this process after the child failed"),
+        }
+    }
+    // Without a compile child (`regent policy check`, the tests), this process compiles.
+    compile::compile_with(None, rt, Path::new("p.wasm"), &bytes).expect("compiled here");
+}
+
 /// Write `bytes` to `dir/name` the way a deploy should: a temporary file, then rename.
 fn rename_into_place(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -1197,4 +1224,76 @@ fn patroni_default_ranks_like_the_builtin_policy() {
         })
         .unwrap();
     assert_eq!(policy.faults().0, 0);
+}
+
+/// The loop's share of the lease: `(ttl − safety margin − loop_wait) / 3`, with a floor for
+/// the wait (never for the load check).
+#[test]
+fn the_loop_budget_is_a_third_of_what_the_lease_leaves() {
+    assert_eq!(LoopBudget::new(10, 1).share, Duration::from_millis(2333));
+    assert_eq!(LoopBudget::new(30, 10).share, Duration::from_millis(5000));
+    assert_eq!(LoopBudget::new(60, 1).share, Duration::from_millis(18000));
+    let tight = LoopBudget::new(5, 4);
+    assert_eq!(tight.share, Duration::ZERO);
+    assert_eq!(tight.limit(), budget::MIN_CALL_LIMIT);
+}
+
+/// Policies whose own bounds do not fit the loop's share are refused at load and at reload
+/// (the previous version keeps serving), with the key, the value and the fix; a lowered ttl
+/// is reported but cannot unload what serves. Health calls add up across policies.
+#[test]
+fn policy_deadlines_must_fit_the_lease() {
+    let b = LoopBudget::new(10, 1);
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), GUEST, "deadline_ms = 3000", guest());
+    let e = PolicySet::load_within(dir.path(), &[GUEST.to_string()], None, Some(b)).unwrap_err();
+    let text = e.to_string();
+    for needle in [
+        "`deadline_ms`",
+        "3000 ms",
+        "2333 ms",
+        "ttl 10 and loop_wait 1",
+        "lower deadline_ms",
+        "raise the cluster's ttl",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in {text}");
+    }
+    // Probes count, with the allowance the prober waits on top of each timeout.
+    write_policy(
+        dir.path(),
+        GUEST,
+        "deadline_ms = 100\ncapabilities = [\"sql-probe\"]\n\
+         [[probes]]\nname = \"a\"\nsql = \"select 1\"\ntimeout_ms = 1500\n\
+         [[probes]]\nname = \"b\"\nsql = \"select 1\"\ntimeout_ms = 500",
+        guest(),
+    );
+    let e = PolicySet::load_within(dir.path(), &[GUEST.to_string()], None, Some(b)).unwrap_err();
+    assert!(e.to_string().contains("probes a 1700 ms + b 700 ms"), "{e}");
+    // Within the share: it loads; a reload beyond it is refused and the old version serves.
+    write_policy(dir.path(), GUEST, "deadline_ms = 2000", guest());
+    let set = PolicySet::load_within(dir.path(), &[GUEST.to_string()], None, Some(b)).unwrap();
+    let before = only(&set).manifest().deadline;
+    write_policy(dir.path(), GUEST, "deadline_ms = 5000", guest());
+    match set.reload_slot(0) {
+        ReloadOutcome::Failed { error, .. } => assert!(error.contains("deadline_ms"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(only(&set).manifest().deadline, before);
+    // A ttl lowered under serving policies: reported, they keep serving.
+    let e = set.set_budget(LoopBudget::new(5, 1)).unwrap_err();
+    assert!(e.to_string().contains("1000 ms"), "{e}");
+    assert_eq!(only(&set).manifest().deadline, before);
+    // Two health policies that each fit, but not together.
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), GUEST, "deadline_ms = 1500", guest());
+    write_policy(dir.path(), "test-guest-b", "deadline_ms = 1500", guest_b());
+    let names = ["test-guest-b".to_string(), GUEST.to_string()];
+    let e = PolicySet::load_within(dir.path(), &names, None, Some(b)).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("after 1500 ms of the policies before it") && text.contains("3000 ms in all"),
+        "{text}"
+    );
+    PolicySet::load_within(dir.path(), &names, None, Some(LoopBudget::new(30, 10)))
+        .expect("both fit a 5 s share");
 }

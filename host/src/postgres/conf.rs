@@ -3,7 +3,7 @@
 //! `postgresql.conf`, `standby.signal` and `pg_hba.conf`; and the quoting of conninfo values,
 //! SQL identifiers and literals.
 
-use super::{Postgres, Result, Upstream, io};
+use super::{PgError, Postgres, Result, Upstream, io};
 use std::collections::BTreeMap;
 
 const REGENT_CONF: &str = "regent.conf";
@@ -15,11 +15,7 @@ impl Postgres {
         if self.s.pg_hba.is_empty() {
             return Ok(());
         }
-        let mut text = String::from("# Managed by regent (postgresql.pg_hba)\n");
-        for l in &self.s.pg_hba {
-            text.push_str(l);
-            text.push('\n');
-        }
+        let text = hba_text(&self.s.pg_hba)?;
         self.write_owned(&self.s.data_dir.join("pg_hba.conf"), &text)
     }
 
@@ -59,16 +55,12 @@ impl Postgres {
         if standby {
             params.insert("recovery_target_timeline".into(), "latest".into());
             if let Some(u) = upstream {
-                let mut ci = format!(
-                    "host={} port={} user={} application_name={} connect_timeout=3",
-                    u.host,
-                    u.port,
-                    quote_conninfo(&self.s.replication.user),
-                    quote_conninfo(&self.s.name)
+                let ci = primary_conninfo(
+                    u,
+                    &self.s.replication.user,
+                    self.s.replication.password.as_deref(),
+                    &self.s.name,
                 );
-                if let Some(p) = &self.s.replication.password {
-                    ci.push_str(&format!(" password={}", quote_conninfo(p)));
-                }
                 params.insert("primary_conninfo".into(), ci);
                 params.insert(
                     "primary_slot_name".into(),
@@ -81,7 +73,7 @@ impl Postgres {
             }
         }
         for (k, v) in &params {
-            text.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+            text.push_str(&conf_line(k, v)?);
         }
         self.write_owned(&self.s.data_dir.join(REGENT_CONF), &text)?;
         let main = self.s.data_dir.join("postgresql.conf");
@@ -130,6 +122,74 @@ impl Postgres {
     }
 }
 
+/// `pg_hba.conf` from the configured entries, one line each; an entry with a line break (it
+/// would become two rules) or a NUL is refused.
+fn hba_text(entries: &[String]) -> Result<String> {
+    let mut text = String::from("# Managed by regent (postgresql.pg_hba)\n");
+    for l in entries {
+        if l.contains(['\n', '\r', '\0']) {
+            return Err(PgError::User(format!(
+                "pg_hba entry {l:?} holds a line break or a NUL: each entry must be one line of \
+                 pg_hba.conf; split it into separate entries"
+            )));
+        }
+        text.push_str(l);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// One `name = 'value'` line of `regent.conf`, the value quoted by [`conf_string`]; an error
+/// for a value PostgreSQL cannot read (it holds a NUL character).
+fn conf_line(name: &str, value: &str) -> Result<String> {
+    let quoted = conf_string(value).ok_or_else(|| {
+        PgError::User(format!(
+            "PostgreSQL parameter {name}: the value contains a NUL character, which a PostgreSQL \
+             configuration file cannot hold; remove it from the configuration"
+        ))
+    })?;
+    Ok(format!("{name} = {quoted}\n"))
+}
+
+/// `value` as a quoted string of PostgreSQL's configuration file syntax (`guc-file.l`): inside
+/// `'...'` the scanner turns `''` into `'` and reads backslash escapes (`\\`, `\n`, octal
+/// `\ooo`, `\x` = `x`), and a raw line break ends the line. So `'` is doubled, `\` doubled, and
+/// line breaks written as `\n` and `\r`; everything else (UTF-8 included) stands as is. `None`
+/// when the value holds a NUL, which no C string can.
+pub(crate) fn conf_string(value: &str) -> Option<String> {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\0' => return None,
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    Some(out)
+}
+
+/// The replica's `primary_conninfo`: where and as whom it streams from `u`.
+fn primary_conninfo(u: &Upstream, user: &str, password: Option<&str>, name: &str) -> String {
+    let mut ci = format!(
+        "host={} port={} user={} application_name={} connect_timeout=3",
+        quote_conninfo(&u.host),
+        u.port,
+        quote_conninfo(user),
+        quote_conninfo(name)
+    );
+    if let Some(p) = password {
+        ci.push_str(&format!(" password={}", quote_conninfo(p)));
+    }
+    ci
+}
+
+/// A value of a libpq connection string (`conninfo_parse`): bare when it is only letters,
+/// digits and `_-.`, else single-quoted with `\` before each `\` and `'`.
 pub(super) fn quote_conninfo(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
@@ -145,18 +205,12 @@ pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// A SQL string literal that reads the same whatever the server's
+/// `standard_conforming_strings`: an escape string `E'...'` with `\` and `'` doubled.
 pub(crate) fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conninfo_quoting() {
-        assert_eq!(quote_conninfo("pg-1"), "pg-1");
-        assert_eq!(quote_conninfo("it's"), "'it\\'s'");
-        assert_eq!(quote_conninfo(""), "''");
-    }
-}
+#[path = "conf_tests.rs"]
+mod tests;

@@ -50,7 +50,7 @@ impl SqlProber for Prober {
             .send((sql.to_string(), timeout, tx))
             .map_err(|_| "the SQL probe thread is gone".to_string())?;
         // The statement timeout ends the query on the server; allow for connecting.
-        match rx.recv_timeout(timeout + Duration::from_millis(200)) {
+        match rx.recv_timeout(timeout + crate::plugin::PROBE_ALLOWANCE) {
             Ok(r) => r,
             Err(_) => Err(format!(
                 "no answer within {} ms (statement timeout)",

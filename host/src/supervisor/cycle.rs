@@ -5,10 +5,12 @@
 //! May touch: everything the cycle's steps touch, through their own files; here only the
 //! order of the steps, the decision's metrics and events, and the guard process's upkeep.
 
+use super::bounded::{Unanswered, bounded};
 use super::{Supervisor, SupervisorError, VERSION};
 use crate::fence::GuardState;
 use crate::ha::policy::{DefaultPolicy, Health};
 use crate::ha::{Action, Decision, World, decide};
+use crate::plugin::Hook;
 use std::time::Duration;
 
 /// How many loops may run back to back, without waiting for `loop_wait`, a change, or a
@@ -101,13 +103,26 @@ impl Supervisor {
             world.peers = self.poll_peers(c).await;
         }
         // The policy runs WebAssembly, whose WASI streams (a guest's stderr) block on tokio:
-        // decide on a blocking thread, never on the async workers.
+        // decide on a blocking thread, never on the async workers, and wait for it no longer
+        // than the loop's share of the lease.
         let decision = {
             let (w, policy) = (world.clone(), self.policy.clone());
-            match tokio::task::spawn_blocking(move || decide(&w, policy.as_ref())).await {
+            let limit = self.policy_budget().limit();
+            match bounded(limit, &self.decide_busy, move || {
+                decide(&w, policy.as_ref())
+            })
+            .await
+            {
                 Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(error = %e, "deciding with the policies panicked; the built-in rules decide this loop");
+                Err(why) => {
+                    match (&why, &self.policies) {
+                        (Unanswered::TimedOut(_), Some(set)) => {
+                            set.record_stall(Hook::RankCandidates, limit, &why.to_string())
+                        }
+                        _ => tracing::error!(
+                            "deciding with the policies failed ({why}); the built-in rules decide this loop"
+                        ),
+                    }
                     decide(&world, &DefaultPolicy)
                 }
             }

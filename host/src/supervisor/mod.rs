@@ -11,12 +11,14 @@
 //! - `handover.rs`: the planned hand-over, shutdown, leaving the `sync` key;
 //! - `commands.rs`: operators' commands from the REST API (restart, reinitialize);
 //! - `reload.rs`: reloading the configuration, the policies, PostgreSQL's parameters;
-//! - `publish.rs`: the member key, the REST view, the policies' events.
+//! - `publish.rs`: the member key, the REST view, the policies' events;
+//! - `bounded.rs`: waiting for the policies no longer than the loop's share of the lease.
 //!
 //! What the loop remembers between decisions is the core's [`Memory`], updated through its
 //! methods; this struct keeps only what the shell itself needs (handles, caches, the phase).
 
 mod act;
+mod bounded;
 mod commands;
 mod cycle;
 mod handover;
@@ -171,6 +173,9 @@ pub struct Supervisor {
     phase_seen: (PgPhase, std::time::Instant),
     /// As leader, this process made sure the SQL probes' unprivileged role exists.
     probe_role_ready: bool,
+    /// A health verdict, and a decision, still running on its blocking thread.
+    health_busy: Arc<std::sync::atomic::AtomicBool>,
+    decide_busy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Supervisor {
@@ -200,7 +205,16 @@ impl Supervisor {
                 ))
             })?;
         let guard = GuardFiles::new(&cfg.run_dir(), &cfg.name, &cfg.postgresql.data_dir);
-        let (policy, policies, watcher) = load_policies(&cfg).await?;
+        // The policies must fit the lease of the cluster this node joins: its `config` key's
+        // timing when there is one, else the bootstrap's.
+        let timing = match dcs.read_cluster().await.ok().and_then(|c| c.config) {
+            Some((v, _)) => serde_json::from_value::<DynamicConfig>(v)
+                .map(|d| (d.ttl, d.loop_wait))
+                .unwrap_or((dynamic.ttl, dynamic.loop_wait)),
+            None => (dynamic.ttl, dynamic.loop_wait),
+        };
+        let budget = crate::plugin::LoopBudget::new(timing.0, timing.1);
+        let (policy, policies, watcher) = load_policies(&cfg, budget).await?;
         let http = api::PeerClient::from_config(&cfg)
             .map_err(|e| SupervisorError::Fatal(e.to_string()))?;
         ensure_unique_name(&dcs, &http, &cfg.name).await?;
@@ -234,6 +248,8 @@ impl Supervisor {
             phase_seen: (PgPhase::Stopped, std::time::Instant::now()),
             events: event_thread()?,
             bad_config_rev: None,
+            health_busy: Arc::default(),
+            decide_busy: Arc::default(),
         })
     }
 
@@ -251,6 +267,11 @@ impl Supervisor {
     /// The DCS client (cheap to clone), for the REST API.
     pub fn dcs(&self) -> EtcdDcs {
         self.dcs.clone()
+    }
+
+    /// The loop's time for the policies under the cluster's current timing.
+    pub(super) fn policy_budget(&self) -> crate::plugin::LoopBudget {
+        crate::plugin::LoopBudget::new(self.dynamic.ttl, self.dynamic.loop_wait)
     }
 
     /// The cluster's `ttl` in milliseconds.

@@ -6,14 +6,16 @@
 //! May touch: the DCS (lease renewal and one range read), PostgreSQL (read-only queries),
 //! peers (GET), the policies (health); it changes nothing outside this process.
 
+use super::bounded::{Unanswered, bounded};
 use super::reload::yaml_scalar;
 use super::{NodeRole, PgPhase, Supervisor, unix_now, unix_now_ms};
 use crate::api;
 use crate::config::SyncMode;
 use crate::dcs::{Cluster, DcsError, Renewal, json_scalar};
 use crate::fence::{instant_to_mono_ms, mono_ms};
-use crate::ha::policy::{Health, HealthFacts, Policy};
+use crate::ha::policy::{DefaultPolicy, Health, HealthFacts, Policy};
 use crate::ha::{DataDir, PeerState, PgView, Settings, World};
+use crate::plugin::Hook;
 use crate::postgres::PgState;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -228,8 +230,18 @@ impl Supervisor {
             // billion seconds, broken timing) is reported and the previous settings stay.
             match crate::config::validate_dynamic(v) {
                 Ok(d) if d != self.dynamic => {
+                    let timing = (d.ttl, d.loop_wait) != (self.dynamic.ttl, self.dynamic.loop_wait);
                     self.dynamic = d;
                     self.apply_parameters();
+                    if timing && let Some(set) = &self.policies {
+                        let budget = self.policy_budget();
+                        if let Err(e) = set.set_budget(budget) {
+                            tracing::error!(
+                                limit_ms = budget.limit().as_millis() as u64,
+                                "the new ttl leaves the policies less time than their manifests allow; their calls are cut at the limit and the built-in rules answer instead: {e}"
+                            );
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(e) if self.bad_config_rev != Some(*rev) => {
@@ -302,10 +314,26 @@ impl Supervisor {
                 .map(|(o, p)| o.saturating_sub(p)),
             seconds_in_state: self.phase_seen.1.elapsed().as_secs(),
         };
-        // SQL probes block for up to their timeout: off the async threads.
-        let verdict = tokio::task::spawn_blocking(move || set.health(&facts))
-            .await
-            .unwrap_or_else(|e| Health::Degraded(format!("the health check panicked: {e}")));
+        // SQL probes block for up to their timeout: off the async threads, and waited for no
+        // longer than the loop's share of the lease.
+        let limit = self.policy_budget().limit();
+        let (judge, asked) = (set.clone(), facts.clone());
+        let verdict = match bounded(limit, &self.health_busy, move || judge.health(&asked)).await {
+            Ok(v) => v,
+            Err(Unanswered::Panicked(e)) => {
+                Health::Degraded(format!("the health check panicked: {e}"))
+            }
+            Err(why) => {
+                if matches!(why, Unanswered::TimedOut(_)) {
+                    set.record_stall(Hook::CheckHealth, limit, &why.to_string());
+                } else {
+                    tracing::warn!(
+                        "the policies' health check is still running ({why}); the built-in rules judge this loop"
+                    );
+                }
+                DefaultPolicy.health(&facts)
+            }
+        };
         if verdict != Health::Healthy {
             tracing::warn!(?verdict, "policy health verdict");
         }

@@ -13,6 +13,7 @@ use crate::plugin::PolicySet;
 use crate::postgres::{PgSettings, Postgres};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 impl Supervisor {
     /// `POST /reload`, SIGHUP: re-read the configuration file and apply what may change while
@@ -52,7 +53,21 @@ impl Supervisor {
                 || new.regent.policies_dir != self.cfg.regent.policies_dir;
             let old = std::mem::replace(&mut self.cfg, new);
             if policies_changed {
-                match load_policies(&self.cfg).await {
+                // A reload runs between two loops, in place of the loop's sleep: the loading
+                // may take as long as that sleep or a share of the loop, no longer (it goes on
+                // in the background, its result dropped; compiled code is cached for a retry).
+                let budget = self.policy_budget();
+                let limit = Duration::from_secs(self.dynamic.loop_wait).max(budget.limit());
+                let loaded = match tokio::time::timeout(limit, load_policies(&self.cfg, budget))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(SupervisorError::Fatal(format!(
+                        "the policies did not load within {} ms (loop_wait, or the loop's share of the lease): try again (compiled code is cached)",
+                        limit.as_millis()
+                    ))),
+                };
+                match loaded {
                     Ok((policy, set, watcher)) => {
                         if let Err(e) = attach_prober(set.as_deref(), &self.pg) {
                             tracing::error!(error = %e, "SQL probes will fail");
@@ -82,7 +97,9 @@ impl Supervisor {
             }
         }
         if let Some(set) = self.policies.clone() {
-            let _ = tokio::task::spawn_blocking(move || set.rescan()).await;
+            // In the background, as the directory watcher does: compiling a changed component
+            // must not hold the loop (each outcome is logged and shown in `GET /policy`).
+            drop(tokio::task::spawn_blocking(move || set.rescan()));
         }
         if let Err(e) = self.pg.reload() {
             tracing::warn!(error = %e, "could not reload PostgreSQL");
@@ -104,10 +121,12 @@ impl Supervisor {
     }
 }
 
-/// Load the configured WebAssembly policies (compiling off the async threads) and watch their
-/// directory for hot reloads. No `regent.policies`: the built-in rules.
+/// Load the configured WebAssembly policies (compiling off the async threads), refusing any
+/// whose calls do not fit `budget`, and watch their directory for hot reloads. No
+/// `regent.policies`: the built-in rules.
 pub(super) async fn load_policies(
     cfg: &Config,
+    budget: crate::plugin::LoopBudget,
 ) -> Result<
     (
         Arc<dyn Policy>,
@@ -125,10 +144,12 @@ pub(super) async fn load_policies(
     let names = cfg.regent.policies.clone();
     let cache = cfg.run_dir().join(format!(".{}-policy-cache", cfg.name));
     let _ = std::fs::create_dir_all(&cache);
-    let set = tokio::task::spawn_blocking(move || PolicySet::load(&dir, &names, Some(&cache)))
-        .await
-        .map_err(|e| SupervisorError::Fatal(format!("policy loader panicked: {e}")))?
-        .map_err(|e| SupervisorError::Fatal(format!("regent.policies: {e}")))?;
+    let set = tokio::task::spawn_blocking(move || {
+        PolicySet::load_within(&dir, &names, Some(&cache), Some(budget))
+    })
+    .await
+    .map_err(|e| SupervisorError::Fatal(format!("policy loader panicked: {e}")))?
+    .map_err(|e| SupervisorError::Fatal(format!("regent.policies: {e}")))?;
     let set = Arc::new(set);
     let watcher = set
         .watch()

@@ -23,6 +23,10 @@ pub(crate) enum FaultKind {
     MissingHook,
     /// The instance could not be created.
     Instantiate,
+    /// The supervisor stopped waiting for the call at its share of the loop (a guest blocked
+    /// in a host call, slow probes, an earlier call still running, no thread to run it on);
+    /// the call may still be running on its thread.
+    Stalled,
 }
 
 impl fmt::Display for FaultKind {
@@ -34,6 +38,7 @@ impl fmt::Display for FaultKind {
             FaultKind::InvalidAnswer => "invalid answer",
             FaultKind::MissingHook => "missing hook",
             FaultKind::Instantiate => "cannot instantiate",
+            FaultKind::Stalled => "stalled",
         })
     }
 }
@@ -135,6 +140,21 @@ impl WasmPolicy {
         Fault::new(hook, kind, message, stderr, elapsed)
     }
 
+    /// The supervisor gave up waiting for `hook` after `waited`: recorded as a fault of this
+    /// policy (log, metrics, `GET /policy`); the built-in rules answered instead.
+    pub(crate) fn record_stall(&self, hook: Hook, waited: std::time::Duration, why: &str) {
+        self.record(Fault::new(
+            hook,
+            FaultKind::Stalled,
+            format!(
+                "no answer within {} ms, the loop's share of the lease: {why}",
+                waited.as_millis()
+            ),
+            String::new(),
+            waited,
+        ));
+    }
+
     pub(super) fn record(&self, fault: Fault) {
         let text = fault.to_string();
         tracing::error!(
@@ -151,6 +171,7 @@ impl WasmPolicy {
             FaultKind::InvalidAnswer => "invalid",
             FaultKind::MissingHook => "missing-hook",
             FaultKind::Instantiate => "instantiate",
+            FaultKind::Stalled => "stalled",
         };
         crate::metrics::policy_fault(&self.manifest.name, kind);
         let mut s = lock(&self.stats);
