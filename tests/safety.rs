@@ -699,9 +699,9 @@ fn sql_probes_cannot_run_programs_promote_or_terminate_backends() {
         format!(
             "name = \"test-guest\"\ncomponent = \"test-guest.wasm\"\nhooks = [\"check-health\", \"rank-candidates\"]\n\
              capabilities = [\"sql-probe\"]\n\n\
-             [[probes]]\nname = \"program\"\nsql = \"COPY (SELECT 1) TO PROGRAM 'touch {}'\"\ntimeout_ms = 2000\n\n\
-             [[probes]]\nname = \"promote\"\nsql = \"SELECT pg_promote(false)\"\ntimeout_ms = 2000\n\n\
-             [[probes]]\nname = \"terminate\"\nsql = \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'regent-victim'\"\ntimeout_ms = 2000\n",
+             [[probes]]\nname = \"program\"\nsql = \"COPY (SELECT 1) TO PROGRAM 'touch {}'\"\ntimeout_ms = 400\n\n\
+             [[probes]]\nname = \"promote\"\nsql = \"SELECT pg_promote(false)\"\ntimeout_ms = 400\n\n\
+             [[probes]]\nname = \"terminate\"\nsql = \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'regent-victim'\"\ntimeout_ms = 400\n",
             marker.display()
         ),
     )

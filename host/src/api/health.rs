@@ -90,7 +90,11 @@ pub(super) fn health_status(v: &LocalSnapshot, path: &str, params: &Params) -> S
             r.role == "primary",
             r.role == "standby_leader",
         )
-    } else if v.holds_lock {
+    } else if v.holds_lock
+        // The deadline as of this request: the loop may be stalled past it (paused: no
+        // deadline is enforced).
+        && (v.paused || v.write_deadline_ms.is_none_or(|d| crate::fence::mono_ms() < d))
+    {
         if v.role == "standby_leader" {
             (true, false, matches!(r.role, "replica" | "standby_leader"))
         } else {

@@ -101,6 +101,10 @@ pub struct LocalSnapshot {
     /// rewound, or WAL received past the leader's timeline fork): it serves no reads
     /// (`/replica`, `/read-only`, `/async`, `/sync` answer 503) until it is rewound.
     pub diverged: bool,
+    /// Until when (`fence::mono_ms`) this primary may take writes: the health checks compare
+    /// it with the time of each request, so a stalled loop does not keep `/primary` at 200.
+    /// `None`: not known (no check).
+    pub write_deadline_ms: Option<u64>,
     /// Why PostgreSQL failed to start, while it keeps failing (the end of its log): shown as
     /// `start_failure` in the status document and the member key.
     pub start_failure: Option<String>,

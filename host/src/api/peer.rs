@@ -23,8 +23,11 @@ pub(crate) struct TlsFile {
 /// How to reach other members' REST APIs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientOptions {
-    /// Basic auth sent with every request.
+    /// Basic auth, sent with requests that change something (see [`PeerClient::request`]).
     pub(crate) auth: Option<BasicAuth>,
+    /// The cluster's REST APIs speak HTTPS (`restapi.certfile` is set): credentials never go
+    /// over plain HTTP.
+    pub(crate) https_only: bool,
     /// Extra trusted CA certificates (PEM), besides the system's.
     pub(crate) cacert: Option<TlsFile>,
     /// Skip server certificate verification (`ctl.insecure`).
@@ -40,6 +43,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             auth: None,
+            https_only: false,
             cacert: None,
             insecure: false,
             certfile: None,
@@ -58,6 +62,7 @@ impl ClientOptions {
         };
         ClientOptions {
             auth: cfg.ctl_authentication().cloned(),
+            https_only: cfg.restapi.certfile.is_some(),
             cacert: file("ctl.cacert", &cfg.ctl.cacert)
                 .or_else(|| file("restapi.cafile", &cfg.restapi.cafile)),
             insecure: cfg.ctl.insecure,
@@ -73,6 +78,7 @@ impl ClientOptions {
 pub struct PeerClient {
     http: reqwest::Client,
     auth: Option<BasicAuth>,
+    https_only: bool,
 }
 
 fn read_tls_file(f: &TlsFile, what: &str) -> Result<Vec<u8>, ApiError> {
@@ -132,6 +138,7 @@ impl PeerClient {
         Ok(PeerClient {
             http,
             auth: opts.auth.clone(),
+            https_only: opts.https_only,
         })
     }
 
@@ -140,12 +147,20 @@ impl PeerClient {
         PeerClient::new(&ClientOptions::from_config(cfg))
     }
 
-    /// A request to `url`, with Basic auth when configured.
+    /// A request to `url`, with Basic auth when configured, for a request that changes
+    /// something. Reads (`GET`, `HEAD`: the status polls of an election or a switchover) are
+    /// never restricted by a REST API (Regent's or Patroni's), so the credentials do not go to
+    /// whatever `api_url` a member key names; and when the cluster's APIs speak HTTPS, they
+    /// never go in clear text.
     pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let safe = method == reqwest::Method::GET || method == reqwest::Method::HEAD;
+        let encrypted = url.starts_with("https://");
         let r = self.http.request(method, url);
         match &self.auth {
-            Some(a) => r.basic_auth(&a.username, Some(&a.password)),
-            None => r,
+            Some(a) if !safe && (encrypted || !self.https_only) => {
+                r.basic_auth(&a.username, Some(&a.password))
+            }
+            _ => r,
         }
     }
 }

@@ -255,6 +255,27 @@ async fn lock_is_authoritative_for_primary_checks() {
     assert_eq!(srv.get("/primary").await, 200);
 }
 
+/// Safety review item 14: `/primary` re-checks the write deadline when it is asked, not only
+/// when the HA loop last published: a loop stalled past the deadline must not keep a load
+/// balancer sending writes to a primary the guard is about to fence.
+#[tokio::test]
+async fn primary_checks_the_write_deadline_at_request_time() {
+    let now = crate::fence::mono_ms();
+    let srv = TestServer::start(LocalSnapshot {
+        write_deadline_ms: Some(now + 60_000),
+        ..leader_view()
+    })
+    .await;
+    assert_eq!(srv.get("/primary").await, 200);
+    srv.set(LocalSnapshot {
+        write_deadline_ms: Some(now.saturating_sub(1)),
+        ..leader_view()
+    });
+    assert_eq!(srv.get("/primary").await, 503);
+    assert_eq!(srv.get("/leader").await, 503);
+    assert_eq!(srv.get("/read-write").await, 503);
+}
+
 #[tokio::test]
 async fn replica_lag_and_replication_state() {
     let srv = TestServer::start(replica_view(512 * 1024)).await;
@@ -1594,4 +1615,37 @@ async fn a_body_that_stops_arriving_is_refused() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(srv.commands().is_empty(), "{:?}", srv.commands());
+}
+
+/// Safety review item 14: peer polls never send the REST credentials: reads need none, and a
+/// member key's `api_url` may point anywhere. Credentials go only with a request that changes
+/// something and, when the cluster's APIs speak HTTPS, only over HTTPS.
+#[test]
+fn peer_requests_send_credentials_only_when_needed_and_encrypted() {
+    for https_only in [false, true] {
+        let client = PeerClient::new(&ClientOptions {
+            auth: Some(crate::config::BasicAuth {
+                username: "admin".into(),
+                password: "s3cret".into(),
+            }),
+            https_only,
+            ..ClientOptions::default()
+        })
+        .expect("client");
+        let has_auth = |method: Method, url: &str| {
+            client
+                .request(method, url)
+                .build()
+                .expect("request")
+                .headers()
+                .contains_key(reqwest::header::AUTHORIZATION)
+        };
+        assert!(!has_auth(Method::GET, "http://10.0.0.9:8008/patroni"));
+        assert!(!has_auth(Method::GET, "https://10.0.0.9:8008/patroni"));
+        assert_eq!(
+            has_auth(Method::POST, "http://10.0.0.9:8008/restart"),
+            !https_only
+        );
+        assert!(has_auth(Method::POST, "https://10.0.0.9:8008/restart"));
+    }
 }

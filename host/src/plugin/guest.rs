@@ -28,7 +28,7 @@ pub(crate) type ProberCell = Arc<Mutex<Option<Arc<dyn SqlProber>>>>;
 pub(crate) struct State {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: TotalMemoryLimits,
     pub(super) policy: Arc<str>,
     /// `Some` when the manifest grants `sql-probe`.
     pub(super) sql: Option<ProberCell>,
@@ -225,5 +225,98 @@ impl tokio::io::AsyncWrite for Capture {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The store's limits, with the memory limit counted across all of an instance's linear
+/// memories together (wasmtime's own limit applies to each memory alone, and a component may
+/// have several): a policy's `memory_mb` is what it may use in all.
+pub(crate) struct TotalMemoryLimits {
+    /// Everything but the memory total: instances, tables, memories, table elements.
+    pub(super) inner: StoreLimits,
+    /// The most all memories together may hold, in bytes.
+    pub(super) total: usize,
+    /// What they hold now.
+    pub(super) used: usize,
+}
+
+impl wasmtime::ResourceLimiter for TotalMemoryLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = self.used.saturating_add(desired.saturating_sub(current));
+        if grown > self.total {
+            // A trap, as `trap_on_grow_failure` makes it for a single memory.
+            wasmtime::bail!(
+                "growing memory past the memory limit: {grown} bytes in all memories, {} allowed",
+                self.total
+            );
+        }
+        if !self.inner.memory_growing(current, desired, maximum)? {
+            return Ok(false);
+        }
+        self.used = grown;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    /// Safety review item 14: the memory limit is a total over all linear memories; each of
+    /// eight memories growing to just under the limit used to pass.
+    #[test]
+    fn the_memory_limit_counts_all_memories_together() {
+        let mib = 1 << 20;
+        let mut l = TotalMemoryLimits {
+            inner: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(4 * mib)
+                .trap_on_grow_failure(true)
+                .build(),
+            total: 4 * mib,
+            used: 0,
+        };
+        assert!(l.memory_growing(0, 3 * mib, None).expect("first memory"));
+        let second = l.memory_growing(0, 3 * mib, None);
+        assert!(
+            second.is_err(),
+            "a second memory of 3 MiB passed a 4 MiB limit"
+        );
+        assert!(l.memory_growing(0, mib, None).expect("up to the limit"));
+        assert!(l.memory_growing(mib, mib + 1, None).is_err());
     }
 }

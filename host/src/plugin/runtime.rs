@@ -158,14 +158,18 @@ pub(crate) fn instantiate(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build();
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(cfg.memory_bytes)
-        .instances(32)
-        .tables(32)
-        .memories(8)
-        .table_elements(100_000)
-        .trap_on_grow_failure(true)
-        .build();
+    let limits = super::guest::TotalMemoryLimits {
+        inner: StoreLimitsBuilder::new()
+            .memory_size(cfg.memory_bytes)
+            .instances(32)
+            .tables(32)
+            .memories(8)
+            .table_elements(100_000)
+            .trap_on_grow_failure(true)
+            .build(),
+        total: cfg.memory_bytes,
+        used: 0,
+    };
     let state = State {
         wasi,
         table: ResourceTable::new(),
