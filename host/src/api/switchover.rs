@@ -218,6 +218,15 @@ async fn not_possible(
             return Some("candidate does not exists".into());
         }
         if action == Action::Failover && sync_mode && !sync.iter().any(|s| s == cand) {
+            // While the leader key is held, the leader (or its lease) is alive: commits may
+            // still be acknowledged, and the positions the members published are not final.
+            if let Some(l) = c.leader_name() {
+                return Some(format!(
+                    "{} is not possible: {cand} is not a synchronous standby ({}) and {l} still holds the leader key, so commits may still be acknowledged that {cand} lacks; fail over to a synchronous standby, or wait until the leader key expires",
+                    action.lower(),
+                    sync.join(", ")
+                ));
+            }
             let (have, standbys) = sync_positions(ctx, c, cand, &sync).await;
             if let Err(why) =
                 crate::ha::sync::holds_every_acknowledged_commit(cand, have, &standbys)
