@@ -169,24 +169,17 @@ fn a_raised_ttl_never_lets_the_leader_write_past_its_lease() {
     );
 }
 
-/// Item 3 of the safety review: in synchronous mode a manual failover to the asynchronous
-/// replica, after the leader crashed, must not promote it while it lacks commits that the
-/// synchronous standby acknowledged. The asynchronous replica's walsender is frozen while rows
-/// are committed (the synchronous standby acknowledges them), then the leader crashes and an
-/// operator asks for a failover to the lagging replica. Regent used to answer "Successfully
-/// failed over" and lose those rows; the request must be refused (412, naming the standby and
-/// the gap) and the synchronous standby take over with every row.
-#[test]
-fn a_manual_failover_in_synchronous_mode_never_loses_acknowledged_commits() {
-    let _g = serial();
-    let (mut c, leader) = Cluster::healthy(
+/// A healthy three-node cluster in synchronous mode: (the cluster, the leader, its synchronous
+/// standby, the asynchronous replica), with tables `acked` and `split_brain_probe` created and
+/// replicated to both replicas.
+fn synchronous_cluster() -> (Cluster, usize, usize, usize) {
+    let (c, leader) = Cluster::healthy(
         3,
         NodeSpec {
             synchronous_mode: true,
             ..NodeSpec::default()
         },
     );
-    let lport = c.nodes[leader].pg_port;
     let leader_name = c.nodes[leader].name.clone();
     let sync_name = wait_for(
         "a synchronous standby in /sync",
@@ -206,25 +199,44 @@ fn a_manual_failover_in_synchronous_mode_never_loses_acknowledged_commits() {
     let a = (0..3)
         .find(|i| *i != leader && *i != s)
         .expect("async node");
-    let a_name = c.nodes[a].name.clone();
     psql(
-        lport,
+        c.nodes[leader].pg_port,
         "CREATE TABLE acked (id int primary key); CREATE TABLE split_brain_probe (t timestamptz)",
     )
     .expect("create tables");
-    // Everything so far has reached the asynchronous replica too.
     wait_for(
-        "the async replica to catch up",
+        "the tables on both replicas",
         Duration::from_secs(30),
         || {
-            psql(
-                c.nodes[a].pg_port,
-                "SELECT count(*) FROM pg_class WHERE relname = 'acked'",
-            )
-            .ok()
-            .filter(|n| n == "1")
+            [s, a]
+                .iter()
+                .all(|i| {
+                    psql(
+                        c.nodes[*i].pg_port,
+                        "SELECT count(*) FROM pg_class WHERE relname = 'split_brain_probe'",
+                    )
+                    .is_ok_and(|n| n == "1")
+                })
+                .then_some(())
         },
     );
+    (c, leader, s, a)
+}
+
+/// Item 3 of the safety review: in synchronous mode a manual failover to the asynchronous
+/// replica, after the leader crashed, must not promote it while it lacks commits that the
+/// synchronous standby acknowledged. The asynchronous replica's walsender is frozen while rows
+/// are committed (the synchronous standby acknowledges them), then the leader crashes and an
+/// operator asks for a failover to the lagging replica. Regent used to answer "Successfully
+/// failed over" and lose those rows; the request must be refused (412, naming the standby and
+/// the gap) and the synchronous standby take over with every row.
+#[test]
+fn a_manual_failover_in_synchronous_mode_never_loses_acknowledged_commits() {
+    let _g = serial();
+    let (mut c, leader, s, a) = synchronous_cluster();
+    let lport = c.nodes[leader].pg_port;
+    let sync_name = c.nodes[s].name.clone();
+    let a_name = c.nodes[a].name.clone();
     let walsender: i32 = psql(
         lport,
         &format!("SELECT pid FROM pg_stat_replication WHERE application_name = '{a_name}'"),
@@ -466,48 +478,10 @@ fn the_fencing_guard_ignores_sigterm() {
 #[test]
 fn a_replica_past_the_fork_point_is_rewound_and_serves_no_reads_meanwhile() {
     let _g = serial();
-    let (mut c, leader) = Cluster::healthy(
-        3,
-        NodeSpec {
-            synchronous_mode: true,
-            ..NodeSpec::default()
-        },
-    );
+    let (mut c, leader, s, a) = synchronous_cluster();
     let lport = c.nodes[leader].pg_port;
-    let leader_name = c.nodes[leader].name.clone();
-    let sync_name = wait_for("a synchronous standby", Duration::from_secs(30), || {
-        let v: serde_json::Value = serde_json::from_str(&c.etcd.get("/service/test/sync")?).ok()?;
-        (v["leader"] == leader_name.as_str()).then_some(())?;
-        v["sync_standby"].as_str().map(str::to_string)
-    });
-    let s = c
-        .nodes
-        .iter()
-        .position(|n| n.name == sync_name)
-        .expect("sync");
-    let a = (0..3).find(|i| *i != leader && *i != s).expect("async");
+    let sync_name = c.nodes[s].name.clone();
     let a_name = c.nodes[a].name.clone();
-    psql(
-        lport,
-        "CREATE TABLE acked (id int primary key); CREATE TABLE split_brain_probe (t timestamptz)",
-    )
-    .expect("create tables");
-    wait_for(
-        "the tables on both replicas",
-        Duration::from_secs(30),
-        || {
-            [s, a]
-                .iter()
-                .all(|i| {
-                    psql(
-                        c.nodes[*i].pg_port,
-                        "SELECT count(*) FROM pg_class WHERE relname = 'split_brain_probe'",
-                    )
-                    .is_ok_and(|n| n == "1")
-                })
-                .then_some(())
-        },
-    );
     let sync_sender: i32 = psql(
         lport,
         &format!("SELECT pid FROM pg_stat_replication WHERE application_name = '{sync_name}'"),
