@@ -953,3 +953,97 @@ fn a_replication_password_full_of_quotes_and_backslashes_reaches_postgresql_inta
         "primary_conninfo as the server read it: {conninfo:?}, expected it to hold {quoted:?}"
     );
 }
+
+/// The uid a process runs as (`/proc/<pid>/status`, real uid).
+fn uid_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Safety review item 8: running `regent` as the PostgreSQL OS user is the recommended setup
+/// (as with Patroni): whatever a database superuser can do as that user (`COPY ... TO
+/// PROGRAM`), root is out of reach. A cluster whose every `regent` runs as `postgres`, in
+/// directories `postgres` owns, bootstraps and a replica streams; regent, its guard and
+/// PostgreSQL all run as `postgres`, and every file they made is `postgres`'s.
+#[test]
+fn a_cluster_runs_with_regent_as_the_postgresql_os_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        eprintln!("a_cluster_runs_with_regent_as_the_postgresql_os_user: SKIPPED: needs root to");
+        eprintln!(
+            "start regent as the `postgres` OS user (run the tests as root, as .ci/run does)"
+        );
+        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        return;
+    }
+    let pg = nix::unistd::User::from_name("postgres")
+        .expect("look up user postgres")
+        .expect("the `postgres` OS user exists (Debian's postgresql package creates it)");
+    let _g = serial();
+    let mut c = Cluster::new(2, NodeSpec::default());
+    for n in &mut c.nodes {
+        n.run_as = Some("postgres".into());
+    }
+    c.start_all();
+    let leader = c.wait_leader(Duration::from_secs(90));
+    c.wait_streaming(leader, 1, Duration::from_secs(90));
+    let replica = 1 - leader;
+    psql(
+        c.nodes[leader].pg_port,
+        "CREATE TABLE as_postgres (v int); INSERT INTO as_postgres VALUES (1)",
+    )
+    .expect("write on the leader");
+    wait_for("the row on the replica", Duration::from_secs(30), || {
+        psql(c.nodes[replica].pg_port, "SELECT v FROM as_postgres")
+            .ok()
+            .filter(|v| v == "1")
+    });
+    let uid = pg.uid.as_raw();
+    for n in &c.nodes {
+        let guard = std::fs::read_to_string(n.dir.join(format!("{}.regent-guard.pid", n.name)))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        let procs = [
+            ("regent", Some(n.pid())),
+            ("its guard", guard),
+            ("its postmaster", n.postmaster_pid()),
+        ];
+        for (what, pid) in procs {
+            let pid = pid.unwrap_or_else(|| panic!("{}: no pid for {what}", n.name));
+            assert_eq!(uid_of(pid), Some(uid), "{}: {what} ({pid}) runs as", n.name);
+        }
+        // Everything in the node's directory but what the harness wrote is postgres's.
+        let mut foreign = Vec::new();
+        let mut stack = vec![n.dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+                let p = e.path();
+                let Ok(m) = std::fs::symlink_metadata(&p) else {
+                    continue;
+                };
+                let harness = p == n.config || p == n.dir.join("regent.log");
+                if !harness && std::os::unix::fs::MetadataExt::uid(&m) != uid {
+                    foreign.push(p.clone());
+                }
+                if m.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        assert!(
+            foreign.is_empty(),
+            "{}: not postgres's: {foreign:?}",
+            n.name
+        );
+    }
+    eprintln!(
+        "regent as postgres (uid {uid}): {} leads, {} streams",
+        c.nodes[leader].name, c.nodes[replica].name
+    );
+}

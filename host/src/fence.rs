@@ -7,8 +7,14 @@
 //! passes it stops the postmaster immediately (SIGQUIT, then SIGKILL). A restarted `regent`
 //! re-attaches to the running guard through the same files, so a quick supervisor restart costs
 //! no failover. The guard exits on its own once its owner is gone and nothing is left to guard.
+//!
+//! Both files live in `run_dir`, which the PostgreSQL OS user may own while regent and its
+//! guard run as root: they are written, read and replaced relative to the directory's
+//! descriptor, never through a link, and read only if they are small regular files
+//! ([`crate::safe_fs::Dir`]).
 
 use crate::postmaster::{kill_with_children, postmaster_of, standby_configured};
+use crate::safe_fs::Dir;
 use nix::sys::signal::{Signal, kill};
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
@@ -94,23 +100,23 @@ impl GuardFiles {
     }
 
     pub(crate) fn read(&self) -> Option<GuardState> {
-        GuardState::decode(&std::fs::read_to_string(&self.state).ok()?)
+        GuardState::decode(&read_small(&self.state)?)
     }
 
-    /// Atomically replace the state (write + rename).
+    /// Atomically replace the state (written to `<state>.tmp`, then renamed).
     pub(crate) fn write(&self, st: GuardState) -> std::io::Result<()> {
-        let tmp = self.state.with_extension("tmp");
-        std::fs::write(&tmp, st.encode())?;
-        std::fs::rename(&tmp, &self.state)
+        replace_small(&self.state, &self.state.with_extension("tmp"), &st.encode())
+    }
+
+    /// Record this process as the guard in the pid file.
+    fn write_pid(&self) -> std::io::Result<()> {
+        let tmp = self.pid.with_extension("pid.tmp");
+        replace_small(&self.pid, &tmp, &format!("{}\n", std::process::id()))
     }
 
     /// The guard's pid if a guard is alive.
     pub(crate) fn guard_pid(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(&self.pid)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
+        let pid: i32 = read_small(&self.pid)?.trim().parse().ok()?;
         if pid > 0 && kill(Pid::from_raw(pid), None).is_ok() && is_guard(pid) {
             Some(pid)
         } else {
@@ -158,6 +164,28 @@ impl GuardFiles {
     }
 }
 
+/// The guard's files are a line each.
+const MAX_FILE: u64 = 4096;
+
+/// The text of the small regular file `path`; `None` if there is none (or a link, a FIFO, a
+/// directory, or something larger stands at its name).
+fn read_small(path: &Path) -> Option<String> {
+    let (dir, name) = Dir::of(path).ok()?;
+    let (bytes, _) = dir.read_regular(name, MAX_FILE).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Replace `path` with `text` (mode 0600) through the file `tmp` beside it, relative to the
+/// directory's descriptor and never through a link.
+fn replace_small(path: &Path, tmp: &Path, text: &str) -> std::io::Result<()> {
+    let (dir, name) = Dir::of(path)?;
+    let tmp = tmp.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no temporary file name")
+    })?;
+    dir.replace(name, tmp, text.as_bytes(), 0o600)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("write {}: {e}", path.display())))
+}
+
 fn is_guard(pid: i32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| c.split(|b| *b == 0).any(|a| a == b"guard"))
@@ -185,7 +213,7 @@ pub(crate) fn fence_now(data_dir: &Path) -> bool {
 
 /// The guard's main loop (`regent guard`): wakes at the armed deadline, else twice a second.
 pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
-    std::fs::write(&files.pid, format!("{}\n", std::process::id()))?;
+    files.write_pid()?;
     let parent_at_start = nix::unistd::getppid().as_raw();
     // A terminal's Ctrl-C, a hang-up or a SIGTERM to the supervisor's process group (a service
     // manager stopping regent) must not take the guard down: it outlives the supervisor for as
@@ -286,8 +314,7 @@ fn guard_step(
 impl GuardFiles {
     /// Another guard took over the pid file: this one is superfluous.
     fn guard_pid_file_changed(&self) -> bool {
-        std::fs::read_to_string(&self.pid)
-            .ok()
+        read_small(&self.pid)
             .and_then(|s| s.trim().parse::<u32>().ok())
             .is_some_and(|p| p != std::process::id())
     }
@@ -466,6 +493,89 @@ mod tests {
         std::fs::remove_dir(&tmp).expect("unblock");
         guard_step(&files, &mut None, std::process::id() as i32).expect("guard step");
         assert!(matches!(files.read(), Some(GuardState::Fenced { .. })));
+    }
+
+    const PRECIOUS: &str = "root's file, not to be touched\n";
+
+    /// Safety review item 8: the state is replaced through `<state>.tmp` in the run
+    /// directory, which the PostgreSQL OS user may own; regent (and its guard) wrote that
+    /// file as whatever user they run as, through a link planted at its name.
+    #[test]
+    fn the_guard_state_never_goes_through_a_planted_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = tempfile::tempdir().expect("tempdir");
+        let target = vault.path().join("passwd");
+        std::fs::write(&target, PRECIOUS).expect("target");
+        let files = GuardFiles::new(dir.path(), "n", &dir.path().join("data"));
+        std::os::unix::fs::symlink(&target, files.state.with_extension("tmp")).expect("plant");
+        let written = files.write(GuardState::Disarmed { owner: 7 });
+        assert_eq!(
+            std::fs::read_to_string(&target).expect("target"),
+            PRECIOUS,
+            "the guard state was written through a planted link"
+        );
+        written.expect("the state is written");
+        assert_eq!(files.read(), Some(GuardState::Disarmed { owner: 7 }));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files.state)
+            .expect("state")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the state file's mode");
+    }
+
+    /// The pid file, written by the guard (root, when regent is) in the same directory, was
+    /// written through whatever stood at its name.
+    #[test]
+    fn the_guard_pid_file_never_goes_through_a_planted_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = tempfile::tempdir().expect("tempdir");
+        let files = GuardFiles::new(dir.path(), "n", &dir.path().join("data"));
+        for (i, at) in [files.pid.clone(), files.pid.with_extension("pid.tmp")]
+            .into_iter()
+            .enumerate()
+        {
+            let target = vault.path().join(format!("t{i}"));
+            std::fs::write(&target, PRECIOUS).expect("target");
+            std::os::unix::fs::symlink(&target, &at).expect("plant");
+            files.write_pid().expect("the pid file is written");
+            assert_eq!(
+                std::fs::read_to_string(&target).expect("target"),
+                PRECIOUS,
+                "the pid file was written through a link at {}",
+                at.display()
+            );
+            assert!(!files.guard_pid_file_changed(), "it names this process");
+        }
+    }
+
+    /// Safety review item 8: the state file is read by the guard (root, when regent is); a
+    /// FIFO (or a link to one, or to /dev/zero) at its name must neither block nor flood it.
+    #[test]
+    fn the_guard_state_is_never_read_from_a_fifo_or_through_a_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = GuardFiles::new(dir.path(), "n", &dir.path().join("data"));
+        nix::unistd::mkfifo(
+            &files.state,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .expect("mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = files.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(f.read());
+        });
+        let read = rx.recv_timeout(Duration::from_secs(3));
+        assert_eq!(
+            read,
+            Ok(None),
+            "reading a FIFO at the state's name blocked the guard"
+        );
+        std::fs::remove_file(&files.state).expect("rm fifo");
+        let real = dir.path().join("elsewhere");
+        std::fs::write(&real, "disarmed 0 7\n").expect("write");
+        std::os::unix::fs::symlink(&real, &files.state).expect("plant");
+        assert_eq!(files.read(), None, "the state was read through a link");
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod plugin;
 pub(crate) mod postgres;
 pub(crate) mod postmaster;
+pub(crate) mod safe_fs;
 pub mod supervisor;
 pub(crate) mod time;

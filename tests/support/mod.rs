@@ -77,6 +77,25 @@ pub fn chown_pg(p: &Path) {
     }
 }
 
+/// `REGENT`, or, when the user that `as_user` (a `setpriv ... --` prefix) runs as cannot
+/// execute it there (a checkout under a private home directory), a copy of it beside `dir`.
+fn reachable_as(as_user: &[String], dir: &Path) -> String {
+    let ok = Command::new(&as_user[0])
+        .args(&as_user[1..])
+        .args(["test", "-x", REGENT])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return REGENT.to_string();
+    }
+    let copy = dir.parent().unwrap_or(dir).join("regent-for-other-user");
+    if !copy.exists() {
+        std::fs::copy(REGENT, &copy).expect("copy the regent binary where other users reach it");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    copy.display().to_string()
+}
+
 pub struct Etcd {
     pub child: Option<Child>,
     pub client_port: u16,
@@ -236,6 +255,9 @@ pub struct Node {
     /// Set before `start`: the `regent` process runs with this open-file limit (soft and
     /// hard), as a host with a low `ulimit -n` would run it.
     pub open_files: Option<u64>,
+    /// Set before `start`: the `regent` process runs as this OS user (through `setpriv`, with
+    /// that user's groups), as an operator would run it as the PostgreSQL OS user.
+    pub run_as: Option<String>,
     starts: u32,
 }
 
@@ -315,6 +337,7 @@ impl Node {
             netns,
             child: None,
             open_files: None,
+            run_as: None,
             starts: 0,
         }
     }
@@ -339,7 +362,19 @@ impl Node {
                 "--".into(),
             ]);
         }
-        argv.push(REGENT.to_string());
+        let mut exe = REGENT.to_string();
+        if let Some(user) = &self.run_as {
+            let as_user = [
+                "setpriv".to_string(),
+                format!("--reuid={user}"),
+                format!("--regid={user}"),
+                "--init-groups".into(),
+                "--".into(),
+            ];
+            exe = reachable_as(&as_user, &self.dir);
+            argv.extend(as_user);
+        }
+        argv.push(exe);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
         let child = cmd

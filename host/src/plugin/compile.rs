@@ -1,10 +1,18 @@
 //! Compiling policy components: in this process or in a child process
 //! ([`compile_in_subprocess`], `regent compile-policy`), a small in-memory memo, and the
 //! artifact cache keyed by digest.
+//!
+//! The cache holds machine code that is loaded with the `unsafe` `Component::deserialize`, so
+//! it is trusted only as far as nobody but regent's own user could have written it: the cache
+//! directory must be regent's user's and writable by nobody else ([`open_cache_dir`]; it is
+//! created mode 0700, and never reached through a link), its files are opened relative to
+//! it, never through a link, and each artifact carries the sha256 of its bytes, checked
+//! before it is deserialized (a mismatch is discarded and compiled again).
 
 use super::guest::{PolicyPre, State};
 use super::runtime::{Runtime, Tier, WASMTIME_VERSION};
 use super::{PolicyError, WIT_PACKAGE};
+use crate::safe_fs::Dir;
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -60,13 +68,71 @@ fn memo_put(digest: &str, tier: Tier, c: &Component) {
     m.push((digest.to_string(), tier, c.clone()));
 }
 
-/// The cache file of a component: keyed by its digest, the wasmtime version and the engine's
-/// compilation settings.
-fn cache_file(rt: &Runtime, dir: &Path, digest: &str) -> PathBuf {
+/// The name of a component's cache file: keyed by its digest, the wasmtime version and the
+/// engine's compilation settings.
+fn cache_file(rt: &Runtime, digest: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     WASMTIME_VERSION.hash(&mut h);
     rt.engine.precompile_compatibility_hash().hash(&mut h);
-    dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
+    format!("{digest}-{:016x}.cwasm", h.finish())
+}
+
+/// What a cache file starts with, before the sha256 (hex) of the artifact that follows.
+const ARTIFACT_HEADER: &[u8] = b"regent-artifact sha256=";
+
+/// The largest cache file read (an artifact of a policy is a few MiB).
+const MAX_ARTIFACT: u64 = 512 << 20;
+
+/// Open the artifact cache directory `dir`, creating it (mode 0700) if `create` and it is
+/// absent. Refused (the error names the directory and the fix): a link at its name, a
+/// directory owned by another user than regent's, or one that others can write.
+pub(crate) fn open_cache_dir(dir: &Path, create: bool) -> Result<Dir, String> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("the policy cache directory {} has no name", dir.display()))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let opened = Dir::open(parent).and_then(|p| p.subdir(name, create, 0o700));
+    let d = match opened {
+        Ok(d) => d,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(format!(
+                "the policy cache directory {} is a symbolic link; compiled code is loaded                  only from a directory of regent's own: remove the link (regent creates the                  directory, mode 0700)",
+                dir.display()
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot open the policy cache directory {}: {e}",
+                dir.display()
+            ));
+        }
+    };
+    let st = d.stat().map_err(|e| {
+        format!(
+            "cannot stat the policy cache directory {}: {e}",
+            dir.display()
+        )
+    })?;
+    let me = nix::unistd::Uid::effective().as_raw();
+    if st.st_uid != me {
+        return Err(format!(
+            "the policy cache directory {} is owned by uid {}, not by regent's user (uid {me});              compiled code is loaded only from a directory nobody else can write: remove it              (regent creates it again, mode 0700)",
+            dir.display(),
+            st.st_uid
+        ));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(format!(
+            "the policy cache directory {} can be written by others (mode {:o}); compiled code              is loaded only from a directory nobody else can write: remove it (regent creates              it again, mode 0700) or `chmod 0700` it after checking what is in it",
+            dir.display(),
+            st.st_mode & 0o7777
+        ));
+    }
+    Ok(d)
 }
 
 /// Compile `bytes` (whose sha256 is `digest`) for `rt`'s tier, or take it from the in-process
@@ -91,12 +157,10 @@ pub(crate) fn compile(
     if cache_dir.is_none() {
         memo_put(digest, rt.tier, &component);
     }
-    if let Some(file) = cache_dir
-        .filter(|_| rt.tier == Tier::Optimized)
-        .map(|d| cache_file(rt, d, digest))
-        && let Err(e) = write_artifact(&component, &file)
+    if let Some(dir) = cache_dir.filter(|_| rt.tier == Tier::Optimized)
+        && let Err(e) = write_artifact(&component, dir, &cache_file(rt, digest))
     {
-        tracing::warn!(file = %file.display(), error = %e,
+        tracing::warn!(error = %e,
             "cannot cache the compiled policy; it will be compiled again next start");
     }
     Ok((component, Origin::Compiled, elapsed))
@@ -114,34 +178,56 @@ pub(crate) fn lookup(
     if let Some(c) = memo_get(digest, rt.tier) {
         return Some((c, Origin::Memory, start.elapsed()));
     }
-    let file = cache_file(
-        rt,
-        cache_dir.filter(|_| rt.tier == Tier::Optimized)?,
-        digest,
-    );
-    if !file.exists() {
-        return None;
-    }
+    let cache_dir = cache_dir.filter(|_| rt.tier == Tier::Optimized)?;
+    let dir = match open_cache_dir(cache_dir, false) {
+        Ok(d) => d,
+        Err(_) if !cache_dir.exists() => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "not using the policy artifact cache");
+            return None;
+        }
+    };
+    let name = cache_file(rt, digest);
+    let file = dir.path().join(&name);
     // Read into memory rather than `deserialize_file`: a mapped file that someone truncates
     // later would take the process down with SIGBUS.
-    let loaded = std::fs::read(&file)
-        .map_err(|e| e.to_string())
+    let (stored, st) = match dir.read_regular(name.as_ref(), MAX_ARTIFACT) {
+        Ok(found) => found,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e,
+                "discarding an unreadable compiled policy artifact");
+            let _ = dir.remove(name.as_ref());
+            return None;
+        }
+    };
+    let loaded = verified_artifact(&stored)
+        .filter(|_| st.st_uid == nix::unistd::Uid::effective().as_raw())
+        .ok_or_else(|| "its sha256 does not match its bytes (or it is not regent's)".to_string())
         .and_then(|bytes| {
-            // SAFETY: the cache directory holds only artifacts Regent wrote with
-            // `Component::serialize` (to a temporary name, then renamed into place), named by
-            // the sha256 of the source and the engine's compilation settings; wasmtime checks
-            // its version and the settings again and refuses a mismatch.
-            unsafe { Component::deserialize(&rt.engine, &bytes) }.map_err(|e| format!("{e:#}"))
+            // SAFETY: the bytes are an artifact regent wrote with `Component::serialize`: the
+            // cache directory is regent's user's and nobody else can write it, the file was
+            // opened in it without following a link, and the sha256 recorded with it when it
+            // was written matches; wasmtime checks its version and the engine settings again
+            // and refuses a mismatch.
+            unsafe { Component::deserialize(&rt.engine, bytes) }.map_err(|e| format!("{e:#}"))
         });
     match loaded {
         Ok(c) => Some((c, Origin::DiskCache, start.elapsed())),
         Err(e) => {
             tracing::warn!(file = %file.display(), error = %e,
                 "discarding an unusable compiled policy artifact");
-            let _ = std::fs::remove_file(&file);
+            let _ = dir.remove(name.as_ref());
             None
         }
     }
+}
+
+/// The artifact in a cache file's bytes if the sha256 recorded in its header matches it.
+fn verified_artifact(stored: &[u8]) -> Option<&[u8]> {
+    let rest = stored.strip_prefix(ARTIFACT_HEADER)?;
+    let (hex, artifact) = (rest.get(..64)?, rest.get(64..)?.strip_prefix(b"\n")?);
+    (hex == super::runtime::digest(artifact).as_bytes()).then_some(artifact)
 }
 
 /// Compile `bytes` for `rt`'s tier: in a child process when one is configured
@@ -339,17 +425,19 @@ pub(crate) fn compile_artifact(tier: &str, bytes: &[u8]) -> Result<Vec<u8>, (u8,
         .map_err(|e| (1, format!("cannot serialize the compiled component: {e:#}")))
 }
 
-fn write_artifact(c: &Component, file: &Path) -> Result<(), String> {
-    let bytes = c.serialize().map_err(|e| format!("{e:#}"))?;
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, file).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        e.to_string()
-    })
+/// Write `c`'s artifact as `name` into the cache directory `dir` (created if absent),
+/// behind a header with its sha256.
+fn write_artifact(c: &Component, dir: &Path, name: &str) -> Result<(), String> {
+    let artifact = c.serialize().map_err(|e| format!("{e:#}"))?;
+    let d = open_cache_dir(dir, true)?;
+    let mut stored = Vec::with_capacity(artifact.len() + ARTIFACT_HEADER.len() + 65);
+    stored.extend_from_slice(ARTIFACT_HEADER);
+    stored.extend_from_slice(super::runtime::digest(&artifact).as_bytes());
+    stored.push(b'\n');
+    stored.extend_from_slice(&artifact);
+    let tmp = format!("{name}.tmp{}", std::process::id());
+    d.replace(name.as_ref(), tmp.as_ref(), &stored, 0o600)
+        .map_err(|e| format!("write {}: {e}", d.path().join(name).display()))
 }
 
 /// Link `component` against the `regent:policy@0.1.0` world, refusing one built against

@@ -37,6 +37,7 @@ mod wasm;
 mod tests;
 
 pub use budget::LoopBudget;
+pub(crate) use compile::open_cache_dir;
 pub use compile::{COMPILE_SUBCOMMAND, compile_child, compile_in_subprocess};
 pub(crate) use manifest::{Hook, Manifest};
 pub use reload::{DEBOUNCE, WatcherHandle};

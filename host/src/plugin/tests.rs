@@ -1297,3 +1297,121 @@ fn policy_deadlines_must_fit_the_lease() {
     PolicySet::load_within(dir.path(), &names, None, Some(LoopBudget::new(30, 10)))
         .expect("both fit a 5 s share");
 }
+
+/// The offset of a byte in the middle of the `.text` section (the machine code) of the ELF
+/// image in `artifact` (wasmtime's compiled code; whatever precedes the ELF magic is skipped).
+fn code_byte(artifact: &[u8]) -> usize {
+    let elf = artifact
+        .windows(4)
+        .position(|w| w == b"\x7fELF")
+        .expect("an ELF image");
+    let img = &artifact[elf..];
+    let u16_at = |o: usize| u16::from_le_bytes([img[o], img[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(img[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(img[o..o + 8].try_into().unwrap()) as usize;
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let section = |i: usize| shoff + i * shentsize;
+    let strtab = u64_at(section(shstrndx) + 0x18);
+    for i in 0..shnum {
+        let h = section(i);
+        let name_at = strtab + u32_at(h);
+        let name: Vec<u8> = img[name_at..]
+            .iter()
+            .take_while(|b| **b != 0)
+            .copied()
+            .collect();
+        if name == b".text" {
+            let (off, size) = (u64_at(h + 0x18), u64_at(h + 0x20));
+            assert!(size > 16, ".text is {size} bytes");
+            return elf + off + size / 2;
+        }
+    }
+    panic!("no .text section in the artifact");
+}
+
+/// Safety review item 8: the artifact cache is loaded with the `unsafe`
+/// `Component::deserialize`, which checks wasmtime's version and settings but not the code.
+/// An artifact whose machine code was changed on disk must not be deserialized: it is
+/// discarded and the component compiled again.
+#[test]
+fn a_tampered_cached_artifact_is_never_deserialized() {
+    let rt = runtime::runtime(Tier::Optimized).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = variant(guest(), "tamper-test");
+    let digest = runtime::digest(&bytes);
+    let p = Path::new("tamper-test.wasm");
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, compile::Origin::Compiled);
+    let file = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a cached artifact");
+    let mut artifact = std::fs::read(&file).unwrap();
+    let at = code_byte(&artifact);
+    artifact[at] ^= 0xff;
+    std::fs::write(&file, &artifact).unwrap();
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(
+        origin,
+        compile::Origin::Compiled,
+        "an artifact whose code was changed on disk was deserialized"
+    );
+    // Its replacement is good again.
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(cache.path())).unwrap();
+    assert_eq!(origin, compile::Origin::DiskCache);
+}
+
+/// Safety review item 8: only a cache directory that regent's own user owns and nobody else
+/// can write is trusted: an artifact in a directory others can write (mode 0777 here; or a
+/// link to another directory) is neither loaded nor is anything written there.
+#[test]
+fn a_cache_directory_others_can_write_is_never_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = runtime::runtime(Tier::Optimized).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let bytes = variant(guest(), "cache-dir-test");
+    let digest = runtime::digest(&bytes);
+    let p = Path::new("cache-dir-test.wasm");
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(&cache)).unwrap();
+    assert_eq!(origin, compile::Origin::Compiled);
+    // Writable by everyone: whatever is in it may be anyone's.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(&cache)).unwrap();
+    assert_eq!(
+        origin,
+        compile::Origin::Compiled,
+        "an artifact in a directory everyone can write was loaded"
+    );
+    // A link standing for the cache directory, to a directory holding the artifact.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&cache, &link).unwrap();
+    let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(&link)).unwrap();
+    assert_eq!(
+        origin,
+        compile::Origin::Compiled,
+        "an artifact behind a link at the cache directory's name was loaded"
+    );
+    // Owned by another user (the tests run as root here: the PostgreSQL OS user).
+    if nix::unistd::Uid::effective().is_root()
+        && let Ok(Some(u)) = nix::unistd::User::from_name("postgres")
+    {
+        std::os::unix::fs::chown(&cache, Some(u.uid.as_raw()), Some(u.gid.as_raw())).unwrap();
+        let (_, origin, _) = compile::compile(rt, p, &bytes, &digest, Some(&cache)).unwrap();
+        assert_eq!(
+            origin,
+            compile::Origin::Compiled,
+            "an artifact in a directory the PostgreSQL OS user owns was loaded"
+        );
+    } else {
+        eprintln!(
+            "a_cache_directory_others_can_write_is_never_trusted: SKIPPED the part with a \
+             directory of another user (needs root and the `postgres` OS user)"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! `postgresql.conf`, `standby.signal` and `pg_hba.conf`; and the quoting of conninfo values,
 //! SQL identifiers and literals.
 
-use super::{PgError, Postgres, Result, Upstream, io};
+use super::{PgError, Postgres, Result, Upstream};
 use std::collections::BTreeMap;
 
 const REGENT_CONF: &str = "regent.conf";
@@ -77,7 +77,7 @@ impl Postgres {
         }
         self.write_owned(&self.s.data_dir.join(REGENT_CONF), &text)?;
         let main = self.s.data_dir.join("postgresql.conf");
-        let existing = std::fs::read_to_string(&main).unwrap_or_default();
+        let existing = self.read_owned(&main)?.unwrap_or_default();
         let include = format!("include_if_exists = '{REGENT_CONF}'");
         if !existing.lines().any(|l| l.trim() == include) {
             self.write_owned(&main, &format!("{existing}\n{include}\n"))?;
@@ -85,8 +85,8 @@ impl Postgres {
         let signal = self.s.data_dir.join("standby.signal");
         if standby {
             self.write_owned(&signal, "")?;
-        } else if signal.exists() {
-            std::fs::remove_file(&signal).map_err(|e| io("remove standby.signal", e))?;
+        } else {
+            self.remove_owned(&signal)?;
         }
         Ok(())
     }
@@ -113,9 +113,14 @@ impl Postgres {
         crate::postmaster::standby_configured(&self.s.data_dir)
     }
 
-    /// The upstream written into regent.conf, if any.
+    /// The upstream written into regent.conf, if any (read only if it is a regular file of at
+    /// most 1 MiB, never through a link: the data directory is the PostgreSQL OS user's).
     pub(crate) fn configured_upstream(&self) -> Option<String> {
-        let text = std::fs::read_to_string(self.s.data_dir.join(REGENT_CONF)).ok()?;
+        let (bytes, _) = crate::safe_fs::Dir::open(&self.s.data_dir)
+            .ok()?
+            .read_regular(REGENT_CONF.as_ref(), 1 << 20)
+            .ok()?;
+        let text = String::from_utf8(bytes).ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(UPSTREAM_MARK))
             .map(|s| s.trim().to_string())

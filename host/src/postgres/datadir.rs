@@ -2,10 +2,9 @@
 //! pg_controldata), creating it with initdb, moving it aside (never deleting it), and the
 //! former-primary marker beside it in `run_dir`.
 
-use super::{PgSettings, Postgres, Result, io};
+use super::{PgSettings, Postgres, Result};
 use crate::ha::DataDir;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 impl Postgres {
@@ -98,11 +97,7 @@ impl Postgres {
 
     /// initdb with the configured options, then pg_hba and the superuser password.
     pub(crate) async fn initdb(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.s.data_dir)
-            .map_err(|e| io(format!("create {}", self.s.data_dir.display()), e))?;
-        self.chown(&self.s.data_dir)?;
-        std::fs::set_permissions(&self.s.data_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| io("chmod data_dir", e))?;
+        self.make_data_dir()?;
         let pwfile = self.s.run_dir.join(format!(".{}-pwfile", self.s.name));
         let mut args = vec![
             "-D".to_string(),
@@ -116,7 +111,9 @@ impl Postgres {
         }
         args.extend(self.s.initdb.iter().cloned());
         let res = self.run("initdb", &args, None).await;
-        let _ = std::fs::remove_file(&pwfile);
+        if let Err(e) = self.remove_owned(&pwfile) {
+            tracing::warn!(error = %e, "cannot remove initdb's password file");
+        }
         res?;
         // A new data directory has no past.
         self.set_former_primary(false)?;
@@ -137,10 +134,9 @@ impl Postgres {
     pub(crate) fn set_former_primary(&self, on: bool) -> Result<()> {
         let path = former_primary_marker(&self.s);
         if on {
-            std::fs::write(&path, self.s.data_dir.display().to_string())
-                .map_err(|e| io(format!("write {}", path.display()), e))?;
-        } else if path.exists() {
-            std::fs::remove_file(&path).map_err(|e| io(format!("remove {}", path.display()), e))?;
+            self.write_owned(&path, &self.s.data_dir.display().to_string())?;
+        } else {
+            self.remove_owned(&path)?;
         }
         self.former_primary
             .store(on, std::sync::atomic::Ordering::Relaxed);
@@ -163,8 +159,7 @@ impl Postgres {
             .s
             .data_dir
             .with_file_name(format!("{name}.regent-moved-{ts}"));
-        std::fs::rename(&self.s.data_dir, &target)
-            .map_err(|e| io(format!("move {} aside", self.s.data_dir.display()), e))?;
+        self.rename_data_dir(&target)?;
         tracing::warn!(to = %target.display(), "moved the old data directory aside");
         self.set_former_primary(false)?;
         Ok(target)

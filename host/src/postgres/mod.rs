@@ -9,15 +9,19 @@
 //! adapter's jobs have their own files: `process.rs` runs PostgreSQL's programs (as the data
 //! directory's owner when regent is root) and starts and stops the postmaster; `datadir.rs`
 //! classifies, initializes and moves aside the data directory and keeps the former-primary
-//! marker; `conf.rs` writes `regent.conf`, `standby.signal` and `pg_hba.conf`; `session.rs`
+//! marker; `files.rs` does every file operation on PostgreSQL's files (as the PostgreSQL OS
+//! user when regent is root: see the module's doc); `conf.rs` writes `regent.conf`, `standby.signal` and `pg_hba.conf`; `session.rs`
 //! holds the superuser session and what runs over it; `replication.rs` promotes, clones,
 //! rewinds, keeps the replication slots and sets the synchronous standbys.
 
 mod conf;
 mod datadir;
+mod files;
 mod probe;
 mod process;
 mod replication;
+#[cfg(test)]
+mod root_tests;
 mod session;
 mod state;
 

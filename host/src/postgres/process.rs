@@ -1,6 +1,6 @@
 //! Runs PostgreSQL's programs from `bin_dir` and the postmaster itself. When regent runs as
-//! root, every program runs as the data directory's owner (or `postgresql.os_user`), and what
-//! regent writes for PostgreSQL is owned by that user. Starts, signals, reaps and stops only
+//! root, every program runs as the data directory's owner (or `postgresql.os_user`), and the
+//! server log is opened as that user (`files.rs`). Starts, signals, reaps and stops only
 //! the postmaster of this data directory and, after a SIGKILL, its children.
 
 use super::{OsUser, PgError, PgSettings, Postgres, Result, StopMode, io};
@@ -67,21 +67,6 @@ impl Postgres {
         }
     }
 
-    pub(super) fn chown(&self, path: &Path) -> Result<()> {
-        if let Some(u) = &self.user {
-            nix::unistd::chown(path, Some(u.uid), Some(u.gid))
-                .map_err(|e| PgError::Io(format!("chown {}: {e}", path.display())))?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn write_owned(&self, path: &Path, contents: &str) -> Result<()> {
-        let tmp = path.with_extension("regent-tmp");
-        std::fs::write(&tmp, contents).map_err(|e| io(format!("write {}", tmp.display()), e))?;
-        self.chown(&tmp)?;
-        std::fs::rename(&tmp, path).map_err(|e| io(format!("rename {}", path.display()), e))
-    }
-
     /// The postmaster's pid if it is alive and really is this data directory's postmaster
     /// (never a process that reused the pid of a stale `postmaster.pid`).
     pub(crate) fn postmaster_pid(&self) -> Option<i32> {
@@ -104,12 +89,6 @@ impl Postgres {
         self.postmaster_pid().is_some()
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.s
-            .run_dir
-            .join(format!("{}-postgresql.log", self.s.name))
-    }
-
     /// Start the postmaster as our child (same process group) and wait up to `patience` for it
     /// to accept connections. `Ok(false)`: still starting (crash recovery, or a replica
     /// reaching consistency); the HA loop goes on and looks again next time.
@@ -117,12 +96,7 @@ impl Postgres {
         if self.is_running().await {
             return Ok(self.new_connection().await.is_ok());
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| io(format!("open {}", self.log_path().display()), e))?;
-        self.chown(&self.log_path())?;
+        let log = self.open_log()?;
         let log2 = log.try_clone().map_err(|e| io("dup log", e))?;
         let mut c = self.command("postgres");
         c.arg("-D")
@@ -206,12 +180,22 @@ impl Postgres {
 }
 
 /// The last `n` lines of a log file, joined with ` | ` (each at most 300 bytes), read from its
-/// last 16 KiB: what PostgreSQL said before it exited.
+/// last 16 KiB: what PostgreSQL said before it exited. Only a regular file is read, never
+/// through a link (the text goes into error messages; the log's directory may be the
+/// PostgreSQL OS user's).
 pub(crate) fn log_tail(path: &Path, n: usize) -> String {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    else {
         return String::new();
     };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return String::new();
+    }
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
     let mut buf = Vec::new();

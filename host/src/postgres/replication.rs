@@ -3,10 +3,8 @@
 //! inside the data directory; a failed clone empties the directory it had just filled.
 
 use super::conf::quote_conninfo;
-use super::{PgError, Postgres, Result, Upstream, io};
+use super::{PgError, Postgres, Result, Upstream};
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -111,11 +109,7 @@ impl Postgres {
 
     /// Clone from `source` with pg_basebackup into the (empty) data directory.
     pub(crate) async fn basebackup(&self, source: &Upstream) -> Result<()> {
-        std::fs::create_dir_all(&self.s.data_dir)
-            .map_err(|e| io(format!("create {}", self.s.data_dir.display()), e))?;
-        self.chown(&self.s.data_dir)?;
-        std::fs::set_permissions(&self.s.data_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| io("chmod data_dir", e))?;
+        self.make_data_dir()?;
         let args = vec![
             "-D".to_string(),
             self.s.data_dir.display().to_string(),
@@ -142,7 +136,7 @@ impl Postgres {
         if res.is_err() {
             // A half-written clone is useless and was created by us just now: empty it so the
             // next attempt starts clean (it never contained anything else).
-            clear_dir(&self.s.data_dir);
+            self.clear_data_dir();
         }
         res?;
         self.set_former_primary(false)
@@ -201,18 +195,5 @@ impl Postgres {
             .await?;
         tracing::info!(output = %out.trim().replace('\n', " | "), "pg_rewind finished");
         Ok(())
-    }
-}
-
-fn clear_dir(dir: &Path) {
-    if let Ok(it) = std::fs::read_dir(dir) {
-        for e in it.flatten() {
-            let p = e.path();
-            let _ = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-        }
     }
 }

@@ -142,10 +142,9 @@ pub(super) async fn load_policies(
         return Ok((Arc::new(DefaultPolicy), None, None));
     };
     let names = cfg.regent.policies.clone();
-    let cache = cfg.run_dir().join(format!(".{}-policy-cache", cfg.name));
-    let _ = std::fs::create_dir_all(&cache);
+    let cache = policy_cache(cfg);
     let set = tokio::task::spawn_blocking(move || {
-        PolicySet::load_within(&dir, &names, Some(&cache), Some(budget))
+        PolicySet::load_within(&dir, &names, cache.as_deref(), Some(budget))
     })
     .await
     .map_err(|e| SupervisorError::Fatal(format!("policy loader panicked: {e}")))?
@@ -157,6 +156,21 @@ pub(super) async fn load_policies(
     tracing::info!(policies = %set.digest_summary(), "failover policies loaded");
     let policy: Arc<dyn Policy> = set.clone();
     Ok((policy, Some(set), Some(watcher)))
+}
+
+/// The compiled-policy cache, `<run_dir>/.<name>-policy-cache`, created (mode 0700) if
+/// absent; `None`, with an error naming the directory and the fix, when it cannot be trusted
+/// (a link, another user's, writable by others): policies then compile at every start.
+fn policy_cache(cfg: &Config) -> Option<std::path::PathBuf> {
+    let cache = cfg.run_dir().join(format!(".{}-policy-cache", cfg.name));
+    match crate::plugin::open_cache_dir(&cache, true) {
+        Ok(_) => Some(cache),
+        Err(e) => {
+            tracing::error!(error = %e,
+                "not using the compiled-policy cache: policies are compiled at every start");
+            None
+        }
+    }
 }
 
 /// Give the policies granted `sql-probe` their connection to the local PostgreSQL.
