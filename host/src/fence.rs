@@ -168,10 +168,15 @@ impl GuardFiles {
 const MAX_FILE: u64 = 4096;
 
 /// The text of the small regular file `path`; `None` if there is none (or a link, a FIFO, a
-/// directory, or something larger stands at its name).
+/// directory, or something larger stands at its name). Only a file of this process's own user
+/// is read (the guard and its supervisor run as the same user): one another user put in
+/// `run_dir`, which the PostgreSQL OS user may write, is never believed.
 fn read_small(path: &Path) -> Option<String> {
     let (dir, name) = Dir::of(path).ok()?;
-    let (bytes, _) = dir.read_regular(name, MAX_FILE).ok()?;
+    let (bytes, st) = dir.read_regular(name, MAX_FILE).ok()?;
+    if st.st_uid != nix::unistd::Uid::effective().as_raw() {
+        return None;
+    }
     String::from_utf8(bytes).ok()
 }
 
@@ -229,9 +234,9 @@ pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
         std::process::id(),
         files.state.display()
     );
-    let mut last_owner: Option<i32> = None;
+    let mut seen = Seen::default();
     loop {
-        if guard_step(files, &mut last_owner, parent_at_start)? {
+        if guard_step(files, &mut seen, parent_at_start)? {
             return Ok(());
         }
         if files.guard_pid_file_changed() {
@@ -249,16 +254,36 @@ pub fn run_guard(files: &GuardFiles) -> std::io::Result<()> {
     }
 }
 
+/// What the guard remembers between rounds.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The supervisor seen last.
+    owner: Option<i32>,
+    /// The deadline of the last armed state read: in force while the state file cannot be
+    /// read or is not the supervisor's (deleted or replaced by another user).
+    armed: Option<u64>,
+}
+
 /// One round of the guard: fence when an armed deadline has passed (or, once fenced, when a
 /// writable postmaster appears); `Ok(true)` when the guard should exit (nobody is left to
-/// guard). `last_owner` carries the supervisor seen last between rounds; `parent_at_start` is
-/// the process that started the guard.
-fn guard_step(
-    files: &GuardFiles,
-    last_owner: &mut Option<i32>,
-    parent_at_start: i32,
-) -> std::io::Result<bool> {
-    match files.read() {
+/// guard). `seen` carries what earlier rounds read; `parent_at_start` is the process that
+/// started the guard.
+fn guard_step(files: &GuardFiles, seen: &mut Seen, parent_at_start: i32) -> std::io::Result<bool> {
+    let last_owner = &mut seen.owner;
+    let state = match files.read() {
+        Some(st) => {
+            seen.armed = match st {
+                GuardState::Armed { deadline_ms, .. } => Some(deadline_ms),
+                _ => None,
+            };
+            Some(st)
+        }
+        None => seen.armed.map(|deadline_ms| GuardState::Armed {
+            deadline_ms,
+            owner: last_owner.unwrap_or(0),
+        }),
+    };
+    match state {
         Some(GuardState::Armed { deadline_ms, owner }) => {
             *last_owner = Some(owner);
             if mono_ms() >= deadline_ms {
@@ -450,13 +475,13 @@ mod tests {
             .write(GuardState::Fenced { at_ms: mono_ms() })
             .expect("state");
         std::fs::write(data.join("standby.signal"), "").expect("standby.signal");
-        guard_step(&files, &mut None, std::process::id() as i32).expect("guard step");
+        guard_step(&files, &mut Seen::default(), std::process::id() as i32).expect("guard step");
         assert!(
             pm.try_wait().expect("try_wait").is_none(),
             "a read-only postmaster was fenced"
         );
         std::fs::remove_file(data.join("standby.signal")).expect("rm standby.signal");
-        guard_step(&files, &mut None, std::process::id() as i32).expect("guard step");
+        guard_step(&files, &mut Seen::default(), std::process::id() as i32).expect("guard step");
         let stopped = (0..1000).any(|_| {
             let done = pm.try_wait().expect("try_wait").is_some();
             if !done {
@@ -485,13 +510,13 @@ mod tests {
         // The state is replaced through `<state>.tmp`: a directory there makes every write fail.
         let tmp = files.state.with_extension("tmp");
         std::fs::create_dir(&tmp).expect("block the state file's writes");
-        let step = guard_step(&files, &mut None, std::process::id() as i32);
+        let step = guard_step(&files, &mut Seen::default(), std::process::id() as i32);
         assert!(
             matches!(step, Ok(false)),
             "the guard gives up when it cannot record its fence: {step:?}"
         );
         std::fs::remove_dir(&tmp).expect("unblock");
-        guard_step(&files, &mut None, std::process::id() as i32).expect("guard step");
+        guard_step(&files, &mut Seen::default(), std::process::id() as i32).expect("guard step");
         assert!(matches!(files.read(), Some(GuardState::Fenced { .. })));
     }
 
@@ -576,6 +601,75 @@ mod tests {
         std::fs::write(&real, "disarmed 0 7\n").expect("write");
         std::os::unix::fs::symlink(&real, &files.state).expect("plant");
         assert_eq!(files.read(), None, "the state was read through a link");
+    }
+
+    /// The guard's files live in `run_dir`, which the PostgreSQL OS user may write (it is the
+    /// data directory's parent by default): a state file that user put there (any database
+    /// superuser reaches that user) must never be believed. A forged `disarmed` would switch
+    /// fencing off.
+    #[test]
+    fn a_guard_state_written_by_another_user_is_never_believed() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!(
+                "SKIPPED a_guard_state_written_by_another_user_is_never_believed: needs root (to own a file as another user)"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = GuardFiles::new(dir.path(), "n", &dir.path().join("data"));
+        std::fs::write(&files.state, "disarmed 0 1\n").expect("forged state");
+        std::fs::write(&files.pid, "1\n").expect("forged pid");
+        for f in [&files.state, &files.pid] {
+            nix::unistd::chown(
+                f.as_path(),
+                Some(nix::unistd::Uid::from_raw(101)),
+                Some(nix::unistd::Gid::from_raw(104)),
+            )
+            .expect("chown");
+        }
+        assert_eq!(files.read(), None, "a forged state file was believed");
+        assert_eq!(
+            read_small(&files.pid),
+            None,
+            "a forged pid file was believed"
+        );
+        files
+            .write(GuardState::Disarmed { owner: 7 })
+            .expect("write our own");
+        assert_eq!(files.read(), Some(GuardState::Disarmed { owner: 7 }));
+
+        // Armed, then the state is replaced by a forged `disarmed`: the guard keeps the
+        // deadline it read last and fences when it passes.
+        let (mut pm, data) = fake_postmaster(dir.path());
+        children(pm.id() as i32);
+        let files = GuardFiles::new(dir.path(), "m", &data);
+        files
+            .write(GuardState::Armed {
+                deadline_ms: mono_ms() + 200,
+                owner: std::process::id() as i32,
+            })
+            .expect("armed");
+        let mut seen = Seen::default();
+        guard_step(&files, &mut seen, std::process::id() as i32).expect("guard step");
+        std::fs::remove_file(&files.state).expect("rm");
+        std::fs::write(&files.state, "disarmed 0 1\n").expect("forged state");
+        nix::unistd::chown(
+            files.state.as_path(),
+            Some(nix::unistd::Uid::from_raw(101)),
+            Some(nix::unistd::Gid::from_raw(104)),
+        )
+        .expect("chown");
+        // The deadline passing is what is tested: wait it out.
+        std::thread::sleep(Duration::from_millis(250));
+        guard_step(&files, &mut seen, std::process::id() as i32).expect("guard step");
+        let stopped = (0..1000).any(|_| {
+            let done = pm.try_wait().expect("try_wait").is_some();
+            if !done {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done
+        });
+        assert!(stopped, "a forged disarmed state switched fencing off");
     }
 
     #[test]
