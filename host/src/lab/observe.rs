@@ -88,7 +88,7 @@ pub(crate) fn policy_names(summary: &str) -> String {
 }
 
 /// Whether the cluster is healthy: exactly one leader, every other node a streaming replica
-/// that the leader also sees streaming, and in synchronous mode (`sync`) a synchronous
+/// on the leader's timeline that the leader also sees streaming, and in synchronous mode (`sync`) a synchronous
 /// standby. `Ok(leader)` or what is still missing.
 pub(crate) fn assess(views: &[NodeReport], sync: bool) -> Result<usize, String> {
     let leaders: Vec<usize> = (0..views.len()).filter(|i| views[*i].leader).collect();
@@ -107,10 +107,25 @@ pub(crate) fn assess(views: &[NodeReport], sync: bool) -> Result<usize, String> 
         }
     };
     let seen = views[leader].streaming_to();
+    let leader_tl = views[leader].timeline();
+    // A replica that streams the timeline before the last promotion restarts its WAL
+    // receiver on the new one in a moment: it does not count yet.
+    let behind = |i: usize| match (views[i].timeline(), leader_tl) {
+        (Some(tl), Some(ltl)) if tl < ltl => Some(format!(
+            "{} (still on timeline {tl}, the leader is on {ltl})",
+            node_name(i)
+        )),
+        _ => None,
+    };
     let waiting: Vec<String> = (0..views.len())
         .filter(|i| *i != leader)
-        .filter(|i| !(views[*i].streaming_replica() && seen.contains(&node_name(*i))))
-        .map(node_name)
+        .filter_map(|i| {
+            if !(views[i].streaming_replica() && seen.contains(&node_name(i))) {
+                Some(node_name(i))
+            } else {
+                behind(i)
+            }
+        })
         .collect();
     if !waiting.is_empty() {
         return Err(format!(
@@ -506,6 +521,18 @@ mod tests {
             assess(&v, false)
                 .expect_err("node1 not streaming")
                 .ends_with("node1")
+        );
+        // A replica still streaming the timeline before the last promotion is about to
+        // restart its WAL receiver on the new one: not healthy yet.
+        let mut v = ok.clone();
+        for (i, tl) in [(0, 3), (1, 3), (2, 2)] {
+            if let Some(Value::Object(d)) = v[i].doc.as_mut() {
+                d.insert("timeline".into(), json!(tl));
+            }
+        }
+        assert_eq!(
+            assess(&v, false),
+            Err("node2 leads; not yet streaming from it: node3 (still on timeline 2, the leader is on 3)".into())
         );
         let mut v = ok.clone();
         v[2].doc = None;
