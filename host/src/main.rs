@@ -29,10 +29,25 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Supervise the PostgreSQL node described by CONFIG.
-    Run { config: PathBuf },
-    /// Check a configuration file without starting anything.
-    ValidateConfig { config: PathBuf },
+    /// Supervise the PostgreSQL node described by CONFIG and the PATRONI_* environment
+    /// variables.
+    ///
+    /// As Patroni: CONFIG is a YAML file, or a directory whose *.yml/*.yaml files are merged in
+    /// name order (later files win); the PATRONI_* variables (PATRONI_SCOPE, PATRONI_NAME,
+    /// PATRONI_RESTAPI_LISTEN, PATRONI_ETCD3_HOSTS, PATRONI_SUPERUSER_PASSWORD, ...) are merged
+    /// on top (the environment wins). Without CONFIG, or when it does not exist: the YAML text of
+    /// PATRONI_CONFIGURATION, else the PATRONI_* variables alone. The variables read are removed
+    /// from the environment: PostgreSQL and the other programs Regent starts do not see them.
+    Run {
+        /// A YAML file or a directory of YAML files.
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration without starting anything (read as `run` reads it: CONFIG, the
+    /// PATRONI_* variables, PATRONI_CONFIGURATION).
+    ValidateConfig {
+        /// A YAML file or a directory of YAML files.
+        config: Option<PathBuf>,
+    },
     /// Manage a cluster (patronictl's commands): list, switchover, edit-config, ...
     Ctl(ctl::CtlArgs),
     /// A cluster of local processes to try things on: up, status, fault, compare, down.
@@ -89,6 +104,12 @@ fn init_logs(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // Patroni's configuration variables: read them once, then remove them so that no child
+    // (PostgreSQL, pg_basebackup, pg_rewind, the guard, an edit-config editor) inherits a secret.
+    let patroni_env = config::EnvConfig::capture();
+    // SAFETY: this is the first thing `main` does: no runtime, logger or other thread has been
+    // started yet, so nothing else can read or write the environment meanwhile.
+    unsafe { config::remove_consumed(&patroni_env) };
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::CompilePolicy { tier } => ExitCode::from(plugin::compile_child(&tier)),
@@ -110,12 +131,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::ValidateConfig { config } => match validate(&config) {
-            Ok(warnings) => {
+        Cmd::ValidateConfig { config } => match validate(config.as_deref(), patroni_env) {
+            Ok((source, warnings)) => {
                 for w in warnings {
                     eprintln!("warning: {w}");
                 }
-                println!("{}: configuration is valid", config.display());
+                println!("{source}: configuration is valid");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -123,7 +144,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Ctl(args) => ExitCode::from(ctl::main(args)),
+        Cmd::Ctl(args) => ExitCode::from(ctl::main(args, patroni_env)),
         Cmd::Policy { cmd } => {
             init_logs(cli.log_format);
             match policy_cmd(cmd) {
@@ -161,7 +182,7 @@ fn main() -> ExitCode {
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
             };
-            match rt.block_on(run(config)) {
+            match rt.block_on(run(config, patroni_env)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -205,13 +226,18 @@ fn policy_cmd(cmd: PolicyCmd) -> anyhow::Result<String> {
     }
 }
 
-fn validate(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let loaded = config::load(path)?;
+/// The source, as named in messages, and the warnings.
+fn validate(
+    path: Option<&std::path::Path>,
+    env: config::EnvConfig,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let source = config::ConfigSource::choose(path, env)?;
+    let loaded = source.load()?;
     config::check_environment(&loaded.config)?;
     // The REST API's TLS files and the client's certificates must load, too.
     api::tls::server_config(&loaded.config.restapi)?;
     api::PeerClient::from_config(&loaded.config)?;
-    Ok(loaded.warnings)
+    Ok((source.to_string(), loaded.warnings))
 }
 
 /// SIGHUP re-reads the configuration, like `POST /reload`.
@@ -238,8 +264,9 @@ fn spawn_sighup_reload(control: regent::control::ControlHandle) {
     });
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let loaded = config::load(&path)?;
+async fn run(path: Option<PathBuf>, env: config::EnvConfig) -> anyhow::Result<()> {
+    let source = config::ConfigSource::choose(path.as_deref(), env)?;
+    let loaded = source.load()?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -259,7 +286,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let (view_tx, view_rx) = tokio::sync::watch::channel(api::LocalSnapshot::default());
     let (control, control_rx) = regent::control::channel();
     let mut sup = supervisor::Supervisor::new(cfg, view_tx, control_rx).await?;
-    sup.set_config_path(path.clone());
+    sup.set_config_source(source);
     spawn_sighup_reload(control.clone());
     let ctx = api::ApiContext::new(settings, view_rx, control, Some(sup.dcs()), peers);
     sup.set_api_reloader(api::Reloader::new(ctx.clone(), tls.clone()));

@@ -83,6 +83,33 @@ pub enum ConfigError {
         fix: String,
     },
 
+    /// A `PATRONI_*` environment variable's value cannot be used.
+    #[error("environment variable {var}: {problem}; {fix}")]
+    Variable {
+        /// The variable.
+        var: String,
+        /// What is wrong with its value (secrets never shown).
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+
+    /// An error in one of several places the configuration is read from: a file of a
+    /// configuration directory, or `PATRONI_CONFIGURATION`.
+    #[error("{place}: {inner}")]
+    In {
+        /// The file, or the variable.
+        place: String,
+        /// What is wrong there (not an error `source`: its message is part of this one).
+        inner: Box<ConfigError>,
+    },
+
+    /// No configuration at all: no path, no `PATRONI_CONFIGURATION`, no `PATRONI_*` variable.
+    #[error(
+        "no configuration given; pass a config file or directory (e.g. regent run /etc/patroni.yml), or set PATRONI_CONFIGURATION to the YAML text, or set the PATRONI_* variables (PATRONI_SCOPE, PATRONI_NAME, PATRONI_RESTAPI_LISTEN, PATRONI_ETCD3_HOSTS, PATRONI_POSTGRESQL_LISTEN, PATRONI_POSTGRESQL_DATA_DIR, PATRONI_SUPERUSER_USERNAME, ...)"
+    )]
+    NoSource,
+
     /// The machine does not fit the configuration (from
     /// [`check_environment`](super::check_environment) /
     /// [`resolve_bin_dir`](super::resolve_bin_dir)).

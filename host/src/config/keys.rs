@@ -5,6 +5,7 @@
 
 use super::error::kind_of;
 use serde_yaml::{Mapping, Value};
+use std::collections::BTreeMap;
 
 /// What Regent does with a key of the YAML file.
 #[derive(Clone, Copy)]
@@ -43,6 +44,7 @@ const TOP: &[(&str, Key)] = &[
     ("kubernetes", Unsupported),
     ("raft", Unsupported),
     ("thread_pool_size", Unsupported),
+    ("thread_stack_size", Unsupported),
     ("ttl", Moved("bootstrap.dcs.ttl")),
     ("loop_wait", Moved("bootstrap.dcs.loop_wait")),
     ("retry_timeout", Moved("bootstrap.dcs.retry_timeout")),
@@ -218,9 +220,33 @@ fn key_text(k: &Value) -> String {
     }
 }
 
+/// The keys set by environment variables: dotted key path → variable.
+type Origins = BTreeMap<String, String>;
+
+/// `path` as shown in a warning: followed by the variables that set it or keys under it.
+fn label(path: &str, origins: &Origins) -> String {
+    let below = format!("{path}.");
+    let vars: Vec<&str> = origins
+        .iter()
+        .filter(|(p, _)| *p == path || p.starts_with(&below))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if vars.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path} (from {})", vars.join(", "))
+    }
+}
+
 /// Check `map`'s keys against `table`, pushing one warning per key Regent ignores. Entries with a
 /// null value (`tags:` with everything below commented out) are dropped so they mean "not set".
-fn walk(map: &mut Mapping, table: &[(&str, Key)], prefix: &str, warnings: &mut Vec<String>) {
+fn walk(
+    map: &mut Mapping,
+    table: &[(&str, Key)],
+    prefix: &str,
+    origins: &Origins,
+    warnings: &mut Vec<String>,
+) {
     map.retain(|_, v| !v.is_null());
     // Patroni's named methods (`create_replica_methods: [pgbackrest]` + `pgbackrest: {...}`,
     // `bootstrap.method: clone` + `bootstrap.clone: {...}`).
@@ -247,22 +273,26 @@ fn walk(map: &mut Mapping, table: &[(&str, Key)], prefix: &str, warnings: &mut V
         } else {
             format!("{prefix}.{name}")
         };
+        let shown = label(&path, origins);
         match table.iter().find(|(n, _)| *n == name).map(|(_, kind)| *kind) {
             Some(Known) => {}
             Some(Section(sub)) => {
                 if let Value::Mapping(m) = v {
-                    walk(m, sub, &path, warnings);
+                    walk(m, sub, &path, origins, warnings);
                 }
                 // Anything else is a type error that deserialization reports with its path.
             }
             Some(Unsupported) => {
-                warnings.push(format!("{path}: Patroni key not supported by Regent yet, ignored"))
+                warnings.push(format!("{shown}: Patroni key not supported by Regent yet, ignored"))
             }
             Some(Moved(target)) => warnings.push(format!(
-                "{path}: ignored, Regent reads this setting only from {target} (the cluster-wide dynamic configuration); move it there"
+                "{shown}: ignored, Regent reads this setting only from {target} (the cluster-wide dynamic configuration); move it there"
             )),
             None if method_names.contains(&name) => warnings.push(format!(
-                "{path}: Patroni method section not supported by Regent yet, ignored"
+                "{shown}: Patroni method section not supported by Regent yet, ignored"
+            )),
+            None if shown != path => warnings.push(format!(
+                "unknown key {shown} ignored (Regent does not use it; unset the variable)"
             )),
             None => warnings.push(format!(
                 "unknown key {path} ignored (check its spelling and indentation)"
@@ -273,9 +303,10 @@ fn walk(map: &mut Mapping, table: &[(&str, Key)], prefix: &str, warnings: &mut V
 
 /// One warning per key of the whole document `map` that Regent does not use, in document
 /// order, then one about a Patroni `etcd` (v2) section; null entries are dropped from `map`.
-pub(super) fn warnings(map: &mut Mapping) -> Vec<String> {
+/// Keys set by environment variables (`origins`) are named with their variables.
+pub(super) fn warnings(map: &mut Mapping, origins: &Origins) -> Vec<String> {
     let mut warnings = Vec::new();
-    walk(map, TOP, "", &mut warnings);
+    walk(map, TOP, "", origins, &mut warnings);
     if map.contains_key("etcd") {
         if map.contains_key("etcd3") {
             warnings

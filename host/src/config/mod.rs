@@ -1,10 +1,13 @@
 //! Configuration: Patroni-compatible YAML (the supported subset), parsed with serde.
 //!
 //! Key names follow Patroni's so that an existing Patroni config starts a Regent node unchanged.
-//! [`load`] / [`parse`](fn@parse) read the YAML, collect a warning for every key Regent does not
-//! use (never fatal), deserialize it and run [`Config::validate`]; [`check_environment`] then
-//! looks (read-only) at the filesystem. Every [`ConfigError`] is one line naming the key path,
-//! the offending value, what is allowed and how to fix it.
+//! [`ConfigSource`] chooses where the configuration comes from as Patroni does (a file or a
+//! directory with the `PATRONI_*` variables on top, else `PATRONI_CONFIGURATION`, else the
+//! variables alone); [`ConfigSource::load`] / [`load`] / [`parse`](fn@parse) read the YAML,
+//! collect a warning for every key Regent does not use (never fatal), deserialize it and run
+//! [`Config::validate`]; [`check_environment`] then looks (read-only) at the filesystem. Every
+//! [`ConfigError`] is one line naming the key path (or the variable), the offending value, what
+//! is allowed and how to fix it.
 //!
 //! The files, one job each:
 //! - `mod.rs`: the schema root [`Config`], its accessors, and the re-exports that keep every
@@ -14,7 +17,10 @@
 //! - `values.rs`: Patroni's value conventions (booleans, host lists, initdb options,
 //!   `host:port`, the DCS prefix); `allowlist.rs`: `restapi.allowlist` entries;
 //! - `error.rs`: [`ConfigError`] and the message helpers;
-//! - `parse.rs`: reading and parsing, serde errors turned into messages; `keys.rs`: the
+//! - `source.rs`: choosing the source, reading the file or directory, the deep merge;
+//!   `from_env.rs`: the `PATRONI_*` variables as a YAML document, and the names to remove from
+//!   the process environment;
+//! - `parse.rs`: parsing, serde errors turned into messages; `keys.rs`: the
 //!   known-key tables and the warnings for the keys Regent does not use;
 //! - `validate.rs`: the pure checks, timing rules and [`validate_dynamic`]; `validate_api.rs`:
 //!   the `restapi` and `ctl` sections;
@@ -22,16 +28,19 @@
 //!
 //! Each file's tests sit in it; `test_support.rs` holds their shared fixture and helpers.
 //!
-//! Only `parse.rs` (reading the file in [`load`]) and `environment.rs` (looking, never writing)
-//! touch the filesystem; everything else is pure.
+//! Only `source.rs` (reading the files) and `environment.rs` (looking, never writing) touch the
+//! filesystem, and only `from_env.rs` the process environment ([`EnvConfig::capture`] reads it,
+//! [`remove_consumed`] removes what was read); everything else is pure.
 
 mod allowlist;
 mod dynamic;
 mod environment;
 mod error;
+mod from_env;
 mod keys;
 mod parse;
 mod schema;
+mod source;
 #[cfg(test)]
 mod test_support;
 mod validate;
@@ -43,12 +52,14 @@ pub use dynamic::DynamicConfig;
 pub use environment::check_environment;
 pub(crate) use environment::{find_bin_dir, resolve_bin_dir};
 pub use error::{ConfigError, TextPos};
-pub use parse::{Loaded, load, parse};
+pub use from_env::{EnvConfig, remove_consumed};
+pub use parse::{Loaded, parse};
 pub(crate) use regent_core::ha::sync::SyncMode;
 pub use schema::RestApi;
 pub(crate) use schema::{
     BasicAuth, Bootstrap, Credentials, Ctl, Etcd, Postgresql, RegentSection, Tags,
 };
+pub use source::{ConfigSource, load};
 pub use validate::validate_dynamic;
 pub(crate) use validate::{MAX_TTL, MIN_TTL};
 pub(crate) use values::{HostList, InitdbOption, dcs_prefix, split_host_port};

@@ -1,12 +1,12 @@
-//! Loading and parsing: read the config file ([`load`] is the only function here that touches
-//! the filesystem, and only to read it), parse the YAML, collect the unused-key warnings,
-//! deserialize and validate; serde's errors become [`ConfigError`]s that name the key path, its
-//! line in the text where it can be found, and a fix.
+//! Parsing: YAML text into a document, then the unused-key warnings, deserialization and
+//! validation of a whole (possibly merged) document; serde's errors become [`ConfigError`]s
+//! that name the key path, its line in the text where it can be found (or the environment
+//! variable that set it), and a fix. Pure: no filesystem access (`source.rs` reads the files).
 
 use super::error::{TextPos, kind_of, one_line};
 use super::{Config, ConfigError, keys};
 use serde_yaml::Value;
-use std::path::Path;
+use std::collections::BTreeMap;
 
 /// A parsed and validated configuration plus one line per ignored key.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,45 +17,110 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Read, parse and validate the config file at `path` (no environment checks; see
-/// [`check_environment`](super::check_environment)).
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    parse(&text)
-}
-
 /// Parse and validate config text: unknown keys become warnings, everything else an error.
 pub fn parse(yaml: &str) -> Result<Loaded, ConfigError> {
+    let value = parse_document(yaml)?;
+    finish(value, Some(yaml), &BTreeMap::new())
+}
+
+/// YAML text as a mapping, merge keys (`<<`) applied; a syntax error carries its position, and
+/// anything but a mapping is refused.
+pub(super) fn parse_document(yaml: &str) -> Result<Value, ConfigError> {
     let mut value: Value = serde_yaml::from_str(yaml).map_err(|e| syntax_error(&e))?;
     value.apply_merge().map_err(|e| syntax_error(&e))?;
+    if !value.is_mapping() {
+        return Err(not_a_mapping(&value));
+    }
+    Ok(value)
+}
 
-    let Value::Mapping(map) = &mut value else {
-        let found = match &value {
-            Value::Null => "an empty document".to_string(),
-            other => format!("{} instead of key: value pairs", kind_of(other)),
-        };
-        return Err(ConfigError::WrongType {
-            key: "(top level)".to_string(),
-            message: format!(
-                "found {found}, expected a mapping with the keys scope, name, restapi, etcd3 and postgresql"
-            ),
-            at: None,
-            fix: "write the configuration as `key: value` lines (Patroni's postgres0.yml with an etcd3 section is a good start)".into(),
-        });
+fn not_a_mapping(value: &Value) -> ConfigError {
+    let found = match value {
+        Value::Null => "an empty document".to_string(),
+        other => format!("{} instead of key: value pairs", kind_of(other)),
     };
+    ConfigError::WrongType {
+        key: "(top level)".to_string(),
+        message: format!(
+            "found {found}, expected a mapping with the keys scope, name, restapi, etcd3 and postgresql"
+        ),
+        at: None,
+        fix: "write the configuration as `key: value` lines (Patroni's postgres0.yml with an etcd3 section is a good start)".into(),
+    }
+}
 
-    let warnings = keys::warnings(map);
+/// Collect the warnings, deserialize and validate a whole document. `text` is the one text it
+/// was read from, for positions in errors (`None` when merged from several); `origins` maps the
+/// keys set by environment variables to the variable, named in warnings and errors.
+pub(super) fn finish(
+    mut value: Value,
+    text: Option<&str>,
+    origins: &BTreeMap<String, String>,
+) -> Result<Loaded, ConfigError> {
+    let Value::Mapping(map) = &mut value else {
+        return Err(not_a_mapping(&value));
+    };
+    let warnings = keys::warnings(map, origins);
 
     let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
-        let message = e.inner().to_string();
-        serde_error(yaml, key, &message)
+        // A position in the file would point at the value the variable replaced.
+        let text = text.filter(|_| env_origin(origins, &key).is_none());
+        annotate(serde_error(text, key, &e.inner().to_string()), origins)
     })?;
-    config.validate()?;
+    config.validate().map_err(|e| annotate(e, origins))?;
     Ok(Loaded { config, warnings })
+}
+
+/// The variable that set `key` or the key it lies under (`etcd3.hosts[1]` → the one that set
+/// `etcd3.hosts`).
+pub(super) fn env_origin<'a>(origins: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
+    origins
+        .iter()
+        .filter(|(path, _)| {
+            key.strip_prefix(path.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+        .max_by_key(|(path, _)| path.len())
+        .map(|(_, var)| var.as_str())
+}
+
+/// Name the variable in an error about a key an environment variable set.
+fn annotate(e: ConfigError, origins: &BTreeMap<String, String>) -> ConfigError {
+    let named = |key: &str| env_origin(origins, key).map(|var| format!("{key} (from {var})"));
+    match e {
+        ConfigError::WrongType {
+            key,
+            message,
+            at,
+            fix,
+        } => match named(&key) {
+            Some(key) => ConfigError::WrongType {
+                key,
+                message,
+                at: None,
+                fix,
+            },
+            None => ConfigError::WrongType {
+                key,
+                message,
+                at,
+                fix,
+            },
+        },
+        ConfigError::Invalid {
+            key,
+            value,
+            problem,
+            fix,
+        } => ConfigError::Invalid {
+            key: named(&key).unwrap_or(key),
+            value,
+            problem,
+            fix,
+        },
+        other => other,
+    }
 }
 
 fn syntax_error(e: &serde_yaml::Error) -> ConfigError {
@@ -72,7 +137,7 @@ fn syntax_error(e: &serde_yaml::Error) -> ConfigError {
 }
 
 /// Turn a serde error at `path` into `Missing` or `WrongType`.
-fn serde_error(yaml: &str, path: String, message: &str) -> ConfigError {
+fn serde_error(yaml: Option<&str>, path: String, message: &str) -> ConfigError {
     if let Some(rest) = message.strip_prefix("missing field `")
         && let Some((field, _)) = rest.split_once('`')
     {
@@ -89,7 +154,7 @@ fn serde_error(yaml: &str, path: String, message: &str) -> ConfigError {
     } else {
         path
     };
-    let at = locate_key(yaml, &key);
+    let at = yaml.and_then(|y| locate_key(y, &key));
     ConfigError::WrongType {
         key,
         message: humanize_serde(message),
@@ -380,25 +445,5 @@ mod tests {
                 "{e:?}"
             );
         }
-    }
-
-    // ---- load ------------------------------------------------------------------------------
-
-    #[test]
-    fn load_reads_a_file_or_names_it_in_the_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("regent.yml");
-        std::fs::write(&path, FIXTURE).expect("write");
-        let l = load(&path).expect("loads");
-        assert_eq!(l.config.name, "postgresql0");
-
-        let missing = dir.path().join("nope.yml");
-        let e = load(&missing).expect_err("no file");
-        assert!(matches!(&e, ConfigError::Io { path, .. } if *path == missing));
-        let s = e.to_string();
-        assert!(
-            s.contains(&missing.display().to_string()) && s.contains("os error"),
-            "{s}"
-        );
     }
 }

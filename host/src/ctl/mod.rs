@@ -272,7 +272,8 @@ impl CtlError {
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run `regent ctl` and return its exit code (0 OK, 1 operation failed, 2 usage/config error).
-pub fn main(args: CtlArgs) -> u8 {
+/// `env`: the `PATRONI_*` variables captured at start (see [`crate::config::EnvConfig`]).
+pub fn main(args: CtlArgs, env: crate::config::EnvConfig) -> u8 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -283,7 +284,7 @@ pub fn main(args: CtlArgs) -> u8 {
             return 1;
         }
     };
-    match rt.block_on(run(args)) {
+    match rt.block_on(run(args, &env)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
@@ -292,13 +293,14 @@ pub fn main(args: CtlArgs) -> u8 {
     }
 }
 
-async fn run(args: CtlArgs) -> Result<(), CtlError> {
+async fn run(args: CtlArgs, env: &crate::config::EnvConfig) -> Result<(), CtlError> {
     let sources = target::Sources {
         config: args.config.as_deref(),
         dcs_url: args.dcs_url.as_deref(),
         scope: args.scope.as_deref(),
         username: args.username.as_deref(),
         password: args.password.as_deref(),
+        env: Some(env),
     };
     let mut stdout = std::io::stdout();
     let mut terminal = prompt::Terminal;

@@ -3,10 +3,12 @@
 //!
 //! A configuration file is read loosely, as patronictl reads it: only `scope`, `namespace`,
 //! `etcd3`/`etcd`, `ctl.authentication` and `restapi.authentication` are looked at, so a
-//! patronictl config file (etcd and scope only) works as well as a full node config.
+//! patronictl config file (etcd and scope only) works as well as a full node config. The
+//! `PATRONI_*` variables (`PATRONI_ETCD3_HOSTS`, `PATRONI_SCOPE`, `PATRONI_RESTAPI_USERNAME`,
+//! ...) are merged on top of it, or read alone without one, as patronictl reads them.
 
 use super::CtlError;
-use crate::config::{Etcd, dcs_prefix, split_host_port};
+use crate::config::{ConfigError, ConfigSource, EnvConfig, Etcd, dcs_prefix, split_host_port};
 use serde_yaml::Value;
 use std::path::Path;
 
@@ -47,6 +49,9 @@ pub(crate) struct Sources<'a> {
     pub(crate) scope: Option<&'a str>,
     pub(crate) username: Option<&'a str>,
     pub(crate) password: Option<&'a str>,
+    /// The `PATRONI_*` variables captured at start, merged on top of the file (or read alone
+    /// without one), as patronictl does.
+    pub(crate) env: Option<&'a EnvConfig>,
 }
 
 const DEFAULT_NAMESPACE: &str = "/service/";
@@ -56,12 +61,11 @@ const DEFAULT_ETCD_PORT: u16 = 2379;
 /// (or `REGENT_CTL_USERNAME`/`REGENT_CTL_PASSWORD`), else `ctl.authentication`, else
 /// `restapi.authentication`.
 pub(crate) fn resolve(src: &Sources) -> Result<Target, CtlError> {
-    let file = match src.config {
-        Some(path) => Some(read_config(path)?),
-        None => None,
+    let (file, shown) = match read_document(src)? {
+        Some((doc, shown)) => (Some(doc), Some(shown)),
+        None => (None, None),
     };
     let doc = file.as_ref();
-    let shown = src.config.map(|p| p.display().to_string());
 
     let mut namespace = doc
         .and_then(|d| d.get("namespace"))
@@ -114,26 +118,37 @@ pub(crate) fn resolve(src: &Sources) -> Result<Target, CtlError> {
     })
 }
 
-fn read_config(path: &Path) -> Result<Value, CtlError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CtlError::Usage(format!(
-            "cannot read config file {}: {e}; check the -c/--config path (or REGENT_CONFIG)",
-            path.display()
-        ))
-    })?;
-    let doc: Value = serde_yaml::from_str(&text).map_err(|e| {
-        CtlError::Usage(format!(
-            "config file {} is not valid YAML: {e}",
-            path.display()
-        ))
-    })?;
-    if !doc.is_mapping() {
-        return Err(CtlError::Usage(format!(
-            "config file {} is not a YAML mapping (expected keys like `scope:` and `etcd3:`)",
-            path.display()
-        )));
+/// The configuration document, read as patronictl reads it: `-c PATH` (a file, or a directory
+/// of YAML files) with the `PATRONI_*` variables merged on top; without `-c`,
+/// `PATRONI_CONFIGURATION` or the variables alone, when they say anything. With its name for
+/// messages.
+fn read_document(src: &Sources) -> Result<Option<(Value, String)>, CtlError> {
+    let none = EnvConfig::default();
+    let env = src.env.unwrap_or(&none);
+    match src.config {
+        Some(path) => {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(CtlError::Usage(format!(
+                    "cannot read config file {}: {e}; check the -c/--config path (or REGENT_CONFIG)",
+                    path.display()
+                )));
+            }
+        }
+        None if env.is_empty() => return Ok(None),
+        None => {}
     }
-    Ok(doc)
+    let source = ConfigSource::choose(src.config, env.clone())
+        .map_err(|e| CtlError::Usage(e.to_string()))?;
+    let doc = source.document().map_err(|e| {
+        CtlError::Usage(match e {
+            // These name the file or the variable already.
+            ConfigError::Io { .. } | ConfigError::In { .. } | ConfigError::Variable { .. } => {
+                e.to_string()
+            }
+            other => format!("{source}: {other}"),
+        })
+    })?;
+    Ok(Some((doc.value, source.to_string())))
 }
 
 fn scalar(v: &Value, key: &str, file: Option<&str>) -> Result<String, CtlError> {
@@ -341,6 +356,99 @@ mod tests {
             .expect_err("password missing"),
         );
         assert!(e.contains("go together"), "{e}");
+    }
+
+    fn patroni_env(pairs: &[(&str, &str)]) -> EnvConfig {
+        EnvConfig::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn patroni_variables_go_on_top_of_the_file() {
+        let (_d, p) = file(
+            "scope: from-file\nnamespace: /db/\nrestapi:\n  authentication: {username: r, password: rp}\n",
+        );
+        let env = patroni_env(&[
+            ("PATRONI_ETCD3_HOSTS", "10.9.0.1:2379,10.9.0.2:2379"),
+            ("PATRONI_SCOPE", "from-env"),
+            ("PATRONI_RESTAPI_PASSWORD", "env-pw"),
+        ]);
+        let t = resolve(&Sources {
+            config: Some(&p),
+            env: Some(&env),
+            ..Sources::default()
+        })
+        .expect("resolves");
+        assert_eq!(t.scope, "from-env");
+        assert_eq!(t.prefix, "/db/from-env/");
+        assert_eq!(t.endpoints, vec!["10.9.0.1:2379", "10.9.0.2:2379"]);
+        assert_eq!(
+            t.auth,
+            Some(Credentials {
+                username: "r".into(),
+                password: "env-pw".into()
+            })
+        );
+        assert!(
+            t.endpoints_from.ends_with("with the PATRONI_* variables"),
+            "{}",
+            t.endpoints_from
+        );
+    }
+
+    #[test]
+    fn patroni_variables_alone_find_the_cluster() {
+        let env = patroni_env(&[
+            ("PATRONI_ETCD3_HOSTS", "10.9.0.1:2379"),
+            ("PATRONI_SCOPE", "s"),
+            ("PATRONI_NAMESPACE", "/ns/"),
+            ("PATRONI_CTL_USERNAME", "c"),
+            ("PATRONI_CTL_PASSWORD", "cp"),
+        ]);
+        let t = resolve(&Sources {
+            env: Some(&env),
+            ..Sources::default()
+        })
+        .expect("resolves");
+        assert_eq!(t.prefix, "/ns/s/");
+        assert_eq!(t.endpoints, vec!["10.9.0.1:2379"]);
+        assert_eq!(t.auth.map(|a| a.username), Some("c".into()));
+
+        // PATRONI_CONFIGURATION without -c, as patronictl reads it.
+        let env = patroni_env(&[(
+            "PATRONI_CONFIGURATION",
+            "scope: v\netcd3: {hosts: '10.9.0.3:2379'}\n",
+        )]);
+        let t = resolve(&Sources {
+            env: Some(&env),
+            ..Sources::default()
+        })
+        .expect("resolves");
+        assert_eq!(
+            (t.scope.as_str(), t.endpoints_from.as_str()),
+            ("v", "etcd3.hosts in PATRONI_CONFIGURATION")
+        );
+
+        // A bad value is named.
+        let env = patroni_env(&[("PATRONI_ETCD3_HOSTS", "[unclosed")]);
+        let e = usage(
+            resolve(&Sources {
+                env: Some(&env),
+                ..Sources::default()
+            })
+            .expect_err("bad list"),
+        );
+        assert!(e.contains("PATRONI_ETCD3_HOSTS"), "{e}");
+
+        // Empty variables say nothing.
+        let env = patroni_env(&[("PATRONI_SCOPE", "")]);
+        let e = usage(
+            resolve(&Sources {
+                env: Some(&env),
+                ..Sources::default()
+            })
+            .expect_err("nothing"),
+        );
+        assert!(e.contains("does not know where the cluster is"), "{e}");
     }
 
     #[test]

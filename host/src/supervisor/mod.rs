@@ -154,8 +154,9 @@ pub struct Supervisor {
     last_cluster: Option<Cluster>,
     guard_child: Option<std::process::Child>,
     control: Option<crate::control::ControlReceiver>,
-    /// The configuration file, re-read on `POST /reload` and SIGHUP.
-    config_path: Option<std::path::PathBuf>,
+    /// Where the configuration came from (the file or directory with the `PATRONI_*`
+    /// variables captured at start), read again on `POST /reload` and SIGHUP.
+    config_source: Option<crate::config::ConfigSource>,
     /// The running REST API's reloadable part (credentials, allowlist, certificate).
     api_reloader: Option<crate::api::Reloader>,
     /// Shutting down as a synchronous standby: the member key says `nosync` so that the leader
@@ -240,7 +241,7 @@ impl Supervisor {
             last_cluster: None,
             guard_child: None,
             control: Some(control),
-            config_path: None,
+            config_source: None,
             api_reloader: None,
             leaving_sync: false,
             scheduled_restart: None,
@@ -253,9 +254,9 @@ impl Supervisor {
         })
     }
 
-    /// The file the configuration came from: `POST /reload` and SIGHUP re-read it.
-    pub fn set_config_path(&mut self, path: std::path::PathBuf) {
-        self.config_path = Some(path);
+    /// Where the configuration came from: `POST /reload` and SIGHUP read it again.
+    pub fn set_config_source(&mut self, source: crate::config::ConfigSource) {
+        self.config_source = Some(source);
     }
 
     /// The REST API that a reload also updates (its credentials, allowlist, headers and

@@ -1,7 +1,8 @@
-//! Reload (`POST /reload`, SIGHUP): re-read the configuration file and apply what may change
-//! while running (tags, PostgreSQL parameters, policies, the REST API's credentials and
-//! certificate); refuse the whole reload, changing nothing, when any part cannot be used. Also
-//! the PostgreSQL settings derived from the configuration, and loading the policies.
+//! Reload (`POST /reload`, SIGHUP): re-read the configuration (the file or directory, with the
+//! `PATRONI_*` variables captured at start on top) and apply what may change while running
+//! (tags, PostgreSQL parameters, policies, the REST API's credentials and certificate); refuse
+//! the whole reload, changing nothing, when any part cannot be used. Also the PostgreSQL
+//! settings derived from the configuration, and loading the policies.
 //!
 //! May touch: the configuration file (read), PostgreSQL (`regent.conf`, reload), the policies.
 
@@ -21,8 +22,10 @@ impl Supervisor {
     /// PostgreSQL.
     pub(super) async fn reload(&mut self) -> crate::control::Reply {
         use crate::control::Reply;
-        if let Some(path) = self.config_path.clone() {
-            let loaded = match crate::config::load(&path) {
+        if let Some(source) = &self.config_source {
+            // The file (or directory) again, with the variables captured at start: they are no
+            // longer in the process environment.
+            let loaded = match source.load() {
                 Ok(l) => l,
                 Err(e) => return reload_refused(e),
             };
