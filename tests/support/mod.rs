@@ -258,6 +258,9 @@ pub struct Node {
     /// Set before `start`: the `regent` process runs as this OS user (through `setpriv`, with
     /// that user's groups), as an operator would run it as the PostgreSQL OS user.
     pub run_as: Option<String>,
+    /// Set before `start`: more environment variables for the `regent` process (e.g.
+    /// Patroni's `PATRONI_*` configuration variables).
+    pub env: Vec<(String, String)>,
     starts: u32,
 }
 
@@ -338,6 +341,7 @@ impl Node {
             child: None,
             open_files: None,
             run_as: None,
+            env: Vec::new(),
             starts: 0,
         }
     }
@@ -381,6 +385,7 @@ impl Node {
             .arg("run")
             .arg(&self.config)
             .env("REGENT_LOG", "info,regent=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)

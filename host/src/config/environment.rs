@@ -53,16 +53,36 @@ fn check_data_dir(cfg: &Config) -> Result<(), ConfigError> {
                 "move that file away or choose another postgresql.data_dir",
             ));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(environment(
-                key,
-                qp(data),
-                format!("the parent directory {} does not exist", parent.display()),
-                format!(
-                    "create it: mkdir -p {p} && chown {owner}: {p}",
-                    p = parent.display()
-                ),
-            ));
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            // Created with the data directory, as the PostgreSQL OS user (as initdb does under
+            // Patroni), when the node bootstraps or clones; a file in the way is named now.
+            let mut up = parent;
+            while let Some(next) = up.parent() {
+                match std::fs::metadata(next) {
+                    Ok(m) if m.is_dir() => return Ok(()),
+                    Ok(_) => {
+                        return Err(environment(
+                            key,
+                            qp(data),
+                            format!(
+                                "{} is a file, so the data directory cannot be created",
+                                qp(next)
+                            ),
+                            format!(
+                                "move that file away, or create the directory: mkdir -p {p} && chown {owner}: {p}",
+                                p = parent.display()
+                            ),
+                        ));
+                    }
+                    Err(_) => up = next,
+                }
+            }
+            return Ok(());
         }
         Err(e) => {
             return Err(environment(
@@ -252,27 +272,22 @@ mod tests {
     }
 
     #[test]
-    fn missing_data_dir_parent_is_reported_with_mkdir() {
+    fn missing_data_dir_parents_are_left_for_the_os_user_to_create() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let parent = tmp.path().join("pg");
-        let c = config_with(&parent.join("data"), None);
-        let e = check_data_dir(&c).expect_err("parent missing");
+        // Patroni (through initdb) creates missing parents; so does the node when it
+        // bootstraps or clones.
+        let c = config_with(&parent.join("16").join("data"), None);
+        check_data_dir(&c).expect("missing parents are created later");
+        assert!(!parent.exists(), "checks create nothing");
+        // A file in the way cannot become a directory: named now, with the fix.
+        std::fs::write(&parent, "").expect("file");
+        let e = check_data_dir(&c).expect_err("a file stands where a parent must go");
         assert_eq!(env_parts(&e).0, "postgresql.data_dir");
         let s = e.to_string();
-        assert!(
-            s.contains(&format!(
-                "the parent directory {} does not exist",
-                parent.display()
-            )),
-            "{s}"
-        );
-        assert!(
-            s.contains(&format!(
-                "mkdir -p {p} && chown postgres: {p}",
-                p = parent.display()
-            )),
-            "{s}"
-        );
+        assert!(s.contains("is a file") && s.contains("mkdir -p"), "{s}");
+        std::fs::remove_file(&parent).expect("rm");
+        let c = config_with(&parent.join("data"), None);
 
         std::fs::create_dir(&parent).expect("mkdir");
         check_data_dir(&c).expect("parent exists now");
@@ -368,6 +383,8 @@ mod tests {
         assert_eq!(resolve_bin_dir(&c).expect("bin"), bin);
 
         let c = config_with(&tmp.path().join("missing/data"), Some(&bin));
+        check_environment(&c).expect("a missing parent is created with the data directory");
+        let c = config_with(&tmp.path().join("data"), Some(&tmp.path().join("nobin")));
         assert!(check_environment(&c).is_err());
     }
 }

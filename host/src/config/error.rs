@@ -83,6 +83,18 @@ pub enum ConfigError {
         fix: String,
     },
 
+    /// A Patroni key Regent does not implement yet, whose absence would change what the
+    /// cluster does (it is refused rather than ignored).
+    #[error(
+        "{key}: Patroni setting not supported by Regent yet, and ignoring it would change what the cluster does: {why}; remove it to run this node under Regent without it, or keep the node on Patroni (docs/patroni-compatibility.md lists every key)"
+    )]
+    NotSupported {
+        /// The dotted key path, with the variable that set it.
+        key: String,
+        /// What would change.
+        why: String,
+    },
+
     /// A `PATRONI_*` environment variable's value cannot be used.
     #[error("environment variable {var}: {problem}; {fix}")]
     Variable {

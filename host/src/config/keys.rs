@@ -3,6 +3,7 @@
 //! and the walk over the YAML document that turns every key Regent does not use into a
 //! warning (never an error). Pure: works on the parsed YAML value, no filesystem access.
 
+use super::ConfigError;
 use super::error::kind_of;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
@@ -19,9 +20,97 @@ enum Key {
     Unsupported,
     /// A Patroni key Regent reads only from another place.
     Moved(&'static str),
+    /// A Patroni key Regent does not implement and whose absence (for some values) changes
+    /// what the cluster does: the check says, for a value, why ignoring it would matter.
+    Refused(fn(&Value) -> Option<&'static str>),
 }
 
-use Key::{Known, Moved, Section, Unsupported};
+use Key::{Known, Moved, Refused, Section, Unsupported};
+
+/// Any value set: ignoring it changes what the cluster does.
+macro_rules! always {
+    ($why:expr) => {
+        Refused(|_| Some($why))
+    };
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "true" | "yes" | "on" | "1"
+        ),
+        Value::Number(n) => n.as_i64().is_some_and(|n| n != 0),
+        _ => false,
+    }
+}
+
+fn non_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Mapping(m) => !m.is_empty(),
+        Value::Sequence(s) => !s.is_empty(),
+        Value::String(s) => !s.trim().is_empty(),
+        _ => true,
+    }
+}
+
+fn watchdog(v: &Value) -> Option<&'static str> {
+    let mode = v.get("mode").map(|m| match m {
+        // YAML reads a bare `off` as false.
+        Value::Bool(false) => "off".to_string(),
+        other => other
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase(),
+    });
+    (mode.as_deref() == Some("required")).then_some(
+        "watchdog.mode: required promises that no node leads without an armed watchdog device, and Regent does not drive one (its own fencing guard stops a primary whose lease ran out)",
+    )
+}
+
+fn failsafe(v: &Value) -> Option<&'static str> {
+    truthy(v).then_some(
+        "with failsafe_mode the leader stays primary through an etcd outage while every member answers it; Regent would demote it instead",
+    )
+}
+
+fn slots(v: &Value) -> Option<&'static str> {
+    non_empty(v).then_some(
+        "the permanent replication slots would not be created on the primary, nor kept across a failover: their consumers would lose their position",
+    )
+}
+
+fn replica_methods(v: &Value) -> Option<&'static str> {
+    let only_basebackup = match v {
+        Value::Sequence(s) => s.iter().all(|m| m.as_str() == Some("basebackup")),
+        Value::String(s) => s.trim() == "basebackup",
+        _ => false,
+    };
+    (!only_basebackup).then_some(
+        "Regent clones replicas only with pg_basebackup, not with the methods listed (e.g. from a backup repository)",
+    )
+}
+
+fn bootstrap_method(v: &Value) -> Option<&'static str> {
+    (v.as_str().map(str::trim) != Some("initdb")).then_some(
+        "a new cluster would be created empty by initdb instead of by this method (e.g. restored from a backup)",
+    )
+}
+
+fn ssl_mode(v: &Value) -> Option<&'static str> {
+    let weak = matches!(
+        v.as_str().map(str::trim),
+        Some("disable" | "allow" | "prefer")
+    );
+    (!weak).then_some(
+        "Regent's connections to PostgreSQL do not pass sslmode yet, so they would not insist on TLS",
+    )
+}
+
+const SSL_FILES: &str = "Regent's connections to PostgreSQL do not pass TLS settings yet: they would connect without this certificate, key or check";
 
 const TOP: &[(&str, Key)] = &[
     ("scope", Known),
@@ -36,8 +125,11 @@ const TOP: &[(&str, Key)] = &[
     ("regent", Section(REGENT)),
     ("log", Unsupported),
     ("ctl", Section(CTL)),
-    ("watchdog", Unsupported),
-    ("citus", Unsupported),
+    ("watchdog", Refused(watchdog)),
+    (
+        "citus",
+        always!("Citus clusters need Patroni's coordinator and worker handling"),
+    ),
     ("consul", Unsupported),
     ("zookeeper", Unsupported),
     ("exhibitor", Unsupported),
@@ -85,18 +177,30 @@ const ETCD: &[(&str, Key)] = &[
     ("srv", Unsupported),
     ("srv_suffix", Unsupported),
     ("use_proxies", Unsupported),
-    ("username", Unsupported),
-    ("password", Unsupported),
-    ("cacert", Unsupported),
-    ("cert", Unsupported),
-    ("key", Unsupported),
+    (
+        "username",
+        always!("Regent does not log in to etcd yet: with authentication enabled etcd refuses it"),
+    ),
+    (
+        "password",
+        always!("Regent does not log in to etcd yet: with authentication enabled etcd refuses it"),
+    ),
+    ("cacert", always!("Regent does not speak TLS to etcd yet")),
+    (
+        "cert",
+        always!("Regent does not present client certificates to etcd yet"),
+    ),
+    (
+        "key",
+        always!("Regent does not present client certificates to etcd yet"),
+    ),
 ];
 
 const BOOTSTRAP: &[(&str, Key)] = &[
     ("dcs", Section(DCS)),
     ("initdb", Known),
     ("pg_hba", Known),
-    ("method", Unsupported),
+    ("method", Refused(bootstrap_method)),
     ("users", Unsupported),
     ("post_bootstrap", Unsupported),
     ("post_init", Unsupported),
@@ -120,10 +224,15 @@ const DCS: &[(&str, Key)] = &[
     ("primary_stop_timeout", Unsupported),
     ("master_stop_timeout", Unsupported),
     ("primary_race_backoff", Unsupported),
-    ("failsafe_mode", Unsupported),
+    ("failsafe_mode", Refused(failsafe)),
     ("member_slots_ttl", Unsupported),
-    ("standby_cluster", Unsupported),
-    ("slots", Unsupported),
+    (
+        "standby_cluster",
+        Refused(|v| {
+            non_empty(v).then_some("this node would bootstrap or lead a writable cluster of its own instead of following the remote primary")
+        }),
+    ),
+    ("slots", Refused(slots)),
     ("ignore_slots", Unsupported),
 ];
 
@@ -154,8 +263,13 @@ const POSTGRESQL: &[(&str, Key)] = &[
     ("config_dir", Unsupported),
     ("bin_name", Unsupported),
     ("pgpass", Unsupported),
-    ("callbacks", Unsupported),
-    ("create_replica_methods", Unsupported),
+    (
+        "callbacks",
+        Refused(|v| {
+            non_empty(v).then_some("the scripts would not run on start, stop, reload or role change (e.g. moving a virtual IP to the new primary)")
+        }),
+    ),
+    ("create_replica_methods", Refused(replica_methods)),
     ("replica_method", Unsupported),
     ("basebackup", Unsupported),
     ("recovery_conf", Unsupported),
@@ -166,8 +280,18 @@ const POSTGRESQL: &[(&str, Key)] = &[
     ("use_unix_socket_repl", Unsupported),
     ("remove_data_directory_on_rewind_failure", Unsupported),
     ("remove_data_directory_on_diverged_timelines", Unsupported),
-    ("pre_promote", Unsupported),
-    ("before_stop", Unsupported),
+    (
+        "pre_promote",
+        Refused(|v| {
+            non_empty(v).then_some("the script would not run before a promotion, and a promotion it would have vetoed would go ahead")
+        }),
+    ),
+    (
+        "before_stop",
+        Refused(|v| {
+            non_empty(v).then_some("the script would not run before PostgreSQL is stopped")
+        }),
+    ),
     ("krbsrvname", Unsupported),
 ];
 
@@ -180,16 +304,21 @@ const AUTHENTICATION: &[(&str, Key)] = &[
 const CREDENTIALS: &[(&str, Key)] = &[
     ("username", Known),
     ("password", Known),
-    ("sslmode", Unsupported),
-    ("sslkey", Unsupported),
-    ("sslpassword", Unsupported),
-    ("sslcert", Unsupported),
-    ("sslrootcert", Unsupported),
-    ("sslcrl", Unsupported),
-    ("sslcrldir", Unsupported),
+    ("sslmode", Refused(ssl_mode)),
+    ("sslkey", always!(SSL_FILES)),
+    ("sslpassword", always!(SSL_FILES)),
+    ("sslcert", always!(SSL_FILES)),
+    ("sslrootcert", always!(SSL_FILES)),
+    ("sslcrl", always!(SSL_FILES)),
+    ("sslcrldir", always!(SSL_FILES)),
     ("sslnegotiation", Unsupported),
     ("gssencmode", Unsupported),
-    ("channel_binding", Unsupported),
+    (
+        "channel_binding",
+        Refused(|v| {
+            (v.as_str().map(str::trim) == Some("require")).then_some("Regent's connections to PostgreSQL do not pass channel_binding yet, so they would not insist on it")
+        }),
+    ),
 ];
 
 const CTL: &[(&str, Key)] = &[
@@ -246,6 +375,7 @@ fn walk(
     prefix: &str,
     origins: &Origins,
     warnings: &mut Vec<String>,
+    refused: &mut Vec<ConfigError>,
 ) {
     map.retain(|_, v| !v.is_null());
     // Patroni's named methods (`create_replica_methods: [pgbackrest]` + `pgbackrest: {...}`,
@@ -278,10 +408,19 @@ fn walk(
             Some(Known) => {}
             Some(Section(sub)) => {
                 if let Value::Mapping(m) = v {
-                    walk(m, sub, &path, origins, warnings);
+                    walk(m, sub, &path, origins, warnings, refused);
                 }
                 // Anything else is a type error that deserialization reports with its path.
             }
+            Some(Refused(check)) => match check(v) {
+                Some(why) => refused.push(ConfigError::NotSupported {
+                    key: shown,
+                    why: why.into(),
+                }),
+                None => warnings.push(format!(
+                    "{shown}: Patroni key not supported by Regent yet, ignored (harmless with this value)"
+                )),
+            },
             Some(Unsupported) => {
                 warnings.push(format!("{shown}: Patroni key not supported by Regent yet, ignored"))
             }
@@ -303,10 +442,16 @@ fn walk(
 
 /// One warning per key of the whole document `map` that Regent does not use, in document
 /// order, then one about a Patroni `etcd` (v2) section; null entries are dropped from `map`.
-/// Keys set by environment variables (`origins`) are named with their variables.
-pub(super) fn warnings(map: &mut Mapping, origins: &Origins) -> Vec<String> {
+/// Keys set by environment variables (`origins`) are named with their variables. A Patroni key
+/// Regent does not implement and whose absence would change what the cluster does is an
+/// error ([`ConfigError::NotSupported`], the first in document order).
+pub(super) fn warnings(map: &mut Mapping, origins: &Origins) -> Result<Vec<String>, ConfigError> {
     let mut warnings = Vec::new();
-    walk(map, TOP, "", origins, &mut warnings);
+    let mut refused = Vec::new();
+    walk(map, TOP, "", origins, &mut warnings, &mut refused);
+    if let Some(e) = refused.into_iter().next() {
+        return Err(e);
+    }
     if map.contains_key("etcd") {
         if map.contains_key("etcd3") {
             warnings
@@ -318,14 +463,14 @@ pub(super) fn warnings(map: &mut Mapping, origins: &Origins) -> Vec<String> {
             );
         }
     }
-    warnings
+    Ok(warnings)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::test_support::*;
-    use crate::config::{DynamicConfig, Tags};
+    use crate::config::{ConfigError, DynamicConfig, Tags};
 
     #[test]
     fn unknown_keys_warn_and_are_not_fatal() {
@@ -390,18 +535,13 @@ mod tests {
             ("restapi.server_tokens", "minimal"),
             ("restapi.ciphers", "ECDHE-RSA-AES256-GCM-SHA384"),
             ("restapi.request_queue_size", "5"),
-            ("etcd3.username", "root"),
-            ("etcd3.password", "secret"),
             ("bootstrap.users", "{admin: {password: x}}"),
             ("bootstrap.post_bootstrap", "/usr/local/bin/setup.sh"),
-            ("postgresql.callbacks", "{on_start: /bin/true}"),
-            (
-                "postgresql.create_replica_methods",
-                "[pgbackrest, basebackup]",
-            ),
-            ("postgresql.pgbackrest", "{command: /bin/true}"),
+            ("postgresql.create_replica_methods", "[basebackup]"),
             ("postgresql.pgpass", "/tmp/pgpass0"),
-            ("postgresql.authentication.superuser.sslmode", "require"),
+            ("postgresql.authentication.superuser.sslmode", "prefer"),
+            ("bootstrap.method", "initdb"),
+            ("bootstrap.dcs.failsafe_mode", "false"),
         ];
         let edits: Vec<(&str, Option<&str>)> = keys.iter().map(|(k, v)| (*k, Some(*v))).collect();
         let l = parse_edited(&edits).expect("unsupported keys are not fatal");
@@ -415,6 +555,63 @@ mod tests {
             assert!(w.contains("not supported by Regent yet, ignored"), "{w}");
         }
         assert!(!l.warnings.iter().any(|w| w.contains("unknown key")));
+    }
+
+    #[test]
+    fn patroni_keys_whose_absence_changes_the_cluster_are_refused() {
+        for (key, value) in [
+            (
+                "bootstrap.dcs.standby_cluster",
+                "{host: 10.0.0.9, port: 5432}",
+            ),
+            ("bootstrap.dcs.failsafe_mode", "true"),
+            (
+                "bootstrap.dcs.slots",
+                "{cdc: {type: logical, database: app, plugin: pgoutput}}",
+            ),
+            ("watchdog", "{mode: required}"),
+            (
+                "postgresql.callbacks",
+                "{on_role_change: /usr/local/bin/move-vip}",
+            ),
+            ("postgresql.pre_promote", "/usr/local/bin/check"),
+            ("postgresql.before_stop", "/usr/local/bin/drain"),
+            (
+                "postgresql.create_replica_methods",
+                "[pgbackrest, basebackup]",
+            ),
+            ("bootstrap.method", "restore"),
+            ("etcd3.username", "root"),
+            ("etcd3.cacert", "/etc/etcd/ca.pem"),
+            (
+                "postgresql.authentication.replication.sslmode",
+                "verify-full",
+            ),
+            (
+                "postgresql.authentication.replication.sslrootcert",
+                "/etc/ssl/ca.pem",
+            ),
+        ] {
+            let e = parse_edited(&[(key, Some(value))]).expect_err(key);
+            match &e {
+                ConfigError::NotSupported { key: k, .. } => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "{key}: Patroni setting not supported by Regent yet"
+                )) && !text.contains('\n'),
+                "{text}"
+            );
+        }
+        // The harmless values of the same keys only warn.
+        let l = parse_edited(&[
+            ("watchdog", Some("{mode: automatic}")),
+            ("bootstrap.dcs.slots", Some("{}")),
+        ])
+        .expect("harmless values");
+        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
     }
 
     #[test]

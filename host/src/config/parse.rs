@@ -60,7 +60,7 @@ pub(super) fn finish(
     let Value::Mapping(map) = &mut value else {
         return Err(not_a_mapping(&value));
     };
-    let warnings = keys::warnings(map, origins);
+    let warnings = keys::warnings(map, origins)?;
 
     let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();

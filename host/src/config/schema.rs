@@ -3,7 +3,7 @@
 //! `regent` section. Key names and defaults follow Patroni's. Pure: data types only, no I/O.
 
 use super::DynamicConfig;
-use super::values::{HostList, InitdbOption, patroni_bool};
+use super::values::{HostList, InitdbOption, patroni_bool, patroni_int_opt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -197,7 +197,7 @@ pub(crate) struct Tags {
     #[serde(default, deserialize_with = "patroni_bool")]
     pub(crate) nofailover: bool,
     /// Among equally caught-up replicas the higher wins; 0: never promote this node.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "patroni_int_opt")]
     pub(crate) failover_priority: Option<i64>,
     /// Keep this node out of load balancing (its replica health check fails).
     #[serde(default, deserialize_with = "patroni_bool")]

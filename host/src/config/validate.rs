@@ -5,7 +5,7 @@
 
 use super::error::{invalid, q, qp};
 use super::parse::humanize_serde;
-use super::{Config, ConfigError, DynamicConfig, HostList};
+use super::{Config, ConfigError, DynamicConfig, HostList, SyncMode};
 use std::path::Path;
 
 /// Minimum `ttl` Regent accepts (Patroni's own minimum is higher).
@@ -393,9 +393,23 @@ impl Config {
 
     fn validate_timing(&self) -> Result<(), ConfigError> {
         let d = &self.bootstrap.dcs;
+        check_sync_mode("bootstrap.dcs.", d.synchronous_mode)?;
         check_timing("bootstrap.dcs.", d.ttl, d.loop_wait, d.retry_timeout)?;
         check_sync_count("bootstrap.dcs.", d.synchronous_node_count)
     }
+}
+
+/// `synchronous_mode: quorum` is refused until Regent implements quorum commit: treated as
+/// `on`, a standby Patroni would count in a quorum could be promoted without every
+/// acknowledged commit, or the wrong one kept waiting.
+fn check_sync_mode(prefix: &str, mode: SyncMode) -> Result<(), ConfigError> {
+    if mode == SyncMode::Quorum {
+        return Err(ConfigError::NotSupported {
+            key: format!("{prefix}synchronous_mode: quorum"),
+            why: "quorum commit (synchronous_standby_names = 'ANY k (...)' and the quorum in the sync key) is not implemented, and running it as synchronous_mode: on would promote and wait by other rules; use synchronous_mode: on".into(),
+        });
+    }
+    Ok(())
 }
 
 /// `{prefix}synchronous_node_count`: at least one standby (Patroni's rule).
@@ -562,7 +576,38 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
         }
     })?;
     check_timing("", d.ttl, d.loop_wait, d.retry_timeout)?;
+    check_sync_mode("", d.synchronous_mode)?;
     check_sync_count("", d.synchronous_node_count)?;
+    for (key, why) in [
+        (
+            "failsafe_mode",
+            "with failsafe_mode the leader stays primary through an etcd outage while every member answers it; Regent would demote it instead",
+        ),
+        (
+            "standby_cluster",
+            "the cluster would keep a writable primary of its own instead of following the remote primary",
+        ),
+        (
+            "slots",
+            "the permanent replication slots would not be created on the primary, nor kept across a failover",
+        ),
+    ] {
+        let set = match config.get(key) {
+            None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
+            Some(serde_json::Value::Object(m)) => !m.is_empty(),
+            Some(serde_json::Value::String(s)) => !matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "" | "off" | "false" | "no" | "0"
+            ),
+            Some(_) => true,
+        };
+        if set {
+            return Err(ConfigError::NotSupported {
+                key: key.into(),
+                why: why.into(),
+            });
+        }
+    }
     check_hba("postgresql.pg_hba", &d.postgresql.pg_hba)?;
     Ok(d)
 }
@@ -663,9 +708,33 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_keys_regent_cannot_honour_are_refused() {
+        for (doc, key) in [
+            (serde_json::json!({"failsafe_mode": true}), "failsafe_mode"),
+            (
+                serde_json::json!({"standby_cluster": {"host": "10.0.0.9"}}),
+                "standby_cluster",
+            ),
+            (
+                serde_json::json!({"slots": {"x": {"type": "physical"}}}),
+                "slots",
+            ),
+            (
+                serde_json::json!({"synchronous_mode": "quorum"}),
+                "synchronous_mode: quorum",
+            ),
+        ] {
+            match validate_dynamic(&doc) {
+                Err(ConfigError::NotSupported { key: k, .. }) => assert_eq!(k, key, "{doc}"),
+                other => panic!("{doc}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn dynamic_config_from_the_api_is_checked() {
         let ok = serde_json::json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 5, "pause": true,
-                                    "slots": {"x": {"type": "physical"}}});
+                                    "failsafe_mode": false, "slots": {}});
         let d = validate_dynamic(&ok).expect("valid");
         assert_eq!((d.ttl, d.pause), (20, Some(true)));
         // Safety review item 1: a ttl no lease should have (and whose milliseconds would

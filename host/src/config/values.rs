@@ -55,6 +55,45 @@ impl<'de> Visitor<'de> for BoolVisitor {
     }
 }
 
+/// A whole number as Patroni reads tags such as `failover_priority`: a YAML integer or a
+/// string holding one (`"1"`, as tags from the environment or templating arrive). A string
+/// that is not a whole number is refused: a typo in a priority decides who may lead.
+pub(super) fn patroni_int_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a whole number (also as a string, e.g. \"1\")")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Option<i64>, E> {
+            Ok(Some(n))
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Option<i64>, E> {
+            i64::try_from(n)
+                .map(Some)
+                .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Option<i64>, E> {
+            s.trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(s), &self))
+        }
+    }
+    d.deserialize_option(V)
+}
+
 /// An etcd section's `hosts`: a YAML list or, as Patroni allows, one comma-separated string.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
@@ -148,6 +187,33 @@ mod tests {
     use crate::config::{ConfigError, SyncMode};
 
     #[test]
+    fn tags_written_as_strings_are_cast_as_patroni_casts_them() {
+        for (yaml, want) in [
+            ("'1'", Some(1)),
+            ("\" 3 \"", Some(3)),
+            ("2", Some(2)),
+            ("'0'", Some(0)),
+        ] {
+            let l = parse_edited(&[("tags.failover_priority", Some(yaml))])
+                .unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert_eq!(l.config.tags.failover_priority, want, "{yaml}");
+        }
+        let l = parse_edited(&[
+            ("tags.nofailover", Some("'false'")),
+            ("tags.nosync", Some("'on'")),
+        ])
+        .expect("string booleans");
+        assert!(!l.config.tags.nofailover && l.config.tags.nosync);
+        let e =
+            parse_edited(&[("tags.failover_priority", Some("high"))]).expect_err("not a number");
+        let text = e.to_string();
+        assert!(
+            text.contains("tags.failover_priority") && text.contains("whole number"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn synchronous_mode_variants() {
         for (yaml, want) in [
             ("true", SyncMode::On),
@@ -157,12 +223,18 @@ mod tests {
             ("'on'", SyncMode::On),
             ("ON", SyncMode::On),
             ("yes", SyncMode::On),
-            ("quorum", SyncMode::Quorum),
-            ("Quorum", SyncMode::Quorum),
         ] {
             let l = parse_edited(&[("bootstrap.dcs.synchronous_mode", Some(yaml))])
                 .unwrap_or_else(|e| panic!("{yaml}: {e}"));
             assert_eq!(l.config.bootstrap.dcs.synchronous_mode, want, "{yaml}");
+        }
+        // Quorum commit is read, and refused until Regent implements it (issue 12 item 6).
+        for yaml in ["quorum", "Quorum"] {
+            let e = err_of(&[("bootstrap.dcs.synchronous_mode", Some(yaml))]);
+            assert!(
+                matches!(&e, ConfigError::NotSupported { key, .. } if key.starts_with("bootstrap.dcs.synchronous_mode")),
+                "{e:?}"
+            );
         }
         for bad in ["maybe", "1"] {
             let e = err_of(&[("bootstrap.dcs.synchronous_mode", Some(bad))]);

@@ -29,6 +29,14 @@ impl Postgres {
             "# Managed by regent: rewritten before every start. Edit the regent config instead.\n",
         );
         let mut params = self.s.parameters.clone();
+        let major = self
+            .read_owned(&self.s.data_dir.join("PG_VERSION"))?
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if let Some(major) = major {
+            for note in across_versions(&mut params, major) {
+                tracing::info!("{note}");
+            }
+        }
         params.insert("listen_addresses".into(), self.s.listen_host.clone());
         params.insert("port".into(), self.s.port.to_string());
         params.insert("cluster_name".into(), self.s.scope.clone());
@@ -129,6 +137,56 @@ impl Postgres {
 
 /// `pg_hba.conf` from the configured entries, one line each; an entry with a line break (it
 /// would become two rules) or a NUL is refused.
+/// Patroni's renames of settings across PostgreSQL versions, so that one configuration
+/// serves every major version (`major` as in `PG_VERSION`: 12, 13, ...): `wal_keep_segments`
+/// became `wal_keep_size` in 13 (one segment counted as 16 MB, as Patroni counts it) and back
+/// for older servers, and `wal_level: hot_standby` is `replica` since 9.6. A value set under the
+/// new name wins. Returns a line per change, for the log.
+pub(crate) fn across_versions(params: &mut BTreeMap<String, String>, major: u32) -> Vec<String> {
+    let mut notes = Vec::new();
+    if major >= 13 {
+        if let Some(segs) = params.remove("wal_keep_segments") {
+            match segs.trim().parse::<u64>() {
+                Ok(n) if !params.contains_key("wal_keep_size") => {
+                    let size = format!("{}MB", n.saturating_mul(16));
+                    notes.push(format!(
+                        "wal_keep_segments = {n} written as wal_keep_size = {size} (PostgreSQL {major} has no wal_keep_segments)"
+                    ));
+                    params.insert("wal_keep_size".into(), size);
+                }
+                _ => notes.push(format!(
+                    "wal_keep_segments = {segs} left out (PostgreSQL {major} has no wal_keep_segments; wal_keep_size is set or the value is not a number)"
+                )),
+            }
+        }
+    } else if let Some(size) = params.remove("wal_keep_size") {
+        // Back to segments of 16 MB, rounded to the nearest.
+        let mb = size
+            .trim()
+            .strip_suffix("MB")
+            .unwrap_or(size.trim())
+            .trim()
+            .parse::<u64>();
+        match mb {
+            Ok(mb) if !params.contains_key("wal_keep_segments") => {
+                let segs = (mb + 8) / 16;
+                notes.push(format!(
+                    "wal_keep_size = {size} written as wal_keep_segments = {segs} (PostgreSQL {major} has no wal_keep_size)"
+                ));
+                params.insert("wal_keep_segments".into(), segs.to_string());
+            }
+            _ => notes.push(format!(
+                "wal_keep_size = {size} left out (PostgreSQL {major} has no wal_keep_size)"
+            )),
+        }
+    }
+    if params.get("wal_level").map(String::as_str) == Some("hot_standby") {
+        params.insert("wal_level".into(), "replica".into());
+        notes.push("wal_level = hot_standby written as replica".into());
+    }
+    notes
+}
+
 fn hba_text(entries: &[String]) -> Result<String> {
     let mut text = String::from("# Managed by regent (postgresql.pg_hba)\n");
     for l in entries {

@@ -473,3 +473,35 @@ fn a_pg_hba_entry_is_one_line_or_refused() {
         assert!(e.to_string().contains("pg_hba"), "{e}");
     }
 }
+
+#[test]
+fn settings_renamed_across_versions_are_written_as_the_server_knows_them() {
+    let params = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // PostgreSQL 13+ refuses to start with wal_keep_segments.
+    let mut p = params(&[("wal_keep_segments", "8"), ("wal_level", "hot_standby")]);
+    let notes = across_versions(&mut p, 15);
+    assert_eq!(
+        p,
+        params(&[("wal_keep_size", "128MB"), ("wal_level", "replica")])
+    );
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    // A value under the new name wins.
+    let mut p = params(&[("wal_keep_segments", "8"), ("wal_keep_size", "1GB")]);
+    across_versions(&mut p, 16);
+    assert_eq!(p, params(&[("wal_keep_size", "1GB")]));
+    // And back for an older server.
+    let mut p = params(&[("wal_keep_size", "120MB")]);
+    across_versions(&mut p, 12);
+    assert_eq!(p, params(&[("wal_keep_segments", "8")]));
+    // Nothing to do.
+    let mut p = params(&[("wal_keep_size", "64MB"), ("wal_level", "logical")]);
+    assert!(across_versions(&mut p, 15).is_empty());
+    assert_eq!(
+        p,
+        params(&[("wal_keep_size", "64MB"), ("wal_level", "logical")])
+    );
+}

@@ -109,12 +109,42 @@ impl Postgres {
             .join(format!("{}-postgresql.log", self.s.name))
     }
 
-    /// Create the data directory (and missing parents) as the PostgreSQL OS user, mode 0700.
+    /// Create the data directory (and missing parents, as initdb does under Patroni) as the
+    /// PostgreSQL OS user, mode 0700. A parent that user cannot create is an error that says
+    /// how to create it.
     pub(super) fn make_data_dir(&self) -> Result<()> {
         let d = &self.s.data_dir;
         self.as_pg(format_args!("create {} (mode 0700)", d.display()), || {
             std::fs::create_dir_all(d)?;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+        })
+        .map_err(|e| match (e, d.parent()) {
+            (PgError::Io(m), Some(parent)) if !parent.is_dir() => {
+                let owner = self.user.as_ref().map_or("postgres", |u| u.name.as_str());
+                PgError::Io(format!(
+                    "{m}; create the parent directory for it: mkdir -p {p} && chown {owner}: {p}",
+                    p = parent.display()
+                ))
+            }
+            (e, _) => e,
+        })
+    }
+
+    /// Create the missing parents of the data directory as the PostgreSQL OS user (mode
+    /// 0755, as `mkdir -p` leaves them), or say how to create them.
+    pub(super) fn make_data_dir_parents(&self) -> Result<()> {
+        let Some(parent) = self.s.data_dir.parent().filter(|p| !p.is_dir()) else {
+            return Ok(());
+        };
+        self.as_pg(format_args!("create {}", parent.display()), || {
+            std::fs::create_dir_all(parent)
+        })
+        .map_err(|e| {
+            let owner = self.user.as_ref().map_or("postgres", |u| u.name.as_str());
+            PgError::Io(format!(
+                "{e}; create the parent directory of postgresql.data_dir: mkdir -p {p} && chown {owner}: {p}",
+                p = parent.display()
+            ))
         })
     }
 

@@ -170,7 +170,7 @@ impl Postgres {
             );
         }
         let marker = former_primary_marker(&s);
-        Ok(Postgres {
+        let pg = Postgres {
             former_primary: std::sync::atomic::AtomicBool::new(marker.exists()),
             s,
             user,
@@ -179,7 +179,11 @@ impl Postgres {
             sync_names: std::sync::Mutex::new(String::new()),
             departed_slots: std::sync::Mutex::new(BTreeMap::new()),
             last_configured: std::sync::Mutex::new(None),
-        })
+        };
+        // The guard's files and the server log live beside the data directory (by default):
+        // its missing parents are created now, as the PostgreSQL OS user.
+        pg.make_data_dir_parents()?;
+        Ok(pg)
     }
 }
 

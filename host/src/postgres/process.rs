@@ -230,7 +230,14 @@ pub(super) fn resolve_os_user(s: &PgSettings) -> Result<OsUser> {
     if let Some(n) = &s.os_user {
         return by_name(n);
     }
-    let parent = s.data_dir.parent().unwrap_or(Path::new("/"));
+    // The closest directory that exists: missing parents of the data directory are created
+    // by the user who owns it (as initdb, run by that user under Patroni, creates them).
+    let mut parent = s.data_dir.parent().unwrap_or(Path::new("/"));
+    while !parent.exists()
+        && let Some(up) = parent.parent()
+    {
+        parent = up;
+    }
     let meta = std::fs::metadata(parent).map_err(|e| {
         PgError::User(format!(
             "cannot stat the data directory's parent {}: {e}",

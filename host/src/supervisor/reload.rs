@@ -300,12 +300,20 @@ pub(super) fn merged_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeM
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    for (k, v) in dynamic
-        .postgresql
-        .parameters
-        .iter()
-        .chain(cfg.postgresql.parameters.iter())
+    let given = || {
+        dynamic
+            .postgresql
+            .parameters
+            .iter()
+            .chain(cfg.postgresql.parameters.iter())
+    };
+    // A wal_keep_segments from an older configuration replaces the default wal_keep_size
+    // (written as wal_keep_size on PostgreSQL 13+; see `postgres::conf::across_versions`).
+    if given().any(|(k, _)| k == "wal_keep_segments") && !given().any(|(k, _)| k == "wal_keep_size")
     {
+        parameters.remove("wal_keep_size");
+    }
+    for (k, v) in given() {
         parameters.insert(k.clone(), yaml_scalar(v));
     }
     parameters
