@@ -614,6 +614,42 @@ mod tests {
         assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
     }
 
+    /// docs/patroni-compatibility.md lists every key of the tables with what Regent does.
+    #[test]
+    fn the_compatibility_table_lists_every_key_as_the_code_treats_it() {
+        const DOC: &str = include_str!("../../../docs/patroni-compatibility.md");
+        fn rows(table: &[(&str, Key)], prefix: &str, out: &mut Vec<(String, &'static str)>) {
+            for (name, kind) in table {
+                let path = format!("{prefix}{name}");
+                let status = match kind {
+                    Section(sub) => {
+                        if path != "regent" {
+                            rows(sub, &format!("{path}."), out);
+                        }
+                        continue;
+                    }
+                    Known => "supported",
+                    Unsupported => "ignored",
+                    Moved(_) => "moved",
+                    Refused(_) => "refused",
+                };
+                out.push((path, status));
+            }
+        }
+        let mut all = Vec::new();
+        rows(TOP, "", &mut all);
+        assert!(all.len() > 150, "{}", all.len());
+        let missing: Vec<String> = all
+            .iter()
+            .filter(|(path, status)| !DOC.contains(&format!("| `{path}` | {status} |")))
+            .map(|(path, status)| format!("{path} ({status})"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/patroni-compatibility.md does not list: {missing:?}"
+        );
+    }
+
     #[test]
     fn misplaced_dynamic_keys_say_where_they_belong() {
         let l = parse_edited(&[
