@@ -1,7 +1,8 @@
 //! The keys Regent knows: one table per section saying whether a key is used, a section to
-//! descend into, a Patroni key Regent does not support, or one read only from another place;
-//! and the walk over the YAML document that turns every key Regent does not use into a
-//! warning (never an error). Pure: works on the parsed YAML value, no filesystem access.
+//! descend into, a Patroni key Regent does not support (ignored, or refused when ignoring it
+//! would change what the cluster does), or one read only from another place; and the walk
+//! over the YAML document that turns every key Regent does not use into a warning, and every
+//! refused one into an error. Pure: works on the parsed YAML value, no filesystem access.
 
 use super::ConfigError;
 use super::error::kind_of;
