@@ -246,7 +246,7 @@ async fn config_patch_put_validation_and_compare_and_swap() {
     // Refused: a config Regent could not run with, and bodies that are not objects.
     for (method, body, text) in [
         (Method::PATCH, json!({"ttl": 3}), "ttl = 3"),
-        (Method::PATCH, json!({"loop_wait": 25}), "exceeds ttl"),
+        (Method::PATCH, json!({"retry_timeout": 0}), "retry_timeout"),
         (
             Method::PATCH,
             json!({"postgresql": {"use_slots": "sometimes"}}),

@@ -110,15 +110,19 @@ fn wrong_type_names_the_key() {
 }
 
 #[test]
-fn missing_data_dir_parent_is_named() {
+fn a_file_where_a_data_dir_parent_must_go_is_named() {
+    // Missing parents are created as the PostgreSQL OS user (as initdb does under Patroni);
+    // a file standing in their way cannot become one.
     let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("no"), "").expect("file");
     let data = tmp.path().join("no/such/parent/data");
     let cfg = config(tmp.path(), "[127.0.0.1:2379]", &data, &bin_dir(), "10");
     for cmd in ["validate-config", "run"] {
         let o = run(&[cmd, cfg.to_str().expect("utf8")]);
-        assert_one_error(&o, "no/such/parent");
+        assert_one_error(&o, "is a file");
+        assert!(o.errors[0].contains("mkdir -p"), "{}", o.errors[0]);
     }
-    assert!(!tmp.path().join("no").exists(), "nothing was created");
+    assert!(tmp.path().join("no").is_file(), "nothing was touched");
 }
 
 #[test]

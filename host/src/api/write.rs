@@ -349,14 +349,18 @@ mod tests {
         let e = check_new_config(Some(&ok), &json!({"postgresql": {"use_slots": "maybe"}}))
             .expect_err("nested");
         assert!(e.to_string().contains("postgresql.use_slots"), "{e}");
-        // A Patroni cluster's timing Regent would refuse does not block an unrelated change.
+        // A timing that breaks loop_wait + 2 × retry_timeout <= ttl is taken, as Patroni takes
+        // it (the node runs with fitted values).
         let patroni = json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10});
         let mut paused = patroni.clone();
         paused["pause"] = json!(true);
         assert!(check_new_config(Some(&patroni), &paused).is_ok());
-        // But making it worse does.
+        let mut shorter = patroni.clone();
+        shorter["ttl"] = json!(15);
+        assert!(check_new_config(Some(&patroni), &shorter).is_ok());
+        // A ttl Regent cannot run with at all is still refused.
         let mut worse = patroni.clone();
-        worse["ttl"] = json!(15);
+        worse["ttl"] = json!(4);
         assert!(check_new_config(Some(&patroni), &worse).is_err());
     }
 }

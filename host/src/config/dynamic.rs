@@ -53,6 +53,35 @@ pub struct DynamicConfig {
     /// The cluster-wide `postgresql` keys.
     #[serde(default)]
     pub(crate) postgresql: DynamicPostgresql,
+    /// Set by [`DynamicConfig::fit_timing`] when the timing given broke
+    /// `loop_wait + 2 × retry_timeout <= ttl`: what was given and what is used instead.
+    #[serde(skip)]
+    pub(crate) timing_adjusted: Option<String>,
+}
+
+impl DynamicConfig {
+    /// Fit the timing into Patroni's rule `loop_wait + 2 × retry_timeout <= ttl` as Patroni
+    /// does, keeping `ttl`: shorten `loop_wait` (down to 1 s), and if that is not enough, set
+    /// `retry_timeout` to `(ttl - 1) / 2`. The values given stay in the DCS; these are the
+    /// ones this node runs with, and [`timing_adjusted`](Self::timing_adjusted) says so.
+    /// Safety does not rest on the rule (the write deadline comes from the lease etcd
+    /// granted); it keeps a healthy leader from losing its lease between two loops.
+    pub(crate) fn fit_timing(&mut self) {
+        let (ttl, lw, rt) = (self.ttl, self.loop_wait, self.retry_timeout);
+        let (new_lw, new_rt) = if 1 + 2 * rt.min(ttl) > ttl {
+            (1, ttl.saturating_sub(1) / 2)
+        } else if lw.saturating_add(2 * rt) > ttl {
+            (ttl - 2 * rt, rt)
+        } else {
+            self.timing_adjusted = None;
+            return;
+        };
+        self.loop_wait = new_lw;
+        self.retry_timeout = new_rt;
+        self.timing_adjusted = Some(format!(
+            "loop_wait {lw} + 2 × retry_timeout {rt} exceeds ttl {ttl}: running with loop_wait {new_lw} and retry_timeout {new_rt} (as Patroni does); set them so that loop_wait + 2 × retry_timeout <= ttl to silence this"
+        ));
+    }
 }
 
 impl Default for DynamicConfig {
@@ -69,6 +98,7 @@ impl Default for DynamicConfig {
             check_timeline: false,
             pause: None,
             postgresql: DynamicPostgresql::default(),
+            timing_adjusted: None,
         }
     }
 }

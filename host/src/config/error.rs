@@ -203,7 +203,7 @@ mod tests {
             err_of(&[("postgresql.data_dir", Some("5"))]),
             err_of(&[("postgresql.data_dir", None)]),
             err_of(&[("bootstrap.dcs.ttl", Some("4"))]),
-            timing(10, 5, 5).expect_err("timing"),
+            timing(10, 0, 5).expect_err("timing"),
             parse("a: [\n").expect_err("syntax"),
             err_of(&[("etcd3", None)]),
         ];

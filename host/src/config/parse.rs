@@ -69,6 +69,12 @@ pub(super) fn finish(
         annotate(serde_error(text, key, &e.inner().to_string()), origins)
     })?;
     config.validate().map_err(|e| annotate(e, origins))?;
+    let mut config = config;
+    let mut warnings = warnings;
+    config.bootstrap.dcs.fit_timing();
+    if let Some(note) = &config.bootstrap.dcs.timing_adjusted {
+        warnings.push(format!("bootstrap.dcs: {note}"));
+    }
     Ok(Loaded { config, warnings })
 }
 

@@ -527,25 +527,6 @@ fn check_timing(prefix: &str, ttl: u64, lw: u64, rt: u64) -> Result<(), ConfigEr
             ),
         ));
     }
-    let need = lw.saturating_add(rt.saturating_mul(2));
-    if need > ttl {
-        let (new_lw, new_rt) = timing_fix_keeping_ttl(ttl, lw, rt);
-        let keep_ttl = match (new_lw != lw, new_rt != rt) {
-            (true, true) => format!("loop_wait: {new_lw} and retry_timeout: {new_rt}"),
-            (true, false) => format!("loop_wait: {new_lw}"),
-            _ => format!("retry_timeout: {new_rt}"),
-        };
-        return Err(invalid(
-            format!("{prefix}ttl"),
-            format!("{ttl} with loop_wait {lw} and retry_timeout {rt}"),
-            format!(
-                "loop_wait + 2 × retry_timeout = {need} exceeds ttl {ttl} (allowed: loop_wait + 2 × retry_timeout <= ttl); each cycle the leader sleeps loop_wait, then reads the cluster state and renews its leader lease, each DCS call taking up to retry_timeout, and all of that must fit in one ttl, otherwise the lease can expire while this primary still runs and a replica could promote before the old primary demotes"
-            ),
-            format!(
-                "set {prefix}ttl: {need} or more, or keep ttl: {ttl} and set {keep_ttl} (Regent never adjusts these values by itself)"
-            ),
-        ));
-    }
     Ok(())
 }
 
@@ -576,6 +557,8 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
         }
     })?;
     check_timing("", d.ttl, d.loop_wait, d.retry_timeout)?;
+    let mut d = d;
+    d.fit_timing();
     check_sync_mode("", d.synchronous_mode)?;
     check_sync_count("", d.synchronous_node_count)?;
     for (key, why) in [
@@ -612,18 +595,6 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
     Ok(d)
 }
 
-/// `(loop_wait, retry_timeout)` that satisfy `loop_wait + 2 × retry_timeout <= ttl` for a
-/// `ttl >= MIN_TTL`: shorten the sleep if that is enough, else the retry budget, else both.
-fn timing_fix_keeping_ttl(ttl: u64, lw: u64, rt: u64) -> (u64, u64) {
-    if ttl >= rt.saturating_mul(2).saturating_add(1) {
-        (ttl - 2 * rt, rt)
-    } else if ttl >= lw.saturating_add(2) {
-        (lw, (ttl - lw) / 2)
-    } else {
-        (1, (ttl - 1) / 2)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,44 +621,57 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_that_do_not_fit_in_ttl_are_explained_not_adjusted() {
-        let e = timing(10, 5, 5).expect_err("5 + 2×5 > 10");
-        assert_eq!(invalid_key(&e), "bootstrap.dcs.ttl");
-        let msg = e.to_string();
-        for needle in [
-            "loop_wait + 2 × retry_timeout = 15 exceeds ttl 10",
-            "renews its leader lease",
-            "a replica could promote before the old primary demotes",
-            "set bootstrap.dcs.ttl: 15 or more",
-            "keep ttl: 10 and set retry_timeout: 2",
-        ] {
-            assert!(msg.contains(needle), "missing {needle:?} in {msg}");
-        }
-        // Both suggested fixes are accepted.
-        timing(15, 5, 5).expect("raised ttl");
-        timing(10, 5, 2).expect("lowered retry_timeout");
-
-        let e = timing(30, 20, 10).expect_err("20 + 2×10 > 30");
+    fn timeouts_that_do_not_fit_in_ttl_are_fitted_as_patroni_fits_them() {
+        // Patroni takes these and adjusts them (issue 12 item 8): so does Regent, and says so.
+        let l = timing(20, 2, 10)
+            .expect("PATCH {ttl 20, loop_wait 2, retry_timeout 10} as Patroni takes it");
+        let d = &l.config.bootstrap.dcs;
+        assert_eq!((d.ttl, d.loop_wait, d.retry_timeout), (20, 1, 9));
+        let w = l
+            .warnings
+            .iter()
+            .find(|w| {
+                w.starts_with("bootstrap.dcs: loop_wait 2 + 2 × retry_timeout 10 exceeds ttl 20")
+            })
+            .unwrap_or_else(|| panic!("{:?}", l.warnings));
         assert!(
-            e.to_string().contains("keep ttl: 30 and set loop_wait: 10"),
-            "{e}"
+            w.contains("running with loop_wait 1 and retry_timeout 9"),
+            "{w}"
         );
+        // Shortening loop_wait is enough here.
+        let d = timing(30, 20, 10).expect("fitted").config.bootstrap.dcs;
+        assert_eq!((d.loop_wait, d.retry_timeout), (10, 10));
+        // Fitting values are left alone, without a warning.
+        let l = timing(30, 10, 10).expect("fits");
+        assert_eq!(l.config.bootstrap.dcs.timing_adjusted, None);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        // The dynamic configuration from etcd or the API is fitted the same way.
+        let d =
+            validate_dynamic(&serde_json::json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 10}))
+                .expect("accepted");
+        assert_eq!((d.loop_wait, d.retry_timeout), (1, 9));
+        assert!(d.timing_adjusted.is_some());
     }
 
     #[test]
-    fn suggested_timing_fixes_always_fit() {
+    fn fitted_timing_always_satisfies_the_rule() {
         for ttl in MIN_TTL..=80 {
             for lw in 1..=60 {
-                for rt in 1..=60 {
-                    if lw + 2 * rt <= ttl {
-                        continue;
-                    }
-                    let (l, r) = timing_fix_keeping_ttl(ttl, lw, rt);
+                for rt in (1..=60).chain([u64::MAX]) {
+                    let mut d = DynamicConfig {
+                        ttl,
+                        loop_wait: lw,
+                        retry_timeout: rt,
+                        ..DynamicConfig::default()
+                    };
+                    d.fit_timing();
+                    let (l, r) = (d.loop_wait, d.retry_timeout);
                     assert!(
                         l >= 1 && r >= 1 && l + 2 * r <= ttl,
                         "ttl {ttl} lw {lw} rt {rt} -> {l} {r}"
                     );
-                    assert!(l <= lw && r <= rt, "a fix only lowers values");
+                    assert!(l <= lw && r <= rt, "fitting only lowers values");
+                    assert_eq!(d.timing_adjusted.is_some(), (l, r) != (lw, rt));
                 }
             }
         }
@@ -703,8 +687,9 @@ mod tests {
             invalid_key(&timing(30, 10, 0).expect_err("retry_timeout 0")),
             "bootstrap.dcs.retry_timeout"
         );
-        let huge = timing(30, 1, u64::MAX).expect_err("no overflow panic");
-        assert_eq!(invalid_key(&huge), "bootstrap.dcs.ttl");
+        let huge = timing(30, 1, u64::MAX).expect("no overflow panic");
+        let d = &huge.config.bootstrap.dcs;
+        assert_eq!((d.loop_wait, d.retry_timeout), (1, 14));
     }
 
     #[test]
@@ -745,14 +730,10 @@ mod tests {
         let e = validate_dynamic(&serde_json::json!({"ttl": 4})).expect_err("ttl");
         assert_eq!(invalid_key(&e), "ttl");
         assert!(e.to_string().contains("set ttl: 30"), "{e}");
-        let e =
+        let d =
             validate_dynamic(&serde_json::json!({"ttl": 10, "loop_wait": 5, "retry_timeout": 5}))
-                .expect_err("timing");
-        assert!(
-            e.to_string()
-                .starts_with("ttl = 10 with loop_wait 5 and retry_timeout 5"),
-            "{e}"
-        );
+                .expect("fitted, as Patroni fits it");
+        assert_eq!((d.loop_wait, d.retry_timeout), (1, 4));
         let e = validate_dynamic(&serde_json::json!({"postgresql": {"use_pg_rewind": "perhaps"}}))
             .expect_err("type");
         assert!(

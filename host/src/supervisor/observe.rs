@@ -230,6 +230,9 @@ impl Supervisor {
             // billion seconds, broken timing) is reported and the previous settings stay.
             match crate::config::validate_dynamic(v) {
                 Ok(d) if d != self.dynamic => {
+                    if let Some(note) = &d.timing_adjusted {
+                        tracing::warn!("the cluster's configuration: {note}");
+                    }
                     let timing = (d.ttl, d.loop_wait) != (self.dynamic.ttl, self.dynamic.loop_wait);
                     self.dynamic = d;
                     self.apply_parameters();
