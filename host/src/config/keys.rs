@@ -6,6 +6,7 @@
 
 use super::ConfigError;
 use super::error::kind_of;
+use super::values::parse_bool;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
@@ -38,10 +39,7 @@ macro_rules! always {
 fn truthy(v: &Value) -> bool {
     match v {
         Value::Bool(b) => *b,
-        Value::String(s) => matches!(
-            s.trim().to_ascii_lowercase().as_str(),
-            "true" | "yes" | "on" | "1"
-        ),
+        Value::String(s) => parse_bool(s) == Some(true),
         Value::Number(n) => n.as_i64().is_some_and(|n| n != 0),
         _ => false,
     }
@@ -72,16 +70,19 @@ fn watchdog(v: &Value) -> Option<&'static str> {
     )
 }
 
+/// Why `failsafe_mode: true` is refused (here and in the dynamic configuration).
+const WHY_FAILSAFE: &str = "with failsafe_mode the leader stays primary through an etcd outage while every member answers it; Regent would demote it instead";
+/// Why a non-empty `standby_cluster` is refused.
+const WHY_STANDBY_CLUSTER: &str = "this node would bootstrap or lead a writable cluster of its own instead of following the remote primary";
+/// Why non-empty `slots` are refused.
+const WHY_SLOTS: &str = "the permanent replication slots would not be created on the primary, nor kept across a failover: their consumers would lose their position";
+
 fn failsafe(v: &Value) -> Option<&'static str> {
-    truthy(v).then_some(
-        "with failsafe_mode the leader stays primary through an etcd outage while every member answers it; Regent would demote it instead",
-    )
+    truthy(v).then_some(WHY_FAILSAFE)
 }
 
 fn slots(v: &Value) -> Option<&'static str> {
-    non_empty(v).then_some(
-        "the permanent replication slots would not be created on the primary, nor kept across a failover: their consumers would lose their position",
-    )
+    non_empty(v).then_some(WHY_SLOTS)
 }
 
 fn replica_methods(v: &Value) -> Option<&'static str> {
@@ -229,9 +230,7 @@ const DCS: &[(&str, Key)] = &[
     ("member_slots_ttl", Unsupported),
     (
         "standby_cluster",
-        Refused(|v| {
-            non_empty(v).then_some("this node would bootstrap or lead a writable cluster of its own instead of following the remote primary")
-        }),
+        Refused(|v| non_empty(v).then_some(WHY_STANDBY_CLUSTER)),
     ),
     ("slots", Refused(slots)),
     ("ignore_slots", Unsupported),
@@ -439,6 +438,21 @@ fn walk(
             )),
         }
     }
+}
+
+/// The first key of a dynamic configuration (the DCS `config` key, `PATCH /config`) that
+/// Regent refuses, as [`warnings`] refuses it under `bootstrap.dcs`.
+pub(super) fn refused_dynamic(doc: &Value) -> Option<ConfigError> {
+    DCS.iter()
+        .find_map(|(name, kind)| match (kind, doc.get(*name)) {
+            (Refused(check), Some(v)) if !v.is_null() => {
+                check(v).map(|why| ConfigError::NotSupported {
+                    key: (*name).to_string(),
+                    why: why.into(),
+                })
+            }
+            _ => None,
+        })
 }
 
 /// One warning per key of the whole document `map` that Regent does not use, in document

@@ -561,35 +561,11 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
     d.fit_timing();
     check_sync_mode("", d.synchronous_mode)?;
     check_sync_count("", d.synchronous_node_count)?;
-    for (key, why) in [
-        (
-            "failsafe_mode",
-            "with failsafe_mode the leader stays primary through an etcd outage while every member answers it; Regent would demote it instead",
-        ),
-        (
-            "standby_cluster",
-            "the cluster would keep a writable primary of its own instead of following the remote primary",
-        ),
-        (
-            "slots",
-            "the permanent replication slots would not be created on the primary, nor kept across a failover",
-        ),
-    ] {
-        let set = match config.get(key) {
-            None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
-            Some(serde_json::Value::Object(m)) => !m.is_empty(),
-            Some(serde_json::Value::String(s)) => !matches!(
-                s.trim().to_ascii_lowercase().as_str(),
-                "" | "off" | "false" | "no" | "0"
-            ),
-            Some(_) => true,
-        };
-        if set {
-            return Err(ConfigError::NotSupported {
-                key: key.into(),
-                why: why.into(),
-            });
-        }
+    if let Some(e) = serde_yaml::to_value(config)
+        .ok()
+        .and_then(|doc| super::keys::refused_dynamic(&doc))
+    {
+        return Err(e);
     }
     check_hba("postgresql.pg_hba", &d.postgresql.pg_hba)?;
     Ok(d)

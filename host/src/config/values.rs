@@ -94,6 +94,16 @@ pub(super) fn patroni_int_opt<'de, D: serde::Deserializer<'de>>(
     d.deserialize_option(V)
 }
 
+/// Patroni's `parse_bool` on text: `on/off/yes/no/true/false/1/0`, any case; `None` for
+/// anything else.
+pub(crate) fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 /// An etcd section's `hosts`: a YAML list or, as Patroni allows, one comma-separated string.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]

@@ -113,20 +113,11 @@ impl Postgres {
     /// PostgreSQL OS user, mode 0700. A parent that user cannot create is an error that says
     /// how to create it.
     pub(super) fn make_data_dir(&self) -> Result<()> {
+        self.make_data_dir_parents()?;
         let d = &self.s.data_dir;
         self.as_pg(format_args!("create {} (mode 0700)", d.display()), || {
             std::fs::create_dir_all(d)?;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
-        })
-        .map_err(|e| match (e, d.parent()) {
-            (PgError::Io(m), Some(parent)) if !parent.is_dir() => {
-                let owner = self.user.as_ref().map_or("postgres", |u| u.name.as_str());
-                PgError::Io(format!(
-                    "{m}; create the parent directory for it: mkdir -p {p} && chown {owner}: {p}",
-                    p = parent.display()
-                ))
-            }
-            (e, _) => e,
         })
     }
 

@@ -5,6 +5,7 @@
 
 use super::PREFIX;
 use crate::config::error::{one_line, q};
+use crate::config::values::parse_bool;
 use serde_yaml::Value;
 
 /// How a variable's text becomes a YAML value.
@@ -138,53 +139,49 @@ pub(super) fn convert(conv: Conv, raw: &str) -> Result<Value, (String, String)> 
                 "write digits only, e.g. 2379".into(),
             )
         }),
-        List => {
-            let t = raw.trim();
-            let text = if t.starts_with('-') || t.contains('[') {
-                t.to_string()
-            } else {
-                format!("[{t}]")
-            };
-            match serde_yaml::from_str::<Value>(&text) {
-                Ok(v @ Value::Sequence(_)) => Ok(v),
-                Ok(_) => Err((
-                    "is not a list".into(),
-                    "write `a,b` or a YAML list such as `[a, b]`".into(),
-                )),
-                Err(e) => Err((
-                    format!("is not a YAML list ({})", one_line(e)),
-                    "write `a,b` or a YAML list such as `[a, b]`".into(),
-                )),
-            }
-        }
-        Dict => {
-            let t = raw.trim();
-            let text = if t.starts_with('{') {
-                t.to_string()
-            } else {
-                format!("{{{t}}}")
-            };
-            match serde_yaml::from_str::<Value>(&text) {
-                Ok(v @ Value::Mapping(_)) => Ok(v),
-                Ok(_) => Err((
-                    "is not a mapping".into(),
-                    "write `Name: value, Other: value` or a YAML mapping in braces".into(),
-                )),
-                Err(e) => Err((
-                    format!("is not a YAML mapping ({})", one_line(e)),
-                    "write `Name: value, Other: value` or a YAML mapping in braces".into(),
-                )),
-            }
-        }
+        List => yaml_in(
+            raw,
+            |t| t.starts_with('-') || t.contains('['),
+            ('[', ']'),
+            |v| matches!(v, Value::Sequence(_)),
+            "list",
+            "write `a,b` or a YAML list such as `[a, b]`",
+        ),
+        Dict => yaml_in(
+            raw,
+            |t| t.starts_with('{'),
+            ('{', '}'),
+            |v| matches!(v, Value::Mapping(_)),
+            "mapping",
+            "write `Name: value, Other: value` or a YAML mapping in braces",
+        ),
     }
 }
 
-/// Patroni's lenient boolean: `on/off/yes/no/true/false/1/0`, any case.
-fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "on" | "true" | "yes" | "1" => Some(true),
-        "off" | "false" | "no" | "0" => Some(false),
-        _ => None,
+/// `raw` read as YAML of one kind, wrapped in `brackets` first unless `bare` says it already
+/// is written that way (Patroni's `_parse_list`/`_parse_dict`): the value, or what is wrong and
+/// how to write it.
+fn yaml_in(
+    raw: &str,
+    bare: impl Fn(&str) -> bool,
+    (open, close): (char, char),
+    is_kind: impl Fn(&Value) -> bool,
+    kind: &str,
+    fix: &str,
+) -> Result<Value, (String, String)> {
+    let t = raw.trim();
+    let text = if bare(t) {
+        t.to_string()
+    } else {
+        format!("{open}{t}{close}")
+    };
+    match serde_yaml::from_str::<Value>(&text) {
+        Ok(v) if is_kind(&v) => Ok(v),
+        Ok(_) => Err((format!("is not a {kind}"), fix.into())),
+        Err(e) => Err((
+            format!("is not a YAML {kind} ({})", one_line(e)),
+            fix.into(),
+        )),
     }
 }
 
