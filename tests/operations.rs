@@ -290,11 +290,19 @@ fn leader_failed_by_its_health_policy_hands_over() {
     );
     assert_no_ack_lost(c.nodes[new].pg_port, &acks);
     wait_replica_streaming_from(&c, old, new);
-    // The old leader stays failed (the file is local): it runs on as a replica.
-    let st = c.nodes[old]
-        .http_get("/patroni")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
+    // The old leader stays failed (the file is local): it runs on as a replica, which its
+    // status document says from its next loop on.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let st = loop {
+        let st = c.nodes[old]
+            .http_get("/patroni")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        if st.contains("\"role\":\"replica\"") || Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(st.contains("\"role\":\"replica\""), "old leader: {st}");
 }
 
