@@ -1,5 +1,7 @@
 //! Access control for the mutating endpoints, in Patroni's order: the allowlist
-//! (`restapi.allowlist`, `allowlist_include_members`) answers 403 `Access is denied`; then HTTP
+//! (`restapi.allowlist`, `allowlist_include_members`) answers 403 `Access is denied`; then the
+//! client certificate (`restapi.verify_client` `optional`/`required` over HTTPS) answers 403
+//! `client certificate required` when the client gave none; then HTTP
 //! Basic auth (`restapi.authentication`) answers 401 with `WWW-Authenticate: Basic
 //! realm="Patroni"`. Reads are never restricted, as in Patroni.
 
@@ -23,6 +25,7 @@ pub(super) struct Access {
     expected: Option<[u8; 32]>,
     allowlist: Vec<AllowEntry>,
     include_members: bool,
+    client_cert_required: bool,
 }
 
 fn digest(b: &[u8]) -> [u8; 32] {
@@ -43,6 +46,7 @@ impl Access {
                 .map(|a| digest(format!("{}:{}", a.username, a.password).as_bytes())),
             allowlist: s.allowlist.clone(),
             include_members: s.allowlist_include_members,
+            client_cert_required: s.client_cert_required,
         }
     }
 
@@ -52,6 +56,7 @@ impl Access {
         &self,
         ctx: &ApiContext,
         peer: Option<IpAddr>,
+        client_cert: bool,
         headers: &HeaderMap,
         members: bool,
     ) -> Result<(), Response> {
@@ -61,6 +66,10 @@ impl Access {
         {
             tracing::warn!(peer = ?peer, "REST API request refused by restapi.allowlist");
             return Err(text(StatusCode::FORBIDDEN, "Access is denied"));
+        }
+        if self.client_cert_required && !client_cert {
+            tracing::warn!(peer = ?peer, "REST API request without a client certificate refused");
+            return Err(text(StatusCode::FORBIDDEN, "client certificate required"));
         }
         let Some(expected) = &self.expected else {
             return Ok(());

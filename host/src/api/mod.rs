@@ -54,10 +54,11 @@ use crate::control::ControlHandle;
 use crate::dcs::EtcdDcs;
 
 pub(crate) use merge::merge_patch;
+pub(crate) use peer::TlsFile;
 pub(crate) use peer::fetch_peer_status;
-pub use peer::{ApiError, ClientOptions, PeerClient};
 #[cfg(test)]
-pub(crate) use peer::{TlsFile, parse_peer_status};
+pub(crate) use peer::parse_peer_status;
+pub use peer::{ApiError, ClientOptions, PeerClient};
 pub use server::serve;
 pub(crate) use status::status_document;
 pub(crate) use write::postgres_version_number;
@@ -180,6 +181,9 @@ pub struct ApiSettings {
     /// How long `POST /switchover` waits for the new leader. `None`: as Patroni,
     /// `2 × max(10, loop_wait)` seconds.
     pub switchover_timeout: Option<Duration>,
+    /// The mutating endpoints answer 403 without a verified client certificate
+    /// (`restapi.verify_client` `optional` or `required`, over HTTPS).
+    pub(crate) client_cert_required: bool,
 }
 
 impl ApiSettings {
@@ -193,6 +197,7 @@ impl ApiSettings {
             allowlist_include_members: false,
             extra_headers: Vec::new(),
             switchover_timeout: None,
+            client_cert_required: false,
         }
     }
 
@@ -222,6 +227,7 @@ impl ApiSettings {
                 .collect(),
             allowlist_include_members: r.allowlist_include_members,
             extra_headers: extra,
+            client_cert_required: tls::VerifyClient::of(r) != tls::VerifyClient::None,
             ..ApiSettings::new(cfg.name.clone(), cfg.scope.clone())
         }
     }
@@ -411,6 +417,11 @@ impl Prepared {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Whether the client presented a certificate that `restapi.cafile` verifies, attached to
+/// every request by [`serve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientCertificate(pub bool);
+
 /// The API router. All paths go through one dispatcher, as in Patroni. Requests handled without
 /// [`serve`] carry no client address: an allowlist then refuses them.
 pub fn router(ctx: ApiContext) -> Router {
@@ -499,10 +510,14 @@ async fn route(ctx: &ApiContext, peer: Option<SocketAddr>, req: Request) -> (Res
     };
     let ip = peer.map(|p| p.ip());
     let check_members = endpoint != Endpoint::Failsafe;
+    let client_cert = req
+        .extensions()
+        .get::<ClientCertificate>()
+        .is_some_and(|c| c.0);
     let live = ctx.live();
     if let Err(denied) = live
         .access
-        .check(ctx, ip, req.headers(), check_members)
+        .check(ctx, ip, client_cert, req.headers(), check_members)
         .await
     {
         return (denied, true);

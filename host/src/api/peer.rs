@@ -97,13 +97,34 @@ impl PeerClient {
     /// A client with these options: trusted CA certificates, client certificate, Basic auth,
     /// timeout, and certificate verification.
     pub fn new(opts: &ClientOptions) -> Result<PeerClient, ApiError> {
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
+        let b = reqwest::Client::builder()
             .no_proxy()
             .timeout(opts.timeout)
             // A Regent peer closes a connection idle for `HEADER_READ_TIMEOUT`: drop it well
             // before, so that a request never goes out on a connection the server is closing.
-            .pool_idle_timeout(super::server::HEADER_READ_TIMEOUT / 2)
+            .pool_idle_timeout(super::server::HEADER_READ_TIMEOUT / 2);
+        let http = Self::with_tls(b, opts)?.build().map_err(ApiError::Client)?;
+        Ok(PeerClient {
+            http,
+            auth: opts.auth.clone(),
+            https_only: opts.https_only,
+        })
+    }
+
+    /// A client from a node's configuration (see [`ClientOptions::from_config`]).
+    pub fn from_config(cfg: &Config) -> Result<PeerClient, ApiError> {
+        PeerClient::new(&ClientOptions::from_config(cfg))
+    }
+
+    /// `b` with the TLS side of `opts`: rustls, the trusted CA certificates, the client
+    /// certificate, and whether to verify the server's certificate. `regent ctl` builds its client
+    /// with it too.
+    pub(crate) fn with_tls(
+        b: reqwest::ClientBuilder,
+        opts: &ClientOptions,
+    ) -> Result<reqwest::ClientBuilder, ApiError> {
+        let mut b = b
+            .use_rustls_tls()
             .danger_accept_invalid_certs(opts.insecure);
         if let Some(ca) = &opts.cacert {
             let pem = read_tls_file(ca, "CA certificates")?;
@@ -134,17 +155,7 @@ impl PeerClient {
             })?;
             b = b.identity(identity);
         }
-        let http = b.build().map_err(ApiError::Client)?;
-        Ok(PeerClient {
-            http,
-            auth: opts.auth.clone(),
-            https_only: opts.https_only,
-        })
-    }
-
-    /// A client from a node's configuration (see [`ClientOptions::from_config`]).
-    pub fn from_config(cfg: &Config) -> Result<PeerClient, ApiError> {
-        PeerClient::new(&ClientOptions::from_config(cfg))
+        Ok(b)
     }
 
     /// A request to `url`, with Basic auth when configured, for a request that changes

@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tower_service::Service as _;
 
-use super::{ApiContext, PeerAddr, router, tls};
+use super::{ApiContext, ClientCertificate, PeerAddr, router, tls};
 
 /// How many connections the API serves at once. Patroni serves its REST API from a pool of 5
 /// threads (`restapi.thread_pool_size`); 100 leaves room for every load balancer's health
@@ -142,7 +142,7 @@ async fn connection(
     _slot: OwnedSemaphorePermit,
 ) {
     let Some(cell) = tls else {
-        return http(tcp, peer, app, stopped).await;
+        return http(tcp, peer, false, app, stopped).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(cell.get());
     let handshake = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
@@ -160,16 +160,29 @@ async fn connection(
         },
         _ = stopped.changed() => return,
     };
-    http(stream, peer, app, stopped).await
+    // Only a certificate the verifier accepted gets here (`restapi.verify_client`).
+    let client_cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .is_some_and(|c| !c.is_empty());
+    http(stream, peer, client_cert, app, stopped).await
 }
 
-/// Serve HTTP/1 on `io`; every request carries the client's address ([`PeerAddr`]).
-async fn http<I>(io: I, peer: SocketAddr, app: Router, mut stopped: watch::Receiver<()>)
-where
+/// Serve HTTP/1 on `io`; every request carries the client's address ([`PeerAddr`]) and
+/// whether it presented a verified certificate ([`ClientCertificate`]).
+async fn http<I>(
+    io: I,
+    peer: SocketAddr,
+    client_cert: bool,
+    app: Router,
+    mut stopped: watch::Receiver<()>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+        req.extensions_mut().insert(ClientCertificate(client_cert));
         app.clone().call(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()

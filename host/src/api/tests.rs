@@ -951,6 +951,114 @@ fn https_restapi(cert: &str, key: Option<&str>) -> crate::config::RestApi {
     }
 }
 
+/// A client of `srv` that trusts the test CA and presents `cert` (with its key) if given.
+fn client_with_cert(cert: Option<(&str, &str)>) -> reqwest::Client {
+    let opts = ClientOptions {
+        cacert: Some(TlsFile {
+            key: "ctl.cacert",
+            path: testdata("ca.crt"),
+        }),
+        certfile: cert.map(|(c, _)| TlsFile {
+            key: "ctl.certfile",
+            path: testdata(c),
+        }),
+        keyfile: cert.map(|(_, k)| TlsFile {
+            key: "ctl.keyfile",
+            path: testdata(k),
+        }),
+        ..ClientOptions::default()
+    };
+    PeerClient::with_tls(reqwest::Client::builder().no_proxy(), &opts)
+        .expect("TLS files")
+        .build()
+        .expect("client")
+}
+
+/// A server asking for client certificates as `verify_client` says.
+async fn server_verifying_clients(verify_client: &str) -> TestServer {
+    let mut restapi = https_restapi("node.crt", Some("node.key"));
+    restapi.cafile = Some(testdata("ca.crt"));
+    restapi.verify_client = Some(verify_client.into());
+    let tls = tls::server_config(&restapi)
+        .expect("loads")
+        .expect("TLS on");
+    let settings = ApiSettings {
+        client_cert_required: tls::VerifyClient::of(&restapi) != tls::VerifyClient::None,
+        ..ApiSettings::new("node1", "demo")
+    };
+    TestServer::start_with(
+        leader_view(),
+        settings,
+        Some(tls),
+        Box::new(reload_scheduled),
+    )
+    .await
+}
+
+/// `restapi.verify_client: optional` (Patroni's meaning): reads need no certificate; the
+/// mutating endpoints answer 403 `client certificate required` without one, and work with a
+/// certificate the CA signed.
+#[tokio::test]
+async fn verify_client_optional_demands_a_certificate_for_changes_only() {
+    let srv = server_verifying_clients("optional").await;
+    let anonymous = client_with_cert(None);
+    let r = anonymous
+        .get(format!("{}/patroni", srv.base))
+        .send()
+        .await
+        .expect("a read without a certificate is served");
+    assert_eq!(r.status(), 200);
+    let r = anonymous
+        .post(format!("{}/reload", srv.base))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().await.expect("body"), "client certificate required");
+    assert!(srv.commands.lock().expect("commands").is_empty());
+    let r = client_with_cert(Some(("node.crt", "node.key")))
+        .post(format!("{}/reload", srv.base))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 202);
+    // A certificate from another CA does not get through the handshake.
+    let stranger = client_with_cert(Some(("rotated.crt", "rotated.key")))
+        .post(format!("{}/reload", srv.base))
+        .send()
+        .await;
+    assert!(stranger.is_err(), "{stranger:?}");
+}
+
+/// `restapi.verify_client: required`: no certificate, no connection, for reads too.
+#[tokio::test]
+async fn verify_client_required_refuses_the_handshake_without_a_certificate() {
+    let srv = server_verifying_clients("required").await;
+    let r = client_with_cert(None)
+        .get(format!("{}/patroni", srv.base))
+        .send()
+        .await;
+    assert!(r.is_err(), "served without a client certificate: {r:?}");
+    let with_cert = client_with_cert(Some(("node-with-key.pem", "node-with-key.pem")));
+    let r = with_cert
+        .get(format!("{}/patroni", srv.base))
+        .send()
+        .await
+        .expect("served with a certificate");
+    assert_eq!(r.status(), 200);
+    let r = with_cert
+        .post(format!("{}/reload", srv.base))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 202);
+    // Without restapi.cafile there is nothing to check certificates against.
+    let mut restapi = https_restapi("node.crt", Some("node.key"));
+    restapi.verify_client = Some("required".into());
+    let e = tls::server_config(&restapi).expect_err("no cafile");
+    assert!(e.to_string().contains("restapi.cafile"), "{e}");
+}
+
 #[tokio::test]
 async fn https_with_the_configured_certificate() {
     let tls = tls::server_config(&https_restapi("node.crt", Some("node.key")))

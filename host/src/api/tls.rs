@@ -91,9 +91,16 @@ pub fn server_config(restapi: &RestApi) -> Result<Option<Arc<rustls::ServerConfi
         )
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client_auth = client_verifier(restapi, &provider)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .and_then(|b| {
+            match client_auth {
+                Some(v) => b.with_client_cert_verifier(v),
+                None => b.with_no_client_auth(),
+            }
+            .with_single_cert(certs, key)
+        })
         .map_err(|e| {
             tls_error(
                 key_name,
@@ -104,6 +111,95 @@ pub fn server_config(restapi: &RestApi) -> Result<Option<Arc<rustls::ServerConfi
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(Some(Arc::new(config)))
+}
+
+/// How the API asks for client certificates (`restapi.verify_client`, Patroni's values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyClient {
+    /// Never asked for.
+    None,
+    /// Asked for in the handshake, which goes on without one; the mutating endpoints answer
+    /// 403 `client certificate required` when none was given.
+    Optional,
+    /// The handshake fails without a certificate signed by `restapi.cafile`.
+    Required,
+}
+
+impl VerifyClient {
+    /// The mode `restapi` asks for: only over HTTPS (Patroni ignores it over HTTP).
+    pub fn of(restapi: &RestApi) -> VerifyClient {
+        if restapi.certfile.is_none() {
+            return VerifyClient::None;
+        }
+        match restapi
+            .verify_client
+            .as_deref()
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("optional") => VerifyClient::Optional,
+            Some("required") => VerifyClient::Required,
+            _ => VerifyClient::None,
+        }
+    }
+}
+
+/// The verifier of client certificates against `restapi.cafile`, when `verify_client` asks for
+/// them.
+fn client_verifier(
+    restapi: &RestApi,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    let mode = VerifyClient::of(restapi);
+    if mode == VerifyClient::None {
+        return Ok(None);
+    }
+    let fix = "set restapi.cafile to the PEM file of the CA that signs the clients' certificates";
+    let Some(cafile) = &restapi.cafile else {
+        return Err(tls_error(
+            "restapi.verify_client",
+            Path::new(restapi.verify_client.as_deref().unwrap_or_default()),
+            "needs restapi.cafile to check client certificates against".into(),
+            fix,
+        ));
+    };
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cafile)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            tls_error(
+                "restapi.cafile",
+                cafile,
+                format!("cannot be read as PEM certificates: {e}"),
+                fix,
+            )
+        })?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(cas);
+    if added == 0 {
+        return Err(tls_error(
+            "restapi.cafile",
+            cafile,
+            "holds no usable CA certificate".into(),
+            fix,
+        ));
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    );
+    let builder = if mode == VerifyClient::Optional {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder.build().map(Some).map_err(|e| {
+        tls_error(
+            "restapi.cafile",
+            cafile,
+            format!("cannot verify client certificates: {e}"),
+            fix,
+        )
+    })
 }
 
 /// The server configuration the listener uses for each new handshake; [`TlsCell::set`]

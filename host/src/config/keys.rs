@@ -179,23 +179,11 @@ const ETCD: &[(&str, Key)] = &[
     ("srv", Unsupported),
     ("srv_suffix", Unsupported),
     ("use_proxies", Unsupported),
-    (
-        "username",
-        always!("Regent does not log in to etcd yet: with authentication enabled etcd refuses it"),
-    ),
-    (
-        "password",
-        always!("Regent does not log in to etcd yet: with authentication enabled etcd refuses it"),
-    ),
-    ("cacert", always!("Regent does not speak TLS to etcd yet")),
-    (
-        "cert",
-        always!("Regent does not present client certificates to etcd yet"),
-    ),
-    (
-        "key",
-        always!("Regent does not present client certificates to etcd yet"),
-    ),
+    ("username", Known),
+    ("password", Known),
+    ("cacert", Known),
+    ("cert", Known),
+    ("key", Known),
 ];
 
 const BOOTSTRAP: &[(&str, Key)] = &[
@@ -596,8 +584,6 @@ mod tests {
                 "[pgbackrest, basebackup]",
             ),
             ("bootstrap.method", "restore"),
-            ("etcd3.username", "root"),
-            ("etcd3.cacert", "/etc/etcd/ca.pem"),
             (
                 "postgresql.authentication.replication.sslmode",
                 "verify-full",

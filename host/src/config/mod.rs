@@ -62,6 +62,7 @@ pub(crate) use schema::{
 pub use source::{ConfigSource, load};
 pub use validate::validate_dynamic;
 pub(crate) use validate::{MAX_TTL, MIN_TTL};
+pub(crate) use values::parse_bool;
 pub(crate) use values::{HostList, InitdbOption, dcs_prefix, split_host_port};
 
 use serde::{Deserialize, Serialize};
@@ -135,6 +136,15 @@ impl Config {
             .as_ref()
             .or(self.etcd.as_ref())
             .map(Etcd::endpoints)
+            .unwrap_or_default()
+    }
+
+    /// How to reach etcd: endpoints, TLS and user, from `etcd3` (preferred) or `etcd`.
+    pub(crate) fn etcd_access(&self) -> crate::dcs::EtcdAccess {
+        self.etcd3
+            .as_ref()
+            .or(self.etcd.as_ref())
+            .map(Etcd::access)
             .unwrap_or_default()
     }
 

@@ -102,9 +102,46 @@ pub(crate) struct Etcd {
     /// Patroni's `protocol`: `http` or `https` (checked by validation).
     #[serde(default)]
     pub(crate) protocol: Option<String>,
+    /// CA certificates (PEM) that sign etcd's server certificates; without it, the system's.
+    #[serde(default)]
+    pub(crate) cacert: Option<PathBuf>,
+    /// The client certificate (PEM) presented to etcd (`--client-cert-auth`); it may hold the
+    /// key too.
+    #[serde(default)]
+    pub(crate) cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); used only with `cert`, as Patroni does.
+    #[serde(default)]
+    pub(crate) key: Option<PathBuf>,
+    /// etcd user (`--auth` enabled); used only with `password`, as Patroni does.
+    #[serde(default)]
+    pub(crate) username: Option<String>,
+    /// The etcd user's password.
+    #[serde(default)]
+    pub(crate) password: Option<String>,
 }
 
 impl Etcd {
+    /// How to reach and log in to etcd: the endpoints, TLS when `protocol: https`, and the
+    /// user when both `username` and `password` are set (Patroni's rules).
+    pub(crate) fn access(&self) -> crate::dcs::EtcdAccess {
+        let tls = (self.protocol.as_deref().map(str::trim) == Some("https")).then(|| {
+            crate::dcs::EtcdTls {
+                cacert: self.cacert.clone(),
+                cert: self.cert.clone(),
+                key: self.cert.as_ref().and(self.key.clone()),
+            }
+        });
+        let user = match (&self.username, &self.password) {
+            (Some(u), Some(p)) if !u.is_empty() => Some((u.clone(), p.clone())),
+            _ => None,
+        };
+        crate::dcs::EtcdAccess {
+            endpoints: self.endpoints(),
+            tls,
+            user,
+        }
+    }
+
     /// The endpoints, `host:port` each: `hosts` (list or comma-separated), else `host`.
     pub(crate) fn endpoints(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -154,14 +154,15 @@ impl Config {
         if let Some(v) = &r.verify_client {
             match v.trim().to_ascii_lowercase().as_str() {
                 "none" => {}
-                "optional" | "required" => {
+                "optional" | "required" if r.certfile.is_some() && r.cafile.is_none() => {
                     return Err(invalid(
                         "restapi.verify_client",
                         q(v),
-                        "client certificate verification is not supported by Regent yet",
-                        "remove restapi.verify_client (or set it to none) and protect the mutating endpoints with restapi.authentication and restapi.allowlist",
+                        "needs restapi.cafile: the CA that signs the clients' certificates",
+                        "set restapi.cafile to that CA's PEM file, or set restapi.verify_client: none",
                     ));
                 }
+                "optional" | "required" => {}
                 _ => {
                     return Err(invalid(
                         "restapi.verify_client",
@@ -323,9 +324,12 @@ mod tests {
                 "encrypted private keys",
             ),
             (
-                &[("restapi.verify_client", Some("required"))],
+                &[
+                    ("restapi.certfile", Some("/etc/regent/tls/node.crt")),
+                    ("restapi.verify_client", Some("required")),
+                ],
                 "restapi.verify_client",
-                "not supported",
+                "needs restapi.cafile",
             ),
             (
                 &[("restapi.verify_client", Some("sometimes"))],

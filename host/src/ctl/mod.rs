@@ -313,7 +313,7 @@ async fn run(args: CtlArgs, env: &crate::config::EnvConfig) -> Result<(), CtlErr
         return actions::print_own_version(&mut stdout, args.format);
     }
     let target = target::resolve(&sources)?;
-    let rest = rest::Rest::new(target.auth.clone())?;
+    let rest = rest::Rest::new(target.auth.clone(), &target.tls)?;
     let store = store::EtcdStore::connect(&target, ETCD_TIMEOUT).await?;
     let mut session = actions::Session {
         store: &store,

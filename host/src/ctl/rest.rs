@@ -1,8 +1,10 @@
 //! The REST client: requests to a member's API (its `api_url` from the DCS member key, without
-//! the `/patroni` path), with Basic auth when credentials are configured, as patronictl sends them.
+//! the `/patroni` path), with Basic auth when credentials are configured, as patronictl sends them,
+//! over HTTP or HTTPS (with `ctl`'s CA, client certificate and `insecure`).
 
 use super::CtlError;
 use super::target::Credentials;
+use crate::api::{ClientOptions, PeerClient};
 use crate::dcs::Member;
 use serde_json::Value;
 use std::time::Duration;
@@ -48,17 +50,15 @@ pub(crate) fn base_url(member: &Member) -> Result<String, CtlError> {
             member.name
         )));
     };
-    if api.starts_with("https://") {
-        return Err(CtlError::Failed(format!(
-            "member {} serves its REST API over HTTPS ({api}); regent ctl does not speak HTTPS yet — use patronictl, or a plain-HTTP listener",
-            member.name
-        )));
-    }
-    let Some(rest) = api.strip_prefix("http://") else {
-        return Err(CtlError::Failed(format!(
-            "member {} has api_url {api:?}, which is not an http:// URL",
-            member.name
-        )));
+    let (scheme, rest) = match (api.strip_prefix("http://"), api.strip_prefix("https://")) {
+        (Some(rest), _) => ("http", rest),
+        (None, Some(rest)) => ("https", rest),
+        (None, None) => {
+            return Err(CtlError::Failed(format!(
+                "member {} has api_url {api:?}, which is not an http:// or https:// URL",
+                member.name
+            )));
+        }
     };
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() {
@@ -67,14 +67,18 @@ pub(crate) fn base_url(member: &Member) -> Result<String, CtlError> {
             member.name
         )));
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
 impl Rest {
-    pub(crate) fn new(auth: Option<Credentials>) -> Result<Rest, CtlError> {
-        let client = reqwest::Client::builder()
+    /// A client sending `auth`, and over HTTPS trusting, presenting and verifying as `tls`
+    /// says (`ctl.cacert` or `restapi.cafile`, `ctl.certfile`/`keyfile`, `ctl.insecure`).
+    pub(crate) fn new(auth: Option<Credentials>, tls: &ClientOptions) -> Result<Rest, CtlError> {
+        let b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .user_agent(concat!("regent-ctl/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("regent-ctl/", env!("CARGO_PKG_VERSION")));
+        let client = PeerClient::with_tls(b, tls)
+            .map_err(|e| CtlError::Usage(e.to_string()))?
             .build()
             .map_err(|e| CtlError::Failed(format!("cannot build the HTTP client: {e}")))?;
         Ok(Rest { client, auth })
@@ -122,16 +126,21 @@ impl Rest {
 fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("no answer within {timeout:?}")
-    } else if e.is_connect() {
+    } else {
+        // The causes say what went wrong (refused, a TLS alert such as a missing client
+        // certificate), reqwest's own text only which request.
         let mut s = e.to_string();
         let mut src = std::error::Error::source(e);
         while let Some(inner) = src {
             s = format!("{s}: {inner}");
             src = inner.source();
         }
+        if s.contains("CertificateRequired") || s.contains("certificate required") {
+            s.push_str(
+                " (the REST API demands a client certificate: set ctl.certfile and ctl.keyfile)",
+            );
+        }
         s
-    } else {
-        e.to_string()
     }
 }
 

@@ -29,7 +29,12 @@ impl EtcdStore {
     pub(crate) async fn connect(target: &Target, timeout: Duration) -> Result<EtcdStore, CtlError> {
         let endpoints = target.endpoints.join(",");
         let from = target.endpoints_from.clone();
-        let dcs = EtcdDcs::connect(&target.endpoints, &target.prefix, timeout)
+        let access = crate::dcs::EtcdAccess {
+            endpoints: target.endpoints.clone(),
+            tls: target.etcd_tls.clone(),
+            user: target.etcd_user.clone(),
+        };
+        let dcs = EtcdDcs::connect_with(&access, &target.prefix, timeout)
             .await
             .map_err(|source| CtlError::Etcd {
                 op: "connect to etcd",

@@ -38,6 +38,13 @@ pub(crate) struct Target {
     pub(crate) endpoints: Vec<String>,
     /// Where the endpoints came from, for error messages (`--dcs-url`, `etcd3.hosts in FILE`).
     pub(crate) endpoints_from: String,
+    /// TLS and user for etcd, from the file's etcd section (`--dcs-url` replaces the whole
+    /// section, as patronictl's does).
+    pub(crate) etcd_tls: Option<crate::dcs::EtcdTls>,
+    pub(crate) etcd_user: Option<(String, String)>,
+    /// How to call the members' REST APIs over HTTPS: `ctl.cacert` (else `restapi.cafile`),
+    /// `ctl.certfile`/`keyfile`, `ctl.insecure`, as patronictl reads them.
+    pub(crate) tls: crate::api::ClientOptions,
     pub(crate) auth: Option<Credentials>,
 }
 
@@ -72,13 +79,16 @@ pub(crate) fn resolve(src: &Sources) -> Result<Target, CtlError> {
         .map(|v| scalar(v, "namespace", shown.as_deref()))
         .transpose()?
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let (endpoints, endpoints_from) = match src.dcs_url {
+    let (access, endpoints_from) = match src.dcs_url {
         Some(url) => {
             let (eps, ns) = parse_dcs_url(url)?;
             if let Some(ns) = ns {
                 namespace = ns;
             }
-            (eps, format!("--dcs-url {url}"))
+            (
+                crate::dcs::EtcdAccess::plain(&eps),
+                format!("--dcs-url {url}"),
+            )
         }
         None => match (doc, shown.as_deref()) {
             (Some(d), Some(path)) => file_endpoints(d, path)?,
@@ -109,11 +119,15 @@ pub(crate) fn resolve(src: &Sources) -> Result<Target, CtlError> {
         )));
     }
     let auth = credentials(src, doc, shown.as_deref())?;
+    let tls = rest_tls(doc, shown.as_deref())?;
     Ok(Target {
         prefix: dcs_prefix(&namespace, &scope),
         scope,
-        endpoints,
+        endpoints: access.endpoints,
         endpoints_from,
+        etcd_tls: access.tls,
+        etcd_user: access.user,
+        tls,
         auth,
     })
 }
@@ -162,8 +176,46 @@ fn scalar(v: &Value, key: &str, file: Option<&str>) -> Result<String, CtlError> 
     }
 }
 
+/// The REST client's TLS settings from the file's `ctl` section, with `restapi.cafile` as
+/// the CA when `ctl.cacert` is not set (as patronictl).
+fn rest_tls(
+    doc: Option<&Value>,
+    file: Option<&str>,
+) -> Result<crate::api::ClientOptions, CtlError> {
+    use crate::api::TlsFile;
+    let mut out = crate::api::ClientOptions::default();
+    let Some(doc) = doc else { return Ok(out) };
+    let path = |section: &str, key: &'static str| -> Result<Option<TlsFile>, CtlError> {
+        match doc
+            .get(section)
+            .and_then(|s| s.get(key.rsplit('.').next().unwrap_or(key)))
+        {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => Ok(Some(TlsFile {
+                key,
+                path: scalar(v, key, file)?.into(),
+            })),
+        }
+    };
+    out.cacert = match path("ctl", "ctl.cacert")? {
+        Some(f) => Some(f),
+        None => path("restapi", "restapi.cafile")?,
+    };
+    out.certfile = path("ctl", "ctl.certfile")?;
+    out.keyfile = path("ctl", "ctl.keyfile")?;
+    out.insecure = doc
+        .get("ctl")
+        .and_then(|c| c.get("insecure"))
+        .is_some_and(|v| {
+            v.as_bool()
+                .or_else(|| v.as_str().and_then(crate::config::parse_bool))
+                .unwrap_or(false)
+        });
+    Ok(out)
+}
+
 /// `etcd3` (preferred) or `etcd` from the file, each endpoint checked.
-fn file_endpoints(doc: &Value, path: &str) -> Result<(Vec<String>, String), CtlError> {
+fn file_endpoints(doc: &Value, path: &str) -> Result<(crate::dcs::EtcdAccess, String), CtlError> {
     let (section, raw) = match (doc.get("etcd3"), doc.get("etcd")) {
         (Some(v), _) => ("etcd3", v),
         (None, Some(v)) => ("etcd", v),
@@ -178,16 +230,17 @@ fn file_endpoints(doc: &Value, path: &str) -> Result<(Vec<String>, String), CtlE
             "{section} in {path}: {e}; expected `{section}: {{hosts: [HOST:PORT, ...]}}`"
         ))
     })?;
-    let endpoints = etcd.endpoints();
+    let access = etcd.access();
+    let endpoints = &access.endpoints;
     if endpoints.is_empty() {
         return Err(CtlError::Usage(format!(
             "{section} in {path} lists no endpoint: set {section}.hosts: [HOST:PORT, ...]"
         )));
     }
-    for ep in &endpoints {
+    for ep in endpoints {
         check_endpoint(ep, &format!("{section}.hosts in {path}"))?;
     }
-    Ok((endpoints, format!("{section}.hosts in {path}")))
+    Ok((access, format!("{section}.hosts in {path}")))
 }
 
 fn check_endpoint(ep: &str, from: &str) -> Result<(), CtlError> {

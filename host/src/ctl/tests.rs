@@ -220,7 +220,7 @@ impl Fixture {
     where
         F: AsyncFnOnce(&mut Session<'_, MemStore>) -> Result<(), CtlError>,
     {
-        let rest = Rest::new(auth).expect("client");
+        let rest = Rest::new(auth, &Default::default()).expect("client");
         let mut out = Vec::new();
         let mut prompt = Scripted {
             answers: answers.iter().map(|s| s.to_string()).collect(),

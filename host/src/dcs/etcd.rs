@@ -1,5 +1,6 @@
 //! etcd v3 adapter: Patroni's key layout over `etcd-client`, every call under a deadline.
 
+use super::EtcdAccess;
 use super::{Cluster, Failover, HistoryLine, MemberData, RawKv, Status, SyncState, keys};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
@@ -41,6 +42,9 @@ pub enum DcsError {
     /// No lease has been granted yet.
     #[error("no etcd lease has been granted yet")]
     NoLease,
+    /// A TLS file named in the etcd section cannot be used.
+    #[error(transparent)]
+    File(#[from] super::access::EtcdFileError),
     /// A value could not be encoded as JSON.
     #[error("cannot encode value for key `{key}`: {source}")]
     Encode {
@@ -106,16 +110,27 @@ pub struct EtcdDcs {
 impl EtcdDcs {
     /// Connect and check the store answers (the client connects lazily, so a first request is made).
     pub async fn connect(endpoints: &[String], prefix: &str, timeout: Duration) -> Result<EtcdDcs> {
-        let joined = endpoints.join(",");
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout)
-            .with_keep_alive(HTTP2_PING_INTERVAL, timeout);
+        Self::connect_with(&EtcdAccess::plain(endpoints), prefix, timeout).await
+    }
+
+    /// [`EtcdDcs::connect`] with TLS and etcd's authentication as `access` says.
+    pub async fn connect_with(
+        access: &EtcdAccess,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<EtcdDcs> {
+        let joined = access.endpoints.join(",");
+        let opts = access.apply(
+            ConnectOptions::new()
+                .with_connect_timeout(timeout)
+                .with_timeout(timeout)
+                .with_keep_alive(HTTP2_PING_INTERVAL, timeout),
+        )?;
         let client = deadline(
             "connect",
             timeout,
             &joined,
-            Client::connect(endpoints, Some(opts)),
+            Client::connect(access.urls(), Some(opts)),
         )
         .await?;
         let dcs = EtcdDcs {

@@ -1,8 +1,12 @@
 //! The distributed configuration store. Patroni's key layout and value encodings, and the
 //! cluster view built from them, are pure and live in the core crate ([`regent_core::dcs`],
-//! re-exported here); [`etcd`] is the etcd v3 adapter that reads and writes them.
+//! re-exported here); [`etcd`] is the etcd v3 adapter that reads and writes them, and
+//! [`access`] says how to reach and log in to etcd (TLS, client certificates, user).
 
+mod access;
 pub(crate) mod etcd;
+
+pub use access::{EtcdAccess, EtcdFileError, EtcdTls};
 
 pub use etcd::{DcsError, EtcdDcs, Renewal};
 pub use regent_core::dcs::*;

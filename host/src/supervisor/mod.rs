@@ -197,11 +197,11 @@ impl Supervisor {
         let dynamic = cfg.bootstrap.dcs.clone();
         let pg = Postgres::new(pg_settings(&cfg, &dynamic, bin_dir, listen_host, port))?;
         let timeout = Duration::from_secs(dynamic.retry_timeout.max(1));
-        let dcs = EtcdDcs::connect(&cfg.etcd_endpoints(), &cfg.dcs_prefix(), timeout)
+        let dcs = EtcdDcs::connect_with(&cfg.etcd_access(), &cfg.dcs_prefix(), timeout)
             .await
             .map_err(|e| {
                 SupervisorError::Fatal(format!(
-                    "cannot reach etcd at {}: {e}; check etcd3.hosts and that etcd is running",
+                    "cannot reach etcd at {}: {e}; check etcd3.hosts, etcd3.protocol and the etcd TLS and user settings, and that etcd is running",
                     cfg.etcd_endpoints().join(",")
                 ))
             })?;

@@ -208,8 +208,12 @@ pub(super) fn fixed_keys_changed(old: &Config, new: &Config) -> Vec<&'static str
     if old.dcs_prefix() != new.dcs_prefix() {
         out.push("namespace");
     }
-    if old.etcd_endpoints() != new.etcd_endpoints() {
+    let (was, now) = (old.etcd_access(), new.etcd_access());
+    if was.endpoints != now.endpoints {
         out.push("etcd3.hosts");
+    }
+    if was.tls != now.tls || was.user != now.user {
+        out.push("etcd3 TLS or user (protocol, cacert, cert, key, username, password)");
     }
     if old.restapi.listen != new.restapi.listen {
         out.push("restapi.listen");
