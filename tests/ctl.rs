@@ -3,11 +3,15 @@
 //! `ctl_reads_and_edits_the_cluster` needs etcd and `GET /patroni` only. The other tests drive
 //! the cluster through the REST API's mutating endpoints (`POST /switchover`, `/failover`,
 //! `/restart`, `/reinitialize`, `/reload`, `PATCH /config`) and the HA loop's handling of them.
+//! `ctl_patronictl_habits` covers `query` and `dsn` (SQL on the members), `flush`, `remove`,
+//! watching, `tsv`, cluster names on the command line and patronictl's config file locations.
 
 mod support;
 
 use serde_json::Value;
-use std::time::Duration;
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 use support::ctl::*;
 use support::*;
 
@@ -365,4 +369,299 @@ fn ctl_reinit() {
         Duration::from_secs(60),
         || (replica.http_get("/replica")?.0 == 200).then_some(()),
     );
+}
+
+/// `regent ctl -c <node1's config> ARGS...` with `input` on stdin.
+fn ctl_with_input(c: &Cluster, args: &[&str], input: &str) -> Ran {
+    let mut child = Command::new(support::REGENT)
+        .arg("ctl")
+        .args(["-c", &cfg(c)])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn regent ctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `query`, `dsn`, `flush`, `remove`, `list -w`/`-f tsv`, cluster names as arguments, and
+/// patronictl's config file locations, against three real nodes.
+#[test]
+fn ctl_patronictl_habits() {
+    let _g = serial();
+    let (c, leader) = Cluster::healthy(3, NodeSpec::default());
+    let leader_node = &c.nodes[leader];
+    let replica = &c.nodes[(leader + 1) % 3];
+
+    // dsn: the leader's address, or a chosen member's.
+    let r = ctl(&c, &["dsn"]).expect_ok("dsn");
+    assert_eq!(
+        r.stdout,
+        format!("host=127.0.0.1 port={}\n", leader_node.pg_port)
+    );
+    let r = ctl(&c, &["dsn", "test", "-m", &replica.name]).expect_ok("dsn -m");
+    assert_eq!(
+        r.stdout,
+        format!("host=127.0.0.1 port={}\n", replica.pg_port)
+    );
+
+    // query: tsv by default, logged in as the config's superuser; NULL prints as None.
+    let r = ctl(
+        &c,
+        &[
+            "query",
+            "-c",
+            "SELECT 1 AS one, NULL AS nothing, pg_is_in_recovery() AS rec",
+        ],
+    )
+    .expect_ok("query");
+    assert_eq!(r.stdout, "one\tnothing\trec\n1\tNone\tf\n");
+    let r = ctl(
+        &c,
+        &[
+            "query",
+            "test",
+            "-r",
+            "replica",
+            "-c",
+            "SELECT pg_is_in_recovery()",
+            "--format",
+            "json",
+        ],
+    )
+    .expect_ok("query a replica");
+    assert_eq!(r.json(), serde_json::json!([{"pg_is_in_recovery": "t"}]));
+    let r = ctl(
+        &c,
+        &[
+            "query",
+            "-m",
+            &replica.name,
+            "--delimiter",
+            ";",
+            "-c",
+            "SELECT 'a' AS x, 'b' AS y; SELECT 2 AS z",
+        ],
+    )
+    .expect_ok("last result");
+    assert_eq!(r.stdout, "z\n2\n", "the last statement's rows");
+    // A failing statement: patronictl's error row, with PostgreSQL's message, and exit 1.
+    let r = ctl(&c, &["query", "-c", "SELECT * FROM no_such_table"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stdout.contains(
+            "\tERROR, SQLSTATE: 42P01 (ERROR 42P01: relation \"no_such_table\" does not exist)"
+        ),
+        "{r:?}"
+    );
+    // --password asks on stdin; a wrong one is PostgreSQL's 28P01.
+    let r = ctl_with_input(
+        &c,
+        &["query", "-U", "postgres", "--password", "-c", "SELECT 1"],
+        "wrong\n",
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stdout.contains("SQLSTATE: 28P01"), "{r:?}");
+    let r = ctl_with_input(
+        &c,
+        &[
+            "query",
+            "-U",
+            "postgres",
+            "--password",
+            "-c",
+            "SELECT 3 AS x",
+        ],
+        "secret\n",
+    )
+    .expect_ok("the right password");
+    assert_eq!(r.stdout, "x\n3\n");
+
+    // list -f tsv, and several clusters by name (one written by hand into etcd).
+    let r = ctl(&c, &["list", "-f", "tsv"]).expect_ok("tsv");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("Cluster\tMember\tHost\tRole\tState\tTL\t"),
+        "{r:?}"
+    );
+    assert_eq!(lines.len(), 4, "{r:?}");
+    assert!(
+        lines[1..].iter().all(|l| l.starts_with("test\tpg")),
+        "{r:?}"
+    );
+    c.etcd
+        .put("/service/gone/initialize", "7000000000000000001");
+    c.etcd.put("/service/gone/leader", "x1");
+    c.etcd.put(
+        "/service/gone/members/x1",
+        r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","api_url":"http://10.0.0.1:8008/patroni","state":"running","role":"primary"}"#,
+    );
+    c.etcd.put("/service/gone2/leader", "y1");
+    let r = ctl(&c, &["list", "test", "gone", "-f", "json"]).expect_ok("two clusters");
+    let docs: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per cluster"))
+        .collect();
+    assert_eq!(docs.len(), 2, "{r:?}");
+    assert_eq!(docs[1][0]["Cluster"], "gone");
+    assert_eq!(docs[1][0]["Member"], "x1");
+
+    // list -t -w: the listing again every half second, a timestamp line above each.
+    let mut child = Command::new(support::REGENT)
+        .args(["ctl", "-c", &cfg(&c), "list", "-t", "-w", "0.5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn list -w");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut stamps, mut tables) = (0, 0);
+    while (stamps < 3 || tables < 3) && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if line.len() == 19 && line.as_bytes()[10] == b' ' {
+                stamps += 1;
+            }
+            if line.starts_with("+ Cluster: test (") {
+                tables += 1;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        stamps >= 3 && tables >= 3,
+        "watching printed {stamps} timestamps, {tables} tables"
+    );
+
+    // flush restart: a scheduled restart is dropped from the member.
+    ctl(
+        &c,
+        &[
+            "restart",
+            "test",
+            &replica.name,
+            "--scheduled",
+            "2099-01-01T00:00+00:00",
+            "--force",
+        ],
+    )
+    .expect_ok("schedule a restart");
+    wait_for(
+        "the scheduled restart in the member key",
+        Duration::from_secs(15),
+        || {
+            member_key(&c, &replica.name)
+                .get("scheduled_restart")
+                .map(|_| ())
+        },
+    );
+    let r =
+        ctl(&c, &["flush", "test", &replica.name, "restart", "--force"]).expect_ok("flush restart");
+    assert_eq!(
+        r.stdout,
+        format!(
+            "Success: flush scheduled restart for member {}\n",
+            replica.name
+        )
+    );
+    wait_for("the member key without it", Duration::from_secs(15), || {
+        member_key(&c, &replica.name)
+            .get("scheduled_restart")
+            .is_none()
+            .then_some(())
+    });
+
+    // flush switchover: the scheduled switchover is deleted through the leader.
+    ctl(
+        &c,
+        &[
+            "switchover",
+            "--candidate",
+            &replica.name,
+            "--scheduled",
+            "2099-01-01T00:00+00:00",
+            "--force",
+        ],
+    )
+    .expect_ok("schedule a switchover");
+    let scheduled = |c: &Cluster| {
+        c.etcd
+            .get("/service/test/failover")
+            .and_then(|v| serde_json::from_str::<Value>(&v).ok())
+            .is_some_and(|f| f.get("scheduled_at").is_some())
+    };
+    assert!(scheduled(&c));
+    let r = ctl(&c, &["flush", "switchover"]).expect_ok("flush switchover");
+    assert!(r.stdout.starts_with("Success: "), "{r:?}");
+    assert!(!scheduled(&c));
+    let r = ctl(&c, &["flush", "test", "switchover"]).expect_ok("nothing left");
+    assert_eq!(r.stdout, "No pending scheduled switchover\n");
+
+    // patronictl's config locations: PATRONICTL_CONFIG_FILE, then ~/.config/patroni/patronictl.yaml.
+    let home = tempfile::tempdir().expect("home");
+    let list_with = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(support::REGENT);
+        cmd.args(["ctl", "list", "-f", "json"])
+            .env_remove("REGENT_CONFIG")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("HOME", home.path());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        support::ctl::run(&mut cmd)
+    };
+    let r = list_with(&[]);
+    assert_eq!(r.code, Some(2), "no config anywhere: {r:?}");
+    let r = list_with(&[("PATRONICTL_CONFIG_FILE", &cfg(&c))]).expect_ok("PATRONICTL_CONFIG_FILE");
+    assert_eq!(r.json().as_array().map(Vec::len), Some(3));
+    let dir = home.path().join(".config/patroni");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("patronictl.yaml"),
+        format!("scope: test\netcd3:\n  hosts: {}\n", c.etcd.endpoint()),
+    )
+    .expect("write patronictl.yaml");
+    let r = list_with(&[]).expect_ok("the default patronictl.yaml");
+    assert_eq!(r.json().as_array().map(Vec::len), Some(3));
+
+    // remove: refused without the exact answers, then the cluster's keys (only its) are gone.
+    let r = ctl_with_input(&c, &["remove", "gone"], "gone\nyes\n");
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("\"Yes I am aware\""), "{r:?}");
+    assert_eq!(c.etcd.get_prefix("/service/gone/").len(), 3);
+    let r =
+        ctl_with_input(&c, &["remove", "gone"], "gone\nYes I am aware\nx1\n").expect_ok("remove");
+    assert!(
+        r.stdout
+            .starts_with("+ Cluster: gone (7000000000000000001) "),
+        "{r:?}"
+    );
+    assert!(c.etcd.get_prefix("/service/gone/").is_empty());
+    assert_eq!(c.etcd.get("/service/gone2/leader").as_deref(), Some("y1"));
+    assert!(c.etcd.get("/service/test/leader").is_some());
 }

@@ -36,7 +36,8 @@ pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Args, Debug)]
 pub struct CtlArgs {
     /// A Regent or Patroni configuration file: `scope`, `namespace`, `etcd3.hosts` and the REST
-    /// credentials (`ctl.authentication`, else `restapi.authentication`).
+    /// credentials (`ctl.authentication`, else `restapi.authentication`). Without it (and
+    /// REGENT_CONFIG): PATRONICTL_CONFIG_FILE, else ~/.config/patroni/patronictl.yaml if present.
     #[arg(short = 'c', long = "config", env = "REGENT_CONFIG", global = true)]
     pub(crate) config: Option<PathBuf>,
     /// etcd to read the cluster from: `etcd3://HOST:PORT[,HOST:PORT...][/NAMESPACE]`. Overrides
@@ -67,9 +68,92 @@ pub struct CtlArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
     Pretty,
+    /// Tab-separated values with a header line (`list`, `topology`, `history`, `query`).
+    Tsv,
     Json,
     #[value(alias = "yml")]
     Yaml,
+}
+
+impl Format {
+    /// Pretty and TSV: progress lines go to stdout and no JSON/YAML document is printed.
+    pub(crate) fn is_text(self) -> bool {
+        matches!(self, Format::Pretty | Format::Tsv)
+    }
+}
+
+/// patronictl's `-W` and `-w/--watch SECONDS`: print again every few seconds.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub(crate) struct WatchArgs {
+    /// Print again every 2 seconds.
+    #[arg(short = 'W')]
+    pub(crate) every_2s: bool,
+    /// Print again every SECONDS seconds.
+    #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+    pub(crate) watch: Option<f64>,
+}
+
+impl WatchArgs {
+    /// The interval, if watching: `-w` wins over `-W`; `-w 0` does not watch (as patronictl).
+    pub(crate) fn interval(self) -> Result<Option<Duration>, CtlError> {
+        match self.watch {
+            Some(s) if !(0.0..=86_400.0).contains(&s) => Err(CtlError::Usage(format!(
+                "-w/--watch {s}: expected a number of seconds between 0 and 86400"
+            ))),
+            Some(s) if s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+            Some(_) => Ok(None),
+            None => Ok(self.every_2s.then_some(Duration::from_secs(2))),
+        }
+    }
+}
+
+/// `query`'s options, patronictl's: here `-c` is the SQL, `-f` a file of SQL, `-U` the database
+/// user and `--password` asks for the database password. The global options they would shadow
+/// are given before `query` (`regent ctl -c FILE -f json query -c SQL`) or by their long names
+/// (`--config`, `--format`).
+#[derive(Args, Debug)]
+pub(crate) struct QueryArgs {
+    /// The cluster (default: the configured scope).
+    pub(crate) cluster: Option<String>,
+    /// Run on the first member with this role (default: the leader).
+    #[arg(short = 'r', long, value_enum)]
+    pub(crate) role: Option<RoleFilter>,
+    /// Run on this member.
+    #[arg(short = 'm', long)]
+    pub(crate) member: Option<String>,
+    /// The database (default: PGDATABASE, else the user's name).
+    #[arg(short = 'd', long)]
+    pub(crate) dbname: Option<String>,
+    /// The database user (default: PGUSER, else postgresql.authentication.superuser).
+    #[arg(short = 'U', long = "username", value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Ask for the database password.
+    #[arg(long = "password")]
+    pub(crate) ask_password: bool,
+    /// The SQL to run.
+    #[arg(short = 'c', long)]
+    pub(crate) command: Option<String>,
+    /// A file of SQL to run (`-` for stdin).
+    #[arg(short = 'f', long)]
+    pub(crate) file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Tsv)]
+    pub(crate) format: Format,
+    /// The column delimiter of the tsv format.
+    #[arg(long, default_value = "\t")]
+    pub(crate) delimiter: String,
+    #[command(flatten)]
+    pub(crate) watch: WatchArgs,
+    // The same ids as the global options they replace here (clap does not propagate a global
+    // option into a subcommand that has an argument of its id): the config file by its long
+    // name only, and the REST credentials, which `query` does not use, under hidden names.
+    /// The configuration file (the global -c; here -c is the SQL).
+    #[arg(long = "config", value_name = "FILE", env = "REGENT_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    #[arg(long = "rest-username", hide = true)]
+    pub(crate) username: Option<String>,
+    #[arg(long = "rest-password", hide = true)]
+    pub(crate) password: Option<String>,
 }
 
 /// Which members a command addresses (patronictl's `--role`).
@@ -106,16 +190,66 @@ impl RoleFilter {
 pub(crate) enum CtlCmd {
     /// The members table: role, state, timeline, WAL positions and lag, tags, policy.
     List {
+        /// The clusters to show (default: the configured scope).
+        clusters: Vec<String>,
         /// Always show the pending-restart, scheduled-restart and tags columns.
         #[arg(short = 'e', long)]
         extended: bool,
+        /// Print the time (UTC) above each listing.
+        #[arg(short = 't', long)]
+        timestamp: bool,
+        #[command(flatten)]
+        watch: WatchArgs,
     },
     /// The members as a replication tree (cascading replicas under their upstream).
-    Topology,
+    Topology {
+        /// The clusters to show (default: the configured scope).
+        clusters: Vec<String>,
+        #[command(flatten)]
+        watch: WatchArgs,
+    },
     /// Timeline history: each failover or switchover.
-    History,
+    History {
+        /// The cluster (default: the configured scope).
+        cluster: Option<String>,
+    },
+    /// The address of a member's PostgreSQL (`host=... port=...`): the leader's by default.
+    Dsn {
+        /// The cluster (default: the configured scope).
+        cluster: Option<String>,
+        /// The first member with this role.
+        #[arg(short = 'r', long, value_enum)]
+        role: Option<RoleFilter>,
+        /// This member.
+        #[arg(short = 'm', long)]
+        member: Option<String>,
+    },
+    /// Run SQL on a member (the leader by default) and print the rows.
+    Query(QueryArgs),
+    /// Discard a scheduled event: `flush [CLUSTER] [MEMBER...] restart|switchover`.
+    Flush {
+        /// `[CLUSTER] [MEMBER...] restart|switchover`.
+        #[arg(
+            required = true,
+            value_name = "[CLUSTER] [MEMBER]... restart|switchover"
+        )]
+        args: Vec<String>,
+        /// Flush the scheduled restarts of members with this role only.
+        #[arg(short = 'r', long, value_enum, default_value_t = RoleFilter::Any)]
+        role: RoleFilter,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete every key of the cluster from etcd (for a cluster that is gone). Asks for the
+    /// cluster's name, "Yes I am aware" and, if it has one, the leader's name, on stdin.
+    Remove {
+        /// The cluster to remove.
+        cluster: String,
+    },
     /// Planned switchover: the leader hands over to a replica.
     Switchover {
+        /// The cluster (default: the configured scope).
+        cluster: Option<String>,
         /// The current leader (a check: refused if another member leads).
         #[arg(long, visible_alias = "primary")]
         leader: Option<String>,
@@ -131,6 +265,8 @@ pub(crate) enum CtlCmd {
     },
     /// Promote a named replica now, also when the cluster has no healthy leader.
     Failover {
+        /// The cluster (default: the configured scope).
+        cluster: Option<String>,
         #[arg(long)]
         candidate: Option<String>,
         #[arg(long)]
@@ -138,6 +274,7 @@ pub(crate) enum CtlCmd {
     },
     /// Restart PostgreSQL on members (all members matching --role if none are named).
     Restart {
+        /// `[CLUSTER] [MEMBER]...`: a first name equal to the scope is the cluster.
         members: Vec<String>,
         #[arg(short = 'r', long, value_enum, default_value_t = RoleFilter::Any)]
         role: RoleFilter,
@@ -161,6 +298,7 @@ pub(crate) enum CtlCmd {
     },
     /// Rebuild replicas from scratch (their data directory is moved aside, then cloned).
     Reinit {
+        /// `[CLUSTER] MEMBER...`: a first name equal to the scope is the cluster.
         members: Vec<String>,
         /// Clone from the leader (default: any running member).
         #[arg(long)]
@@ -173,6 +311,7 @@ pub(crate) enum CtlCmd {
     },
     /// Re-read the local configuration on members (SIGHUP).
     Reload {
+        /// `[CLUSTER] [MEMBER]...`: a first name equal to the scope is the cluster.
         members: Vec<String>,
         #[arg(short = 'r', long, value_enum, default_value_t = RoleFilter::Any)]
         role: RoleFilter,
@@ -181,19 +320,28 @@ pub(crate) enum CtlCmd {
     },
     /// Maintenance mode: no automatic failover, promotion, start or stop.
     Pause {
+        /// The cluster (default: the configured scope).
+        cluster: Option<String>,
         /// Wait until every member reports it.
         #[arg(long)]
         wait: bool,
     },
     /// Leave maintenance mode.
     Resume {
+        /// The cluster (default: the configured scope).
+        cluster: Option<String>,
         #[arg(long)]
         wait: bool,
     },
     /// The cluster-wide configuration (the `config` key).
-    ShowConfig,
+    ShowConfig {
+        /// The cluster (default: the configured scope).
+        cluster: Option<String>,
+    },
     /// Change the cluster-wide configuration: `-s`/`-p`, --apply, --replace, or $EDITOR.
     EditConfig {
+        /// The cluster (default: the configured scope).
+        cluster: Option<String>,
         /// Set a value: a dotted path and a YAML value (`-s loop_wait=5`, `-s ttl=` deletes).
         #[arg(short = 's', long = "set")]
         set: Vec<String>,
@@ -214,7 +362,10 @@ pub(crate) enum CtlCmd {
         force: bool,
     },
     /// regent ctl's version, and each member's (from `GET /patroni`).
-    Version { members: Vec<String> },
+    Version {
+        /// `[CLUSTER] [MEMBER]...`: a first name equal to the scope is the cluster.
+        members: Vec<String>,
+    },
 }
 
 /// What went wrong, worded for the operator: what happened and what to do.
@@ -294,23 +445,41 @@ pub fn main(args: CtlArgs, env: crate::config::EnvConfig) -> u8 {
 }
 
 async fn run(args: CtlArgs, env: &crate::config::EnvConfig) -> Result<(), CtlError> {
-    let sources = target::Sources {
-        config: args.config.as_deref(),
+    let mut cmd = args.cmd;
+    let config = target::config_path(args.config, |k| std::env::var(k).ok());
+    let mut stdout = std::io::stdout();
+    let mut terminal = prompt::Terminal;
+    // `version` without a cluster prints regent ctl's own version only.
+    if let CtlCmd::Version { members } = &cmd
+        && members.is_empty()
+        && config.is_none()
+        && args.dcs_url.is_none()
+    {
+        return actions::print_own_version(&mut stdout, args.format);
+    }
+    let mut sources = target::Sources {
+        config: config.as_ref().map(|(p, _)| p.as_path()),
+        config_from: config.as_ref().map(|(_, f)| *f).unwrap_or_default(),
         dcs_url: args.dcs_url.as_deref(),
         scope: args.scope.as_deref(),
         username: args.username.as_deref(),
         password: args.password.as_deref(),
         env: Some(env),
     };
-    let mut stdout = std::io::stdout();
-    let mut terminal = prompt::Terminal;
-    // `version` without a cluster prints regent ctl's own version only.
-    if let CtlCmd::Version { members } = &args.cmd
-        && members.is_empty()
-        && args.config.is_none()
-        && args.dcs_url.is_none()
-    {
-        return actions::print_own_version(&mut stdout, args.format);
+    if matches!(cmd, CtlCmd::Query(_)) {
+        // query sends no REST request; -U/--password are the database's.
+        (sources.username, sources.password) = (None, None);
+    }
+    let configured = target::configured_scope(&sources)?;
+    let named = cmd.take_clusters(configured.as_deref());
+    let differs = named.iter().find(|n| Some(*n) != args.scope.as_ref());
+    if let (Some(flag), Some(other)) = (&args.scope, differs) {
+        return Err(CtlError::Usage(format!(
+            "--scope {flag} and the cluster argument {other} name different clusters: give one"
+        )));
+    }
+    if let Some(first) = named.first() {
+        sources.scope = Some(first);
     }
     let target = target::resolve(&sources)?;
     let rest = rest::Rest::new(target.auth.clone(), &target.tls)?;
@@ -323,6 +492,55 @@ async fn run(args: CtlArgs, env: &crate::config::EnvConfig) -> Result<(), CtlErr
         out: &mut stdout,
         prompt: &mut terminal,
         poll: Duration::from_secs(1),
+        pg_login: target.superuser.clone(),
     };
-    session.dispatch(args.cmd).await
+    session.dispatch(cmd).await
+}
+
+impl CtlCmd {
+    /// The clusters named on the command line, patronictl's `CLUSTER_NAME` argument(s). Where
+    /// the first name may be a cluster or a member (`restart`, `reload`, `reinit`, `version`,
+    /// `flush`), it is the cluster when it equals the configured scope, or when no scope is
+    /// configured; it is taken off the member list.
+    pub(crate) fn take_clusters(&mut self, configured: Option<&str>) -> Vec<String> {
+        let one = |c: &Option<String>| c.iter().cloned().collect();
+        match self {
+            CtlCmd::List { clusters, .. } | CtlCmd::Topology { clusters, .. } => clusters.clone(),
+            CtlCmd::History { cluster }
+            | CtlCmd::Dsn { cluster, .. }
+            | CtlCmd::Switchover { cluster, .. }
+            | CtlCmd::Failover { cluster, .. }
+            | CtlCmd::Pause { cluster, .. }
+            | CtlCmd::Resume { cluster, .. }
+            | CtlCmd::ShowConfig { cluster }
+            | CtlCmd::EditConfig { cluster, .. } => one(cluster),
+            CtlCmd::Query(q) => one(&q.cluster),
+            CtlCmd::Remove { cluster } => vec![cluster.clone()],
+            CtlCmd::Restart { members, .. }
+            | CtlCmd::Reload { members, .. }
+            | CtlCmd::Reinit { members, .. }
+            | CtlCmd::Version { members } => take_first_if_cluster(members, configured, 1),
+            // flush's last argument is what to flush.
+            CtlCmd::Flush { args, .. } => take_first_if_cluster(args, configured, 2),
+        }
+    }
+}
+
+/// Take `names[0]` off as the cluster name when it equals `configured`, or when nothing is
+/// configured and at least `min` names were given.
+fn take_first_if_cluster(
+    names: &mut Vec<String>,
+    configured: Option<&str>,
+    min: usize,
+) -> Vec<String> {
+    let is_cluster = match (names.first(), configured) {
+        (Some(first), Some(scope)) => first == scope,
+        (Some(_), None) => names.len() >= min,
+        (None, _) => false,
+    };
+    if is_cluster {
+        vec![names.remove(0)]
+    } else {
+        Vec::new()
+    }
 }

@@ -1,10 +1,13 @@
-//! The etcd side of `regent ctl`: linearizable reads of the whole cluster prefix, the `config`
-//! key's compare-and-swap, and the `failover` key (the switchover fallback).
+//! The etcd side of `regent ctl`: linearizable reads of the whole cluster prefix (also of other
+//! clusters in the same namespace, for `list A B`), the `config` key's compare-and-swap, the
+//! `failover` key (the switchover fallback, and `flush switchover`'s), and deleting the
+//! cluster's keys (`remove`).
 //!
 //! [`Store`] is a trait so the commands can be tested against an in-memory cluster.
 
 use super::CtlError;
 use super::target::Target;
+use crate::config::dcs_prefix;
 use crate::dcs::{Cluster, DcsError, EtcdDcs, Failover};
 use serde_json::Value;
 use std::time::Duration;
@@ -13,14 +16,22 @@ use std::time::Duration;
 #[allow(async_fn_in_trait)]
 pub(crate) trait Store {
     async fn read(&self) -> Result<Cluster, CtlError>;
+    /// Read another cluster of the same namespace.
+    async fn read_scope(&self, scope: &str) -> Result<Cluster, CtlError>;
     /// Write the `config` key if its mod_revision is still `revision`; `false` if it moved.
     async fn write_config(&self, config: &Value, revision: i64) -> Result<bool, CtlError>;
     async fn write_failover(&self, failover: &Failover) -> Result<(), CtlError>;
+    /// Write the `failover` key if its mod_revision is still `revision`; `false` if it moved.
+    async fn write_failover_if(&self, failover: &Failover, revision: i64)
+    -> Result<bool, CtlError>;
+    /// Delete every key of the cluster; returns how many there were.
+    async fn delete_cluster(&self) -> Result<i64, CtlError>;
 }
 
 /// The cluster's keys in etcd.
 pub(crate) struct EtcdStore {
     dcs: EtcdDcs,
+    namespace: String,
     endpoints: String,
     from: String,
 }
@@ -44,6 +55,7 @@ impl EtcdStore {
             })?;
         Ok(EtcdStore {
             dcs,
+            namespace: target.namespace.clone(),
             endpoints,
             from,
         })
@@ -67,6 +79,13 @@ impl Store for EtcdStore {
             .map_err(self.err("read the cluster from etcd"))
     }
 
+    async fn read_scope(&self, scope: &str) -> Result<Cluster, CtlError> {
+        self.dcs
+            .read_cluster_at(&dcs_prefix(&self.namespace, scope))
+            .await
+            .map_err(self.err("read the cluster from etcd"))
+    }
+
     async fn write_config(&self, config: &Value, revision: i64) -> Result<bool, CtlError> {
         self.dcs
             .write_config(config, Some(revision))
@@ -79,5 +98,23 @@ impl Store for EtcdStore {
             .write_failover(failover)
             .await
             .map_err(self.err("write the failover key"))
+    }
+
+    async fn write_failover_if(
+        &self,
+        failover: &Failover,
+        revision: i64,
+    ) -> Result<bool, CtlError> {
+        self.dcs
+            .write_failover_if(failover, revision)
+            .await
+            .map_err(self.err("write the failover key"))
+    }
+
+    async fn delete_cluster(&self) -> Result<i64, CtlError> {
+        self.dcs
+            .delete_cluster()
+            .await
+            .map_err(self.err("delete the cluster's keys"))
     }
 }

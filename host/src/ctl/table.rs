@@ -1,6 +1,6 @@
 //! A bordered text table in patronictl's look: `+---+` rules, `|` separators, an optional title
 //! set into the top rule (`+ Cluster: demo (7412…) ---+----+`), multi-line cells (then every row
-//! gets a rule below it).
+//! gets a rule below it); and the same rows as patronictl's `tsv`.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Align {
@@ -77,6 +77,18 @@ impl Table {
     }
 }
 
+/// patronictl's `tsv`: a header line (if there are columns), then one line per row, the cells
+/// joined by `delimiter` as they are (no quoting, as patronictl writes them).
+pub(crate) fn tsv(columns: &[String], rows: &[Vec<String>], delimiter: &str) -> String {
+    let mut out = String::new();
+    let header = (!columns.is_empty()).then_some(columns);
+    for line in header.into_iter().chain(rows.iter().map(Vec::as_slice)) {
+        out.push_str(&line.join(delimiter));
+        out.push('\n');
+    }
+    out
+}
+
 /// Length of a rule over columns of these widths.
 fn rule_len(widths: &[usize]) -> usize {
     1 + widths.iter().map(|w| w + 3).sum::<usize>()
@@ -143,6 +155,14 @@ mod tests {
 +--------+----+-------+
 ";
         assert_eq!(t.render(), want);
+    }
+
+    #[test]
+    fn tsv_header_and_rows() {
+        let cols = vec!["Member".to_string(), "TL".to_string()];
+        let rows = vec![vec!["pg1".to_string(), "1".to_string()]];
+        assert_eq!(tsv(&cols, &rows, "\t"), "Member\tTL\npg1\t1\n");
+        assert_eq!(tsv(&[], &rows, ";"), "pg1;1\n");
     }
 
     #[test]

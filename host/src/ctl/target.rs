@@ -1,5 +1,7 @@
-//! Where the cluster is: a Regent or Patroni configuration file (`-c`, `REGENT_CONFIG`),
-//! `--dcs-url etcd3://HOST:PORT[/NAMESPACE]` and `--scope`, and the REST credentials.
+//! Where the cluster is: a Regent or Patroni configuration file (`-c`, `REGENT_CONFIG`, else
+//! patronictl's `PATRONICTL_CONFIG_FILE` and default `~/.config/patroni/patronictl.yaml`),
+//! `--dcs-url etcd3://HOST:PORT[/NAMESPACE]` and `--scope` (or the cluster named on the command
+//! line), the REST credentials, and the PostgreSQL login `query` uses.
 //!
 //! A configuration file is read loosely, as patronictl reads it: only `scope`, `namespace`,
 //! `etcd3`/`etcd`, `ctl.authentication` and `restapi.authentication` are looked at, so a
@@ -10,7 +12,7 @@
 use super::CtlError;
 use crate::config::{ConfigError, ConfigSource, EnvConfig, Etcd, dcs_prefix, split_host_port};
 use serde_yaml::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// REST API Basic-auth credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -28,10 +30,27 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The PostgreSQL login of the config file's `postgresql.authentication.superuser` (`query`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct PgLogin {
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+impl std::fmt::Debug for PgLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLogin")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
 /// The resolved cluster address.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Target {
     pub(crate) scope: String,
+    pub(crate) namespace: String,
     /// `/<namespace>/<scope>/`.
     pub(crate) prefix: String,
     /// etcd endpoints, `host:port` each.
@@ -46,12 +65,48 @@ pub(crate) struct Target {
     /// `ctl.certfile`/`keyfile`, `ctl.insecure`, as patronictl reads them.
     pub(crate) tls: crate::api::ClientOptions,
     pub(crate) auth: Option<Credentials>,
+    pub(crate) superuser: PgLogin,
+}
+
+/// Where the config file's path came from, for the message when it cannot be read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConfigFrom {
+    /// `-c`/`--config` or `REGENT_CONFIG`.
+    #[default]
+    Flag,
+    /// `PATRONICTL_CONFIG_FILE`.
+    PatronictlVariable,
+    /// patronictl's default path, which existed.
+    Default,
+}
+
+/// The config file when `-c`/`REGENT_CONFIG` name none, as patronictl finds it:
+/// `PATRONICTL_CONFIG_FILE` (which must then exist), else
+/// `$XDG_CONFIG_HOME/patroni/patronictl.yaml` (`$HOME/.config/...` without it), used only if it
+/// exists. `var` reads the environment.
+pub(crate) fn config_path(
+    given: Option<PathBuf>,
+    var: impl Fn(&str) -> Option<String>,
+) -> Option<(PathBuf, ConfigFrom)> {
+    if let Some(p) = given {
+        return Some((p, ConfigFrom::Flag));
+    }
+    let set = |k: &str| var(k).filter(|v| !v.is_empty());
+    if let Some(p) = set("PATRONICTL_CONFIG_FILE") {
+        return Some((PathBuf::from(p), ConfigFrom::PatronictlVariable));
+    }
+    let dir = set("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|h| Path::new(&h).join(".config")))?;
+    let p = dir.join("patroni").join("patronictl.yaml");
+    p.is_file().then_some((p, ConfigFrom::Default))
 }
 
 /// What the command line and the environment said.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Sources<'a> {
     pub(crate) config: Option<&'a Path>,
+    pub(crate) config_from: ConfigFrom,
     pub(crate) dcs_url: Option<&'a str>,
     pub(crate) scope: Option<&'a str>,
     pub(crate) username: Option<&'a str>,
@@ -94,7 +149,7 @@ pub(crate) fn resolve(src: &Sources) -> Result<Target, CtlError> {
             (Some(d), Some(path)) => file_endpoints(d, path)?,
             _ => {
                 return Err(CtlError::Usage(
-                    "regent ctl does not know where the cluster is: pass -c FILE (a Regent or Patroni config; or set REGENT_CONFIG), or --dcs-url etcd3://HOST:PORT with --scope NAME".into(),
+                    "regent ctl does not know where the cluster is: pass -c FILE (a Regent or Patroni config; or set REGENT_CONFIG or PATRONICTL_CONFIG_FILE, or write ~/.config/patroni/patronictl.yaml), or --dcs-url etcd3://HOST:PORT with --scope NAME".into(),
                 ));
             }
         },
@@ -120,8 +175,10 @@ pub(crate) fn resolve(src: &Sources) -> Result<Target, CtlError> {
     }
     let auth = credentials(src, doc, shown.as_deref())?;
     let tls = rest_tls(doc, shown.as_deref())?;
+    let superuser = superuser(doc, shown.as_deref())?;
     Ok(Target {
         prefix: dcs_prefix(&namespace, &scope),
+        namespace,
         scope,
         endpoints: access.endpoints,
         endpoints_from,
@@ -129,6 +186,41 @@ pub(crate) fn resolve(src: &Sources) -> Result<Target, CtlError> {
         etcd_user: access.user,
         tls,
         auth,
+        superuser,
+    })
+}
+
+/// The scope the config (or `--scope`) names, if any, before any cluster given on the command
+/// line: a first positional equal to it is the cluster name (`restart demo pg2`).
+pub(crate) fn configured_scope(src: &Sources) -> Result<Option<String>, CtlError> {
+    if let Some(s) = src.scope {
+        return Ok(Some(s.to_string()));
+    }
+    let Some((doc, shown)) = read_document(src)? else {
+        return Ok(None);
+    };
+    doc.get("scope")
+        .map(|v| scalar(v, "scope", Some(&shown)))
+        .transpose()
+}
+
+/// `postgresql.authentication.superuser` of the config file (and `PATRONI_SUPERUSER_*`).
+fn superuser(doc: Option<&Value>, file: Option<&str>) -> Result<PgLogin, CtlError> {
+    let Some(su) = doc
+        .and_then(|d| d.get("postgresql"))
+        .and_then(|p| p.get("authentication"))
+        .and_then(|a| a.get("superuser"))
+    else {
+        return Ok(PgLogin::default());
+    };
+    let get = |k: &str| {
+        su.get(k)
+            .map(|v| scalar(v, &format!("postgresql.authentication.superuser.{k}"), file))
+            .transpose()
+    };
+    Ok(PgLogin {
+        user: get("username")?,
+        password: get("password")?,
     })
 }
 
@@ -142,8 +234,12 @@ fn read_document(src: &Sources) -> Result<Option<(Value, String)>, CtlError> {
     match src.config {
         Some(path) => {
             if let Err(e) = std::fs::metadata(path) {
+                let check = match src.config_from {
+                    ConfigFrom::PatronictlVariable => "check PATRONICTL_CONFIG_FILE",
+                    _ => "check the -c/--config path (or REGENT_CONFIG)",
+                };
                 return Err(CtlError::Usage(format!(
-                    "cannot read config file {}: {e}; check the -c/--config path (or REGENT_CONFIG)",
+                    "cannot read config file {}: {e}; {check}",
                     path.display()
                 )));
             }
@@ -502,6 +598,98 @@ mod tests {
             .expect_err("nothing"),
         );
         assert!(e.contains("does not know where the cluster is"), "{e}");
+    }
+
+    #[test]
+    fn patronictl_config_locations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        let env = |pairs: &'static [(&'static str, &'static str)], home: &Path| {
+            let home = home.display().to_string();
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+                    .or_else(|| (k == "HOME").then(|| home.clone()))
+            }
+        };
+        // No file at the default path: none.
+        assert_eq!(config_path(None, env(&[], &home)), None);
+        let default = home.join(".config/patroni/patronictl.yaml");
+        std::fs::create_dir_all(default.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&default, "scope: s\n").expect("write");
+        assert_eq!(
+            config_path(None, env(&[], &home)),
+            Some((default.clone(), ConfigFrom::Default))
+        );
+        // XDG_CONFIG_HOME moves it; the variable and -c come first.
+        assert_eq!(
+            config_path(None, env(&[("XDG_CONFIG_HOME", "/nowhere")], &home)),
+            None
+        );
+        assert_eq!(
+            config_path(
+                None,
+                env(&[("PATRONICTL_CONFIG_FILE", "/etc/p.yml")], &home)
+            ),
+            Some((PathBuf::from("/etc/p.yml"), ConfigFrom::PatronictlVariable))
+        );
+        assert_eq!(
+            config_path(
+                Some(PathBuf::from("n.yml")),
+                env(&[("PATRONICTL_CONFIG_FILE", "/etc/p.yml")], &home)
+            ),
+            Some((PathBuf::from("n.yml"), ConfigFrom::Flag))
+        );
+        // A missing file named by the variable is an error naming the variable.
+        let missing = Path::new("/nonexistent/patronictl.yaml");
+        let e = usage(
+            resolve(&Sources {
+                config: Some(missing),
+                config_from: ConfigFrom::PatronictlVariable,
+                ..Sources::default()
+            })
+            .expect_err("missing"),
+        );
+        assert!(e.contains("check PATRONICTL_CONFIG_FILE"), "{e}");
+    }
+
+    #[test]
+    fn configured_scope_and_superuser() {
+        let (_d, p) = file(
+            "scope: demo\netcd3: {hosts: 'h:1'}\npostgresql:\n  authentication:\n    superuser: {username: postgres, password: pw}\n",
+        );
+        let src = Sources {
+            config: Some(&p),
+            ..Sources::default()
+        };
+        assert_eq!(
+            configured_scope(&src).expect("reads"),
+            Some("demo".to_string())
+        );
+        assert_eq!(
+            configured_scope(&Sources {
+                scope: Some("flag"),
+                ..src
+            })
+            .expect("reads"),
+            Some("flag".to_string())
+        );
+        assert_eq!(configured_scope(&Sources::default()).expect("none"), None);
+        let t = resolve(&src).expect("resolves");
+        assert_eq!(
+            t.superuser,
+            PgLogin {
+                user: Some("postgres".into()),
+                password: Some("pw".into())
+            }
+        );
+        assert_eq!(t.namespace, "/service/");
+        assert!(
+            !format!("{:?}", t.superuser).contains("pw\""),
+            "no password in Debug"
+        );
     }
 
     #[test]

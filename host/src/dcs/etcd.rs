@@ -3,8 +3,8 @@
 use super::EtcdAccess;
 use super::{Cluster, Failover, HistoryLine, MemberData, RawKv, Status, SyncState, keys};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use serde_json::Value;
 use std::future::Future;
@@ -168,11 +168,17 @@ impl EtcdDcs {
 
     /// Read every key under the cluster prefix in one request.
     pub async fn read_cluster(&self) -> Result<Cluster> {
+        self.read_cluster_at(&self.prefix).await
+    }
+
+    /// Read every key under another cluster's prefix (`/<namespace>/<scope>/`) in one request:
+    /// `regent ctl list` shows several clusters of one etcd.
+    pub(crate) async fn read_cluster_at(&self, prefix: &str) -> Result<Cluster> {
         let mut c = self.client.clone();
         let resp = self
             .call(
                 "range",
-                c.get(self.prefix.clone(), Some(GetOptions::new().with_prefix())),
+                c.get(prefix.to_string(), Some(GetOptions::new().with_prefix())),
             )
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
@@ -181,7 +187,7 @@ impl EtcdDcs {
             .iter()
             .filter_map(|kv| {
                 let key = std::str::from_utf8(kv.key()).ok()?;
-                let rel = key.strip_prefix(&self.prefix)?;
+                let rel = key.strip_prefix(prefix)?;
                 Some((
                     rel.to_string(),
                     kv.value().to_vec(),
@@ -513,6 +519,22 @@ impl EtcdDcs {
     pub(crate) async fn write_initialize(&self, sysid: &str) -> Result<()> {
         self.put_plain("put initialize", keys::INITIALIZE, sysid.to_string())
             .await
+    }
+
+    /// Delete every key under the cluster prefix (`regent ctl remove`, patronictl's
+    /// `delete_cluster`); returns how many keys were deleted.
+    pub(crate) async fn delete_cluster(&self) -> Result<i64> {
+        let mut c = self.client.clone();
+        let resp = self
+            .call(
+                "delete cluster",
+                c.delete(
+                    self.prefix.clone(),
+                    Some(DeleteOptions::new().with_prefix()),
+                ),
+            )
+            .await?;
+        Ok(resp.deleted())
     }
 
     /// Give up a lost bootstrap race so another node can bootstrap.

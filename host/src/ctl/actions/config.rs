@@ -74,7 +74,7 @@ impl<S: Store> Session<'_, S> {
         edit::validate(&changed)?;
         if !o.quiet {
             let d = edit::diff(&before, &edit::to_yaml(&changed));
-            if self.format == Format::Pretty {
+            if self.format.is_text() {
                 self.write(&d)?;
             } else {
                 eprint!("{d}");

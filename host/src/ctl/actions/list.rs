@@ -1,7 +1,9 @@
 //! The read-only views: `list`, `topology` and `history` from etcd, and `version`, which asks
-//! every member's REST API (`GET /patroni`). They change nothing.
+//! every member's REST API (`GET /patroni`). They change nothing. `list` and `topology` show one
+//! or several clusters of the namespace, once or watching (`-W`, `-w`).
 
-use super::{Session, all_done, unknown_member};
+use super::watch::clear_screen;
+use super::{Session, Watching, all_done, timestamp, unknown_member};
 use crate::ctl::rest::{Method, Reply, refused};
 use crate::ctl::store::Store;
 use crate::ctl::view;
@@ -11,16 +13,40 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 impl<S: Store> Session<'_, S> {
-    pub(super) async fn list(&mut self, extended: bool, topology: bool) -> Result<(), CtlError> {
-        let c = self.store.read().await?;
-        if c.members.is_empty() && c.initialize.is_none() && c.config.is_none() {
-            eprintln!(
-                "warning: etcd has no keys for cluster {}; check the scope (--scope, `scope:`) and the namespace",
-                self.scope
-            );
+    /// `clusters`: the names given on the command line (none: the session's scope).
+    pub(crate) async fn list(
+        &mut self,
+        clusters: &[String],
+        extended: bool,
+        topology: bool,
+        stamp: bool,
+        mut watching: Watching,
+    ) -> Result<(), CtlError> {
+        let own = [self.scope.to_string()];
+        let names = if clusters.is_empty() { &own } else { clusters };
+        while watching.next_round().await {
+            if let Some(clear) = clear_screen(&watching) {
+                self.write(clear)?;
+            }
+            if stamp {
+                self.write(&format!("{}\n", timestamp()))?;
+            }
+            for name in names {
+                let c = if name == self.scope {
+                    self.store.read().await?
+                } else {
+                    self.store.read_scope(name).await?
+                };
+                if c.members.is_empty() && c.initialize.is_none() && c.config.is_none() {
+                    eprintln!(
+                        "warning: etcd has no keys for cluster {name}; check the cluster name (the argument, --scope or `scope:`) and the namespace"
+                    );
+                }
+                let text = view::render_members(&c, name, self.format, extended, topology);
+                self.write(&text)?;
+            }
         }
-        let text = view::render_members(&c, self.scope, self.format, extended, topology);
-        self.write(&text)
+        Ok(())
     }
 
     pub(super) async fn history(&mut self) -> Result<(), CtlError> {

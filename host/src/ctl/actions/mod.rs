@@ -10,35 +10,51 @@
 //! | `reload` | `POST /reload` |
 //! | `pause`/`resume` | `PATCH /config {"pause": true \| null}`, leader first; `--wait` polls the member keys' `pause` |
 //! | `version` | `GET /patroni` |
+//! | `flush … restart` | `DELETE /restart` on each member with a scheduled restart |
+//! | `flush … switchover` | `DELETE /switchover`, leader first, then the other members |
 //!
-//! `list`, `topology`, `history`, `show-config` and `edit-config` need etcd only (`edit-config`
-//! writes the `config` key with a CAS on its mod_revision, as patronictl does). When the leader's
-//! REST API cannot be reached, `switchover` and `failover` write the `failover` key instead, as
-//! patronictl does; the leader's HA loop acts on it.
+//! `list`, `topology`, `history`, `dsn`, `show-config`, `edit-config` and `remove` need etcd
+//! only (`edit-config` writes the `config` key with a CAS on its mod_revision, as patronictl
+//! does; `remove` deletes the cluster's prefix). When the leader's REST API cannot be reached,
+//! `switchover` and `failover` write the `failover` key instead, as patronictl does; the leader's
+//! HA loop acts on it. `flush switchover` clears the key itself (CAS) when no member answers.
+//! `query` connects to a member's PostgreSQL (its `conn_url`) and runs SQL there.
 //!
 //! In the `json` and `yaml` formats, progress lines go to stderr and stdout carries one document.
 //!
 //! This module holds the [`Session`], its output helpers and what several commands share
 //! (choosing members, reporting failures). Each command family has its own file: `list.rs`
 //! (the read-only views), `config.rs` (`show-config`, `edit-config`), `switchover.rs`
-//! (`switchover`, `failover`), `restart.rs` (`restart`, `reload`), `reinit.rs` and `pause.rs`
-//! (`pause`, `resume`); `parse.rs` reads the `--timeout` and `--scheduled` values.
+//! (`switchover`, `failover`), `restart.rs` (`restart`, `reload`), `reinit.rs`, `pause.rs`
+//! (`pause`, `resume`), `dsn.rs`, `query.rs`, `flush.rs` and `remove.rs`; `watch.rs` repeats
+//! `list`/`topology`/`query` (`-W`, `-w`); `parse.rs` reads the `--timeout` and `--scheduled`
+//! values.
 
 mod config;
+mod dsn;
+mod flush;
 mod list;
 mod parse;
 mod pause;
+mod query;
 mod reinit;
+mod remove;
 mod restart;
 mod switchover;
+mod watch;
 
 pub(crate) use config::EditOptions;
 pub(crate) use parse::{parse_schedule, parse_seconds};
+pub(crate) use query::QueryOptions;
+#[cfg(test)]
+pub(crate) use query::{Rows, render_rows};
 pub(crate) use restart::RestartOptions;
+pub(crate) use watch::{Watching, timestamp};
 
 use super::prompt::Prompt;
 use super::rest::{Reply, Rest};
 use super::store::Store;
+use super::target::PgLogin;
 use super::view;
 use super::{CtlCmd, CtlError, Format, RoleFilter, VERSION};
 use crate::dcs::{Cluster, Member};
@@ -56,12 +72,14 @@ pub(crate) struct Session<'a, S: Store> {
     pub(crate) prompt: &'a mut dyn Prompt,
     /// Poll interval of the `--wait` loops.
     pub(crate) poll: Duration,
+    /// `postgresql.authentication.superuser` from the config file (`query`'s default login).
+    pub(crate) pg_login: PgLogin,
 }
 
 /// `regent ctl version` without a cluster.
 pub(crate) fn print_own_version(out: &mut dyn Write, format: Format) -> Result<(), CtlError> {
     let text = match format {
-        Format::Pretty => format!("regent ctl {VERSION}\n"),
+        f if f.is_text() => format!("regent ctl {VERSION}\n"),
         f => view::machine(&json!({"regent_ctl": VERSION}), f),
     };
     write_out(out, &text)
@@ -76,10 +94,29 @@ fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CtlError> {
 impl<S: Store> Session<'_, S> {
     pub(crate) async fn dispatch(&mut self, cmd: CtlCmd) -> Result<(), CtlError> {
         match cmd {
-            CtlCmd::List { extended } => self.list(extended, false).await,
-            CtlCmd::Topology => self.list(false, true).await,
-            CtlCmd::History => self.history().await,
-            CtlCmd::ShowConfig => self.show_config().await,
+            CtlCmd::List {
+                clusters,
+                extended,
+                timestamp,
+                watch,
+            } => {
+                let every = Watching::every(watch.interval()?);
+                self.list(&clusters, extended, false, timestamp, every)
+                    .await
+            }
+            CtlCmd::Topology { clusters, watch } => {
+                let every = Watching::every(watch.interval()?);
+                self.list(&clusters, false, true, false, every).await
+            }
+            CtlCmd::History { .. } => self.history().await,
+            CtlCmd::Dsn { role, member, .. } => self.dsn(role, member).await,
+            CtlCmd::Query(q) => {
+                let o = QueryOptions::from_args(&q)?;
+                self.query(o).await
+            }
+            CtlCmd::Flush { args, role, force } => self.flush(args, role, force).await,
+            CtlCmd::Remove { cluster } => self.remove(&cluster).await,
+            CtlCmd::ShowConfig { .. } => self.show_config().await,
             CtlCmd::EditConfig {
                 set,
                 pg,
@@ -87,6 +124,7 @@ impl<S: Store> Session<'_, S> {
                 replace,
                 quiet,
                 force,
+                ..
             } => {
                 self.edit_config(EditOptions {
                     set,
@@ -103,8 +141,11 @@ impl<S: Store> Session<'_, S> {
                 candidate,
                 scheduled,
                 force,
+                ..
             } => self.switchover(leader, candidate, scheduled, force).await,
-            CtlCmd::Failover { candidate, force } => self.failover(candidate, force).await,
+            CtlCmd::Failover {
+                candidate, force, ..
+            } => self.failover(candidate, force).await,
             CtlCmd::Restart {
                 members,
                 role,
@@ -138,8 +179,8 @@ impl<S: Store> Session<'_, S> {
                 role,
                 force,
             } => self.reload(members, role, force).await,
-            CtlCmd::Pause { wait } => self.toggle_pause(true, wait).await,
-            CtlCmd::Resume { wait } => self.toggle_pause(false, wait).await,
+            CtlCmd::Pause { wait, .. } => self.toggle_pause(true, wait).await,
+            CtlCmd::Resume { wait, .. } => self.toggle_pause(false, wait).await,
             CtlCmd::Version { members } => self.version(members).await,
         }
     }
@@ -150,7 +191,7 @@ impl<S: Store> Session<'_, S> {
 
     /// A progress or result line: stdout in the pretty format, stderr otherwise.
     fn note(&mut self, line: &str) -> Result<(), CtlError> {
-        if self.format == Format::Pretty {
+        if self.format.is_text() {
             self.write(&format!("{line}\n"))
         } else {
             eprintln!("{line}");
@@ -160,7 +201,7 @@ impl<S: Store> Session<'_, S> {
 
     /// The machine-readable result (json/yaml formats only).
     fn emit(&mut self, doc: Value) -> Result<(), CtlError> {
-        if self.format == Format::Pretty {
+        if self.format.is_text() {
             return Ok(());
         }
         let text = view::machine(&doc, self.format);
@@ -168,7 +209,7 @@ impl<S: Store> Session<'_, S> {
     }
 
     fn show_members(&mut self, cluster: &Cluster, heading: &str) -> Result<(), CtlError> {
-        if self.format != Format::Pretty {
+        if !self.format.is_text() {
             return Ok(());
         }
         let table = view::render_members(cluster, self.scope, Format::Pretty, false, false);
@@ -215,6 +256,18 @@ fn all_done(action: &str, failed: &[String]) -> Result<(), CtlError> {
             failed.join(", ")
         )))
     }
+}
+
+/// The members that publish an `api_url`, the leader first (patronictl's order for requests
+/// any member can answer).
+fn leader_first(c: &Cluster) -> Vec<&Member> {
+    let leader = c.leader_name();
+    c.members
+        .iter()
+        .filter(|m| Some(m.name.as_str()) == leader)
+        .chain(c.members.iter().filter(|m| Some(m.name.as_str()) != leader))
+        .filter(|m| m.data.api_url.is_some())
+        .collect()
 }
 
 fn names_of(members: &[&Member]) -> String {

@@ -1,12 +1,11 @@
 //! `pause` and `resume`: sets or clears `pause` in the configuration through a member's REST
 //! API (`PATCH /config`, the leader first) and, with `--wait`, polls the member keys in etcd.
 
-use super::Session;
+use super::{Session, leader_first};
 use crate::ctl::CtlError;
 use crate::ctl::rest::{Method, refused};
 use crate::ctl::store::Store;
 use crate::ctl::view::config_flag;
-use crate::dcs::Member;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -26,14 +25,7 @@ impl<S: Store> Session<'_, S> {
             )));
         }
         let body = json!({"pause": if paused { Value::Bool(true) } else { Value::Null }});
-        let leader = c.leader_name();
-        let order: Vec<&Member> = c
-            .members
-            .iter()
-            .filter(|m| Some(m.name.as_str()) == leader)
-            .chain(c.members.iter().filter(|m| Some(m.name.as_str()) != leader))
-            .filter(|m| m.data.api_url.is_some())
-            .collect();
+        let order = leader_first(&c);
         let mut errors = Vec::new();
         let mut accepted = None;
         for m in order {

@@ -4,7 +4,7 @@
 use super::{Session, all_done, failed_line, names_of, select, unknown_member};
 use crate::ctl::rest::Method;
 use crate::ctl::store::Store;
-use crate::ctl::{CtlError, Format, RoleFilter};
+use crate::ctl::{CtlError, RoleFilter};
 use crate::dcs::Member;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -97,7 +97,7 @@ impl<S: Store> Session<'_, S> {
                     Ok(r)
                         if r.body.trim_end().ends_with("already in progress")
                             && !force_flag
-                            && self.format == Format::Pretty
+                            && self.format.is_text()
                             && self
                                 .prompt
                                 .confirm("Do you want to cancel it and reinitialize anyway?")? =>

@@ -1,12 +1,16 @@
 //! The commands against an in-memory cluster and mock REST servers (one per member) that record
 //! every request and answer from a script: request building (method, path, JSON body, Basic
-//! auth), the handling of each status code, and the DCS fallbacks.
+//! auth), the handling of each status code, and the DCS fallbacks. This file holds the fixture
+//! and the tests of the first commands; `habits.rs` tests patronictl's further habits (`dsn`,
+//! `query`, `flush`, `remove`, watching, `tsv`, cluster names on the command line).
+
+mod habits;
 
 use super::actions::{EditOptions, RestartOptions, Session, parse_schedule, parse_seconds};
 use super::prompt::Prompt;
 use super::rest::Rest;
 use super::store::Store;
-use super::target::Credentials;
+use super::target::{Credentials, PgLogin};
 use super::{CtlError, Format, RoleFilter};
 use crate::dcs::{Cluster, Failover, Leader, Member, MemberData, SyncState};
 use axum::body::Bytes;
@@ -89,7 +93,11 @@ impl MockApi {
 #[derive(Default)]
 struct MemStore {
     cluster: Mutex<Cluster>,
+    /// Other clusters of the namespace, by scope.
+    others: Mutex<HashMap<String, Cluster>>,
     failover_written: Mutex<Vec<Failover>>,
+    /// `remove` was carried out.
+    deleted: Mutex<bool>,
     /// Pretend someone else wrote the config between our read and our write.
     concurrent_writer: bool,
 }
@@ -97,6 +105,30 @@ struct MemStore {
 impl Store for MemStore {
     async fn read(&self) -> Result<Cluster, CtlError> {
         Ok(self.cluster.lock().expect("lock").clone())
+    }
+    async fn read_scope(&self, scope: &str) -> Result<Cluster, CtlError> {
+        let others = self.others.lock().expect("lock");
+        Ok(others.get(scope).cloned().unwrap_or_default())
+    }
+    async fn write_failover_if(
+        &self,
+        failover: &Failover,
+        revision: i64,
+    ) -> Result<bool, CtlError> {
+        let mut c = self.cluster.lock().expect("lock");
+        let current = c.failover.as_ref().map(|(_, r)| *r).unwrap_or(0);
+        if current != revision {
+            return Ok(false);
+        }
+        c.failover = Some((failover.clone(), current + 1));
+        Ok(true)
+    }
+    async fn delete_cluster(&self) -> Result<i64, CtlError> {
+        let mut c = self.cluster.lock().expect("lock");
+        let n = i64::try_from(c.members.len()).unwrap_or(0);
+        *c = Cluster::default();
+        *self.deleted.lock().expect("lock") = true;
+        Ok(n)
     }
     async fn write_config(&self, config: &Value, revision: i64) -> Result<bool, CtlError> {
         let mut c = self.cluster.lock().expect("lock");
@@ -136,6 +168,17 @@ impl Prompt for Scripted {
             Ok(self.answers.remove(0))
         }
     }
+    fn type_in(&mut self, question: &str) -> Result<String, CtlError> {
+        self.asked.push(question.into());
+        if self.answers.is_empty() {
+            Err(CtlError::Usage(format!("{question} — no answer")))
+        } else {
+            Ok(self.answers.remove(0))
+        }
+    }
+    fn secret(&mut self, question: &str) -> Result<String, CtlError> {
+        self.type_in(question)
+    }
 }
 
 fn member(name: &str, api_port: u16, role: &str) -> Member {
@@ -158,6 +201,7 @@ fn member(name: &str, api_port: u16, role: &str) -> Member {
 struct Fixture {
     apis: Vec<MockApi>,
     store: MemStore,
+    pg_login: PgLogin,
 }
 
 impl Fixture {
@@ -190,6 +234,7 @@ impl Fixture {
                 cluster: Mutex::new(cluster),
                 ..MemStore::default()
             },
+            pg_login: PgLogin::default(),
         }
     }
 
@@ -235,6 +280,7 @@ impl Fixture {
                 out: &mut out,
                 prompt: &mut prompt,
                 poll: Duration::from_millis(20),
+                pg_login: self.pg_login.clone(),
             };
             f(&mut s).await
         };
@@ -851,6 +897,7 @@ async fn edit_config_writes_with_cas() {
             ..MemStore::default()
         },
         apis: Vec::new(),
+        pg_login: PgLogin::default(),
     };
     racing.edit(|c| c.config = Some((json!({"ttl": 30}), 1)));
     let (r, _, _) = racing
