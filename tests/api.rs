@@ -98,6 +98,21 @@ impl Harness {
         serve(settings, view, Some(self.dcs.clone())).await
     }
 
+    /// POST `body` to `url` while the fake leader's HA loop waits for the request `expect`
+    /// and then does `then` (see [`when_requested`]); the answer.
+    async fn post_handled(
+        &self,
+        url: &str,
+        body: Value,
+        expect: Value,
+        then: Then,
+    ) -> (u16, String) {
+        let waker = tokio::spawn(when_requested(self.kv.clone(), expect, then));
+        let answer = self.send(Method::POST, url, Some(body)).await;
+        waker.await.expect("fake HA loop");
+        answer
+    }
+
     async fn send(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, String) {
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
@@ -309,7 +324,14 @@ async fn config_patch_put_validation_and_compare_and_swap() {
         );
     }
 
-    // A Patroni cluster's timing that Regent would refuse does not block pause/resume.
+    // Timing Patroni takes (loop_wait + 2 × retry_timeout > ttl) is taken and stored as given;
+    // the nodes run with fitted values.
+    let patroni = json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 10});
+    let (status, body) = h.send(Method::PATCH, &url, Some(patroni.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    for key in ["ttl", "loop_wait", "retry_timeout"] {
+        assert_eq!(h.get_json("config").await[key], patroni[key], "{key}");
+    }
     let patroni = json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10});
     h.put("config", patroni.to_string()).await;
     let (status, body) = h
@@ -317,6 +339,19 @@ async fn config_patch_put_validation_and_compare_and_swap() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(h.get_json("config").await["pause"], true);
+
+    // Pausing a paused cluster: 200 with the configuration, as Patroni answers; nothing is
+    // written (the key's revision stays).
+    let revision = |c: regent::dcs::Cluster| c.config.map(|(_, r)| r);
+    let before = revision(h.dcs.read_cluster().await.expect("read"));
+    let (status, body) = h
+        .send(Method::PATCH, &url, Some(json!({"pause": true})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut paused = patroni.clone();
+    paused["pause"] = json!(true);
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("json"), paused);
+    assert_eq!(revision(h.dcs.read_cluster().await.expect("read")), before);
 
     // Random patches never leave a configuration behind that the HA loop would refuse.
     h.put("config", base.to_string()).await;
@@ -527,7 +562,7 @@ async fn switchover_and_failover() {
             &switchover,
             json!({"candidate": "n2"}),
             400,
-            "needs the current leader",
+            "Switchover could be performed only from a specific leader",
         ),
         (
             &switchover,
@@ -535,11 +570,31 @@ async fn switchover_and_failover() {
             400,
             "Switchover target and source are the same",
         ),
+        // Keys a request does not have are ignored, as Patroni ignores them: the answer is
+        // on the keys it knows.
+        (
+            &failover,
+            json!({"foo": "bar"}),
+            400,
+            "Failover could be performed only to a specific candidate",
+        ),
+        (
+            &failover,
+            json!({}),
+            400,
+            "Failover could be performed only to a specific candidate",
+        ),
         (
             &switchover,
-            json!({"leader": "n1", "to": "n2"}),
+            json!({"candidate": "n2", "to": "n3"}),
             400,
-            "unknown key \"to\"",
+            "Switchover could be performed only from a specific leader",
+        ),
+        (
+            &switchover,
+            json!({"leader": "nx", "candidate": "n2", "to": "n3"}),
+            412,
+            "leader name does not match",
         ),
         (
             &switchover,
@@ -635,59 +690,44 @@ async fn switchover_and_failover() {
     assert_eq!((s, msg.as_str()), (404, "no switchover is scheduled"));
 
     // Immediate: the API waits until the candidate holds the leader key.
-    let waker = tokio::spawn(when_requested(
-        h.kv.clone(),
-        json!({"leader": "n1", "member": "n2"}),
-        Then::TakeOver("n2"),
-    ));
     let (s, msg) = h
-        .send(
-            Method::POST,
+        .post_handled(
             &switchover,
-            Some(json!({"leader": "n1", "candidate": "n2"})),
+            json!({"leader": "n1", "candidate": "n2"}),
+            json!({"leader": "n1", "member": "n2"}),
+            Then::TakeOver("n2"),
         )
         .await;
     assert_eq!(
         (s, msg.as_str()),
         (200, "Successfully switched over to \"n2\"")
     );
-    waker.await.expect("fake HA loop");
     assert!(n1.commands().contains(&Command::Wake));
 
     // Another member took over instead of the candidate (n1 answers its status as a replica).
-    let waker = tokio::spawn(when_requested(
-        h.kv.clone(),
-        json!({"leader": "n2", "member": "n1"}),
-        Then::TakeOver("n3"),
-    ));
     let (s, msg) = h
-        .send(
-            Method::POST,
+        .post_handled(
             &switchover,
-            Some(json!({"leader": "n2", "candidate": "n1"})),
+            json!({"leader": "n2", "candidate": "n1"}),
+            json!({"leader": "n2", "member": "n1"}),
+            Then::TakeOver("n3"),
         )
         .await;
     assert_eq!(
         (s, msg.as_str()),
         (200, "Switched over to \"n3\" instead of \"n1\"")
     );
-    waker.await.expect("fake HA loop");
 
     // The leader drops the request and stays: failed.
-    let waker = tokio::spawn(when_requested(
-        h.kv.clone(),
-        json!({"leader": "n3", "member": "n2"}),
-        Then::Drop,
-    ));
     let (s, msg) = h
-        .send(
-            Method::POST,
+        .post_handled(
             &switchover,
-            Some(json!({"leader": "n3", "member": "n2"})),
+            json!({"leader": "n3", "member": "n2"}),
+            json!({"leader": "n3", "member": "n2"}),
+            Then::Drop,
         )
         .await;
     assert_eq!((s, msg.as_str()), (503, "Switchover failed"));
-    waker.await.expect("fake HA loop");
 
     // Nobody acts: the answer says the outcome is unknown (the harness waits 3 s).
     let (s, msg) = h
@@ -705,19 +745,18 @@ async fn switchover_and_failover() {
 
     // Failover in a cluster without a leader.
     h.delete("leader").await;
-    let waker = tokio::spawn(when_requested(
-        h.kv.clone(),
-        json!({"member": "n2"}),
-        Then::TakeOver("n2"),
-    ));
     let (s, msg) = h
-        .send(Method::POST, &failover, Some(json!({"candidate": "n2"})))
+        .post_handled(
+            &failover,
+            json!({"candidate": "n2"}),
+            json!({"member": "n2"}),
+            Then::TakeOver("n2"),
+        )
         .await;
     assert_eq!(
         (s, msg.as_str()),
         (200, "Successfully failed over to \"n2\"")
     );
-    waker.await.expect("fake HA loop");
 
     // Paused: only to a named candidate, never scheduled.
     h.put(
@@ -725,6 +764,36 @@ async fn switchover_and_failover() {
         r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"pause":true}"#,
     )
     .await;
+    let (s, msg) = h
+        .post_handled(
+            &switchover,
+            json!({"leader": "n2", "candidate": "n1", "comment": "ignored"}),
+            json!({"leader": "n2", "member": "n1"}),
+            Then::TakeOver("n1"),
+        )
+        .await;
+    assert_eq!(
+        (s, msg.as_str()),
+        (200, "Successfully switched over to \"n1\""),
+        "a switchover to a named candidate is allowed while paused"
+    );
+    h.put("leader", "n2").await;
+    // A scheduled restart is refused while paused (the pause read from etcd: n1's own view
+    // says not paused); a restart now reaches the HA loop.
+    let restart = format!("{}/restart", n1.url);
+    let (s, msg) = h
+        .send(
+            Method::POST,
+            &restart,
+            Some(json!({"schedule": "2099-01-01T00:00:00+00:00"})),
+        )
+        .await;
+    assert_eq!(
+        (s, msg.as_str()),
+        (500, "Can't schedule restart in the paused state")
+    );
+    let (s, msg) = h.send(Method::POST, &restart, Some(json!({}))).await;
+    assert_eq!((s, msg.as_str()), (200, "OK"));
     let (s, msg) = h
         .send(Method::POST, &switchover, Some(json!({"leader": "n2"})))
         .await;
@@ -838,16 +907,23 @@ async fn reinitialize_checks_and_member_allowlist() {
         .send(Method::POST, &url, Some(json!({"force": "perhaps"})))
         .await;
     assert_eq!(s, 400, "{msg}");
+    // A key the request does not have is ignored, as Patroni ignores it.
     let (s, msg) = h
         .send(Method::POST, &url, Some(json!({"wipe": true})))
         .await;
-    assert_eq!(s, 400, "{msg}");
+    assert_eq!((s, msg.as_str()), (200, "reinitialize started"));
     assert_eq!(
         n2.commands(),
-        vec![Command::Reinitialize {
-            force: true,
-            from_leader: true
-        }]
+        vec![
+            Command::Reinitialize {
+                force: true,
+                from_leader: true
+            },
+            Command::Reinitialize {
+                force: false,
+                from_leader: false
+            }
+        ]
     );
 
     // The member's address moves elsewhere: the allowlist no longer lets this host in.

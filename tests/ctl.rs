@@ -120,10 +120,33 @@ fn ctl_reads_and_edits_the_cluster() {
     let r = ctl(&c, &["edit-config", "-s", "loop_wait=2"]);
     assert_eq!(r.code, Some(2), "{r:?}");
     assert!(r.stderr.contains("stdin is not a terminal"), "{r:?}");
-    let r = ctl(&c, &["edit-config", "-s", "retry_timeout=6", "--force"]);
+    let r = ctl(&c, &["edit-config", "-s", "ttl=4", "--force"]);
     assert_eq!(r.code, Some(2), "{r:?}");
-    assert!(r.stderr.contains("exceeds ttl = 10"), "{r:?}");
+    assert!(r.stderr.contains("must be at least 5 seconds"), "{r:?}");
     assert_eq!(dcs_config(&c), before, "refused edits write nothing");
+    // Timing Patroni takes is taken (issue 12 item 8): stored as given, with the warning the
+    // nodes log; every node runs with the fitted values and says so in GET /patroni.
+    let r = ctl(&c, &["edit-config", "-s", "retry_timeout=6", "--force"]).expect_ok("timing");
+    let warning = format!(
+        "the cluster's configuration: loop_wait {lw} + 2 × retry_timeout 6 exceeds ttl {TTL}: running with loop_wait 1 and retry_timeout 4 (as Patroni does)",
+        lw = before["loop_wait"]
+    );
+    assert!(r.stderr.contains(&format!("warning: {warning}")), "{r:?}");
+    assert_eq!(dcs_config(&c)["retry_timeout"], 6);
+    c.wait_all_nodes("to report the fitted timing", |doc| {
+        let timing = &doc["regent"]["timing"];
+        timing["effective"]["retry_timeout"] == 4
+            && timing["configured"]["retry_timeout"] == 6
+            && timing["warning"]
+                .as_str()
+                .is_some_and(|w| w.starts_with(&warning))
+    });
+    let restore = format!("retry_timeout={}", before["retry_timeout"]);
+    ctl(&c, &["edit-config", "-s", &restore, "--force", "-q"]).expect_ok("restore");
+    assert_eq!(dcs_config(&c), before);
+    c.wait_all_nodes("to drop the fitted timing", |doc| {
+        doc.get("regent").is_none()
+    });
     let r = ctl(
         &c,
         &[
@@ -149,17 +172,7 @@ fn ctl_reads_and_edits_the_cluster() {
     assert_eq!(after["postgresql"]["parameters"]["work_mem"], "8MB");
     assert_eq!(after["postgresql"]["parameters"]["wal_keep_size"], "64MB");
     // Every node picks the change up from etcd: its status document reports the pause.
-    for n in &c.nodes {
-        wait_for(
-            &format!("{} to report pause", n.name),
-            Duration::from_secs(15),
-            || {
-                let (_, body) = n.http_get("/patroni")?;
-                let doc: Value = serde_json::from_str(&body).ok()?;
-                (doc["pause"] == true).then_some(())
-            },
-        );
-    }
+    c.wait_all_nodes("to report pause", |doc| doc["pause"] == true);
     let list = ctl(&c, &["list"]).expect_ok("list");
     assert!(
         list.stdout.ends_with(" Maintenance mode: on\n"),
@@ -168,17 +181,7 @@ fn ctl_reads_and_edits_the_cluster() {
     );
     ctl(&c, &["edit-config", "-s", "pause=", "--force", "-q"]).expect_ok("unpause");
     assert!(dcs_config(&c).get("pause").is_none());
-    for n in &c.nodes {
-        wait_for(
-            &format!("{} to drop pause", n.name),
-            Duration::from_secs(15),
-            || {
-                let (_, body) = n.http_get("/patroni")?;
-                let doc: Value = serde_json::from_str(&body).ok()?;
-                doc.get("pause").is_none().then_some(())
-            },
-        );
-    }
+    c.wait_all_nodes("to drop pause", |doc| doc.get("pause").is_none());
     let r = ctl(&c, &["edit-config", "-s", "loop_wait=1", "--force"]).expect_ok("no-op");
     assert_eq!(r.stdout, "Not changed\n");
 
@@ -311,6 +314,7 @@ fn ctl_pause_and_resume() {
     }
     let r = ctl(&c, &["pause"]);
     assert_eq!(r.code, Some(1), "already paused: {r:?}");
+    assert!(r.stderr.contains("Cluster is already paused"), "{r:?}");
     let r = ctl(&c, &["resume", "--wait"]);
     assert!(r.ok(), "resume: {r:?}");
     assert!(dcs_config(&c).get("pause").is_none());

@@ -106,20 +106,6 @@ fn dcs_config(c: &Cluster) -> Value {
         .expect("config JSON")
 }
 
-fn wait_all_nodes(c: &Cluster, what: &str, pred: impl Fn(&Value) -> bool) {
-    for n in &c.nodes {
-        wait_for(
-            &format!("{} {what}", n.name),
-            Duration::from_secs(15),
-            || {
-                let (_, body) = n.http_get("/patroni")?;
-                let doc: Value = serde_json::from_str(&body).ok()?;
-                pred(&doc).then_some(())
-            },
-        );
-    }
-}
-
 #[test]
 fn patronictl_reads_and_edits_a_regent_cluster() {
     let _g = serial();
@@ -211,7 +197,7 @@ fn patronictl_reads_and_edits_a_regent_cluster() {
     assert_eq!(config["maximum_lag_on_failover"], 2097152);
     assert_eq!(config["postgresql"]["parameters"]["work_mem"], "8MB");
     assert_eq!(config["ttl"], TTL, "the rest is kept");
-    wait_all_nodes(&c, "to report pause", |d| d["pause"] == true);
+    c.wait_all_nodes("to report pause", |d| d["pause"] == true);
     let listed = p.run(&["list"]).expect_ok("patronictl list");
     assert!(
         listed.stdout.contains(" Maintenance mode: on"),
@@ -224,7 +210,7 @@ fn patronictl_reads_and_edits_a_regent_cluster() {
     p.run(&["edit-config", "-s", "pause=", "--force"])
         .expect_ok("patronictl edit-config");
     assert!(dcs_config(&c).get("pause").is_none());
-    wait_all_nodes(&c, "to drop pause", |d| d.get("pause").is_none());
+    c.wait_all_nodes("to drop pause", |d| d.get("pause").is_none());
 
     // history after a crash failover, with the new leader listed.
     let h = p

@@ -829,6 +829,21 @@ impl Etcd {
 }
 
 impl Cluster {
+    /// Wait (15 s at most) until every node's `GET /patroni` document satisfies `pred`.
+    pub fn wait_all_nodes(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+        for n in &self.nodes {
+            wait_for(
+                &format!("{} {what}", n.name),
+                Duration::from_secs(15),
+                || {
+                    let (_, body) = n.http_get("/patroni")?;
+                    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+                    pred(&doc).then_some(())
+                },
+            );
+        }
+    }
+
     /// Start `n` nodes and wait for a leader with `n - 1` streaming replicas.
     pub fn healthy(n: usize, spec: NodeSpec) -> (Cluster, usize) {
         let mut c = Cluster::new(n, spec);

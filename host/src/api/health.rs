@@ -56,6 +56,17 @@ fn tag_as_query_string(v: &Value) -> String {
     }
 }
 
+/// This node holds the leader key as of this request: the loop published it holding the key,
+/// and the write deadline it earned then still lies ahead (the loop may be stalled past it).
+/// Paused too, as Patroni's `is_leader()` expires a `ttl` after the leader key's last update
+/// whether paused or not: a stalled leader stops answering `/primary` with 200 in maintenance
+/// mode as well, and a candidate promoted by a manual failover meanwhile is the only one.
+fn leads_now(v: &LocalSnapshot) -> bool {
+    v.holds_lock
+        && v.write_deadline_ms
+            .is_none_or(|d| crate::fence::mono_ms() < d)
+}
+
 /// Generic health check (Patroni's `do_GET`): status code for `path` (the URL path only).
 pub(super) fn health_status(v: &LocalSnapshot, path: &str, params: &Params) -> StatusCode {
     let path = if path == "/" { "/primary" } else { path };
@@ -90,11 +101,7 @@ pub(super) fn health_status(v: &LocalSnapshot, path: &str, params: &Params) -> S
             r.role == "primary",
             r.role == "standby_leader",
         )
-    } else if v.holds_lock
-        // The deadline as of this request: the loop may be stalled past it (paused: no
-        // deadline is enforced).
-        && (v.paused || v.write_deadline_ms.is_none_or(|d| crate::fence::mono_ms() < d))
-    {
+    } else if leads_now(v) {
         if v.role == "standby_leader" {
             (true, false, matches!(r.role, "replica" | "standby_leader"))
         } else {
@@ -161,7 +168,7 @@ pub(super) fn liveness_status(v: &LocalSnapshot, started: Instant) -> StatusCode
 
 /// `/readiness?lag=&mode=apply|write`.
 pub(super) fn readiness_status(v: &LocalSnapshot, params: &Params) -> StatusCode {
-    if v.holds_lock {
+    if leads_now(v) {
         return StatusCode::OK;
     }
     if v.state != "running" {

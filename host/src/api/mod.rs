@@ -148,6 +148,10 @@ pub struct LocalSnapshot {
     /// `{"schedule": "<RFC 3339>", "role": …, "postgres_version": …, "restart_pending": …,
     /// "timeout": …}` (conditions only when given). Default `None`.
     pub scheduled_restart: Option<Value>,
+    /// The cluster's timing broke `loop_wait + 2 × retry_timeout <= ttl` and this node runs
+    /// with fitted values (`ttl` and `loop_wait` above are the effective ones): shown as
+    /// `regent.timing` in the status document. Default `None`.
+    pub timing_adjusted: Option<crate::config::TimingFit>,
 }
 
 /// One walsender, as listed under `replication` in the status document.

@@ -28,14 +28,9 @@ pub(super) async fn json_object(
     body: Body,
     required: bool,
 ) -> Result<Map<String, Value>, Refusal> {
-    let has_length = headers.contains_key(header::CONTENT_LENGTH)
-        || headers.contains_key(header::TRANSFER_ENCODING);
-    if !has_length {
+    if !has_length(headers) {
         if required {
-            return Err(Refusal::new(
-                StatusCode::LENGTH_REQUIRED,
-                "a Content-Length header is required: send the JSON body with its length",
-            ));
+            require_length(headers)?;
         }
         return Ok(Map::new());
     }
@@ -89,6 +84,22 @@ pub(super) async fn json_object(
     }
 }
 
+fn has_length(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::CONTENT_LENGTH) || headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+/// A body must be sent (411 without a length, as Patroni answers), though it may be empty.
+pub(super) fn require_length(headers: &HeaderMap) -> Result<(), Refusal> {
+    if has_length(headers) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::LENGTH_REQUIRED,
+            "a Content-Length header is required: send the JSON body with its length",
+        ))
+    }
+}
+
 fn too_large() -> Refusal {
     Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -105,21 +116,6 @@ pub(super) fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-/// Refuse keys other than `allowed` (so a misspelt key is not silently ignored).
-pub(super) fn only_keys(
-    body: &Map<String, Value>,
-    allowed: &[&str],
-    what: &str,
-) -> Result<(), Refusal> {
-    match body.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(bad_request(format!(
-            "unknown key {k:?} in the {what} request; allowed: {}",
-            allowed.join(", ")
-        ))),
-        None => Ok(()),
     }
 }
 

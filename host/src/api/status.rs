@@ -1,6 +1,6 @@
 //! The status document (`GET /patroni` and the body of every health check), in Patroni's shape.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::{LocalSnapshot, ReplicationRow};
 
@@ -158,6 +158,17 @@ pub(crate) fn status_document(v: &LocalSnapshot) -> Value {
     doc.insert("patroni".into(), Value::Object(patroni));
     if let Some(policy) = &v.policy {
         doc.insert("policy".into(), policy.clone());
+    }
+    if let Some(fit) = &v.timing_adjusted {
+        // Regent's own: the timing the node runs with, when it is not the one configured.
+        doc.insert(
+            "regent".into(),
+            json!({"timing": {
+                "configured": fit.configured,
+                "effective": fit.effective,
+                "warning": fit.warning(),
+            }}),
+        );
     }
     Value::Object(doc)
 }

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use serde_json::{Map, Value};
 
 use super::read::dynamic_config;
-use super::request::{json_object, only_keys, opt_string, schedule};
+use super::request::{json_object, opt_string, require_length, schedule};
 use super::{Answer, ApiContext, Refusal, fetch_peer_status, text};
 use crate::config::{DynamicConfig, SyncMode};
 use crate::control::Command;
@@ -66,65 +67,42 @@ fn bad(message: &str) -> Refusal {
     Refusal::bad_request(message)
 }
 
+/// The keys of a switchover or failover request; Patroni ignores any other, and so does Regent.
+const KEYS: [&str; 4] = ["leader", "candidate", "member", "scheduled_at"];
+
 /// `POST /switchover {"leader", "candidate", "scheduled_at"}` and
-/// `POST /failover {"candidate", "leader"}` (`member` is accepted for `candidate`).
+/// `POST /failover {"candidate", "leader"}` (`member` is accepted for `candidate`). Other keys
+/// are ignored and the request is answered on these, as Patroni does; an empty object is
+/// answered on them too (400, the action needs a leader or a candidate).
 pub(super) async fn post(
     ctx: &ApiContext,
     action: Action,
     headers: &HeaderMap,
     body: Body,
 ) -> Answer {
-    let body = json_object(headers, body, true).await?;
-    only_keys(
-        &body,
-        &["leader", "candidate", "member", "scheduled_at"],
-        action.lower(),
-    )?;
-    let leader = opt_string(&body, "leader")?;
-    let candidate = match opt_string(&body, "candidate")? {
-        Some(c) => Some(c),
-        None => opt_string(&body, "member")?,
-    };
-    let scheduled = opt_string(&body, "scheduled_at")?;
+    require_length(headers)?;
+    let body = json_object(headers, body, false).await?;
+    let ignored: Vec<&str> = body
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !KEYS.contains(k))
+        .collect();
+    if !ignored.is_empty() {
+        tracing::info!(
+            action = action.lower(),
+            keys = ignored.join(", "),
+            "ignoring keys a {} request does not have, as Patroni does",
+            action.lower()
+        );
+    }
+    let req = Request::read(&body)?;
     let dcs = ctx.dcs()?;
     let cluster = ctx.read_cluster().await?;
     let config = dynamic_config(&cluster);
-    let paused = config.pause == Some(true);
-
-    if action == Action::Failover && candidate.is_none() {
-        return Err(bad(
-            "Failover could be performed only to a specific candidate",
-        ));
-    }
-    if action == Action::Switchover && leader.is_none() {
-        return Err(bad(
-            "Switchover needs the current leader: send {\"leader\": \"<name>\"}",
-        ));
-    }
-    let mut scheduled_at = None;
-    if let Some(s) = scheduled {
-        if action == Action::Failover {
-            return Err(bad("Failover can't be scheduled"));
-        }
-        if paused {
-            return Err(bad("Can't schedule switchover in the paused state"));
-        }
-        scheduled_at = Some(schedule(&s, "switchover")?);
-    }
-    if paused && candidate.is_none() {
-        return Err(bad(
-            "Switchover is possible only to a specific candidate in a paused state",
-        ));
-    }
-    // A failover naming the leader is a switchover, as in Patroni.
-    let action = if action == Action::Failover && leader.is_some() {
-        Action::Switchover
-    } else {
-        action
-    };
-    if leader.is_some() && leader == candidate {
-        return Err(bad("Switchover target and source are the same"));
-    }
+    let (action, scheduled_at) = check(action, &req, config.pause == Some(true))?;
+    let Request {
+        leader, candidate, ..
+    } = req;
     if scheduled_at.is_none()
         && let Some(problem) = not_possible(
             ctx,
@@ -186,6 +164,70 @@ pub(super) async fn post(
         timeout,
     )
     .await)
+}
+
+/// The fields of a switchover or failover request (`member` stands for `candidate`); `null`
+/// and `""` count as absent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Request {
+    leader: Option<String>,
+    candidate: Option<String>,
+    scheduled_at: Option<String>,
+}
+
+impl Request {
+    fn read(body: &Map<String, Value>) -> Result<Request, Refusal> {
+        Ok(Request {
+            leader: opt_string(body, "leader")?,
+            candidate: match opt_string(body, "candidate")? {
+                Some(c) => Some(c),
+                None => opt_string(body, "member")?,
+            },
+            scheduled_at: opt_string(body, "scheduled_at")?,
+        })
+    }
+}
+
+/// Patroni's checks of a request before the candidates are polled, in its order and with its
+/// texts (patronictl prints them). Returns the action to carry out (a failover naming the
+/// leader is a switchover, as in Patroni) and the schedule, in UTC. Paused, a switchover needs
+/// a candidate and cannot be scheduled.
+fn check(action: Action, req: &Request, paused: bool) -> Result<(Action, Option<String>), Refusal> {
+    let (leader, candidate) = (&req.leader, &req.candidate);
+    if action == Action::Failover && candidate.is_none() {
+        return Err(bad(
+            "Failover could be performed only to a specific candidate",
+        ));
+    }
+    if action == Action::Switchover && leader.is_none() {
+        return Err(bad(
+            "Switchover could be performed only from a specific leader",
+        ));
+    }
+    let mut scheduled_at = None;
+    if let Some(s) = &req.scheduled_at {
+        if action == Action::Failover {
+            return Err(bad("Failover can't be scheduled"));
+        }
+        if paused {
+            return Err(bad("Can't schedule switchover in the paused state"));
+        }
+        scheduled_at = Some(schedule(s, "switchover")?);
+    }
+    if paused && candidate.is_none() {
+        return Err(bad(
+            "Switchover is possible only to a specific candidate in a paused state",
+        ));
+    }
+    let action = if action == Action::Failover && leader.is_some() {
+        Action::Switchover
+    } else {
+        action
+    };
+    if leader.is_some() && leader == candidate {
+        return Err(bad("Switchover target and source are the same"));
+    }
+    Ok((action, scheduled_at))
 }
 
 /// Patroni's `is_failover_possible`: `None` when some candidate is fit, else why not.
@@ -411,5 +453,107 @@ pub(super) async fn cancel(ctx: &ApiContext) -> Answer {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot delete the scheduled switchover: {e}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The answer to a request body, paused or not: the action carried out, or the refusal.
+    fn answer(action: Action, body: Value, paused: bool) -> Result<Action, (u16, String)> {
+        let map = body.as_object().cloned().unwrap_or_default();
+        Request::read(&map)
+            .and_then(|r| check(action, &r, paused))
+            .map(|(a, _)| a)
+            .map_err(|r| (r.status.as_u16(), r.message))
+    }
+
+    /// Issue 12 item 8: Patroni's codes and texts for the requests it refuses before polling
+    /// candidates, paused or not; keys a request does not have are ignored.
+    #[test]
+    fn requests_are_checked_as_patroni_checks_them() {
+        use Action::{Failover as F, Switchover as S};
+        let future = "2099-01-01T00:00:00+00:00";
+        let refused = |text: &str| Err((400, text.to_string()));
+        for (action, body, paused, expected) in [
+            // Paused: a switchover to a named candidate is allowed, never scheduled.
+            (S, json!({"leader": "a", "candidate": "b"}), true, Ok(S)),
+            (
+                S,
+                json!({"leader": "a"}),
+                true,
+                refused("Switchover is possible only to a specific candidate in a paused state"),
+            ),
+            (
+                S,
+                json!({"leader": "a", "candidate": "b", "scheduled_at": future}),
+                true,
+                refused("Can't schedule switchover in the paused state"),
+            ),
+            (
+                S,
+                json!({"leader": "a", "candidate": "b", "scheduled_at": "not a time"}),
+                true,
+                refused("Can't schedule switchover in the paused state"),
+            ),
+            (
+                S,
+                json!({"leader": "a", "scheduled_at": future}),
+                false,
+                Ok(S),
+            ),
+            (S, json!({"leader": "a"}), false, Ok(S)),
+            // A failover to a named candidate while paused is allowed too.
+            (F, json!({"candidate": "b"}), true, Ok(F)),
+            (F, json!({"leader": "a", "candidate": "b"}), true, Ok(S)),
+            // Unknown keys are ignored; the answer is on the keys Patroni knows.
+            (
+                F,
+                json!({"foo": "bar"}),
+                false,
+                refused("Failover could be performed only to a specific candidate"),
+            ),
+            (
+                F,
+                json!({}),
+                false,
+                refused("Failover could be performed only to a specific candidate"),
+            ),
+            (F, json!({"candidate": "b", "force": true}), false, Ok(F)),
+            (F, json!({"member": "b", "foo": 1}), false, Ok(F)),
+            (
+                S,
+                json!({}),
+                false,
+                refused("Switchover could be performed only from a specific leader"),
+            ),
+            (
+                S,
+                json!({"candidate": "b", "to": "c"}),
+                true,
+                refused("Switchover could be performed only from a specific leader"),
+            ),
+            (S, json!({"leader": "a", "to": "b"}), false, Ok(S)),
+            (
+                F,
+                json!({"candidate": "b", "scheduled_at": future}),
+                true,
+                refused("Failover can't be scheduled"),
+            ),
+            (
+                S,
+                json!({"leader": "a", "candidate": "a"}),
+                true,
+                refused("Switchover target and source are the same"),
+            ),
+        ] {
+            assert_eq!(
+                answer(action, body.clone(), paused),
+                expected,
+                "{action:?} {body} paused={paused}"
+            );
+        }
     }
 }

@@ -276,6 +276,169 @@ async fn primary_checks_the_write_deadline_at_request_time() {
     assert_eq!(srv.get("/read-write").await, 503);
 }
 
+/// Issue 12 item 8: the health checks in maintenance mode answer as Patroni's do. Paused, the
+/// leader's checks still need the leader key held as of the request (Patroni's `is_leader()`
+/// expires a `ttl` after the key's last update, paused or not); only without a DCS view does
+/// PostgreSQL's role decide. `/liveness` stays 200 however stale the loop.
+#[tokio::test]
+async fn health_checks_in_maintenance_mode() {
+    let now = crate::fence::mono_ms();
+    let stale = Instant::now()
+        .checked_sub(Duration::from_secs(600))
+        .expect("clock far enough from boot");
+    let paused_leader = LocalSnapshot {
+        paused: true,
+        write_deadline_ms: Some(now + 60_000),
+        ..leader_view()
+    };
+    let srv = TestServer::start(paused_leader.clone()).await;
+    // (what, view, [(path, code)]), each path asked with GET and OPTIONS.
+    type Case = (&'static str, LocalSnapshot, Vec<(&'static str, u16)>);
+    let cases: Vec<Case> = vec![
+        (
+            "paused leader",
+            paused_leader.clone(),
+            vec![
+                ("/primary", 200),
+                ("/leader", 200),
+                ("/read-write", 200),
+                ("/read-only", 200),
+                ("/read-only-sync", 200),
+                ("/health", 200),
+                ("/readiness", 200),
+                ("/liveness", 200),
+                ("/replica", 503),
+                ("/standby-leader", 503),
+                ("/sync", 503),
+                ("/async", 503),
+            ],
+        ),
+        (
+            "paused leader whose loop stalled past its deadline",
+            LocalSnapshot {
+                write_deadline_ms: Some(now.saturating_sub(1)),
+                last_loop: Some(stale),
+                ..paused_leader.clone()
+            },
+            vec![
+                ("/primary", 503),
+                ("/leader", 503),
+                ("/read-write", 503),
+                ("/read-only", 503),
+                ("/readiness", 503),
+                ("/health", 200),
+                ("/liveness", 200),
+            ],
+        ),
+        (
+            "paused primary without a DCS view",
+            LocalSnapshot {
+                holds_lock: false,
+                dcs_reachable: false,
+                ..paused_leader.clone()
+            },
+            vec![
+                ("/primary", 200),
+                ("/leader", 200),
+                ("/read-only", 200),
+                ("/standby-leader", 503),
+                ("/replica", 503),
+                ("/read-only-sync", 503),
+                ("/sync", 503),
+                ("/async", 503),
+                ("/health", 200),
+            ],
+        ),
+        (
+            "primary without a DCS view, not paused",
+            LocalSnapshot {
+                holds_lock: false,
+                dcs_reachable: false,
+                ..leader_view()
+            },
+            vec![("/primary", 503), ("/leader", 503), ("/read-only", 503)],
+        ),
+        (
+            "paused replica",
+            LocalSnapshot {
+                paused: true,
+                ..replica_view(0)
+            },
+            vec![
+                ("/replica", 200),
+                ("/read-only", 200),
+                ("/async", 200),
+                ("/readiness", 200),
+                ("/sync", 503),
+                ("/primary", 503),
+                ("/leader", 503),
+            ],
+        ),
+        (
+            "paused replica without a DCS view",
+            LocalSnapshot {
+                paused: true,
+                dcs_reachable: false,
+                last_loop: Some(stale),
+                ..replica_view(0)
+            },
+            vec![
+                ("/replica", 200),
+                ("/read-only", 200),
+                ("/async", 503),
+                ("/sync", 503),
+                ("/primary", 503),
+                ("/health", 200),
+                ("/liveness", 200),
+            ],
+        ),
+    ];
+    for (what, view, expected) in cases {
+        srv.set(view);
+        for (path, code) in expected {
+            assert_eq!(srv.get(path).await, code, "{what}: GET {path}");
+            let (status, _, _) = srv.request(Method::OPTIONS, path).await;
+            assert_eq!(status, code, "{what}: OPTIONS {path}");
+        }
+    }
+}
+
+/// Issue 12 item 8: a node running with fitted timing says so in `GET /patroni`, under
+/// Regent's own `regent` key; Patroni's fields are untouched, and without a fit the key is
+/// absent.
+#[tokio::test]
+async fn the_status_document_shows_fitted_timing() {
+    let d =
+        crate::config::validate_dynamic(&json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 10}))
+            .expect("Patroni takes it, so does Regent");
+    let fit = d.timing_adjusted.expect("fitted");
+    let srv = TestServer::start(LocalSnapshot {
+        ttl: d.ttl,
+        loop_wait: d.loop_wait,
+        timing_adjusted: Some(fit),
+        ..leader_view()
+    })
+    .await;
+    let (status, doc) = srv.get_json("/patroni").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc["regent"]["timing"],
+        json!({
+            "configured": {"ttl": 20, "loop_wait": 2, "retry_timeout": 10},
+            "effective": {"ttl": 20, "loop_wait": 1, "retry_timeout": 9},
+            "warning": "the cluster's configuration: loop_wait 2 + 2 × retry_timeout 10 exceeds ttl 20: running with loop_wait 1 and retry_timeout 9 (as Patroni does); set them so that loop_wait + 2 × retry_timeout <= ttl to silence this",
+        })
+    );
+    let plain = status_document(&leader_view());
+    for (k, v) in plain.as_object().expect("object") {
+        assert_eq!(&doc[k], v, "Patroni's field {k} is unchanged");
+    }
+    assert!(plain.get("regent").is_none(), "{plain}");
+    // A peer still reads the document.
+    let peer = parse_peer_status(&doc).expect("peer status");
+    assert_eq!(peer.role, "primary");
+}
+
 #[tokio::test]
 async fn replica_lag_and_replication_state() {
     let srv = TestServer::start(replica_view(512 * 1024)).await;

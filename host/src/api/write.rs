@@ -8,10 +8,10 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
 use super::read::{dynamic_config, valid_config};
-use super::request::{json_object, only_keys, opt_bool, schedule, short};
+use super::request::{json_object, opt_bool, schedule, short};
 use super::units::parse_seconds;
 use super::{Answer, ApiContext, Refusal, json, merge_patch, status_code, text};
-use crate::config::{ConfigError, validate_dynamic};
+use crate::config::{ConfigError, DynamicChange, check_dynamic_change};
 use crate::control::{Command, Reply, RestartRequest};
 use crate::dcs::{Cluster, DcsError, EtcdDcs};
 
@@ -48,20 +48,16 @@ impl ConfigWriteError {
 }
 
 /// Check a configuration about to be written. A change that leaves a problem the current
-/// configuration already has (e.g. a Patroni cluster's timing that Regent would refuse) is not
+/// configuration already has (e.g. a Patroni cluster's key that Regent refuses) is not
 /// blocked by it: only problems the change introduces are.
 fn check_new_config(old: Option<&Value>, new: &Value) -> Result<(), ConfigWriteError> {
-    let Err(e) = validate_dynamic(new) else {
-        return Ok(());
-    };
-    let same_problem = old
-        .and_then(|o| validate_dynamic(o).err())
-        .is_some_and(|old_err| old_err.to_string() == e.to_string());
-    if same_problem {
-        tracing::warn!(error = %e, "the dynamic configuration keeps a problem it already had");
-        return Ok(());
+    match check_dynamic_change(old, new).map_err(ConfigWriteError::Invalid)? {
+        DynamicChange::Valid(_) => {}
+        DynamicChange::KeepsProblem(e) => {
+            tracing::warn!(error = %e, "the dynamic configuration keeps a problem it already had");
+        }
     }
-    Err(ConfigWriteError::Invalid(e))
+    Ok(())
 }
 
 /// `PATCH /config` on a cluster read before: merge `patch` (RFC 7396; `null` deletes) into the
@@ -222,12 +218,8 @@ pub(super) async fn restart(ctx: &ApiContext, headers: &HeaderMap, body: Body) -
 /// `POST /reinitialize {"force": bool, "from_leader": bool}`: only on a replica of a cluster
 /// with a leader; the HA loop does the work.
 pub(super) async fn reinitialize(ctx: &ApiContext, headers: &HeaderMap, body: Body) -> Answer {
+    // Other keys are ignored, as Patroni ignores them.
     let body = json_object(headers, body, false).await?;
-    only_keys(
-        &body,
-        &["force", "from_leader", "from-leader"],
-        "reinitialize",
-    )?;
     let force = opt_bool(&body, "force")?.unwrap_or(false);
     let from_leader = match opt_bool(&body, "from_leader")? {
         Some(b) => b,

@@ -56,7 +56,47 @@ pub struct DynamicConfig {
     /// Set by [`DynamicConfig::fit_timing`] when the timing given broke
     /// `loop_wait + 2 × retry_timeout <= ttl`: what was given and what is used instead.
     #[serde(skip)]
-    pub(crate) timing_adjusted: Option<String>,
+    pub(crate) timing_adjusted: Option<TimingFit>,
+}
+
+/// `ttl`, `loop_wait` and `retry_timeout`, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timing {
+    /// Seconds the leader lease lasts without renewal.
+    pub ttl: u64,
+    /// Seconds the loop sleeps between two cycles.
+    pub loop_wait: u64,
+    /// Seconds one DCS call may take.
+    pub retry_timeout: u64,
+}
+
+/// Timing that broke `loop_wait + 2 × retry_timeout <= ttl`, and what a node runs with instead
+/// (see [`DynamicConfig::fit_timing`]). Its `Display` is the note; [`TimingFit::warning`] the
+/// one line the node logs, `regent ctl edit-config` prints and `GET /patroni` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimingFit {
+    /// The values in the configuration (they stay in the DCS as given).
+    pub configured: Timing,
+    /// The values the node runs with.
+    pub effective: Timing,
+}
+
+impl TimingFit {
+    /// The warning about the cluster's configuration, as one line.
+    pub fn warning(&self) -> String {
+        format!("the cluster's configuration: {self}")
+    }
+}
+
+impl std::fmt::Display for TimingFit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (c, e) = (self.configured, self.effective);
+        write!(
+            f,
+            "loop_wait {} + 2 × retry_timeout {} exceeds ttl {}: running with loop_wait {} and retry_timeout {} (as Patroni does); set them so that loop_wait + 2 × retry_timeout <= ttl to silence this",
+            c.loop_wait, c.retry_timeout, c.ttl, e.loop_wait, e.retry_timeout
+        )
+    }
 }
 
 impl DynamicConfig {
@@ -78,9 +118,15 @@ impl DynamicConfig {
         };
         self.loop_wait = new_lw;
         self.retry_timeout = new_rt;
-        self.timing_adjusted = Some(format!(
-            "loop_wait {lw} + 2 × retry_timeout {rt} exceeds ttl {ttl}: running with loop_wait {new_lw} and retry_timeout {new_rt} (as Patroni does); set them so that loop_wait + 2 × retry_timeout <= ttl to silence this"
-        ));
+        let timing = |loop_wait, retry_timeout| Timing {
+            ttl,
+            loop_wait,
+            retry_timeout,
+        };
+        self.timing_adjusted = Some(TimingFit {
+            configured: timing(lw, rt),
+            effective: timing(new_lw, new_rt),
+        });
     }
 }
 

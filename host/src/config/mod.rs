@@ -48,7 +48,7 @@ mod validate_api;
 mod values;
 
 pub(crate) use allowlist::{AllowEntry, canonical_ip};
-pub use dynamic::DynamicConfig;
+pub use dynamic::{DynamicConfig, Timing, TimingFit};
 pub use environment::check_environment;
 pub(crate) use environment::{find_bin_dir, resolve_bin_dir};
 pub use error::{ConfigError, TextPos};
@@ -60,8 +60,7 @@ pub(crate) use schema::{
     BasicAuth, Bootstrap, Credentials, Ctl, Etcd, Postgresql, RegentSection, Tags,
 };
 pub use source::{ConfigSource, load};
-pub use validate::validate_dynamic;
-pub(crate) use validate::{MAX_TTL, MIN_TTL};
+pub use validate::{DynamicChange, check_dynamic_change, validate_dynamic};
 pub(crate) use values::parse_bool;
 pub(crate) use values::{HostList, InitdbOption, dcs_prefix, split_host_port};
 

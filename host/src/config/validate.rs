@@ -571,6 +571,38 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
     Ok(d)
 }
 
+/// A checked change of the dynamic configuration (see [`check_dynamic_change`]).
+#[derive(Debug)]
+pub enum DynamicChange {
+    /// The new configuration is valid; its `timing_adjusted` says whether the nodes run with
+    /// fitted timing ([`DynamicConfig::timing_adjusted`]).
+    Valid(Box<DynamicConfig>),
+    /// The new configuration has the very problem the current one already had: a change that
+    /// does not make it worse (e.g. `pause` on a Patroni cluster with a key Regent refuses) is
+    /// not blocked by it. The nodes keep their previous settings, as for the current one.
+    KeepsProblem(ConfigError),
+}
+
+/// Check a configuration about to replace `old` in the DCS, as `PATCH`/`PUT /config` and
+/// `regent ctl edit-config` both do: refused only for a problem the change introduces.
+pub fn check_dynamic_change(
+    old: Option<&serde_json::Value>,
+    new: &serde_json::Value,
+) -> Result<DynamicChange, ConfigError> {
+    let e = match validate_dynamic(new) {
+        Ok(d) => return Ok(DynamicChange::Valid(Box::new(d))),
+        Err(e) => e,
+    };
+    let same_problem = old
+        .and_then(|o| validate_dynamic(o).err())
+        .is_some_and(|old_err| old_err.to_string() == e.to_string());
+    if same_problem {
+        Ok(DynamicChange::KeepsProblem(e))
+    } else {
+        Err(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 //! where the rest of the path is one parameter name (`-p pg_stat_statements.max=1000`).
 
 use super::CtlError;
-use crate::config::{DynamicConfig, MAX_TTL, MIN_TTL};
+use crate::config::{DynamicChange, TimingFit, check_dynamic_change};
 use serde_json::{Map, Value};
 use std::io::Read;
 
@@ -199,39 +199,22 @@ pub(crate) fn diff(before: &str, after: &str) -> String {
         .to_string()
 }
 
-/// Refuse a configuration Regent nodes could not use: wrong types, or timing that breaks
-/// `loop_wait + 2 × retry_timeout ≤ ttl`. Keys Regent does not know are kept as they are.
-pub(crate) fn validate(config: &Value) -> Result<(), CtlError> {
-    let refuse = |what: String| {
-        CtlError::Usage(format!(
-            "the new configuration is refused, nothing was written: {what}"
-        ))
-    };
-    let d: DynamicConfig = serde_path_to_error::deserialize(config)
-        .map_err(|e| refuse(format!("{}: {}", e.path(), e.inner())))?;
-    let (ttl, lw, rt) = (d.ttl, d.loop_wait, d.retry_timeout);
-    if ttl < MIN_TTL {
-        return Err(refuse(format!(
-            "ttl = {ttl}: must be at least {MIN_TTL} seconds"
-        )));
+/// Refuse a configuration the nodes would refuse, with the rule `PATCH /config` applies
+/// ([`check_dynamic_change`]): wrong types, a `ttl` out of range, a key Regent refuses, unless
+/// `before` already had the same problem. Timing that breaks `loop_wait + 2 × retry_timeout <=
+/// ttl` is taken, as Patroni takes it: the nodes run with fitted values, and the returned
+/// [`TimingFit`] is the warning to show. Keys Regent does not know are kept as they are.
+pub(crate) fn validate(before: &Value, config: &Value) -> Result<Option<TimingFit>, CtlError> {
+    match check_dynamic_change(Some(before), config) {
+        Ok(DynamicChange::Valid(d)) => Ok(d.timing_adjusted),
+        Ok(DynamicChange::KeepsProblem(e)) => {
+            eprintln!("warning: the configuration keeps a problem it already had: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(CtlError::Usage(format!(
+            "the new configuration is refused, nothing was written: {e}"
+        ))),
     }
-    if ttl > MAX_TTL {
-        return Err(refuse(format!(
-            "ttl = {ttl}: must be at most {MAX_TTL} seconds (ttl is in seconds)"
-        )));
-    }
-    if lw < 1 || rt < 1 {
-        return Err(refuse(format!(
-            "loop_wait = {lw}, retry_timeout = {rt}: both must be at least 1 second"
-        )));
-    }
-    let need = lw.saturating_add(rt.saturating_mul(2));
-    if need > ttl {
-        return Err(refuse(format!(
-            "loop_wait + 2 × retry_timeout = {need} exceeds ttl = {ttl}: the leader's lease could expire while it still runs as primary; raise ttl to {need} or more, or lower loop_wait/retry_timeout"
-        )));
-    }
-    Ok(())
 }
 
 /// Let the operator edit `text` in `$EDITOR` (else `editor`, else `vi`); returns the new text.
@@ -415,16 +398,57 @@ mod tests {
 
     #[test]
     fn validation_refuses_what_nodes_cannot_use() {
-        validate(&json!({"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "custom_key": 1}))
-            .expect("fine");
-        let e =
-            validate(&json!({"ttl": 10, "loop_wait": 5, "retry_timeout": 3})).expect_err("timing");
-        assert!(e.to_string().contains("= 11 exceeds ttl = 10"), "{e}");
-        let e = validate(&json!({"ttl": "thirty"})).expect_err("type");
-        assert!(e.to_string().contains("ttl: invalid type"), "{e}");
-        let e = validate(&json!({"ttl": 4, "loop_wait": 1, "retry_timeout": 1})).expect_err("min");
+        let before = json!({"ttl": 30, "loop_wait": 10, "retry_timeout": 10});
+        let fit = validate(
+            &before,
+            &json!({"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "custom_key": 1}),
+        )
+        .expect("fine");
+        assert_eq!(fit, None);
+        let e = validate(&before, &json!({"ttl": "thirty"})).expect_err("type");
+        assert!(e.to_string().contains("ttl"), "{e}");
+        assert!(e.to_string().contains("nothing was written"), "{e}");
+        let e = validate(
+            &before,
+            &json!({"ttl": 4, "loop_wait": 1, "retry_timeout": 1}),
+        )
+        .expect_err("min");
         assert!(e.to_string().contains("at least 5"), "{e}");
         assert_eq!(e.exit_code(), 2);
+        let e = validate(&before, &json!({"synchronous_mode": "quorum"})).expect_err("refused");
+        assert!(e.to_string().contains("quorum"), "{e}");
+        // A problem the configuration already had does not block a change, as with PATCH.
+        let quorum = json!({"synchronous_mode": "quorum"});
+        let paused = json!({"synchronous_mode": "quorum", "pause": true});
+        assert_eq!(validate(&quorum, &paused).expect("kept"), None);
+    }
+
+    /// Issue 12 item 8: timing that breaks loop_wait + 2 × retry_timeout <= ttl is taken, as
+    /// Patroni (and `PATCH /config`) takes it; the fit is the warning the nodes log.
+    #[test]
+    fn timing_patroni_takes_is_taken_with_the_nodes_warning() {
+        let before = json!({"ttl": 30, "loop_wait": 10, "retry_timeout": 10});
+        let fit = validate(
+            &before,
+            &json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 10}),
+        )
+        .expect("accepted, as Patroni accepts it")
+        .expect("fitted");
+        assert_eq!(
+            (fit.effective.loop_wait, fit.effective.retry_timeout),
+            (1, 9)
+        );
+        assert_eq!(
+            fit.warning(),
+            "the cluster's configuration: loop_wait 2 + 2 × retry_timeout 10 exceeds ttl 20: running with loop_wait 1 and retry_timeout 9 (as Patroni does); set them so that loop_wait + 2 × retry_timeout <= ttl to silence this"
+        );
+        let fit = validate(
+            &before,
+            &json!({"ttl": 10, "loop_wait": 5, "retry_timeout": 3}),
+        )
+        .expect("accepted")
+        .expect("fitted");
+        assert_eq!(fit.effective.loop_wait, 4);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! touches the filesystem.
 
 use super::LabError;
+use crate::config::TimingFit;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -121,6 +122,7 @@ impl Requested {
         let ttl = self.ttl.unwrap_or(DEFAULT_TTL);
         let loop_wait = self.loop_wait.unwrap_or(DEFAULT_LOOP_WAIT);
         let retry_timeout = self.retry_timeout.unwrap_or(DEFAULT_RETRY_TIMEOUT);
+        // A fit is taken; `prepare` says so.
         check_timing(ttl, loop_wait, retry_timeout)?;
         let policies = match &self.policies {
             Some(p) => policy_list("--policies", p)?,
@@ -213,26 +215,24 @@ impl Requested {
     }
 }
 
-/// Regent's timing rule, with the lab's flag names: ttl ≥ 5, loop_wait ≥ 1, retry_timeout ≥ 1,
-/// loop_wait + 2 × retry_timeout ≤ ttl.
-pub(crate) fn check_timing(ttl: u64, loop_wait: u64, retry_timeout: u64) -> Result<(), LabError> {
-    if ttl < 5 {
-        return Err(LabError::Usage(format!(
-            "--ttl {ttl}: the leader lease must be 5 s or more; use e.g. --ttl 10"
-        )));
-    }
-    if loop_wait < 1 || retry_timeout < 1 {
-        return Err(LabError::Usage(format!(
-            "--loop-wait {loop_wait} --retry-timeout {retry_timeout}: both must be 1 s or more"
-        )));
-    }
-    let need = loop_wait + 2 * retry_timeout;
-    if need > ttl {
-        return Err(LabError::Usage(format!(
-            "--ttl {ttl} --loop-wait {loop_wait} --retry-timeout {retry_timeout}: loop_wait + 2 × retry_timeout = {need} exceeds the ttl, so the leader's lease could expire while it still runs as primary; raise --ttl to {need} or more, or lower --loop-wait/--retry-timeout"
-        )));
-    }
-    Ok(())
+/// The timing rule the nodes apply ([`crate::config::validate_dynamic`]), with the lab's flag
+/// names: what a node would refuse is refused; timing that breaks `loop_wait + 2 ×
+/// retry_timeout <= ttl` is taken, as Patroni takes it, and the returned fit is what the nodes
+/// run with (and warn about).
+pub(crate) fn check_timing(
+    ttl: u64,
+    loop_wait: u64,
+    retry_timeout: u64,
+) -> Result<Option<TimingFit>, LabError> {
+    let doc =
+        serde_json::json!({"ttl": ttl, "loop_wait": loop_wait, "retry_timeout": retry_timeout});
+    crate::config::validate_dynamic(&doc)
+        .map(|d| d.timing_adjusted)
+        .map_err(|e| {
+            LabError::Usage(format!(
+                "--ttl {ttl} --loop-wait {loop_wait} --retry-timeout {retry_timeout}: {e}"
+            ))
+        })
 }
 
 /// The ports of one node.
@@ -700,22 +700,28 @@ mod tests {
             e.starts_with("--nodes 0:") && e.contains("--nodes 3"),
             "{e}"
         );
-        let e = usage(
-            Requested {
-                ttl: Some(6),
-                retry_timeout: Some(3),
-                ..Requested::default()
-            }
-            .settings(PathBuf::from("/b"), None)
-            .expect_err("timing"),
-        );
-        assert!(
-            e.contains("= 7 exceeds the ttl") && e.contains("--ttl to 7"),
-            "{e}"
+        // Timing Patroni takes is taken (the nodes run with fitted values), as by the nodes.
+        let s = Requested {
+            ttl: Some(6),
+            retry_timeout: Some(3),
+            ..Requested::default()
+        }
+        .settings(PathBuf::from("/b"), None)
+        .expect("timing Patroni takes");
+        assert_eq!((s.ttl, s.loop_wait, s.retry_timeout), (6, 1, 3), "as given");
+        let fit = check_timing(20, 2, 10).expect("taken").expect("fitted");
+        assert_eq!(
+            (fit.effective.loop_wait, fit.effective.retry_timeout),
+            (1, 9)
         );
         let e = usage(check_timing(4, 1, 1).expect_err("ttl 4"));
-        assert!(e.starts_with("--ttl 4:"), "{e}");
-        assert!(check_timing(5, 1, 2).is_ok());
+        assert!(
+            e.starts_with("--ttl 4 --loop-wait 1 --retry-timeout 1: ttl"),
+            "{e}"
+        );
+        let e = usage(check_timing(30, 0, 1).expect_err("loop_wait 0"));
+        assert!(e.contains("loop_wait"), "{e}");
+        assert_eq!(check_timing(5, 1, 2).expect("fits"), None);
         let e = usage(
             Requested {
                 zones: Some(vec!["a".into(), "b c".into()]),

@@ -230,8 +230,11 @@ impl Supervisor {
             // billion seconds, broken timing) is reported and the previous settings stay.
             match crate::config::validate_dynamic(v) {
                 Ok(d) if d != self.dynamic => {
-                    if let Some(note) = &d.timing_adjusted {
-                        tracing::warn!("the cluster's configuration: {note}");
+                    // Once per change of the fitted timing, not at every other change.
+                    if let Some(fit) = &d.timing_adjusted
+                        && d.timing_adjusted != self.dynamic.timing_adjusted
+                    {
+                        tracing::warn!("{}", fit.warning());
                     }
                     let timing = (d.ttl, d.loop_wait) != (self.dynamic.ttl, self.dynamic.loop_wait);
                     self.dynamic = d;

@@ -180,6 +180,7 @@ impl Supervisor {
                 .map(super::commands::ScheduledRestart::json),
             start_failure: self.mem.start_failed.as_ref().map(|(_, why)| why.clone()),
             write_deadline_ms: w.memory.write_deadline_ms,
+            timing_adjusted: self.dynamic.timing_adjusted,
             diverged: w.pg.is_replica()
                 && (w.pg.former_primary || w.diverged_from_cluster().is_some()),
         };

@@ -71,7 +71,10 @@ impl<S: Store> Session<'_, S> {
             self.note("Not changed")?;
             return self.emit(json!({"changed": false, "config": config}));
         }
-        edit::validate(&changed)?;
+        if let Some(fit) = edit::validate(&config, &changed)? {
+            // The line the nodes log when they apply it.
+            eprintln!("warning: {}", fit.warning());
+        }
         if !o.quiet {
             let d = edit::diff(&before, &edit::to_yaml(&changed));
             if self.format.is_text() {

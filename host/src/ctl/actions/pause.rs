@@ -14,15 +14,15 @@ impl<S: Store> Session<'_, S> {
         let c = self.store.read().await?;
         let word = if paused { "paused" } else { "resumed" };
         if config_flag(c.config.as_ref().map(|(v, _)| v), "pause") == paused {
-            return Err(CtlError::Failed(format!(
-                "cluster {} is {}",
-                self.scope,
+            // patronictl's words and exit code (1); nothing is sent.
+            return Err(CtlError::Failed(
                 if paused {
-                    "already paused"
+                    "Cluster is already paused"
                 } else {
-                    "not paused"
+                    "Cluster is not paused"
                 }
-            )));
+                .into(),
+            ));
         }
         let body = json!({"pause": if paused { Value::Bool(true) } else { Value::Null }});
         let order = leader_first(&c);

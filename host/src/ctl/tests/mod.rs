@@ -815,16 +815,24 @@ async fn pause_patches_the_leader_first_then_others_and_waits() {
     );
     assert_eq!(fx.apis[1].seen()[1].body, Some(json!({"pause": null})));
 
-    let (r, _, _) = fx
-        .run(Format::Pretty, &[], async |s| {
-            s.toggle_pause(true, false).await
-        })
-        .await;
-    assert!(
-        r.expect_err("already")
-            .to_string()
-            .contains("already paused")
-    );
+    // patronictl's answers on a cluster already in the state asked for: exit 1, nothing sent.
+    let sent = || fx.apis.iter().map(|a| a.seen().len()).sum::<usize>();
+    let before = sent();
+    for (config, pause, text) in [
+        (json!({"pause": true}), true, "Cluster is already paused"),
+        (json!({"loop_wait": 1}), false, "Cluster is not paused"),
+    ] {
+        fx.edit(|c| c.config = Some((config, 10)));
+        let (r, out, _) = fx
+            .run(Format::Pretty, &[], async |s| {
+                s.toggle_pause(pause, false).await
+            })
+            .await;
+        let e = r.expect_err(text);
+        assert_eq!((e.to_string().as_str(), e.exit_code()), (text, 1));
+        assert_eq!(out, "");
+    }
+    assert_eq!(sent(), before, "nothing was sent");
 }
 
 #[tokio::test]
@@ -875,7 +883,9 @@ async fn edit_config_writes_with_cas() {
     r.expect("no change");
     assert_eq!(out, "Not changed\n");
 
-    let (r, _, _) = fx
+    // Timing that breaks loop_wait + 2 × retry_timeout <= ttl is taken, as Patroni takes it,
+    // and stored as given (the nodes run with fitted values and warn).
+    let (r, out, _) = fx
         .run(Format::Pretty, &[], async |s| {
             s.edit_config(EditOptions {
                 set: vec!["ttl=12".into()],
@@ -885,10 +895,25 @@ async fn edit_config_writes_with_cas() {
             .await
         })
         .await;
-    assert!(
-        r.expect_err("timing")
-            .to_string()
-            .contains("exceeds ttl = 12")
+    r.expect("timing Patroni takes");
+    assert!(out.ends_with("Configuration changed\n"), "{out}");
+    let (config, rev) = fx
+        .store
+        .cluster
+        .lock()
+        .expect("lock")
+        .clone()
+        .config
+        .expect("config");
+    assert_eq!(rev, 9);
+    assert_eq!(
+        (
+            &config["ttl"],
+            &config["loop_wait"],
+            &config["retry_timeout"]
+        ),
+        (&json!(12), &json!(5), &json!(10)),
+        "{config}"
     );
 
     let racing = Fixture {

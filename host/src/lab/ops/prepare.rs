@@ -194,6 +194,11 @@ impl Lab {
             check_reachable(dir, u)?;
         }
         let settings = requested.settings(bin_dir, pg_user.as_ref().map(|u| u.name.clone()))?;
+        if let Ok(Some(fit)) =
+            spec::check_timing(settings.ttl, settings.loop_wait, settings.retry_timeout)
+        {
+            say(format!("warning: {}", fit.warning()));
+        }
         let source = source_policies(opts.policies_dir.as_deref())?;
         if !settings.policies.is_empty() {
             match &source {
