@@ -31,13 +31,6 @@ fn error_lines(out: &Output) -> Vec<String> {
         .collect()
 }
 
-/// A temporary directory others may enter (PostgreSQL's programs run as `postgres` under root).
-fn open_tempdir() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().expect("tmp");
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    tmp
-}
-
 /// `<tmp>/node`, owned by the PostgreSQL OS user, and the data directory path inside it.
 fn node_dir(tmp: &Path) -> PathBuf {
     let base = tmp.join("node");

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::Duration;
@@ -161,6 +162,12 @@ fn ctl(config: &Path, args: &[&str]) -> Ran {
     regent_ctl(&all)
 }
 
+/// A leader running and a replica streaming, nothing else.
+fn settled(m: &[(String, String, String)]) -> bool {
+    let count = |role: &str, state: &str| m.iter().filter(|r| r.1 == role && r.2 == state).count();
+    m.len() == 2 && count("Leader", "running") == 1 && count("Replica", "streaming") == 1
+}
+
 /// The members `regent ctl list -f json` shows: (name, role, state).
 fn members(config: &Path) -> Option<Vec<(String, String, String)>> {
     let r = ctl(config, &["list", "-f", "json"]);
@@ -183,12 +190,7 @@ fn members(config: &Path) -> Option<Vec<(String, String, String)>> {
 fn a_cluster_runs_on_etcd_with_client_certificates_and_users_and_rest_apis_that_demand_certificates()
  {
     let _g = serial();
-    let tmp = tempfile::tempdir().expect("tmp");
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let tmp = open_tempdir();
     let etcd = TlsEtcd::start(tmp.path());
     etcd.enable_auth();
     let ep = etcd.endpoint();
@@ -212,17 +214,6 @@ fn a_cluster_runs_on_etcd_with_client_certificates_and_users_and_rest_apis_that_
         n.start();
     }
     let good = ctl_config(tmp.path(), "ctl.yml", &ep, &format!("{certs}{user}"), true);
-    let settled = |m: &[(String, String, String)]| {
-        m.len() == 2
-            && m.iter()
-                .filter(|r| r.1 == "Leader" && r.2 == "running")
-                .count()
-                == 1
-            && m.iter()
-                .filter(|r| r.1 == "Replica" && r.2 == "streaming")
-                .count()
-                == 1
-    };
     let listed = wait_for(
         "a leader and a streaming replica, read through TLS etcd with a user",
         Duration::from_secs(120),
@@ -285,6 +276,139 @@ fn a_cluster_runs_on_etcd_with_client_certificates_and_users_and_rest_apis_that_
     assert!(!r.ok(), "etcd without a client certificate: {r:?}");
     assert!(r.stderr.contains("etcd"), "{r:?}");
 
+    for n in &mut nodes {
+        n.kill_all();
+    }
+}
+
+/// `src` copied to `dst`, owned by `owner` (the PostgreSQL OS user, or root when `None`) and
+/// readable by it alone, as PostgreSQL and libpq want private keys.
+fn private_copy(src: &str, dst: &Path, postgres_owned: bool) -> String {
+    std::fs::copy(src, dst).expect("copy TLS file");
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    if postgres_owned {
+        chown_pg(dst);
+    }
+    dst.display().to_string()
+}
+
+/// psql over TLS with a client certificate (`key` readable by the test's user).
+fn psql_tls(port: u16, key: &str, sql: &str) -> Result<String, String> {
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2 sslmode=verify-full sslrootcert={} sslcert={} sslkey={key}",
+        tls_file("ca.crt"),
+        tls_file("node.crt"),
+    );
+    psql_conninfo(&conninfo, "secret", sql)
+}
+
+/// PostgreSQL that takes TLS connections with a client certificate only (`hostssl ...
+/// clientcert=verify-ca`, no plain `host` line): the roles' `sslmode`, `sslrootcert`,
+/// `sslcert` and `sslkey` (Patroni's `PATRONI_SUPERUSER_*`/`PATRONI_REPLICATION_*`) reach every
+/// connection Regent makes or hands to libpq: its own superuser session (`verify-full`),
+/// pg_basebackup, `primary_conninfo` and the replication check (`verify-ca`). A cluster
+/// bootstraps, clones, streams over TLS, switches over and streams again.
+#[test]
+fn postgres_connections_use_the_roles_tls_settings() {
+    let _g = serial();
+    let tmp = open_tempdir();
+    let etcd = Etcd::start(tmp.path());
+    let ep = etcd.endpoint();
+    let tls_dir = tmp.path().join("pgtls");
+    std::fs::create_dir(&tls_dir).expect("mkdir");
+    std::fs::set_permissions(&tls_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let server_key = private_copy(&tls_file("node.key"), &tls_dir.join("server.key"), true);
+    let client_key = private_copy(&tls_file("node.key"), &tls_dir.join("client.key"), true);
+    let test_key = private_copy(&tls_file("node.key"), &tls_dir.join("test.key"), false);
+    let quoted = |s: String| format!("'{s}'");
+    let spec = NodeSpec {
+        parameters: vec![
+            ("ssl".into(), "'on'".into()),
+            ("ssl_cert_file".into(), quoted(tls_file("node.crt"))),
+            ("ssl_key_file".into(), quoted(server_key)),
+            ("ssl_ca_file".into(), quoted(tls_file("ca.crt"))),
+        ],
+        ..NodeSpec::default()
+    };
+    let role_env = |role: &str, mode: &str| {
+        vec![
+            (format!("PATRONI_{role}_SSLMODE"), mode.to_string()),
+            (format!("PATRONI_{role}_SSLROOTCERT"), tls_file("ca.crt")),
+            (format!("PATRONI_{role}_SSLCERT"), tls_file("node.crt")),
+            (format!("PATRONI_{role}_SSLKEY"), client_key.clone()),
+        ]
+    };
+    let mut nodes: Vec<Node> = ["n1", "n2"]
+        .iter()
+        .map(|name| {
+            let mut n = Node::new(tmp.path(), name, std::slice::from_ref(&ep), &spec);
+            let yaml = std::fs::read_to_string(&n.config).expect("config");
+            let tls_only = yaml
+                .replace(
+                    "host all all 127.0.0.1/32 md5",
+                    "hostssl all all 127.0.0.1/32 md5 clientcert=verify-ca",
+                )
+                .replace(
+                    "host replication replicator 127.0.0.1/32 md5",
+                    "hostssl replication replicator 127.0.0.1/32 md5 clientcert=verify-ca",
+                );
+            assert_ne!(tls_only, yaml, "the test's pg_hba lines were not found");
+            std::fs::write(&n.config, tls_only).expect("config");
+            n.env = role_env("SUPERUSER", "verify-full");
+            n.env.extend(role_env("REPLICATION", "verify-ca"));
+            n
+        })
+        .collect();
+    for n in &mut nodes {
+        n.start();
+    }
+    let ctl_yml = tmp.path().join("ctl.yml");
+    std::fs::write(&ctl_yml, format!("scope: test\netcd3:\n  hosts: [{ep}]\n")).expect("ctl");
+    let streams_over_tls = |listed: &[(String, String, String)]| {
+        let leader = listed.iter().find(|m| m.1 == "Leader")?;
+        let port = nodes.iter().find(|n| n.name == leader.0)?.pg_port;
+        psql_tls(
+            port,
+            &test_key,
+            "SELECT count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) \
+             WHERE s.ssl AND s.client_dn IS NOT NULL AND r.state = 'streaming'",
+        )
+        .ok()
+        .filter(|n| n == "1")
+    };
+    let listed = wait_for(
+        "a leader and a replica streaming over TLS with a client certificate",
+        Duration::from_secs(120),
+        || {
+            let m = members(&ctl_yml).filter(|m| settled(m))?;
+            streams_over_tls(&m).map(|_| m)
+        },
+    );
+    // Without a client certificate PostgreSQL refuses (the pg_hba lines demand one).
+    let plain = psql_at("127.0.0.1", nodes[0].pg_port, "SELECT 1");
+    assert!(plain.is_err(), "{plain:?}");
+
+    let replica = listed
+        .iter()
+        .find(|m| m.1 == "Replica")
+        .map(|m| m.0.clone())
+        .expect("a replica");
+    ctl(
+        &ctl_yml,
+        &["switchover", "--candidate", &replica, "--force"],
+    )
+    .expect_ok("switchover");
+    wait_for(
+        "the former leader streaming from the new one over TLS",
+        Duration::from_secs(90),
+        || {
+            let m = members(&ctl_yml).filter(|m| settled(m))?;
+            m.iter()
+                .any(|r| r.0 == replica && r.1 == "Leader")
+                .then_some(())?;
+            streams_over_tls(&m)
+        },
+    );
     for n in &mut nodes {
         n.kill_all();
     }

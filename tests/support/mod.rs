@@ -67,6 +67,13 @@ fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
+/// A temporary directory others may enter (PostgreSQL's programs run as `postgres` under root).
+pub fn open_tempdir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    tmp
+}
+
 /// chown to the `postgres` OS user when running as root.
 pub fn chown_pg(p: &Path) {
     if is_root() {
@@ -563,6 +570,13 @@ pub fn psql(port: u16, sql: &str) -> Result<String, String> {
 
 /// Run SQL with psql against host:port (as the superuser over TCP). Returns trimmed stdout.
 pub fn psql_at(host: &str, port: u16, sql: &str) -> Result<String, String> {
+    let conninfo =
+        format!("host={host} port={port} user=postgres dbname=postgres connect_timeout=2");
+    psql_conninfo(&conninfo, "secret", sql)
+}
+
+/// Run SQL with psql on a libpq connection string, with `password`. Returns trimmed stdout.
+pub fn psql_conninfo(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
     let out = Command::new(bin_dir().join("psql"))
         .args([
             "-X",
@@ -571,19 +585,12 @@ pub fn psql_at(host: &str, port: u16, sql: &str) -> Result<String, String> {
             "-t",
             "-v",
             "ON_ERROR_STOP=1",
-            "-h",
-            host,
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
             "-d",
-            "postgres",
+            conninfo,
             "-c",
             sql,
         ])
-        .env("PGPASSWORD", "secret")
-        .env("PGCONNECT_TIMEOUT", "2")
+        .env("PGPASSWORD", password)
         .output()
         .map_err(|e| e.to_string())?;
     if out.status.success() {

@@ -102,17 +102,13 @@ fn bootstrap_method(v: &Value) -> Option<&'static str> {
     )
 }
 
-fn ssl_mode(v: &Value) -> Option<&'static str> {
-    let weak = matches!(
-        v.as_str().map(str::trim),
-        Some("disable" | "allow" | "prefer")
-    );
-    (!weak).then_some(
-        "Regent's connections to PostgreSQL do not pass sslmode yet, so they would not insist on TLS",
+fn ssl_rootcert(v: &Value) -> Option<&'static str> {
+    (v.as_str().map(str::trim) == Some("system")).then_some(
+        "Regent's own connections to PostgreSQL cannot check against the system's CAs: the server certificate would go unchecked",
     )
 }
 
-const SSL_FILES: &str = "Regent's connections to PostgreSQL do not pass TLS settings yet: they would connect without this certificate, key or check";
+const SSL_FILES: &str = "Regent's own connections to PostgreSQL do not apply it yet: they would connect without this key password or revocation check";
 
 const TOP: &[(&str, Key)] = &[
     ("scope", Known),
@@ -292,21 +288,16 @@ const AUTHENTICATION: &[(&str, Key)] = &[
 const CREDENTIALS: &[(&str, Key)] = &[
     ("username", Known),
     ("password", Known),
-    ("sslmode", Refused(ssl_mode)),
-    ("sslkey", always!(SSL_FILES)),
+    ("sslmode", Known),
+    ("sslkey", Known),
     ("sslpassword", always!(SSL_FILES)),
-    ("sslcert", always!(SSL_FILES)),
-    ("sslrootcert", always!(SSL_FILES)),
+    ("sslcert", Known),
+    ("sslrootcert", Refused(ssl_rootcert)),
     ("sslcrl", always!(SSL_FILES)),
     ("sslcrldir", always!(SSL_FILES)),
     ("sslnegotiation", Unsupported),
     ("gssencmode", Unsupported),
-    (
-        "channel_binding",
-        Refused(|v| {
-            (v.as_str().map(str::trim) == Some("require")).then_some("Regent's connections to PostgreSQL do not pass channel_binding yet, so they would not insist on it")
-        }),
-    ),
+    ("channel_binding", Known),
 ];
 
 const CTL: &[(&str, Key)] = &[
@@ -542,7 +533,6 @@ mod tests {
             ("bootstrap.post_bootstrap", "/usr/local/bin/setup.sh"),
             ("postgresql.create_replica_methods", "[basebackup]"),
             ("postgresql.pgpass", "/tmp/pgpass0"),
-            ("postgresql.authentication.superuser.sslmode", "prefer"),
             ("bootstrap.method", "initdb"),
             ("bootstrap.dcs.failsafe_mode", "false"),
         ];
@@ -585,13 +575,10 @@ mod tests {
             ),
             ("bootstrap.method", "restore"),
             (
-                "postgresql.authentication.replication.sslmode",
-                "verify-full",
-            ),
-            (
                 "postgresql.authentication.replication.sslrootcert",
-                "/etc/ssl/ca.pem",
+                "system",
             ),
+            ("postgresql.authentication.superuser.sslpassword", "pw"),
         ] {
             let e = parse_edited(&[(key, Some(value))]).expect_err(key);
             match &e {

@@ -225,6 +225,35 @@ pub(crate) struct Credentials {
     /// Its password, if it has one.
     #[serde(default)]
     pub(crate) password: Option<String>,
+    /// libpq's TLS settings for connections as this role (Patroni passes them into every
+    /// connection string it builds for the role).
+    #[serde(default)]
+    pub(crate) sslmode: Option<String>,
+    #[serde(default)]
+    pub(crate) sslcert: Option<String>,
+    #[serde(default)]
+    pub(crate) sslkey: Option<String>,
+    #[serde(default)]
+    pub(crate) sslrootcert: Option<String>,
+    #[serde(default)]
+    pub(crate) channel_binding: Option<String>,
+}
+
+impl Credentials {
+    /// The libpq connection parameters besides user and password, as `(keyword, value)`.
+    pub(crate) fn conn_params(&self) -> Vec<(String, String)> {
+        [
+            ("sslmode", &self.sslmode),
+            ("sslcert", &self.sslcert),
+            ("sslkey", &self.sslkey),
+            ("sslrootcert", &self.sslrootcert),
+            ("channel_binding", &self.channel_binding),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.as_ref()?.trim().to_string())))
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+    }
 }
 
 /// Patroni's `tags` section: this node's tags, published in its member key.

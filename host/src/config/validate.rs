@@ -467,6 +467,50 @@ fn check_credentials(auth: &super::schema::Authentication) -> Result<(), ConfigE
                 ));
             }
         }
+        for (field, value, allowed) in [
+            (
+                "sslmode",
+                &c.sslmode,
+                &[
+                    "disable",
+                    "allow",
+                    "prefer",
+                    "require",
+                    "verify-ca",
+                    "verify-full",
+                ][..],
+            ),
+            (
+                "channel_binding",
+                &c.channel_binding,
+                &["disable", "prefer", "require"][..],
+            ),
+        ] {
+            if let Some(v) = value
+                && !allowed.contains(&v.trim())
+            {
+                return Err(invalid(
+                    format!("{base}.{field}"),
+                    q(v),
+                    format!("is not one of {}", allowed.join(", ")),
+                    format!("set {base}.{field} to one of those (libpq's values)"),
+                ));
+            }
+        }
+        if matches!(
+            c.sslmode.as_deref().map(str::trim),
+            Some("verify-ca" | "verify-full")
+        ) && c.sslrootcert.is_none()
+        {
+            return Err(invalid(
+                format!("{base}.sslmode"),
+                q(c.sslmode.as_deref().unwrap_or_default()),
+                "checks the server's certificate, but no sslrootcert says against which CA",
+                format!(
+                    "set {base}.sslrootcert to the PEM file of the CA that signs the servers' certificates"
+                ),
+            ));
+        }
         if role == "superuser"
             && c.password
                 .as_ref()
@@ -609,6 +653,55 @@ mod tests {
     use crate::config::test_support::*;
 
     // ---- timing ----------------------------------------------------------------------------
+
+    #[test]
+    fn tls_settings_of_roles_take_libpq_values() {
+        let e = err_of(&[(
+            "postgresql.authentication.superuser.sslmode",
+            Some("always"),
+        )]);
+        assert_eq!(
+            invalid_key(&e),
+            "postgresql.authentication.superuser.sslmode"
+        );
+        assert!(e.to_string().contains("verify-full"), "{e}");
+        let e = err_of(&[(
+            "postgresql.authentication.replication.channel_binding",
+            Some("yes"),
+        )]);
+        assert_eq!(
+            invalid_key(&e),
+            "postgresql.authentication.replication.channel_binding"
+        );
+        let e = err_of(&[(
+            "postgresql.authentication.replication.sslmode",
+            Some("verify-ca"),
+        )]);
+        assert!(e.to_string().contains("sslrootcert"), "{e}");
+        let l = parse_edited(&[
+            (
+                "postgresql.authentication.replication.sslmode",
+                Some("verify-full"),
+            ),
+            (
+                "postgresql.authentication.replication.sslrootcert",
+                Some("/etc/ssl/ca.pem"),
+            ),
+            (
+                "postgresql.authentication.replication.sslcert",
+                Some("/etc/ssl/c.pem"),
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(
+            l.config.postgresql.authentication.replication.conn_params(),
+            vec![
+                ("sslmode".to_string(), "verify-full".to_string()),
+                ("sslcert".to_string(), "/etc/ssl/c.pem".to_string()),
+                ("sslrootcert".to_string(), "/etc/ssl/ca.pem".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn ttl_below_five_is_rejected() {

@@ -68,7 +68,7 @@ impl Postgres {
                     &self.s.replication.user,
                     self.s.replication.password.as_deref(),
                     &self.s.name,
-                );
+                ) + &self.s.replication.conninfo_tail();
                 params.insert("primary_conninfo".into(), ci);
                 params.insert(
                     "primary_slot_name".into(),

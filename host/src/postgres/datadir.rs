@@ -231,6 +231,7 @@ mod tests {
         let creds = |u: &str| Creds {
             user: u.into(),
             password: None,
+            params: Vec::new(),
         };
         Postgres::new(PgSettings {
             name: "n1".into(),

@@ -24,6 +24,7 @@ mod replication;
 mod root_tests;
 mod session;
 mod state;
+mod tls;
 
 pub(crate) use conf::{quote_ident, quote_literal};
 pub(crate) use datadir::clean_shutdown_checkpoint;
@@ -100,6 +101,18 @@ pub(crate) enum StopMode {
 pub(crate) struct Creds {
     pub(crate) user: String,
     pub(crate) password: Option<String>,
+    /// More libpq connection parameters (`sslmode`, `sslrootcert`, ...), `(keyword, value)`.
+    pub(crate) params: Vec<(String, String)>,
+}
+
+impl Creds {
+    /// ` keyword=value` for each of [`Creds::params`], quoted for a connection string.
+    pub(crate) fn conninfo_tail(&self) -> String {
+        self.params
+            .iter()
+            .map(|(k, v)| format!(" {k}={}", conf::quote_conninfo(v)))
+            .collect()
+    }
 }
 
 /// Everything needed to run one PostgreSQL instance.

@@ -21,6 +21,8 @@ pub(crate) struct ProbeTarget {
     pub(crate) port: u16,
     pub(crate) user: String,
     pub(crate) password: Option<String>,
+    /// libpq TLS parameters (the superuser's), see `tls.rs`.
+    pub(crate) params: Vec<(String, String)>,
 }
 
 /// The SQL prober: a thread with one connection to the local PostgreSQL.
@@ -107,13 +109,9 @@ async fn probe_once(
         if let Some(p) = &target.password {
             cfg.password(p);
         }
-        let (c, conn) = cfg
-            .connect(tokio_postgres::NoTls)
+        let c = super::tls::connect(&mut cfg, &target.params)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         *client = Some(c);
     }
     let Some(c) = client.as_ref() else {

@@ -119,11 +119,12 @@ impl Postgres {
             "fast".into(),
             "-d".into(),
             format!(
-                "host={} port={} user={} application_name={} connect_timeout=5",
+                "host={} port={} user={} application_name={} connect_timeout=5{}",
                 source.host,
                 source.port,
                 quote_conninfo(&self.s.replication.user),
-                quote_conninfo(&self.s.name)
+                quote_conninfo(&self.s.name),
+                self.s.replication.conninfo_tail()
             ),
         ];
         let res = self
@@ -184,10 +185,11 @@ impl Postgres {
         let args = vec![
             format!("--target-pgdata={}", self.s.data_dir.display()),
             format!(
-                "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5",
+                "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5{}",
                 source.host,
                 source.port,
-                quote_conninfo(&creds.user)
+                quote_conninfo(&creds.user),
+                creds.conninfo_tail()
             ),
         ];
         let out = self

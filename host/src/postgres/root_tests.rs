@@ -100,10 +100,12 @@ impl Layout {
             superuser: Creds {
                 user: "postgres".into(),
                 password: password.map(str::to_string),
+                params: Vec::new(),
             },
             replication: Creds {
                 user: "replicator".into(),
                 password: None,
+                params: Vec::new(),
             },
             rewind: None,
             parameters: BTreeMap::new(),

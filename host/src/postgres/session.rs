@@ -48,6 +48,7 @@ impl Postgres {
             port: self.s.port,
             user: PROBE_ROLE.to_string(),
             password: self.probe_password(),
+            params: self.s.superuser.params.clone(),
         }
     }
 
@@ -133,11 +134,7 @@ impl Postgres {
         if let Some(p) = &self.s.superuser.password {
             cfg.password(p);
         }
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+        super::tls::connect(&mut cfg, &self.s.superuser.params).await
     }
 
     /// `pg_last_wal_receive_lsn()` of another member's PostgreSQL, read live.
@@ -152,10 +149,7 @@ impl Postgres {
         if let Some(p) = &self.s.superuser.password {
             cfg.password(p);
         }
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let client = super::tls::connect(&mut cfg, &self.s.superuser.params).await?;
         let v: Option<i64> = client
             .query_one("SELECT (pg_last_wal_receive_lsn() - '0/0')::bigint", &[])
             .await?
@@ -170,10 +164,11 @@ impl Postgres {
         let r = &self.s.replication;
         let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
         let conninfo = format!(
-            "host={} port={} user={} dbname=replication replication=true connect_timeout=3",
+            "host={} port={} user={} dbname=replication replication=true connect_timeout=3{}",
             quote(&self.local_host()),
             self.s.port,
-            quote(&r.user)
+            quote(&r.user),
+            r.conninfo_tail()
         );
         let out = self
             .run(

@@ -250,6 +250,7 @@ pub(super) fn pg_settings(
     let creds = |c: &crate::config::Credentials| crate::postgres::Creds {
         user: c.username.clone(),
         password: c.password.clone(),
+        params: c.conn_params(),
     };
     let mut pg_hba = cfg.postgresql.pg_hba.clone();
     if pg_hba.is_empty() {
