@@ -618,13 +618,13 @@ async fn switchover_and_failover() {
             &switchover,
             json!({"leader": "n1", "scheduled_at": "2001-01-01T00:00:00Z"}),
             422,
-            "in the past",
+            "Cannot schedule switchover in the past",
         ),
         (
             &switchover,
             json!({"leader": "n1", "scheduled_at": "2099-01-01T00:00"}),
             400,
-            "no time zone",
+            "Timezone information is mandatory for the scheduled switchover",
         ),
         (
             &switchover,

@@ -160,21 +160,19 @@ pub(super) fn short(v: &Value) -> String {
 /// in UTC. Refused as Patroni refuses it: without a time zone (400), unreadable or in the past
 /// (422).
 pub(super) fn schedule(s: &str, action: &str) -> Result<String, Refusal> {
-    const EXAMPLE: &str = "2026-05-01T10:00:00+02:00";
+    // Patroni's texts, word for word: tools match on them.
     match parse_timestamp(s) {
         Ok(t) if t < crate::time::now() => Err(Refusal::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("cannot schedule a {action} in the past ({s})"),
+            format!("Cannot schedule {action} in the past"),
         )),
         Ok(t) => Ok(t.to_rfc3339()),
         Err(TimestampError::NoTimezone) => Err(bad_request(format!(
-            "the {action} time {s:?} has no time zone; add one, e.g. {EXAMPLE}"
+            "Timezone information is mandatory for the scheduled {action}"
         ))),
         Err(TimestampError::Unparsable) => Err(Refusal::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "cannot read the {action} time {s:?}; write it in ISO 8601 with a time zone, e.g. {EXAMPLE}"
-            ),
+            "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601",
         )),
     }
 }

@@ -1044,12 +1044,12 @@ async fn restart_conditions_reach_the_ha_loop_and_its_reply_comes_back() {
         (
             r#"{"schedule": "2020-01-01T00:00:00+00:00"}"#,
             422,
-            "in the past",
+            "Cannot schedule restart in the past",
         ),
         (
             r#"{"schedule": "2099-01-01T00:00:00"}"#,
             400,
-            "no time zone",
+            "Timezone information is mandatory for the scheduled restart",
         ),
         (r#"{"flux": 1}"#, 400, "unknown restart condition \"flux\""),
         (r#"[]"#, 400, "must be a JSON object"),
