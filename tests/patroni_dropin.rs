@@ -10,6 +10,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
+use support::ctl::{patroni_venv, run};
 use support::*;
 
 const REGENT: &str = env!("CARGO_BIN_EXE_regent");
@@ -42,8 +43,8 @@ postgresql:
     shared_buffers: 16MB
 tags:
   failover_priority: "1"
-  nofailover: "false"
-  noloadbalance: "no"
+  nofailover: false
+  noloadbalance: no
 {extra}"#,
         bin = bin_dir().display()
     )
@@ -193,4 +194,142 @@ fn the_same_configuration_with_a_key_regent_cannot_honour_is_refused_in_one_line
             );
         }
     }
+}
+
+/// A Patroni process run as the PostgreSQL OS user, stopped as an operator stops it (SIGTERM:
+/// Patroni stops PostgreSQL, then exits).
+struct Patroni {
+    child: std::process::Child,
+}
+
+impl Patroni {
+    fn start(venv: &std::path::Path, node: &Node, env: &[(String, String)]) -> Patroni {
+        let log = std::fs::File::create(node.dir.join("patroni.log")).expect("log");
+        let child = Command::new("setpriv")
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
+            .arg(venv.join("bin/patroni"))
+            .arg(&node.config)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // Patroni writes its pgpass file in the home directory unless told otherwise.
+            .env("HOME", &node.dir)
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("start patroni");
+        Patroni { child }
+    }
+
+    fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Patroni {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The operator's move the issue names: a node of a running Patroni cluster is stopped and
+/// started again with `regent run` on the same file and the same environment. It joins the
+/// Patroni leader as a streaming replica; Patroni's own `patronictl switchover` then makes the
+/// Regent node the leader, and the Patroni node follows it.
+#[test]
+fn a_patroni_node_switched_to_regent_run_joins_its_cluster_and_can_lead_it() {
+    let _g = serial();
+    let mut c = Cluster::new(2, NodeSpec::default());
+    // Patroni runs as `postgres`: its virtualenv must be made with a Python that user can
+    // run (the system's), and live where it can reach it.
+    let python = ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok())
+        .expect("a python3");
+    let venv = patroni_venv(&c.tmp.path().join("patroni-venv"), python);
+    let etcd = c.etcd.endpoint();
+    let envs: Vec<Vec<(String, String)>> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            std::fs::write(&n.config, patroni_yaml("")).expect("write patroni.yml");
+            let mut env = patroni_env(n, &etcd);
+            for (k, v) in &mut env {
+                if k == "PATRONI_POSTGRESQL_DATA_DIR" {
+                    *v = n.dir.join("data").display().to_string();
+                }
+            }
+            env
+        })
+        .collect();
+    let mut first = Patroni::start(&venv, &c.nodes[0], &envs[0]);
+    let leader = c.wait_leader(Duration::from_secs(90));
+    assert_eq!(leader, 0, "the first Patroni node bootstraps");
+    let mut second = Patroni::start(&venv, &c.nodes[1], &envs[1]);
+    c.wait_streaming(0, 1, Duration::from_secs(90));
+    let lp = c.nodes[0].pg_port;
+    psql(
+        lp,
+        "CREATE TABLE mixed (v int); INSERT INTO mixed VALUES (1)",
+    )
+    .expect("write");
+
+    // The switch: stop Patroni on the second node, start regent run with the same file and
+    // environment.
+    second.stop();
+    c.nodes[1].env = envs[1].clone();
+    c.nodes[1].start();
+    c.wait_streaming(0, 1, Duration::from_secs(90));
+    psql(lp, "INSERT INTO mixed VALUES (2)").expect("write on the Patroni leader");
+    let rp = c.nodes[1].pg_port;
+    wait_for(
+        "the Regent replica to replay the Patroni leader's writes",
+        Duration::from_secs(30),
+        || (psql(rp, "SELECT count(*) FROM mixed").ok()? == "2").then_some(()),
+    );
+    wait_for(
+        "the Regent node to say it is a healthy replica",
+        Duration::from_secs(30),
+        || c.nodes[1].http_get("/replica").filter(|(s, _)| *s == 200),
+    );
+
+    // Patroni's own tool hands the leadership to the Regent node; the Patroni node follows.
+    let r = run(Command::new(venv.join("bin/patronictl"))
+        .args([
+            "--dcs-url",
+            &format!("etcd3://{etcd}"),
+            "switchover",
+            "dropin",
+            "--leader",
+            &c.nodes[0].name,
+            "--candidate",
+            &c.nodes[1].name,
+            "--force",
+        ])
+        .env("LC_ALL", "C.UTF-8")
+        .env("LANG", "C.UTF-8"));
+    assert!(r.ok(), "patronictl switchover to the Regent node: {r:?}");
+    wait_for("the Regent node to lead", Duration::from_secs(60), || {
+        (psql(rp, "SELECT NOT pg_is_in_recovery()").ok()? == "t").then_some(())
+    });
+    psql(rp, "INSERT INTO mixed VALUES (3)").expect("write on the Regent leader");
+    wait_for(
+        "the Patroni node to follow the Regent leader",
+        Duration::from_secs(60),
+        || (psql(lp, "SELECT count(*) FROM mixed").ok()? == "3").then_some(()),
+    );
+    first.stop();
 }

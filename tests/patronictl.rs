@@ -29,39 +29,8 @@ fn venv_dir() -> PathBuf {
 fn patronictl_bin() -> PathBuf {
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = venv_dir();
-    let bin = dir.join("bin/patronictl");
-    let done = dir.join(".regent-installed");
-    if done.exists() && bin.exists() {
-        return bin;
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).expect("remove a half-made virtualenv");
-    }
     let python = std::env::var("REGENT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let r = run(Command::new(&python).args(["-m", "venv"]).arg(&dir));
-    assert!(
-        r.ok(),
-        "cannot create a virtualenv with `{python} -m venv` (Debian: apt-get install python3-venv): {r:?}"
-    );
-    // patronictl imports psycopg even for DCS-only commands.
-    let r = run(Command::new(dir.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "patroni[etcd3]",
-        "psycopg[binary]",
-    ]));
-    assert!(
-        r.ok(),
-        "pip install 'patroni[etcd3]' 'psycopg[binary]' failed; patronictl is needed for this test: {r:?}"
-    );
-    let r = run(Command::new(&bin).arg("version"));
-    assert!(
-        r.ok() && r.stdout.starts_with("patronictl version"),
-        "{r:?}"
-    );
-    std::fs::write(&done, r.stdout).expect("marker");
-    bin
+    patroni_venv(&venv_dir(), &python).join("bin/patronictl")
 }
 
 /// A patronictl config: etcd3 hosts, scope and namespace, nothing else.
