@@ -54,11 +54,10 @@ use crate::control::ControlHandle;
 use crate::dcs::EtcdDcs;
 
 pub(crate) use merge::merge_patch;
-pub(crate) use peer::TlsFile;
 pub(crate) use peer::fetch_peer_status;
-#[cfg(test)]
-pub(crate) use peer::parse_peer_status;
 pub use peer::{ApiError, ClientOptions, PeerClient};
+#[cfg(test)]
+pub(crate) use peer::{TlsFile, parse_peer_status};
 pub use server::serve;
 pub(crate) use status::status_document;
 pub(crate) use write::postgres_version_number;

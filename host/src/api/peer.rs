@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::units::{parse_int_value, truthy};
-use crate::config::{BasicAuth, Config};
+use crate::config::{BasicAuth, Config, Ctl};
 
 /// A TLS file and the configuration key it came from (named in errors).
 #[derive(Debug, Clone, PartialEq)]
@@ -57,18 +57,26 @@ impl ClientOptions {
     /// The options a node uses, from its configuration (Patroni's `ctl` section with
     /// `restapi` fallbacks).
     pub(crate) fn from_config(cfg: &Config) -> ClientOptions {
-        let file = |key: &'static str, path: &Option<PathBuf>| {
-            path.clone().map(|path| TlsFile { key, path })
-        };
         ClientOptions {
             auth: cfg.ctl_authentication().cloned(),
             https_only: cfg.restapi.certfile.is_some(),
-            cacert: file("ctl.cacert", &cfg.ctl.cacert)
-                .or_else(|| file("restapi.cafile", &cfg.restapi.cafile)),
-            insecure: cfg.ctl.insecure,
-            certfile: file("ctl.certfile", &cfg.ctl.certfile),
-            keyfile: file("ctl.keyfile", &cfg.ctl.keyfile),
-            timeout: Duration::from_secs(2),
+            ..ClientOptions::tls_of(&cfg.ctl, cfg.restapi.cafile.as_ref())
+        }
+    }
+
+    /// The TLS side alone, as Patroni's request.py takes it: `ctl.cacert` (else
+    /// `restapi.cafile`), `ctl.certfile`/`keyfile`, `ctl.insecure`. `regent ctl` uses it too.
+    pub(crate) fn tls_of(ctl: &Ctl, restapi_cafile: Option<&PathBuf>) -> ClientOptions {
+        let file = |key: &'static str, path: Option<&PathBuf>| {
+            path.cloned().map(|path| TlsFile { key, path })
+        };
+        ClientOptions {
+            cacert: file("ctl.cacert", ctl.cacert.as_ref())
+                .or_else(|| file("restapi.cafile", restapi_cafile)),
+            insecure: ctl.insecure,
+            certfile: file("ctl.certfile", ctl.certfile.as_ref()),
+            keyfile: file("ctl.keyfile", ctl.keyfile.as_ref()),
+            ..ClientOptions::default()
         }
     }
 }

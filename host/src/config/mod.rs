@@ -61,7 +61,6 @@ pub(crate) use schema::{
 };
 pub use source::{ConfigSource, load};
 pub use validate::{DynamicChange, check_dynamic_change, validate_dynamic};
-pub(crate) use values::parse_bool;
 pub(crate) use values::{HostList, InitdbOption, dcs_prefix, split_host_port};
 
 use serde::{Deserialize, Serialize};
@@ -131,11 +130,7 @@ impl Config {
 
     /// The etcd endpoints, `host:port` each, from `etcd3` (preferred) or `etcd`.
     pub(crate) fn etcd_endpoints(&self) -> Vec<String> {
-        self.etcd3
-            .as_ref()
-            .or(self.etcd.as_ref())
-            .map(Etcd::endpoints)
-            .unwrap_or_default()
+        self.etcd_access().endpoints
     }
 
     /// How to reach etcd: endpoints, TLS and user, from `etcd3` (preferred) or `etcd`.

@@ -273,41 +273,25 @@ fn scalar(v: &Value, key: &str, file: Option<&str>) -> Result<String, CtlError> 
 }
 
 /// The REST client's TLS settings from the file's `ctl` section, with `restapi.cafile` as
-/// the CA when `ctl.cacert` is not set (as patronictl).
+/// the CA when `ctl.cacert` is not set (as patronictl), read as a node reads them.
 fn rest_tls(
     doc: Option<&Value>,
     file: Option<&str>,
 ) -> Result<crate::api::ClientOptions, CtlError> {
-    use crate::api::TlsFile;
-    let mut out = crate::api::ClientOptions::default();
-    let Some(doc) = doc else { return Ok(out) };
-    let path = |section: &str, key: &'static str| -> Result<Option<TlsFile>, CtlError> {
-        match doc
-            .get(section)
-            .and_then(|s| s.get(key.rsplit('.').next().unwrap_or(key)))
-        {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => Ok(Some(TlsFile {
-                key,
-                path: scalar(v, key, file)?.into(),
-            })),
-        }
+    let Some(doc) = doc else {
+        return Ok(crate::api::ClientOptions::default());
     };
-    out.cacert = match path("ctl", "ctl.cacert")? {
-        Some(f) => Some(f),
-        None => path("restapi", "restapi.cafile")?,
+    let ctl: crate::config::Ctl = match doc.get("ctl") {
+        None | Some(Value::Null) => Default::default(),
+        Some(v) => serde_yaml::from_value(v.clone()).map_err(|e| {
+            CtlError::Usage(format!("ctl in {}: {e}", file.unwrap_or("the config file")))
+        })?,
     };
-    out.certfile = path("ctl", "ctl.certfile")?;
-    out.keyfile = path("ctl", "ctl.keyfile")?;
-    out.insecure = doc
-        .get("ctl")
-        .and_then(|c| c.get("insecure"))
-        .is_some_and(|v| {
-            v.as_bool()
-                .or_else(|| v.as_str().and_then(crate::config::parse_bool))
-                .unwrap_or(false)
-        });
-    Ok(out)
+    let cafile = match doc.get("restapi").and_then(|r| r.get("cafile")) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(scalar(v, "restapi.cafile", file)?.into()),
+    };
+    Ok(crate::api::ClientOptions::tls_of(&ctl, cafile.as_ref()))
 }
 
 /// `etcd3` (preferred) or `etcd` from the file, each endpoint checked.
