@@ -550,10 +550,24 @@ async fn one_run(
     run: usize,
     interval: Duration,
 ) -> Result<RunResult, LabError> {
-    let leader = ready(lab, list).await?;
+    let mut leader = ready(lab, list).await?;
     let pw = lab.st.password.clone();
     let ports: Vec<u16> = lab.st.ports.nodes.iter().map(|n| n.pg).collect();
-    lab.create_tables(leader, true).await?;
+    // Right after the hand-back the nodes' status documents may be a loop stale and name the
+    // former leader, already read-only: look again until the one that takes writes is found.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match lab.create_tables(leader, true).await {
+            Ok(()) => break,
+            Err(e)
+                if e.to_string().contains("read-only transaction") && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                leader = lab.wait_healthy(deadline).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let run_id = crate::time::now()
         .unix_ms()
         .and_then(|m| i64::try_from(m).ok())
