@@ -273,6 +273,37 @@ async fn key_lease(endpoint: &str, key: &str) -> i64 {
     resp.kvs().first().map_or(0, |kv| kv.lease())
 }
 
+/// A node started together with etcd (one compose file, one boot) connects as soon as etcd
+/// serves, within its retry_timeout, instead of failing on the first refused or dropped
+/// connection.
+#[tokio::test]
+async fn connect_waits_within_retry_timeout_for_etcd_to_serve() {
+    trace();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut etcd = RestartableEtcd {
+        dir: dir.path().join("etcd"),
+        client_port: free_port(),
+        peer_port: free_port(),
+        child: None,
+    };
+    let endpoint = etcd.endpoint();
+    let connecting = tokio::spawn(async move {
+        EtcdDcs::connect(&[endpoint], PREFIX, Duration::from_secs(15)).await
+    });
+    // Nothing listens yet: the connection is refused until etcd is up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !connecting.is_finished(),
+        "connect gave up while etcd was down"
+    );
+    etcd.spawn();
+    let dcs = connecting
+        .await
+        .expect("join")
+        .expect("connect once etcd serves");
+    dcs.refresh_lease(TTL).await.expect("grant a lease");
+}
+
 /// A changed ttl replaces the lease: the leader key moves onto a lease granted for the new ttl
 /// in one transaction, and only when it holds our name on our old lease. Keep-alives alone
 /// would renew the old lease to its old TTL forever.

@@ -586,10 +586,28 @@ fn leader_partitioned_from_etcd_and_peers_stops_writes_then_rejoins() {
         "the partitioned leader took writes for {stopped_after:?}, more than loop_wait + \
          retry_timeout (+1.5 s) = {bound:?}: it waited for its lease deadline"
     );
-    let new = wait_for(
+    // Each node's last answer, so a timeout says why no replica counted as the new leader.
+    let answers = std::cell::RefCell::new(vec![String::new(); NODES]);
+    let new = wait_for_or(
         "a replica to take over",
         Duration::from_secs(TTL + 30),
-        || (0..NODES).find(|i| *i != old && lab.writable(*i)),
+        || {
+            (0..NODES).filter(|i| *i != old).find(|i| {
+                let answer = lab.psql(
+                    *i,
+                    "INSERT INTO split_brain_probe VALUES (now()) RETURNING 1",
+                );
+                let ok = answer.as_ref().is_ok_and(|s| s == "1");
+                answers.borrow_mut()[*i] = format!(
+                    "{}: {:?}; /patroni {:?}",
+                    lab.nodes[*i].name,
+                    answer,
+                    lab.nodes[*i].http_get("/patroni")
+                );
+                ok
+            })
+        },
+        || answers.borrow().join("\n"),
     );
     let new_name = lab.nodes[new].name.clone();
     eprintln!(

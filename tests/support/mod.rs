@@ -34,14 +34,24 @@ pub fn free_port() -> u16 {
 }
 
 /// Poll `f` until it returns Some or the deadline passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, timeout, f, String::new)
+}
+
+/// [`wait_for`] whose timeout message ends with what `why` says (the last answers seen).
+pub fn wait_for_or<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    why: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", why());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -136,9 +146,11 @@ impl Etcd {
             .spawn()
             .expect("start etcd (Debian package etcd-server)");
         self.child = Some(child);
-        let port = self.client_port;
-        wait_for("etcd to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        // etcd accepts connections a moment before it serves them: wait for an answer.
+        wait_for("etcd to serve", Duration::from_secs(20), || {
+            self.etcdctl(&["endpoint", "health"])
+                .ok()
+                .filter(|o| o.status.success())
         });
     }
 

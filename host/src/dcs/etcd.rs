@@ -72,6 +72,9 @@ const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// that an etcd refusing connections is not hammered until the deadline.
 const KEEPALIVE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// The pause between tries of the first request while etcd does not serve yet.
+const FIRST_STATUS_PAUSE: Duration = Duration::from_millis(100);
+
 struct LeaseState {
     id: i64,
     stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
@@ -141,9 +144,29 @@ impl EtcdDcs {
             lease: Arc::new(Mutex::new(None)),
             changed: Arc::new(Notify::new()),
         };
-        let mut c = dcs.client.clone();
-        dcs.call("status", c.status()).await?;
+        dcs.first_status().await?;
         Ok(dcs)
+    }
+
+    /// The first request on a new client. etcd accepts connections on its client port a moment
+    /// before it serves them (a connection opened then is closed under the request), so a
+    /// refused or dropped connection is tried again until the timeout; any answer from etcd,
+    /// an error included, ends the wait.
+    async fn first_status(&self) -> Result<()> {
+        let until = Instant::now() + self.timeout;
+        loop {
+            let mut c = self.client.clone();
+            match self.call_until("status", until, c.status()).await {
+                Ok(_) => return Ok(()),
+                Err(DcsError::Etcd { source, .. })
+                    if not_served(&source) && Instant::now() + FIRST_STATUS_PAUSE < until =>
+                {
+                    tracing::debug!(error = %source, "etcd is not serving yet; trying again");
+                    tokio::time::sleep(FIRST_STATUS_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn key(&self, rel: &str) -> String {
@@ -751,6 +774,21 @@ where
     F: Future<Output = std::result::Result<T, etcd_client::Error>>,
 {
     deadline_at(op, Instant::now() + timeout, timeout, endpoints, fut).await
+}
+
+/// Whether a request failed because no etcd served it (connection refused, closed or not yet
+/// up), as opposed to an answer from etcd.
+fn not_served(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+            ) && !s.message().contains("etcdserver")
+        }
+        _ => false,
+    }
 }
 
 /// Run one etcd request until `until`; a timeout reports `timeout`, the budget `until` was
