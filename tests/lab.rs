@@ -984,8 +984,57 @@ fn stop_leader(lab: &Lab, w: &Writer, report: &mut Report, old: usize, digest: &
         "the replaced zone-aware ranked the election on the new leader (calls: {calls})"
     );
     lab.assert_no_acked_write_lost(f.new_leader, &w.acks());
+    explain_election(lab, report, old, f.new_leader);
     start_as_replica(lab, report, old, f.new_leader, "stopped");
     f.new_leader
+}
+
+/// `regent ctl explain` inside a node tells why `new_leader` won the election after `old` left:
+/// the record names the former leader and its zone (the lab's zones are a, b, a), and the
+/// policy that ranked it.
+fn explain_election(lab: &Lab, report: &mut Report, old: usize, new_leader: usize) {
+    let container = lab.container(new_leader);
+    let ctl = |args: &[&str]| {
+        let mut full = vec![
+            "exec",
+            container.as_str(),
+            "regent",
+            "ctl",
+            "-c",
+            "/etc/regent/regent.yml",
+        ];
+        full.extend(args);
+        docker_quiet(&full)
+    };
+    let record: Value = wait_for(
+        "the new leader's election record",
+        Duration::from_secs(10),
+        || {
+            let v: Value = serde_json::from_str(&ctl(&["-f", "json", "explain"])?).ok()?;
+            (v["winner"] == Lab::name(new_leader)).then_some(v)
+        },
+    );
+    assert_eq!(record["view"]["former_leader"], Lab::name(old), "{record}");
+    let zone = ["a", "b", "a"][old];
+    assert_eq!(
+        record["view"]["former_leader_zone"], zone,
+        "the former leader's zone is known to the election: {record}"
+    );
+    assert!(
+        record["policy"]
+            .as_str()
+            .is_some_and(|p| p.contains("zone-aware@")),
+        "{record}"
+    );
+    let text = ctl(&["explain"]).expect("regent ctl explain");
+    assert!(
+        text.contains(&format!("former leader {} (zone {zone})", Lab::name(old))),
+        "{text}"
+    );
+    report.add(
+        "regent ctl explain (after docker stop)",
+        text.lines().next().unwrap_or_default().to_string(),
+    );
 }
 
 /// `docker network disconnect` the leader from the `cluster` network: it must stop accepting

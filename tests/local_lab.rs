@@ -97,6 +97,96 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.0): the status and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the REST API");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the answer");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// After the crash of node1, the winner recorded why it won: `regent ctl explain` tells it,
+/// `GET /elections/last` serves the same record, and the view it stored, replayed offline
+/// with `regent policy eval`, ranks the winner first again.
+fn explain_the_failover(lab: &LabDir, st: &serde_json::Value, leader: &str) {
+    let ctl = |args: &[&str]| {
+        let o = Command::new(REGENT)
+            .args(["ctl", "-c"])
+            .arg(lab.dir.join("node2.yml"))
+            .args(args)
+            .output()
+            .expect("regent ctl");
+        assert!(o.status.success(), "ctl {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let record: serde_json::Value =
+        serde_json::from_str(&ctl(&["-f", "json", "explain"])).expect("explain JSON");
+    assert_eq!(record["winner"], leader, "{record}");
+    assert_eq!(record["chosen"], "failover", "{record}");
+    assert_eq!(record["recorded_by"], leader, "{record}");
+    assert_eq!(record["ranked"][0]["member"], leader, "{record}");
+    assert_eq!(record["view"]["former_leader"], "node1", "{record}");
+    assert_eq!(
+        record["view"]["former_leader_zone"], "a",
+        "node1's zone: {record}"
+    );
+    for phase in ["leader_lost", "decided", "lock_acquired", "promoted"] {
+        assert!(record["phases"][phase].is_string(), "{phase}: {record}");
+    }
+    let text = ctl(&["explain", "--last"]);
+    assert!(
+        text.contains(&format!("(failover): {leader} promoted at "))
+            && text.contains(&format!("ranked {leader} first: "))
+            && text.contains("former leader node1 (zone a)"),
+        "{text}"
+    );
+    // The leader's REST API serves the same record.
+    let i = st["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .position(|n| n["name"] == leader)
+        .expect("the leader's row");
+    let api = st["nodes"][i]["api"].as_str().expect("api URL");
+    let port: u16 = api
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let (status, body) = http_get(port, "/elections/last");
+    assert_eq!(status, 200, "{body}");
+    let served: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(served["id"], record["id"]);
+    let (status, body) = http_get(port, "/elections");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with('['), "{body}");
+    assert_eq!(http_get(port, "/elections/0000000000000001").0, 404);
+    // Replayed offline, the stored view ranks the winner first again.
+    let view = lab.parent().join("view.json");
+    std::fs::write(&view, ctl(&["explain", "--view"])).expect("write the view");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/patroni-default.toml");
+    let o = Command::new(REGENT)
+        .args(["policy", "eval"])
+        .arg(&manifest)
+        .arg("--view")
+        .arg(&view)
+        .output()
+        .expect("regent policy eval");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains(&format!(" 1. {leader} ")), "{out}");
+}
+
 #[test]
 fn local_lab_up_fault_compare_down() {
     let lab = LabDir::new();
@@ -216,6 +306,7 @@ fn local_lab_up_fault_compare_down() {
     let leader = st["leader"].as_str().expect("a leader again");
     assert_ne!(leader, "node1");
     assert_eq!(st["nodes"][0]["process"], "stopped");
+    explain_the_failover(&lab, &st, leader);
     let out = lab.ok(&["fault", "restart-node", "1"]);
     assert!(out.contains(&format!("it streams from {leader}")), "{out}");
     let st = lab.status();

@@ -2,6 +2,8 @@
 //! supervisor needs (for its metrics and events) as data, and the [`Decision`] that lists them
 //! with one sentence for the log.
 
+use super::election::Election;
+
 /// How to stop being a primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoteMode {
@@ -143,6 +145,8 @@ pub struct Decision {
     pub actions: Vec<Action>,
     /// Why, in one sentence, for the log.
     pub summary: String,
+    /// The election behind an `AcquireLeader` or `HandOver`: who was ranked and why.
+    pub election: Option<Election>,
 }
 
 impl Decision {
@@ -150,6 +154,13 @@ impl Decision {
         Decision {
             actions,
             summary: summary.into(),
+            election: None,
         }
+    }
+
+    /// The same decision, carrying the election it acts on.
+    pub(crate) fn with_election(mut self, e: Election) -> Decision {
+        self.election = Some(e);
+        self
     }
 }

@@ -2,6 +2,7 @@
 //! PostgreSQL (empty, stopped, primary, replica) and whether the DCS could be read.
 
 use super::elect::elect;
+use super::election::{Chosen, Election};
 use super::policy::{ElectionReason, Health, Policy, Ranking};
 use super::ranking::{streaming_only, sync_only};
 use super::request::leader_request;
@@ -263,9 +264,13 @@ fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy
             });
         }
         if let Some(req) = w.request() {
-            let (summary, more) = leader_request(w, req, policy);
+            let (summary, more, election) = leader_request(w, req, policy);
             actions.extend(more);
-            return Decision::new(summary, actions);
+            let d = Decision::new(summary, actions);
+            return match election {
+                Some(e) => d.with_election(e),
+                None => d,
+            };
         }
         if let Health::Failed(why) = &w.health
             && w.memory.failed_health_loops >= w.settings.failed_loops_before_handover.max(1)
@@ -290,7 +295,8 @@ fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy
                 );
             }
             let view = w.handover_view(ElectionReason::LeaderUnhealthy);
-            return match streaming_only(w, sync_only(&view, policy.rank(&view))) {
+            let ranking = streaming_only(w, sync_only(&view, policy.rank(&view)));
+            return match &ranking {
                 Ranking::Candidates(list) if !list.is_empty() => {
                     let to = list[0].name.clone();
                     actions.push(Action::HandOver {
@@ -304,6 +310,13 @@ fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy
                         ),
                         actions,
                     )
+                    .with_election(Election::new(
+                        &view,
+                        policy.name(),
+                        &ranking,
+                        &to,
+                        Chosen::HandOver,
+                    ))
                 }
                 Ranking::Veto(v) => Decision::new(
                     format!(

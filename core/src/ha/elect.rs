@@ -2,6 +2,7 @@
 //! candidate, the backoff for the others), and the filters every ranking passes through
 //! (synchronous mode, streaming replicas for a hand-over).
 
+use super::election::{Chosen, Election};
 use super::policy::{self, Health, Policy, Ranking};
 use super::ranking::sync_only;
 use super::request::Due;
@@ -53,12 +54,21 @@ pub(super) fn elect(w: &World, policy: &dyn Policy) -> Decision {
                     vec![],
                 );
             }
+            let view = w.election_view();
+            let ranking = sync_only(&view, policy.rank(&view));
             return Decision::new(
                 "no leader and a failover to me was requested: racing for the lock",
                 vec![Action::AcquireLeader {
                     reason: AcquireReason::RequestedFailover,
                 }],
-            );
+            )
+            .with_election(Election::new(
+                &view,
+                policy.name(),
+                &ranking,
+                &w.me,
+                Chosen::RequestedFailover,
+            ));
         }
         let viable = safe.is_ok()
             && w.peers.get(c).and_then(Option::as_ref).is_some_and(|p| {
@@ -97,7 +107,9 @@ pub(super) fn elect(w: &World, policy: &dyn Policy) -> Decision {
         );
     }
     let view = w.election_view();
-    match sync_only(&view, policy.rank(&view)) {
+    let ranking = sync_only(&view, policy.rank(&view));
+    let record = || Election::new(&view, policy.name(), &ranking, &w.me, Chosen::Failover);
+    match &ranking {
         Ranking::Veto(why) => Decision::new(format!("no leader, not racing: {why}"), vec![]),
         Ranking::Candidates(list) => {
             let Some(pos) = list.iter().position(|c| c.name == w.me) else {
@@ -118,7 +130,8 @@ pub(super) fn elect(w: &World, policy: &dyn Policy) -> Decision {
                     vec![Action::AcquireLeader {
                         reason: AcquireReason::LeaderMissing,
                     }],
-                );
+                )
+                .with_election(record());
             }
             let waited = w
                 .memory
@@ -135,7 +148,8 @@ pub(super) fn elect(w: &World, policy: &dyn Policy) -> Decision {
                     vec![Action::AcquireLeader {
                         reason: AcquireReason::LeaderMissing,
                     }],
-                );
+                )
+                .with_election(record());
             }
             Decision::new(
                 format!(

@@ -10,11 +10,13 @@
 //! - [`decide`]: the rules, by the state of the local PostgreSQL; elections and
 //!   operators' requests in their own files.
 //! - [`policy`]: the [`Policy`](policy::Policy) trait and the built-in rules.
+//! - [`election`]: the record of an election (ranking, exclusions, the view).
 //! - [`sync`]: synchronous replication on the leader.
 
 mod action;
 mod decide;
 mod elect;
+pub mod election;
 mod memory;
 pub mod policy;
 mod ranking;
@@ -24,6 +26,7 @@ mod world;
 
 pub use action::{AcquireReason, Action, Decision, DemoteMode, HandOverReason};
 pub use decide::{HANDOVER_RETRY_MS, decide};
+pub use election::{Chosen, Election};
 pub use memory::{Memory, Observed, safety_margin_ms, write_deadline_ms};
 pub use world::{DataDir, PeerState, PgView, Settings, World};
 

@@ -1,6 +1,7 @@
 //! Operators' requests in the `failover` key: a switchover (the leader named) or a failover
 //! (no leader named), maybe scheduled; when one is due, and the leader's answer to it.
 
+use super::election::{Chosen, Election};
 use super::policy::{self, ElectionReason, Policy, Ranking};
 use super::ranking::{streaming_only, sync_only};
 use super::{Action, HandOverReason, World};
@@ -76,7 +77,7 @@ pub(super) fn leader_request(
     w: &World,
     req: Request<'_>,
     policy: &dyn Policy,
-) -> (String, Vec<Action>) {
+) -> (String, Vec<Action>, Option<Election>) {
     let what = req.describe();
     if let Some(l) = req.leader
         && l != w.me
@@ -84,12 +85,14 @@ pub(super) fn leader_request(
         return (
             format!("dropping the switchover request {what}: it names {l} as leader, but I am"),
             vec![Action::ClearFailover],
+            None,
         );
     }
     if req.candidate == Some(w.me.as_str()) {
         return (
             format!("dropping the switchover request {what}: I am already the leader"),
             vec![Action::ClearFailover],
+            None,
         );
     }
     if w.settings.paused && req.candidate.is_none() {
@@ -97,6 +100,7 @@ pub(super) fn leader_request(
             "dropping the switchover request: in a paused cluster a switchover needs a named candidate"
                 .into(),
             vec![Action::ClearFailover],
+            None,
         );
     }
     match req.due(w) {
@@ -109,6 +113,7 @@ pub(super) fn leader_request(
                     ms.div_ceil(1000)
                 ),
                 vec![],
+                None,
             );
         }
         Due::Stale => {
@@ -118,6 +123,7 @@ pub(super) fn leader_request(
                     req.scheduled_at.unwrap_or_default()
                 ),
                 vec![Action::ClearFailover],
+                None,
             );
         }
         Due::Invalid => {
@@ -127,6 +133,7 @@ pub(super) fn leader_request(
                     req.scheduled_at.unwrap_or_default()
                 ),
                 vec![Action::ClearFailover],
+                None,
             );
         }
     }
@@ -138,6 +145,7 @@ pub(super) fn leader_request(
         return (
             format!("switchover {what} requested: asking the members for their state"),
             vec![],
+            None,
         );
     }
     let view = w.handover_view(ElectionReason::Switchover);
@@ -157,6 +165,7 @@ pub(super) fn leader_request(
             return (
                 format!("switchover {what}: waiting for {c} to stream from me"),
                 vec![],
+                None,
             );
         }
         return (
@@ -165,13 +174,16 @@ pub(super) fn leader_request(
                 waited / 1000
             ),
             vec![Action::ClearFailover],
+            None,
         );
     }
-    let list = match streaming_only(w, ranking) {
+    let filtered = streaming_only(w, ranking);
+    let list = match &filtered {
         Ranking::Veto(why) => {
             return (
                 format!("switchover {what} is not possible: {why}"),
                 vec![Action::ClearFailover],
+                None,
             );
         }
         Ranking::Candidates(list) => list,
@@ -190,6 +202,17 @@ pub(super) fn leader_request(
                 to: r.name.clone(),
                 reason: HandOverReason::Switchover,
             }],
+            Some(Election::new(
+                &view,
+                policy.name(),
+                &filtered,
+                &r.name,
+                if req.candidate.is_some() {
+                    Chosen::RequestedSwitchover
+                } else {
+                    Chosen::HandOver
+                },
+            )),
         ),
         None => {
             let why = match req.candidate {
@@ -207,6 +230,7 @@ pub(super) fn leader_request(
             (
                 format!("switchover {what} is not possible: {why}"),
                 vec![Action::ClearFailover],
+                None,
             )
         }
     }

@@ -498,6 +498,7 @@ async fn route(ctx: &ApiContext, peer: Option<SocketAddr>, req: Request) -> (Res
             "cluster" => read::cluster(ctx).await,
             "history" => read::history(ctx).await,
             "config" => read::config(ctx).await,
+            "elections" => read::elections(ctx, req.uri().path()).await,
             "failsafe" => Ok(read::failsafe()),
             "metrics" => Ok(prometheus::metrics(ctx)),
             _ => Ok(view_response(ctx, &method, req.uri())),

@@ -25,6 +25,46 @@ pub(super) async fn history(ctx: &ApiContext) -> Answer {
     Ok(json(StatusCode::OK, &Value::Array(lines)))
 }
 
+/// `GET /elections` (the stored election records, newest first), `GET /elections/last` and
+/// `GET /elections/<id>`; 404 when there is no such record.
+pub(super) async fn elections(ctx: &ApiContext, path: &str) -> Answer {
+    let which = path
+        .trim_matches('/')
+        .strip_prefix("elections")
+        .unwrap_or("")
+        .trim_start_matches('/');
+    let records = ctx.dcs()?.elections().await.map_err(|e| {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the election records from the DCS: {e}"),
+        )
+    })?;
+    let one = match which {
+        "" => {
+            return Ok(json(
+                StatusCode::OK,
+                &serde_json::to_value(&records).unwrap_or_default(),
+            ));
+        }
+        "last" => records.first(),
+        id => records.iter().find(|r| r.id == id),
+    };
+    match one {
+        Some(r) => Ok(json(
+            StatusCode::OK,
+            &serde_json::to_value(r).unwrap_or_default(),
+        )),
+        None if which == "last" => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "no election has been recorded in this cluster yet",
+        )),
+        None => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            format!("no election record {which}: GET /elections lists the records kept"),
+        )),
+    }
+}
+
 /// `GET /config`: the dynamic configuration; 502 without a valid `config` key.
 pub(super) async fn config(ctx: &ApiContext) -> Answer {
     let c = ctx.read_cluster().await?;

@@ -213,6 +213,21 @@ pub(crate) enum CtlCmd {
         /// The cluster (default: the configured scope).
         cluster: Option<String>,
     },
+    /// Why an election chose its winner: the ranking, the reasons and the members left out
+    /// (the last election by default).
+    Explain {
+        /// The cluster (default: the configured scope).
+        #[arg(long = "cluster")]
+        cluster: Option<String>,
+        /// Which election: 1 = the last, 2 = the one before, ...; or a record id.
+        which: Option<String>,
+        /// The last election (the default).
+        #[arg(long)]
+        last: bool,
+        /// Print the view the policy saw, as JSON for `regent policy eval --view`.
+        #[arg(long)]
+        view: bool,
+    },
     /// The address of a member's PostgreSQL (`host=... port=...`): the leader's by default.
     Dsn {
         /// The cluster (default: the configured scope).
@@ -507,6 +522,7 @@ impl CtlCmd {
         match self {
             CtlCmd::List { clusters, .. } | CtlCmd::Topology { clusters, .. } => clusters.clone(),
             CtlCmd::History { cluster }
+            | CtlCmd::Explain { cluster, .. }
             | CtlCmd::Dsn { cluster, .. }
             | CtlCmd::Switchover { cluster, .. }
             | CtlCmd::Failover { cluster, .. }

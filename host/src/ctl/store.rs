@@ -26,6 +26,8 @@ pub(crate) trait Store {
     -> Result<bool, CtlError>;
     /// Delete every key of the cluster; returns how many there were.
     async fn delete_cluster(&self) -> Result<i64, CtlError>;
+    /// The election records, newest first.
+    async fn elections(&self) -> Result<Vec<crate::dcs::ElectionRecord>, CtlError>;
 }
 
 /// The cluster's keys in etcd.
@@ -116,5 +118,12 @@ impl Store for EtcdStore {
             .delete_cluster()
             .await
             .map_err(self.err("delete the cluster's keys"))
+    }
+
+    async fn elections(&self) -> Result<Vec<crate::dcs::ElectionRecord>, CtlError> {
+        self.dcs
+            .elections()
+            .await
+            .map_err(self.err("read the election records"))
     }
 }

@@ -4,7 +4,7 @@ use super::EtcdAccess;
 use super::{Cluster, Failover, HistoryLine, MemberData, RawKv, Status, SyncState, keys};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde_json::Value;
 use std::future::Future;
@@ -56,7 +56,7 @@ pub enum DcsError {
     },
 }
 
-type Result<T> = std::result::Result<T, DcsError>;
+pub(super) type Result<T> = std::result::Result<T, DcsError>;
 
 /// How long the connection may stay silent before the client sends an HTTP/2 PING to check it
 /// is alive. etcd answers pings that come closer together than its `--grpc-keepalive-min-time`
@@ -101,7 +101,7 @@ pub struct Renewal {
 /// A handle to the cluster's keys in etcd. Cheap to clone.
 #[derive(Clone)]
 pub struct EtcdDcs {
-    client: Client,
+    pub(super) client: Client,
     prefix: String,
     endpoints: String,
     timeout: Duration,
@@ -169,11 +169,11 @@ impl EtcdDcs {
         }
     }
 
-    fn key(&self, rel: &str) -> String {
+    pub(super) fn key(&self, rel: &str) -> String {
         format!("{}{}", self.prefix, rel)
     }
 
-    async fn call<T, F>(&self, op: &'static str, fut: F) -> Result<T>
+    pub(super) async fn call<T, F>(&self, op: &'static str, fut: F) -> Result<T>
     where
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
@@ -198,16 +198,27 @@ impl EtcdDcs {
     /// `regent ctl list` shows several clusters of one etcd.
     pub(crate) async fn read_cluster_at(&self, prefix: &str) -> Result<Cluster> {
         let mut c = self.client.clone();
-        let resp = self
-            .call(
-                "range",
-                c.get(prefix.to_string(), Some(GetOptions::new().with_prefix())),
-            )
-            .await?;
+        // Everything but the election records (`regent/…`), at one revision: the keys before
+        // `regent/` and those from `regent0` (the next key after the folder) to the prefix's end.
+        let skip = format!("{prefix}{}", super::elections::ELECTIONS);
+        let after = format!("{}0", skip.trim_end_matches('/'));
+        let txn = Txn::new().and_then([
+            TxnOp::get(prefix.to_string(), Some(GetOptions::new().with_range(skip))),
+            TxnOp::get(
+                after,
+                Some(GetOptions::new().with_range(prefix_end(prefix))),
+            ),
+        ]);
+        let resp = self.call("range", c.txn(txn)).await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let kvs: Vec<(String, Vec<u8>, i64, i64)> = resp
-            .kvs()
-            .iter()
+            .op_responses()
+            .into_iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(g) => Some(g),
+                _ => None,
+            })
+            .flat_map(|g| g.kvs().to_vec())
             .filter_map(|kv| {
                 let key = std::str::from_utf8(kv.key()).ok()?;
                 let rel = key.strip_prefix(prefix)?;
@@ -774,6 +785,19 @@ where
     F: Future<Output = std::result::Result<T, etcd_client::Error>>,
 {
     deadline_at(op, Instant::now() + timeout, timeout, endpoints, fut).await
+}
+
+/// The end of the key range of everything under `prefix`: the prefix with its last byte plus
+/// one (etcd's own rule for `--prefix`).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// Whether a request failed because no etcd served it (connection refused, closed or not yet

@@ -1,12 +1,15 @@
 //! The distributed configuration store. Patroni's key layout and value encodings, and the
 //! cluster view built from them, are pure and live in the core crate ([`regent_core::dcs`],
 //! re-exported here); [`etcd`] is the etcd v3 adapter that reads and writes them, and
-//! [`access`] says how to reach and log in to etcd (TLS, client certificates, user).
+//! [`access`] says how to reach and log in to etcd (TLS, client certificates, user);
+//! [`elections`] stores the election records beside the cluster's keys.
 
 mod access;
+mod elections;
 pub(crate) mod etcd;
 
 pub use access::{EtcdAccess, EtcdFileError, EtcdTls};
 
+pub use elections::{ELECTIONS, ElectionRecord, KEEP as ELECTIONS_KEPT, Phases};
 pub use etcd::{DcsError, EtcdDcs, Renewal};
 pub use regent_core::dcs::*;

@@ -33,6 +33,8 @@ impl Supervisor {
             Action::AcquireLeader { reason } => {
                 if self.dcs.acquire_leader(&self.cfg.name).await? {
                     tracing::info!("acquired the leader lock");
+                    let e = self.deciding.take();
+                    self.election_won(e, w);
                     crate::metrics::failover(reason.failover_label());
                     self.event(crate::plugin::Event::FailoverCompleted(
                         self.cfg.name.clone(),
@@ -185,6 +187,7 @@ impl Supervisor {
                 tracing::info!("promoting PostgreSQL");
                 self.pg.promote().await?;
                 self.role = NodeRole::Primary;
+                self.election_promoted();
                 // In strict mode, commits wait from the first moment, not from the next loop.
                 if let Err(e) = self.pg.set_sync_standbys(&self.sync_at_start(w)) {
                     tracing::warn!(error = %e, "could not set synchronous_standby_names after the promotion");

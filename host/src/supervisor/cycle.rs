@@ -130,6 +130,7 @@ impl Supervisor {
         tracing::info!("{}", decision.summary);
         self.record_decision(&decision);
         self.update_guard(&world, &decision.actions);
+        self.deciding = decision.election.clone();
         let mut rerun = false;
         for action in &decision.actions {
             match self.act(action, &world).await {

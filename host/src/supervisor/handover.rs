@@ -120,6 +120,8 @@ impl Supervisor {
             let _ = self.dcs.clear_failover().await;
         }
         crate::metrics::failover(reason.failover_label());
+        let e = self.deciding.take();
+        self.election_handed_over(e, w);
         tracing::info!(
             candidate = %to,
             writes_stopped_ms = stop_at.elapsed().as_millis() as u64,

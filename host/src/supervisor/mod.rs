@@ -21,6 +21,7 @@ mod act;
 mod bounded;
 mod commands;
 mod cycle;
+mod elections;
 mod handover;
 mod leader;
 mod observe;
@@ -177,6 +178,10 @@ pub struct Supervisor {
     /// A health verdict, and a decision, still running on its blocking thread.
     health_busy: Arc<std::sync::atomic::AtomicBool>,
     decide_busy: Arc<std::sync::atomic::AtomicBool>,
+    /// The election the current decision acts on, taken by the action that moves the key.
+    deciding: Option<crate::ha::Election>,
+    /// The record of the election this node won, completed when PostgreSQL is promoted.
+    won: Option<crate::dcs::ElectionRecord>,
 }
 
 impl Supervisor {
@@ -247,6 +252,8 @@ impl Supervisor {
             scheduled_restart: None,
             reinit: None,
             phase_seen: (PgPhase::Stopped, std::time::Instant::now()),
+            deciding: None,
+            won: None,
             events: event_thread()?,
             bad_config_rev: None,
             health_busy: Arc::default(),

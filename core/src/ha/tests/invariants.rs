@@ -6,7 +6,7 @@
 use super::generators::*;
 use crate::dcs::Cluster;
 use crate::ha::policy::{DefaultPolicy, Health};
-use crate::ha::{Action, DataDir, Decision, DemoteMode, World, decide};
+use crate::ha::{AcquireReason, Action, Chosen, DataDir, Decision, DemoteMode, World, decide};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::cmp::Reverse;
@@ -104,6 +104,33 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
         "not deterministic: {}",
         ctx()
     );
+
+    // An election that moves the leader key is explained: it carries its record, naming the
+    // winner the action names, ranked first unless an operator named it.
+    for a in &d.actions {
+        let winner = match a {
+            Action::AcquireLeader {
+                reason: AcquireReason::LeaderMissing | AcquireReason::RequestedFailover,
+            } => w.me.as_str(),
+            Action::HandOver { to, .. } => to.as_str(),
+            _ => continue,
+        };
+        let e = d.election.as_ref();
+        prop_assert!(
+            e.is_some_and(|e| e.winner == winner),
+            "unexplained: {}",
+            ctx()
+        );
+        if let Some(e) = e
+            && matches!(e.chosen, Chosen::Failover | Chosen::HandOver)
+        {
+            prop_assert!(
+                e.ranked.iter().any(|p| p.member == winner),
+                "the winner is not in the recorded ranking: {}",
+                ctx()
+            );
+        }
+    }
 
     // Never both ways at once.
     prop_assert!(!(promote && demote), "Promote and Demote: {}", ctx());

@@ -13,7 +13,7 @@
 //! | `flush … restart` | `DELETE /restart` on each member with a scheduled restart |
 //! | `flush … switchover` | `DELETE /switchover`, leader first, then the other members |
 //!
-//! `list`, `topology`, `history`, `dsn`, `show-config`, `edit-config` and `remove` need etcd
+//! `list`, `topology`, `history`, `explain` (the election records), `dsn`, `show-config`, `edit-config` and `remove` need etcd
 //! only (`edit-config` writes the `config` key with a CAS on its mod_revision, as patronictl
 //! does; `remove` deletes the cluster's prefix). When the leader's REST API cannot be reached,
 //! `switchover` and `failover` write the `failover` key instead, as patronictl does; the leader's
@@ -26,12 +26,13 @@
 //! (choosing members, reporting failures). Each command family has its own file: `list.rs`
 //! (the read-only views), `config.rs` (`show-config`, `edit-config`), `switchover.rs`
 //! (`switchover`, `failover`), `restart.rs` (`restart`, `reload`), `reinit.rs`, `pause.rs`
-//! (`pause`, `resume`), `dsn.rs`, `query.rs`, `flush.rs` and `remove.rs`; `watch.rs` repeats
+//! (`pause`, `resume`), `dsn.rs`, `query.rs`, `flush.rs`, `remove.rs` and `explain.rs`; `watch.rs` repeats
 //! `list`/`topology`/`query` (`-W`, `-w`); `parse.rs` reads the `--timeout` and `--scheduled`
 //! values.
 
 mod config;
 mod dsn;
+mod explain;
 mod flush;
 mod list;
 mod parse;
@@ -44,6 +45,7 @@ mod switchover;
 mod watch;
 
 pub(crate) use config::EditOptions;
+pub(crate) use explain::Which;
 pub(crate) use parse::{parse_schedule, parse_seconds};
 pub(crate) use query::QueryOptions;
 #[cfg(test)]
@@ -109,6 +111,20 @@ impl<S: Store> Session<'_, S> {
                 self.list(&clusters, false, true, false, every).await
             }
             CtlCmd::History { .. } => self.history().await,
+            CtlCmd::Explain {
+                which, last, view, ..
+            } => {
+                let which = match (which, last) {
+                    (Some(w), false) => Which::parse(&w)?,
+                    (None, _) => Which::Last,
+                    (Some(w), true) => {
+                        return Err(CtlError::Usage(format!(
+                            "explain --last {w}: give --last or an election number, not both"
+                        )));
+                    }
+                };
+                self.explain(which, view).await
+            }
             CtlCmd::Dsn { role, member, .. } => self.dsn(role, member).await,
             CtlCmd::Query(q) => {
                 let o = QueryOptions::from_args(&q)?;

@@ -100,9 +100,14 @@ struct MemStore {
     deleted: Mutex<bool>,
     /// Pretend someone else wrote the config between our read and our write.
     concurrent_writer: bool,
+    /// The election records, newest first.
+    elections: Vec<crate::dcs::ElectionRecord>,
 }
 
 impl Store for MemStore {
+    async fn elections(&self) -> Result<Vec<crate::dcs::ElectionRecord>, CtlError> {
+        Ok(self.elections.clone())
+    }
     async fn read(&self) -> Result<Cluster, CtlError> {
         Ok(self.cluster.lock().expect("lock").clone())
     }
