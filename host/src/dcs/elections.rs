@@ -10,7 +10,7 @@
 
 use super::etcd::{EtcdDcs, Result};
 use crate::ha::Election;
-use etcd_client::{GetOptions, SortOrder, SortTarget};
+use etcd_client::{DeleteOptions, GetOptions, SortOrder, SortTarget};
 use serde::{Deserialize, Serialize};
 
 /// The records' folder, relative to the cluster prefix.
@@ -86,11 +86,13 @@ impl EtcdDcs {
                 ),
             )
             .await?;
-        let mut names: Vec<Vec<u8>> = keys.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+        let mut names: Vec<&[u8]> = keys.kvs().iter().map(|kv| kv.key()).collect();
         names.sort();
-        let surplus = names.len().saturating_sub(KEEP);
-        for old in names.into_iter().take(surplus) {
-            self.call("delete election", c.delete(old, None)).await?;
+        // Everything before the oldest record kept, in one range delete.
+        if let Some(first_kept) = names.len().checked_sub(KEEP).filter(|n| *n > 0) {
+            let until = DeleteOptions::new().with_range(names[first_kept].to_vec());
+            self.call("delete elections", c.delete(folder, Some(until)))
+                .await?;
         }
         Ok(())
     }

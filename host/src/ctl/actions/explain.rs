@@ -42,9 +42,8 @@ fn clock(t: &str) -> &str {
 
 /// Seconds from `from` to `to`, both RFC 3339, as `+0.25 s`.
 fn after(from: &str, to: &str) -> Option<String> {
-    let (a, b) = (parse_timestamp(from).ok()?, parse_timestamp(to).ok()?);
-    let micros = |t: crate::time::Timestamp| i128::from(t.unix) * 1_000_000 + i128::from(t.micros);
-    let d = (micros(b) - micros(a)) as f64 / 1e6;
+    let ms = |t: &str| parse_timestamp(t).ok()?.unix_ms();
+    let d = (ms(to)? as f64 - ms(from)? as f64) / 1000.0;
     Some(format!("{d:+.2} s"))
 }
 
