@@ -318,7 +318,7 @@ fn local_lab_up_fault_compare_down() {
         "compare",
         "--policies",
         "builtin,zone-aware",
-        "--fault",
+        "--faults",
         "stop-leader",
         "--runs",
         "1",
@@ -331,9 +331,10 @@ fn local_lab_up_fault_compare_down() {
         "0",
     ]);
     let cmp: serde_json::Value = serde_json::from_str(&out).expect("compare JSON");
-    assert_eq!(cmp["fault"], "stop-leader");
     assert_eq!(cmp["runs_per_policy"], 1);
-    let results = cmp["policies"].as_array().expect("policies");
+    assert_eq!(cmp["faults"].as_array().map(Vec::len), Some(1), "{cmp}");
+    assert_eq!(cmp["faults"][0]["fault"], "stop-leader");
+    let results = cmp["faults"][0]["policies"].as_array().expect("policies");
     assert_eq!(results.len(), 2);
     for (p, name) in results.iter().zip(["builtin", "zone-aware"]) {
         assert_eq!(p["policy"], name);

@@ -224,9 +224,15 @@ pub(crate) struct CompareArgs {
     /// and `builtin` for the built-in rules.
     #[arg(long, value_delimiter = ',', required = true)]
     pub(crate) policies: Vec<String>,
-    /// The fault to inject in every run.
-    #[arg(long, value_enum)]
-    pub(crate) fault: CompareFault,
+    /// The faults to inject, comma-separated: each runs --runs times under every policy.
+    #[arg(
+        long = "faults",
+        alias = "fault",
+        value_enum,
+        value_delimiter = ',',
+        required = true
+    )]
+    pub(crate) faults: Vec<CompareFault>,
     /// Runs per policy.
     #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,

@@ -1,0 +1,369 @@
+//! `regent lab compare`: each fault, several times, under each policy, measured.
+//!
+//! - [`run`]: one run (ready, write, inject, measure).
+//! - [`results`]: what the runs measured, summed up per policy and fault; tables and targets.
+//!
+//! Every run starts from the same place: the policy swapped in on every node (configuration
+//! rewritten, SIGHUP, checked through each node's status document), every node running,
+//! node1 leading (after a switchover if needed), every replica streaming. Then the writer
+//! and the split-brain monitor start, the fault hits the leader, and the run ends one second
+//! after a node other than the old leader acknowledged a write. Runs of the policies
+//! alternate, so that a drift of the machine (another build, a slow disk) hits them alike.
+
+mod results;
+mod run;
+
+use super::fault::{self, Kind};
+use super::observe;
+use super::ops::{self, Lab};
+use super::spec::{self, node_name};
+use super::{CompareArgs, Format, LabError, say};
+use results::{Comparison, FaultResult, PolicyResult, RunResult, secs};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The policy lists to compare: `builtin` → no plugin; each a one-policy list.
+fn parse_policies(names: &[String]) -> Result<Vec<(String, Vec<String>)>, LabError> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let list = spec::policy_list("--policies", &[n.to_string()])?;
+        if out.iter().any(|(k, _)| k == n) {
+            return Err(LabError::Usage(format!(
+                "--policies: {n} is named twice; name each policy once (use --runs for more runs)"
+            )));
+        }
+        out.push((n.to_string(), list));
+    }
+    if out.is_empty() {
+        return Err(LabError::Usage(
+            "--policies: name the policies to compare, e.g. --policies builtin,zone-aware".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// What to do with the lab afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// It was running: leave it running (with its own policies again).
+    Leave,
+    /// It was stopped: stop it again.
+    Stop,
+    /// compare created it: remove it.
+    Remove,
+}
+
+/// `regent lab compare`.
+pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
+    let policies = parse_policies(&args.policies)?;
+    if let Some(f) = args
+        .faults
+        .iter()
+        .enumerate()
+        .find_map(|(i, f)| args.faults[..i].contains(f).then_some(f))
+    {
+        return Err(LabError::Usage(format!(
+            "--faults: {} is named twice; name each fault once (use --runs for more runs)",
+            f.name()
+        )));
+    }
+    if !(1..=100).contains(&args.runs) {
+        return Err(LabError::Usage(format!(
+            "--runs {}: give 1 to 100 runs per policy",
+            args.runs
+        )));
+    }
+    if !(1..=10_000).contains(&args.write_interval_ms) {
+        return Err(LabError::Usage(format!(
+            "--write-interval-ms {}: give 1 to 10000",
+            args.write_interval_ms
+        )));
+    }
+    let running = ops::Lab::open_running(dir);
+    let (mut lab, after) = match running {
+        Ok(lab) => {
+            let conflicts = args.opts.requested(None).conflicts(&lab.st.settings);
+            if !conflicts.is_empty() {
+                return Err(LabError::Usage(format!(
+                    "a lab runs in {} already, with other settings than {}; compare uses it as it is: leave these out, or use another --dir",
+                    dir.display(),
+                    conflicts.join(", ")
+                )));
+            }
+            say(format!("using the lab running in {}", dir.display()));
+            (lab, After::Leave)
+        }
+        Err(LabError::Usage(_)) => {
+            // Check the policies before a lab is started for them.
+            let named: Vec<String> = policies.iter().flat_map(|(_, l)| l.clone()).collect();
+            if !named.is_empty() && !dir.join("lab.json").exists() {
+                let src = ops::source_policies(args.opts.policies_dir.as_deref())?.ok_or_else(|| {
+                    LabError::Usage("--policies: there is no ./policies here; pass --policies-dir with the directory of the policies (the repository's policies/)".into())
+                })?;
+                ops::check_policies(&named, &src, None)?;
+                ops::load_policies(&named, &src)?;
+            }
+            let (mut lab, fresh) = Lab::prepare(dir, &args.opts, None).await?;
+            say(format!(
+                "starting a lab in {}: {}",
+                dir.display(),
+                observe::describe(&lab.st.settings)
+            ));
+            if let Err(e) = lab
+                .start(fresh, Duration::from_secs(args.opts.timeout))
+                .await
+            {
+                return Err(lab.abandon(e).await);
+            }
+            (lab, if fresh { After::Remove } else { After::Stop })
+        }
+        Err(e) => return Err(e),
+    };
+    let after = if args.keep { After::Leave } else { after };
+    let own = lab.st.settings.policies.clone();
+    let result = tokio::select! {
+        r = compare(&mut lab, &args, &policies) => r,
+        _ = tokio::signal::ctrl_c() => Err(LabError::Failed("interrupted".into())),
+    };
+    // Put the lab back as it was (or away).
+    let cleanup = match after {
+        After::Leave => set_policies(&mut lab, &own).await,
+        After::Stop => lab.stop_all().await.and_then(|_| {
+            lab.st.procs.clear();
+            lab.st.settings.policies = own;
+            lab.st.save(&lab.layout)
+        }),
+        After::Remove => match lab.stop_all().await {
+            Ok(()) => lab.remove_files(),
+            Err(e) => Err(e),
+        },
+    };
+    if let (Err(_), Err(c)) = (&result, &cleanup) {
+        say(format!("could not put the lab back as it was: {c}"));
+    }
+    let cmp = result?;
+    cleanup?;
+    match args.format {
+        Format::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&cmp).unwrap_or_else(|_| "{}".into())
+        ),
+        Format::Table => super::out(cmp.render()),
+    }
+    let misses = cmp.misses(args.max_failover.map(|s| s * 1000.0), args.max_lost);
+    if misses.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Failed(format!("compare: {}", misses.join("; "))))
+    }
+}
+
+async fn compare(
+    lab: &mut Lab,
+    args: &CompareArgs,
+    policies: &[(String, Vec<String>)],
+) -> Result<Comparison, LabError> {
+    if lab.st.settings.nodes < 2 {
+        return Err(LabError::Usage(format!(
+            "the lab in {} has {} node; a failover needs 2 or more (regent lab up --nodes 3)",
+            lab.layout.dir.display(),
+            lab.st.settings.nodes
+        )));
+    }
+    let source = args.opts.policies_dir.as_deref();
+    if let Some(src) = source {
+        ops::copy_policies(src, &lab.layout.policies())?;
+    }
+    let named: Vec<String> = policies.iter().flat_map(|(_, l)| l.clone()).collect();
+    ops::check_policies(&named, &lab.layout.policies(), source)?;
+    ops::load_policies(&named, &lab.layout.policies())?;
+    let own = lab.st.settings.policies.clone();
+    let mut results: BTreeMap<(usize, usize), Vec<RunResult>> = BTreeMap::new();
+    let interval = Duration::from_millis(args.write_interval_ms);
+    for (f, &fault) in args.faults.iter().enumerate() {
+        for run in 1..=args.runs {
+            for (k, (name, list)) in policies.iter().enumerate() {
+                say(format!(
+                    "{}: run {run}/{}, policy {name}",
+                    fault.name(),
+                    args.runs
+                ));
+                let r = run::one_run(lab, list, fault, run, interval).await?;
+                say(summary(&r));
+                results.entry((f, k)).or_default().push(r);
+            }
+        }
+    }
+    // Leave the cluster whole: every node back.
+    ready(lab, &own).await?;
+    let mut settings = serde_json::to_value(&lab.st.settings).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut settings {
+        m.remove("policies");
+    }
+    Ok(Comparison {
+        runs_per_policy: args.runs,
+        lab: json!({"dir": lab.layout.dir, "settings": settings}),
+        faults: args
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(f, &fault)| FaultResult {
+                fault,
+                policies: policies
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (name, _))| {
+                        PolicyResult::of(name, results.remove(&(f, k)).unwrap_or_default())
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+/// One run in a line, for the progress on stderr.
+fn summary(r: &RunResult) -> String {
+    match &r.error {
+        Some(e) => format!("  {e}"),
+        None => format!(
+            "  {} → {}: failover {}, longest write gap {}, {} of {} acknowledged writes lost, {}",
+            r.old_leader,
+            r.winner.as_deref().unwrap_or("?"),
+            r.failover_ms.map_or("-".into(), secs),
+            r.longest_gap_ms.map_or("-".into(), secs),
+            r.lost_writes,
+            r.acked_writes,
+            if r.split_brain.is_empty() {
+                "no split brain".to_string()
+            } else {
+                format!("{} split-brain windows", r.split_brain.len())
+            }
+        ),
+    }
+}
+
+/// Run every node under `list`: rewrite the configurations, SIGHUP, wait until each node's
+/// status document names these policies.
+async fn set_policies(lab: &mut Lab, list: &[String]) -> Result<(), LabError> {
+    let want = if list.is_empty() {
+        spec::BUILTIN.to_string()
+    } else {
+        list.join(",")
+    };
+    let n = lab.st.settings.nodes;
+    let serving = |lab: &Lab, views: &[observe::NodeReport]| {
+        (0..n).all(|i| {
+            !lab.node_proc(i).is_some_and(|p| p.alive())
+                || views[i].policies().as_deref() == Some(want.as_str())
+        })
+    };
+    let views = lab.views().await;
+    if lab.st.settings.policies == list && serving(lab, &views) {
+        return Ok(());
+    }
+    let old = std::mem::replace(&mut lab.st.settings.policies, list.to_vec());
+    if let Err(e) = apply_policies(lab, &views).await {
+        // Every node back on the old list: a node that refused keeps it anyway.
+        lab.st.settings.policies = old;
+        let _ = apply_policies(lab, &views).await;
+        return Err(e);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lab_ref: &Lab = lab;
+    lab_ref
+        .wait_until(deadline, &format!("every node to run {want}"), |views| {
+            serving(lab_ref, views).then_some(())
+        })
+        .await
+}
+
+/// Write every node's configuration from the lab's settings and have each running node
+/// reload it (`POST /reload`, which answers once the node has loaded the policies, or why
+/// it refused them). A node that is not up yet reads the file when it starts.
+async fn apply_policies(lab: &Lab, views: &[observe::NodeReport]) -> Result<(), LabError> {
+    lab.st.save(&lab.layout)?;
+    for i in 0..lab.st.settings.nodes {
+        lab.write_config(i)?;
+    }
+    for (i, view) in views.iter().enumerate() {
+        if view.doc.is_none() || !lab.node_proc(i).is_some_and(|p| p.alive()) {
+            continue;
+        }
+        let (status, text) = lab.reload(i).await?;
+        if status >= 400 {
+            return Err(LabError::Failed(format!(
+                "{} refused the policies {}: {text}; `regent policy check {}/NAME.toml` shows what is wrong with a policy",
+                node_name(i),
+                lab.st.settings.policies.join(","),
+                lab.layout.policies().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every node running under `list`, node1 leading, every replica streaming.
+pub(super) async fn ready(lab: &mut Lab, list: &[String]) -> Result<usize, LabError> {
+    set_policies(lab, list).await?;
+    for i in 0..lab.st.settings.nodes {
+        if !lab.node_proc(i).is_some_and(|p| p.alive()) {
+            lab.stop_node(i, Duration::ZERO).await?;
+            lab.start_node(i)?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let leader = lab.wait_healthy(deadline).await?;
+    if leader == 0 {
+        return Ok(0);
+    }
+    if lab.st.settings.synchronous_mode && !lab.views().await[0].sync_standby() {
+        // Only the synchronous standby may take over.
+        say(format!(
+            "  synchronous mode: node1 is not the synchronous standby, so this run starts with {} leading",
+            node_name(leader)
+        ));
+        return Ok(leader);
+    }
+    // Back to node1 leading, so that every run starts alike.
+    let mut inj = fault::inject(lab, Kind::Switchover { candidate: Some(0) }, Some(leader)).await;
+    if inj.is_err() {
+        // A node that just rejoined may not count as a candidate yet: once more, a bit later.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        inj = fault::inject(lab, Kind::Switchover { candidate: Some(0) }, Some(leader)).await;
+    }
+    if let Err(e) = inj {
+        say(format!(
+            "  could not hand the leadership back to node1 ({e}); this run starts with {} leading",
+            node_name(leader)
+        ));
+    }
+    lab.wait_healthy(Instant::now() + Duration::from_secs(60))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compared_policies_are_names_or_builtin_each_once() {
+        let p = |v: &[&str]| parse_policies(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            p(&["builtin", "zone-aware"]).expect("ok"),
+            vec![
+                ("builtin".to_string(), vec![]),
+                ("zone-aware".to_string(), vec!["zone-aware".to_string()])
+            ]
+        );
+        assert!(
+            p(&["zone-aware", "zone-aware"])
+                .expect_err("twice")
+                .to_string()
+                .contains("named twice")
+        );
+        assert!(p(&[]).is_err());
+        assert!(p(&["a/b"]).is_err());
+    }
+}
