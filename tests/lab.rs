@@ -28,7 +28,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{REGENT, free_port, http_get, http_request_at, wait_for};
+use support::{REGENT, free_port, http_get, http_request_at, skip, wait_for};
 
 /// Projects of this test are named `regent-labtest-<pid>-<unix seconds>`.
 const PROJECT_PREFIX: &str = "regent-labtest-";
@@ -1218,10 +1218,10 @@ fn docker_compose_lab() {
     )
     .is_some_and(|o| o.status.success());
     if !docker_ok {
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!("lab: SKIPPED: no Docker engine here (`docker info` failed). The docker-compose");
-        eprintln!("lab test needs Docker and docker compose (or docker-compose).");
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        skip(
+            "docker_compose_lab",
+            "no Docker engine here (`docker info` failed); the docker-compose lab test needs Docker and docker compose (or docker-compose)",
+        );
         return;
     }
     let compose = compose_command()

@@ -25,12 +25,19 @@ fn venv_dir() -> PathBuf {
     target.join("patronictl-venv")
 }
 
-/// The patronictl executable, installing it on first use.
-fn patronictl_bin() -> PathBuf {
+/// The patronictl executable, installing it on first use; `None` (the test is skipped) when it
+/// cannot be installed.
+fn patronictl_bin(test: &str) -> Option<PathBuf> {
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
     let python = std::env::var("REGENT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    patroni_venv(&venv_dir(), &python).join("bin/patronictl")
+    match patroni_venv(&venv_dir(), &python) {
+        Ok(v) => Some(v.join("bin/patronictl")),
+        Err(why) => {
+            skip(test, &format!("patronictl is needed and {why}"));
+            None
+        }
+    }
 }
 
 /// A patronictl config: etcd3 hosts, scope and namespace, nothing else.
@@ -53,11 +60,11 @@ struct Patronictl {
 }
 
 impl Patronictl {
-    fn new(c: &Cluster) -> Patronictl {
-        Patronictl {
-            bin: patronictl_bin(),
+    fn new(c: &Cluster, test: &str) -> Option<Patronictl> {
+        Some(Patronictl {
+            bin: patronictl_bin(test)?,
             config: write_config(c),
-        }
+        })
     }
 
     fn run(&self, args: &[&str]) -> Ran {
@@ -79,7 +86,9 @@ fn dcs_config(c: &Cluster) -> Value {
 fn patronictl_reads_and_edits_a_regent_cluster() {
     let _g = serial();
     let (mut c, leader) = Cluster::healthy(3, NodeSpec::default());
-    let p = Patronictl::new(&c);
+    let Some(p) = Patronictl::new(&c, "patronictl_reads_and_edits_a_regent_cluster") else {
+        return;
+    };
     let leader_name = c.nodes[leader].name.clone();
     let sysid = c.etcd.get("/service/test/initialize").expect("sysid");
 
@@ -249,7 +258,9 @@ fn patronictl_reads_and_edits_a_regent_cluster() {
 fn patronictl_switchover_and_failover() {
     let _g = serial();
     let (c, leader) = Cluster::healthy(3, NodeSpec::default());
-    let p = Patronictl::new(&c);
+    let Some(p) = Patronictl::new(&c, "patronictl_switchover_and_failover") else {
+        return;
+    };
     let old = c.nodes[leader].name.clone();
     let candidate = c.nodes[(leader + 1) % 3].name.clone();
     let third = c.nodes[(leader + 2) % 3].name.clone();
@@ -292,7 +303,9 @@ fn patronictl_switchover_and_failover() {
 fn patronictl_pause_and_resume() {
     let _g = serial();
     let (c, _) = Cluster::healthy(3, NodeSpec::default());
-    let p = Patronictl::new(&c);
+    let Some(p) = Patronictl::new(&c, "patronictl_pause_and_resume") else {
+        return;
+    };
     let r = p.run(&["pause", "--wait"]);
     assert!(
         r.ok() && r.stdout.contains("Success: cluster management is paused"),
@@ -322,7 +335,9 @@ fn patronictl_pause_and_resume() {
 fn patronictl_restart_and_reload() {
     let _g = serial();
     let (c, leader) = Cluster::healthy(3, NodeSpec::default());
-    let p = Patronictl::new(&c);
+    let Some(p) = Patronictl::new(&c, "patronictl_restart_and_reload") else {
+        return;
+    };
     let replica = &c.nodes[(leader + 1) % 3];
     let start = |port| psql(port, "SELECT pg_postmaster_start_time()").ok();
     let before = start(replica.pg_port).expect("start time");
@@ -348,7 +363,9 @@ fn patronictl_restart_and_reload() {
 fn patronictl_reinit() {
     let _g = serial();
     let (c, leader) = Cluster::healthy(3, NodeSpec::default());
-    let p = Patronictl::new(&c);
+    let Some(p) = Patronictl::new(&c, "patronictl_reinit") else {
+        return;
+    };
     let replica = &c.nodes[(leader + 1) % 3];
     let marker = replica.dir.join("data/regent-test-marker");
     std::fs::write(&marker, "old data directory").expect("marker");

@@ -973,13 +973,10 @@ fn uid_of(pid: i32) -> Option<u32> {
 /// PostgreSQL all run as `postgres`, and every file they made is `postgres`'s.
 #[test]
 fn a_cluster_runs_with_regent_as_the_postgresql_os_user() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!("a_cluster_runs_with_regent_as_the_postgresql_os_user: SKIPPED: needs root to");
-        eprintln!(
-            "start regent as the `postgres` OS user (run the tests as root, as .ci/run does)"
-        );
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    if !root_or_skip(
+        "a_cluster_runs_with_regent_as_the_postgresql_os_user",
+        "needs root to start regent as the `postgres` OS user (run the tests as root, as .ci/run does)",
+    ) {
         return;
     }
     let pg = nix::unistd::User::from_name("postgres")

@@ -17,6 +17,30 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A test that cannot run on this machine (no root, no Docker, no PyPI, ...): it says so loudly
+/// on stderr and is recorded under `target/tmp/regent-skipped/`, so that `scripts/test` counts
+/// it on its last line as skipped, never as passed. With `REGENT_REQUIRE_ALL=1` (CI, where
+/// everything is installed), the test fails instead.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("REGENT_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run here: {why} (REGENT_REQUIRE_ALL=1: every test must run)");
+    }
+    let bar = "!".repeat(78);
+    eprintln!("{bar}\n{test}: SKIPPED: {why}\n{bar}");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("regent-skipped");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{test}.txt")), format!("{test}: {why}\n"));
+}
+
+/// True when running as root; otherwise the test is [`skip`]ped for `why`.
+pub fn root_or_skip(test: &str, why: &str) -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        skip(test, why);
+    }
+    root
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     // Bind port 0 and release it; collisions are avoided by also skipping ports handed out
