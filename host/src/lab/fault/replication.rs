@@ -91,6 +91,25 @@ pub(crate) async fn pick(
     asked: Option<usize>,
 ) -> Result<usize, LabError> {
     let views = lab.views().await;
+    let r = choose(lab, &views, leader, asked)?;
+    // Another replica must be able to take over, or the crash proves nothing.
+    if !(0..lab.st.settings.nodes).any(|i| i != leader && i != r && views[i].streaming_replica()) {
+        return Err(LabError::Failed(format!(
+            "no replica other than {} streams from {}, so none could take over after the crash; wait until `regent lab status --dir {}` says healthy",
+            node_name(r),
+            node_name(leader),
+            lab.layout.dir.display()
+        )));
+    }
+    Ok(r)
+}
+
+fn choose(
+    lab: &Lab,
+    views: &[super::super::observe::NodeReport],
+    leader: usize,
+    asked: Option<usize>,
+) -> Result<usize, LabError> {
     if let Some(r) = asked {
         if r == leader {
             return Err(LabError::Usage(format!(
