@@ -79,9 +79,14 @@ pub(super) fn health_status(v: &LocalSnapshot, path: &str, params: &Params) -> S
         .unwrap_or(i128::MAX / 4);
     let replayed = i128::from(r.replayed_location());
     let is_lagging = leader_optime != 0 && leader_optime > replayed.saturating_add(max_lag);
+    // A replica whose replication is interrupted (PostgreSQL reports no streaming
+    // walreceiver) serves stale reads: unhealthy unless asked for another state by name.
     let matches_replication_state = match params.get("replication_state") {
         Some(wanted) => v.replication_state.as_deref() == Some(wanted),
-        None => true,
+        None => v
+            .replication_state
+            .as_deref()
+            .is_none_or(|s| s == "streaming"),
     };
     let noloadbalance = v.tags.get("noloadbalance").is_some_and(truthy);
     // A replica its own policies judge failed serves no reads (and is never promoted).

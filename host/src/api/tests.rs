@@ -439,6 +439,25 @@ async fn the_status_document_shows_fitted_timing() {
     assert_eq!(peer.role, "primary");
 }
 
+/// A replica whose replication was interrupted (no walreceiver streaming: PostgreSQL reports
+/// it in archive recovery) is not a healthy replica: /replica and /read-only say 503, as
+/// Patroni's do, so that a load balancer sends no reads to it; /health (PostgreSQL runs)
+/// stays 200.
+#[tokio::test]
+async fn a_replica_that_does_not_stream_is_not_a_healthy_replica() {
+    let srv = TestServer::start(LocalSnapshot {
+        replication_state: Some("in archive recovery".into()),
+        ..replica_view(0)
+    })
+    .await;
+    assert_eq!(srv.get("/replica").await, 503);
+    assert_eq!(srv.get("/read-only").await, 503);
+    assert_eq!(srv.get("/async").await, 503);
+    assert_eq!(srv.get("/health").await, 200);
+    srv.set(replica_view(0));
+    assert_eq!(srv.get("/replica").await, 200);
+}
+
 #[tokio::test]
 async fn replica_lag_and_replication_state() {
     let srv = TestServer::start(replica_view(512 * 1024)).await;

@@ -195,6 +195,30 @@ pub(crate) enum FaultCmd {
         #[arg(long)]
         candidate: Option<String>,
     },
+    /// Cut the leader off from etcd and the other nodes for SECONDS (its clients still reach
+    /// it), then heal: it must be fenced and replaced once its lease expires. Needs root
+    /// (a cgroup and iptables rules of the lab's own).
+    Partition {
+        seconds: f64,
+        /// This node instead of the leader.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Stop a replica's walreceiver (SIGSTOP), write more than maximum_lag_on_failover on
+    /// the leader, then crash the leader: the lagging replica must not be promoted.
+    LagReplica {
+        /// This replica [default: the first streaming one; never the synchronous standby].
+        #[arg(long)]
+        replica: Option<String>,
+    },
+    /// Break a replica's replication (its walreceiver terminated, again and again): it must
+    /// be reported unhealthy (GET /replica 503); then as lag-replica, the leader writes and
+    /// crashes, and the broken replica must not be promoted.
+    BreakReplication {
+        /// This replica [default: the first streaming one; never the synchronous standby].
+        #[arg(long)]
+        replica: Option<String>,
+    },
     /// Stop a node's regent (SIGTERM) if it runs, start it again, wait until it serves.
     RestartNode { node: String },
 }
@@ -205,7 +229,13 @@ pub(crate) enum FaultCmd {
 pub(crate) enum CompareFault {
     KillLeader,
     StopLeader,
+    KillPostgres,
+    FreezeLeader,
+    FreezeEtcd,
     Switchover,
+    Partition,
+    LagReplica,
+    BreakReplication,
 }
 
 impl CompareFault {
@@ -213,7 +243,13 @@ impl CompareFault {
         match self {
             CompareFault::KillLeader => "kill-leader",
             CompareFault::StopLeader => "stop-leader",
+            CompareFault::KillPostgres => "kill-postgres",
+            CompareFault::FreezeLeader => "freeze-leader",
+            CompareFault::FreezeEtcd => "freeze-etcd",
             CompareFault::Switchover => "switchover",
+            CompareFault::Partition => "partition",
+            CompareFault::LagReplica => "lag-replica",
+            CompareFault::BreakReplication => "break-replication",
         }
     }
 }
@@ -233,6 +269,10 @@ pub(crate) struct CompareArgs {
         required = true
     )]
     pub(crate) faults: Vec<CompareFault>,
+    /// How long freeze-leader, freeze-etcd and partition last, in seconds [default: the
+    /// lab's ttl + loop_wait + 5, so that the leader's lease expires and it is replaced].
+    #[arg(long)]
+    pub(crate) fault_seconds: Option<f64>,
     /// Runs per policy.
     #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,

@@ -18,6 +18,9 @@ pub(crate) const REPLICATION_USER: &str = "replicator";
 pub(crate) const API_USER: &str = "lab";
 /// The most nodes a lab runs.
 pub(crate) const MAX_NODES: usize = 9;
+/// The nodes' `maximum_lag_on_failover` (bytes): small, so that the `lag-replica` fault
+/// needs only a few MB of WAL to leave a replica out of the election.
+pub(crate) const MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
 /// The table the writer fills: one row per acknowledged write.
 pub(crate) const WRITES_TABLE: &str = "regent_lab_writes";
 /// The table the split-brain probes write to.
@@ -509,8 +512,12 @@ impl NodeYaml<'_> {
         }
         y += &format!("etcd3:\n  hosts: [{}]\n", self.etcd.join(", "));
         y += &format!(
-            "bootstrap:\n  dcs:\n    ttl: {}\n    loop_wait: {}\n    retry_timeout: {}\n    maximum_lag_on_failover: 1048576\n    synchronous_mode: {}\n",
-            self.ttl, self.loop_wait, self.retry_timeout, self.synchronous_mode
+            "bootstrap:\n  dcs:\n    ttl: {}\n    loop_wait: {}\n    retry_timeout: {}\n    maximum_lag_on_failover: {}\n    synchronous_mode: {}\n",
+            self.ttl,
+            self.loop_wait,
+            self.retry_timeout,
+            MAXIMUM_LAG_ON_FAILOVER,
+            self.synchronous_mode
         );
         y += "    postgresql:\n      use_pg_rewind: true\n      use_slots: true\n      parameters:\n        wal_keep_size: 64MB\n";
         y += "  initdb:\n    - encoding: UTF8\n    - data-checksums\n  pg_hba:\n";

@@ -69,6 +69,16 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
             f.name()
         )));
     }
+    if args.faults.contains(&super::CompareFault::Partition) {
+        fault::check_root("--faults partition")?;
+    }
+    if let Some(s) = args.fault_seconds
+        && !(s.is_finite() && s > 0.0 && s <= 3600.0)
+    {
+        return Err(LabError::Usage(format!(
+            "--fault-seconds {s}: give more than 0 and at most 3600 seconds, e.g. --fault-seconds 15"
+        )));
+    }
     if !(1..=100).contains(&args.runs) {
         return Err(LabError::Usage(format!(
             "--runs {}: give 1 to 100 runs per policy",
@@ -182,6 +192,10 @@ async fn compare(
     let own = lab.st.settings.policies.clone();
     let mut results: BTreeMap<(usize, usize), Vec<RunResult>> = BTreeMap::new();
     let interval = Duration::from_millis(args.write_interval_ms);
+    let seconds = Duration::from_secs_f64(
+        args.fault_seconds
+            .unwrap_or((lab.st.settings.ttl + lab.st.settings.loop_wait + 5) as f64),
+    );
     for (f, &fault) in args.faults.iter().enumerate() {
         for run in 1..=args.runs {
             for (k, (name, list)) in policies.iter().enumerate() {
@@ -190,7 +204,7 @@ async fn compare(
                     fault.name(),
                     args.runs
                 ));
-                let r = run::one_run(lab, list, fault, run, interval).await?;
+                let r = run::one_run(lab, list, fault, run, interval, seconds).await?;
                 say(summary(&r));
                 results.entry((f, k)).or_default().push(r);
             }
@@ -228,7 +242,7 @@ fn summary(r: &RunResult) -> String {
     match &r.error {
         Some(e) => format!("  {e}"),
         None => format!(
-            "  {} → {}: failover {}, longest write gap {}, {} of {} acknowledged writes lost, {}",
+            "  {} → {}: failover {}, longest write gap {}, {} of {} acknowledged writes lost, {}{}",
             r.old_leader,
             r.winner.as_deref().unwrap_or("?"),
             r.failover_ms.map_or("-".into(), secs),
@@ -239,7 +253,8 @@ fn summary(r: &RunResult) -> String {
                 "no split brain".to_string()
             } else {
                 format!("{} split-brain windows", r.split_brain.len())
-            }
+            },
+            r.note.as_ref().map_or(String::new(), |n| format!("; {n}"))
         ),
     }
 }

@@ -26,6 +26,10 @@ pub(crate) struct RunResult {
     /// The first lost ids (at most 20).
     pub(crate) lost_ids: Vec<i64>,
     pub(crate) split_brain: Vec<SplitBrain>,
+    /// What else the run showed: writes never stopped (a freeze or partition shorter than
+    /// the lease), why a lagging replica was not promoted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) note: Option<String>,
     /// Why the run measured nothing, if it did not.
     pub(crate) error: Option<String>,
 }
@@ -288,6 +292,7 @@ mod tests {
             lost_writes: lost,
             lost_ids: (1..=lost as i64).collect(),
             split_brain: Vec::new(),
+            note: None,
             error: None,
         }
     }

@@ -5,9 +5,10 @@ use super::super::fault::{self, Injected, Kind};
 use super::super::measure::{self, Ack, Monitor, Writer};
 use super::super::ops::Lab;
 use super::super::spec::node_name;
-use super::super::{CompareFault, LabError};
+use super::super::{CompareFault, LabError, say};
 use super::ready;
 use super::results::{RunResult, SplitBrain, ms};
+use fault::replication_exclusion;
 use std::time::{Duration, Instant};
 
 /// Run `fault_kind` once under the policy list `list`.
@@ -17,6 +18,7 @@ pub(super) async fn one_run(
     fault_kind: CompareFault,
     run: usize,
     interval: Duration,
+    seconds: Duration,
 ) -> Result<RunResult, LabError> {
     let mut leader = ready(lab, list).await?;
     let pw = lab.st.password.clone();
@@ -50,6 +52,7 @@ pub(super) async fn one_run(
         lost_writes: 0,
         lost_ids: Vec::new(),
         split_brain: Vec::new(),
+        note: None,
         error: None,
     };
     let monitor = Monitor::start(
@@ -70,11 +73,7 @@ pub(super) async fn one_run(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let kind = match fault_kind {
-        CompareFault::KillLeader => Kind::Kill,
-        CompareFault::StopLeader => Kind::Stop,
-        CompareFault::Switchover => Kind::Switchover { candidate: None },
-    };
+    let kind = Kind::of(fault_kind, seconds);
     let inj: Injected = match fault::inject(lab, kind, Some(leader)).await {
         Ok(i) => i,
         Err(e) => {
@@ -85,15 +84,26 @@ pub(super) async fn one_run(
         }
     };
     let deadline = inj.ended + fault::recovery_budget(lab);
-    let first = loop {
-        if let Some(a) = measure::first_ack_after(&writer.acks(), inj.at, Some(leader)) {
-            break Some(a);
+    let expect = inj.expect();
+    // After a crash, a stop or a hand-over: the first write another node acknowledged. After
+    // a freeze, a partition or a PostgreSQL crash, whichever node alone accepts writes once
+    // it is over (the old leader, if it kept its key), as the monitor saw it.
+    let first = if expect.not.is_some() {
+        loop {
+            if let Some(a) = measure::first_ack_after(&writer.acks(), inj.at, Some(leader)) {
+                break Some((a.at, a.node));
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if Instant::now() > deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    } else {
+        fault::wait_recovered(&monitor, &expect, deadline).await
     };
+    if let Some(h) = inj.heal() {
+        say(format!("  {h}"));
+    }
     // Keep writing and probing a second longer: a late second primary would show now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let acks: Vec<Ack> = writer.finish().await;
@@ -103,18 +113,43 @@ pub(super) async fn one_run(
         .iter()
         .map(SplitBrain::from)
         .collect();
-    let Some(first) = first else {
+    let Some((first_at, first_node)) = first else {
         result.error = Some(format!(
-            "no node other than {} acknowledged a write within {} s of the fault",
-            node_name(leader),
+            "no node {}accepted writes within {} s of the fault",
+            if expect.not.is_some() {
+                format!("other than {} ", node_name(leader))
+            } else {
+                String::new()
+            },
             fault::recovery_budget(lab).as_secs()
         ));
         return Ok(result);
     };
-    result.winner = Some(node_name(first.node));
-    result.failover_ms = Some(ms(first.at.saturating_duration_since(inj.at)));
+    result.winner = Some(node_name(first_node));
+    result.failover_ms = Some(ms(first_at.saturating_duration_since(inj.at)));
+    if first_node == leader && measure::transitions(&rounds, inj.at).is_empty() {
+        result.note = Some(format!(
+            "writes never stopped: {} kept the leader key",
+            node_name(leader)
+        ));
+    }
+    if let Some(r) = inj.spared {
+        if r == first_node {
+            result.error = Some(format!(
+                "{} was promoted although it was left more than maximum_lag_on_failover behind",
+                node_name(r)
+            ));
+        } else {
+            let why = replication_exclusion(lab, first_node, r).await;
+            result.note = Some(format!(
+                "{} not promoted: {}",
+                node_name(r),
+                why.unwrap_or_else(|| "its exclusion is not in the winner's election record".into())
+            ));
+        }
+    }
     result.longest_gap_ms = measure::longest_gap(&acks, inj.at).map(ms);
-    match measure::present_ids(ports[first.node], &pw, run_id).await {
+    match measure::present_ids(ports[first_node], &pw, run_id).await {
         Ok(present) => {
             let lost = measure::lost(&acks, &present);
             result.lost_writes = lost.len();
@@ -123,7 +158,7 @@ pub(super) async fn one_run(
         Err(e) => {
             result.error = Some(format!(
                 "cannot read the writes back from {}: {e}",
-                node_name(first.node)
+                node_name(first_node)
             ));
         }
     }

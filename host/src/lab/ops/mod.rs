@@ -179,6 +179,8 @@ pub(crate) async fn down(dir: &Path, keep_data: bool) -> Result<(), LabError> {
     }
     let mut lab = Lab::open(dir)?;
     let t0 = Instant::now();
+    // An interrupted partition's firewall rules and cgroups go first.
+    super::fault::clean_leftovers(&lab.st.id);
     lab.stop_all().await?;
     say(format!(
         "stopped the lab in {:.1} s",

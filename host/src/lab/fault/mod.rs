@@ -1,14 +1,34 @@
 //! Faults injected into a running lab, and what became of them: while a fault plays out, the
 //! split-brain monitor probes every node; the report lists when each node stopped or started
 //! accepting writes, when the cluster recovered, and any moment two nodes accepted writes.
+//!
+//! - this file: the kinds of fault, their injection, what recovery means after each
+//!   ([`Injected::expect`]), and `regent lab fault`;
+//! - [`partition`]: a node cut off from etcd and its peers (cgroup v2 and iptables; root);
+//! - [`replication`]: a replica left behind (`lag-replica`) or cut off (`break-replication`)
+//!   before the leader crashes;
+//! - `report.rs`: the report.
+//!
+//! Invariant: whatever a fault changed that outlives its injection (a stopped process, a
+//! firewall rule, a cgroup) is undone by a guard when dropped, so also when the command is
+//! interrupted with Ctrl-C.
 
-use super::measure::{self, Expect, Monitor, Round};
+mod partition;
+mod replication;
+mod report;
+
+pub(crate) use partition::{check_root, clean_leftovers};
+pub(crate) use replication::exclusion as replication_exclusion;
+
+use super::measure::{self, Expect, Monitor};
 use super::ops::Lab;
 use super::spec::{self, node_name};
 use super::state::cmd;
-use super::{FaultCmd, LabError, say};
+use super::{CompareFault, FaultCmd, LabError, say};
 use nix::sys::signal::Signal;
+use replication::{How, Starved};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A fault, with its target resolved.
@@ -26,6 +46,31 @@ pub(crate) enum Kind {
     FreezeEtcd(Duration),
     /// `POST /switchover` to the leader (the target), to the candidate if one is given.
     Switchover { candidate: Option<usize> },
+    /// The node cut off from etcd and its peers for the duration (its clients still reach it).
+    Partition(Duration),
+    /// A replica's walreceiver stopped, the leader writes past `maximum_lag_on_failover`,
+    /// then crashes.
+    LagReplica { replica: Option<usize> },
+    /// A replica's walreceiver terminated (and every new one), the leader writes past
+    /// `maximum_lag_on_failover`, then crashes.
+    BreakReplication { replica: Option<usize> },
+}
+
+impl Kind {
+    /// The kind `compare` injects for `f`; `seconds` is the duration of a freeze or partition.
+    pub(crate) fn of(f: CompareFault, seconds: Duration) -> Kind {
+        match f {
+            CompareFault::KillLeader => Kind::Kill,
+            CompareFault::StopLeader => Kind::Stop,
+            CompareFault::KillPostgres => Kind::KillPostgres,
+            CompareFault::FreezeLeader => Kind::Freeze(seconds),
+            CompareFault::FreezeEtcd => Kind::FreezeEtcd(seconds),
+            CompareFault::Switchover => Kind::Switchover { candidate: None },
+            CompareFault::Partition => Kind::Partition(seconds),
+            CompareFault::LagReplica => Kind::LagReplica { replica: None },
+            CompareFault::BreakReplication => Kind::BreakReplication { replica: None },
+        }
+    }
 }
 
 /// A fault that was injected.
@@ -42,13 +87,23 @@ pub(crate) struct Injected {
     pub(crate) what: String,
     /// Wall-clock time of `at`.
     pub(crate) wall: String,
+    /// What happened before `at` (a replica starved, the lag reached), for the report.
+    pub(crate) notes: Vec<String>,
+    /// The replica that must not be promoted (`lag-replica`, `break-replication`).
+    pub(crate) spared: Option<usize>,
+    /// That replica, to heal once the cluster recovered (healed when the last clone drops).
+    pub(crate) starved: Option<Arc<Mutex<Starved>>>,
 }
 
 impl Injected {
     /// What recovery means after this fault.
     pub(crate) fn expect(&self) -> Expect {
         match self.kind {
-            Kind::Kill | Kind::Stop | Kind::Switchover { .. } => Expect {
+            Kind::Kill
+            | Kind::Stop
+            | Kind::Switchover { .. }
+            | Kind::LagReplica { .. }
+            | Kind::BreakReplication { .. } => Expect {
                 floor: self.at,
                 from: self.at,
                 not: self.target,
@@ -60,7 +115,9 @@ impl Injected {
                 not: None,
                 outage_of: self.target,
             },
-            Kind::Freeze(_) | Kind::FreezeEtcd(_) => Expect {
+            // A frozen or partitioned leader either keeps its key (writes never stopped) or is
+            // fenced and replaced: whichever node alone accepts writes once it is over.
+            Kind::Freeze(_) | Kind::FreezeEtcd(_) | Kind::Partition(_) => Expect {
                 floor: self.at,
                 from: self.ended,
                 not: None,
@@ -73,7 +130,7 @@ impl Injected {
 fn secs(s: f64, flag: &str) -> Result<Duration, LabError> {
     if !(s.is_finite() && s > 0.0 && s <= 3600.0) {
         return Err(LabError::Usage(format!(
-            "{flag} {s}: give the seconds to freeze, more than 0 and at most 3600, e.g. {flag} 15"
+            "{flag} {s}: give the seconds it lasts, more than 0 and at most 3600, e.g. {flag} 15"
         )));
     }
     Ok(Duration::from_secs_f64(s))
@@ -125,20 +182,12 @@ pub(crate) async fn inject(
         })
     };
     let wall = crate::time::now().to_rfc3339();
+    let mut notes = Vec::new();
+    let mut spared = None;
     let (at, ended, what) = match (kind, target) {
         (Kind::Kill, Some(t)) => {
-            let p = regent(t)?;
-            let pm = super::procs::postmaster(&lab.layout.data_dir(t));
-            let at = Instant::now();
-            sent(p.signal_group(Signal::SIGKILL), "SIGKILL", p.pid)?;
-            lab.expected.remove(&node_name(t));
-            let what = format!(
-                "SIGKILL to {}'s process group (regent pid {}{}, the fencing guard): a host crash",
-                node_name(t),
-                p.pid,
-                pm.map(|m| format!(", PostgreSQL pid {}", m.pid))
-                    .unwrap_or_default()
-            );
+            regent(t)?;
+            let (at, what) = crash(lab, t)?;
             (at, at, what)
         }
         (Kind::Stop, Some(t)) => {
@@ -172,6 +221,7 @@ pub(crate) async fn inject(
             let p = regent(t)?;
             let at = Instant::now();
             sent(p.signal(Signal::SIGSTOP), "SIGSTOP", p.pid)?;
+            let resume = Resume(p);
             say(format!(
                 "{}'s regent (pid {}) is frozen for {:.1} s",
                 node_name(t),
@@ -179,7 +229,7 @@ pub(crate) async fn inject(
                 d.as_secs_f64()
             ));
             let slept = sleep_or_interrupt(d).await;
-            p.signal(Signal::SIGCONT);
+            drop(resume);
             if slept.is_err() {
                 return Err(LabError::Failed(format!(
                     "interrupted; {}'s regent was resumed (SIGCONT)",
@@ -204,13 +254,14 @@ pub(crate) async fn inject(
                 .ok_or_else(|| LabError::Usage("etcd is not running".into()))?;
             let at = Instant::now();
             sent(p.signal(Signal::SIGSTOP), "SIGSTOP", p.pid)?;
+            let resume = Resume(p);
             say(format!(
                 "etcd (pid {}) is frozen for {:.1} s",
                 p.pid,
                 d.as_secs_f64()
             ));
             let slept = sleep_or_interrupt(d).await;
-            p.signal(Signal::SIGCONT);
+            drop(resume);
             if slept.is_err() {
                 return Err(LabError::Failed(
                     "interrupted; etcd was resumed (SIGCONT)".into(),
@@ -271,8 +322,66 @@ pub(crate) async fn inject(
                 ),
             )
         }
+        (Kind::Partition(d), Some(t)) => {
+            regent(t)?;
+            let mut cut = partition::cut(lab, t)?;
+            let at = Instant::now();
+            say(format!(
+                "{} is cut off for {:.1} s",
+                node_name(t),
+                d.as_secs_f64()
+            ));
+            let slept = sleep_or_interrupt(d).await;
+            let healed = cut.heal();
+            if slept.is_err() {
+                return Err(LabError::Failed(format!(
+                    "interrupted; the partition of {} was healed",
+                    node_name(t)
+                )));
+            }
+            healed.map_err(|e| {
+                LabError::Failed(format!(
+                    "could not heal the partition of {}: {e}; `{}` removes what is left",
+                    node_name(t),
+                    cmd(&lab.layout.dir, "down")
+                ))
+            })?;
+            (
+                at,
+                Instant::now(),
+                format!("{}, healed {:.1} s later", cut.what, d.as_secs_f64()),
+            )
+        }
+        (Kind::LagReplica { replica } | Kind::BreakReplication { replica }, Some(t)) => {
+            regent(t)?;
+            let how = if matches!(kind, Kind::LagReplica { .. }) {
+                How::Lag
+            } else {
+                How::Break
+            };
+            let r = replication::pick(lab, t, replica).await?;
+            let t0 = Instant::now();
+            let (s, did) = replication::starve(lab, r, how).await?;
+            // From here on, dropping the guard heals the replica (also on Ctrl-C).
+            let starved = Arc::new(Mutex::new(s));
+            notes.push(did);
+            if how == How::Break {
+                notes.push(replication::wait_unhealthy(lab, r, t0).await?);
+            }
+            let lag = replication::outrun(lab, t, r).await?;
+            notes.push(format!(
+                "{} wrote WAL until its GET /cluster showed {} {lag} bytes behind (maximum_lag_on_failover {})",
+                node_name(t),
+                node_name(r),
+                spec::MAXIMUM_LAG_ON_FAILOVER
+            ));
+            let (at, what) = crash(lab, t)?;
+            spared = Some((r, starved));
+            (at, at, what)
+        }
         (_, None) => return Err(LabError::Failed("no node to hit".into())),
     };
+    let (spared, starved) = spared.map_or((None, None), |(r, s)| (Some(r), Some(s)));
     Ok(Injected {
         kind,
         target,
@@ -280,7 +389,48 @@ pub(crate) async fn inject(
         ended,
         what,
         wall,
+        notes,
+        spared,
+        starved,
     })
+}
+
+/// SIGKILL node `t`'s process group (a host crash): when, and what was done.
+fn crash(lab: &mut Lab, t: usize) -> Result<(Instant, String), LabError> {
+    let p = lab
+        .node_proc(t)
+        .filter(|p| p.alive())
+        .ok_or_else(|| LabError::Failed(format!("{}'s regent is not running", node_name(t))))?;
+    let pm = super::procs::postmaster(&lab.layout.data_dir(t));
+    let at = Instant::now();
+    sent(p.signal_group(Signal::SIGKILL), "SIGKILL", p.pid)?;
+    lab.expected.remove(&node_name(t));
+    let what = format!(
+        "SIGKILL to {}'s process group (regent pid {}{}, the fencing guard): a host crash",
+        node_name(t),
+        p.pid,
+        pm.map(|m| format!(", PostgreSQL pid {}", m.pid))
+            .unwrap_or_default()
+    );
+    Ok((at, what))
+}
+
+/// A process stopped with SIGSTOP, resumed (SIGCONT) when this is dropped.
+struct Resume(super::procs::Proc);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        self.0.signal(Signal::SIGCONT);
+    }
+}
+
+impl Injected {
+    /// Undo what outlived the injection (a starved replica); what was done.
+    pub(crate) fn heal(&self) -> Option<String> {
+        let s = self.starved.as_ref()?;
+        let mut s = s.lock().ok()?;
+        Some(s.heal())
+    }
 }
 
 /// Wait until the rounds show recovery as `expect` defines it, or the deadline passes.
@@ -314,81 +464,12 @@ fn monitor_for(lab: &Lab) -> Monitor {
     )
 }
 
-/// The report of one fault: what was done, the writability changes, the outcome.
-fn report(
-    lab: &Lab,
-    inj: &Injected,
-    rounds: &[Round],
-    recovered: Option<(Instant, usize)>,
-    leader: Option<usize>,
-) -> String {
-    let mut out = format!("{}  {}\n", inj.wall, inj.what);
-    // The state just before the fault, then every change after it.
-    let from = rounds.iter().rposition(|r| r.at < inj.at).unwrap_or(0);
-    let changes = measure::transitions(&rounds[from..], inj.at);
-    for (d, node, w) in &changes {
-        let (d, node, w) = (*d, *node, *w);
-        out.push_str(&format!(
-            "  {:>9}  {} {} writes\n",
-            format!("+{:.2} s", d.as_secs_f64()),
-            node_name(node),
-            if w { "accepts" } else { "stops accepting" }
-        ));
-    }
-    let windows = measure::split_brain(&rounds[from..], inj.at);
-    match recovered {
-        Some((_, node)) if changes.is_empty() => out.push_str(&format!(
-            "writes never stopped: {} accepted them throughout\n",
-            node_name(node)
-        )),
-        Some((t, node)) => {
-            out.push_str(&format!(
-                "recovered {:.2} s after the fault: {} accepts writes{}\n",
-                t.saturating_duration_since(inj.at).as_secs_f64(),
-                node_name(node),
-                match leader {
-                    Some(l) if l == node => " and holds the leader key".to_string(),
-                    Some(l) => format!(" ({} holds the leader key)", node_name(l)),
-                    None => String::new(),
-                }
-            ));
-        }
-        None => out.push_str("not recovered: no single node accepted writes in time\n"),
-    }
-    if windows.is_empty() {
-        out.push_str(&format!(
-            "no split brain: never two nodes accepting writes ({} probe rounds, every {} ms)\n",
-            rounds.len() - from,
-            measure::PROBE_PERIOD.as_millis()
-        ));
-    } else {
-        for w in &windows {
-            out.push_str(&format!(
-                "SPLIT BRAIN from +{:.2} s to +{:.2} s: {} accepted writes\n",
-                w.from.as_secs_f64(),
-                w.to.as_secs_f64(),
-                w.nodes
-                    .iter()
-                    .map(|n| node_name(*n))
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            ));
-        }
-    }
-    if let Some(t) = inj.target
-        && !lab.node_proc(t).is_some_and(|p| p.alive())
-    {
-        out.push_str(&format!(
-            "{} is down; `{}` starts it again and it rejoins\n",
-            node_name(t),
-            cmd(&lab.layout.dir, &format!("fault restart-node {}", t + 1))
-        ));
-    }
-    out
-}
-
 /// `regent lab fault`.
 pub(crate) async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
+    if matches!(fault, FaultCmd::Partition { .. }) {
+        // Before anything is opened or started.
+        check_root("partition")?;
+    }
     let mut lab = Lab::open_running(dir)?;
     let n = lab.st.settings.nodes;
     let node = |s: &Option<String>| s.as_deref().map(|s| spec::parse_node(s, n)).transpose();
@@ -412,24 +493,82 @@ pub(crate) async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
             },
             None,
         ),
+        FaultCmd::Partition { seconds, node: t } => {
+            (Kind::Partition(secs(*seconds, "partition")?), node(t)?)
+        }
+        FaultCmd::LagReplica { replica } => (
+            Kind::LagReplica {
+                replica: node(replica)?,
+            },
+            None,
+        ),
+        FaultCmd::BreakReplication { replica } => (
+            Kind::BreakReplication {
+                replica: node(replica)?,
+            },
+            None,
+        ),
     };
+    if n < 2
+        && !matches!(
+            kind,
+            Kind::KillPostgres | Kind::Freeze(_) | Kind::FreezeEtcd(_)
+        )
+    {
+        return Err(LabError::Usage(format!(
+            "the lab in {} has 1 node; this fault needs a replica (regent lab up --nodes 3)",
+            dir.display()
+        )));
+    }
     let monitor = monitor_for(&lab);
     // A baseline round before the fault.
     monitor.round_after(Instant::now()).await;
-    let inj = match inject(&mut lab, kind, target).await {
-        Ok(i) => i,
+    // Ctrl-C drops the fault's future: its guards heal what it changed.
+    let played = tokio::select! {
+        r = play(&mut lab, &monitor, kind, target) => r,
+        _ = tokio::signal::ctrl_c() => Err(LabError::Failed(
+            "interrupted; what the fault changed was undone (processes resumed, firewall rules and cgroups removed)".into(),
+        )),
+    };
+    let (inj, rec) = match played {
+        Ok(p) => p,
         Err(e) => {
             monitor.finish().await;
             return Err(e);
         }
     };
-    let deadline = inj.ended + recovery_budget(&lab);
-    let rec = wait_recovered(&monitor, &inj.expect(), deadline).await;
     // Watch a little longer: a second writable node would show now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rounds = monitor.finish().await;
     let leader = lab.leader().await;
-    super::out(report(&lab, &inj, &rounds, rec, leader));
+    let mut text = report::report(&lab, &inj, &rounds, rec, leader);
+    let mut wrong = None;
+    if let (Some(r), Some((_, w))) = (inj.spared, rec) {
+        if w == r {
+            wrong = Some(format!(
+                "{} was promoted although it was left more than maximum_lag_on_failover behind",
+                node_name(r)
+            ));
+            text.push_str(&format!("WRONG: {}\n", wrong.clone().unwrap_or_default()));
+        } else {
+            let why = replication::exclusion(&lab, w, r).await;
+            text.push_str(&format!(
+                "{} was not promoted: {}\n",
+                node_name(r),
+                why.map_or_else(
+                    || format!("{}'s GET /elections/last does not list it", node_name(w)),
+                    |why| format!("{}'s election left it out: {why}", node_name(w))
+                )
+            ));
+        }
+    }
+    if let Some(h) = inj.heal() {
+        text.push_str(&format!("{h}\n"));
+    }
+    super::out(text);
+    if let Some(w) = wrong {
+        return Err(LabError::Failed(w));
+    }
     if rec.is_none() {
         return Err(LabError::Failed(format!(
             "no node accepted writes within {} s after the fault; `{}` shows the nodes, their logs are in {}",
@@ -439,6 +578,19 @@ pub(crate) async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
         )));
     }
     Ok(())
+}
+
+/// Inject the fault and wait for recovery.
+async fn play(
+    lab: &mut Lab,
+    monitor: &Monitor,
+    kind: Kind,
+    target: Option<usize>,
+) -> Result<(Injected, Option<(Instant, usize)>), LabError> {
+    let inj = inject(lab, kind, target).await?;
+    let deadline = inj.ended + recovery_budget(lab);
+    let rec = wait_recovered(monitor, &inj.expect(), deadline).await;
+    Ok((inj, rec))
 }
 
 /// Stop node `i` (if it runs) and start it again; wait until it leads or streams.
@@ -498,6 +650,9 @@ mod tests {
             ended: t + Duration::from_secs(5),
             what: String::new(),
             wall: String::new(),
+            notes: Vec::new(),
+            spared: None,
+            starved: None,
         };
         assert_eq!(
             inj(Kind::Kill).expect(),
