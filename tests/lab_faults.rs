@@ -8,6 +8,7 @@
 
 #[path = "support/lab_dir.rs"]
 mod lab_dir;
+mod support;
 
 use lab_dir::{LabDir, stderr};
 use std::time::{Duration, Instant};
@@ -16,14 +17,10 @@ fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
-/// Say loudly that a part did not run; fail instead when everything must run.
+/// Say loudly that a part did not run, and count it as skipped (`support::skip`); fail instead
+/// when everything must run.
 fn skipped(what: &str) {
-    let msg = format!("SKIPPED: {what}: it needs root (cgroups and iptables)");
-    assert!(
-        std::env::var("REGENT_REQUIRE_ALL").as_deref() != Ok("1"),
-        "{msg}, and REGENT_REQUIRE_ALL=1 asks for every test to run"
-    );
-    eprintln!("\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+    support::skip(what, "it needs root (cgroups and iptables)");
 }
 
 /// Wait until `lab status` says healthy, restarting the node that a fault took down.
