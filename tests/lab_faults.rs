@@ -148,7 +148,8 @@ fn lab_faults_partition_lag_break_kill_postgres_and_compare() {
     // Replication broken on a replica: reported unhealthy, and not promoted.
     let out = lab.ok(&["fault", "break-replication"]);
     assert!(
-        out.contains("reported unhealthy") && out.contains("GET /replica 503"),
+        out.contains("reported unhealthy")
+            && out.contains("GET /readiness 503, /replica?replication_state=streaming 503"),
         "{out}"
     );
     assert!(out.contains("/health 200"), "{out}");

@@ -79,14 +79,11 @@ pub(super) fn health_status(v: &LocalSnapshot, path: &str, params: &Params) -> S
         .unwrap_or(i128::MAX / 4);
     let replayed = i128::from(r.replayed_location());
     let is_lagging = leader_optime != 0 && leader_optime > replayed.saturating_add(max_lag);
-    // A replica whose replication is interrupted (PostgreSQL reports no streaming
-    // walreceiver) serves stale reads: unhealthy unless asked for another state by name.
+    // As Patroni: the replication state counts only when asked for by name
+    // (`?replication_state=streaming`); `/readiness` requires streaming.
     let matches_replication_state = match params.get("replication_state") {
         Some(wanted) => v.replication_state.as_deref() == Some(wanted),
-        None => v
-            .replication_state
-            .as_deref()
-            .is_none_or(|s| s == "streaming"),
+        None => true,
     };
     let noloadbalance = v.tags.get("noloadbalance").is_some_and(truthy);
     // A replica its own policies judge failed serves no reads (and is never promoted).

@@ -440,22 +440,24 @@ async fn the_status_document_shows_fitted_timing() {
 }
 
 /// A replica whose replication was interrupted (no walreceiver streaming: PostgreSQL reports
-/// it in archive recovery) is not a healthy replica: /replica and /read-only say 503, as
-/// Patroni's do, so that a load balancer sends no reads to it; /health (PostgreSQL runs)
-/// stays 200.
+/// it in archive recovery) is reported as Patroni reports it: not ready (`/readiness` 503), and
+/// 503 from `/replica?replication_state=streaming`, the check a load balancer uses to send
+/// reads only to streaming replicas; plain `/replica` and `/health` stay 200 (PostgreSQL runs
+/// as a replica).
 #[tokio::test]
-async fn a_replica_that_does_not_stream_is_not_a_healthy_replica() {
+async fn a_replica_that_does_not_stream_is_not_ready() {
     let srv = TestServer::start(LocalSnapshot {
         replication_state: Some("in archive recovery".into()),
         ..replica_view(0)
     })
     .await;
-    assert_eq!(srv.get("/replica").await, 503);
-    assert_eq!(srv.get("/read-only").await, 503);
-    assert_eq!(srv.get("/async").await, 503);
+    assert_eq!(srv.get("/readiness").await, 503);
+    assert_eq!(srv.get("/replica?replication_state=streaming").await, 503);
+    assert_eq!(srv.get("/replica").await, 200);
     assert_eq!(srv.get("/health").await, 200);
     srv.set(replica_view(0));
-    assert_eq!(srv.get("/replica").await, 200);
+    assert_eq!(srv.get("/readiness").await, 200);
+    assert_eq!(srv.get("/replica?replication_state=streaming").await, 200);
 }
 
 #[tokio::test]

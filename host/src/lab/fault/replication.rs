@@ -218,24 +218,27 @@ pub(crate) async fn status_code(lab: &Lab, i: usize, path: &str) -> u16 {
     }
 }
 
-/// Wait until node `r`'s `GET /replica` answers 503 (its replication is seen as
-/// interrupted); what its endpoints said, and after how long.
+/// Wait until node `r` reports its replication interrupted, as Patroni's API does: not
+/// ready (`GET /readiness` 503) and not a streaming replica (`GET
+/// /replica?replication_state=streaming` 503); what its endpoints said, and after how long.
 pub(crate) async fn wait_unhealthy(lab: &Lab, r: usize, t0: Instant) -> Result<String, LabError> {
+    const STREAMING: &str = "/replica?replication_state=streaming";
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if status_code(lab, r, "/replica").await == 503 {
+        if status_code(lab, r, "/readiness").await == 503
+            && status_code(lab, r, STREAMING).await == 503
+        {
             return Ok(format!(
-                "{} reported unhealthy {:.1} s later: GET /replica {}, /read-only {}, /health {}",
+                "{} reported unhealthy {:.1} s later: GET /readiness 503, {STREAMING} 503, /replica {}, /health {}",
                 node_name(r),
                 t0.elapsed().as_secs_f64(),
-                503,
-                status_code(lab, r, "/read-only").await,
+                status_code(lab, r, "/replica").await,
                 status_code(lab, r, "/health").await
             ));
         }
         if Instant::now() > deadline {
             return Err(LabError::Failed(format!(
-                "{}'s GET /replica still answers 200 30 s after its replication was broken: a replica that does not stream must be reported unhealthy",
+                "{} still says it is ready or streaming (GET /readiness, {STREAMING}) 30 s after its replication was broken: a replica that does not stream must be reported unhealthy",
                 node_name(r)
             )));
         }
