@@ -1,5 +1,5 @@
-//! The `regent` binary: `run`, `validate-config`, `ctl`, `lab`, `policy check|eval`, and the
-//! internal `guard` and `compile-policy`.
+//! The `regent` binary: `run`, `validate-config`, `ctl`, `lab`, `policy check|eval|new|build`,
+//! and the internal `guard` and `compile-policy`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -88,6 +88,22 @@ enum PolicyCmd {
         /// The view as JSON (`-` for stdin).
         #[arg(long)]
         view: PathBuf,
+    },
+    /// Write a new policy crate DIR/NAME on the policy SDK (a working example: prefer the
+    /// replicas tagged `dc: primary-dc`), with its manifest, unit tests and README.
+    New {
+        /// The policy's name: lowercase letters, digits and `-`.
+        name: String,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a policy crate for wasm32-wasip2 into DIR/NAME.wasm and check it with
+    /// DIR/NAME.toml (as `policy check` does).
+    Build {
+        /// The crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -223,6 +239,8 @@ fn policy_cmd(cmd: PolicyCmd) -> anyhow::Result<String> {
             };
             Ok(plugin::eval(&manifest, &json)?)
         }
+        PolicyCmd::New { name, dir } => Ok(plugin::scaffold::new(&name, &dir)?.to_string()),
+        PolicyCmd::Build { dir } => Ok(plugin::scaffold::build(&dir)?.to_string()),
     }
 }
 

@@ -21,6 +21,7 @@
 //! - [`PolicySet`]: the policies a node runs, in configured order; implements `Policy`.
 //! - [`WasmPolicy`]: one loaded policy version; implements `Policy`.
 //! - [`check`] and [`eval`]: the `regent policy check` / `regent policy eval` subcommands.
+//! - [`scaffold`]: `regent policy new` / `regent policy build`, a new policy crate on the SDK.
 
 mod budget;
 mod compile;
@@ -29,6 +30,7 @@ mod guest;
 pub(crate) mod manifest;
 mod reload;
 mod runtime;
+pub mod scaffold;
 mod selftest;
 mod set;
 mod wasm;

@@ -12,19 +12,9 @@
 //!
 //! Hooks: `on-event`.
 
-use policy_common::host;
-use policy_common::names;
-use policy_common::settings::Table;
-use policy_common::types::{Hook, LogLevel, TagKeys};
-
-wit_bindgen::generate!({
-    world: "policy",
-    path: "../../wit",
-    with: {
-        "regent:policy/types@0.1.0": policy_common::types,
-        "regent:policy/host@0.1.0": policy_common::host,
-    },
-});
+use regent_policy_sdk::names;
+use regent_policy_sdk::prelude::*;
+use regent_policy_sdk::settings::Table;
 
 const NAME: &str = "event-journal";
 
@@ -129,31 +119,16 @@ pub fn journal_line(e: &Event) -> (LogLevel, String) {
 
 struct EventJournal;
 
-impl Guest for EventJournal {
-    fn describe() -> PolicyInfo {
-        PolicyInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            hooks: vec![Hook::OnEvent],
-            tags: TagKeys::Only(Vec::new()),
-        }
+impl Policy for EventJournal {
+    const NAME: &'static str = NAME;
+    const HOOKS: &'static [Hook] = &[Hook::OnEvent];
+
+    fn new(_settings: &mut Table) -> Result<Self, String> {
+        Ok(EventJournal) // takes no settings: the SDK refuses any key
     }
 
-    fn configure(settings: String) -> Result<(), String> {
-        Table::parse(NAME, &settings)?.finish() // takes no settings
-    }
-
-    // Not listed by `describe`: never called. A panic traps; Regent's rules decide instead.
-    fn rank_candidates(_view: ClusterView) -> Ranking {
-        panic!("{NAME} does not implement rank-candidates (describe() does not list it)")
-    }
-
-    fn check_health(_facts: HealthFacts) -> Health {
-        panic!("{NAME} does not implement check-health (describe() does not list it)")
-    }
-
-    fn on_event(event: Event) {
-        let (level, line) = journal_line(&event);
+    fn on_event(&mut self, event: &Event) {
+        let (level, line) = journal_line(event);
         host::log(level, &line);
     }
 }
@@ -163,7 +138,9 @@ export!(EventJournal);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy_common::types::{Candidate, Role, RoleChange};
+    use regent_policy_sdk::configure;
+    use regent_policy_sdk::types::{Candidate, Role, RoleChange};
+    use regent_policy_sdk::types::{PolicyInfo, TagKeys};
 
     #[test]
     fn lines_say_what_and_why() {
@@ -207,19 +184,21 @@ mod tests {
 
     #[test]
     fn takes_no_settings() {
-        assert!(EventJournal::configure("{}".into()).is_ok());
+        assert!(configure::<EventJournal>("{}").is_ok());
         assert_eq!(
-            EventJournal::configure(r#"{"level": "debug"}"#.into()).unwrap_err(),
+            configure::<EventJournal>(r#"{"level": "debug"}"#)
+                .err()
+                .unwrap(),
             "event-journal: unknown setting `level` (this policy takes no settings)"
         );
     }
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!(
+        let m = regent_policy_sdk::testing::Manifest::parse(include_str!(
             "../../../policies/event-journal.toml"
         ));
         m.check(&EventJournal::describe());
-        EventJournal::configure(m.settings_json).unwrap();
+        configure::<EventJournal>(&m.settings_json).unwrap();
     }
 }

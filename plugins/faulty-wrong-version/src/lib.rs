@@ -5,7 +5,7 @@
 //!
 //! `wit/policy.wit` is a copy of `../../wit/policy.wit` with only the version changed;
 //! `build.sh` checks that the two do not drift apart otherwise. Standalone on purpose: it does
-//! not use policy-common, whose bindings are those of `0.1.0`.
+//! not use the SDK (regent-policy-sdk), whose bindings are those of `0.1.0`.
 
 wit_bindgen::generate!({ world: "policy", path: "wit" });
 

@@ -27,20 +27,10 @@
 //!
 //! Hooks: all three.
 
-use policy_common::names;
-use policy_common::patroni::{self, Limits};
-use policy_common::settings::Table;
-use policy_common::types::{Candidate, Hook, PgState, TagKeys};
-use std::sync::Mutex;
-
-wit_bindgen::generate!({
-    world: "policy",
-    path: "../../wit",
-    with: {
-        "regent:policy/types@0.1.0": policy_common::types,
-        "regent:policy/host@0.1.0": policy_common::host,
-    },
-});
+use regent_policy_sdk::names;
+use regent_policy_sdk::patroni::Limits;
+use regent_policy_sdk::prelude::*;
+use regent_policy_sdk::settings::Table;
 
 const NAME: &str = "faulty";
 
@@ -75,7 +65,12 @@ impl Default for Settings {
 
 impl Settings {
     pub fn parse(json: &str) -> Result<Settings, String> {
-        let mut table = Table::parse(NAME, json)?;
+        regent_policy_sdk::settings::read(NAME, json, Settings::read)
+    }
+
+    /// Read the settings from the manifest's table: unknown keys are refused before the
+    /// combinations are checked.
+    pub fn read(table: &mut Table) -> Result<Settings, String> {
         let mode = table.choice("mode", MODES)?.unwrap_or_else(|| "ok".into());
         let hook = table
             .choice("hook", HOOKS)?
@@ -120,12 +115,6 @@ fn event_names(e: &Event, member: &str) -> bool {
         Event::FailoverDecided(c) => c.name == member,
         _ => false,
     }
-}
-
-static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
-
-fn settings() -> Settings {
-    SETTINGS.lock().unwrap().clone().unwrap_or_default()
 }
 
 /// Misbehave if the settings say so for `hook`: loop, panic or allocate without bound.
@@ -209,33 +198,32 @@ pub fn rank(view: &ClusterView, s: &Settings) -> Ranking {
     Ranking::Candidates(candidates)
 }
 
-struct Faulty;
+struct Faulty(Settings);
 
-impl Guest for Faulty {
-    fn describe() -> PolicyInfo {
-        PolicyInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            hooks: vec![Hook::RankCandidates, Hook::CheckHealth, Hook::OnEvent],
-            tags: TagKeys::Only(Vec::new()),
-        }
-    }
+impl Policy for Faulty {
+    const NAME: &'static str = NAME;
+    const HOOKS: &'static [Hook] = &[Hook::RankCandidates, Hook::CheckHealth, Hook::OnEvent];
 
-    fn configure(settings: String) -> Result<(), String> {
-        let parsed = Settings::parse(&settings)?;
-        *SETTINGS.lock().unwrap() = Some(parsed.clone());
+    fn new(settings: &mut Table) -> Result<Self, String> {
+        let parsed = Settings::read(settings)?;
         strike(&parsed, "configure");
-        Ok(())
+        Ok(Faulty(parsed))
     }
 
-    fn rank_candidates(view: ClusterView) -> Ranking {
-        let s = settings().armed_if(|n| view.members.iter().any(|m| m.name == n));
+    fn rank(&self, view: &ClusterView) -> Ranking {
+        let s = self
+            .0
+            .clone()
+            .armed_if(|n| view.members.iter().any(|m| m.name == n));
         strike(&s, "rank-candidates");
-        rank(&view, &s)
+        rank(view, &s)
     }
 
-    fn check_health(facts: HealthFacts) -> Health {
-        strike(&settings().armed_if(|n| facts.name == n), "check-health");
+    fn check_health(&mut self, facts: &HealthFacts) -> Health {
+        strike(
+            &self.0.clone().armed_if(|n| facts.name == n),
+            "check-health",
+        );
         if facts.state == PgState::Running {
             Health::Healthy
         } else {
@@ -243,8 +231,11 @@ impl Guest for Faulty {
         }
     }
 
-    fn on_event(event: Event) {
-        strike(&settings().armed_if(|n| event_names(&event, n)), "on-event");
+    fn on_event(&mut self, event: &Event) {
+        strike(
+            &self.0.clone().armed_if(|n| event_names(event, n)),
+            "on-event",
+        );
     }
 }
 
@@ -253,8 +244,8 @@ export!(Faulty);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy_common::testing::{member, view};
-    use policy_common::types::Member;
+    use regent_policy_sdk::testing::{member, view};
+    use regent_policy_sdk::types::Member;
 
     fn s(json: &str) -> Settings {
         Settings::parse(json).unwrap()

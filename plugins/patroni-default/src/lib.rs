@@ -11,7 +11,8 @@
 //!   `check_timeline`, on the cluster timeline or later.
 //! - **Order**: WAL position (highest first), `failover_priority` (highest first), name.
 //!
-//! The rules themselves live in `policy_common::patroni`, shared with the other plugins.
+//! The rules live in the SDK (`regent_policy_sdk::patroni`, `ranking::builtin`), shared with
+//! the other plugins.
 //!
 //! Settings (the manifest's `[settings]`):
 //! - `check_timeline` (bool, default `false`): refuse candidates whose timeline is unknown or
@@ -19,25 +20,10 @@
 //!
 //! Hooks: `rank-candidates`.
 
-use policy_common::patroni::{self, Limits, Refused};
-// The world's own types (`ClusterView`, `Ranking`, `Health`, `HealthFacts`, `Event`,
-// `PolicyInfo`) come from `generate!` below; import only the others.
-use policy_common::settings::Table;
-use policy_common::types::{Candidate, Hook, TagKeys};
-use std::sync::Mutex;
+use regent_policy_sdk::patroni::{Limits, Refused};
+use regent_policy_sdk::prelude::*;
+use regent_policy_sdk::ranking;
 
-// The bindings of the `policy` world. `with:` reuses policy-common's types and host imports
-// (instead of generating our own copies), so that its helpers accept our values.
-wit_bindgen::generate!({
-    world: "policy",
-    path: "../../wit",
-    with: {
-        "regent:policy/types@0.1.0": policy_common::types,
-        "regent:policy/host@0.1.0": policy_common::host,
-    },
-});
-
-/// Must match the manifest's `name`.
 const NAME: &str = "patroni-default";
 
 /// The manifest's `[settings]`.
@@ -47,76 +33,40 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Parse the settings JSON; the error names the bad setting.
-    pub fn parse(json: &str) -> Result<Settings, String> {
-        let mut table = Table::parse(NAME, json)?;
-        let settings = Settings {
+    /// Read the settings from the manifest's table.
+    pub fn read(table: &mut regent_policy_sdk::settings::Table) -> Result<Settings, String> {
+        Ok(Settings {
             check_timeline: table.bool("check_timeline")?.unwrap_or(false),
-        };
-        table.finish()?; // refuses unknown (misspelt) settings
-        Ok(settings)
+        })
+    }
+
+    /// Parse the settings JSON; the error names the bad setting (unknown ones included).
+    pub fn parse(json: &str) -> Result<Settings, String> {
+        regent_policy_sdk::settings::read(NAME, json, Settings::read)
     }
 }
-
-/// Set by `configure`; an instance that was never configured uses the defaults.
-static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
 
 /// The ranking, plus the members that are not eligible and why (for the debug log).
 pub fn rank<'a>(view: &'a ClusterView, settings: &Settings) -> (Ranking, Refused<'a>) {
-    if let Some(primary) = patroni::live_primary(view) {
-        return (Ranking::Veto(patroni::primary_alive(primary)), Vec::new());
-    }
-    let limits = Limits::of(view, settings.check_timeline);
-    let (mut eligible, refused) = patroni::partition(view, &limits);
-    eligible.sort_by(|a, b| patroni::order(a, b));
-    let total = eligible.len();
-    let candidates = eligible
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Candidate {
-            name: m.name.clone(),
-            reason: policy_common::reason!(
-                "{} of {total} eligible: {}",
-                i + 1,
-                patroni::position(view, m)
-            ),
-        })
-        .collect();
-    (Ranking::Candidates(candidates), refused)
+    ranking::builtin(view, &Limits::of(view, settings.check_timeline))
 }
 
-struct PatroniDefault;
+/// The policy: its settings. `HOOKS` and `TAGS` keep their defaults: it ranks, and reads no
+/// tag.
+struct PatroniDefault(Settings);
 
-impl Guest for PatroniDefault {
-    fn describe() -> PolicyInfo {
-        PolicyInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            hooks: vec![Hook::RankCandidates],
-            // It reads no tags (`nofailover` and `failover_priority` have fields of their own).
-            tags: TagKeys::Only(Vec::new()),
-        }
+impl Policy for PatroniDefault {
+    const NAME: &'static str = NAME;
+
+    fn new(settings: &mut regent_policy_sdk::settings::Table) -> Result<Self, String> {
+        Settings::read(settings).map(PatroniDefault)
     }
 
-    fn configure(settings: String) -> Result<(), String> {
-        *SETTINGS.lock().unwrap() = Some(Settings::parse(&settings)?);
-        Ok(())
-    }
-
-    fn rank_candidates(view: ClusterView) -> Ranking {
-        let settings = SETTINGS.lock().unwrap().clone().unwrap_or_default();
-        let (ranking, refused) = rank(&view, &settings);
+    fn rank(&self, view: &ClusterView) -> Ranking {
+        let (ranking, refused) = rank(view, &self.0);
         patroni::log_refused(&refused);
         ranking
     }
-
-    // Not listed by `describe`, so Regent never calls it. Should it, the panic becomes a trap
-    // and Regent's built-in rules decide instead.
-    fn check_health(_facts: HealthFacts) -> Health {
-        panic!("{NAME} does not implement check-health (describe() does not list it)")
-    }
-
-    fn on_event(_event: Event) {}
 }
 
 export!(PatroniDefault);
@@ -124,8 +74,8 @@ export!(PatroniDefault);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy_common::testing::{member, refused_text, view};
-    use policy_common::types::{Member, PgState, Role};
+    use regent_policy_sdk::testing::{member, refused_text, view};
+    use regent_policy_sdk::types::{Member, PgState, Role};
 
     fn names(r: &Ranking) -> Vec<&str> {
         match r {
@@ -240,7 +190,7 @@ mod tests {
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!(
+        let m = regent_policy_sdk::testing::Manifest::parse(include_str!(
             "../../../policies/patroni-default.toml"
         ));
         m.check(&PatroniDefault::describe());

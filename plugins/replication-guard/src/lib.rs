@@ -23,19 +23,10 @@
 //!
 //! Hooks: `check-health`.
 
-use policy_common::settings::Table;
-use policy_common::types::{Hook, LogLevel, PgState, ProbeResult, Role, TagKeys};
-use policy_common::{host, names};
-use std::sync::Mutex;
-
-wit_bindgen::generate!({
-    world: "policy",
-    path: "../../wit",
-    with: {
-        "regent:policy/types@0.1.0": policy_common::types,
-        "regent:policy/host@0.1.0": policy_common::host,
-    },
-});
+use regent_policy_sdk::names;
+use regent_policy_sdk::prelude::*;
+use regent_policy_sdk::settings::Table;
+use regent_policy_sdk::types::ProbeResult;
 
 const NAME: &str = "replication-guard";
 
@@ -60,7 +51,11 @@ impl Default for Settings {
 
 impl Settings {
     pub fn parse(json: &str) -> Result<Settings, String> {
-        let mut table = Table::parse(NAME, json)?;
+        regent_policy_sdk::settings::read(NAME, json, Settings::read)
+    }
+
+    /// Read the settings from the manifest's table (the SDK refuses unknown keys afterwards).
+    pub fn read(table: &mut Table) -> Result<Settings, String> {
         let failures_before_failed = table.u32("failures_before_failed")?.unwrap_or(3);
         if failures_before_failed == 0 {
             return Err(format!(
@@ -76,7 +71,6 @@ impl Settings {
             Some("replica") => Some(Role::Replica),
             _ => None,
         };
-        table.finish()?;
         Ok(Settings {
             failures_before_failed,
             probe,
@@ -158,38 +152,26 @@ impl Guard {
     }
 }
 
-static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
-/// Persists between calls as long as Regent keeps this instance.
-static GUARD: Mutex<Guard> = Mutex::new(Guard::new());
+struct ReplicationGuard {
+    settings: Settings,
+    guard: Guard,
+}
 
-struct ReplicationGuard;
+impl Policy for ReplicationGuard {
+    const NAME: &'static str = NAME;
+    const HOOKS: &'static [Hook] = &[Hook::CheckHealth];
 
-impl Guest for ReplicationGuard {
-    fn describe() -> PolicyInfo {
-        PolicyInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            hooks: vec![Hook::CheckHealth],
-            tags: TagKeys::Only(Vec::new()),
-        }
+    fn new(settings: &mut Table) -> Result<Self, String> {
+        Ok(ReplicationGuard {
+            settings: Settings::read(settings)?,
+            guard: Guard::new(),
+        })
     }
 
-    fn configure(settings: String) -> Result<(), String> {
-        *SETTINGS.lock().unwrap() = Some(Settings::parse(&settings)?);
-        Ok(())
-    }
-
-    // Not listed by `describe`: never called. A panic traps; Regent's rules decide instead.
-    fn rank_candidates(_view: ClusterView) -> Ranking {
-        panic!("{NAME} does not implement rank-candidates (describe() does not list it)")
-    }
-
-    fn check_health(facts: HealthFacts) -> Health {
-        let settings = SETTINGS.lock().unwrap().clone().unwrap_or_default();
-        let mut guard = GUARD.lock().unwrap();
+    fn check_health(&mut self, facts: &HealthFacts) -> Health {
+        let (settings, guard) = (&self.settings, &mut self.guard);
         let before = guard.failures;
-        let health = guard.check(&facts, &settings);
-        // Log the transitions only, not every failing round.
+        let health = guard.check(facts, settings);
         match (&health, guard.failures) {
             (Health::Failed(why), n) if n == settings.failures_before_failed => {
                 host::log(LogLevel::Error, why)
@@ -203,8 +185,6 @@ impl Guest for ReplicationGuard {
         }
         health
     }
-
-    fn on_event(_event: Event) {}
 }
 
 export!(ReplicationGuard);
@@ -352,7 +332,7 @@ mod tests {
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!(
+        let m = regent_policy_sdk::testing::Manifest::parse(include_str!(
             "../../../policies/replication-guard.toml"
         ));
         m.check(&ReplicationGuard::describe());

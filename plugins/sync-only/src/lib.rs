@@ -4,7 +4,7 @@
 //! a lossy one.
 //!
 //! - **Veto** while a reachable member still runs as primary (as Patroni).
-//! - **Safe** candidates pass Patroni's rules (see `policy_common::patroni`) and, besides:
+//! - **Safe** candidates pass Patroni's rules (see `regent_policy_sdk::patroni`) and, besides:
 //!   - in synchronous mode: are `synchronous` (named by the `sync` key; Patroni's rules already
 //!     require it);
 //!   - otherwise: are known to have everything the leader had: lag 0 against the last leader
@@ -18,21 +18,10 @@
 //!
 //! Hooks: `rank-candidates`.
 
-use policy_common::host;
-use policy_common::patroni::{self, Ineligible, Limits};
-use policy_common::settings::Table;
-use policy_common::types::{Candidate, Hook, LogLevel, Member, TagKeys};
+use regent_policy_sdk::patroni::{Ineligible, Limits};
+use regent_policy_sdk::prelude::*;
+use regent_policy_sdk::settings::Table;
 use std::fmt;
-use std::sync::Mutex;
-
-wit_bindgen::generate!({
-    world: "policy",
-    path: "../../wit",
-    with: {
-        "regent:policy/types@0.1.0": policy_common::types,
-        "regent:policy/host@0.1.0": policy_common::host,
-    },
-});
 
 const NAME: &str = "sync-only";
 
@@ -44,16 +33,17 @@ pub struct Settings {
 
 impl Settings {
     pub fn parse(json: &str) -> Result<Settings, String> {
-        let mut table = Table::parse(NAME, json)?;
+        regent_policy_sdk::settings::read(NAME, json, Settings::read)
+    }
+
+    /// Read the settings from the manifest's table (the SDK refuses unknown keys afterwards).
+    pub fn read(table: &mut Table) -> Result<Settings, String> {
         let settings = Settings {
             check_timeline: table.bool("check_timeline")?.unwrap_or(false),
         };
-        table.finish()?;
         Ok(settings)
     }
 }
-
-static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
 
 /// Why promoting a member could lose an acknowledged write (displayed as the reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,44 +140,28 @@ pub fn rank(view: &ClusterView, settings: &Settings) -> Ranking {
         safe.iter()
             .map(|m| Candidate {
                 name: m.name.clone(),
-                reason: policy_common::reason!("safe: {why_safe}; {}", patroni::position(view, m)),
+                reason: reason!("safe: {why_safe}; {}", patroni::position(view, m)),
             })
             .collect(),
     )
 }
 
-struct SyncOnly;
+struct SyncOnly(Settings);
 
-impl Guest for SyncOnly {
-    fn describe() -> PolicyInfo {
-        PolicyInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            hooks: vec![Hook::RankCandidates],
-            tags: TagKeys::Only(Vec::new()),
-        }
+impl Policy for SyncOnly {
+    const NAME: &'static str = NAME;
+
+    fn new(settings: &mut Table) -> Result<Self, String> {
+        Settings::read(settings).map(SyncOnly)
     }
 
-    fn configure(settings: String) -> Result<(), String> {
-        *SETTINGS.lock().unwrap() = Some(Settings::parse(&settings)?);
-        Ok(())
-    }
-
-    fn rank_candidates(view: ClusterView) -> Ranking {
-        let settings = SETTINGS.lock().unwrap().clone().unwrap_or_default();
-        let ranking = rank(&view, &settings);
+    fn rank(&self, view: &ClusterView) -> Ranking {
+        let ranking = rank(view, &self.0);
         if let Ranking::Veto(why) = &ranking {
             host::log(LogLevel::Warn, why);
         }
         ranking
     }
-
-    // Not listed by `describe`: never called. A panic traps; Regent's rules decide instead.
-    fn check_health(_facts: HealthFacts) -> Health {
-        panic!("{NAME} does not implement check-health (describe() does not list it)")
-    }
-
-    fn on_event(_event: Event) {}
 }
 
 export!(SyncOnly);
@@ -195,8 +169,8 @@ export!(SyncOnly);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy_common::testing::{member, view};
-    use policy_common::types::PgState;
+    use regent_policy_sdk::testing::{member, view};
+    use regent_policy_sdk::types::PgState;
 
     fn names(r: &Ranking) -> Vec<&str> {
         match r {
@@ -296,7 +270,7 @@ mod tests {
     #[test]
     fn vetoes_while_the_primary_is_alive() {
         let v = view(vec![Member {
-            role: policy_common::types::Role::Primary,
+            role: regent_policy_sdk::types::Role::Primary,
             ..member("pg-0")
         }]);
         assert_eq!(
@@ -307,7 +281,7 @@ mod tests {
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!(
+        let m = regent_policy_sdk::testing::Manifest::parse(include_str!(
             "../../../policies/sync-only.toml"
         ));
         m.check(&SyncOnly::describe());

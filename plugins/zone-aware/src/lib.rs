@@ -4,7 +4,7 @@
 //! zones while a candidate in that zone is eligible.
 //!
 //! - **Veto** while a reachable member still runs as primary (as Patroni).
-//! - **Eligible**: Patroni's rules (see `policy_common::patroni`), with the lag limit taken from
+//! - **Eligible**: Patroni's rules (see `regent_policy_sdk::patroni`), with the lag limit taken from
 //!   `max_lag_bytes` when set.
 //! - If any eligible candidate is in the former leader's zone, **only those** are returned;
 //!   otherwise every eligible candidate (a cross-zone failover). When the former leader's zone is
@@ -18,20 +18,10 @@
 //!
 //! Hooks: `rank-candidates`.
 
-use policy_common::patroni::{self, Limits, Refused};
-use policy_common::settings::Table;
-use policy_common::types::{Candidate, Hook, LogLevel, Member, TagKeys};
-use policy_common::{host, lsn};
-use std::sync::Mutex;
-
-wit_bindgen::generate!({
-    world: "policy",
-    path: "../../wit",
-    with: {
-        "regent:policy/types@0.1.0": policy_common::types,
-        "regent:policy/host@0.1.0": policy_common::host,
-    },
-});
+use regent_policy_sdk::lsn;
+use regent_policy_sdk::patroni::{Limits, Refused};
+use regent_policy_sdk::prelude::*;
+use regent_policy_sdk::settings::Table;
 
 const NAME: &str = "zone-aware";
 
@@ -43,18 +33,17 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn parse(json: &str) -> Result<Settings, String> {
-        let mut table = Table::parse(NAME, json)?;
-        let settings = Settings {
+    pub fn read(table: &mut Table) -> Result<Settings, String> {
+        Ok(Settings {
             max_lag_bytes: table.u64("max_lag_bytes")?,
             check_timeline: table.bool("check_timeline")?.unwrap_or(false),
-        };
-        table.finish()?;
-        Ok(settings)
+        })
+    }
+
+    pub fn parse(json: &str) -> Result<Settings, String> {
+        regent_policy_sdk::settings::read(NAME, json, Settings::read)
     }
 }
-
-static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
 
 /// The ranking, plus the members that are not eligible and why (for the debug log).
 pub fn rank<'a>(view: &'a ClusterView, settings: &Settings) -> (Ranking, Refused<'a>) {
@@ -80,15 +69,13 @@ pub fn rank<'a>(view: &'a ClusterView, settings: &Settings) -> (Ranking, Refused
         .map(|(i, m)| {
             let (n, position) = (i + 1, patroni::position(view, m));
             let reason = match (zone, same_zone) {
-                (None, _) => policy_common::reason!(
+                (None, _) => reason!(
                     "{n} of {total}: former leader's zone unknown, no zone preference; {position}"
                 ),
                 (Some(z), true) => {
-                    policy_common::reason!(
-                        "{n} of {total}: in the former leader's zone {z}; {position}"
-                    )
+                    reason!("{n} of {total}: in the former leader's zone {z}; {position}")
                 }
-                (Some(z), false) => policy_common::reason!(
+                (Some(z), false) => reason!(
                     "{n} of {total}: cross-zone (zone {}): no eligible candidate in the former \
                      leader's zone {z}; {position}",
                     m.zone.as_deref().unwrap_or("unset")
@@ -103,21 +90,14 @@ pub fn rank<'a>(view: &'a ClusterView, settings: &Settings) -> (Ranking, Refused
     (Ranking::Candidates(candidates), refused)
 }
 
-struct ZoneAware;
+struct ZoneAware(Settings);
 
-impl Guest for ZoneAware {
-    fn describe() -> PolicyInfo {
-        PolicyInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            hooks: vec![Hook::RankCandidates],
-            // The zone comes as `Member::zone`; no other tag is read.
-            tags: TagKeys::Only(Vec::new()),
-        }
-    }
+impl Policy for ZoneAware {
+    const NAME: &'static str = NAME;
+    // The zone comes as `Member::zone`; no other tag is read (the default `TAGS`).
 
-    fn configure(settings: String) -> Result<(), String> {
-        let parsed = Settings::parse(&settings)?;
+    fn new(settings: &mut Table) -> Result<Self, String> {
+        let parsed = Settings::read(settings)?;
         if let Some(max) = parsed.max_lag_bytes {
             host::log(
                 LogLevel::Info,
@@ -127,23 +107,14 @@ impl Guest for ZoneAware {
                 ),
             );
         }
-        *SETTINGS.lock().unwrap() = Some(parsed);
-        Ok(())
+        Ok(ZoneAware(parsed))
     }
 
-    fn rank_candidates(view: ClusterView) -> Ranking {
-        let settings = SETTINGS.lock().unwrap().clone().unwrap_or_default();
-        let (ranking, refused) = rank(&view, &settings);
+    fn rank(&self, view: &ClusterView) -> Ranking {
+        let (ranking, refused) = rank(view, &self.0);
         patroni::log_refused(&refused);
         ranking
     }
-
-    // Not listed by `describe`: never called. A panic traps; Regent's rules decide instead.
-    fn check_health(_facts: HealthFacts) -> Health {
-        panic!("{NAME} does not implement check-health (describe() does not list it)")
-    }
-
-    fn on_event(_event: Event) {}
 }
 
 export!(ZoneAware);
@@ -151,8 +122,8 @@ export!(ZoneAware);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy_common::testing::{member, refused_text, view};
-    use policy_common::types::Role;
+    use regent_policy_sdk::testing::{member, refused_text, view};
+    use regent_policy_sdk::types::Role;
 
     fn in_zone(name: &str, zone: &str, wal: u64) -> Member {
         Member {
@@ -260,7 +231,7 @@ mod tests {
 
     #[test]
     fn manifest_agrees_with_the_plugin() {
-        let m = policy_common::testing::Manifest::parse(include_str!(
+        let m = regent_policy_sdk::testing::Manifest::parse(include_str!(
             "../../../policies/zone-aware.toml"
         ));
         m.check(&ZoneAware::describe());

@@ -3,8 +3,8 @@
 //! `Member::zone`.
 //!
 //! ```
-//! use policy_common::tags;
-//! use policy_common::testing::{member, tagged};
+//! use regent_policy_sdk::tags;
+//! use regent_policy_sdk::testing::{member, tagged};
 //! let m = tagged(member("pg-1"), &[("rack", "r7")]);
 //! assert_eq!(tags::get(&m, "rack"), Some("r7"));
 //! assert_eq!(tags::get(&m, "nosuch"), None);

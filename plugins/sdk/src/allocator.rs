@@ -17,7 +17,7 @@
 //! allocated to its instance (which Regent replaces after any fault). The instance's memory
 //! limit applies to all of it.
 //!
-//! On `wasm32` (the plugins), `policy-common` installs it as the global allocator and exports a
+//! On `wasm32` (the plugins), the SDK installs it as the global allocator and exports a
 //! `cabi_realloc` that allocates through it, so that the arguments Regent copies in and the
 //! plugin's own allocations share it. Natively (the unit tests) nothing is installed.
 

@@ -1,14 +1,14 @@
 //! Builders for unit tests: a healthy running replica, and a view around members.
 //!
 //! ```
-//! use policy_common::testing::{member, view};
-//! use policy_common::types::{Member, Role};
+//! use regent_policy_sdk::testing::{member, view};
+//! use regent_policy_sdk::types::{Member, Role};
 //! let v = view(vec![member("pg-1"), Member { role: Role::Primary, ..member("pg-0") }]);
 //! assert_eq!(v.members[0].name, "pg-0"); // sorted by name, as Regent sends them
 //! ```
 
 use crate::patroni::Refused;
-use crate::types::{ClusterView, ElectionReason, Health, Member, PgState, Role, Tag};
+use crate::types::{ClusterView, ElectionReason, Health, HealthFacts, Member, PgState, Role, Tag};
 
 /// A reachable, healthy, running replica on timeline 2 at WAL position 1000, failover
 /// priority 1, no zone, no tags. Override fields with `Member { zone: ..., ..member("x") }`,
@@ -64,6 +64,25 @@ pub fn view(mut members: Vec<Member>) -> ClusterView {
         cluster_timeline: 2,
         synchronous_mode: false,
         now_ms: 0,
+    }
+}
+
+/// The health facts of a running replica `name`: timeline 2, WAL position 1000, one second in
+/// state, no probes. Override fields with `HealthFacts { role: ..., ..facts("x") }`.
+pub fn facts(name: &str) -> HealthFacts {
+    HealthFacts {
+        name: name.to_string(),
+        role: Role::Replica,
+        state: PgState::Running,
+        timeline: Some(2),
+        wal_position: Some(1000),
+        received_lsn: Some(1000),
+        replayed_lsn: Some(1000),
+        replication_connections: 0,
+        lag: None,
+        seconds_in_state: 1,
+        is_leader: false,
+        probes: Vec::new(),
     }
 }
 

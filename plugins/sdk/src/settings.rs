@@ -6,7 +6,7 @@
 //! instead of silently ignoring the setting.
 //!
 //! ```
-//! use policy_common::settings::Table;
+//! use regent_policy_sdk::settings::Table;
 //! let mut t = Table::parse("zone-aware", r#"{"max_lag_bytes": 1048576}"#).unwrap();
 //! assert_eq!(t.u64("max_lag_bytes").unwrap(), Some(1048576));
 //! assert_eq!(t.bool("check_timeline").unwrap(), None); // not set: use your default
@@ -161,7 +161,7 @@ impl Table {
     }
 
     /// Refuse the keys nobody took: they are typos or settings of another policy.
-    pub fn finish(self) -> Result<(), String> {
+    pub fn finish(&self) -> Result<(), String> {
         match self.entries.first() {
             None => Ok(()),
             Some((key, _)) => {
@@ -177,6 +177,29 @@ impl Table {
             }
         }
     }
+}
+
+/// Parse `json` for `policy`, read it with `read`, then refuse the keys `read` did not take
+/// ([`Table::finish`]): typed settings in one call.
+///
+/// ```
+/// use regent_policy_sdk::settings;
+/// let lag = |t: &mut settings::Table| t.u64("max_lag_bytes");
+/// assert_eq!(settings::read("p", r#"{"max_lag_bytes": 5}"#, lag), Ok(Some(5)));
+/// assert_eq!(
+///     settings::read("p", r#"{"lag": 5}"#, lag).unwrap_err(),
+///     "p: unknown setting `lag` (known settings: max_lag_bytes)"
+/// );
+/// ```
+pub fn read<T>(
+    policy: &str,
+    json: &str,
+    read: impl FnOnce(&mut Table) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut table = Table::parse(policy, json)?;
+    let value = read(&mut table)?;
+    table.finish()?;
+    Ok(value)
 }
 
 fn quoted(choices: &[&str]) -> String {
