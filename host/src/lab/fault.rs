@@ -131,10 +131,16 @@ pub(crate) async fn inject(
             let pm = super::procs::postmaster(&lab.layout.data_dir(t));
             let at = Instant::now();
             sent(p.signal_group(Signal::SIGKILL), "SIGKILL", p.pid)?;
+            // A postmaster leading a process group of its own (Patroni starts it in its own
+            // session) dies with the host too: its group goes the same moment.
+            if let Some(m) = pm {
+                m.signal_group(Signal::SIGKILL);
+            }
             lab.expected.remove(&node_name(t));
             let what = format!(
-                "SIGKILL to {}'s process group (regent pid {}{}, the fencing guard): a host crash",
+                "SIGKILL to {}'s process group ({} pid {}{}, the fencing guard): a host crash",
                 node_name(t),
+                lab.st.supervisor.name(),
                 p.pid,
                 pm.map(|m| format!(", PostgreSQL pid {}", m.pid))
                     .unwrap_or_default()

@@ -13,6 +13,8 @@
 //!   analysis of what they recorded.
 //! - [`fault`]: the faults and their reports.
 //! - [`compare`]: runs of one fault under each policy, and their table and JSON.
+//! - [`patroni`]: Patroni in place of `regent run` on every node, the baseline of `compare
+//!   --supervisor patroni`.
 
 /// `println!` onto [`out`]: a closed stdout is not an error.
 macro_rules! outln {
@@ -26,6 +28,7 @@ pub(crate) mod fault;
 pub(crate) mod measure;
 pub(crate) mod observe;
 pub(crate) mod ops;
+pub(crate) mod patroni;
 pub mod procs;
 pub mod spec;
 pub(crate) mod state;
@@ -233,6 +236,15 @@ pub(crate) struct CompareArgs {
         required = true
     )]
     pub(crate) faults: Vec<CompareFault>,
+    /// Also measure Patroni beside the policies, in the same lab with the same faults and
+    /// writer: its runs come as one block after the policies' (swapping the supervisor restarts
+    /// every node), as the row "patroni". Needs a `patroni` on PATH or --patroni-bin, and a
+    /// ttl of 20 s or more (Patroni's least), which a lab that compare starts gets by default.
+    #[arg(long, value_enum)]
+    pub(crate) supervisor: Option<Baseline>,
+    /// The patroni program for --supervisor patroni [default: patroni on PATH].
+    #[arg(long)]
+    pub(crate) patroni_bin: Option<PathBuf>,
     /// Runs per policy.
     #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,
@@ -254,6 +266,13 @@ pub(crate) struct CompareArgs {
     /// For a new lab (compare uses the lab running in --dir if there is one).
     #[command(flatten)]
     pub(crate) opts: LabOptions,
+}
+
+/// Another supervisor `compare` measures beside Regent's policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Baseline {
+    /// Patroni, run on the same lab in place of `regent run`.
+    Patroni,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
