@@ -131,10 +131,10 @@ pub(crate) async fn inject(
             let pm = super::procs::postmaster(&lab.layout.data_dir(t));
             let at = Instant::now();
             sent(p.signal_group(Signal::SIGKILL), "SIGKILL", p.pid)?;
-            // A postmaster leading a process group of its own (Patroni starts it in its own
-            // session) dies with the host too: its group goes the same moment.
+            // A postmaster in a process group of its own (Patroni starts it in a session of
+            // its own) dies with the host too: its group goes the same moment.
             if let Some(m) = pm {
-                m.signal_group(Signal::SIGKILL);
+                m.signal_its_group(Signal::SIGKILL, p.pid);
             }
             lab.expected.remove(&node_name(t));
             let what = format!(
