@@ -6,12 +6,10 @@
 //! Without root the partition parts cannot run: they print a loud SKIPPED, and fail when
 //! `REGENT_REQUIRE_ALL=1` (CI sets it, and runs as root).
 
-#[path = "support/lab_dir.rs"]
-mod lab_dir;
 mod support;
 
-use lab_dir::{LabDir, stderr};
 use std::time::{Duration, Instant};
+use support::lab::{LabDir, stderr};
 
 fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()

@@ -3,13 +3,12 @@
 //! `fault kill-leader`, bring the node back, `compare` two policies under a graceful stop,
 //! and `down`. Whatever happens, nothing of the lab may be left running afterwards.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
-
-#[path = "support/lab_dir.rs"]
-mod lab_dir;
-
-use lab_dir::{LabDir, REGENT, lab_processes, stderr};
+use support::REGENT;
+use support::lab::{LabDir, lab_processes, stderr};
 
 /// `GET path` on 127.0.0.1:`port` (HTTP/1.0): the status and the body.
 fn http_get(port: u16, path: &str) -> (u16, String) {

@@ -367,6 +367,7 @@ impl Node {
             superuser_password: "secret",
             replication_password: &spec.replication_password,
             api_auth: None,
+            dcs_parameters: &[],
             parameters: &parameters,
             tags: &tags,
             tail: &tail,
@@ -851,6 +852,7 @@ pub fn longest_gap(acks: &[(Instant, i64, usize)], from: Instant) -> Duration {
 }
 
 pub mod ctl;
+pub mod lab;
 
 impl Etcd {
     /// Every key under `prefix` with its raw value (etcdctl get --prefix), sorted by key.

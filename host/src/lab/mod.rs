@@ -13,6 +13,8 @@
 //!   analysis of what they recorded.
 //! - [`fault`]: the faults and their reports.
 //! - [`compare`]: runs of one fault under each policy, and their table and JSON.
+//! - [`patroni`]: Patroni in place of `regent run` on every node, the baseline of `compare
+//!   --supervisor patroni`.
 
 /// `println!` onto [`out`]: a closed stdout is not an error.
 macro_rules! outln {
@@ -26,6 +28,7 @@ pub(crate) mod fault;
 pub(crate) mod measure;
 pub(crate) mod observe;
 pub(crate) mod ops;
+pub(crate) mod patroni;
 pub mod procs;
 pub mod spec;
 pub(crate) mod state;
@@ -273,6 +276,15 @@ pub(crate) struct CompareArgs {
     /// lab's ttl + loop_wait + 5, so that the leader's lease expires and it is replaced].
     #[arg(long)]
     pub(crate) fault_seconds: Option<f64>,
+    /// Also measure Patroni beside the policies, in the same lab with the same faults and
+    /// writer: its runs come as one block after the policies' (swapping the supervisor restarts
+    /// every node), as the row "patroni". Needs a `patroni` on PATH or --patroni-bin, and a
+    /// ttl of 20 s or more (Patroni's least), which a lab that compare starts gets by default.
+    #[arg(long, value_enum)]
+    pub(crate) supervisor: Option<Baseline>,
+    /// The patroni program for --supervisor patroni [default: patroni on PATH].
+    #[arg(long)]
+    pub(crate) patroni_bin: Option<PathBuf>,
     /// Runs per policy.
     #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,
@@ -294,6 +306,13 @@ pub(crate) struct CompareArgs {
     /// For a new lab (compare uses the lab running in --dir if there is one).
     #[command(flatten)]
     pub(crate) opts: LabOptions,
+}
+
+/// Another supervisor `compare` measures beside Regent's policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Baseline {
+    /// Patroni, run on the same lab in place of `regent run`.
+    Patroni,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

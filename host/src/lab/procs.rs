@@ -111,6 +111,18 @@ impl Proc {
             && killpg(Pid::from_raw(self.pid), sig).is_ok()
     }
 
+    /// Send `sig` to the process group this process is in, whoever leads it (Patroni's
+    /// postmaster is in a group whose leader, a helper, has exited), unless that is the group
+    /// of `not` (signalled already) or init's. Whether a signal went.
+    pub(crate) fn signal_its_group(&self, sig: Signal, not: i32) -> bool {
+        match stat(self.pid) {
+            Some(s) if self.alive() && s.pgrp > 1 && s.pgrp != not => {
+                killpg(Pid::from_raw(s.pgrp), sig).is_ok()
+            }
+            _ => false,
+        }
+    }
+
     /// The process at `pid`, if it runs.
     pub(crate) fn of(pid: i32) -> Option<Proc> {
         let s = stat(pid)?;

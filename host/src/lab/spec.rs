@@ -375,6 +375,10 @@ impl Layout {
     pub(crate) fn config(&self, i: usize) -> PathBuf {
         self.dir.join(format!("{}.yml", node_name(i)))
     }
+    /// Node `i`'s Patroni configuration, while Patroni supervises it (see `lab::patroni`).
+    pub(crate) fn patroni_config(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.patroni.yml", node_name(i)))
+    }
     pub(crate) fn log(&self, i: usize) -> PathBuf {
         self.dir.join(format!("{}.log", node_name(i)))
     }
@@ -408,6 +412,7 @@ impl Layout {
         ];
         for i in 0..nodes {
             v.push(self.config(i));
+            v.push(self.patroni_config(i));
             v.push(self.log(i));
             v.push(self.node_dir(i));
         }
@@ -478,6 +483,9 @@ pub struct NodeYaml<'a> {
     pub api_auth: Option<(&'a str, &'a str)>,
     /// `postgresql.parameters`.
     pub parameters: &'a [(&'a str, &'a str)],
+    /// `bootstrap.dcs.postgresql.parameters`, besides `wal_keep_size`: the cluster-wide ones
+    /// (Patroni takes `max_connections` and its kind only from there).
+    pub dcs_parameters: &'a [(&'a str, &'a str)],
     /// The lines under `tags:`, indented by two spaces, each ending in a newline.
     pub tags: &'a str,
     /// Appended as is (a `regent:` section, say).
@@ -520,6 +528,9 @@ impl NodeYaml<'_> {
             self.synchronous_mode
         );
         y += "    postgresql:\n      use_pg_rewind: true\n      use_slots: true\n      parameters:\n        wal_keep_size: 64MB\n";
+        for (k, v) in self.dcs_parameters {
+            y += &format!("        {k}: {v}\n");
+        }
         y += "  initdb:\n    - encoding: UTF8\n    - data-checksums\n  pg_hba:\n";
         for l in self.pg_hba {
             y += &format!("    - {l}\n");
@@ -595,6 +606,9 @@ pub(crate) fn node_yaml(
         replication_password: password,
         api_auth: Some((API_USER, password)),
         parameters: &[("shared_buffers", "16MB"), ("max_connections", "40")],
+        // In the cluster's configuration too: Patroni (`compare --supervisor patroni`) runs
+        // the primary with it from there, and a standby needs at least the primary's.
+        dcs_parameters: &[("max_connections", "40")],
         tags: &tags,
         tail: &tail,
     }

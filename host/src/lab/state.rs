@@ -3,6 +3,7 @@
 //! one lab at the same time.
 
 use super::LabError;
+use super::patroni::Supervisor;
 use super::procs::Proc;
 use super::spec::{Layout, Ports, Settings};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,9 @@ pub(crate) struct LabState {
     /// the node with the newest WAL leads again.
     #[serde(default)]
     pub(crate) last_leader: Option<usize>,
+    /// What supervises the nodes: `regent run`, or Patroni for `compare --supervisor patroni`.
+    #[serde(default)]
+    pub(crate) supervisor: Supervisor,
 }
 
 impl LabState {
@@ -52,6 +56,7 @@ impl LabState {
             password: random_hex(12)?,
             procs: BTreeMap::new(),
             last_leader: None,
+            supervisor: Supervisor::Regent,
         })
     }
 

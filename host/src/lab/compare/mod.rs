@@ -9,6 +9,10 @@
 //! and the split-brain monitor start, the fault hits the leader, and the run ends one second
 //! after a node other than the old leader acknowledged a write. Runs of the policies
 //! alternate, so that a drift of the machine (another build, a slow disk) hits them alike.
+//!
+//! With `--supervisor patroni`, Patroni is measured too, as one more row: after the policies'
+//! runs, Patroni takes over every node (see `lab::patroni`), runs every fault `--runs` times
+//! the same way (no policy to swap in), and Regent takes the nodes back, also when a run fails.
 
 mod results;
 mod run;
@@ -16,8 +20,9 @@ mod run;
 use super::fault::{self, Kind};
 use super::observe;
 use super::ops::{self, Lab};
+use super::patroni::{self, Supervisor};
 use super::spec::{self, node_name};
-use super::{CompareArgs, Format, LabError, say};
+use super::{CompareArgs, CompareFault, Format, LabError, say};
 use results::{Comparison, FaultResult, PolicyResult, RunResult, secs};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -44,6 +49,44 @@ fn parse_policies(names: &[String]) -> Result<Vec<(String, Vec<String>)>, LabErr
     Ok(out)
 }
 
+/// The supervisor to measure beside the policies and its version, checked before anything
+/// starts: Patroni must be there and run, and a lab compare starts gets Patroni's least ttl
+/// unless one is given.
+fn baseline(
+    args: &mut CompareArgs,
+    policies: &[(String, Vec<String>)],
+    dir: &Path,
+) -> Result<Option<(Supervisor, String)>, LabError> {
+    if args.supervisor.is_none() {
+        if let Some(p) = &args.patroni_bin {
+            return Err(LabError::Usage(format!(
+                "--patroni-bin {}: the Patroni program is for --supervisor patroni; add that, or leave --patroni-bin out",
+                p.display()
+            )));
+        }
+        return Ok(None);
+    }
+    if policies.iter().any(|(n, _)| n == "patroni") {
+        return Err(LabError::Usage(
+            "--policies patroni: with --supervisor patroni the row \"patroni\" is Patroni itself; leave the policy out or rename it".into(),
+        ));
+    }
+    let found = patroni::find(args.patroni_bin.as_deref())?;
+    if !dir.join("lab.json").exists() {
+        args.opts.ttl.get_or_insert(patroni::MIN_TTL);
+        patroni::check_timing(
+            args.opts.ttl,
+            args.opts.retry_timeout,
+            &format!(
+                "give --ttl {} or more and --retry-timeout {} or more (or leave them out)",
+                patroni::MIN_TTL,
+                patroni::MIN_RETRY_TIMEOUT
+            ),
+        )?;
+    }
+    Ok(Some(found))
+}
+
 /// What to do with the lab afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum After {
@@ -56,7 +99,7 @@ enum After {
 }
 
 /// `regent lab compare`.
-pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
+pub(crate) async fn run(dir: &Path, mut args: CompareArgs) -> Result<(), LabError> {
     let policies = parse_policies(&args.policies)?;
     if let Some(f) = args
         .faults
@@ -91,6 +134,7 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
             args.write_interval_ms
         )));
     }
+    let baseline = baseline(&mut args, &policies, dir)?;
     let running = ops::Lab::open_running(dir);
     let (mut lab, after) = match running {
         Ok(lab) => {
@@ -101,6 +145,9 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
                     dir.display(),
                     conflicts.join(", ")
                 )));
+            }
+            if baseline.is_some() {
+                patroni::check_settings(&lab.st.settings, dir)?;
             }
             say(format!("using the lab running in {}", dir.display()));
             (lab, After::Leave)
@@ -116,6 +163,9 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
                 ops::load_policies(&named, &src)?;
             }
             let (mut lab, fresh) = Lab::prepare(dir, &args.opts, None).await?;
+            if baseline.is_some() {
+                patroni::check_settings(&lab.st.settings, dir)?;
+            }
             say(format!(
                 "starting a lab in {}: {}",
                 dir.display(),
@@ -134,12 +184,16 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
     let after = if args.keep { After::Leave } else { after };
     let own = lab.st.settings.policies.clone();
     let result = tokio::select! {
-        r = compare(&mut lab, &args, &policies) => r,
+        r = compare(&mut lab, &args, &policies, baseline.as_ref()) => r,
         _ = tokio::signal::ctrl_c() => Err(LabError::Failed("interrupted".into())),
     };
     // Put the lab back as it was (or away).
     let cleanup = match after {
-        After::Leave => set_policies(&mut lab, &own).await,
+        // Regent back on every node (if Patroni was left on them), with the lab's policies.
+        After::Leave => match lab.use_supervisor(&Supervisor::Regent).await {
+            Ok(()) => set_policies(&mut lab, &own).await,
+            Err(e) => Err(e),
+        },
         After::Stop => lab.stop_all().await.and_then(|_| {
             lab.st.procs.clear();
             lab.st.settings.policies = own;
@@ -174,6 +228,7 @@ async fn compare(
     lab: &mut Lab,
     args: &CompareArgs,
     policies: &[(String, Vec<String>)],
+    baseline: Option<&(Supervisor, String)>,
 ) -> Result<Comparison, LabError> {
     if lab.st.settings.nodes < 2 {
         return Err(LabError::Usage(format!(
@@ -191,24 +246,27 @@ async fn compare(
     ops::load_policies(&named, &lab.layout.policies())?;
     let own = lab.st.settings.policies.clone();
     let mut results: BTreeMap<(usize, usize), Vec<RunResult>> = BTreeMap::new();
-    let interval = Duration::from_millis(args.write_interval_ms);
-    let seconds = Duration::from_secs_f64(
-        args.fault_seconds
-            .unwrap_or((lab.st.settings.ttl + lab.st.settings.loop_wait + 5) as f64),
-    );
     for (f, &fault) in args.faults.iter().enumerate() {
         for run in 1..=args.runs {
             for (k, (name, list)) in policies.iter().enumerate() {
-                say(format!(
-                    "{}: run {run}/{}, policy {name}",
-                    fault.name(),
-                    args.runs
-                ));
-                let r = run::one_run(lab, list, fault, run, interval, seconds).await?;
-                say(summary(&r));
+                let label = format!("policy {name}");
+                let r = measured(lab, list, (fault, &label), (run, args.runs), args).await?;
                 results.entry((f, k)).or_default().push(r);
             }
         }
+    }
+    let mut names: Vec<&str> = policies.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some((sup, _)) = baseline {
+        names.push(sup.name());
+        let k = policies.len();
+        let block = baseline_runs(lab, args, sup, |f, r| {
+            results.entry((f, k)).or_default().push(r)
+        })
+        .await;
+        // Regent takes the nodes back, also after a failed run.
+        let back = lab.use_supervisor(&Supervisor::Regent).await;
+        block?;
+        back?;
     }
     // Leave the cluster whole: every node back.
     ready(lab, &own).await?;
@@ -216,25 +274,69 @@ async fn compare(
     if let Value::Object(m) = &mut settings {
         m.remove("policies");
     }
+    let mut about = json!({"dir": lab.layout.dir, "settings": settings});
+    if let Some((_, version)) = baseline {
+        about["patroni"] = version.as_str().into();
+    }
     Ok(Comparison {
         runs_per_policy: args.runs,
-        lab: json!({"dir": lab.layout.dir, "settings": settings}),
+        lab: about,
         faults: args
             .faults
             .iter()
             .enumerate()
             .map(|(f, &fault)| FaultResult {
                 fault,
-                policies: policies
+                policies: names
                     .iter()
                     .enumerate()
-                    .map(|(k, (name, _))| {
+                    .map(|(k, name)| {
                         PolicyResult::of(name, results.remove(&(f, k)).unwrap_or_default())
                     })
                     .collect(),
             })
             .collect(),
     })
+}
+
+/// One run of `fault` under the policy list `list`, with its progress on stderr.
+async fn measured(
+    lab: &mut Lab,
+    list: &[String],
+    (fault, label): (CompareFault, &str),
+    (run, runs): (usize, usize),
+    args: &CompareArgs,
+) -> Result<RunResult, LabError> {
+    say(format!("{}: run {run}/{runs}, {label}", fault.name()));
+    let interval = Duration::from_millis(args.write_interval_ms);
+    // How long freeze-leader, freeze-etcd and partition last: by default long enough that
+    // the leader's lease expires.
+    let seconds = Duration::from_secs_f64(
+        args.fault_seconds
+            .unwrap_or((lab.st.settings.ttl + lab.st.settings.loop_wait + 5) as f64),
+    );
+    let r = run::one_run(lab, list, fault, run, interval, seconds).await?;
+    say(summary(&r));
+    Ok(r)
+}
+
+/// The baseline's block: `sup` takes over the nodes, then every fault runs `--runs` times;
+/// `record(fault index, run)` keeps each run. The caller gives the nodes back to Regent.
+async fn baseline_runs(
+    lab: &mut Lab,
+    args: &CompareArgs,
+    sup: &Supervisor,
+    mut record: impl FnMut(usize, RunResult),
+) -> Result<(), LabError> {
+    lab.use_supervisor(sup).await?;
+    let label = format!("supervisor {}", sup.name());
+    for (f, &fault) in args.faults.iter().enumerate() {
+        for run in 1..=args.runs {
+            let r = measured(lab, &[], (fault, &label), (run, args.runs), args).await?;
+            record(f, r);
+        }
+    }
+    Ok(())
 }
 
 /// One run in a line, for the progress on stderr.
@@ -262,6 +364,10 @@ fn summary(r: &RunResult) -> String {
 /// Run every node under `list`: rewrite the configurations, SIGHUP, wait until each node's
 /// status document names these policies.
 async fn set_policies(lab: &mut Lab, list: &[String]) -> Result<(), LabError> {
+    if lab.st.supervisor != Supervisor::Regent {
+        // Another supervisor runs the nodes: it has no policies to swap in.
+        return Ok(());
+    }
     let want = if list.is_empty() {
         spec::BUILTIN.to_string()
     } else {

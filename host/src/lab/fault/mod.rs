@@ -397,17 +397,26 @@ pub(crate) async fn inject(
 
 /// SIGKILL node `t`'s process group (a host crash): when, and what was done.
 fn crash(lab: &mut Lab, t: usize) -> Result<(Instant, String), LabError> {
-    let p = lab
-        .node_proc(t)
-        .filter(|p| p.alive())
-        .ok_or_else(|| LabError::Failed(format!("{}'s regent is not running", node_name(t))))?;
+    let p = lab.node_proc(t).filter(|p| p.alive()).ok_or_else(|| {
+        LabError::Failed(format!(
+            "{}'s {} is not running",
+            node_name(t),
+            lab.st.supervisor.name()
+        ))
+    })?;
     let pm = super::procs::postmaster(&lab.layout.data_dir(t));
     let at = Instant::now();
     sent(p.signal_group(Signal::SIGKILL), "SIGKILL", p.pid)?;
+    // A postmaster in a process group of its own (Patroni starts it in a session of its own)
+    // dies with the host too: its group goes the same moment.
+    if let Some(m) = pm {
+        m.signal_its_group(Signal::SIGKILL, p.pid);
+    }
     lab.expected.remove(&node_name(t));
     let what = format!(
-        "SIGKILL to {}'s process group (regent pid {}{}, the fencing guard): a host crash",
+        "SIGKILL to {}'s process group ({} pid {}{}, the fencing guard): a host crash",
         node_name(t),
+        lab.st.supervisor.name(),
         p.pid,
         pm.map(|m| format!(", PostgreSQL pid {}", m.pid))
             .unwrap_or_default()

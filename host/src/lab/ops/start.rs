@@ -4,6 +4,7 @@
 
 use super::Lab;
 use crate::lab::measure;
+use crate::lab::patroni::Supervisor;
 use crate::lab::procs::{self, Proc};
 use crate::lab::spec::{self, node_name};
 use crate::lab::state::cmd;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 impl Lab {
     /// Start component `what` (see [`procs::spawn`]) and record it in the state file.
-    fn spawn(
+    pub(crate) fn spawn(
         &mut self,
         what: &str,
         program: &Path,
@@ -94,8 +95,13 @@ impl Lab {
         }
     }
 
-    /// Start node `i`'s `regent run` (this very binary).
+    /// Start node `i`'s supervisor: `regent run` (this very binary), or Patroni while it
+    /// supervises the lab (see `lab::patroni`).
     pub(crate) fn start_node(&mut self, i: usize) -> Result<Proc, LabError> {
+        if let Supervisor::Patroni { bin } = &self.st.supervisor {
+            let bin = bin.clone();
+            return self.start_patroni(i, &bin);
+        }
         let exe = std::env::current_exe()
             .map_err(|e| LabError::Failed(format!("cannot find the regent binary: {e}")))?;
         let args = vec![
@@ -177,15 +183,34 @@ impl Lab {
         self.st.procs.clear();
         self.expected.clear();
         self.start_etcd().await?;
-        let n = self.st.settings.nodes;
+        // A stopped lab starts under Regent, whatever supervised it before.
+        self.st.supervisor = Supervisor::Regent;
         // One node first, alone, so that it leads: node1 bootstraps a new lab; a stopped lab
         // starts with the node that led last, which has the newest WAL (started together,
         // another could win the election before it even shows up).
         let first = if fresh {
             0
         } else {
-            self.st.last_leader.filter(|l| *l < n).unwrap_or(0)
+            self.st
+                .last_leader
+                .filter(|l| *l < self.st.settings.nodes)
+                .unwrap_or(0)
         };
+        let leader = self.start_nodes(first, fresh, deadline).await?;
+        self.create_tables(leader, false).await?;
+        self.start_haproxy().await?;
+        Ok(leader)
+    }
+
+    /// Start node `first` alone until it leads (a new lab: it must; else for at most two
+    /// leases and ten seconds), then the others; the leader once the cluster is healthy.
+    pub(crate) async fn start_nodes(
+        &mut self,
+        first: usize,
+        fresh: bool,
+        deadline: Instant,
+    ) -> Result<usize, LabError> {
+        let n = self.st.settings.nodes;
         self.start_node(first)?;
         say(if fresh {
             "node1 bootstraps the cluster".to_string()
@@ -224,8 +249,6 @@ impl Lab {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        self.create_tables(leader, false).await?;
-        self.start_haproxy().await?;
         Ok(leader)
     }
 

@@ -4,6 +4,7 @@
 
 use super::Lab;
 use crate::lab::LabError;
+use crate::lab::patroni::Supervisor;
 use crate::lab::procs::{self, Proc};
 use crate::lab::spec::node_name;
 use nix::sys::signal::Signal;
@@ -80,18 +81,14 @@ impl Lab {
         }
     }
 
-    /// Stop the whole lab: HAProxy, the replicas, the leader, then etcd; SIGKILL whatever of
-    /// the lab still runs after that.
-    pub(crate) async fn stop_all(&mut self) -> Result<(), LabError> {
-        if let Some(p) = self.proc("haproxy") {
-            p.signal(Signal::SIGTERM);
-        }
+    /// Stop every node: the replicas first, together (then the leader has nobody to hand
+    /// over to and stops at once), the leader last; it is recorded as the last leader.
+    pub(crate) async fn stop_nodes(&mut self) -> Result<(), LabError> {
         let leader = self.leader().await;
         if leader.is_some() {
             self.st.last_leader = leader;
         }
         let n = self.st.settings.nodes;
-        // Replicas first, together: then the leader has nobody to hand over to and stops at once.
         let replicas: Vec<usize> = (0..n).filter(|i| Some(*i) != leader).collect();
         for i in &replicas {
             if let Some(p) = self.node_proc(*i) {
@@ -105,6 +102,19 @@ impl Lab {
         if let Some(l) = leader {
             self.stop_node(l, Duration::from_secs(20)).await?;
         }
+        Ok(())
+    }
+
+    /// Stop the whole lab: HAProxy, the replicas, the leader, then etcd; SIGKILL whatever of
+    /// the lab still runs after that. A stopped lab starts under Regent again.
+    pub(crate) async fn stop_all(&mut self) -> Result<(), LabError> {
+        if let Some(p) = self.proc("haproxy") {
+            p.signal(Signal::SIGTERM);
+        }
+        self.stop_nodes().await?;
+        let n = self.st.settings.nodes;
+        self.st.supervisor = Supervisor::Regent;
+        self.remove_patroni_configs();
         if let Some(p) = self.proc("etcd") {
             p.signal(Signal::SIGCONT);
             p.signal(Signal::SIGTERM);

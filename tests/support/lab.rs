@@ -2,12 +2,10 @@
 //! drop (a failed test included) the lab is taken down, and anything of it still running is
 //! killed.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub const REGENT: &str = env!("CARGO_BIN_EXE_regent");
+use super::REGENT;
 
 /// Every process of the lab whose state file is `lab.json` in `dir` (by the marker the lab
 /// puts into their environment).
