@@ -16,9 +16,12 @@ mod run;
 use super::fault::{self, Kind};
 use super::observe;
 use super::ops::{self, Lab};
+use super::progress::Progress;
+use super::report::{self, ReportPath};
 use super::spec::{self, node_name};
 use super::{CompareArgs, Format, LabError, say};
-use results::{Comparison, FaultResult, PolicyResult, RunResult, secs};
+use results::secs;
+pub(crate) use results::{Comparison, FaultResult, PolicyResult, RunResult};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -91,6 +94,7 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
             args.write_interval_ms
         )));
     }
+    let report_to = args.report.as_deref().map(ReportPath::check).transpose()?;
     let running = ops::Lab::open_running(dir);
     let (mut lab, after) = match running {
         Ok(lab) => {
@@ -133,9 +137,18 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
     };
     let after = if args.keep { After::Leave } else { after };
     let own = lab.st.settings.policies.clone();
+    let mut done = Done::new();
     let result = tokio::select! {
-        r = compare(&mut lab, &args, &policies) => r,
+        r = compare(&mut lab, &args, &policies, &mut done) => r,
         _ = tokio::signal::ctrl_c() => Err(LabError::Failed("interrupted".into())),
+    };
+    // The runs completed before an error or Ctrl-C still make a report.
+    let partial = match (&result, &report_to) {
+        (Err(_), Some(_)) if !done.is_empty() => {
+            let runs = done.values().map(Vec::len).sum::<usize>();
+            Some((assemble(&lab, &args, &policies, done), runs))
+        }
+        _ => None,
     };
     // Put the lab back as it was (or away).
     let cleanup = match after {
@@ -153,6 +166,16 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
     if let (Err(_), Err(c)) = (&result, &cleanup) {
         say(format!("could not put the lab back as it was: {c}"));
     }
+    if let (Some((cmp, runs)), Some(r)) = (&partial, &report_to) {
+        let total = args.faults.len() * args.runs * policies.len();
+        match r.write(&report::compare_page(cmp, Some((*runs, total)))) {
+            Ok(()) => say(format!(
+                "the report of the {runs} runs completed is in {}",
+                r.path().display()
+            )),
+            Err(e) => say(e),
+        }
+    }
     let cmp = result?;
     cleanup?;
     match args.format {
@@ -162,6 +185,10 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
         ),
         Format::Table => super::out(cmp.render()),
     }
+    if let Some(r) = &report_to {
+        r.write(&report::compare_page(&cmp, None))?;
+        say(format!("the report is in {}", r.path().display()));
+    }
     let misses = cmp.misses(args.max_failover.map(|s| s * 1000.0), args.max_lost);
     if misses.is_empty() {
         Ok(())
@@ -170,10 +197,14 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
     }
 }
 
+/// The runs measured so far, by (fault, policy) index.
+type Done = BTreeMap<(usize, usize), Vec<RunResult>>;
+
 async fn compare(
     lab: &mut Lab,
     args: &CompareArgs,
     policies: &[(String, Vec<String>)],
+    results: &mut Done,
 ) -> Result<Comparison, LabError> {
     if lab.st.settings.nodes < 2 {
         return Err(LabError::Usage(format!(
@@ -190,33 +221,41 @@ async fn compare(
     ops::check_policies(&named, &lab.layout.policies(), source)?;
     ops::load_policies(&named, &lab.layout.policies())?;
     let own = lab.st.settings.policies.clone();
-    let mut results: BTreeMap<(usize, usize), Vec<RunResult>> = BTreeMap::new();
     let interval = Duration::from_millis(args.write_interval_ms);
     let seconds = Duration::from_secs_f64(
         args.fault_seconds
             .unwrap_or((lab.st.settings.ttl + lab.st.settings.loop_wait + 5) as f64),
     );
+    let mut progress = Progress::new(args.faults.len() * args.runs * policies.len());
     for (f, &fault) in args.faults.iter().enumerate() {
         for run in 1..=args.runs {
             for (k, (name, list)) in policies.iter().enumerate() {
-                say(format!(
-                    "{}: run {run}/{}, policy {name}",
-                    fault.name(),
-                    args.runs
-                ));
+                progress.begin(fault.name(), name, run, args.runs);
                 let r = run::one_run(lab, list, fault, run, interval, seconds).await?;
+                progress.end();
                 say(summary(&r));
                 results.entry((f, k)).or_default().push(r);
             }
         }
     }
+    drop(progress);
     // Leave the cluster whole: every node back.
     ready(lab, &own).await?;
+    Ok(assemble(lab, args, policies, std::mem::take(results)))
+}
+
+/// The comparison of the runs in `results`.
+fn assemble(
+    lab: &Lab,
+    args: &CompareArgs,
+    policies: &[(String, Vec<String>)],
+    mut results: Done,
+) -> Comparison {
     let mut settings = serde_json::to_value(&lab.st.settings).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut settings {
         m.remove("policies");
     }
-    Ok(Comparison {
+    Comparison {
         runs_per_policy: args.runs,
         lab: json!({"dir": lab.layout.dir, "settings": settings}),
         faults: args
@@ -234,7 +273,7 @@ async fn compare(
                     .collect(),
             })
             .collect(),
-    })
+    }
 }
 
 /// One run in a line, for the progress on stderr.
