@@ -170,7 +170,12 @@ pub(crate) async fn run(dir: &Path, args: CompareArgs) -> Result<(), LabError> {
         let total = args.faults.len() * args.runs * policies.len();
         match r.write(&report::compare_page(cmp, Some((*runs, total)))) {
             Ok(()) => say(format!(
-                "the report of the {runs} runs completed is in {}",
+                "the report of the {} completed is in {}",
+                if *runs == 1 {
+                    "run".to_string()
+                } else {
+                    format!("{runs} runs")
+                },
                 r.path().display()
             )),
             Err(e) => say(e),

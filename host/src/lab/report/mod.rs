@@ -161,6 +161,34 @@ fn legend() -> String {
     )
 }
 
+/// The comparison's lab in a line: `the lab in DIR: 3 nodes, ttl 10 s, …`.
+fn lab_line(lab: &serde_json::Value) -> String {
+    let st = &lab["settings"];
+    let text = text_of;
+    format!(
+        "the lab in {}: {} nodes, ttl {} s, loop_wait {} s, zones {}, synchronous mode {}",
+        text(&lab["dir"]),
+        text(&st["nodes"]),
+        text(&st["ttl"]),
+        text(&st["loop_wait"]),
+        text(&st["zones"]),
+        if st["synchronous_mode"] == true {
+            "on"
+        } else {
+            "off"
+        }
+    )
+}
+
+/// A JSON value as plain text: a string without quotes, a list comma-separated.
+fn text_of(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a.iter().map(text_of).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
 fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>{CSS}</style></head>\n<body>\n<h1>{t}</h1>\n{body}</body></html>\n",
@@ -172,10 +200,10 @@ fn page(title: &str, body: &str) -> String {
 pub(crate) fn compare_page(cmp: &Comparison, interrupted: Option<(usize, usize)>) -> String {
     let mut body = String::new();
     body.push_str(&format!(
-        "<p class=\"note\">{} run{} per policy; lab {}. Times are seconds relative to each run's fault.</p>\n",
+        "<p class=\"note\">{} run{} per policy; {}. Times are seconds relative to each run's fault.</p>\n",
         cmp.runs_per_policy,
         if cmp.runs_per_policy == 1 { "" } else { "s" },
-        esc(&cmp.lab.to_string())
+        esc(&lab_line(&cmp.lab))
     ));
     if let Some((done, total)) = interrupted {
         body.push_str(&format!(
