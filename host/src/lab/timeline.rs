@@ -189,9 +189,11 @@ fn state_at(i: usize, t: Instant, rounds: &[Round], w: &Watched) -> Option<NodeS
     if writable(round) {
         return Some(NodeState::Writable);
     }
-    match sample {
-        Some(s) if !s.nodes[i].running() => Some(NodeState::Down),
-        _ => Some(NodeState::ReadOnly),
+    // Not writable: down or read-only, which only a sample tells.
+    if sample?.nodes[i].running() {
+        Some(NodeState::ReadOnly)
+    } else {
+        Some(NodeState::Down)
     }
 }
 
@@ -589,9 +591,11 @@ mod tests {
                 (150.0, NodeState::Down)
             ]
         );
+        // Before the first sample, a node that refused the probe write is neither read-only
+        // nor down yet: its lane starts with the sample.
         assert_eq!(
             states(1),
-            vec![(-100.0, NodeState::ReadOnly), (900.0, NodeState::Writable)]
+            vec![(-50.0, NodeState::ReadOnly), (900.0, NodeState::Writable)]
         );
         assert_eq!(t.nodes[0].segments.last().map(|s| s.to_ms), Some(1000.0));
         assert_eq!(

@@ -485,6 +485,11 @@ pub(crate) async fn run(
     let node = |s: &Option<String>| s.as_deref().map(|s| spec::parse_node(s, n)).transpose();
     let (kind, target) = match &fault {
         FaultCmd::RestartNode { node } => {
+            if report_to.is_some() || format == Format::Json {
+                return Err(LabError::Usage(
+                    "restart-node injects no fault and has no timeline: leave out --report and --format json".into(),
+                ));
+            }
             let i = spec::parse_node(node, n)?;
             return restart_node(&mut lab, i).await;
         }
