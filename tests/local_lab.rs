@@ -3,12 +3,81 @@
 //! `fault kill-leader`, bring the node back, `compare` two policies under a graceful stop,
 //! and `down`. Whatever happens, nothing of the lab may be left running afterwards.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use support::REGENT;
 use support::lab::{LabDir, lab_processes, stderr};
+
+/// What the lab test wrote for the Chromium test: the directory of `fault.html` and
+/// `compare.html`, and the number of timeline events of each run as the JSON gave them (the
+/// fault's run, then the comparison's runs in the page's order).
+#[derive(Debug, Clone)]
+struct Written {
+    dir: PathBuf,
+    fault_events: usize,
+    compare_events: Vec<usize>,
+}
+
+/// The hand-over from the lab test to the Chromium test.
+static HANDOFF: (Mutex<Option<Result<Written, String>>>, Condvar) =
+    (Mutex::new(None), Condvar::new());
+
+fn post(r: Result<Written, String>) {
+    if let Ok(mut g) = HANDOFF.0.lock() {
+        g.get_or_insert(r);
+    }
+    HANDOFF.1.notify_all();
+}
+
+/// The reports' directory (kept under the target directory, for a look afterwards); on drop
+/// without [`Reports::done`] (the lab test failed) the Chromium test is told so.
+struct Reports {
+    dir: PathBuf,
+}
+
+impl Reports {
+    fn new() -> Reports {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("local-lab-reports-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("the reports' directory");
+        Reports { dir }
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The pages are written: hand them over with the events of `fault` and `cmp`.
+    fn done(&self, fault: &serde_json::Value, cmp: &serde_json::Value) {
+        let events = |t: &serde_json::Value| t["events"].as_array().map_or(0, Vec::len);
+        let compare_events = cmp["faults"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|f| f["policies"].as_array().into_iter().flatten())
+            .flat_map(|p| p["runs"].as_array().into_iter().flatten())
+            .map(|r| events(&r["timeline"]))
+            .collect();
+        post(Ok(Written {
+            dir: self.dir.clone(),
+            fault_events: events(fault),
+            compare_events,
+        }));
+    }
+}
+
+impl Drop for Reports {
+    fn drop(&mut self) {
+        post(Err(
+            "the lab test failed before it wrote its reports (see its own failure)".into(),
+        ));
+    }
+}
 
 /// `GET path` on 127.0.0.1:`port` (HTTP/1.0): the status and the body.
 fn http_get(port: u16, path: &str) -> (u16, String) {
@@ -210,14 +279,50 @@ fn local_lab_up_fault_compare_down() {
         stderr(&o)
     );
 
-    // A host crash of the leader: another node takes over, with no split brain.
-    let out = lab.ok(&["fault", "kill-leader"]);
-    assert!(out.contains("SIGKILL to node1's process group"), "{out}");
-    assert!(out.contains("recovered "), "{out}");
-    assert!(out.contains("no split brain"), "{out}");
+    // A report path that cannot be written is bad input: refused before anything starts.
+    let o = lab.run(&[
+        "fault",
+        "kill-leader",
+        "--report",
+        "/nonexistent-dir/r.html",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert_eq!(lab.status()["leader"], "node1", "nothing was done");
+
+    // A host crash of the leader: another node takes over, with no split brain; the run's
+    // timeline as JSON and as an HTML report.
+    let reports = Reports::new();
+    let fault_html = reports.join("fault.html");
+    let out = lab.ok(&[
+        "fault",
+        "kill-leader",
+        "--format",
+        "json",
+        "--report",
+        fault_html.to_str().expect("path"),
+    ]);
+    let fault: serde_json::Value = serde_json::from_str(&out).expect("fault JSON");
+    let what = fault["fault"]["what"].as_str().expect("what");
+    assert!(what.contains("SIGKILL to node1's process group"), "{what}");
+    assert_eq!(fault["split_brain_rounds"], 0, "no split brain: {fault}");
     let st = lab.status();
     let leader = st["leader"].as_str().expect("a leader again");
     assert_ne!(leader, "node1");
+    assert_eq!(fault["phases"]["first_write_node"], leader, "{fault}");
+    assert_eq!(fault["election"]["winner"], leader, "{fault}");
+    let kinds: Vec<&str> = fault["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for k in ["fault", "writes-stopped", "leader-key", "writes-accepted"] {
+        assert!(kinds.contains(&k), "a {k} event: {kinds:?}");
+    }
+    let lanes = fault["nodes"].as_array().expect("lanes");
+    assert_eq!(lanes.len(), 3);
+    assert_eq!(lanes[0]["segments"][0]["state"], "writable", "{fault}");
     assert_eq!(st["nodes"][0]["process"], "stopped");
     explain_the_failover(&lab, &st, leader);
     let out = lab.ok(&["fault", "restart-node", "1"]);
@@ -227,8 +332,11 @@ fn local_lab_up_fault_compare_down() {
     pids.push(st["nodes"][0]["pid"].as_i64().expect("new pid"));
 
     // Compare the built-in rules with zone-aware under a graceful stop of the leader.
+    let compare_html = reports.join("compare.html");
     let out = lab.ok(&[
         "compare",
+        "--report",
+        compare_html.to_str().expect("path"),
         "--policies",
         "builtin,zone-aware",
         "--faults",
@@ -268,6 +376,14 @@ fn local_lab_up_fault_compare_down() {
         assert!(gap > 0.0 && gap <= failover + 100.0, "{r}");
         assert_eq!(p["failover_ms"]["median"], r["failover_ms"], "{p}");
     }
+    for p in results {
+        let t = &p["runs"][0]["timeline"];
+        assert_eq!(t["fault"]["name"], "stop-leader", "{t}");
+        assert_eq!(t["nodes"].as_array().map(Vec::len), Some(3), "{t}");
+        assert!(t["phases"]["first_write_ms"].as_f64().is_some(), "{t}");
+        assert!(t["election"]["ranked"][0]["reason"].is_string(), "{t}");
+    }
+    reports.done(&fault, &cmp);
     // zone-aware keeps the primary in the former leader's zone (node1 and node3: zone a).
     assert_eq!(results[1]["runs"][0]["winner"], "node3", "{}", results[1]);
     // The lab runs its own policies (the built-in rules) again, whole and healthy.
@@ -328,4 +444,139 @@ fn local_lab_up_fault_compare_down() {
         );
     }
     assert!(!lab.dir.exists(), "the lab directory is removed");
+}
+
+/// Whether this run of the tests includes the lab test (no name filter, or one it matches).
+fn lab_test_selected() -> bool {
+    let mut filters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if matches!(
+            a.as_str(),
+            "--skip" | "--test-threads" | "--format" | "--color" | "--logfile" | "-Z"
+        ) {
+            args.next();
+        } else if !a.starts_with('-') {
+            filters.push(a);
+        }
+    }
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| "local_lab_up_fault_compare_down".contains(f.as_str()))
+}
+
+/// `chromium ARGS file://PAGE` (headless, at most two minutes): its stdout.
+fn chromium(bin: &Path, args: &[&str], page: &Path) -> String {
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium {args:?} {}: {}",
+        page.display(),
+        stderr(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The page renders in Chromium: its DOM holds one timeline SVG per run, each with one lane
+/// per node and one mark per event of the run's JSON timeline, and its screenshot is a PNG of
+/// the window's size with something on it.
+fn check_page(bin: &Path, page: &Path, events: &[usize]) {
+    let dom = chromium(bin, &["--dump-dom"], page);
+    let runs: Vec<&str> = dom
+        .split(r#"<svg class="timeline""#)
+        .skip(1)
+        .map(|s| s.split("</svg>").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        runs.len(),
+        events.len(),
+        "one timeline per run in {}",
+        page.display()
+    );
+    for (svg, want) in runs.iter().zip(events) {
+        for node in ["node1", "node2", "node3"] {
+            let lane = format!(r#"<g class="lane" data-node="{node}">"#);
+            assert_eq!(svg.matches(&lane).count(), 1, "one lane of {node}: {svg}");
+        }
+        assert_eq!(svg.matches(r#"<g class="lane""#).count(), 3, "{svg}");
+        assert_eq!(
+            svg.matches(r#"<g class="event "#).count(),
+            *want,
+            "one mark per event of the JSON timeline: {svg}"
+        );
+    }
+    let png = page.with_extension("png");
+    let _ = std::fs::remove_file(&png);
+    chromium(
+        bin,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1100,1400",
+        ],
+        page,
+    );
+    let bytes = std::fs::read(&png).expect("the screenshot");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    let be =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    assert_eq!((be(16), be(20)), (1100, 1400), "the window's size");
+    assert!(
+        bytes.len() > 20_000,
+        "a page with pictures, not a blank one: {} bytes",
+        bytes.len()
+    );
+}
+
+#[test]
+fn reports_render_in_headless_chromium() {
+    let Some(bin) = regent::lab::procs::which("chromium") else {
+        support::skip(
+            "reports_render_in_headless_chromium",
+            "chromium is not installed (apt-get install chromium) to open the lab's HTML reports",
+        );
+        return;
+    };
+    assert!(
+        lab_test_selected(),
+        "this test checks the reports local_lab_up_fault_compare_down writes: run both"
+    );
+    // The lab test takes minutes; wait for its hand-over.
+    let deadline = Instant::now() + Duration::from_secs(40 * 60);
+    let mut g = HANDOFF.0.lock().expect("lock");
+    while g.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the lab test wrote no reports within 40 minutes"
+        );
+        g = HANDOFF.1.wait_timeout(g, left).expect("lock").0;
+    }
+    let written = g
+        .clone()
+        .expect("waited until set")
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(g);
+    check_page(
+        &bin,
+        &written.dir.join("fault.html"),
+        &[written.fault_events],
+    );
+    check_page(
+        &bin,
+        &written.dir.join("compare.html"),
+        &written.compare_events,
+    );
 }

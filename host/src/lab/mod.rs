@@ -15,6 +15,10 @@
 //! - [`compare`]: runs of one fault under each policy, and their table and JSON.
 //! - [`patroni`]: Patroni in place of `regent run` on every node, the baseline of `compare
 //!   --supervisor patroni`.
+//! - [`watch`]: the watcher of a run: each node's role, answer and fencing, the leader key.
+//! - [`timeline`]: one run's timeline (per node, relative to the fault) from what it recorded.
+//! - [`report`]: the HTML report (`--report`) of a comparison or a fault.
+//! - [`progress`]: the progress of a comparison on stderr (a bar on a terminal).
 
 /// `println!` onto [`out`]: a closed stdout is not an error.
 macro_rules! outln {
@@ -30,8 +34,12 @@ pub(crate) mod observe;
 pub(crate) mod ops;
 pub(crate) mod patroni;
 pub mod procs;
+pub(crate) mod progress;
+pub(crate) mod report;
 pub mod spec;
 pub(crate) mod state;
+pub(crate) mod timeline;
+pub(crate) mod watch;
 
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -87,6 +95,12 @@ pub(crate) enum LabCmd {
     Fault {
         #[command(subcommand)]
         fault: FaultCmd,
+        /// Output format: the report as text, or the run's timeline as JSON.
+        #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+        format: Format,
+        /// Also write the run's timeline as a self-contained HTML page to this file.
+        #[arg(long, global = true, value_name = "FILE.html")]
+        report: Option<PathBuf>,
     },
     /// Compare failover policies: the same fault under each, measured.
     Compare(CompareArgs),
@@ -297,6 +311,10 @@ pub(crate) struct CompareArgs {
     /// Keep the lab that compare started (by default it is removed afterwards).
     #[arg(long)]
     pub(crate) keep: bool,
+    /// Also write the results and every run's timeline as a self-contained HTML page to this
+    /// file (after Ctrl-C: the runs completed so far).
+    #[arg(long, value_name = "FILE.html")]
+    pub(crate) report: Option<PathBuf>,
     /// A target: exit 1 if a run's failover takes longer (seconds).
     #[arg(long)]
     pub(crate) max_failover: Option<f64>,
@@ -330,7 +348,11 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
         LabCmd::Up(up) => ops::up(&dir, &up.opts, up.policies).await,
         LabCmd::Status { format } => observe::status(&dir, format).await,
         LabCmd::Down { keep_data } => ops::down(&dir, keep_data).await,
-        LabCmd::Fault { fault } => fault::run(&dir, fault).await,
+        LabCmd::Fault {
+            fault,
+            format,
+            report,
+        } => fault::run(&dir, fault, format, report.as_deref()).await,
         LabCmd::Compare(c) => compare::run(&dir, c).await,
     }
 }
@@ -346,5 +368,5 @@ pub(crate) fn out(text: impl AsRef<str>) {
 
 /// A progress line on stderr (stdout holds the results).
 pub(crate) fn say(msg: impl std::fmt::Display) {
-    eprintln!("regent lab: {msg}");
+    progress::print(&format!("regent lab: {msg}"));
 }

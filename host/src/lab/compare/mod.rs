@@ -21,9 +21,12 @@ use super::fault::{self, Kind};
 use super::observe;
 use super::ops::{self, Lab};
 use super::patroni::{self, Supervisor};
+use super::progress::Progress;
+use super::report::{self, ReportPath};
 use super::spec::{self, node_name};
 use super::{CompareArgs, CompareFault, Format, LabError, say};
-use results::{Comparison, FaultResult, PolicyResult, RunResult, secs};
+use results::secs;
+pub(crate) use results::{Comparison, FaultResult, PolicyResult, RunResult};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -135,6 +138,7 @@ pub(crate) async fn run(dir: &Path, mut args: CompareArgs) -> Result<(), LabErro
         )));
     }
     let baseline = baseline(&mut args, &policies, dir)?;
+    let report_to = args.report.as_deref().map(ReportPath::check).transpose()?;
     let running = ops::Lab::open_running(dir);
     let (mut lab, after) = match running {
         Ok(lab) => {
@@ -183,9 +187,21 @@ pub(crate) async fn run(dir: &Path, mut args: CompareArgs) -> Result<(), LabErro
     };
     let after = if args.keep { After::Leave } else { after };
     let own = lab.st.settings.policies.clone();
+    let mut done = Done::new();
     let result = tokio::select! {
-        r = compare(&mut lab, &args, &policies, baseline.as_ref()) => r,
+        r = compare(&mut lab, &args, &policies, baseline.as_ref(), &mut done) => r,
         _ = tokio::signal::ctrl_c() => Err(LabError::Failed("interrupted".into())),
+    };
+    // The runs completed before an error or Ctrl-C still make a report.
+    let partial = match (&result, &report_to) {
+        (Err(_), Some(_)) if !done.is_empty() => {
+            let runs = done.values().map(Vec::len).sum::<usize>();
+            Some((
+                assemble(&lab, &args, &policies, baseline.as_ref(), done),
+                runs,
+            ))
+        }
+        _ => None,
     };
     // Put the lab back as it was (or away).
     let cleanup = match after {
@@ -207,6 +223,22 @@ pub(crate) async fn run(dir: &Path, mut args: CompareArgs) -> Result<(), LabErro
     if let (Err(_), Err(c)) = (&result, &cleanup) {
         say(format!("could not put the lab back as it was: {c}"));
     }
+    if let (Some((cmp, runs)), Some(r)) = (&partial, &report_to) {
+        let total =
+            args.faults.len() * args.runs * (policies.len() + usize::from(baseline.is_some()));
+        match r.write(&report::compare_page(cmp, Some((*runs, total)))) {
+            Ok(()) => say(format!(
+                "the report of the {} completed is in {}",
+                if *runs == 1 {
+                    "run".to_string()
+                } else {
+                    format!("{runs} runs")
+                },
+                r.path().display()
+            )),
+            Err(e) => say(e),
+        }
+    }
     let cmp = result?;
     cleanup?;
     match args.format {
@@ -216,6 +248,10 @@ pub(crate) async fn run(dir: &Path, mut args: CompareArgs) -> Result<(), LabErro
         ),
         Format::Table => super::out(cmp.render()),
     }
+    if let Some(r) = &report_to {
+        r.write(&report::compare_page(&cmp, None))?;
+        say(format!("the report is in {}", r.path().display()));
+    }
     let misses = cmp.misses(args.max_failover.map(|s| s * 1000.0), args.max_lost);
     if misses.is_empty() {
         Ok(())
@@ -224,11 +260,15 @@ pub(crate) async fn run(dir: &Path, mut args: CompareArgs) -> Result<(), LabErro
     }
 }
 
+/// The runs measured so far, by (fault, row) index: the policies' rows, then the baseline's.
+type Done = BTreeMap<(usize, usize), Vec<RunResult>>;
+
 async fn compare(
     lab: &mut Lab,
     args: &CompareArgs,
     policies: &[(String, Vec<String>)],
     baseline: Option<&(Supervisor, String)>,
+    results: &mut Done,
 ) -> Result<Comparison, LabError> {
     if lab.st.settings.nodes < 2 {
         return Err(LabError::Usage(format!(
@@ -245,21 +285,27 @@ async fn compare(
     ops::check_policies(&named, &lab.layout.policies(), source)?;
     ops::load_policies(&named, &lab.layout.policies())?;
     let own = lab.st.settings.policies.clone();
-    let mut results: BTreeMap<(usize, usize), Vec<RunResult>> = BTreeMap::new();
+    let rows = policies.len() + usize::from(baseline.is_some());
+    let mut progress = Progress::new(args.faults.len() * args.runs * rows);
     for (f, &fault) in args.faults.iter().enumerate() {
         for run in 1..=args.runs {
             for (k, (name, list)) in policies.iter().enumerate() {
-                let label = format!("policy {name}");
-                let r = measured(lab, list, (fault, &label), (run, args.runs), args).await?;
+                let r = measured(
+                    lab,
+                    list,
+                    (fault, name),
+                    (run, args.runs),
+                    args,
+                    &mut progress,
+                )
+                .await?;
                 results.entry((f, k)).or_default().push(r);
             }
         }
     }
-    let mut names: Vec<&str> = policies.iter().map(|(n, _)| n.as_str()).collect();
     if let Some((sup, _)) = baseline {
-        names.push(sup.name());
         let k = policies.len();
-        let block = baseline_runs(lab, args, sup, |f, r| {
+        let block = baseline_runs(lab, args, sup, &mut progress, |f, r| {
             results.entry((f, k)).or_default().push(r)
         })
         .await;
@@ -268,8 +314,30 @@ async fn compare(
         block?;
         back?;
     }
+    drop(progress);
     // Leave the cluster whole: every node back.
     ready(lab, &own).await?;
+    Ok(assemble(
+        lab,
+        args,
+        policies,
+        baseline,
+        std::mem::take(results),
+    ))
+}
+
+/// The comparison of the runs in `results`.
+fn assemble(
+    lab: &Lab,
+    args: &CompareArgs,
+    policies: &[(String, Vec<String>)],
+    baseline: Option<&(Supervisor, String)>,
+    mut results: Done,
+) -> Comparison {
+    let mut names: Vec<&str> = policies.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some((sup, _)) = baseline {
+        names.push(sup.name());
+    }
     let mut settings = serde_json::to_value(&lab.st.settings).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut settings {
         m.remove("policies");
@@ -278,7 +346,7 @@ async fn compare(
     if let Some((_, version)) = baseline {
         about["patroni"] = version.as_str().into();
     }
-    Ok(Comparison {
+    Comparison {
         runs_per_policy: args.runs,
         lab: about,
         faults: args
@@ -296,7 +364,7 @@ async fn compare(
                     .collect(),
             })
             .collect(),
-    })
+    }
 }
 
 /// One run of `fault` under the policy list `list`, with its progress on stderr.
@@ -306,8 +374,9 @@ async fn measured(
     (fault, label): (CompareFault, &str),
     (run, runs): (usize, usize),
     args: &CompareArgs,
+    progress: &mut Progress,
 ) -> Result<RunResult, LabError> {
-    say(format!("{}: run {run}/{runs}, {label}", fault.name()));
+    progress.begin(fault.name(), label, run, runs);
     let interval = Duration::from_millis(args.write_interval_ms);
     // How long freeze-leader, freeze-etcd and partition last: by default long enough that
     // the leader's lease expires.
@@ -316,6 +385,7 @@ async fn measured(
             .unwrap_or((lab.st.settings.ttl + lab.st.settings.loop_wait + 5) as f64),
     );
     let r = run::one_run(lab, list, fault, run, interval, seconds).await?;
+    progress.end();
     say(summary(&r));
     Ok(r)
 }
@@ -326,13 +396,21 @@ async fn baseline_runs(
     lab: &mut Lab,
     args: &CompareArgs,
     sup: &Supervisor,
+    progress: &mut Progress,
     mut record: impl FnMut(usize, RunResult),
 ) -> Result<(), LabError> {
     lab.use_supervisor(sup).await?;
-    let label = format!("supervisor {}", sup.name());
     for (f, &fault) in args.faults.iter().enumerate() {
         for run in 1..=args.runs {
-            let r = measured(lab, &[], (fault, &label), (run, args.runs), args).await?;
+            let r = measured(
+                lab,
+                &[],
+                (fault, sup.name()),
+                (run, args.runs),
+                args,
+                progress,
+            )
+            .await?;
             record(f, r);
         }
     }

@@ -4,6 +4,7 @@
 use super::super::CompareFault;
 use super::super::measure::{self, Spread, Window};
 use super::super::spec::node_name;
+use super::super::timeline::Timeline;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -32,6 +33,8 @@ pub(crate) struct RunResult {
     pub(crate) note: Option<String>,
     /// Why the run measured nothing, if it did not.
     pub(crate) error: Option<String>,
+    /// What each node did around the fault (`None`: the fault was not injected).
+    pub(crate) timeline: Option<Timeline>,
 }
 
 /// A split-brain window, for the results.
@@ -294,6 +297,7 @@ mod tests {
             split_brain: Vec::new(),
             note: None,
             error: None,
+            timeline: None,
         }
     }
 

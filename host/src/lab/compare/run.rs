@@ -5,6 +5,8 @@ use super::super::fault::{self, Injected, Kind};
 use super::super::measure::{self, Ack, Monitor, Writer};
 use super::super::ops::Lab;
 use super::super::spec::node_name;
+use super::super::timeline;
+use super::super::watch::Watcher;
 use super::super::{CompareFault, LabError, say};
 use super::ready;
 use super::results::{RunResult, SplitBrain, ms};
@@ -54,11 +56,13 @@ pub(super) async fn one_run(
         split_brain: Vec::new(),
         note: None,
         error: None,
+        timeline: None,
     };
     let monitor = Monitor::start(
         (0..ports.len()).map(|i| (node_name(i), ports[i])).collect(),
         pw.clone(),
     );
+    let watcher = Watcher::start(lab);
     let writer = Writer::start(ports.clone(), pw.clone(), run_id, interval);
     // Writes flowing for a second before the fault.
     let warm = Instant::now();
@@ -66,6 +70,7 @@ pub(super) async fn one_run(
         if warm.elapsed() > Duration::from_secs(10) {
             writer.finish().await;
             monitor.finish().await;
+            watcher.finish().await;
             return Err(LabError::Failed(format!(
                 "the writer got no acknowledged write from {} within 10 s",
                 node_name(leader)
@@ -79,6 +84,7 @@ pub(super) async fn one_run(
         Err(e) => {
             writer.finish().await;
             monitor.finish().await;
+            watcher.finish().await;
             result.error = Some(format!("the fault could not be injected: {e}"));
             return Ok(result);
         }
@@ -108,6 +114,9 @@ pub(super) async fn one_run(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let acks: Vec<Ack> = writer.finish().await;
     let rounds = monitor.finish().await;
+    let watched = watcher.finish().await;
+    result.timeline =
+        Some(timeline::record(lab, fault_kind.name(), &inj, &rounds, &watched, first).await);
     result.acked_writes = acks.len();
     result.split_brain = measure::split_brain(&rounds, inj.at)
         .iter()

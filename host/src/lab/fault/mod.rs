@@ -22,9 +22,12 @@ pub(crate) use replication::exclusion as replication_exclusion;
 
 use super::measure::{self, Expect, Monitor};
 use super::ops::Lab;
+use super::report::ReportPath;
 use super::spec::{self, node_name};
 use super::state::cmd;
-use super::{CompareFault, FaultCmd, LabError, say};
+use super::timeline;
+use super::watch::Watcher;
+use super::{CompareFault, FaultCmd, Format, LabError, say};
 use nix::sys::signal::Signal;
 use replication::{How, Starved};
 use std::path::Path;
@@ -473,8 +476,15 @@ fn monitor_for(lab: &Lab) -> Monitor {
     )
 }
 
-/// `regent lab fault`.
-pub(crate) async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
+/// `regent lab fault`: the report on stdout (text, or the timeline as JSON with
+/// `--format json`), and the timeline's HTML page in `report_to`.
+pub(crate) async fn run(
+    dir: &Path,
+    fault: FaultCmd,
+    format: Format,
+    report_to: Option<&Path>,
+) -> Result<(), LabError> {
+    let report_to = report_to.map(ReportPath::check).transpose()?;
     if matches!(fault, FaultCmd::Partition { .. }) {
         // Before anything is opened or started.
         check_root("partition")?;
@@ -484,6 +494,11 @@ pub(crate) async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
     let node = |s: &Option<String>| s.as_deref().map(|s| spec::parse_node(s, n)).transpose();
     let (kind, target) = match &fault {
         FaultCmd::RestartNode { node } => {
+            if report_to.is_some() || format == Format::Json {
+                return Err(LabError::Usage(
+                    "restart-node injects no fault and has no timeline: leave out --report and --format json".into(),
+                ));
+            }
             let i = spec::parse_node(node, n)?;
             return restart_node(&mut lab, i).await;
         }
@@ -530,6 +545,7 @@ pub(crate) async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
         )));
     }
     let monitor = monitor_for(&lab);
+    let watcher = Watcher::start(&lab);
     // A baseline round before the fault.
     monitor.round_after(Instant::now()).await;
     // Ctrl-C drops the fault's future: its guards heal what it changed.
@@ -543,12 +559,14 @@ pub(crate) async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
         Ok(p) => p,
         Err(e) => {
             monitor.finish().await;
+            watcher.finish().await;
             return Err(e);
         }
     };
     // Watch a little longer: a second writable node would show now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rounds = monitor.finish().await;
+    let watched = watcher.finish().await;
     let leader = lab.leader().await;
     let mut text = report::report(&lab, &inj, &rounds, rec, leader);
     let mut wrong = None;
@@ -574,7 +592,19 @@ pub(crate) async fn run(dir: &Path, fault: FaultCmd) -> Result<(), LabError> {
     if let Some(h) = inj.heal() {
         text.push_str(&format!("{h}\n"));
     }
-    super::out(text);
+    let name = timeline::command_name(&fault);
+    let tl = timeline::record(&lab, &name, &inj, &rounds, &watched, rec).await;
+    match format {
+        Format::Table => super::out(text),
+        Format::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&tl).unwrap_or_else(|_| "{}".into())
+        ),
+    }
+    if let Some(r) = &report_to {
+        r.write(&super::report::fault_page(&tl))?;
+        say(format!("the report is in {}", r.path().display()));
+    }
     if let Some(w) = wrong {
         return Err(LabError::Failed(w));
     }
