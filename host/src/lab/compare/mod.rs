@@ -358,8 +358,9 @@ fn assemble(
                 policies: names
                     .iter()
                     .enumerate()
-                    .map(|(k, name)| {
-                        PolicyResult::of(name, results.remove(&(f, k)).unwrap_or_default())
+                    .map(|(k, name)| PolicyResult {
+                        baseline: k >= policies.len(),
+                        ..PolicyResult::of(name, results.remove(&(f, k)).unwrap_or_default())
                     })
                     .collect(),
             })
