@@ -726,7 +726,7 @@ impl EtcdDcs {
     }
 
     /// Watch the cluster prefix forever, waking `changed` whenever the leader key is deleted or
-    /// changes (or the status/config/failover keys change), and when a member joins, leaves or
+    /// changes (or the status/config/failover keys or the pushed policy set change), and when a member joins, leaves or
     /// changes its tags (a synchronous standby about to stop tags itself `nosync`; its
     /// routine updates wake nobody). Re-establishes the watch on errors.
     pub async fn watch_forever(self) {

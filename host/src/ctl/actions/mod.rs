@@ -13,7 +13,8 @@
 //! | `flush … restart` | `DELETE /restart` on each member with a scheduled restart |
 //! | `flush … switchover` | `DELETE /switchover`, leader first, then the other members |
 //!
-//! `list`, `topology`, `history`, `explain` (the election records), `dsn`, `show-config`, `edit-config` and `remove` need etcd
+//! `list`, `topology`, `history`, `explain` (the election records), `dsn`, `show-config`, `edit-config`,
+//! `policy` (the pushed policies: `regent/policy-set`, CAS) and `remove` need etcd
 //! only (`edit-config` writes the `config` key with a CAS on its mod_revision, as patronictl
 //! does; `remove` deletes the cluster's prefix). When the leader's REST API cannot be reached,
 //! `switchover` and `failover` write the `failover` key instead, as patronictl does; the leader's
