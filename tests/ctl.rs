@@ -29,15 +29,6 @@ fn ctl(c: &Cluster, args: &[&str]) -> Ran {
     regent_ctl(&all)
 }
 
-fn member_key(c: &Cluster, name: &str) -> Value {
-    serde_json::from_str(
-        &c.etcd
-            .get(&format!("/service/test/members/{name}"))
-            .expect("member key"),
-    )
-    .expect("member JSON")
-}
-
 fn dcs_config(c: &Cluster) -> Value {
     serde_json::from_str(&c.etcd.get("/service/test/config").expect("config key"))
         .expect("config JSON")
@@ -81,7 +72,7 @@ fn ctl_reads_and_edits_the_cluster() {
         let name = row["Member"].as_str().expect("name");
         assert_eq!(
             row["Policy"],
-            member_key(&c, name)["policy"],
+            c.member_key(name)["policy"],
             "Policy is the member key's policy field"
         );
         let want_role = if name == leader_name {
@@ -310,7 +301,7 @@ fn ctl_pause_and_resume() {
     );
     assert_eq!(dcs_config(&c)["pause"], true);
     for n in &c.nodes {
-        assert_eq!(member_key(&c, &n.name)["pause"], true, "{}", n.name);
+        assert_eq!(c.member_key(&n.name)["pause"], true, "{}", n.name);
     }
     let r = ctl(&c, &["pause"]);
     assert_eq!(r.code, Some(1), "already paused: {r:?}");
@@ -579,7 +570,7 @@ fn ctl_patronictl_habits() {
         "the scheduled restart in the member key",
         Duration::from_secs(15),
         || {
-            member_key(&c, &replica.name)
+            c.member_key(&replica.name)
                 .get("scheduled_restart")
                 .map(|_| ())
         },
@@ -594,7 +585,7 @@ fn ctl_patronictl_habits() {
         )
     );
     wait_for("the member key without it", Duration::from_secs(15), || {
-        member_key(&c, &replica.name)
+        c.member_key(&replica.name)
             .get("scheduled_restart")
             .is_none()
             .then_some(())

@@ -922,6 +922,17 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no node {name}"))
     }
 
+    /// Member `name`'s key in etcd, as JSON.
+    pub fn member_key(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(
+            &self
+                .etcd
+                .get(&format!("/service/test/members/{name}"))
+                .expect("member key"),
+        )
+        .expect("member JSON")
+    }
+
     /// The leader key's value.
     pub fn leader_key(&self) -> Option<String> {
         self.etcd.get("/service/test/leader")

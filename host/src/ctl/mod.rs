@@ -381,6 +381,42 @@ pub(crate) enum CtlCmd {
         /// `[CLUSTER] [MEMBER]...`: a first name equal to the scope is the cluster.
         members: Vec<String>,
     },
+    /// Failover policies pushed to the cluster through etcd: every member fetches, compiles,
+    /// self-tests and swaps them in.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+/// `regent ctl policy ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum PolicyCmd {
+    /// Check a policy here (compile, WIT version, self-test, size), store it in etcd and make
+    /// it the cluster's (replacing the pushed policy of the same name); wait until the members
+    /// serve it.
+    Push {
+        /// The policy's manifest, NAME.toml (its `component` is read beside it).
+        manifest: PathBuf,
+        /// Only these members run it; the others keep the previous set until `promote`.
+        #[arg(long, num_args = 1..)]
+        canary: Vec<String>,
+        /// Do not wait for the members.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Each member's serving policies, the pushed set, and any load error.
+    Status,
+    /// After a `--canary` push: every member runs the pushed set.
+    Promote {
+        /// Do not wait for the members.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Return to the set before the last push (again: forward to it).
+    Rollback {
+        /// Do not wait for the members.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 /// What went wrong, worded for the operator: what happened and what to do.
@@ -536,6 +572,7 @@ impl CtlCmd {
             | CtlCmd::Reload { members, .. }
             | CtlCmd::Reinit { members, .. }
             | CtlCmd::Version { members } => take_first_if_cluster(members, configured, 1),
+            CtlCmd::Policy(_) => Vec::new(),
             // flush's last argument is what to flush.
             CtlCmd::Flush { args, .. } => take_first_if_cluster(args, configured, 2),
         }

@@ -1,14 +1,14 @@
 //! The etcd side of `regent ctl`: linearizable reads of the whole cluster prefix (also of other
 //! clusters in the same namespace, for `list A B`), the `config` key's compare-and-swap, the
 //! `failover` key (the switchover fallback, and `flush switchover`'s), and deleting the
-//! cluster's keys (`remove`).
+//! cluster's keys (`remove`), and the pushed policies (`policy`).
 //!
 //! [`Store`] is a trait so the commands can be tested against an in-memory cluster.
 
 use super::CtlError;
 use super::target::Target;
 use crate::config::dcs_prefix;
-use crate::dcs::{Cluster, DcsError, EtcdDcs, Failover};
+use crate::dcs::{Cluster, DcsError, EtcdDcs, Failover, PolicySetDoc};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -28,6 +28,13 @@ pub(crate) trait Store {
     async fn delete_cluster(&self) -> Result<i64, CtlError>;
     /// The election records, newest first.
     async fn elections(&self) -> Result<Vec<crate::dcs::ElectionRecord>, CtlError>;
+    /// The pushed policy set and its mod_revision (`regent/policy-set`).
+    async fn policy_set(&self) -> Result<Option<(PolicySetDoc, i64)>, CtlError>;
+    /// Write the policy set if its mod_revision is still `revision` (0: absent); `false` if
+    /// it moved.
+    async fn write_policy_set(&self, doc: &PolicySetDoc, revision: i64) -> Result<bool, CtlError>;
+    /// Store a policy component under its digest (`regent/policies/<sha256>`).
+    async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), CtlError>;
 }
 
 /// The cluster's keys in etcd.
@@ -125,5 +132,26 @@ impl Store for EtcdStore {
             .elections()
             .await
             .map_err(self.err("read the election records"))
+    }
+
+    async fn policy_set(&self) -> Result<Option<(PolicySetDoc, i64)>, CtlError> {
+        self.dcs
+            .read_policy_set()
+            .await
+            .map_err(self.err("read the pushed policy set"))
+    }
+
+    async fn write_policy_set(&self, doc: &PolicySetDoc, revision: i64) -> Result<bool, CtlError> {
+        self.dcs
+            .write_policy_set(doc, revision)
+            .await
+            .map_err(self.err("write the policy set"))
+    }
+
+    async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), CtlError> {
+        self.dcs
+            .put_component(digest, bytes)
+            .await
+            .map_err(self.err("store the policy component"))
     }
 }

@@ -54,6 +54,14 @@ pub enum DcsError {
         #[source]
         source: serde_json::Error,
     },
+    /// A stored value does not decode.
+    #[error("etcd key `{key}` holds an invalid value: {message}")]
+    Decode {
+        /// The key, relative to the cluster prefix.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
 }
 
 pub(super) type Result<T> = std::result::Result<T, DcsError>;
@@ -718,7 +726,7 @@ impl EtcdDcs {
     }
 
     /// Watch the cluster prefix forever, waking `changed` whenever the leader key is deleted or
-    /// changes (or the status/config/failover keys change), and when a member joins, leaves or
+    /// changes (or the status/config/failover keys or the pushed policy set change), and when a member joins, leaves or
     /// changes its tags (a synchronous standby about to stop tags itself `nosync`; its
     /// routine updates wake nobody). Re-establishes the watch on errors.
     pub async fn watch_forever(self) {
@@ -730,6 +738,7 @@ impl EtcdDcs {
             self.key(keys::CONFIG),
             self.key(keys::FAILOVER),
             self.key(keys::STATUS),
+            self.key(super::rollout::POLICY_SET),
         ];
         loop {
             let mut c = self.client.clone();

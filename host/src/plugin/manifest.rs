@@ -123,6 +123,16 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// `text` with its `component` set to `file`: a pushed manifest names the component a node
+/// writes beside it, never a path of the pusher's (nor one a node would read outside its own
+/// directory).
+pub(crate) fn with_component(text: &str, file: &str) -> Result<String, String> {
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("invalid TOML: {}", e.message().trim()))?;
+    table.insert("component".into(), toml::Value::String(file.into()));
+    toml::to_string(&table).map_err(|e| format!("cannot write the manifest back: {e}"))
+}
+
 impl Manifest {
     /// Read and validate a manifest file.
     pub(crate) fn load(path: &Path) -> Result<Manifest, PolicyError> {

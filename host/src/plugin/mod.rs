@@ -41,9 +41,10 @@ mod tests;
 pub use budget::LoopBudget;
 pub(crate) use compile::open_cache_dir;
 pub use compile::{COMPILE_SUBCOMMAND, compile_child, compile_in_subprocess};
-pub(crate) use manifest::{Hook, Manifest};
+pub(crate) use manifest::{Hook, Manifest, with_component};
 pub use reload::{DEBOUNCE, WatcherHandle};
 pub use runtime::Tier;
+pub(crate) use runtime::digest;
 pub use selftest::{nine_members, sample_views};
 pub use set::PolicySet;
 #[cfg(test)]

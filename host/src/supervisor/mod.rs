@@ -12,6 +12,7 @@
 //! - `commands.rs`: operators' commands from the REST API (restart, reinitialize);
 //! - `reload.rs`: reloading the configuration, the policies, PostgreSQL's parameters;
 //! - `publish.rs`: the member key, the REST view, the policies' events;
+//! - `rollout.rs`: following the policies pushed to the cluster (`regent ctl policy push`);
 //! - `bounded.rs`: waiting for the policies no longer than the loop's share of the lease.
 //!
 //! What the loop remembers between decisions is the core's [`Memory`], updated through its
@@ -27,6 +28,7 @@ mod leader;
 mod observe;
 mod publish;
 mod reload;
+mod rollout;
 
 use crate::api::{self, LocalSnapshot};
 use crate::config::{Config, DynamicConfig, split_host_port};
@@ -182,6 +184,8 @@ pub struct Supervisor {
     deciding: Option<crate::ha::Election>,
     /// The record of the election this node won, completed when PostgreSQL is promoted.
     won: Option<crate::dcs::ElectionRecord>,
+    /// The policies pushed to the cluster: what this member last tried, a load in progress.
+    rollout: rollout::Rollout,
 }
 
 impl Supervisor {
@@ -254,6 +258,7 @@ impl Supervisor {
             phase_seen: (PgPhase::Stopped, std::time::Instant::now()),
             deciding: None,
             won: None,
+            rollout: rollout::Rollout::default(),
             events: event_thread()?,
             bad_config_rev: None,
             health_busy: Arc::default(),

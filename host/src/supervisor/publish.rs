@@ -60,6 +60,12 @@ impl Supervisor {
         if let Some((_, why)) = &self.mem.start_failed {
             extra.insert("start_failure".into(), Value::from(why.as_str()));
         }
+        if let Some(g) = self.rollout.generation {
+            extra.insert("policy_generation".into(), Value::from(g));
+        }
+        if let Some(e) = &self.rollout.error {
+            extra.insert("policy_error".into(), Value::from(e.as_str()));
+        }
         MemberData {
             conn_url: Some(format!("postgres://{}/postgres", self.cfg.pg_connect())),
             api_url: Some(self.cfg.api_url()),

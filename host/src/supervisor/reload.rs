@@ -52,8 +52,10 @@ impl Supervisor {
                 Some(Ok(p)) => Some(p),
                 Some(Err(e)) => return reload_refused(e),
             };
-            let policies_changed = new.regent.policies != self.cfg.regent.policies
-                || new.regent.policies_dir != self.cfg.regent.policies_dir;
+            // Once a set was pushed to the cluster it wins over the local directory.
+            let policies_changed = !self.rollout.in_force()
+                && (new.regent.policies != self.cfg.regent.policies
+                    || new.regent.policies_dir != self.cfg.regent.policies_dir);
             let old = std::mem::replace(&mut self.cfg, new);
             if policies_changed {
                 // A reload runs between two loops, in place of the loop's sleep: the loading
@@ -164,7 +166,7 @@ pub(super) async fn load_policies(
 /// The compiled-policy cache, `<run_dir>/.<name>-policy-cache`, created (mode 0700) if
 /// absent; `None`, with an error naming the directory and the fix, when it cannot be trusted
 /// (a link, another user's, writable by others): policies then compile at every start.
-fn policy_cache(cfg: &Config) -> Option<std::path::PathBuf> {
+pub(super) fn policy_cache(cfg: &Config) -> Option<std::path::PathBuf> {
     let cache = cfg.run_dir().join(format!(".{}-policy-cache", cfg.name));
     match crate::plugin::open_cache_dir(&cache, true) {
         Ok(_) => Some(cache),

@@ -13,7 +13,8 @@
 //! | `flush … restart` | `DELETE /restart` on each member with a scheduled restart |
 //! | `flush … switchover` | `DELETE /switchover`, leader first, then the other members |
 //!
-//! `list`, `topology`, `history`, `explain` (the election records), `dsn`, `show-config`, `edit-config` and `remove` need etcd
+//! `list`, `topology`, `history`, `explain` (the election records), `dsn`, `show-config`, `edit-config`,
+//! `policy` (the pushed policies: `regent/policy-set`, CAS) and `remove` need etcd
 //! only (`edit-config` writes the `config` key with a CAS on its mod_revision, as patronictl
 //! does; `remove` deletes the cluster's prefix). When the leader's REST API cannot be reached,
 //! `switchover` and `failover` write the `failover` key instead, as patronictl does; the leader's
@@ -26,7 +27,7 @@
 //! (choosing members, reporting failures). Each command family has its own file: `list.rs`
 //! (the read-only views), `config.rs` (`show-config`, `edit-config`), `switchover.rs`
 //! (`switchover`, `failover`), `restart.rs` (`restart`, `reload`), `reinit.rs`, `pause.rs`
-//! (`pause`, `resume`), `dsn.rs`, `query.rs`, `flush.rs`, `remove.rs` and `explain.rs`; `watch.rs` repeats
+//! (`pause`, `resume`), `policy.rs` (`policy push|status|promote|rollback`), `dsn.rs`, `query.rs`, `flush.rs`, `remove.rs` and `explain.rs`; `watch.rs` repeats
 //! `list`/`topology`/`query` (`-W`, `-w`); `parse.rs` reads the `--timeout` and `--scheduled`
 //! values.
 
@@ -37,6 +38,7 @@ mod flush;
 mod list;
 mod parse;
 mod pause;
+mod policy;
 mod query;
 mod reinit;
 mod remove;
@@ -198,6 +200,7 @@ impl<S: Store> Session<'_, S> {
             CtlCmd::Pause { wait, .. } => self.toggle_pause(true, wait).await,
             CtlCmd::Resume { wait, .. } => self.toggle_pause(false, wait).await,
             CtlCmd::Version { members } => self.version(members).await,
+            CtlCmd::Policy(cmd) => self.policy(cmd).await,
         }
     }
 

@@ -102,9 +102,35 @@ struct MemStore {
     concurrent_writer: bool,
     /// The election records, newest first.
     elections: Vec<crate::dcs::ElectionRecord>,
+    /// The pushed policy set and its revision, and the stored components.
+    policy_set: Mutex<Option<(crate::dcs::PolicySetDoc, i64)>>,
+    components: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Store for MemStore {
+    async fn policy_set(&self) -> Result<Option<(crate::dcs::PolicySetDoc, i64)>, CtlError> {
+        Ok(self.policy_set.lock().expect("lock").clone())
+    }
+    async fn write_policy_set(
+        &self,
+        doc: &crate::dcs::PolicySetDoc,
+        revision: i64,
+    ) -> Result<bool, CtlError> {
+        let mut set = self.policy_set.lock().expect("lock");
+        let current = set.as_ref().map_or(0, |(_, r)| *r);
+        if current != revision {
+            return Ok(false);
+        }
+        *set = Some((doc.clone(), current + 1));
+        Ok(true)
+    }
+    async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), CtlError> {
+        self.components
+            .lock()
+            .expect("lock")
+            .insert(digest.into(), bytes.to_vec());
+        Ok(())
+    }
     async fn elections(&self) -> Result<Vec<crate::dcs::ElectionRecord>, CtlError> {
         Ok(self.elections.clone())
     }

@@ -1,0 +1,279 @@
+//! Cluster-wide policy rollout through etcd (`regent ctl policy push|status|promote|rollback`)
+//! on three real `regent` nodes over real etcd and PostgreSQL. The nodes start with a local
+//! policy (`regent.policies_dir`); a pushed set replaces it on every member within a few loops
+//! (each node's `GET /policy` names the pushed component's sha256); components that do not
+//! load (a trap in the self-test, another WIT version, too large) are refused before anything
+//! is written; a set the nodes themselves refuse (its deadline does not fit the lease) leaves
+//! the serving policies in place and is reported; rollback restores the previous digests
+//! everywhere; a canary push reaches only the canary until `promote`; a restarted node runs the
+//! pushed set, not its local one.
+
+mod support;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::ctl::*;
+use support::*;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).expect("read component");
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn ctl(c: &Cluster, args: &[&str]) -> Ran {
+    let config = c.nodes[0].config.display().to_string();
+    let mut all = vec!["-c", config.as_str()];
+    all.extend_from_slice(args);
+    regent_ctl(&all)
+}
+
+/// The full digests of the policies node `n` serves, in order (from `GET /policy`).
+fn serving(n: &Node) -> Option<Vec<String>> {
+    let (s, body) = n.http_get("/policy")?;
+    if s != 200 {
+        return None;
+    }
+    let doc: Value = serde_json::from_str(&body).ok()?;
+    Some(
+        doc["policies"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["digest"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Wait until every node serves `digests`; how long that took.
+fn all_serve(c: &Cluster, digests: &[&str], within: Duration) -> Duration {
+    let t0 = Instant::now();
+    for n in &c.nodes {
+        wait_for(
+            &format!("{} to serve {digests:?}", n.name),
+            within.saturating_sub(t0.elapsed()),
+            || (serving(n)? == digests).then_some(()),
+        );
+    }
+    t0.elapsed()
+}
+
+fn policy_set(c: &Cluster) -> Option<String> {
+    c.etcd.get("/service/test/regent/policy-set")
+}
+
+/// A directory with `name.toml` (text) and its component copied from `wasm`.
+fn policy_dir(c: &Cluster, dir: &str, name: &str, wasm: &Path, toml: &str) -> PathBuf {
+    let d = c.tmp.path().join(dir);
+    std::fs::create_dir_all(&d).expect("policy dir");
+    std::fs::copy(wasm, d.join(format!("{name}.wasm"))).expect("copy component");
+    std::fs::write(d.join(format!("{name}.toml")), toml).expect("write manifest");
+    d.join(format!("{name}.toml"))
+}
+
+#[test]
+fn pushed_policies_reach_every_member_and_roll_back() {
+    let _g = serial();
+    let mut c = Cluster::new(3, NodeSpec::default());
+    // Every node starts with the local patroni-default policy.
+    let local = c.tmp.path().join("local-policies");
+    std::fs::create_dir_all(&local).expect("local dir");
+    for f in ["patroni-default.toml", "patroni-default.wasm"] {
+        std::fs::copy(repo(&format!("policies/{f}")), local.join(f)).expect("copy policy");
+    }
+    for n in &c.nodes {
+        let mut text = std::fs::read_to_string(&n.config).expect("config");
+        text.push_str(&format!(
+            "regent:\n  policies_dir: {}\n  policies: [patroni-default]\n",
+            local.display()
+        ));
+        std::fs::write(&n.config, text).expect("config");
+    }
+    c.start_all();
+    let leader = c.wait_leader(Duration::from_secs(90));
+    c.wait_streaming(leader, 2, Duration::from_secs(90));
+    let local_digest = sha256(&repo("policies/patroni-default.wasm"));
+    all_serve(&c, &[&local_digest], Duration::from_secs(10));
+    assert!(
+        ctl(&c, &["policy", "status"])
+            .expect_ok("status")
+            .stdout
+            .contains("No policy set was pushed"),
+    );
+
+    // Push: the pushed set replaces the local policy on every member.
+    let zone = sha256(&repo("policies/zone-aware.wasm"));
+    let t0 = Instant::now();
+    let pushed = ctl(
+        &c,
+        &[
+            "-f",
+            "json",
+            "policy",
+            "push",
+            repo("policies/zone-aware.toml").to_str().unwrap(),
+        ],
+    )
+    .expect_ok("push zone-aware");
+    let took = all_serve(&c, &[&zone], Duration::from_secs(15));
+    let reported = pushed.json()["serving_after_ms"]
+        .as_u64()
+        .expect("serving_after_ms");
+    eprintln!(
+        "push → all 3 members serving: ctl reported {reported} ms; GET /policy on every node agreed {:?} after the push began ({:?} after ctl returned)",
+        t0.elapsed(),
+        took
+    );
+    for n in &c.nodes {
+        let m = c.member_key(&n.name);
+        assert_eq!(m["policy"], format!("zone-aware@{}", &zone[..8]), "{m}");
+        assert_eq!(m["policy_generation"], 1, "{m}");
+    }
+    let list = ctl(&c, &["list"]).expect_ok("list");
+    assert!(
+        list.stdout.contains(&format!("zone-aware@{}", &zone[..8])),
+        "{}",
+        list.stdout
+    );
+    let stored = c
+        .etcd
+        .get(&format!("/service/test/regent/policies/{zone}"))
+        .expect("the component is stored under its digest");
+    assert!(!stored.is_empty());
+
+    // Bad components are refused before anything is written: nothing changes.
+    let fixtures = repo("tests/fixtures/policies");
+    let trap = policy_dir(
+        &c,
+        "bad-trap",
+        "faulty",
+        &fixtures.join("faulty.wasm"),
+        "name = \"faulty\"\ncomponent = \"faulty.wasm\"\nhooks = [\"rank-candidates\"]\n\
+         [settings]\nmode = \"trap\"\nwhen_member = \"pg-a\"\n",
+    );
+    let wrong = policy_dir(
+        &c,
+        "bad-wit",
+        "wrong",
+        &fixtures.join("wrong-version.wasm"),
+        "name = \"wrong\"\ncomponent = \"wrong.wasm\"\n",
+    );
+    let big_wasm = c.tmp.path().join("big.wasm");
+    let mut big = std::fs::read(repo("policies/zone-aware.wasm")).expect("read");
+    big.resize(1024 * 1024 + 1, 0);
+    std::fs::write(&big_wasm, big).expect("write big");
+    let too_big = policy_dir(
+        &c,
+        "bad-size",
+        "big",
+        &big_wasm,
+        "name = \"big\"\ncomponent = \"big.wasm\"\n",
+    );
+    let set_before = policy_set(&c);
+    for (manifest, why) in [
+        (&trap, "self-test failed"),
+        (&wrong, "different regent:policy version"),
+        (&too_big, "over the limit of 1048576 bytes"),
+    ] {
+        let r = ctl(&c, &["policy", "push", manifest.to_str().unwrap()]);
+        assert_eq!(r.code, Some(1), "{r:?}");
+        assert!(
+            r.stderr.contains(why) && r.stderr.contains("nothing was pushed"),
+            "{r:?}"
+        );
+        assert_eq!(policy_set(&c), set_before, "a refused push changed the set");
+    }
+    all_serve(&c, &[&zone], Duration::from_secs(5));
+
+    // A set the nodes refuse (deadline_ms does not fit ttl 10): they keep zone-aware and say why.
+    let text = std::fs::read_to_string(repo("policies/zone-aware.toml")).expect("manifest");
+    let slow = policy_dir(
+        &c,
+        "slow",
+        "zone-aware",
+        &repo("policies/zone-aware.wasm"),
+        &text.replacen("component", "deadline_ms = 9000\ncomponent", 1),
+    );
+    let r = ctl(&c, &["policy", "push", slow.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("refused it and keep their previous policies"),
+        "{r:?}"
+    );
+    all_serve(&c, &[&zone], Duration::from_secs(5));
+    let status = ctl(&c, &["-f", "json", "policy", "status"])
+        .expect_ok("status")
+        .json();
+    for m in status["members"].as_array().expect("members") {
+        let state = m["state"].as_str().unwrap_or_default();
+        assert!(
+            state.starts_with("refused: ") && state.contains("deadline_ms"),
+            "{status}"
+        );
+    }
+    assert!(c.member_key("pg2")["policy_error"].as_str().is_some());
+
+    // Rollback returns to the previous set everywhere and clears the errors.
+    ctl(&c, &["policy", "rollback"]).expect_ok("rollback");
+    all_serve(&c, &[&zone], Duration::from_secs(15));
+    for n in &c.nodes {
+        assert!(c.member_key(&n.name).get("policy_error").is_none());
+    }
+
+    // Two policies, then rollback to one: every member's digests follow.
+    let sync = sha256(&repo("policies/sync-only.wasm"));
+    ctl(
+        &c,
+        &[
+            "policy",
+            "push",
+            repo("policies/sync-only.toml").to_str().unwrap(),
+        ],
+    )
+    .expect_ok("push sync-only");
+    all_serve(&c, &[&zone, &sync], Duration::from_secs(15));
+    ctl(&c, &["policy", "rollback"]).expect_ok("rollback to zone-aware");
+    all_serve(&c, &[&zone], Duration::from_secs(15));
+
+    // Canary: only pg2 runs the new set until promote.
+    ctl(
+        &c,
+        &[
+            "policy",
+            "push",
+            repo("policies/sync-only.toml").to_str().unwrap(),
+            "--canary",
+            "pg2",
+        ],
+    )
+    .expect_ok("canary push");
+    wait_for(
+        "pg2 to serve the canary set",
+        Duration::from_secs(15),
+        || (serving(c.node("pg2"))? == [zone.clone(), sync.clone()]).then_some(()),
+    );
+    for name in ["pg1", "pg3"] {
+        assert_eq!(serving(c.node(name)), Some(vec![zone.clone()]), "{name}");
+    }
+    ctl(&c, &["policy", "promote"]).expect_ok("promote");
+    all_serve(&c, &[&zone, &sync], Duration::from_secs(15));
+
+    // A restarted node runs the pushed set, not its local policy.
+    let replica = (0..3).find(|i| Some(*i) != c.leader()).expect("a replica");
+    c.nodes[replica].crash();
+    c.nodes[replica].start();
+    let n = &c.nodes[replica];
+    wait_for(
+        &format!("{} to serve the pushed set again", n.name),
+        Duration::from_secs(30),
+        || (serving(n)? == [zone.clone(), sync.clone()]).then_some(()),
+    );
+}
