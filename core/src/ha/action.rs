@@ -82,10 +82,11 @@ pub enum Action {
     ReleaseLeader,
     /// Race for `initialize`, initdb, start, publish, take the leader key.
     Bootstrap,
-    /// pg_basebackup from the leader, then start as its replica.
+    /// pg_basebackup from `source` (the leader, or a replica tagged `clonefrom`), then start
+    /// as its replica.
     CloneFrom {
         /// The member to clone from.
-        leader: String,
+        source: String,
     },
     /// Move the old data directory aside (never delete) and clone again.
     Reclone {
@@ -94,10 +95,11 @@ pub enum Action {
     },
     /// Start PostgreSQL writable: this node holds the lock on a primary's data directory.
     StartPrimary,
-    /// Start as a replica of `leader` (or read-only with no upstream).
+    /// Start as a replica streaming from `upstream` (the leader, or the member named by
+    /// `replicatefrom`), or read-only with no upstream (no leader yet, or `nostream`).
     StartReplica {
         /// The member to stream from, if any.
-        leader: Option<String>,
+        upstream: Option<String>,
     },
     /// Former primary: crash recovery if needed, pg_rewind from the leader, start as its replica.
     Rewind {
@@ -111,10 +113,10 @@ pub enum Action {
         /// How to stop.
         mode: DemoteMode,
     },
-    /// Point an already running replica at a new upstream.
+    /// Point an already running replica at a new upstream (none: `nostream`).
     Follow {
         /// The member to stream from.
-        leader: String,
+        upstream: Option<String>,
     },
     /// Graceful hand-over of the leadership to `to` (a switchover, or a leader whose policy
     /// judged it failed): checkpoint, stop PostgreSQL, wait until `to` has received the

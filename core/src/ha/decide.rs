@@ -127,12 +127,13 @@ fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
         );
     }
     if let Some(leader) = w.other_leader() {
-        return Decision::new(
-            format!("cloning a replica from leader {leader}"),
-            vec![Action::CloneFrom {
-                leader: leader.to_string(),
-            }],
-        );
+        let source = w.clone_source_under(leader);
+        let why = if source == leader {
+            format!("cloning a replica from leader {leader}")
+        } else {
+            format!("cloning a replica from {source}, a replica tagged clonefrom")
+        };
+        return Decision::new(why, vec![Action::CloneFrom { source }]);
     }
     if w.settings.paused {
         return Decision::new(
@@ -176,7 +177,7 @@ fn decide_stopped(w: &World, was_primary: bool) -> Decision {
         } else {
             Decision::new(
                 "PostgreSQL is not running and I hold the lock: starting, then promoting",
-                vec![Action::KeepLeading, Action::StartReplica { leader: None }],
+                vec![Action::KeepLeading, Action::StartReplica { upstream: None }],
             )
         };
     }
@@ -226,16 +227,17 @@ fn decide_stopped(w: &World, was_primary: bool) -> Decision {
                 vec![Action::Rewind { leader }],
             );
         }
-        return Decision::new(
-            format!("starting as a replica of {leader}"),
-            vec![Action::StartReplica {
-                leader: Some(leader),
-            }],
-        );
+        let upstream = w.upstream_under(&leader);
+        let why = match upstream.as_deref() {
+            Some(u) if u == leader => format!("starting as a replica of {leader}"),
+            Some(u) => format!("starting as a replica of {u} (replicatefrom), under leader {leader}"),
+            None => format!("starting as a replica of {leader} with WAL from the archive only (nostream)"),
+        };
+        return Decision::new(why, vec![Action::StartReplica { upstream }]);
     }
     Decision::new(
         "no leader: starting PostgreSQL read-only to take part in the election",
-        vec![Action::StartReplica { leader: None }],
+        vec![Action::StartReplica { upstream: None }],
     )
 }
 
@@ -477,16 +479,31 @@ pub(super) fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
                 vec![Action::Rewind { leader }],
             );
         }
-        if w.pg.upstream.as_deref() != Some(leader) {
-            return Decision::new(
-                format!("following new leader {leader}"),
-                vec![Action::Follow {
-                    leader: leader.to_string(),
-                }],
-            );
+        let upstream = w.upstream_under(leader);
+        if w.pg.upstream != upstream {
+            let why = match upstream.as_deref() {
+                Some(u) if u == leader => format!("following new leader {leader}"),
+                Some(u) => format!("following {u} (replicatefrom), under leader {leader}"),
+                None => format!(
+                    "replaying WAL from the archive only (nostream), under leader {leader}"
+                ),
+            };
+            return Decision::new(why, vec![Action::Follow { upstream }]);
         }
         return Decision::new(
-            format!("no action: I am ({}) a replica following {leader}", w.me),
+            match upstream.as_deref() {
+                Some(u) if u == leader => {
+                    format!("no action: I am ({}) a replica following {leader}", w.me)
+                }
+                Some(u) => format!(
+                    "no action: I am ({}) a replica following {u} (replicatefrom), under leader {leader}",
+                    w.me
+                ),
+                None => format!(
+                    "no action: I am ({}) a replica of {leader} with WAL from the archive only (nostream)",
+                    w.me
+                ),
+            },
             vec![],
         );
     }

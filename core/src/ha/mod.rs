@@ -12,6 +12,7 @@
 //! - [`policy`]: the [`Policy`](policy::Policy) trait and the built-in rules.
 //! - [`election`]: the record of an election (ranking, exclusions, the view).
 //! - [`sync`]: synchronous replication on the leader.
+//! - [`topology`]: whom a replica streams and clones from, and which slots a node keeps.
 
 mod action;
 mod decide;
@@ -22,6 +23,7 @@ pub mod policy;
 mod ranking;
 mod request;
 pub mod sync;
+pub mod topology;
 mod world;
 
 pub use action::{AcquireReason, Action, Decision, DemoteMode, HandOverReason};

@@ -4,6 +4,7 @@
 
 use super::conf::quote_conninfo;
 use super::{PgError, Postgres, Result, Upstream};
+use crate::ha::topology::SlotFor;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
@@ -51,23 +52,20 @@ impl Postgres {
         }
     }
 
-    /// Physical slots for `members` on the primary. The slot of a member that left the DCS is
-    /// kept for [`MEMBER_SLOT_RETENTION`] (a replica restarting slowly must not lose the WAL
-    /// it needs), then dropped if inactive. Returns every physical slot's restart LSN.
-    pub(crate) async fn sync_slots(&self, members: &[String]) -> Result<BTreeMap<String, u64>> {
+    /// Physical slots for the members in `keep` ([`crate::ha::topology::slots_kept_by`]), on
+    /// the primary or on a replica that others cascade from. A slot its member does not stream
+    /// through (it cascades from another replica) is advanced, while inactive, to the position
+    /// the member reports, so that it holds back only the WAL the member may still need from
+    /// here. The slot of a member that left the DCS is kept for [`MEMBER_SLOT_RETENTION`] (a
+    /// replica restarting slowly must not lose the WAL it needs), then dropped if inactive.
+    /// Returns every physical slot's restart LSN.
+    pub(crate) async fn sync_slots(&self, keep: &[SlotFor]) -> Result<BTreeMap<String, u64>> {
         let c = self.connect().await?;
-        let want: Vec<String> = members.iter().map(|m| crate::dcs::slot_name(m)).collect();
-        let rows = c
-            .query(
-                "SELECT slot_name::text, active, (restart_lsn - '0/0')::bigint \
-                 FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT temporary",
-                &[],
-            )
-            .await?;
-        let have: Vec<(String, bool, Option<i64>)> = rows
+        let want: Vec<String> = keep
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|k| crate::dcs::slot_name(&k.member))
             .collect();
+        let have = physical_slots(&c).await?;
         for w in &want {
             if !have.iter().any(|(n, _, _)| n == w) {
                 c.execute("SELECT pg_create_physical_replication_slot($1, true)", &[w])
@@ -75,6 +73,34 @@ impl Postgres {
                 tracing::info!(slot = %w, "created replication slot");
             }
         }
+        for (k, w) in keep.iter().zip(&want) {
+            let Some(target) = k.reported_lsn.filter(|_| !k.streams_here) else {
+                continue;
+            };
+            let idle_behind = have.iter().any(|(n, active, lsn)| {
+                n == w && !active && lsn.is_some_and(|l| u64::try_from(l).is_ok_and(|l| l < target))
+            });
+            if idle_behind {
+                let to = super::format_lsn(target);
+                match c
+                    .execute(
+                        "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                        &[w, &to],
+                    )
+                    .await
+                {
+                    Ok(_) => tracing::debug!(slot = %w, lsn = %to, "advanced the slot of a cascading member"),
+                    // Past what this server has written (the member is ahead of a lagging
+                    // cascade source): the next loop tries again.
+                    Err(e) => tracing::debug!(slot = %w, error = %PgError::from(e), "could not advance the slot"),
+                }
+            }
+        }
+        let have = if keep.iter().any(|k| !k.streams_here) {
+            physical_slots(&c).await?
+        } else {
+            have
+        };
         let now = std::time::Instant::now();
         let mut gone = self
             .departed_slots
@@ -198,4 +224,17 @@ impl Postgres {
         tracing::info!(output = %out.trim().replace('\n', " | "), "pg_rewind finished");
         Ok(())
     }
+}
+
+/// Every non-temporary physical slot: name, active, restart LSN.
+async fn physical_slots(c: &tokio_postgres::Client) -> Result<Vec<(String, bool, Option<i64>)>> {
+    Ok(c.query(
+        "SELECT slot_name::text, active, (restart_lsn - '0/0')::bigint \
+         FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT temporary",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect())
 }

@@ -70,12 +70,12 @@ impl Supervisor {
                 Ok(true)
             }
             Action::Bootstrap => self.bootstrap().await,
-            Action::CloneFrom { leader } => {
-                let up = self.upstream_for(w, leader)?;
+            Action::CloneFrom { source } => {
+                let up = self.upstream_for(w, source)?;
                 self.phase = PgPhase::CreatingReplica;
                 self.role = NodeRole::Replica;
                 let _ = self.touch_member().await;
-                tracing::info!(from = %leader, "cloning with pg_basebackup");
+                tracing::info!(from = %source, "cloning with pg_basebackup");
                 busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
                 self.sysid = None;
                 self.start_replica(Some(&up)).await?;
@@ -101,8 +101,8 @@ impl Supervisor {
                     .await?;
                 Ok(true)
             }
-            Action::StartReplica { leader } => {
-                let up = match leader {
+            Action::StartReplica { upstream } => {
+                let up = match upstream {
                     Some(l) => Some(self.upstream_for(w, l)?),
                     None => None,
                 };
@@ -234,11 +234,17 @@ impl Supervisor {
                 }
                 Ok(true)
             }
-            Action::Follow { leader } => {
-                let up = self.upstream_for(w, leader)?;
-                self.pg.configure(true, Some(&up))?;
+            Action::Follow { upstream } => {
+                let up = match upstream {
+                    Some(u) => Some(self.upstream_for(w, u)?),
+                    None => None,
+                };
+                self.pg.configure(true, up.as_ref())?;
                 self.pg.reload()?;
-                tracing::info!(leader = %leader, "now following");
+                match upstream {
+                    Some(u) => tracing::info!(upstream = %u, "now following"),
+                    None => tracing::info!("streaming from nobody: WAL from the archive only"),
+                }
                 Ok(false)
             }
             Action::WriteInitialize { sysid } => {
@@ -409,7 +415,7 @@ impl Supervisor {
         }
     }
 
-    /// Where to stream from when following `leader`.
+    /// Where to stream from when following `leader` (the leader or another member).
     pub(super) fn upstream_for(
         &self,
         w: &World,

@@ -94,6 +94,9 @@ struct NodeGen {
     former_primary: bool,
     /// Its last lease renewal failed.
     renewal_failed: bool,
+    /// Its topology tag: 0-4 none, 5 `replicatefrom` the node at the index, 6 `nostream`,
+    /// 7 `clonefrom`.
+    topology: (u8, usize),
 }
 
 /// A request in the `failover` key.
@@ -222,6 +225,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
         0..4u32,
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.1),
+        (0..8u8, 0..7usize),
     );
     (pg, lease, member).prop_map(
         |(
@@ -235,6 +239,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
                 failed_loops,
                 former_primary,
                 renewal_failed,
+                topology,
             ),
         )| NodeGen {
             dir,
@@ -257,6 +262,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
             failed_loops,
             former_primary,
             renewal_failed,
+            topology,
         },
     )
 }
@@ -452,6 +458,25 @@ pub(super) fn tags_json(nofailover: bool, priority: i64) -> Map<String, Value> {
     tags
 }
 
+/// A node's topology tag (`NodeGen::topology`) as text, the way `Settings::tags` holds it.
+fn topology_tags(node: &NodeGen, names: &[String]) -> BTreeMap<String, String> {
+    let (kind, target) = node.topology;
+    let mut t = BTreeMap::new();
+    match kind {
+        5 => {
+            t.insert("replicatefrom".into(), names[target % names.len()].clone());
+        }
+        6 => {
+            t.insert("nostream".into(), "true".into());
+        }
+        7 => {
+            t.insert("clonefrom".into(), "true".into());
+        }
+        _ => {}
+    }
+    t
+}
+
 /// What `GET /patroni` on a node answers.
 pub(super) fn report(pg: &PgView, nofailover: bool, priority: i64) -> PeerState {
     PeerState {
@@ -524,7 +549,14 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                 state: Some(if pg.running { "running" } else { "stopped" }.into()),
                 xlog_location: node.member_wal.or(pg.wal_position),
                 timeline: pg.timeline,
-                tags: tags_json(node.nofailover, node.priority),
+                tags: {
+                    let mut t = tags_json(node.nofailover, node.priority);
+                    for (k, v) in topology_tags(node, &g.names) {
+                        let v = if v == "true" { Value::Bool(true) } else { Value::String(v) };
+                        t.insert(k, v);
+                    }
+                    t
+                },
                 ..MemberData::default()
             },
             lease: node_lease(node, i).unwrap_or(STALE_LEASE_BASE + i as i64),
@@ -617,7 +649,7 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     use_pg_rewind: c.use_pg_rewind,
                     nofailover: node.nofailover,
                     failover_priority: node.priority,
-                    tags: BTreeMap::new(),
+                    tags: topology_tags(node, &g.names),
                     race_backoff_ms: c.backoff,
                     synchronous_mode: false,
                     paused: c.paused,

@@ -19,11 +19,10 @@ fn has(d: &Decision, pred: impl Fn(&Action) -> bool) -> bool {
 /// The leader an action points the node at, if any.
 fn named_leader(a: &Action) -> Option<&str> {
     match a {
-        Action::CloneFrom { leader }
+        Action::CloneFrom { source: leader }
         | Action::Reclone { leader }
-        | Action::Rewind { leader }
-        | Action::Follow { leader } => Some(leader),
-        Action::StartReplica { leader } => leader.as_deref(),
+        | Action::Rewind { leader } => Some(leader),
+        Action::Follow { upstream } | Action::StartReplica { upstream } => upstream.as_deref(),
         _ => None,
     }
 }
@@ -382,13 +381,40 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
         );
     }
 
-    // Actions pointing at a leader name the current leader key holder, never myself.
+    // Actions pointing at a member name the current leader key holder, never myself; only
+    // the topology tags point elsewhere: a replica follows the member its `replicatefrom`
+    // names, and clones from a running replica tagged `clonefrom`.
     for a in &d.actions {
         if let Some(l) = named_leader(a) {
             prop_assert!(dcs, "{:?} without DCS: {}", a, ctx());
-            prop_assert_eq!(truth.leader_name(), Some(l), "{:?}: {}", a, ctx());
             prop_assert_ne!(l, w.me.as_str(), "{:?} from myself: {}", a, ctx());
+            let elsewhere = match a {
+                Action::Follow { .. } | Action::StartReplica { .. } => {
+                    w.settings.tags.get("replicatefrom").map(String::as_str) == Some(l)
+                }
+                Action::CloneFrom { .. } => truth.member(l).is_some_and(|m| {
+                    crate::dcs::tag_bool(&m.data.tags, "clonefrom")
+                        && m.data.state.as_deref() == Some("running")
+                }),
+                _ => false,
+            };
+            if !elsewhere {
+                prop_assert_eq!(truth.leader_name(), Some(l), "{:?}: {}", a, ctx());
+            } else {
+                prop_assert!(truth.leader_name().is_some(), "{:?} without a leader: {}", a, ctx());
+            }
         }
+    }
+    // A replica tagged `nostream` is never pointed at anyone.
+    if w.settings.tags.get("nostream").is_some_and(|v| v == "true") {
+        prop_assert!(
+            !d.actions.iter().any(|a| matches!(
+                a,
+                Action::Follow { upstream: Some(_) } | Action::StartReplica { upstream: Some(_) }
+            )),
+            "a nostream replica streams: {}",
+            ctx()
+        );
     }
     // Rewind only a former primary that may be rewound; re-clone only when it may not.
     let was_primary = matches!(
@@ -428,7 +454,7 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
             ctx()
         );
     }
-    if has(d, |a| matches!(a, Action::StartReplica { leader: Some(_) })) {
+    if has(d, |a| matches!(a, Action::StartReplica { upstream: Some(_) })) {
         prop_assert!(
             !diverged,
             "a former primary starts following without a rewind: {}",

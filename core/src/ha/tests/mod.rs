@@ -16,5 +16,6 @@ mod generators;
 mod invariants;
 mod properties;
 mod simulation;
+mod topology;
 mod unit;
 mod unit_operators;

@@ -473,18 +473,18 @@ impl Sim {
                 n.in_recovery = Some(false);
                 n.upstream = None;
             }
-            Action::StartReplica { leader } => {
+            Action::StartReplica { upstream } => {
                 let n = &mut self.nodes[i];
-                if n.was_primary && leader.is_some() {
+                if n.was_primary && upstream.is_some() {
                     return Err(TestCaseError::fail(format!(
-                        "{me}: a former primary follows {leader:?} without a rewind\n{}",
+                        "{me}: a former primary follows {upstream:?} without a rewind\n{}",
                         self.log.join("\n")
                     )));
                 }
                 n.former_primary |= n.was_primary;
                 n.running = true;
                 n.in_recovery = Some(true);
-                n.upstream = leader.clone();
+                n.upstream = upstream.clone();
             }
             Action::Rewind { leader } | Action::Reclone { leader } => {
                 let Some(l) = self.index_of(leader) else {
@@ -513,14 +513,14 @@ impl Sim {
                     n.in_recovery = None;
                 }
             }
-            Action::Follow { leader } => {
+            Action::Follow { upstream } => {
                 if self.nodes[i].former_primary {
                     return Err(TestCaseError::fail(format!(
-                        "{me}: follows {leader} on a former primary's data without a rewind\n{}",
+                        "{me}: follows {upstream:?} on a former primary's data without a rewind\n{}",
                         self.log.join("\n")
                     )));
                 }
-                self.nodes[i].upstream = Some(leader.clone())
+                self.nodes[i].upstream = upstream.clone()
             }
             Action::HandOver { to, .. } => {
                 // Clean stop, then the leader key moves onto the target's lease (or is

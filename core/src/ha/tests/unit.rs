@@ -16,7 +16,7 @@ fn empty_dir_with_leader_clones_from_it() {
         Some(cluster(Some(leader("a", OTHER_LEASE)))),
         pg_empty(),
     );
-    assert_eq!(actions(&w), vec![Action::CloneFrom { leader: "a".into() }]);
+    assert_eq!(actions(&w), vec![Action::CloneFrom { source: "a".into() }]);
 }
 
 #[test]
@@ -235,7 +235,7 @@ fn stopped_replica_with_other_leader_starts_following_it() {
     assert_eq!(
         actions(&w),
         vec![Action::StartReplica {
-            leader: Some("a".into())
+            upstream: Some("a".into())
         }]
     );
 }
@@ -248,7 +248,7 @@ fn stopped_node_holding_the_lock_starts() {
     let w = world("b", Some(c), pg_stopped(false));
     assert_eq!(
         actions(&w),
-        vec![Action::KeepLeading, Action::StartReplica { leader: None }]
+        vec![Action::KeepLeading, Action::StartReplica { upstream: None }]
     );
 }
 
@@ -260,14 +260,14 @@ fn stopped_node_with_expired_write_deadline_does_not_start_as_primary() {
         pg_stopped(true),
     );
     w.memory.write_deadline_ms = Some(NOW);
-    assert_eq!(actions(&w), vec![Action::StartReplica { leader: None }]);
+    assert_eq!(actions(&w), vec![Action::StartReplica { upstream: None }]);
 }
 
 #[test]
 fn stopped_node_without_leader_starts_read_only() {
     for was_primary in [true, false] {
         let w = world("b", Some(cluster(None)), pg_stopped(was_primary));
-        assert_eq!(actions(&w), vec![Action::StartReplica { leader: None }]);
+        assert_eq!(actions(&w), vec![Action::StartReplica { upstream: None }]);
     }
 }
 
@@ -371,7 +371,7 @@ fn replica_with_other_leader_and_wrong_upstream_follows() {
         );
         assert_eq!(
             actions(&w),
-            vec![Action::Follow { leader: "a".into() }],
+            vec![Action::Follow { upstream: Some("a".into()) }],
             "upstream {upstream:?}"
         );
     }
