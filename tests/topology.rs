@@ -12,8 +12,15 @@ use support::*;
 /// Add `lines` (YAML, indented under `tags:`) to a node's configuration before it starts.
 fn tag(node: &Node, lines: &str) {
     let text = std::fs::read_to_string(&node.config).expect("read config");
-    let tagged = text.replacen("  nofailover: false\n", &format!("  nofailover: false\n{lines}"), 1);
-    assert_ne!(text, tagged, "the test config has no tags section to extend");
+    let tagged = text.replacen(
+        "  nofailover: false\n",
+        &format!("  nofailover: false\n{lines}"),
+        1,
+    );
+    assert_ne!(
+        text, tagged,
+        "the test config has no tags section to extend"
+    );
     std::fs::write(&node.config, tagged).expect("write config");
 }
 
@@ -26,7 +33,12 @@ fn streaming_from(port: u16) -> Vec<String> {
          FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid \
          WHERE r.state = 'streaming' AND NOT s.temporary",
     )
-    .map(|s| s.split(',').filter(|n| !n.is_empty()).map(String::from).collect())
+    .map(|s| {
+        s.split(',')
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect()
+    })
     .unwrap_or_default()
 }
 
@@ -65,16 +77,24 @@ fn clonefrom_and_replicatefrom_make_a_cascade_that_falls_back_to_the_leader() {
     let (p1, p2, p3) = (c.nodes[0].pg_port, c.nodes[1].pg_port, c.nodes[2].pg_port);
 
     c.nodes[0].start();
-    assert_eq!(c.wait_leader(Duration::from_secs(90)), 0, "pg1 bootstraps alone");
+    assert_eq!(
+        c.wait_leader(Duration::from_secs(90)),
+        0,
+        "pg1 bootstraps alone"
+    );
     c.nodes[1].start();
     wait_streaming_set(p1, &["pg2"], "pg2 streaming from the leader pg1");
     psql(p1, "CREATE TABLE cascade_probe (id int primary key)").expect("create table");
     // A new replica picks its clone source from the member keys: wait for pg2's to say it runs.
-    wait_for("pg2's member key: a running replica", Duration::from_secs(30), || {
-        let v: serde_json::Value =
-            serde_json::from_str(&c.etcd.get("/service/test/members/pg2")?).ok()?;
-        (v["state"] == "running" && v["role"] == "replica").then_some(())
-    });
+    wait_for(
+        "pg2's member key: a running replica",
+        Duration::from_secs(30),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&c.etcd.get("/service/test/members/pg2")?).ok()?;
+            (v["state"] == "running" && v["role"] == "replica").then_some(())
+        },
+    );
 
     c.nodes[2].start();
     wait_streaming_set(p2, &["pg3"], "pg3 streaming from pg2 (replicatefrom)");
@@ -83,31 +103,54 @@ fn clonefrom_and_replicatefrom_make_a_cascade_that_falls_back_to_the_leader() {
         log.contains("cloning a replica from pg2, a replica tagged clonefrom"),
         "pg3 did not clone from pg2, the clonefrom replica:\n{log}"
     );
-    assert_eq!(streaming_from(p1), vec!["pg2".to_string()], "pg3 must not stream from pg1");
+    assert_eq!(
+        streaming_from(p1),
+        vec!["pg2".to_string()],
+        "pg3 must not stream from pg1"
+    );
     // pg3 streams through its own slot on pg2.
     wait_for("pg3's slot on pg2, active", Duration::from_secs(30), || {
-        (psql(p2, "SELECT active FROM pg_replication_slots WHERE slot_name = 'pg3'").ok()? == "t")
+        (psql(
+            p2,
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'pg3'",
+        )
+        .ok()?
+            == "t")
             .then_some(())
     });
 
     // Writes on the leader reach pg3 through pg2, and the leader's idle slot for pg3
     // follows what pg3 reports instead of holding WAL back for ever.
     let before = slot_restart_lsn(p1, "pg3").expect("the leader keeps a slot for pg3");
-    psql(p1, "INSERT INTO cascade_probe SELECT generate_series(1, 1000); SELECT pg_switch_wal()")
-        .expect("write on the leader");
+    psql(
+        p1,
+        "INSERT INTO cascade_probe SELECT generate_series(1, 1000); SELECT pg_switch_wal()",
+    )
+    .expect("write on the leader");
     let written = current_lsn(p1);
     wait_for("the rows on pg3", Duration::from_secs(60), || {
         (psql(p3, "SELECT count(*) FROM cascade_probe").ok()? == "1000").then_some(())
     });
-    wait_for("the leader's slot for pg3 advanced", Duration::from_secs(60), || {
-        let l = slot_restart_lsn(p1, "pg3")?;
-        (l > before && l >= written - 16 * 1024 * 1024).then_some(l)
-    });
+    wait_for(
+        "the leader's slot for pg3 advanced",
+        Duration::from_secs(60),
+        || {
+            let l = slot_restart_lsn(p1, "pg3")?;
+            (l > before && l >= written - 16 * 1024 * 1024).then_some(l)
+        },
+    );
 
     // The cascade source stops: pg3 streams from the leader.
     c.nodes[1].signal(Signal::SIGTERM);
-    assert!(c.nodes[1].wait_exit(Duration::from_secs(60)).is_some(), "pg2 stops");
-    wait_streaming_set(p1, &["pg3"], "pg3 streaming from the leader after pg2 stopped");
+    assert!(
+        c.nodes[1].wait_exit(Duration::from_secs(60)).is_some(),
+        "pg2 stops"
+    );
+    wait_streaming_set(
+        p1,
+        &["pg3"],
+        "pg3 streaming from the leader after pg2 stopped",
+    );
     psql(p1, "INSERT INTO cascade_probe VALUES (1001)").expect("write on the leader");
     wait_for("the new row on pg3", Duration::from_secs(30), || {
         (psql(p3, "SELECT count(*) FROM cascade_probe").ok()? == "1001").then_some(())

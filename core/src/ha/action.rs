@@ -88,6 +88,10 @@ pub enum Action {
         /// The member to clone from.
         source: String,
     },
+    /// No leader to copy from: create this replica with a method that needs none (`no_leader`,
+    /// e.g. a restore from a backup repository), then start read-only to take part in the
+    /// election.
+    RestoreReplica,
     /// Move the old data directory aside (never delete) and clone again.
     Reclone {
         /// The member to clone from.

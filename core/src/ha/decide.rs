@@ -147,6 +147,12 @@ fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
             vec![Action::Bootstrap],
         );
     }
+    if w.settings.clone_without_leader && cluster.initialize.as_deref() != Some("") {
+        return Decision::new(
+            "no leader to copy from: creating the replica with a method that needs none (no_leader)",
+            vec![Action::RestoreReplica],
+        );
+    }
     Decision::new("waiting for a leader to bootstrap or to clone from", vec![])
 }
 
@@ -230,8 +236,12 @@ fn decide_stopped(w: &World, was_primary: bool) -> Decision {
         let upstream = w.upstream_under(&leader);
         let why = match upstream.as_deref() {
             Some(u) if u == leader => format!("starting as a replica of {leader}"),
-            Some(u) => format!("starting as a replica of {u} (replicatefrom), under leader {leader}"),
-            None => format!("starting as a replica of {leader} with WAL from the archive only (nostream)"),
+            Some(u) => {
+                format!("starting as a replica of {u} (replicatefrom), under leader {leader}")
+            }
+            None => format!(
+                "starting as a replica of {leader} with WAL from the archive only (nostream)"
+            ),
         };
         return Decision::new(why, vec![Action::StartReplica { upstream }]);
     }
@@ -484,9 +494,9 @@ pub(super) fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
             let why = match upstream.as_deref() {
                 Some(u) if u == leader => format!("following new leader {leader}"),
                 Some(u) => format!("following {u} (replicatefrom), under leader {leader}"),
-                None => format!(
-                    "replaying WAL from the archive only (nostream), under leader {leader}"
-                ),
+                None => {
+                    format!("replaying WAL from the archive only (nostream), under leader {leader}")
+                }
             };
             return Decision::new(why, vec![Action::Follow { upstream }]);
         }

@@ -129,6 +129,9 @@ pub struct Settings {
     /// A leader whose policy judged it `failed` for this many consecutive loops hands over to
     /// a healthy candidate.
     pub failed_loops_before_handover: u32,
+    /// A replica method works without a member to copy from (`no_leader`, e.g. a restore
+    /// from a backup repository): a new node may create its data while there is no leader.
+    pub clone_without_leader: bool,
 }
 
 /// The whole snapshot one decision is made from.

@@ -85,23 +85,6 @@ fn slots(v: &Value) -> Option<&'static str> {
     non_empty(v).then_some(WHY_SLOTS)
 }
 
-fn replica_methods(v: &Value) -> Option<&'static str> {
-    let only_basebackup = match v {
-        Value::Sequence(s) => s.iter().all(|m| m.as_str() == Some("basebackup")),
-        Value::String(s) => s.trim() == "basebackup",
-        _ => false,
-    };
-    (!only_basebackup).then_some(
-        "Regent clones replicas only with pg_basebackup, not with the methods listed (e.g. from a backup repository)",
-    )
-}
-
-fn bootstrap_method(v: &Value) -> Option<&'static str> {
-    (v.as_str().map(str::trim) != Some("initdb")).then_some(
-        "a new cluster would be created empty by initdb instead of by this method (e.g. restored from a backup)",
-    )
-}
-
 fn ssl_rootcert(v: &Value) -> Option<&'static str> {
     (v.as_str().map(str::trim) == Some("system")).then_some(
         "Regent's own connections to PostgreSQL cannot check against the system's CAs: the server certificate would go unchecked",
@@ -186,10 +169,10 @@ const BOOTSTRAP: &[(&str, Key)] = &[
     ("dcs", Section(DCS)),
     ("initdb", Known),
     ("pg_hba", Known),
-    ("method", Refused(bootstrap_method)),
+    ("method", Known),
     ("users", Unsupported),
-    ("post_bootstrap", Unsupported),
-    ("post_init", Unsupported),
+    ("post_bootstrap", Known),
+    ("post_init", Known),
 ];
 
 const DCS: &[(&str, Key)] = &[
@@ -253,9 +236,9 @@ const POSTGRESQL: &[(&str, Key)] = &[
             non_empty(v).then_some("the scripts would not run on start, stop, reload or role change (e.g. moving a virtual IP to the new primary)")
         }),
     ),
-    ("create_replica_methods", Refused(replica_methods)),
+    ("create_replica_methods", Known),
     ("replica_method", Unsupported),
-    ("basebackup", Unsupported),
+    ("basebackup", Known),
     ("recovery_conf", Unsupported),
     ("custom_conf", Unsupported),
     ("pg_ident", Unsupported),
@@ -406,9 +389,8 @@ fn walk(
             Some(Moved(target)) => warnings.push(format!(
                 "{shown}: ignored, Regent reads this setting only from {target} (the cluster-wide dynamic configuration); move it there"
             )),
-            None if method_names.contains(&name) => warnings.push(format!(
-                "{shown}: Patroni method section not supported by Regent yet, ignored"
-            )),
+            // A method's section: read by `methods`.
+            None if method_names.contains(&name) => {}
             None if shown != path => warnings.push(format!(
                 "unknown key {shown} ignored (Regent does not use it; unset the variable)"
             )),
@@ -530,10 +512,7 @@ mod tests {
             ("restapi.ciphers", "ECDHE-RSA-AES256-GCM-SHA384"),
             ("restapi.request_queue_size", "5"),
             ("bootstrap.users", "{admin: {password: x}}"),
-            ("bootstrap.post_bootstrap", "/usr/local/bin/setup.sh"),
-            ("postgresql.create_replica_methods", "[basebackup]"),
             ("postgresql.pgpass", "/tmp/pgpass0"),
-            ("bootstrap.method", "initdb"),
             ("bootstrap.dcs.failsafe_mode", "false"),
         ];
         let edits: Vec<(&str, Option<&str>)> = keys.iter().map(|(k, v)| (*k, Some(*v))).collect();
@@ -569,11 +548,6 @@ mod tests {
             ),
             ("postgresql.pre_promote", "/usr/local/bin/check"),
             ("postgresql.before_stop", "/usr/local/bin/drain"),
-            (
-                "postgresql.create_replica_methods",
-                "[pgbackrest, basebackup]",
-            ),
-            ("bootstrap.method", "restore"),
             (
                 "postgresql.authentication.replication.sslrootcert",
                 "system",

@@ -176,6 +176,18 @@ pub(crate) struct Bootstrap {
     /// configuration's `postgresql.pg_hba` has any.
     #[serde(default)]
     pub(crate) pg_hba: Vec<String>,
+    /// `initdb` or the name of a section below with the command that creates the cluster.
+    #[serde(default)]
+    pub(crate) method: Option<String>,
+    /// Run once after the bootstrap, with the superuser's connection string.
+    #[serde(default)]
+    pub(crate) post_bootstrap: Option<String>,
+    /// Patroni's older name of `post_bootstrap`.
+    #[serde(default)]
+    pub(crate) post_init: Option<String>,
+    /// The other keys: the section `method` names ([`super::methods`] reads it).
+    #[serde(flatten)]
+    pub(crate) method_sections: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// Patroni's `postgresql` section: this node's PostgreSQL.
@@ -203,6 +215,16 @@ pub(crate) struct Postgresql {
     /// Regent extension: the OS user PostgreSQL runs as when `regent` runs as root.
     #[serde(default)]
     pub(crate) os_user: Option<String>,
+    /// How replicas are created, in order; empty: `basebackup`.
+    #[serde(default, deserialize_with = "super::values::one_or_many")]
+    pub(crate) create_replica_methods: Vec<String>,
+    /// pg_basebackup options (a list of flags and one-key maps, or a map).
+    #[serde(default)]
+    pub(crate) basebackup: Option<serde_yaml::Value>,
+    /// The other keys: the sections of the methods `create_replica_methods` names
+    /// ([`super::methods`] reads them).
+    #[serde(flatten)]
+    pub(crate) method_sections: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// `postgresql.authentication`: the roles Regent connects as.

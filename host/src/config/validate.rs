@@ -189,6 +189,7 @@ impl Config {
 
         self.validate_restapi()?;
         self.validate_ctl()?;
+        self.methods()?;
         self.validate_etcd()?;
         self.validate_timing()?;
 

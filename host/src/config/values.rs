@@ -137,6 +137,20 @@ impl<'de> Deserialize<'de> for HostList {
     }
 }
 
+/// A list of strings, or one string for a list of one (`create_replica_methods: basebackup`).
+pub(crate) fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// One `bootstrap.initdb` entry, as Patroni writes them.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]

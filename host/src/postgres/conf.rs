@@ -60,6 +60,10 @@ impl Postgres {
                     .unwrap_or_default()
             },
         );
+        if !standby && let Ok(g) = self.recovery_params.lock() {
+            // A custom bootstrap's first start recovers with these (`recovery.signal`).
+            params.extend(g.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         if standby {
             params.insert("recovery_target_timeline".into(), "latest".into());
             if let Some(u) = upstream {

@@ -247,6 +247,7 @@ mod tests {
             parameters: BTreeMap::new(),
             pg_hba: Vec::new(),
             initdb: Vec::new(),
+            methods: Default::default(),
             os_user: nix::unistd::Uid::effective()
                 .is_root()
                 .then(|| "root".to_string()),

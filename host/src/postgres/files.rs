@@ -148,6 +148,11 @@ impl Postgres {
         )
     }
 
+    /// The data directory exists and holds nothing.
+    pub(super) fn data_dir_is_empty(&self) -> bool {
+        std::fs::read_dir(&self.s.data_dir).is_ok_and(|mut r| r.next().is_none())
+    }
+
     /// Empty the data directory (a clone regent itself just started in it failed). Errors are
     /// logged: the next clone finds what is left.
     pub(super) fn clear_data_dir(&self) {

@@ -17,6 +17,7 @@
 mod conf;
 mod datadir;
 mod files;
+mod methods;
 mod probe;
 mod process;
 mod replication;
@@ -133,6 +134,8 @@ pub(crate) struct PgSettings {
     pub(crate) pg_hba: Vec<String>,
     pub(crate) initdb: Vec<String>,
     pub(crate) os_user: Option<String>,
+    /// Replica creation and bootstrap methods, `post_bootstrap`.
+    pub(crate) methods: crate::config::Methods,
 }
 
 /// The OS identity PostgreSQL runs as.
@@ -157,6 +160,8 @@ pub(crate) struct Postgres {
     last_configured: std::sync::Mutex<Option<(bool, Option<Upstream>)>>,
     /// Whether the former-primary marker exists (read once at start, then kept with it).
     former_primary: std::sync::atomic::AtomicBool,
+    /// Recovery parameters of a custom bootstrap's first start (`recovery_conf`).
+    recovery_params: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// An upstream to stream from.
@@ -191,6 +196,7 @@ impl Postgres {
             session: Mutex::new(None),
             sync_names: std::sync::Mutex::new(String::new()),
             departed_slots: std::sync::Mutex::new(BTreeMap::new()),
+            recovery_params: std::sync::Mutex::new(BTreeMap::new()),
             last_configured: std::sync::Mutex::new(None),
         };
         // The guard's files and the server log live beside the data directory (by default):

@@ -18,7 +18,13 @@ impl Postgres {
     }
 
     pub(super) fn command(&self, bin: &str) -> Command {
-        let mut c = Command::new(self.bin(bin));
+        self.program(self.bin(bin))
+    }
+
+    /// Any program (a replica method, a script), run as PostgreSQL's programs run: as the
+    /// PostgreSQL OS user when regent runs as root, in `run_dir`.
+    pub(super) fn program(&self, path: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(path);
         if let Some(u) = &self.user {
             c.uid(u.uid.as_raw()).gid(u.gid.as_raw());
             c.env("HOME", &self.s.run_dir);

@@ -89,10 +89,14 @@ impl Postgres {
                     )
                     .await
                 {
-                    Ok(_) => tracing::debug!(slot = %w, lsn = %to, "advanced the slot of a cascading member"),
+                    Ok(_) => {
+                        tracing::debug!(slot = %w, lsn = %to, "advanced the slot of a cascading member")
+                    }
                     // Past what this server has written (the member is ahead of a lagging
                     // cascade source): the next loop tries again.
-                    Err(e) => tracing::debug!(slot = %w, error = %PgError::from(e), "could not advance the slot"),
+                    Err(e) => {
+                        tracing::debug!(slot = %w, error = %PgError::from(e), "could not advance the slot")
+                    }
                 }
             }
         }
@@ -153,6 +157,8 @@ impl Postgres {
                 self.s.replication.conninfo_tail()
             ),
         ];
+        let mut args = args;
+        args.extend(self.s.methods.basebackup_options.iter().cloned());
         let res = self
             .run(
                 "pg_basebackup",

@@ -111,6 +111,7 @@ impl Layout {
             parameters: BTreeMap::new(),
             pg_hba: Vec::new(),
             initdb: Vec::new(),
+            methods: Default::default(),
             os_user,
         })
         .expect("postgres")

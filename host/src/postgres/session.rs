@@ -204,6 +204,15 @@ impl Postgres {
     }
 
     /// After bootstrap: the replication (and rewind) roles.
+    /// The superuser with the configured password (a custom bootstrap restored roles whose
+    /// passwords may differ from this configuration's).
+    pub(crate) async fn ensure_superuser(&self) -> Result<()> {
+        let c = self.connect().await?;
+        let s = &self.s.superuser;
+        self.ensure_role(&c, &s.user, "SUPERUSER LOGIN", s.password.as_deref())
+            .await
+    }
+
     pub(crate) async fn create_roles(&self) -> Result<()> {
         let c = self.connect().await?;
         let r = &self.s.replication;

@@ -75,10 +75,30 @@ impl Supervisor {
                 self.phase = PgPhase::CreatingReplica;
                 self.role = NodeRole::Replica;
                 let _ = self.touch_member().await;
-                tracing::info!(from = %source, "cloning with pg_basebackup");
-                busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
+                tracing::info!(from = %source, "creating a replica");
+                busy(
+                    &self.view_tx,
+                    "creating replica",
+                    self.pg.create_replica(Some(&up)),
+                )
+                .await?;
                 self.sysid = None;
                 self.start_replica(Some(&up)).await?;
+                Ok(true)
+            }
+            Action::RestoreReplica => {
+                self.phase = PgPhase::CreatingReplica;
+                self.role = NodeRole::Replica;
+                let _ = self.touch_member().await;
+                tracing::info!("creating a replica without a leader (no_leader method)");
+                busy(
+                    &self.view_tx,
+                    "creating replica",
+                    self.pg.create_replica(None),
+                )
+                .await?;
+                self.sysid = None;
+                self.start_replica(None).await?;
                 Ok(true)
             }
             Action::Reclone { leader } => {
@@ -91,7 +111,12 @@ impl Supervisor {
                 self.mem.rewind_failed = false;
                 self.sysid = None;
                 self.phase = PgPhase::CreatingReplica;
-                busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
+                busy(
+                    &self.view_tx,
+                    "creating replica",
+                    self.pg.create_replica(Some(&up)),
+                )
+                .await?;
                 self.start_replica(Some(&up)).await?;
                 Ok(true)
             }
@@ -454,14 +479,38 @@ impl Supervisor {
     /// initdb, start, create the roles, take the leader key, publish `initialize` and the
     /// cluster's `config`.
     pub(super) async fn bootstrap_inner(&mut self) -> Result<(), SupervisorError> {
-        busy(&self.view_tx, "initializing new cluster", self.pg.initdb()).await?;
+        let custom = self.pg.s.methods.bootstrap.clone();
+        match &custom {
+            None => busy(&self.view_tx, "initializing new cluster", self.pg.initdb()).await?,
+            Some(m) => {
+                busy(
+                    &self.view_tx,
+                    "running custom bootstrap script",
+                    self.pg.custom_bootstrap(m),
+                )
+                .await?
+            }
+        }
         self.pg.configure(false, None)?;
         if !self.pg.start(Duration::from_secs(120)).await? {
             return Err(SupervisorError::Fatal(
                 "the new cluster did not accept connections within 120 s".into(),
             ));
         }
+        if custom.is_some() {
+            busy(
+                &self.view_tx,
+                "waiting for end of recovery after bootstrap",
+                self.pg.wait_recovery_end(),
+            )
+            .await?;
+            // The recovery settings served their one start.
+            self.pg.set_recovery_params(Default::default());
+            self.pg.configure(false, None)?;
+            self.pg.ensure_superuser().await?;
+        }
         self.pg.create_roles().await?;
+        self.pg.post_bootstrap().await?;
         // initdb may have outlasted the lease (a slow disk, a busy machine): renew (or replace)
         // it before taking the leader key with it.
         self.renew_lease().await?;

@@ -241,7 +241,7 @@ impl Supervisor {
             self.mem.rewind_failed = false;
             self.role = NodeRole::Replica;
             let _ = self.touch_member().await;
-            busy(&self.view_tx, "creating replica", self.pg.basebackup(&up)).await?;
+            busy(&self.view_tx, "creating replica", self.pg.create_replica(Some(&up))).await?;
             self.start_replica(Some(&up)).await
         }
         .await;

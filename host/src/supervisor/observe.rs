@@ -283,6 +283,7 @@ impl Supervisor {
             paused: self.dynamic.pause.unwrap_or(false),
             loop_wait_ms: self.dynamic.loop_wait.max(1).saturating_mul(1000),
             failed_loops_before_handover: self.cfg.regent.failed_loops_before_handover,
+            clone_without_leader: self.pg.s.methods.can_clone_without_leader(),
         }
     }
 

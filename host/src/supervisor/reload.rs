@@ -287,6 +287,8 @@ pub(super) fn pg_settings(
             })
             .collect(),
         os_user: cfg.postgresql.os_user.clone(),
+        // Checked when the configuration was loaded.
+        methods: cfg.methods().unwrap_or_default(),
     }
 }
 

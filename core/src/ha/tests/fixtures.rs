@@ -32,6 +32,7 @@ pub(super) fn settings() -> Settings {
         synchronous_mode: false,
         paused: false,
         loop_wait_ms: 10_000,
+        clone_without_leader: false,
         failed_loops_before_handover: 2,
     }
 }

@@ -552,7 +552,11 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                 tags: {
                     let mut t = tags_json(node.nofailover, node.priority);
                     for (k, v) in topology_tags(node, &g.names) {
-                        let v = if v == "true" { Value::Bool(true) } else { Value::String(v) };
+                        let v = if v == "true" {
+                            Value::Bool(true)
+                        } else {
+                            Value::String(v)
+                        };
                         t.insert(k, v);
                     }
                     t
@@ -655,6 +659,8 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     paused: c.paused,
                     loop_wait_ms: 1_000,
                     failed_loops_before_handover: 2,
+                    // One of the topology generator's "no tag" values.
+                    clone_without_leader: node.topology.0 == 4,
                 },
                 health: node.health.clone(),
                 now_unix_ms: UNIX_NOW,

@@ -401,9 +401,33 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
             if !elsewhere {
                 prop_assert_eq!(truth.leader_name(), Some(l), "{:?}: {}", a, ctx());
             } else {
-                prop_assert!(truth.leader_name().is_some(), "{:?} without a leader: {}", a, ctx());
+                prop_assert!(
+                    truth.leader_name().is_some(),
+                    "{:?} without a leader: {}",
+                    a,
+                    ctx()
+                );
             }
         }
+    }
+    // A restore without a leader: only into an empty data directory, only with a method that
+    // needs no leader, and only when this node sees no leader to copy from.
+    if has(d, |a| matches!(a, Action::RestoreReplica)) {
+        prop_assert!(
+            matches!(w.pg.data_dir, DataDir::Empty),
+            "RestoreReplica on data: {}",
+            ctx()
+        );
+        prop_assert!(
+            w.settings.clone_without_leader,
+            "RestoreReplica without a no_leader method: {}",
+            ctx()
+        );
+        prop_assert!(
+            w.cluster.as_ref().is_some_and(|c| c.leader.is_none()),
+            "RestoreReplica while a leader key exists: {}",
+            ctx()
+        );
     }
     // A replica tagged `nostream` is never pointed at anyone.
     if w.settings.tags.get("nostream").is_some_and(|v| v == "true") {
@@ -454,7 +478,9 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
             ctx()
         );
     }
-    if has(d, |a| matches!(a, Action::StartReplica { upstream: Some(_) })) {
+    if has(d, |a| {
+        matches!(a, Action::StartReplica { upstream: Some(_) })
+    }) {
         prop_assert!(
             !diverged,
             "a former primary starts following without a rewind: {}",

@@ -267,6 +267,7 @@ impl Sim {
                 paused: false,
                 loop_wait_ms: LOOP_MS,
                 failed_loops_before_handover: 2,
+                clone_without_leader: false,
             },
             health: Health::Healthy,
             now_unix_ms: UNIX_NOW + self.now,
@@ -557,7 +558,10 @@ impl Sim {
                     self.dcs.initialize = Some(sysid.clone());
                 }
             }
-            Action::CloneFrom { .. } | Action::Bootstrap | Action::Fatal(_) => {
+            Action::CloneFrom { .. }
+            | Action::RestoreReplica
+            | Action::Bootstrap
+            | Action::Fatal(_) => {
                 return Err(TestCaseError::fail(format!(
                     "{me}: unexpected {a:?} in an initialized cluster\n{}",
                     self.log.join("\n")

@@ -371,7 +371,9 @@ fn replica_with_other_leader_and_wrong_upstream_follows() {
         );
         assert_eq!(
             actions(&w),
-            vec![Action::Follow { upstream: Some("a".into()) }],
+            vec![Action::Follow {
+                upstream: Some("a".into())
+            }],
             "upstream {upstream:?}"
         );
     }
