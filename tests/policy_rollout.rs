@@ -6,7 +6,9 @@
 //! is written; a set the nodes themselves refuse (its deadline does not fit the lease) leaves
 //! the serving policies in place and is reported; rollback restores the previous digests
 //! everywhere; a canary push reaches only the canary until `promote`; a restarted node runs the
-//! pushed set, not its local one.
+//! pushed set, not its local one; a shadow set (`push --shadow`) runs beside the active one on
+//! every member, its divergences counted in `/metrics` and shown by `policy status`, without
+//! deciding anything, until `promote` makes it active or `rollback` drops it.
 
 mod support;
 
@@ -276,4 +278,226 @@ fn pushed_policies_reach_every_member_and_roll_back() {
         Duration::from_secs(30),
         || (serving(n)? == [zone.clone(), sync.clone()]).then_some(()),
     );
+}
+
+/// Node `n`'s `/metrics` value of `family{...hook="HOOK"}` (0 before the first sample).
+fn shadow_metric(n: &Node, family: &str, hook: &str) -> Option<u64> {
+    let (s, body) = n.http_get("/metrics")?;
+    if s != 200 {
+        return None;
+    }
+    let label = format!("hook=\"{hook}\"");
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(&label))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum(),
+    )
+}
+
+/// Node `n`'s `GET /policy` document.
+fn policy_doc(n: &Node) -> Option<Value> {
+    let (s, body) = n.http_get("/policy")?;
+    (s == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// replication-guard probing `SELECT 0` (a failing probe) on every node: degraded from the
+/// first loop, failed after `failures` loops.
+fn failing_guard(c: &Cluster, dir: &str, failures: u32) -> PathBuf {
+    policy_dir(
+        c,
+        dir,
+        "replication-guard",
+        &repo("policies/replication-guard.wasm"),
+        &format!(
+            "name = \"replication-guard\"\ncomponent = \"replication-guard.wasm\"\n\
+             hooks = [\"check-health\"]\ncapabilities = [\"sql-probe\"]\n\
+             [settings]\nfailures_before_failed = {failures}\nprobe = \"zero\"\nrole = \"any\"\n\
+             [[probes]]\nname = \"zero\"\nsql = \"SELECT 0\"\ntimeout_ms = 1000\n"
+        ),
+    )
+}
+
+#[test]
+fn a_shadow_policy_counts_divergences_without_deciding() {
+    let _g = serial();
+    let (c, leader) = Cluster::healthy(3, NodeSpec::default());
+    let leader_name = c.nodes[leader].name.clone();
+    let divergences = "regent_policy_shadow_divergences_total";
+
+    // The cluster's active set: patroni-default, pushed.
+    let pd = sha256(&repo("policies/patroni-default.wasm"));
+    ctl(
+        &c,
+        &[
+            "policy",
+            "push",
+            repo("policies/patroni-default.toml").to_str().unwrap(),
+        ],
+    )
+    .expect_ok("push patroni-default");
+    all_serve(&c, &[&pd], Duration::from_secs(15));
+
+    // --shadow and --canary do not go together.
+    let guard = sha256(&repo("policies/replication-guard.wasm"));
+    let failed = failing_guard(&c, "guard-failed", 1);
+    let r = ctl(
+        &c,
+        &[
+            "policy",
+            "push",
+            "--shadow",
+            failed.to_str().unwrap(),
+            "--canary",
+            "pg2",
+        ],
+    );
+    assert!(!r.ok() && r.stderr.contains("cannot be used with"), "{r:?}");
+    assert!(policy_set(&c).is_some_and(|s| !s.contains("shadow")));
+
+    // A shadow that judges every node failed from its first loop: every member loads it, the
+    // divergences show in /metrics, and the serving rules still decide: the leader keeps the
+    // key, every node reports itself healthy.
+    let t0 = Instant::now();
+    let pushed = ctl(
+        &c,
+        &[
+            "-f",
+            "json",
+            "policy",
+            "push",
+            "--shadow",
+            failed.to_str().unwrap(),
+        ],
+    )
+    .expect_ok("push --shadow");
+    let loaded_ms = pushed.json()["serving_after_ms"]
+        .as_u64()
+        .expect("serving_after_ms");
+    let shadow_summary = format!(
+        "patroni-default@{},replication-guard@{}",
+        &pd[..8],
+        &guard[..8]
+    );
+    for n in &c.nodes {
+        let m = c.member_key(&n.name);
+        assert_eq!(m["policy_shadow"], shadow_summary.as_str(), "{m}");
+        assert_eq!(m["policy"], format!("patroni-default@{}", &pd[..8]), "{m}");
+    }
+    for n in &c.nodes {
+        wait_for(
+            &format!("{}'s shadow divergences on /metrics", n.name),
+            Duration::from_secs(30),
+            || (shadow_metric(n, divergences, "check-health")? >= 1).then_some(()),
+        );
+    }
+    let visible = t0.elapsed();
+    eprintln!(
+        "push --shadow → all 3 members report the shadow loaded: ctl reported {loaded_ms} ms; \
+         divergences on /metrics of every node {visible:?} after the push began"
+    );
+    // Past failed_loops_before_handover (2) loops of a failed shadow verdict on the leader.
+    wait_for(
+        "six check-health divergences on the leader",
+        Duration::from_secs(30),
+        || (shadow_metric(&c.nodes[leader], divergences, "check-health")? >= 6).then_some(()),
+    );
+    assert_eq!(
+        c.leader(),
+        Some(leader),
+        "the shadow's verdict moved the leader"
+    );
+    assert!(
+        c.leader_key().is_some_and(|k| k == leader_name),
+        "{:?}",
+        c.leader_key()
+    );
+    for n in &c.nodes {
+        let doc = policy_doc(n).expect("GET /policy");
+        assert_eq!(doc["health"]["verdict"], "healthy", "{}: {doc}", n.name);
+        let shadow = &doc["shadow"];
+        assert_eq!(shadow["summary"], shadow_summary.as_str(), "{doc}");
+        assert!(
+            shadow["counters"]["check-health"]["divergences"].as_u64() >= Some(1),
+            "{doc}"
+        );
+        assert_eq!(shadow["last_divergence"]["serving"], "healthy", "{doc}");
+        assert!(
+            shadow["last_divergence"]["shadow"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("failed")),
+            "{doc}"
+        );
+        assert_eq!(serving(n), Some(vec![pd.clone()]), "{}", n.name);
+    }
+    assert!(
+        c.nodes[leader]
+            .log()
+            .contains("the shadow policies disagree with the serving ones"),
+        "no divergence logged"
+    );
+
+    // ctl policy status shows the shadow and its divergences per member.
+    let status = ctl(&c, &["policy", "status"]).expect_ok("status").stdout;
+    eprintln!("{status}");
+    assert!(
+        status.contains("Shadow") && status.contains("Divergences"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("shadow {shadow_summary}")),
+        "{status}"
+    );
+    let status = ctl(&c, &["-f", "json", "policy", "status"])
+        .expect_ok("status")
+        .json();
+    for m in status["members"].as_array().expect("members") {
+        assert_eq!(m["shadow"], shadow_summary.as_str(), "{status}");
+        assert!(
+            m["shadow_counters"]["divergences"].as_u64() >= Some(1),
+            "{status}"
+        );
+        assert_eq!(m["state"], "serving", "{status}");
+    }
+
+    // Rollback drops the shadow everywhere; the active set stays.
+    ctl(&c, &["policy", "rollback"]).expect_ok("rollback drops the shadow");
+    for n in &c.nodes {
+        assert!(c.member_key(&n.name).get("policy_shadow").is_none());
+        assert!(policy_doc(n).expect("GET /policy").get("shadow").is_none());
+    }
+    all_serve(&c, &[&pd], Duration::from_secs(5));
+
+    // A shadow that only degrades (harmless if it served): promote makes it active everywhere,
+    // rollback returns to the previous digest everywhere.
+    let degraded = failing_guard(&c, "guard-degraded", 1_000_000);
+    ctl(
+        &c,
+        &["policy", "push", "--shadow", degraded.to_str().unwrap()],
+    )
+    .expect_ok("push --shadow degraded");
+    wait_for(
+        "a divergence of the new shadow on the leader",
+        Duration::from_secs(30),
+        || {
+            (c.member_key(&leader_name)["policy_shadow_counters"]["divergences"].as_u64()? >= 1)
+                .then_some(())
+        },
+    );
+    let promoted = Instant::now();
+    ctl(&c, &["policy", "promote"]).expect_ok("promote the shadow");
+    all_serve(&c, &[&pd, &guard], Duration::from_secs(15));
+    eprintln!(
+        "promote → the shadow active on all 3 members: {:?}",
+        promoted.elapsed()
+    );
+    for n in &c.nodes {
+        assert!(c.member_key(&n.name).get("policy_shadow").is_none());
+    }
+    let set: Value = serde_json::from_str(&policy_set(&c).expect("policy-set")).expect("JSON");
+    assert!(set.get("shadow").is_none(), "{set}");
+    ctl(&c, &["policy", "rollback"]).expect_ok("rollback to patroni-default");
+    all_serve(&c, &[&pd], Duration::from_secs(15));
+    assert_eq!(c.leader(), Some(leader), "the leader moved");
 }
