@@ -118,7 +118,11 @@ impl PolicySetDoc {
 
     /// `push`: `new` replaces the active policy of its name (or joins the set); the set before
     /// becomes `previous`; only `canary` (when not empty) runs it. A shadow stays.
-    pub fn push(&mut self, new: PolicyRef, canary: Vec<String>) -> Result<(), SetChangeError> {
+    pub fn push(
+        &mut self,
+        new: PolicyRef,
+        canary: Vec<String>,
+    ) -> std::result::Result<(), SetChangeError> {
         let short = new.short();
         let active = with_policy(&self.active, new);
         if active == self.active && canary.is_empty() {
@@ -133,7 +137,7 @@ impl PolicySetDoc {
 
     /// `push --shadow`: the shadow becomes the active set with `new` in place of the policy of
     /// its name (or added); the active set, `previous` and the members stay as they are.
-    pub fn push_shadow(&mut self, new: PolicyRef) -> Result<(), SetChangeError> {
+    pub fn push_shadow(&mut self, new: PolicyRef) -> std::result::Result<(), SetChangeError> {
         if !self.canary.is_empty() {
             return Err(SetChangeError::CanaryInProgress(self.canary.join(", ")));
         }
@@ -155,7 +159,7 @@ impl PolicySetDoc {
 
     /// `promote`: a shadow becomes the active set (the active one kept as `previous`); else a
     /// canary set runs on every member.
-    pub fn promote(&mut self) -> Result<(), SetChangeError> {
+    pub fn promote(&mut self) -> std::result::Result<(), SetChangeError> {
         if let Some(shadow) = self.shadow.take() {
             self.previous =
                 Some(std::mem::replace(&mut self.active, shadow)).filter(|p| !p.is_empty());
@@ -171,7 +175,7 @@ impl PolicySetDoc {
 
     /// `rollback`: a shadow is dropped (nothing else changes); else the active set and
     /// `previous` swap places, on every member.
-    pub fn rollback(&mut self) -> Result<(), SetChangeError> {
+    pub fn rollback(&mut self) -> std::result::Result<(), SetChangeError> {
         if self.shadow.take().is_some() {
             return Ok(());
         }

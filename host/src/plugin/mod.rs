@@ -50,9 +50,9 @@ pub use runtime::Tier;
 pub(crate) use runtime::digest;
 pub use selftest::{nine_members, sample_views};
 pub use set::PolicySet;
-pub use shadow::{QUEUE as SHADOW_QUEUE, Shadow, Shadowed};
 #[cfg(test)]
 pub(crate) use set::ReloadOutcome;
+pub use shadow::{QUEUE as SHADOW_QUEUE, Shadow, Shadowed};
 #[cfg(test)]
 pub(crate) use wasm::FaultKind;
 pub(crate) use wasm::TagKeys;

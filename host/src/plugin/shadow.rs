@@ -153,7 +153,7 @@ impl Shadow {
     }
 
     /// One hook's count since the shadow loaded.
-    pub fn count(&self, hook: Hook, what: ShadowCount) -> u64 {
+    pub(crate) fn count(&self, hook: Hook, what: ShadowCount) -> u64 {
         self.shared.counts(hook).get(what)
     }
 

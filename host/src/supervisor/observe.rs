@@ -336,7 +336,7 @@ impl Supervisor {
     }
 
     /// The serving policies' verdict on `facts`.
-    async fn judge_with(&mut self, set: Arc<PolicySet>, w: &World, facts: &HealthFacts) -> Health {
+    async fn judge_with(&self, set: Arc<PolicySet>, w: &World, facts: &HealthFacts) -> Health {
         set.set_local_node(&self.cfg.name, w.holds_lock());
         // SQL probes block for up to their timeout: off the async threads, and waited for no
         // longer than the loop's share of the lease.

@@ -165,7 +165,12 @@ impl<S: Store> Session<'_, S> {
                 .unwrap_or_default()
         ))?;
         if !wait {
-            return self.emit(json!({"action": what, "generation": doc.generation, "active": policy_summary(&doc.active)}));
+            return self.emit(json!({
+                "action": what,
+                "generation": doc.generation,
+                "active": policy_summary(&doc.active),
+                "shadow": doc.shadow.as_deref().map(policy_summary),
+            }));
         }
         let c = self.wait_members(&doc).await?;
         let ms = started.elapsed().as_millis() as u64;
@@ -185,13 +190,19 @@ impl<S: Store> Session<'_, S> {
             )));
         }
         self.note(&format!(
-            "{what}: all {} members serve it after {ms} ms",
-            c.members.len()
+            "{what}: all {} members {} after {ms} ms",
+            c.members.len(),
+            if doc.shadow.is_some() {
+                "serve the active set with the shadow beside it"
+            } else {
+                "serve it"
+            }
         ))?;
         self.emit(json!({
             "action": what,
             "generation": doc.generation,
             "active": policy_summary(&doc.active),
+            "shadow": doc.shadow.as_deref().map(policy_summary),
             "serving_after_ms": ms,
         }))
     }
