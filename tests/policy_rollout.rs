@@ -372,6 +372,7 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
         ],
     )
     .expect_ok("push --shadow");
+    eprint!("{}", pushed.stderr);
     let loaded_ms = pushed.json()["serving_after_ms"]
         .as_u64()
         .expect("serving_after_ms");
@@ -431,12 +432,20 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
         );
         assert_eq!(serving(n), Some(vec![pd.clone()]), "{}", n.name);
     }
-    assert!(
-        c.nodes[leader]
-            .log()
-            .contains("the shadow policies disagree with the serving ones"),
-        "no divergence logged"
-    );
+    let log = c.nodes[leader].log();
+    let logged = log
+        .lines()
+        .find(|l| l.contains("the shadow policies disagree with the serving ones"))
+        .expect("a divergence logged");
+    eprintln!("{logged}");
+    if let Some((_, metrics)) = c.nodes[leader].http_get("/metrics") {
+        for l in metrics
+            .lines()
+            .filter(|l| l.starts_with("regent_policy_shadow_"))
+        {
+            eprintln!("{l}");
+        }
+    }
 
     // ctl policy status shows the shadow and its divergences per member.
     let status = ctl(&c, &["policy", "status"]).expect_ok("status").stdout;
@@ -462,7 +471,8 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
     }
 
     // Rollback drops the shadow everywhere; the active set stays.
-    ctl(&c, &["policy", "rollback"]).expect_ok("rollback drops the shadow");
+    let r = ctl(&c, &["policy", "rollback"]).expect_ok("rollback drops the shadow");
+    eprint!("{}", r.stdout);
     for n in &c.nodes {
         assert!(c.member_key(&n.name).get("policy_shadow").is_none());
         assert!(policy_doc(n).expect("GET /policy").get("shadow").is_none());
@@ -486,7 +496,8 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
         },
     );
     let promoted = Instant::now();
-    ctl(&c, &["policy", "promote"]).expect_ok("promote the shadow");
+    let r = ctl(&c, &["policy", "promote"]).expect_ok("promote the shadow");
+    eprint!("{}", r.stdout);
     all_serve(&c, &[&pd, &guard], Duration::from_secs(15));
     eprintln!(
         "promote → the shadow active on all 3 members: {:?}",
@@ -497,7 +508,8 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
     }
     let set: Value = serde_json::from_str(&policy_set(&c).expect("policy-set")).expect("JSON");
     assert!(set.get("shadow").is_none(), "{set}");
-    ctl(&c, &["policy", "rollback"]).expect_ok("rollback to patroni-default");
+    let r = ctl(&c, &["policy", "rollback"]).expect_ok("rollback to patroni-default");
+    eprint!("{}", r.stdout);
     all_serve(&c, &[&pd], Duration::from_secs(15));
     assert_eq!(c.leader(), Some(leader), "the leader moved");
 }
