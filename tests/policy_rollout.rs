@@ -326,17 +326,18 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
     let leader_name = c.nodes[leader].name.clone();
     let divergences = "regent_policy_shadow_divergences_total";
 
-    // The cluster's active set: patroni-default, pushed.
-    let pd = sha256(&repo("policies/patroni-default.wasm"));
+    // The cluster's active set: event-journal, pushed (it ranks nothing: the built-in rules
+    // rank, so a shadow with a ranking policy ranks differently).
+    let pd = sha256(&repo("policies/event-journal.wasm"));
     ctl(
         &c,
         &[
             "policy",
             "push",
-            repo("policies/patroni-default.toml").to_str().unwrap(),
+            repo("policies/event-journal.toml").to_str().unwrap(),
         ],
     )
-    .expect_ok("push patroni-default");
+    .expect_ok("push event-journal");
     all_serve(&c, &[&pd], Duration::from_secs(15));
 
     // --shadow and --canary do not go together.
@@ -377,14 +378,14 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
         .as_u64()
         .expect("serving_after_ms");
     let shadow_summary = format!(
-        "patroni-default@{},replication-guard@{}",
+        "event-journal@{},replication-guard@{}",
         &pd[..8],
         &guard[..8]
     );
     for n in &c.nodes {
         let m = c.member_key(&n.name);
         assert_eq!(m["policy_shadow"], shadow_summary.as_str(), "{m}");
-        assert_eq!(m["policy"], format!("patroni-default@{}", &pd[..8]), "{m}");
+        assert_eq!(m["policy"], format!("event-journal@{}", &pd[..8]), "{m}");
     }
     for n in &c.nodes {
         wait_for(
@@ -479,6 +480,61 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
     }
     all_serve(&c, &[&pd], Duration::from_secs(5));
 
+    // A shadow that vetoes every election the replica `veto` is in: a switchover to that
+    // replica still happens (the built-in rules decide), and the leader's ranking counts a
+    // divergence.
+    let veto = c
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .find(|n| *n != leader_name)
+        .expect("a replica");
+    let vetoing = policy_dir(
+        &c,
+        "veto",
+        "faulty",
+        &repo("tests/fixtures/policies/faulty.wasm"),
+        &format!(
+            "name = \"faulty\"\ncomponent = \"faulty.wasm\"\nhooks = [\"rank-candidates\"]\n\
+             [settings]\nmode = \"veto\"\nwhen_member = \"{veto}\"\n"
+        ),
+    );
+    ctl(
+        &c,
+        &["policy", "push", "--shadow", vetoing.to_str().unwrap()],
+    )
+    .expect_ok("push --shadow a vetoing policy");
+    let rank = "rank-candidates";
+    let before = shadow_metric(&c.nodes[leader], divergences, rank).unwrap_or(0);
+    ctl(&c, &["switchover", "--candidate", &veto, "--force"]).expect_ok("switchover");
+    wait_for("the candidate to lead", Duration::from_secs(30), || {
+        (c.leader_key()? == veto && c.node(&veto).http_get("/primary")?.0 == 200).then_some(())
+    });
+    wait_for(
+        &format!("a ranking divergence on {leader_name}"),
+        Duration::from_secs(10),
+        || (shadow_metric(&c.nodes[leader], divergences, rank)? > before).then_some(()),
+    );
+    // `GET /policy` answers from the view the loop publishes at its end.
+    let last = wait_for(
+        &format!("{leader_name}'s GET /policy to show the ranking divergence"),
+        Duration::from_secs(10),
+        || {
+            let last = policy_doc(&c.nodes[leader])?["shadow"]["last_divergence"].clone();
+            (last["hook"] == rank).then_some(last)
+        },
+    );
+    assert!(
+        last["shadow"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("veto")),
+        "{last}"
+    );
+    eprintln!("switchover to {veto} with a vetoing shadow: {last}");
+    let leader = c.nodes.iter().position(|n| n.name == veto).expect("index");
+    let leader_name = veto;
+    ctl(&c, &["policy", "rollback"]).expect_ok("rollback drops the vetoing shadow");
+
     // A shadow that only degrades (harmless if it served): promote makes it active everywhere,
     // rollback returns to the previous digest everywhere.
     let degraded = failing_guard(&c, "guard-degraded", 1_000_000);
@@ -508,7 +564,7 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
     }
     let set: Value = serde_json::from_str(&policy_set(&c).expect("policy-set")).expect("JSON");
     assert!(set.get("shadow").is_none(), "{set}");
-    let r = ctl(&c, &["policy", "rollback"]).expect_ok("rollback to patroni-default");
+    let r = ctl(&c, &["policy", "rollback"]).expect_ok("rollback to event-journal");
     eprint!("{}", r.stdout);
     all_serve(&c, &[&pd], Duration::from_secs(15));
     assert_eq!(c.leader(), Some(leader), "the leader moved");
