@@ -7,8 +7,9 @@
 //! the serving policies in place and is reported; rollback restores the previous digests
 //! everywhere; a canary push reaches only the canary until `promote`; a restarted node runs the
 //! pushed set, not its local one; a shadow set (`push --shadow`) runs beside the active one on
-//! every member, its divergences counted in `/metrics` and shown by `policy status`, without
-//! deciding anything, until `promote` makes it active or `rollback` drops it.
+//! every member, its divergences (health verdicts, and a veto during a switchover) counted in
+//! `/metrics` and shown by `policy status`, without deciding anything, until `promote` makes it
+//! active or `rollback` drops it.
 
 mod support;
 
