@@ -477,9 +477,49 @@ fn a_shadow_policy_counts_divergences_without_deciding() {
     eprint!("{}", r.stdout);
     for n in &c.nodes {
         assert!(c.member_key(&n.name).get("policy_shadow").is_none());
-        assert!(policy_doc(n).expect("GET /policy").get("shadow").is_none());
+        // `GET /policy` answers from the view the loop publishes after the member key.
+        wait_for(
+            &format!("{}'s GET /policy without a shadow", n.name),
+            Duration::from_secs(5),
+            || policy_doc(n)?.get("shadow").is_none().then_some(()),
+        );
     }
     all_serve(&c, &[&pd], Duration::from_secs(5));
+
+    // A shadow the members refuse (its deadline does not fit ttl 10): `push` says so, each
+    // member reports why and runs without a shadow; nothing else changes.
+    let text = std::fs::read_to_string(repo("policies/zone-aware.toml")).expect("manifest");
+    let slow = policy_dir(
+        &c,
+        "slow-shadow",
+        "zone-aware",
+        &repo("policies/zone-aware.wasm"),
+        &text.replacen("component", "deadline_ms = 9000\ncomponent", 1),
+    );
+    let r = ctl(&c, &["policy", "push", "--shadow", slow.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains("refused it") && r.stderr.contains("deadline_ms"),
+        "{r:?}"
+    );
+    for n in &c.nodes {
+        let m = c.member_key(&n.name);
+        assert!(
+            m["policy_shadow_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("deadline_ms")),
+            "{m}"
+        );
+        assert!(m.get("policy_shadow").is_none(), "{m}");
+        assert!(m.get("policy_error").is_none(), "{m}");
+    }
+    all_serve(&c, &[&pd], Duration::from_secs(5));
+    let status = ctl(&c, &["policy", "status"]).expect_ok("status").stdout;
+    assert!(status.contains("refused the pushed set"), "{status}");
+    ctl(&c, &["policy", "rollback"]).expect_ok("rollback drops the refused shadow");
+    for n in &c.nodes {
+        assert!(c.member_key(&n.name).get("policy_shadow_error").is_none());
+    }
 
     // A shadow that vetoes every election the replica `veto` is in: a switchover to that
     // replica still happens (the built-in rules decide), and the leader's ranking counts a
