@@ -8,6 +8,11 @@
 //! set's mod_revision (a concurrent change is an error, never overwritten), and waits until
 //! every member concerned serves the set or reports why it cannot (`policy_error` in its member
 //! key). A member that cannot load a set keeps serving its previous policies.
+//!
+//! `push --shadow` stores the new set as the doc's `shadow` instead: the members run it beside
+//! the active set without deciding (`policy_shadow`, `policy_shadow_counters` or
+//! `policy_shadow_error` in their member keys, shown by `status`); `promote` makes it active,
+//! `rollback` drops it. The transitions themselves are [`PolicySetDoc`]'s methods.
 
 use super::Session;
 use crate::ctl::store::Store;
