@@ -15,6 +15,7 @@
 //! regent::metrics::failover("lease_expired");
 //! regent::metrics::policy_call("zone-aware", "rank-candidates", Duration::from_micros(80));
 //! regent::metrics::policy_fault("zone-aware", "deadline");
+//! regent::metrics::policy_shadow("check-health", regent::metrics::ShadowCount::Divergence);
 //! ```
 
 use std::fmt::Write as _;
@@ -273,6 +274,8 @@ pub(crate) struct Registry {
     failovers: Family<Counter>,
     policy_latency: Family<Histogram>,
     policy_faults: Family<Counter>,
+    /// The shadow policies' calls, divergences, faults and skipped calls, in that order.
+    shadow: [Family<Counter>; 4],
     /// Unlabelled, so reachable without a lookup.
     ha_loop: Histogram,
 }
@@ -340,6 +343,32 @@ impl Registry {
                 &["policy", "kind"],
                 &[],
             ),
+            shadow: [
+                Family::new(
+                    "regent_policy_shadow_calls_total",
+                    "Calls of the shadow policies (pushed with --shadow, run beside the serving ones without deciding), by hook.",
+                    &["hook"],
+                    &[],
+                ),
+                Family::new(
+                    "regent_policy_shadow_divergences_total",
+                    "Shadow policy answers that differ from the serving policies' (another winner, another health verdict), by hook.",
+                    &["hook"],
+                    &[],
+                ),
+                Family::new(
+                    "regent_policy_shadow_faults_total",
+                    "Shadow policy calls that faulted (trap, deadline, memory, invalid answer), by hook.",
+                    &["hook"],
+                    &[],
+                ),
+                Family::new(
+                    "regent_policy_shadow_skipped_total",
+                    "Shadow policy calls skipped because the shadow's queue was full, by hook.",
+                    &["hook"],
+                    &[],
+                ),
+            ],
             ha_loop: Histogram::new(LOOP_BUCKETS),
         }
     }
@@ -383,6 +412,10 @@ impl Registry {
         self.policy_faults.with(&[policy, kind]).inc();
     }
 
+    pub(crate) fn policy_shadow(&self, hook: &str, what: ShadowCount) {
+        self.shadow[what as usize].with(&[hook]).inc();
+    }
+
     /// Append every metric in the text format, each series labelled with `const_labels` first
     /// (e.g. `scope` and `name`, as Patroni labels its metrics).
     pub(crate) fn render(&self, out: &mut String, const_labels: &[(&str, &str)]) {
@@ -411,7 +444,23 @@ impl Registry {
         self.failovers.render(out, &base);
         self.policy_latency.render(out, &base);
         self.policy_faults.render(out, &base);
+        for f in &self.shadow {
+            f.render(out, &base);
+        }
     }
+}
+
+/// What happened to one call of the shadow policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowCount {
+    /// The shadow was called, answering or faulting (`regent_policy_shadow_calls_total`).
+    Call = 0,
+    /// Its answer differed from the serving one (`regent_policy_shadow_divergences_total`).
+    Divergence = 1,
+    /// It faulted (`regent_policy_shadow_faults_total`).
+    Fault = 2,
+    /// Its queue was full: not called (`regent_policy_shadow_skipped_total`).
+    Skipped = 3,
 }
 
 static GLOBAL: Registry = Registry::new();
@@ -454,6 +503,11 @@ pub fn policy_call(policy: &str, hook: &str, d: Duration) {
 /// A call of `policy` faulted with `kind` (`trap`, `deadline`, `memory`, `invalid`).
 pub fn policy_fault(policy: &str, kind: &str) {
     GLOBAL.policy_fault(policy, kind)
+}
+
+/// One call of the shadow policies' `hook` (`rank-candidates`, `check-health`).
+pub fn policy_shadow(hook: &str, what: ShadowCount) {
+    GLOBAL.policy_shadow(hook, what)
 }
 
 /// The whole registry in the text format, labelled with `const_labels`.
@@ -522,8 +576,22 @@ mod tests {
         r.failover("switchover");
         r.policy_call("zone-aware", "rank-candidates", Duration::from_micros(30));
         r.policy_fault("zone-aware", "deadline");
+        r.policy_shadow("check-health", ShadowCount::Call);
+        r.policy_shadow("check-health", ShadowCount::Call);
+        r.policy_shadow("check-health", ShadowCount::Divergence);
+        r.policy_shadow("rank-candidates", ShadowCount::Skipped);
         let mut out = String::new();
         r.render(&mut out, &[("scope", "s")]);
+        assert!(
+            out.contains("regent_policy_shadow_calls_total{scope=\"s\",hook=\"check-health\"} 2\n")
+        );
+        assert!(out.contains(
+            "regent_policy_shadow_divergences_total{scope=\"s\",hook=\"check-health\"} 1\n"
+        ));
+        assert!(out.contains(
+            "regent_policy_shadow_skipped_total{scope=\"s\",hook=\"rank-candidates\"} 1\n"
+        ));
+        assert!(out.contains("# TYPE regent_policy_shadow_faults_total counter\n"));
         assert!(out.contains(
             "regent_etcd_request_duration_seconds_count{scope=\"s\",operation=\"range\"} 2\n"
         ));

@@ -399,19 +399,25 @@ pub(crate) enum PolicyCmd {
         /// Only these members run it; the others keep the previous set until `promote`.
         #[arg(long, num_args = 1..)]
         canary: Vec<String>,
+        /// Run it beside the active set on every member without deciding: divergences are
+        /// counted (`/metrics`, `policy status`) until `promote` or `rollback`.
+        #[arg(long, conflicts_with = "canary")]
+        shadow: bool,
         /// Do not wait for the members.
         #[arg(long)]
         no_wait: bool,
     },
     /// Each member's serving policies, the pushed set, and any load error.
     Status,
-    /// After a `--canary` push: every member runs the pushed set.
+    /// After a `--shadow` push: the shadow becomes the active set; after a `--canary` push:
+    /// every member runs the pushed set.
     Promote {
         /// Do not wait for the members.
         #[arg(long)]
         no_wait: bool,
     },
-    /// Return to the set before the last push (again: forward to it).
+    /// Drop the shadow set, if any; else return to the set before the last push (again:
+    /// forward to it).
     Rollback {
         /// Do not wait for the members.
         #[arg(long)]

@@ -16,5 +16,6 @@ pub use elections::{ELECTIONS, ElectionRecord, KEEP as ELECTIONS_KEPT, Phases};
 pub use etcd::{DcsError, EtcdDcs, Renewal};
 pub use regent_core::dcs::*;
 pub use rollout::{
-    COMPONENTS, MAX_COMPONENT_BYTES, POLICY_SET, PolicyRef, PolicySetDoc, summary as policy_summary,
+    COMPONENTS, MAX_COMPONENT_BYTES, POLICY_SET, PolicyRef, PolicySetDoc, SetChangeError,
+    summary as policy_summary,
 };

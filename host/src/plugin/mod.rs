@@ -20,6 +20,8 @@
 //!
 //! - [`PolicySet`]: the policies a node runs, in configured order; implements `Policy`.
 //! - [`WasmPolicy`]: one loaded policy version; implements `Policy`.
+//! - [`Shadow`] and [`Shadowed`]: a set pushed with `--shadow`, run beside the serving one on
+//!   a thread of its own, its divergences counted; it never decides.
 //! - [`check`] and [`eval`]: the `regent policy check` / `regent policy eval` subcommands.
 //! - [`scaffold`]: `regent policy new` / `regent policy build`, a new policy crate on the SDK.
 
@@ -33,6 +35,7 @@ mod runtime;
 pub mod scaffold;
 mod selftest;
 mod set;
+mod shadow;
 mod wasm;
 
 #[cfg(test)]
@@ -49,6 +52,7 @@ pub use selftest::{nine_members, sample_views};
 pub use set::PolicySet;
 #[cfg(test)]
 pub(crate) use set::ReloadOutcome;
+pub use shadow::{QUEUE as SHADOW_QUEUE, Shadow, Shadowed};
 #[cfg(test)]
 pub(crate) use wasm::FaultKind;
 pub(crate) use wasm::TagKeys;

@@ -378,6 +378,31 @@ impl PolicySet {
             .join(",")
     }
 
+    /// [`Policy::rank`] without the fallback: a fault is returned, not recorded (the shadow
+    /// counts its own). No ranking policy: the built-in rules.
+    pub(crate) fn rank_checked(&self, view: &ElectionView) -> Result<Ranking, super::Fault> {
+        match self.ranker() {
+            Some((_, p)) => p.rank_checked(view),
+            None => Ok(DefaultPolicy.rank(view)),
+        }
+    }
+
+    /// [`Policy::health`] without the fallback: the first fault is returned, not recorded.
+    pub(crate) fn health_checked(&self, facts: &HealthFacts) -> Result<Health, super::Fault> {
+        let mut worst: Option<Health> = None;
+        for s in &self.slots {
+            let p = s.current.load();
+            if !p.is_active(Hook::CheckHealth) {
+                continue;
+            }
+            let h = named(&s.name, p.health_checked(facts)?);
+            if worst.as_ref().is_none_or(|w| severity(&h) > severity(w)) {
+                worst = Some(h);
+            }
+        }
+        Ok(worst.unwrap_or_else(|| DefaultPolicy.health(facts)))
+    }
+
     fn ranker(&self) -> Option<(usize, Arc<WasmPolicy>)> {
         self.slots
             .iter()
@@ -387,7 +412,16 @@ impl PolicySet {
     }
 }
 
-fn severity(h: &Health) -> u8 {
+/// A verdict with the policy's name before its reason.
+fn named(name: &str, h: Health) -> Health {
+    match h {
+        Health::Healthy => Health::Healthy,
+        Health::Degraded(r) => Health::Degraded(format!("{name}: {r}")),
+        Health::Failed(r) => Health::Failed(format!("{name}: {r}")),
+    }
+}
+
+pub(crate) fn severity(h: &Health) -> u8 {
     match h {
         Health::Healthy => 0,
         Health::Degraded(_) => 1,
@@ -424,11 +458,7 @@ impl Policy for PolicySet {
             calling.store(i, Ordering::Relaxed);
             let answer = p.health(facts);
             calling.store(NONE, Ordering::Relaxed);
-            let h = match answer {
-                Health::Healthy => Health::Healthy,
-                Health::Degraded(r) => Health::Degraded(format!("{}: {r}", s.name)),
-                Health::Failed(r) => Health::Failed(format!("{}: {r}", s.name)),
-            };
+            let h = named(&s.name, answer);
             if worst.as_ref().is_none_or(|w| severity(&h) > severity(w)) {
                 worst = Some(h);
             }

@@ -106,7 +106,7 @@ impl Supervisor {
         // decide on a blocking thread, never on the async workers, and wait for it no longer
         // than the loop's share of the lease.
         let decision = {
-            let (w, policy) = (world.clone(), self.policy.clone());
+            let (w, policy) = (world.clone(), self.deciding_policy());
             let limit = self.policy_budget().limit();
             match bounded(limit, &self.decide_busy, move || {
                 decide(&w, policy.as_ref())

@@ -15,9 +15,10 @@ use crate::dcs::{Cluster, DcsError, Renewal, json_scalar};
 use crate::fence::{instant_to_mono_ms, mono_ms};
 use crate::ha::policy::{DefaultPolicy, Health, HealthFacts, Policy};
 use crate::ha::{DataDir, PeerState, PgView, Settings, World};
-use crate::plugin::Hook;
+use crate::plugin::{Hook, PolicySet};
 use crate::postgres::PgState;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl Supervisor {
@@ -289,13 +290,13 @@ impl Supervisor {
 
     /// The policies' verdict on the local node (the built-in rules: healthy while running).
     pub(super) async fn judge_health(&mut self, w: &World) -> Health {
-        let Some(set) = self.policies.clone() else {
+        let shadow = self.rollout.shadow.running.clone();
+        if self.policies.is_none() && shadow.is_none() {
             return Health::Healthy;
-        };
+        }
         if self.phase_seen.0 != self.phase {
             self.phase_seen = (self.phase, std::time::Instant::now());
         }
-        set.set_local_node(&self.cfg.name, w.holds_lock());
         let pg = self.last_pg.as_ref();
         let facts = HealthFacts {
             role: self.role.as_str().to_string(),
@@ -321,11 +322,28 @@ impl Supervisor {
                 .map(|(o, p)| o.saturating_sub(p)),
             seconds_in_state: self.phase_seen.1.elapsed().as_secs(),
         };
+        let verdict = match self.policies.clone() {
+            Some(set) => self.judge_with(set, w, &facts).await,
+            None => Health::Healthy,
+        };
+        // The shadow judges the same facts on its own thread; it never changes the verdict.
+        if let Some(s) = shadow {
+            s.offer_health(&facts, &self.cfg.name, w.holds_lock(), &verdict);
+        }
+        if verdict != Health::Healthy {
+            tracing::warn!(?verdict, "policy health verdict");
+        }
+        verdict
+    }
+
+    /// The serving policies' verdict on `facts`.
+    async fn judge_with(&self, set: Arc<PolicySet>, w: &World, facts: &HealthFacts) -> Health {
+        set.set_local_node(&self.cfg.name, w.holds_lock());
         // SQL probes block for up to their timeout: off the async threads, and waited for no
         // longer than the loop's share of the lease.
         let limit = self.policy_budget().limit();
         let (judge, asked) = (set.clone(), facts.clone());
-        let verdict = match bounded(limit, &self.health_busy, move || judge.health(&asked)).await {
+        match bounded(limit, &self.health_busy, move || judge.health(&asked)).await {
             Ok(v) => v,
             Err(Unanswered::Panicked(e)) => {
                 Health::Degraded(format!("the health check panicked: {e}"))
@@ -338,13 +356,9 @@ impl Supervisor {
                         "the policies' health check is still running ({why}); the built-in rules judge this loop"
                     );
                 }
-                DefaultPolicy.health(&facts)
+                DefaultPolicy.health(facts)
             }
-        };
-        if verdict != Health::Healthy {
-            tracing::warn!(?verdict, "policy health verdict");
         }
-        verdict
     }
 
     /// Ask every other member for its status, in parallel, with a short timeout.

@@ -66,6 +66,13 @@ impl Supervisor {
         if let Some(e) = &self.rollout.error {
             extra.insert("policy_error".into(), Value::from(e.as_str()));
         }
+        if let Some(s) = &self.rollout.shadow.running {
+            extra.insert("policy_shadow".into(), Value::from(s.summary()));
+            extra.insert("policy_shadow_counters".into(), s.totals_json());
+        }
+        if let Some(e) = &self.rollout.shadow.error {
+            extra.insert("policy_shadow_error".into(), Value::from(e.as_str()));
+        }
         MemberData {
             conn_url: Some(format!("postgres://{}/postgres", self.cfg.pg_connect())),
             api_url: Some(self.cfg.api_url()),
@@ -166,6 +173,13 @@ impl Supervisor {
                 if let Value::Object(m) = &mut info {
                     // Peers read this to leave a failed node out of their elections.
                     m.insert("health".into(), health_json(&w.health));
+                    let shadow = &self.rollout.shadow;
+                    if let Some(s) = &shadow.running {
+                        m.insert("shadow".into(), s.info());
+                    }
+                    if let Some(e) = &shadow.error {
+                        m.insert("shadow_error".into(), Value::from(e.as_str()));
+                    }
                 }
                 info
             }),

@@ -6,16 +6,23 @@
 //! serving one; a set that does not leaves the serving one in place, and the member key says
 //! why (`policy_error`) until the next change.
 //!
-//! Invariants: at most one load runs at a time; a refused set is not tried again until the
-//! pushed set changes; once a set was pushed, it wins over `regent.policies_dir` (a reload of
-//! the local configuration no longer replaces it).
+//! The shadow set (`push --shadow`) is followed the same way, beside the active one: fetched,
+//! digest-checked, loaded and self-tested, then run by a [`Shadow`] on a thread of its own. A
+//! shadow that does not load is reported (`policy_shadow_error`) and the node runs without
+//! one; nothing else changes. A set without a shadow stops the running one.
 //!
-//! May touch: the DCS (reads), `<run_dir>/.<name>-pushed-policies/`, the serving policies.
+//! Invariants: at most one load of each kind (active, shadow) runs at a time; a refused set is
+//! not tried again until the pushed set changes; once a set was pushed, it wins over
+//! `regent.policies_dir` (a reload of the local configuration no longer replaces it); the
+//! shadow never decides: only [`Shadowed`] hands it questions, after the serving answer.
+//!
+//! May touch: the DCS (reads), `<run_dir>/.<name>-pushed-policies/`, the serving policies, the
+//! shadow policies.
 
 use super::Supervisor;
 use crate::dcs::{EtcdDcs, PolicyRef, policy_summary};
 use crate::ha::policy::{DefaultPolicy, Policy};
-use crate::plugin::{LoopBudget, PolicySet};
+use crate::plugin::{LoopBudget, PolicySet, Shadow, Shadowed};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +42,21 @@ pub(super) struct Rollout {
     pub(super) error: Option<String>,
     /// A load in progress, with what it loads and the set's generation.
     loading: Option<(Loading, Vec<PolicyRef>, u64)>,
+    /// The shadow set.
+    pub(super) shadow: ShadowState,
+}
+
+/// What this member knows of the pushed shadow set.
+#[derive(Default)]
+pub(super) struct ShadowState {
+    /// The shadow last tried (loaded or refused).
+    tried: Option<Vec<PolicyRef>>,
+    /// The running shadow.
+    pub(super) running: Option<Arc<Shadow>>,
+    /// Why the last tried shadow was refused.
+    pub(super) error: Option<String>,
+    /// A load in progress, with what it loads.
+    loading: Option<(Loading, Vec<PolicyRef>)>,
 }
 
 impl Rollout {
@@ -45,8 +67,19 @@ impl Rollout {
 }
 
 impl Supervisor {
-    /// Take a finished load's outcome, then start loading the pushed set if this member runs
-    /// something else. Never waits for a load.
+    /// The policy `decide` asks: the serving one, with the shadow beside it when one runs.
+    pub(super) fn deciding_policy(&self) -> Arc<dyn Policy> {
+        match &self.rollout.shadow.running {
+            Some(shadow) => Arc::new(Shadowed {
+                serving: self.policy.clone(),
+                shadow: shadow.clone(),
+            }),
+            None => self.policy.clone(),
+        }
+    }
+
+    /// Take the finished loads' outcomes, then start loading the pushed set, or the shadow set,
+    /// if this member runs something else. Never waits for a load.
     pub(super) async fn follow_rollout(&mut self) {
         if self
             .rollout
@@ -60,17 +93,41 @@ impl Supervisor {
                 .unwrap_or_else(|e| Err(format!("the policy loader stopped: {e}")));
             self.finish_rollout(outcome, wanted, generation);
         }
-        if self.rollout.loading.is_some() {
+        if self
+            .rollout
+            .shadow
+            .loading
+            .as_ref()
+            .is_some_and(|(t, _)| t.is_finished())
+            && let Some((task, wanted)) = self.rollout.shadow.loading.take()
+        {
+            let outcome = task
+                .await
+                .unwrap_or_else(|e| Err(format!("the policy loader stopped: {e}")));
+            self.finish_shadow(outcome, wanted);
+        }
+        if self.rollout.loading.is_some() && self.rollout.shadow.loading.is_some() {
             return;
         }
         let doc = match self.dcs.read_policy_set().await {
             Ok(Some((doc, _))) => doc,
-            Ok(None) => return,
+            Ok(None) => {
+                if self.rollout.shadow.loading.is_none() {
+                    self.follow_shadow(None);
+                }
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the pushed policies; keeping the serving ones");
                 return;
             }
         };
+        if self.rollout.shadow.loading.is_none() {
+            self.follow_shadow(doc.shadow.clone());
+        }
+        if self.rollout.loading.is_some() {
+            return;
+        }
         let Some(wanted) = doc.wanted_by(&self.cfg.name).map(<[PolicyRef]>::to_vec) else {
             self.rollout.generation = Some(doc.generation);
             return;
@@ -88,6 +145,12 @@ impl Supervisor {
             policies = %policy_summary(&wanted),
             "loading the policies pushed to the cluster"
         );
+        let task = self.start_load(wanted.clone());
+        self.rollout.loading = Some((task, wanted, doc.generation));
+    }
+
+    /// Load `list` off the loop, waking the loop when done.
+    fn start_load(&self, list: Vec<PolicyRef>) -> Loading {
         let root = self
             .cfg
             .run_dir()
@@ -98,14 +161,70 @@ impl Supervisor {
             self.policy_budget(),
         );
         let changed = self.dcs.changed.clone();
-        let list = wanted.clone();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             let r = load_pushed(&dcs, list, root, cache, budget).await;
             // Wake the loop: the new set serves from its next round, not after `loop_wait`.
             changed.notify_one();
             r
-        });
-        self.rollout.loading = Some((task, wanted, doc.generation));
+        })
+    }
+
+    /// Start, replace or stop the shadow so that it runs `wanted` (`None`: no shadow).
+    fn follow_shadow(&mut self, wanted: Option<Vec<PolicyRef>>) {
+        let st = &mut self.rollout.shadow;
+        let Some(wanted) = wanted.filter(|w| !w.is_empty()) else {
+            if let Some(s) = st.running.take() {
+                tracing::info!(policies = %s.summary(), "the shadow policies stop");
+            }
+            st.tried = None;
+            st.error = None;
+            return;
+        };
+        if st.tried.as_ref() == Some(&wanted) {
+            return;
+        }
+        tracing::info!(
+            policies = %policy_summary(&wanted),
+            "loading the shadow policies pushed to the cluster"
+        );
+        let task = self.start_load(wanted.clone());
+        self.rollout.shadow.loading = Some((task, wanted));
+    }
+
+    /// Run a loaded shadow set, or run none and say why.
+    fn finish_shadow(
+        &mut self,
+        outcome: Result<Option<Arc<PolicySet>>, String>,
+        wanted: Vec<PolicyRef>,
+    ) {
+        let summary = policy_summary(&wanted);
+        let started = match outcome {
+            Ok(Some(set)) => super::reload::attach_prober(Some(&set), &self.pg)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    Shadow::start(set)
+                        .map_err(|e| format!("cannot start the shadow policies' thread: {e}"))
+                }),
+            Ok(None) => Err("the shadow set is empty".to_string()),
+            Err(e) => Err(e),
+        };
+        let st = &mut self.rollout.shadow;
+        st.running = None;
+        match started {
+            Ok(shadow) => {
+                tracing::info!(policies = %shadow.summary(), "the shadow policies run beside the serving ones (they decide nothing)");
+                st.running = Some(Arc::new(shadow));
+                st.error = None;
+            }
+            Err(e) => {
+                tracing::error!(
+                    policies = %summary,
+                    "the shadow policies are refused; this node runs without a shadow: {e}"
+                );
+                st.error = Some(format!("{summary}: {e}"));
+            }
+        }
+        st.tried = Some(wanted);
     }
 
     /// Swap in a loaded set (`None`: the built-in rules), or keep the serving one and say why.

@@ -8,12 +8,19 @@
 //! set's mod_revision (a concurrent change is an error, never overwritten), and waits until
 //! every member concerned serves the set or reports why it cannot (`policy_error` in its member
 //! key). A member that cannot load a set keeps serving its previous policies.
+//!
+//! `push --shadow` stores the new set as the doc's `shadow` instead: the members run it beside
+//! the active set without deciding (`policy_shadow`, `policy_shadow_counters` or
+//! `policy_shadow_error` in their member keys, shown by `status`); `promote` makes it active,
+//! `rollback` drops it. The transitions themselves are [`PolicySetDoc`]'s methods.
 
 use super::Session;
 use crate::ctl::store::Store;
 use crate::ctl::table::{Align, Table};
 use crate::ctl::{CtlError, PolicyCmd};
-use crate::dcs::{Cluster, MAX_COMPONENT_BYTES, PolicyRef, PolicySetDoc, policy_summary};
+use crate::dcs::{
+    Cluster, MAX_COMPONENT_BYTES, PolicyRef, PolicySetDoc, SetChangeError, policy_summary,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -53,6 +60,25 @@ fn standing(m: &crate::dcs::Member, doc: &PolicySetDoc) -> Standing {
     if let Some(e) = m.data.extra.get("policy_error").and_then(Value::as_str) {
         return Standing::Refused(e.to_string());
     }
+    let shadow = m.data.extra.get("policy_shadow").and_then(Value::as_str);
+    match &doc.shadow {
+        Some(wanted) => {
+            if let Some(e) = m
+                .data
+                .extra
+                .get("policy_shadow_error")
+                .and_then(Value::as_str)
+            {
+                return Standing::Refused(format!("the shadow {e}"));
+            }
+            if shadow != Some(policy_summary(wanted).as_str()) {
+                return Standing::Pending;
+            }
+        }
+        // A shadow dropped (rollback) or made active (promote) must be gone.
+        None if shadow.is_some() => return Standing::Pending,
+        None => {}
+    }
     let summary = m.data.policy.as_deref().unwrap_or_default();
     if wanted.is_empty() || summary == policy_summary(wanted) {
         Standing::Serving
@@ -67,33 +93,17 @@ impl<S: Store> Session<'_, S> {
             PolicyCmd::Push {
                 manifest,
                 canary,
+                shadow,
                 no_wait,
-            } => self.policy_push(&manifest, canary, !no_wait).await,
+            } => self.policy_push(&manifest, canary, shadow, !no_wait).await,
             PolicyCmd::Status => self.policy_status().await,
             PolicyCmd::Promote { no_wait } => {
-                self.change_set("promote", !no_wait, |doc| {
-                    if doc.canary.is_empty() {
-                        return Err(CtlError::Failed(
-                            "nothing to promote: the pushed set already runs on every member (promote follows `policy push --canary`)".into(),
-                        ));
-                    }
-                    doc.canary.clear();
-                    Ok(())
-                })
-                .await
+                self.change_set("promote", !no_wait, PolicySetDoc::promote)
+                    .await
             }
             PolicyCmd::Rollback { no_wait } => {
-                self.change_set("rollback", !no_wait, |doc| {
-                    let Some(previous) = doc.previous.take() else {
-                        return Err(CtlError::Failed(
-                            "nothing to roll back to: only one set was ever pushed; push the policy you want instead".into(),
-                        ));
-                    };
-                    doc.previous = Some(std::mem::replace(&mut doc.active, previous));
-                    doc.canary.clear();
-                    Ok(())
-                })
-                .await
+                self.change_set("rollback", !no_wait, PolicySetDoc::rollback)
+                    .await
             }
         }
     }
@@ -102,6 +112,7 @@ impl<S: Store> Session<'_, S> {
         &mut self,
         path: &Path,
         canary: Vec<String>,
+        shadow: bool,
         wait: bool,
     ) -> Result<(), CtlError> {
         let pushed = checked_policy(path).await?;
@@ -119,24 +130,13 @@ impl<S: Store> Session<'_, S> {
             manifest: new_manifest(path, &name)?,
         };
         self.store.put_component(&digest, &bytes).await?;
-        self.change_set("push", wait, move |doc| {
-            let mut active = doc.active.clone();
-            match active.iter_mut().find(|p| p.name == name) {
-                Some(p) => *p = new,
-                None => active.push(new),
-            }
-            if active == doc.active && canary.is_empty() {
-                return Err(CtlError::Failed(format!(
-                    "{name}@{} is already the cluster's; nothing changed",
-                    &digest[..8]
-                )));
-            }
-            doc.previous =
-                Some(std::mem::replace(&mut doc.active, active)).filter(|p| !p.is_empty());
-            doc.canary = canary;
-            Ok(())
-        })
-        .await
+        if shadow {
+            self.change_set("push --shadow", wait, move |doc| doc.push_shadow(new))
+                .await
+        } else {
+            self.change_set("push", wait, move |doc| doc.push(new, canary))
+                .await
+        }
     }
 
     /// Apply `change` to the pushed set (CAS), then wait for the members.
@@ -144,10 +144,10 @@ impl<S: Store> Session<'_, S> {
         &mut self,
         what: &str,
         wait: bool,
-        change: impl FnOnce(&mut PolicySetDoc) -> Result<(), CtlError>,
+        change: impl FnOnce(&mut PolicySetDoc) -> Result<(), SetChangeError>,
     ) -> Result<(), CtlError> {
         let (mut doc, revision) = self.store.policy_set().await?.unwrap_or_default();
-        change(&mut doc)?;
+        change(&mut doc).map_err(|e| CtlError::Failed(format!("{what}: {e}")))?;
         doc.generation += 1;
         if !self.store.write_policy_set(&doc, revision).await? {
             return Err(CtlError::Failed(format!(
@@ -156,17 +156,26 @@ impl<S: Store> Session<'_, S> {
         }
         let started = Instant::now();
         self.note(&format!(
-            "{what}: generation {} active {}{}",
+            "{what}: generation {} active {}{}{}",
             doc.generation,
             policy_summary(&doc.active),
             if doc.canary.is_empty() {
                 String::new()
             } else {
                 format!(" on {} only", doc.canary.join(", "))
-            }
+            },
+            doc.shadow
+                .as_ref()
+                .map(|s| format!(", shadow {}", policy_summary(s)))
+                .unwrap_or_default()
         ))?;
         if !wait {
-            return self.emit(json!({"action": what, "generation": doc.generation, "active": policy_summary(&doc.active)}));
+            return self.emit(json!({
+                "action": what,
+                "generation": doc.generation,
+                "active": policy_summary(&doc.active),
+                "shadow": doc.shadow.as_deref().map(policy_summary),
+            }));
         }
         let c = self.wait_members(&doc).await?;
         let ms = started.elapsed().as_millis() as u64;
@@ -186,13 +195,19 @@ impl<S: Store> Session<'_, S> {
             )));
         }
         self.note(&format!(
-            "{what}: all {} members serve it after {ms} ms",
-            c.members.len()
+            "{what}: all {} members {} after {ms} ms",
+            c.members.len(),
+            if doc.shadow.is_some() {
+                "serve the active set with the shadow beside it"
+            } else {
+                "serve it"
+            }
         ))?;
         self.emit(json!({
             "action": what,
             "generation": doc.generation,
             "active": policy_summary(&doc.active),
+            "shadow": doc.shadow.as_deref().map(policy_summary),
             "serving_after_ms": ms,
         }))
     }
@@ -228,31 +243,16 @@ impl<S: Store> Session<'_, S> {
     async fn policy_status(&mut self) -> Result<(), CtlError> {
         let c = self.store.read().await?;
         let doc = self.store.policy_set().await?.map(|(d, _)| d);
-        let rows: Vec<(String, String, String, String)> = c
+        let rows: Vec<StatusRow> = c
             .members
             .iter()
-            .map(|m| {
-                let serving = m.data.policy.clone().unwrap_or_else(|| "-".into());
-                let (wants, state) = match &doc {
-                    None => ("(local)".to_string(), String::from("local policies")),
-                    Some(d) => (
-                        d.wanted_by(&m.name)
-                            .map_or("(local)".to_string(), policy_summary),
-                        match standing(m, d) {
-                            Standing::Serving => "serving".into(),
-                            Standing::Pending => "loading".into(),
-                            Standing::Refused(e) => format!("refused: {e}"),
-                        },
-                    ),
-                };
-                (m.name.clone(), serving, wants, state)
-            })
+            .map(|m| status_row(m, doc.as_ref()))
             .collect();
         if self.format.is_text() {
             let text = match &doc {
                 None => "No policy set was pushed to this cluster: each member runs its regent.policies from regent.policies_dir.\n".to_string(),
                 Some(d) => format!(
-                    "Pushed set: generation {}, active {}{}{}\n",
+                    "Pushed set: generation {}, active {}{}{}{}\n",
                     d.generation,
                     policy_summary(&d.active),
                     d.previous
@@ -263,23 +263,41 @@ impl<S: Store> Session<'_, S> {
                         String::new()
                     } else {
                         format!(", canary {}", d.canary.join(","))
-                    }
+                    },
+                    d.shadow
+                        .as_ref()
+                        .map(|s| format!(", shadow {}", policy_summary(s)))
+                        .unwrap_or_default()
                 ),
             };
             let table = Table {
                 title: Some(format!("Policies: {}", self.scope)),
-                columns: ["Member", "Serving", "Wants", "State"]
-                    .iter()
-                    .map(|h| (h.to_string(), Align::Left))
-                    .collect(),
+                columns: [
+                    ("Member", Align::Left),
+                    ("Serving", Align::Left),
+                    ("Wants", Align::Left),
+                    ("State", Align::Left),
+                    ("Shadow", Align::Left),
+                    ("Divergences", Align::Right),
+                ]
+                .iter()
+                .map(|(h, a)| (h.to_string(), *a))
+                .collect(),
                 rows: rows
                     .iter()
-                    .map(|(a, b, c, d)| {
-                        let state = match d.split_once(": ") {
+                    .map(|r| {
+                        let state = match r.state.split_once(": ") {
                             Some(("refused", _)) => "refused (below)".to_string(),
-                            _ => d.clone(),
+                            _ => r.state.clone(),
                         };
-                        vec![a.clone(), b.clone(), c.clone(), state]
+                        vec![
+                            r.member.clone(),
+                            r.serving.clone(),
+                            r.wants.clone(),
+                            state,
+                            r.shadow.clone().unwrap_or_else(|| "-".into()),
+                            r.divergences.map_or("-".to_string(), |d| d.to_string()),
+                        ]
                     })
                     .collect(),
             };
@@ -287,10 +305,11 @@ impl<S: Store> Session<'_, S> {
             if !out.ends_with('\n') {
                 out.push('\n');
             }
-            for (m, _, _, state) in &rows {
-                if let Some(("refused", why)) = state.split_once(": ") {
+            for r in &rows {
+                if let Some(("refused", why)) = r.state.split_once(": ") {
                     out.push_str(&format!(
-                        "{m} refused the pushed set, keeps its previous policies: {why}\n"
+                        "{} refused the pushed set, keeps its previous policies: {why}\n",
+                        r.member
                     ));
                 }
             }
@@ -298,8 +317,63 @@ impl<S: Store> Session<'_, S> {
         }
         self.emit(json!({
             "set": doc,
-            "members": rows.iter().map(|(m, s, w, st)| json!({"member": m, "serving": s, "wants": w, "state": st})).collect::<Vec<_>>(),
+            "members": rows.iter().map(|r| json!({
+                "member": r.member,
+                "serving": r.serving,
+                "wants": r.wants,
+                "state": r.state,
+                "shadow": r.shadow,
+                "shadow_counters": r.counters,
+            })).collect::<Vec<_>>(),
         }))
+    }
+}
+
+/// One member's line of `policy status`.
+struct StatusRow {
+    member: String,
+    serving: String,
+    wants: String,
+    state: String,
+    /// The shadow set it runs (`name@digest8,...`).
+    shadow: Option<String>,
+    /// Its shadow's divergences (both hooks) since the shadow loaded.
+    divergences: Option<u64>,
+    /// Its shadow's counters as the member key carries them.
+    counters: Option<Value>,
+}
+
+fn status_row(m: &crate::dcs::Member, doc: Option<&PolicySetDoc>) -> StatusRow {
+    let serving = m.data.policy.clone().unwrap_or_else(|| "-".into());
+    let (wants, state) = match doc {
+        None => ("(local)".to_string(), String::from("local policies")),
+        Some(d) => (
+            d.wanted_by(&m.name)
+                .map_or("(local)".to_string(), policy_summary),
+            match standing(m, d) {
+                Standing::Serving => "serving".into(),
+                Standing::Pending => "loading".into(),
+                Standing::Refused(e) => format!("refused: {e}"),
+            },
+        ),
+    };
+    let counters = m.data.extra.get("policy_shadow_counters").cloned();
+    StatusRow {
+        member: m.name.clone(),
+        serving,
+        wants,
+        state,
+        shadow: m
+            .data
+            .extra
+            .get("policy_shadow")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        divergences: counters
+            .as_ref()
+            .and_then(|c| c.get("divergences"))
+            .and_then(Value::as_u64),
+        counters,
     }
 }
 
