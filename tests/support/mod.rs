@@ -97,7 +97,7 @@ pub fn bin_dir() -> PathBuf {
         .expect("PostgreSQL binaries under /usr/lib/postgresql/*/bin")
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
