@@ -86,7 +86,11 @@ fn replica_methods_run_in_order_and_a_failed_one_leaves_nothing_behind() {
             bin.display()
         ),
     );
-    configure(&c.nodes[1], "postgresql.create_replica_methods", "[broken, copy, basebackup]");
+    configure(
+        &c.nodes[1],
+        "postgresql.create_replica_methods",
+        "[broken, copy, basebackup]",
+    );
     configure(
         &c.nodes[1],
         "postgresql.broken",
@@ -110,23 +114,36 @@ fn replica_methods_run_in_order_and_a_failed_one_leaves_nothing_behind() {
     for args in [&b, &k] {
         assert!(args.contains(&"--scope=test".to_string()), "{args:?}");
         assert!(args.contains(&"--role=replica".to_string()), "{args:?}");
-        assert!(args.contains(&format!("--datadir={}", data.display())), "{args:?}");
+        assert!(
+            args.contains(&format!("--datadir={}", data.display())),
+            "{args:?}"
+        );
         let conn = args
             .iter()
             .find_map(|a| a.strip_prefix("--connstring="))
             .unwrap_or_else(|| panic!("no --connstring in {args:?}"));
         assert!(
-            conn.contains(&format!("port={}", c.nodes[0].pg_port)) && conn.contains("user=replicator"),
+            conn.contains(&format!("port={}", c.nodes[0].pg_port))
+                && conn.contains("user=replicator"),
             "{conn}"
         );
-        assert!(!conn.contains("rep-pass"), "the password travels in PGPASSWORD, not argv: {conn}");
+        assert!(
+            !conn.contains("rep-pass"),
+            "the password travels in PGPASSWORD, not argv: {conn}"
+        );
     }
     // Patroni passes the section's other keys as --key=value (here keep_data and retries).
     assert!(b.contains(&"--keep_data=False".to_string()), "{b:?}");
-    assert!(k.contains(&"--retries=2".to_string()) && k.contains(&"--label=x".to_string()), "{k:?}");
+    assert!(
+        k.contains(&"--retries=2".to_string()) && k.contains(&"--label=x".to_string()),
+        "{k:?}"
+    );
     assert!(!data.join("half-written").exists());
     let log = c.nodes[1].log();
-    assert!(log.contains("replica method failed; trying the next one"), "{log}");
+    assert!(
+        log.contains("replica method failed; trying the next one"),
+        "{log}"
+    );
     c.nodes.iter_mut().for_each(|n| n.kill_all());
 }
 
@@ -138,22 +155,42 @@ fn a_custom_bootstrap_restores_a_backup_then_post_bootstrap_runs_before_it_leads
     src.nodes[0].start();
     src.wait_leader(Duration::from_secs(90));
     let p = src.nodes[0].pg_port;
-    psql(p, "CREATE TABLE restored (id int); INSERT INTO restored SELECT generate_series(1, 500)")
-        .expect("rows in the source");
+    psql(
+        p,
+        "CREATE TABLE restored (id int); INSERT INTO restored SELECT generate_series(1, 500)",
+    )
+    .expect("rows in the source");
     let backups = shared_dir(src.tmp.path(), "backups");
     let backup = backups.join("base");
     let out = std::process::Command::new(bin_dir().join("pg_basebackup"))
-        .args(["-D", &backup.display().to_string(), "-X", "stream", "-c", "fast"])
-        .args(["-d", &format!("host=127.0.0.1 port={p} user=replicator dbname=postgres")])
+        .args([
+            "-D",
+            &backup.display().to_string(),
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        ])
+        .args([
+            "-d",
+            &format!("host=127.0.0.1 port={p} user=replicator dbname=postgres"),
+        ])
         .env("PGPASSWORD", "rep-pass")
         .output()
         .expect("pg_basebackup");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let owned = std::process::Command::new("chown")
         .args(["-R", "postgres:postgres", &backups.display().to_string()])
         .status();
     if is_root() {
-        assert!(owned.is_ok_and(|s| s.success()), "chown the backup to postgres");
+        assert!(
+            owned.is_ok_and(|s| s.success()),
+            "chown the backup to postgres"
+        );
     }
     src.nodes.iter_mut().for_each(|n| n.kill_all());
 
@@ -186,11 +223,18 @@ fn a_custom_bootstrap_restores_a_backup_then_post_bootstrap_runs_before_it_leads
             restore.display()
         ),
     );
-    configure(&c.nodes[0], "bootstrap.post_bootstrap", &post.display().to_string());
+    configure(
+        &c.nodes[0],
+        "bootstrap.post_bootstrap",
+        &post.display().to_string(),
+    );
     c.nodes[0].start();
     c.wait_leader(Duration::from_secs(120));
     let p = c.nodes[0].pg_port;
-    assert_eq!(psql(p, "SELECT count(*) FROM restored").as_deref(), Ok("500"));
+    assert_eq!(
+        psql(p, "SELECT count(*) FROM restored").as_deref(),
+        Ok("500")
+    );
     assert_eq!(
         psql(p, "SELECT count(*) FROM post_bootstrap_ran").as_deref(),
         Ok("0"),
@@ -198,13 +242,20 @@ fn a_custom_bootstrap_restores_a_backup_then_post_bootstrap_runs_before_it_leads
     );
     assert_eq!(psql(p, "SELECT pg_is_in_recovery()").as_deref(), Ok("f"));
     let args = lines(&rec.join("restore.args"));
-    assert!(args.contains(&"--scope=test".to_string()) && args.contains(&"--target=nightly".to_string()), "{args:?}");
+    assert!(
+        args.contains(&"--scope=test".to_string())
+            && args.contains(&"--target=nightly".to_string()),
+        "{args:?}"
+    );
     let post_args = std::fs::read_to_string(rec.join("post.args")).expect("post_bootstrap ran");
     assert!(post_args.contains("user=postgres"), "{post_args}");
     // The recovery settings served one start only.
     let conf = std::fs::read_to_string(c.nodes[0].dir.join("data/regent.conf")).unwrap_or_default();
     assert!(!conf.contains("restore_command"), "{conf}");
     let log = c.nodes[0].log();
-    assert!(log.contains("running the custom bootstrap command"), "{log}");
+    assert!(
+        log.contains("running the custom bootstrap command"),
+        "{log}"
+    );
     c.nodes.iter_mut().for_each(|n| n.kill_all());
 }

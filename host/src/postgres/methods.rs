@@ -140,22 +140,22 @@ impl Postgres {
     /// or no recovery at all). Logs every 30 s while it waits; a recovery that pauses at its
     /// target waits for an operator's `pg_wal_replay_resume()` / `pg_promote()`.
     pub(crate) async fn wait_recovery_end(&self) -> Result<()> {
-        let mut waited = std::time::Duration::ZERO;
-        let step = std::time::Duration::from_millis(500);
+        let started = std::time::Instant::now();
+        let mut told = std::time::Duration::ZERO;
         loop {
             let c = self.connect().await?;
             let in_recovery: bool = c.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
             if !in_recovery {
                 return Ok(());
             }
-            if waited.as_secs() % 30 == 0 && waited.subsec_millis() == 0 {
+            if started.elapsed() >= told {
                 tracing::info!(
-                    waited_s = waited.as_secs(),
+                    waited_s = started.elapsed().as_secs(),
                     "waiting for the end of recovery after the custom bootstrap"
                 );
+                told += std::time::Duration::from_secs(30);
             }
-            tokio::time::sleep(step).await;
-            waited += step;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     }
 
