@@ -10,27 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::*;
 
-/// Set `path` (dotted) to `value` (YAML) in a node's configuration before it starts.
-fn configure(node: &Node, path: &str, value: &str) {
-    let text = std::fs::read_to_string(&node.config).expect("read config");
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("config is YAML");
-    let parts: Vec<&str> = path.split('.').collect();
-    let (last, parents) = parts.split_last().expect("a path");
-    let mut at = &mut doc;
-    for p in parents {
-        at = at
-            .as_mapping_mut()
-            .expect("a mapping")
-            .entry((*p).into())
-            .or_insert(serde_yaml::Value::Mapping(Default::default()));
-    }
-    at.as_mapping_mut().expect("a mapping").insert(
-        (*last).into(),
-        serde_yaml::from_str(value).expect("value is YAML"),
-    );
-    std::fs::write(&node.config, serde_yaml::to_string(&doc).expect("YAML")).expect("write");
-}
-
 /// A directory the PostgreSQL OS user may write (the scripts record into it).
 fn shared_dir(base: &Path, name: &str) -> PathBuf {
     let d = base.join(name);
@@ -86,17 +65,17 @@ fn replica_methods_run_in_order_and_a_failed_one_leaves_nothing_behind() {
             bin.display()
         ),
     );
-    configure(
+    set_config(
         &c.nodes[1],
         "postgresql.create_replica_methods",
         "[broken, copy, basebackup]",
     );
-    configure(
+    set_config(
         &c.nodes[1],
         "postgresql.broken",
         &format!("{{command: {}, keep_data: false}}", broken.display()),
     );
-    configure(
+    set_config(
         &c.nodes[1],
         "postgresql.copy",
         &format!("{{command: '{} --label=x', retries: 2}}", copy.display()),
@@ -214,8 +193,8 @@ fn a_custom_bootstrap_restores_a_backup_then_post_bootstrap_runs_before_it_leads
             bin_dir().display()
         ),
     );
-    configure(&c.nodes[0], "bootstrap.method", "restore");
-    configure(
+    set_config(&c.nodes[0], "bootstrap.method", "restore");
+    set_config(
         &c.nodes[0],
         "bootstrap.restore",
         &format!(
@@ -223,7 +202,7 @@ fn a_custom_bootstrap_restores_a_backup_then_post_bootstrap_runs_before_it_leads
             restore.display()
         ),
     );
-    configure(
+    set_config(
         &c.nodes[0],
         "bootstrap.post_bootstrap",
         &post.display().to_string(),

@@ -1,7 +1,9 @@
 //! Replica topology from Patroni's tags, with real etcd, PostgreSQL and `regent` processes:
 //! a new replica clones from a running replica tagged `clonefrom`, a replica tagged
 //! `replicatefrom` streams from that member through a slot kept there (the leader keeps and
-//! advances its slot too), and falls back to the leader when its cascade source stops.
+//! advances its slot too), and falls back to the leader when its cascade source stops; the
+//! permanent slots of `slots` live on the leader and its replicas (`ignore_slots`,
+//! `member_slots_ttl`) and survive a failover.
 
 mod support;
 
@@ -160,5 +162,99 @@ fn clonefrom_and_replicatefrom_make_a_cascade_that_falls_back_to_the_leader() {
     c.nodes[1].start();
     wait_streaming_set(p2, &["pg3"], "pg3 back under pg2");
     assert_eq!(streaming_from(p1), vec!["pg2".to_string()]);
+    c.nodes.iter_mut().for_each(|n| n.kill_all());
+}
+
+/// The slots of the server at `port`: `name type` lines.
+fn slots_on(port: u16) -> Vec<String> {
+    psql(
+        port,
+        "SELECT coalesce(string_agg(slot_name || ' ' || slot_type, ',' ORDER BY slot_name), '') \
+         FROM pg_replication_slots",
+    )
+    .map(|s| {
+        s.split(',')
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[test]
+fn permanent_slots_live_on_the_leader_and_its_replicas_and_survive_a_failover() {
+    let _serial = serial();
+    let spec = NodeSpec {
+        parameters: vec![("wal_level".into(), "logical".into())],
+        ..NodeSpec::default()
+    };
+    let mut c = Cluster::new(3, spec);
+    for n in &c.nodes {
+        set_config(
+            n,
+            "bootstrap.dcs.slots",
+            "{keep_me: {type: physical}, cdc: {type: logical, database: postgres, plugin: test_decoding}}",
+        );
+        set_config(n, "bootstrap.dcs.ignore_slots", "[{name: manual}]");
+        set_config(n, "bootstrap.dcs.member_slots_ttl", "0");
+    }
+    c.start_all();
+    let leader = c.wait_leader(Duration::from_secs(90));
+    c.wait_streaming(leader, 2, Duration::from_secs(90));
+    let lp = c.nodes[leader].pg_port;
+    let replicas: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    wait_for(
+        "the permanent slots on the leader",
+        Duration::from_secs(30),
+        || {
+            let s = slots_on(lp);
+            (s.contains(&"keep_me physical".to_string()) && s.contains(&"cdc logical".to_string()))
+                .then_some(())
+        },
+    );
+    for r in &replicas {
+        wait_for("keep_me on a replica", Duration::from_secs(30), || {
+            slots_on(c.nodes[*r].pg_port)
+                .contains(&"keep_me physical".to_string())
+                .then_some(())
+        });
+    }
+    // A slot ignore_slots names stays; another one nobody wants goes (member_slots_ttl 0).
+    psql(lp, "SELECT pg_create_physical_replication_slot('manual'); SELECT pg_create_physical_replication_slot('stray')")
+        .expect("create slots by hand");
+    wait_for("the stray slot dropped", Duration::from_secs(30), || {
+        (!slots_on(lp).contains(&"stray physical".to_string())).then_some(())
+    });
+    assert!(slots_on(lp).contains(&"manual physical".to_string()));
+
+    // The leader's permanent slot advances (a consumer); the replicas' copies follow /status.
+    psql(lp, "CREATE TABLE slot_probe (i int); INSERT INTO slot_probe SELECT generate_series(1, 1000); SELECT pg_switch_wal()")
+        .expect("write");
+    psql(
+        lp,
+        "SELECT pg_replication_slot_advance('keep_me', pg_current_wal_lsn())",
+    )
+    .expect("advance on the leader");
+    let target = slot_restart_lsn(lp, "keep_me").expect("keep_me on the leader");
+    for r in &replicas {
+        wait_for(
+            "a replica's keep_me follows the leader's",
+            Duration::from_secs(30),
+            || (slot_restart_lsn(c.nodes[*r].pg_port, "keep_me")? >= target).then_some(()),
+        );
+    }
+
+    // The leader crashes: the new one serves keep_me from where it was, and creates cdc.
+    c.nodes[leader].crash();
+    let new = wait_for("a new leader", Duration::from_secs(60), || {
+        c.leader().filter(|l| *l != leader)
+    });
+    let np = c.nodes[new].pg_port;
+    wait_for("cdc on the new leader", Duration::from_secs(30), || {
+        slots_on(np)
+            .contains(&"cdc logical".to_string())
+            .then_some(())
+    });
+    assert!(slot_restart_lsn(np, "keep_me").expect("keep_me on the new leader") >= target);
     c.nodes.iter_mut().for_each(|n| n.kill_all());
 }

@@ -938,3 +938,24 @@ impl Cluster {
         self.etcd.get("/service/test/leader")
     }
 }
+
+/// Set `path` (dotted) to `value` (YAML) in a node's configuration before it starts.
+pub fn set_config(node: &Node, path: &str, value: &str) {
+    let text = std::fs::read_to_string(&node.config).expect("read config");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("config is YAML");
+    let parts: Vec<&str> = path.split('.').collect();
+    let (last, parents) = parts.split_last().expect("a path");
+    let mut at = &mut doc;
+    for p in parents {
+        at = at
+            .as_mapping_mut()
+            .expect("a mapping")
+            .entry((*p).into())
+            .or_insert(serde_yaml::Value::Mapping(Default::default()));
+    }
+    at.as_mapping_mut().expect("a mapping").insert(
+        (*last).into(),
+        serde_yaml::from_str(value).expect("value is YAML"),
+    );
+    std::fs::write(&node.config, serde_yaml::to_string(&doc).expect("YAML")).expect("write");
+}

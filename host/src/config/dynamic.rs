@@ -53,6 +53,20 @@ pub struct DynamicConfig {
     /// The cluster-wide `postgresql` keys.
     #[serde(default)]
     pub(crate) postgresql: DynamicPostgresql,
+    /// Permanent replication slots, kept on the leader and (physical ones) on every replica
+    /// that may become leader.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) slots: BTreeMap<String, Option<super::slots::SlotDef>>,
+    /// Slots Regent never creates, advances or drops.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) ignore_slots: Vec<super::slots::IgnoreSlot>,
+    /// How long the slot of a member that left the cluster is kept, in seconds.
+    #[serde(
+        default = "super::slots::d_member_slots_ttl",
+        deserialize_with = "super::slots::de_member_slots_ttl",
+        skip_serializing_if = "super::slots::is_default_ttl"
+    )]
+    pub(crate) member_slots_ttl: u64,
     /// Set by [`DynamicConfig::fit_timing`] when the timing given broke
     /// `loop_wait + 2 × retry_timeout <= ttl`: what was given and what is used instead.
     #[serde(skip)]
@@ -144,6 +158,9 @@ impl Default for DynamicConfig {
             check_timeline: false,
             pause: None,
             postgresql: DynamicPostgresql::default(),
+            slots: BTreeMap::new(),
+            ignore_slots: Vec::new(),
+            member_slots_ttl: super::slots::d_member_slots_ttl(),
             timing_adjusted: None,
         }
     }

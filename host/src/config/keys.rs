@@ -74,15 +74,9 @@ fn watchdog(v: &Value) -> Option<&'static str> {
 const WHY_FAILSAFE: &str = "with failsafe_mode the leader stays primary through an etcd outage while every member answers it; Regent would demote it instead";
 /// Why a non-empty `standby_cluster` is refused.
 const WHY_STANDBY_CLUSTER: &str = "this node would bootstrap or lead a writable cluster of its own instead of following the remote primary";
-/// Why non-empty `slots` are refused.
-const WHY_SLOTS: &str = "the permanent replication slots would not be created on the primary, nor kept across a failover: their consumers would lose their position";
 
 fn failsafe(v: &Value) -> Option<&'static str> {
     truthy(v).then_some(WHY_FAILSAFE)
-}
-
-fn slots(v: &Value) -> Option<&'static str> {
-    non_empty(v).then_some(WHY_SLOTS)
 }
 
 fn ssl_rootcert(v: &Value) -> Option<&'static str> {
@@ -194,13 +188,13 @@ const DCS: &[(&str, Key)] = &[
     ("master_stop_timeout", Unsupported),
     ("primary_race_backoff", Unsupported),
     ("failsafe_mode", Refused(failsafe)),
-    ("member_slots_ttl", Unsupported),
+    ("member_slots_ttl", Known),
     (
         "standby_cluster",
         Refused(|v| non_empty(v).then_some(WHY_STANDBY_CLUSTER)),
     ),
-    ("slots", Refused(slots)),
-    ("ignore_slots", Unsupported),
+    ("slots", Known),
+    ("ignore_slots", Known),
 ];
 
 const DCS_POSTGRESQL: &[(&str, Key)] = &[
@@ -537,10 +531,6 @@ mod tests {
                 "{host: 10.0.0.9, port: 5432}",
             ),
             ("bootstrap.dcs.failsafe_mode", "true"),
-            (
-                "bootstrap.dcs.slots",
-                "{cdc: {type: logical, database: app, plugin: pgoutput}}",
-            ),
             ("watchdog", "{mode: required}"),
             (
                 "postgresql.callbacks",
@@ -568,12 +558,8 @@ mod tests {
             );
         }
         // The harmless values of the same keys only warn.
-        let l = parse_edited(&[
-            ("watchdog", Some("{mode: automatic}")),
-            ("bootstrap.dcs.slots", Some("{}")),
-        ])
-        .expect("harmless values");
-        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
+        let l = parse_edited(&[("watchdog", Some("{mode: automatic}"))]).expect("harmless values");
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
     }
 
     /// docs/patroni-compatibility.md lists every key of the tables with what Regent does.

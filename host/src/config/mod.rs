@@ -41,6 +41,7 @@ mod keys;
 mod methods;
 mod parse;
 mod schema;
+mod slots;
 mod source;
 #[cfg(test)]
 mod test_support;
@@ -61,6 +62,7 @@ pub use schema::RestApi;
 pub(crate) use schema::{
     BasicAuth, Bootstrap, Credentials, Ctl, Etcd, Postgresql, RegentSection, Tags,
 };
+pub(crate) use slots::IgnoreSlot;
 pub use source::{ConfigSource, load};
 pub use validate::{DynamicChange, check_dynamic_change, validate_dynamic};
 pub(crate) use values::{HostList, InitdbOption, dcs_prefix, split_host_port};

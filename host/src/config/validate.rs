@@ -396,6 +396,7 @@ impl Config {
         let d = &self.bootstrap.dcs;
         check_sync_mode("bootstrap.dcs.", d.synchronous_mode)?;
         check_timing("bootstrap.dcs.", d.ttl, d.loop_wait, d.retry_timeout)?;
+        super::slots::check_slots("bootstrap.dcs.", &d.slots)?;
         check_sync_count("bootstrap.dcs.", d.synchronous_node_count)
     }
 }
@@ -613,6 +614,7 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
         return Err(e);
     }
     check_hba("postgresql.pg_hba", &d.postgresql.pg_hba)?;
+    super::slots::check_slots("", &d.slots)?;
     Ok(d)
 }
 
@@ -803,10 +805,6 @@ mod tests {
                 "standby_cluster",
             ),
             (
-                serde_json::json!({"slots": {"x": {"type": "physical"}}}),
-                "slots",
-            ),
-            (
                 serde_json::json!({"synchronous_mode": "quorum"}),
                 "synchronous_mode: quorum",
             ),
@@ -816,6 +814,23 @@ mod tests {
                 other => panic!("{doc}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn permanent_slots_are_accepted_and_checked() {
+        let d = validate_dynamic(
+            &serde_json::json!({"slots": {"x": {"type": "physical"}, "cdc":
+            {"type": "logical", "database": "app", "plugin": "pgoutput"}}, "member_slots_ttl": "1h",
+            "ignore_slots": [{"name": "manual"}]}),
+        )
+        .expect("slots");
+        assert_eq!(
+            (d.slots.len(), d.member_slots_ttl, d.ignore_slots.len()),
+            (2, 3600, 1)
+        );
+        let e = validate_dynamic(&serde_json::json!({"slots": {"cdc": {"type": "logical"}}}))
+            .expect_err("no database");
+        assert_eq!(invalid_key(&e), "slots.cdc");
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod tls;
 pub(crate) use conf::{quote_ident, quote_literal};
 pub(crate) use datadir::clean_shutdown_checkpoint;
 pub(crate) use probe::{ProbeTarget, Prober};
+pub(crate) use replication::SlotPlan;
 pub(crate) use state::PgState;
 
 use datadir::former_primary_marker;

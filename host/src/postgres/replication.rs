@@ -4,13 +4,20 @@
 
 use super::conf::quote_conninfo;
 use super::{PgError, Postgres, Result, Upstream};
-use crate::ha::topology::SlotFor;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-/// How long the slot of a member that left the DCS is kept (Patroni's `member_slots_ttl`).
-pub(crate) const MEMBER_SLOT_RETENTION: Duration = Duration::from_secs(30 * 60);
+/// The physical slots a node keeps (see [`Postgres::sync_slots`]).
+#[derive(Debug, Clone)]
+pub(crate) struct SlotPlan {
+    /// The slots wanted, each with the position to advance it to while it is idle and behind.
+    pub(crate) want: Vec<(String, Option<u64>)>,
+    /// `ignore_slots`: never dropped.
+    pub(crate) ignore: Vec<crate::config::IgnoreSlot>,
+    /// `member_slots_ttl`: how long an unwanted inactive slot is kept.
+    pub(crate) retention: Duration,
+}
 
 impl Postgres {
     /// The `synchronous_standby_names` the next start as primary writes, set before
@@ -52,19 +59,15 @@ impl Postgres {
         }
     }
 
-    /// Physical slots for the members in `keep` ([`crate::ha::topology::slots_kept_by`]), on
-    /// the primary or on a replica that others cascade from. A slot its member does not stream
-    /// through (it cascades from another replica) is advanced, while inactive, to the position
-    /// the member reports, so that it holds back only the WAL the member may still need from
-    /// here. The slot of a member that left the DCS is kept for [`MEMBER_SLOT_RETENTION`] (a
-    /// replica restarting slowly must not lose the WAL it needs), then dropped if inactive.
-    /// Returns every physical slot's restart LSN.
-    pub(crate) async fn sync_slots(&self, keep: &[SlotFor]) -> Result<BTreeMap<String, u64>> {
+    /// Keep the physical slots of `plan` ([`SlotPlan`]): create the missing ones, advance an
+    /// idle one that has a target (a member cascading elsewhere, a permanent slot on a
+    /// replica) while it is behind, and drop an inactive slot nobody wants any more once it
+    /// has been unwanted for `plan.retention` (a replica restarting slowly must not lose the
+    /// WAL it needs), unless `ignore_slots` matches it. Returns every physical slot's restart
+    /// LSN.
+    pub(crate) async fn sync_slots(&self, plan: &SlotPlan) -> Result<BTreeMap<String, u64>> {
         let c = self.connect().await?;
-        let want: Vec<String> = keep
-            .iter()
-            .map(|k| crate::dcs::slot_name(&k.member))
-            .collect();
+        let want: Vec<&str> = plan.want.iter().map(|(n, _)| n.as_str()).collect();
         let have = physical_slots(&c).await?;
         for w in &want {
             if !have.iter().any(|(n, _, _)| n == w) {
@@ -73,15 +76,15 @@ impl Postgres {
                 tracing::info!(slot = %w, "created replication slot");
             }
         }
-        for (k, w) in keep.iter().zip(&want) {
-            let Some(target) = k.reported_lsn.filter(|_| !k.streams_here) else {
-                continue;
-            };
+        let mut advanced = false;
+        for (w, target) in &plan.want {
+            let Some(target) = *target else { continue };
             let idle_behind = have.iter().any(|(n, active, lsn)| {
                 n == w && !active && lsn.is_some_and(|l| u64::try_from(l).is_ok_and(|l| l < target))
             });
             if idle_behind {
                 let to = super::format_lsn(target);
+                advanced = true;
                 match c
                     .execute(
                         "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
@@ -89,18 +92,15 @@ impl Postgres {
                     )
                     .await
                 {
-                    Ok(_) => {
-                        tracing::debug!(slot = %w, lsn = %to, "advanced the slot of a cascading member")
-                    }
-                    // Past what this server has written (the member is ahead of a lagging
-                    // cascade source): the next loop tries again.
+                    Ok(_) => tracing::debug!(slot = %w, lsn = %to, "advanced the slot"),
+                    // Past what this server has (a lagging replica): the next loop tries again.
                     Err(e) => {
                         tracing::debug!(slot = %w, error = %PgError::from(e), "could not advance the slot")
                     }
                 }
             }
         }
-        let have = if keep.iter().any(|k| !k.streams_here) {
+        let have = if advanced {
             physical_slots(&c).await?
         } else {
             have
@@ -111,28 +111,72 @@ impl Postgres {
             .lock()
             .map_err(|_| PgError::Io("slot bookkeeping lock poisoned".into()))?
             .clone();
-        gone.retain(|n, _| !want.contains(n));
+        gone.retain(|n, _| !want.contains(&n.as_str()));
         let mut out = BTreeMap::new();
         for (n, active, lsn) in &have {
-            if want.contains(n) {
-                if let Some(l) = lsn.and_then(|l| u64::try_from(l).ok()) {
+            let lsn = lsn.and_then(|l| u64::try_from(l).ok());
+            if want.contains(&n.as_str()) || plan.ignore.iter().any(|i| i.matches_physical(n)) {
+                if let Some(l) = lsn {
                     out.insert(n.clone(), l);
                 }
                 continue;
             }
             let since = *gone.entry(n.clone()).or_insert(now);
-            if !active && now.duration_since(since) >= MEMBER_SLOT_RETENTION {
+            if !active && now.duration_since(since) >= plan.retention {
                 c.execute("SELECT pg_drop_replication_slot($1)", &[n])
                     .await?;
                 gone.remove(n);
-                tracing::info!(slot = %n, "dropped the replication slot of a member gone for 30 min");
-            } else if let Some(l) = lsn.and_then(|l| u64::try_from(l).ok()) {
+                tracing::info!(slot = %n, retention_s = plan.retention.as_secs(), "dropped a replication slot nobody needs (member_slots_ttl passed)");
+            } else if let Some(l) = lsn {
                 out.insert(n.clone(), l);
             }
         }
         gone.retain(|n, _| have.iter().any(|(h, _, _)| h == n));
         if let Ok(mut g) = self.departed_slots.lock() {
             *g = gone;
+        }
+        Ok(out)
+    }
+
+    /// Create the permanent logical slots `(name, database, plugin)` the primary lacks (each
+    /// in its database), and return every logical slot's confirmed flush position. Regent never
+    /// drops a logical slot.
+    pub(crate) async fn ensure_logical_slots(
+        &self,
+        slots: &[(String, String, String)],
+    ) -> Result<BTreeMap<String, u64>> {
+        let c = self.connect().await?;
+        let rows = c
+            .query(
+                "SELECT slot_name::text, (confirmed_flush_lsn - '0/0')::bigint \
+                 FROM pg_replication_slots WHERE slot_type = 'logical'",
+                &[],
+            )
+            .await?;
+        let mut out: BTreeMap<String, u64> = rows
+            .iter()
+            .filter_map(|r| {
+                let lsn: Option<i64> = r.get(1);
+                Some((r.get(0), u64::try_from(lsn?).ok()?))
+            })
+            .collect();
+        let present: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        for (name, db, plugin) in slots {
+            if present.contains(name) {
+                continue;
+            }
+            let db_conn = self.connection_to(db).await?;
+            let row = db_conn
+                .query_one(
+                    "SELECT (lsn - '0/0')::bigint FROM pg_create_logical_replication_slot($1, $2)",
+                    &[name, plugin],
+                )
+                .await?;
+            let lsn: Option<i64> = row.get(0);
+            tracing::info!(slot = %name, database = %db, plugin = %plugin, "created permanent logical slot");
+            if let Some(l) = lsn.and_then(|l| u64::try_from(l).ok()) {
+                out.insert(name.clone(), l);
+            }
         }
         Ok(out)
     }

@@ -123,12 +123,17 @@ impl Postgres {
 
     /// Connect as the superuser over TCP.
     pub(super) async fn new_connection(&self) -> Result<tokio_postgres::Client> {
+        self.connection_to("postgres").await
+    }
+
+    /// A new superuser connection to the local server's database `dbname`.
+    pub(super) async fn connection_to(&self, dbname: &str) -> Result<tokio_postgres::Client> {
         let host = self.local_host();
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&host)
             .port(self.s.port)
             .user(&self.s.superuser.user)
-            .dbname("postgres")
+            .dbname(dbname)
             .application_name("regent")
             .connect_timeout(Duration::from_secs(2));
         if let Some(p) = &self.s.superuser.password {

@@ -149,7 +149,7 @@ impl Supervisor {
         if steady && !rerun {
             rerun |= self.run_scheduled_restart().await;
         }
-        self.cascade_slots(&world).await;
+        self.replica_slots(&world).await;
         self.follow_rollout().await;
         if self.last_cluster.is_some() {
             let _ = self.touch_member().await;

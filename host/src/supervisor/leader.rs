@@ -1,5 +1,5 @@
 //! The leader's per-loop duties while it holds the lock: publish `/status` (optime, slots),
-//! keep the members' replication slots (and a cascading replica's slots for its followers), synchronous mode (carry out `ha::sync::plan`), and
+//! keep the replication slots (`slots.rs`), synchronous mode (carry out `ha::sync::plan`), and
 //! `/history` after a promotion.
 //!
 //! May touch: the DCS (`status`, `sync`, `history`), PostgreSQL (slots,
@@ -9,8 +9,6 @@ use super::{Supervisor, SupervisorError, iso_now};
 use crate::dcs::{Cluster, HistoryLine, Status, tag_bool};
 use crate::ha::World;
 use crate::ha::sync;
-use crate::ha::topology;
-use std::collections::BTreeMap;
 
 impl Supervisor {
     /// The leader's per-loop work: publish `/status`, keep member slots.
@@ -24,14 +22,7 @@ impl Supervisor {
                 Err(e) => tracing::warn!(error = %e, "could not create the SQL probes' role"),
             }
         }
-        let mut slots = BTreeMap::new();
-        if self.dynamic.postgresql.use_slots {
-            let keep = topology::slots_kept_by(c, &self.cfg.name);
-            match self.pg.sync_slots(&keep).await {
-                Ok(s) => slots = s,
-                Err(e) => tracing::warn!(error = %e, "replication slot maintenance failed"),
-            }
-        }
+        let slots = self.leader_slots(c).await;
         let status = Status {
             optime: w.pg.wal_position,
             slots,
@@ -41,22 +32,6 @@ impl Supervisor {
             self.dcs.write_status(&status).await?;
         }
         self.manage_sync(c).await
-    }
-
-    /// A running replica keeps the physical slots of the members that cascade from it
-    /// (`replicatefrom`), as the leader keeps the others'.
-    pub(super) async fn cascade_slots(&mut self, w: &World) {
-        let Some(c) = &w.cluster else { return };
-        if !self.dynamic.postgresql.use_slots || !w.pg.running || !w.pg.is_replica() {
-            return;
-        }
-        // Called every loop, also with no followers: a former primary's slots, which nobody
-        // streams through any more, would hold WAL back on this replica; they are dropped
-        // after the retention.
-        let keep = topology::slots_kept_by(c, &self.cfg.name);
-        if let Err(e) = self.pg.sync_slots(&keep).await {
-            tracing::warn!(error = %e, "replication slot maintenance on this replica failed");
-        }
     }
 
     /// What PostgreSQL waits for from the moment it runs as primary ([`sync::at_start`]).

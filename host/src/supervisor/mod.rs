@@ -29,6 +29,7 @@ mod observe;
 mod publish;
 mod reload;
 mod rollout;
+mod slots;
 
 use crate::api::{self, LocalSnapshot};
 use crate::config::{Config, DynamicConfig, split_host_port};
