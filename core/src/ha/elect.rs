@@ -38,6 +38,18 @@ fn sync_safe(w: &World, candidate: &str) -> Result<(), String> {
 }
 
 pub(super) fn elect(w: &World, policy: &dyn Policy) -> Decision {
+    if let Some(t) = w.memory.promotion_vetoed_ms
+        && w.memory
+            .promotion_veto_in_force(w.now_ms, w.settings.ttl_ms)
+    {
+        return Decision::new(
+            format!(
+                "no leader, not racing: the pre_promote script vetoed my promotion {} ms ago (backing off for ttl)",
+                w.now_ms.saturating_sub(t)
+            ),
+            vec![],
+        );
+    }
     if let Some(req) = w.request()
         && let Some(c) = req.candidate
         && matches!(req.due(w), Due::Now)

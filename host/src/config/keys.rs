@@ -247,12 +247,7 @@ const POSTGRESQL: &[(&str, Key)] = &[
     ("config_dir", Unsupported),
     ("bin_name", Unsupported),
     ("pgpass", Unsupported),
-    (
-        "callbacks",
-        Refused(|v| {
-            non_empty(v).then_some("the scripts would not run on start, stop, reload or role change (e.g. moving a virtual IP to the new primary)")
-        }),
-    ),
+    ("callbacks", Section(CALLBACKS)),
     ("create_replica_methods", Refused(replica_methods)),
     ("replica_method", Unsupported),
     ("basebackup", Unsupported),
@@ -264,19 +259,17 @@ const POSTGRESQL: &[(&str, Key)] = &[
     ("use_unix_socket_repl", Unsupported),
     ("remove_data_directory_on_rewind_failure", Unsupported),
     ("remove_data_directory_on_diverged_timelines", Unsupported),
-    (
-        "pre_promote",
-        Refused(|v| {
-            non_empty(v).then_some("the script would not run before a promotion, and a promotion it would have vetoed would go ahead")
-        }),
-    ),
-    (
-        "before_stop",
-        Refused(|v| {
-            non_empty(v).then_some("the script would not run before PostgreSQL is stopped")
-        }),
-    ),
+    ("pre_promote", Known),
+    ("before_stop", Known),
     ("krbsrvname", Unsupported),
+];
+
+const CALLBACKS: &[(&str, Key)] = &[
+    ("on_start", Known),
+    ("on_stop", Known),
+    ("on_restart", Known),
+    ("on_reload", Known),
+    ("on_role_change", Known),
 ];
 
 const AUTHENTICATION: &[(&str, Key)] = &[
