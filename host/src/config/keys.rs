@@ -557,12 +557,6 @@ mod tests {
             ),
             ("watchdog", "{mode: required}"),
             (
-                "postgresql.callbacks",
-                "{on_role_change: /usr/local/bin/move-vip}",
-            ),
-            ("postgresql.pre_promote", "/usr/local/bin/check"),
-            ("postgresql.before_stop", "/usr/local/bin/drain"),
-            (
                 "postgresql.create_replica_methods",
                 "[pgbackrest, basebackup]",
             ),
@@ -663,6 +657,39 @@ mod tests {
         let both = parse_edited(&[("etcd", Some("{host: '10.9.9.9:2379'}"))]).expect("valid");
         assert_eq!(both.config.etcd_endpoints().len(), 3, "etcd3 wins");
         assert!(both.warnings[0].contains("ignored because etcd3 is also set"));
+    }
+
+    /// Patroni's script keys are read; a command that is empty or does not split into words
+    /// is refused with the key's name.
+    #[test]
+    fn script_callbacks_are_read_and_checked() {
+        let l = parse_edited(&[
+            (
+                "postgresql.callbacks",
+                Some("{on_start: '/bin/cb start', on_role_change: \"'/opt/my cb.sh' -v\"}"),
+            ),
+            ("postgresql.pre_promote", Some("/bin/fence")),
+            ("postgresql.before_stop", Some("/bin/drain")),
+        ])
+        .expect("valid");
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let pg = &l.config.postgresql;
+        assert_eq!(pg.callbacks.on_start.as_deref(), Some("/bin/cb start"));
+        assert_eq!(
+            pg.callbacks.on_role_change.as_deref(),
+            Some("'/opt/my cb.sh' -v")
+        );
+        assert_eq!(pg.callbacks.on_stop, None);
+        assert_eq!(pg.pre_promote.as_deref(), Some("/bin/fence"));
+        assert_eq!(pg.before_stop.as_deref(), Some("/bin/drain"));
+        for (key, value) in [
+            ("postgresql.callbacks.on_stop", "''"),
+            ("postgresql.pre_promote", "'  '"),
+            ("postgresql.before_stop", "\"'/bin/unclosed\""),
+        ] {
+            let e = err_of(&[(key, Some(value))]);
+            assert_eq!(invalid_key(&e), key, "{e}");
+        }
     }
 
     #[test]

@@ -25,22 +25,22 @@ use tokio::sync::oneshot;
 /// Patroni's callback actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallbackAction {
-    OnStart,
-    OnStop,
-    OnRestart,
-    OnReload,
-    OnRoleChange,
+    Start,
+    Stop,
+    Restart,
+    Reload,
+    RoleChange,
 }
 
 impl CallbackAction {
     /// The action's name: the configuration key and the script's first appended argument.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            CallbackAction::OnStart => "on_start",
-            CallbackAction::OnStop => "on_stop",
-            CallbackAction::OnRestart => "on_restart",
-            CallbackAction::OnReload => "on_reload",
-            CallbackAction::OnRoleChange => "on_role_change",
+            CallbackAction::Start => "on_start",
+            CallbackAction::Stop => "on_stop",
+            CallbackAction::Restart => "on_restart",
+            CallbackAction::Reload => "on_reload",
+            CallbackAction::RoleChange => "on_role_change",
         }
     }
 }
@@ -82,7 +82,7 @@ impl CallbackExecutor {
     /// Start `argv` for `action` now, killing the callback still running in the same slot.
     /// Returns once the process is started (or failed to start); never waits for it.
     pub(crate) fn call(&self, action: CallbackAction, argv: Vec<String>) {
-        let slot = if action == CallbackAction::OnReload {
+        let slot = if action == CallbackAction::Reload {
             &self.reload
         } else {
             &self.main
@@ -278,7 +278,7 @@ mod tests {
             p = pidfile.display()
         );
         ex.call(
-            CallbackAction::OnStart,
+            CallbackAction::Start,
             vec!["/bin/sh".into(), "-c".into(), script],
         );
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -292,7 +292,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         ex.call(
-            CallbackAction::OnStop,
+            CallbackAction::Stop,
             vec!["/bin/true".into(), "on_stop".into()],
         );
         let alive = |pid: i32| {

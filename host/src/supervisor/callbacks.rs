@@ -30,25 +30,25 @@ impl Supervisor {
                 if self.cb_after_demotion.swap(false, Ordering::Relaxed) {
                     return;
                 }
-                (CallbackAction::OnStart, *r)
+                (CallbackAction::Start, *r)
             }
-            Event::Stopped(r) => (CallbackAction::OnStop, *r),
-            Event::Restarted(r) => (CallbackAction::OnRestart, *r),
-            Event::Reloaded(r) => (CallbackAction::OnReload, *r),
+            Event::Stopped(r) => (CallbackAction::Stop, *r),
+            Event::Restarted(r) => (CallbackAction::Restart, *r),
+            Event::Reloaded(r) => (CallbackAction::Reload, *r),
             Event::RoleChanged { to, .. } => {
                 self.cb_after_demotion
                     .store(*to == Role::Replica, Ordering::Relaxed);
-                (CallbackAction::OnRoleChange, *to)
+                (CallbackAction::RoleChange, *to)
             }
             _ => return,
         };
         let cb = &self.cfg.postgresql.callbacks;
         let command = match action {
-            CallbackAction::OnStart => &cb.on_start,
-            CallbackAction::OnStop => &cb.on_stop,
-            CallbackAction::OnRestart => &cb.on_restart,
-            CallbackAction::OnReload => &cb.on_reload,
-            CallbackAction::OnRoleChange => &cb.on_role_change,
+            CallbackAction::Start => &cb.on_start,
+            CallbackAction::Stop => &cb.on_stop,
+            CallbackAction::Restart => &cb.on_restart,
+            CallbackAction::Reload => &cb.on_reload,
+            CallbackAction::RoleChange => &cb.on_role_change,
         };
         let Some(command) = command.as_deref() else {
             return;

@@ -701,6 +701,23 @@ impl Sim {
             // From here on every pre_promote script succeeds.
             n.veto_next_promotion = false;
         }
+        // A veto keeps its node out of elections for a ttl: wait that out first, as an
+        // operator would, before judging liveness.
+        let ttl = self.cfg.ttl;
+        let now = self.now;
+        let backoff = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.mem.promotion_vetoed_ms)
+            .map(|t| (t + ttl).saturating_sub(now))
+            .max()
+            .unwrap_or(0);
+        if backoff > 0 {
+            self.log.push(format!(
+                "t={now}: waiting {backoff} ms for a veto's backoff"
+            ));
+            self.advance(backoff);
+        }
         self.log.push(format!("t={}: network healed", self.now));
         let mut leaderless_with_candidate: Option<usize> = None;
         for round in 0..SETTLE_LOOPS {

@@ -284,3 +284,23 @@ fn a_vetoed_promotion_releases_the_key_and_backs_off_for_ttl() {
     e.memory.promotion_vetoed(NOW - e.settings.ttl_ms);
     assert_eq!(actions(&e), vec![acquire()]);
 }
+
+/// A failover requested to a node whose `pre_promote` vetoed its promotion is dropped by
+/// that node, so that the others race instead of waiting for it.
+#[test]
+fn a_vetoed_candidate_drops_the_request_naming_it() {
+    let mut b = election_world(1_000, vec![("a", None), ("c", peer_replica(900))]);
+    if let Some(cl) = b.cluster.as_mut() {
+        cl.failover = Some((
+            crate::dcs::Failover {
+                member: Some("b".into()),
+                ..Default::default()
+            },
+            3,
+        ));
+    }
+    assert_eq!(actions(&b), vec![acquire_requested()]);
+    b.memory.promotion_vetoed(NOW - 1_000);
+    let d = decide_default(&b);
+    assert_eq!(d.actions, vec![Action::ClearFailover], "{}", d.summary);
+}
