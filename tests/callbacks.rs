@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use support::*;
 
 /// The recording script: `rec.sh NODE ACTION [ROLE SCOPE | DATA_DIR]`. It records
-/// `TIMESTAMP NODE ACTION ... pg=up|down pid=PID`; with a file `slow-NODE-ACTION` beside it,
-/// it then sleeps 30 s and records `... end`; `pre_promote` exits 1 while `veto-NODE` exists.
+/// `TIMESTAMP NODE ACTION ... pg=up|down pid=PID` and prints `recorded NODE ACTION`; with a
+/// file `slow-NODE-ACTION` beside it, it then sleeps 30 s and records `... end`;
+/// `pre_promote` exits 1 while `veto-NODE` exists.
 const SCRIPT: &str = r#"#!/bin/sh
 dir=$(dirname "$0")
 node=$1
@@ -25,6 +26,7 @@ case "$action" in
     if [ -f "$3/postmaster.pid" ]; then pg="pg=up"; else pg="pg=down"; fi ;;
 esac
 echo "$(date +%s.%N) $node $action $3 $4 $5 $pg pid=$$" >> "$dir/record.log"
+echo "recorded $node $action"
 if [ -f "$dir/slow-$node-$action" ]; then
   sleep 30
   echo "$(date +%s.%N) $node $action end pid=$$" >> "$dir/record.log"
@@ -240,6 +242,15 @@ fn callbacks_run_on_bootstrap_restart_switchover_and_shutdown() {
         "the slow callback to be killed",
         Duration::from_secs(10),
         || (!process_alive(slow_pid)).then_some(()),
+    );
+    let log = c.nodes[leader].log();
+    assert!(
+        log.contains("killing the callback still running"),
+        "the kill is not logged"
+    );
+    assert!(
+        log.contains(&format!("recorded {ln} on_restart")),
+        "the script's output is not logged"
     );
     assert!(
         !rec.calls()
