@@ -14,7 +14,8 @@ use support::*;
 
 /// The recording script: `rec.sh NODE ACTION [ROLE SCOPE | DATA_DIR]`. It records
 /// `TIMESTAMP NODE ACTION ... pg=up|down pid=PID` and prints `recorded NODE ACTION`; with a
-/// file `slow-NODE-ACTION` beside it, it then sleeps 30 s and records `... end`;
+/// file `slow-NODE-ACTION` beside it, it then sleeps 30 s (or the seconds the file holds) and
+/// records `... end`;
 /// `pre_promote` exits 1 while `veto-NODE` exists.
 const SCRIPT: &str = r#"#!/bin/sh
 dir=$(dirname "$0")
@@ -28,7 +29,8 @@ esac
 echo "$(date +%s.%N) $node $action $3 $4 $5 $pg pid=$$" >> "$dir/record.log"
 echo "recorded $node $action"
 if [ -f "$dir/slow-$node-$action" ]; then
-  sleep 30
+  secs=$(cat "$dir/slow-$node-$action")
+  sleep "${secs:-30}"
   echo "$(date +%s.%N) $node $action end pid=$$" >> "$dir/record.log"
 fi
 if [ "$action" = pre_promote ] && [ -f "$dir/veto-$node" ]; then exit 1; fi
@@ -125,9 +127,13 @@ impl Recorder {
     }
 
     fn flag(&self, name: &str, on: bool) {
+        self.flag_with(name, on, "");
+    }
+
+    fn flag_with(&self, name: &str, on: bool, content: &str) {
         let p = self.dir.join(name);
         if on {
-            std::fs::write(p, "").expect("flag");
+            std::fs::write(p, content).expect("flag");
         } else {
             let _ = std::fs::remove_file(p);
         }
@@ -311,7 +317,9 @@ fn callbacks_run_on_bootstrap_restart_switchover_and_shutdown() {
 }
 
 /// `pre_promote` exiting 1 vetoes the promotion after the leader crashed: the node never runs
-/// as primary and releases the key; once the script exits 0, a later attempt promotes it.
+/// as primary and releases the key; once the script exits 0, a later attempt promotes it,
+/// although the script takes 9 s, past the write deadline of a lease not renewed meanwhile
+/// (ttl 10 s less the 2 s margin).
 #[test]
 fn pre_promote_vetoes_a_failover_until_it_succeeds() {
     let _g = serial();
@@ -348,17 +356,36 @@ fn pre_promote_vetoes_a_failover_until_it_succeeds() {
             .contains("pre_promote script exited with 1"),
         "the veto is not logged"
     );
-    // The script succeeds from now on: a later attempt promotes.
+    // The script succeeds from now on, slowly: a later attempt promotes.
+    rec.flag_with(&format!("slow-{rn}-pre_promote"), true, "9");
     rec.flag(&format!("veto-{rn}"), false);
     let up = rec.wait("on_role_change primary", n, |k| k.is(&rn, "on_role_change"));
     expect_words(&up, &[&rn, "on_role_change", "primary", "test"]);
+    let last = rec
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|k| {
+            k.is(&rn, "pre_promote")
+                && k.at < up.at
+                && k.words.get(2).map(String::as_str) != Some("end")
+        })
+        .expect("the pre_promote before the promotion");
+    assert!(
+        up.at - last.at >= 9.0,
+        "promoted {:.1} s after pre_promote started",
+        up.at - last.at
+    );
     wait_for("the node to accept writes", Duration::from_secs(30), || {
         (psql(c.nodes[replica].pg_port, "SELECT pg_is_in_recovery()").ok()? == "f").then_some(())
     });
     println!(
-        "vetoed at {:.1} s and {:.1} s after the crash, promoted {:.1} s after it",
+        "vetoed at {:.1} s and {:.1} s after the crash; pre_promote started again at {:.1} s \
+         and ran {:.1} s; promoted {:.1} s after the crash",
         first.at - unix_at(crashed),
         second.at - unix_at(crashed),
+        last.at - unix_at(crashed),
+        up.at - last.at,
         up.at - unix_at(crashed)
     );
 }

@@ -12,7 +12,6 @@
 //! May touch: child processes (through `postgres::callbacks`), PostgreSQL (stop), the DCS
 //! (the lease renewal and the cluster read after `pre_promote`).
 
-use super::act::busy;
 use super::{Supervisor, SupervisorError};
 use crate::fence::mono_ms;
 use crate::plugin::{Event, Role};
@@ -84,28 +83,42 @@ impl Supervisor {
     }
 
     /// Run `pre_promote`, if configured, before a promotion. `Ok(true)`: promote. `Ok(false)`:
-    /// the script vetoed it (non-zero exit, killed at its limit, or not started): the veto is
-    /// in the memory and the next decision releases the leader key. The script may take until
-    /// the write deadline (at most `ttl`); after it the lease is renewed and the leader key
-    /// read again, and an error says the key is no longer ours.
+    /// the script vetoed it (non-zero exit, killed at its limit of `ttl`, or not started): the
+    /// veto is in the memory and the next decision releases the leader key. While the script
+    /// runs, the lease is renewed every `loop_wait` and the guard (armed for this promotion)
+    /// given each new deadline, as the loop would do; after it the lease is
+    /// renewed and the leader key read again, and an error says the key is no longer ours.
     pub(super) async fn pre_promote(&mut self) -> Result<bool, SupervisorError> {
         let Some(cmd) = self.cfg.postgresql.pre_promote.clone() else {
             return Ok(true);
         };
-        let left = self
-            .mem
-            .write_deadline_ms
-            .map_or(0, |d| d.saturating_sub(mono_ms()))
-            .min(self.ttl_ms());
-        tracing::info!(command = %cmd, limit_ms = left, "running the pre_promote script");
+        let limit = Duration::from_millis(self.ttl_ms());
+        tracing::info!(command = %cmd, limit_ms = limit.as_millis() as u64, "running the pre_promote script");
         let outcome = match argv(&cmd, &[]) {
             Ok(a) => {
-                busy(
-                    &self.view_tx,
-                    "running",
-                    run_bounded(&a, Duration::from_millis(left)),
-                )
-                .await
+                let script = run_bounded(&a, limit);
+                tokio::pin!(script);
+                let mut beat =
+                    tokio::time::interval(Duration::from_secs(self.dynamic.loop_wait.max(1)));
+                beat.tick().await;
+                loop {
+                    tokio::select! {
+                        o = &mut script => break o,
+                        _ = beat.tick() => {
+                            // The guard was armed for this promotion with the loop's
+                            // deadline: it gets each renewal's, as the loop would give it.
+                            match self.renew_lease().await {
+                                Ok(_) => {
+                                    if let Err(e) = self.arm_guard() {
+                                        tracing::warn!(error = %e, "could not move the guard's deadline while pre_promote runs");
+                                    }
+                                }
+                                Err(e) => tracing::warn!(error = %e, "could not renew the lease while pre_promote runs"),
+                            }
+                            self.view_tx.send_modify(|v| v.last_loop = Some(std::time::Instant::now()));
+                        }
+                    }
+                }
             }
             Err(e) => ScriptOutcome::NotStarted(e.to_string()),
         };
