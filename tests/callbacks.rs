@@ -1,9 +1,10 @@
 //! Patroni's script callbacks against real `regent` processes, etcd and PostgreSQL: a
 //! recording script (written by the test) appends its arguments, a timestamp and its pid to a
-//! file, and the tests read which callback ran when, with which ACTION ROLE SCOPE:
-//! `on_start` at bootstrap, `on_role_change` on a switchover and a failover, `on_stop` at
-//! shutdown after `before_stop` (which sees PostgreSQL still running), a slow callback killed
-//! by the next one while the leader keeps its key, and `pre_promote` vetoing a promotion.
+//! file, and the tests read which callback ran when, with which ACTION ROLE SCOPE: `on_start`
+//! at bootstrap, `on_reload` with the command a reload just read, `on_role_change` on a
+//! switchover and a failover, `on_stop` at shutdown after `before_stop` (which sees PostgreSQL
+//! still running), a slow callback killed by the next one while the leader keeps its key, and
+//! `pre_promote` vetoing a promotion.
 
 mod support;
 
@@ -111,6 +112,23 @@ impl Recorder {
         .expect("write config");
     }
 
+    /// Set `postgresql.callbacks.<action>` of `node` to `command` in its YAML.
+    fn set_callback(&self, node: &Node, action: &str, command: &str) {
+        let text = std::fs::read_to_string(&node.config).expect("read config");
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("parse config");
+        let cbs = doc
+            .get_mut("postgresql")
+            .and_then(|v| v.get_mut("callbacks"))
+            .and_then(|v| v.as_mapping_mut())
+            .expect("callbacks section");
+        cbs.insert(action.into(), command.into());
+        std::fs::write(
+            &node.config,
+            serde_yaml::to_string(&doc).expect("render config"),
+        )
+        .expect("write config");
+    }
+
     fn calls(&self) -> Vec<Call> {
         std::fs::read_to_string(self.dir.join("record.log"))
             .unwrap_or_default()
@@ -183,7 +201,7 @@ fn process_alive(pid: i32) -> bool {
     })
 }
 
-/// Bootstrap, a slow `on_restart` outliving the lease while the leader keeps its key and then
+/// Bootstrap, a reload that changes a callback, a slow `on_restart` outliving the lease while the leader keeps its key and then
 /// killed by the next callback, a switchover, and a shutdown.
 #[test]
 fn callbacks_run_on_bootstrap_restart_switchover_and_shutdown() {
@@ -197,6 +215,24 @@ fn callbacks_run_on_bootstrap_restart_switchover_and_shutdown() {
     expect_words(&s, &[&ln, "on_start", "primary", "test"]);
     let s = rec.wait("the replica's on_start", 0, |k| k.is(&rn, "on_start"));
     expect_words(&s, &[&rn, "on_start", "replica", "test"]);
+
+    // A reload runs on_reload, with the command the reload just read.
+    let relabelled = format!("{ln}-reloaded");
+    rec.set_callback(&c.nodes[leader], "on_reload", &rec.command(&relabelled, ""));
+    let n = rec.calls().len();
+    let r = http_request_at(
+        "127.0.0.1",
+        c.nodes[leader].api_port,
+        "POST",
+        "/reload",
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(r.as_ref().is_some_and(|(s, _)| *s < 300), "reload: {r:?}");
+    let s = rec.wait("on_reload with the new command", n, |k| {
+        k.is(&relabelled, "on_reload")
+    });
+    expect_words(&s, &[&relabelled, "on_reload", "primary", "test"]);
 
     // A slow on_restart on the leader: the loop goes on and keeps the key for longer than
     // the ttl (10 s) while the script sleeps.
