@@ -683,7 +683,7 @@ fn check_scripts(pg: &super::schema::Postgresql) -> Result<(), ConfigError> {
                     &key,
                     q(cmd),
                     "cannot be split into words (an unclosed quote or a trailing backslash)",
-                    format!("close the quote, e.g. {key}: \"/etc/regent/my script.sh\" --flag"),
+                    format!("close the quote, e.g. {key}: '\"/etc/regent/my script.sh\" --flag'"),
                 ));
             }
         }
