@@ -419,6 +419,15 @@ fn decide_primary_paused(w: &World, cluster: &Cluster) -> Decision {
 }
 
 pub(super) fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
+    if w.holds_lock()
+        && w.memory
+            .promotion_veto_in_force(w.now_ms, w.settings.ttl_ms)
+    {
+        return Decision::new(
+            "the pre_promote script vetoed my promotion: releasing the leader key",
+            vec![Action::ReleaseLeader],
+        );
+    }
     if w.holds_lock() {
         return Decision::new(
             "I hold the lock: promoting",

@@ -38,6 +38,33 @@ fn sync_safe(w: &World, candidate: &str) -> Result<(), String> {
 }
 
 pub(super) fn elect(w: &World, policy: &dyn Policy) -> Decision {
+    if let Some(t) = w.memory.promotion_vetoed_ms
+        && w.memory
+            .promotion_veto_in_force(w.now_ms, w.settings.ttl_ms)
+    {
+        // A request naming me cannot be carried out now: drop it, so that the others race
+        // instead of waiting for me (the REST API reports the switchover failed).
+        let named_me = w
+            .request()
+            .and_then(|r| r.candidate)
+            .is_some_and(|c| c == w.me);
+        return Decision::new(
+            format!(
+                "no leader, not racing: the pre_promote script vetoed my promotion {} ms ago (backing off for ttl){}",
+                w.now_ms.saturating_sub(t),
+                if named_me {
+                    "; dropping the failover request naming me"
+                } else {
+                    ""
+                }
+            ),
+            if named_me {
+                vec![Action::ClearFailover]
+            } else {
+                vec![]
+            },
+        );
+    }
     if let Some(req) = w.request()
         && let Some(c) = req.candidate
         && matches!(req.due(w), Due::Now)

@@ -70,6 +70,9 @@ pub struct Memory {
     /// Synchronous standbys not yet published in the `sync` key, with the flush LSN each
     /// must reach first ([`sync::SyncPlan::Apply`](super::sync::SyncPlan::Apply)).
     pub sync_catching_up: BTreeMap<String, u64>,
+    /// When (monotonic ms) the `pre_promote` script last vetoed this node's promotion: the
+    /// node releases the leader key and stays out of elections for a `ttl` from then.
+    pub promotion_vetoed_ms: Option<u64>,
 }
 
 /// What a DCS read changed that the supervisor reports to the policies.
@@ -192,6 +195,19 @@ impl Memory {
             .min(MAX_START_BACKOFF_MS);
         let until = at.saturating_add(delay);
         (now_ms < until).then(|| until - now_ms)
+    }
+
+    /// The `pre_promote` script exited non-zero (or could not run) at `now_ms`: the promotion
+    /// did not happen.
+    pub fn promotion_vetoed(&mut self, now_ms: u64) {
+        self.promotion_vetoed_ms = Some(now_ms);
+    }
+
+    /// Whether a veto of the `pre_promote` script at most `ttl_ms` ago still keeps this node
+    /// from leading (Patroni's backoff after a failed `pre_promote`).
+    pub fn promotion_veto_in_force(&self, now_ms: u64, ttl_ms: u64) -> bool {
+        self.promotion_vetoed_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < ttl_ms)
     }
 
     /// A hand-over was given up at `now_ms`.

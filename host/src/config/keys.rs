@@ -224,12 +224,7 @@ const POSTGRESQL: &[(&str, Key)] = &[
     ("config_dir", Unsupported),
     ("bin_name", Unsupported),
     ("pgpass", Unsupported),
-    (
-        "callbacks",
-        Refused(|v| {
-            non_empty(v).then_some("the scripts would not run on start, stop, reload or role change (e.g. moving a virtual IP to the new primary)")
-        }),
-    ),
+    ("callbacks", Section(CALLBACKS)),
     ("create_replica_methods", Known),
     ("replica_method", Unsupported),
     ("basebackup", Known),
@@ -241,19 +236,17 @@ const POSTGRESQL: &[(&str, Key)] = &[
     ("use_unix_socket_repl", Unsupported),
     ("remove_data_directory_on_rewind_failure", Unsupported),
     ("remove_data_directory_on_diverged_timelines", Unsupported),
-    (
-        "pre_promote",
-        Refused(|v| {
-            non_empty(v).then_some("the script would not run before a promotion, and a promotion it would have vetoed would go ahead")
-        }),
-    ),
-    (
-        "before_stop",
-        Refused(|v| {
-            non_empty(v).then_some("the script would not run before PostgreSQL is stopped")
-        }),
-    ),
+    ("pre_promote", Known),
+    ("before_stop", Known),
     ("krbsrvname", Unsupported),
+];
+
+const CALLBACKS: &[(&str, Key)] = &[
+    ("on_start", Known),
+    ("on_stop", Known),
+    ("on_restart", Known),
+    ("on_reload", Known),
+    ("on_role_change", Known),
 ];
 
 const AUTHENTICATION: &[(&str, Key)] = &[
@@ -533,12 +526,6 @@ mod tests {
             ("bootstrap.dcs.failsafe_mode", "true"),
             ("watchdog", "{mode: required}"),
             (
-                "postgresql.callbacks",
-                "{on_role_change: /usr/local/bin/move-vip}",
-            ),
-            ("postgresql.pre_promote", "/usr/local/bin/check"),
-            ("postgresql.before_stop", "/usr/local/bin/drain"),
-            (
                 "postgresql.authentication.replication.sslrootcert",
                 "system",
             ),
@@ -630,6 +617,39 @@ mod tests {
         let both = parse_edited(&[("etcd", Some("{host: '10.9.9.9:2379'}"))]).expect("valid");
         assert_eq!(both.config.etcd_endpoints().len(), 3, "etcd3 wins");
         assert!(both.warnings[0].contains("ignored because etcd3 is also set"));
+    }
+
+    /// Patroni's script keys are read; a command that is empty or does not split into words
+    /// is refused with the key's name.
+    #[test]
+    fn script_callbacks_are_read_and_checked() {
+        let l = parse_edited(&[
+            (
+                "postgresql.callbacks",
+                Some("{on_start: '/bin/cb start', on_role_change: \"'/opt/my cb.sh' -v\"}"),
+            ),
+            ("postgresql.pre_promote", Some("/bin/fence")),
+            ("postgresql.before_stop", Some("/bin/drain")),
+        ])
+        .expect("valid");
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let pg = &l.config.postgresql;
+        assert_eq!(pg.callbacks.on_start.as_deref(), Some("/bin/cb start"));
+        assert_eq!(
+            pg.callbacks.on_role_change.as_deref(),
+            Some("'/opt/my cb.sh' -v")
+        );
+        assert_eq!(pg.callbacks.on_stop, None);
+        assert_eq!(pg.pre_promote.as_deref(), Some("/bin/fence"));
+        assert_eq!(pg.before_stop.as_deref(), Some("/bin/drain"));
+        for (key, value) in [
+            ("postgresql.callbacks.on_stop", "''"),
+            ("postgresql.pre_promote", "'  '"),
+            ("postgresql.before_stop", "\"'/bin/unclosed\""),
+        ] {
+            let e = err_of(&[(key, Some(value))]);
+            assert_eq!(invalid_key(&e), key, "{e}");
+        }
     }
 
     #[test]

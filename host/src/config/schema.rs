@@ -225,6 +225,49 @@ pub(crate) struct Postgresql {
     /// ([`super::methods`] reads them).
     #[serde(flatten)]
     pub(crate) method_sections: BTreeMap<String, serde_yaml::Value>,
+    /// Scripts run on PostgreSQL's transitions as `COMMAND ACTION ROLE SCOPE`.
+    #[serde(default)]
+    pub(crate) callbacks: Callbacks,
+    /// A script run before a promotion; a non-zero exit vetoes it.
+    #[serde(default)]
+    pub(crate) pre_promote: Option<String>,
+    /// A script run before PostgreSQL is stopped; its exit code is logged.
+    #[serde(default)]
+    pub(crate) before_stop: Option<String>,
+}
+
+/// `postgresql.callbacks`: Patroni's script callbacks, one command line per action (split as
+/// a POSIX shell splits words; the action, the role and the scope are appended).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+pub(crate) struct Callbacks {
+    /// After PostgreSQL started.
+    #[serde(default)]
+    pub(crate) on_start: Option<String>,
+    /// After PostgreSQL stopped.
+    #[serde(default)]
+    pub(crate) on_stop: Option<String>,
+    /// After PostgreSQL restarted.
+    #[serde(default)]
+    pub(crate) on_restart: Option<String>,
+    /// After PostgreSQL reloaded its configuration.
+    #[serde(default)]
+    pub(crate) on_reload: Option<String>,
+    /// After a promotion or a demotion.
+    #[serde(default)]
+    pub(crate) on_role_change: Option<String>,
+}
+
+impl Callbacks {
+    /// Each action's name with its command, if set.
+    pub(crate) fn entries(&self) -> [(&'static str, Option<&str>); 5] {
+        [
+            ("on_start", self.on_start.as_deref()),
+            ("on_stop", self.on_stop.as_deref()),
+            ("on_restart", self.on_restart.as_deref()),
+            ("on_reload", self.on_reload.as_deref()),
+            ("on_role_change", self.on_role_change.as_deref()),
+        ]
+    }
 }
 
 /// `postgresql.authentication`: the roles Regent connects as.

@@ -274,6 +274,7 @@ impl Config {
                 "set the OS account PostgreSQL runs as, e.g. postgresql.os_user: postgres, or remove the key",
             ));
         }
+        check_scripts(pg)?;
 
         if let Some(p) = self.tags.failover_priority
             && p < 0
@@ -648,6 +649,49 @@ pub fn check_dynamic_change(
     } else {
         Err(e)
     }
+}
+
+/// `postgresql.callbacks.*`, `pre_promote` and `before_stop`: each a command line that splits
+/// into at least one word (as Patroni splits it, like a POSIX shell without expansions).
+fn check_scripts(pg: &super::schema::Postgresql) -> Result<(), ConfigError> {
+    let mut scripts: Vec<(String, &str)> = pg
+        .callbacks
+        .entries()
+        .into_iter()
+        .filter_map(|(name, cmd)| cmd.map(|c| (format!("postgresql.callbacks.{name}"), c)))
+        .collect();
+    for (key, cmd) in [
+        ("postgresql.pre_promote", pg.pre_promote.as_deref()),
+        ("postgresql.before_stop", pg.before_stop.as_deref()),
+    ] {
+        if let Some(c) = cmd {
+            scripts.push((key.to_string(), c));
+        }
+    }
+    for (key, cmd) in scripts {
+        match shlex::split(cmd) {
+            Some(words) if !words.is_empty() => {}
+            Some(_) => {
+                return Err(invalid(
+                    &key,
+                    q(cmd),
+                    "must be a command, not an empty string",
+                    format!(
+                        "set the script to run, e.g. {key}: /etc/regent/callback.sh, or remove the key"
+                    ),
+                ));
+            }
+            None => {
+                return Err(invalid(
+                    &key,
+                    q(cmd),
+                    "cannot be split into words (an unclosed quote or a trailing backslash)",
+                    format!("close the quote, e.g. {key}: '\"/etc/regent/my script.sh\" --flag'"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,8 +12,10 @@
 //! marker; `files.rs` does every file operation on PostgreSQL's files (as the PostgreSQL OS
 //! user when regent is root: see the module's doc); `conf.rs` writes `regent.conf`, `standby.signal` and `pg_hba.conf`; `session.rs`
 //! holds the superuser session and what runs over it; `replication.rs` promotes, clones,
-//! rewinds, keeps the replication slots and sets the synchronous standbys.
+//! rewinds, keeps the replication slots and sets the synchronous standbys; `callbacks.rs` runs
+//! the operator's scripts (`postgresql.callbacks`, `pre_promote`, `before_stop`).
 
+pub(crate) mod callbacks;
 mod conf;
 mod datadir;
 mod files;

@@ -104,8 +104,7 @@ impl Supervisor {
             Action::Reclone { leader } => {
                 self.mem.rewinding_or_recloning();
                 let up = self.upstream_for(w, leader)?;
-                self.pg
-                    .stop(StopMode::Fast, Duration::from_secs(30))
+                self.stop_postgres(StopMode::Fast, Duration::from_secs(30))
                     .await?;
                 self.pg.move_aside()?;
                 self.mem.rewind_failed = false;
@@ -174,8 +173,7 @@ impl Supervisor {
                 tracing::info!(from = %leader, "rewinding the former primary with pg_rewind");
                 self.mem.rewinding_or_recloning();
                 // A postmaster still starting up (crash recovery) must be down for pg_rewind.
-                self.pg
-                    .stop(StopMode::Fast, Duration::from_secs(30))
+                self.stop_postgres(StopMode::Fast, Duration::from_secs(30))
                     .await?;
                 match busy(&self.view_tx, "stopped", self.pg.rewind(&up)).await {
                     Ok(()) => {
@@ -206,6 +204,9 @@ impl Supervisor {
                     return Err(SupervisorError::Io(
                         "not promoting: the leader key is no longer ours on a live lease".into(),
                     ));
+                }
+                if !self.pre_promote().await? {
+                    return Ok(true);
                 }
                 // Never writable unless the guard enforces this deadline.
                 self.arm_guard()?;
@@ -239,7 +240,7 @@ impl Supervisor {
                 };
                 tracing::warn!(reason = why, "demoting: stopping PostgreSQL");
                 self.phase = PgPhase::Stopping;
-                self.pg.stop(stop, Duration::from_secs(5)).await?;
+                self.stop_postgres(stop, Duration::from_secs(5)).await?;
                 self.phase = PgPhase::Stopped;
                 self.event(crate::plugin::Event::Stopped(crate::plugin::Role::Primary));
                 self.role = NodeRole::Demoted;

@@ -145,8 +145,7 @@ impl Supervisor {
         self.phase = PgPhase::Restarting;
         self.view_tx
             .send_modify(|v| v.state = PgPhase::Restarting.as_str().into());
-        self.pg
-            .stop(StopMode::Fast, Duration::from_secs(60))
+        self.stop_postgres(StopMode::Fast, Duration::from_secs(60))
             .await?;
         let patience = timeout.map_or(self.start_patience(), Duration::from_secs);
         let started = if self.pg.standby_configured() {
@@ -230,8 +229,7 @@ impl Supervisor {
         tracing::info!(from = %leader, "reinitializing: moving the data directory aside and cloning it again");
         self.phase = PgPhase::CreatingReplica;
         let res: Result<(), SupervisorError> = async {
-            self.pg
-                .stop(StopMode::Fast, Duration::from_secs(60))
+            self.stop_postgres(StopMode::Fast, Duration::from_secs(60))
                 .await?;
             if !matches!(self.pg.data_dir_state().await, DataDir::Empty) {
                 let moved = self.pg.move_aside()?;

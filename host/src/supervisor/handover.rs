@@ -52,8 +52,7 @@ impl Supervisor {
         }
         let stop_at = std::time::Instant::now();
         self.phase = PgPhase::Stopping;
-        self.pg
-            .stop(StopMode::Fast, Duration::from_secs(60))
+        self.stop_postgres(StopMode::Fast, Duration::from_secs(60))
             .await?;
         self.view_tx.send_modify(|v| {
             v.state = PgPhase::Stopped.as_str().into();
@@ -157,7 +156,6 @@ impl Supervisor {
                 .and_then(|c| c.leader.as_ref())
                 .is_some_and(|l| l.name == self.cfg.name && Some(l.lease) == self.mem.our_lease);
         tracing::info!(leader, "shutting down");
-        self.event(crate::plugin::Event::Stopped(self.role.policy_role()));
         if leader && let Err(e) = self.pg.checkpoint().await {
             tracing::warn!(error = %e, "checkpoint before shutdown failed");
         }
@@ -165,9 +163,13 @@ impl Supervisor {
             self.leave_sync().await;
         }
         self.phase = PgPhase::Stopping;
-        if let Err(e) = self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await {
+        if let Err(e) = self
+            .stop_postgres(StopMode::Fast, Duration::from_secs(60))
+            .await
+        {
             tracing::error!(error = %e, "stopping PostgreSQL failed");
         }
+        self.event(crate::plugin::Event::Stopped(self.role.policy_role()));
         // Peers racing for the lock must not see a stale "running primary" here.
         self.view_tx.send_modify(|v| {
             v.state = PgPhase::Stopped.as_str().into();

@@ -13,6 +13,7 @@
 //! - `reload.rs`: reloading the configuration, the policies, PostgreSQL's parameters;
 //! - `publish.rs`: the member key, the REST view, the policies' events;
 //! - `rollout.rs`: following the policies pushed to the cluster (`regent ctl policy push`);
+//! - `callbacks.rs`: the script callbacks, `pre_promote` and `before_stop`;
 //! - `bounded.rs`: waiting for the policies no longer than the loop's share of the lease.
 //!
 //! What the loop remembers between decisions is the core's [`Memory`], updated through its
@@ -20,6 +21,7 @@
 
 mod act;
 mod bounded;
+mod callbacks;
 mod commands;
 mod cycle;
 mod elections;
@@ -187,6 +189,10 @@ pub struct Supervisor {
     won: Option<crate::dcs::ElectionRecord>,
     /// The policies pushed to the cluster: what this member last tried, a load in progress.
     rollout: rollout::Rollout,
+    /// The script callbacks still running (`postgresql.callbacks`).
+    scripts: crate::postgres::callbacks::CallbackExecutor,
+    /// A demotion's `on_role_change` fired: the start that follows runs no `on_start`.
+    cb_after_demotion: std::sync::atomic::AtomicBool,
 }
 
 impl Supervisor {
@@ -260,6 +266,8 @@ impl Supervisor {
             deciding: None,
             won: None,
             rollout: rollout::Rollout::default(),
+            scripts: Default::default(),
+            cb_after_demotion: Default::default(),
             events: event_thread()?,
             bad_config_rev: None,
             health_busy: Arc::default(),

@@ -210,6 +210,7 @@ impl Supervisor {
     /// Hand an event to the policies' `on-event` hooks, in order, on their own thread (a
     /// policy never runs on the async workers, and an event never delays the loop).
     pub(super) fn event(&self, e: crate::plugin::Event) {
+        self.script_callback(&e);
         if let Some(set) = &self.policies {
             let _ = self.events.send((set.clone(), e));
         }

@@ -295,7 +295,16 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
         }
     }
     if has(d, |a| matches!(a, Action::ClearFailover)) {
-        prop_assert!(holder && request.is_some(), "ClearFailover: {}", ctx());
+        // The leader answers requests; a candidate whose pre_promote script vetoed its
+        // promotion declines one naming it.
+        let declined = request.is_some_and(|f| f.member.as_deref() == Some(w.me.as_str()))
+            && w.memory
+                .promotion_veto_in_force(w.now_ms, w.settings.ttl_ms);
+        prop_assert!(
+            (holder && request.is_some()) || declined,
+            "ClearFailover: {}",
+            ctx()
+        );
     }
 
     // A lost lease always leads to demotion.

@@ -47,6 +47,8 @@ struct SimNode {
     priority: i64,
     /// Started read-only on its own former primary data: must rewind before following.
     former_primary: bool,
+    /// The node's `pre_promote` script will veto its next promotion.
+    veto_next_promotion: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,6 +93,8 @@ enum Ev {
     /// An operator changes the cluster's `ttl` (`PATCH /config`): every node uses it from its
     /// next loop.
     SetTtl(u64),
+    /// The node's `pre_promote` script exits non-zero at its next promotion.
+    VetoPromotion(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +148,7 @@ impl Sim {
                 nofailover,
                 priority,
                 former_primary: false,
+                veto_next_promotion: false,
             });
             sim.renew(i);
             sim.publish_member(i);
@@ -449,6 +454,15 @@ impl Sim {
                     self.dcs.leader = None;
                 }
             }
+            Action::Promote if self.nodes[i].veto_next_promotion => {
+                // As the supervisor does when the script exits non-zero: no promotion, the
+                // veto recorded in the memory; the next decision releases the key.
+                let now = self.now;
+                let n = &mut self.nodes[i];
+                n.veto_next_promotion = false;
+                n.mem.promotion_vetoed(now);
+                self.log.push(format!("t={now}: {me}'s pre_promote vetoed"));
+            }
             Action::Promote => {
                 let new_tl = self.nodes[i].timeline.max(self.cluster_timeline()) + 1;
                 if connected {
@@ -614,6 +628,7 @@ impl Sim {
                 self.nodes[i].mem = Memory::default();
             }
             Ev::SetTtl(ttl) => self.cfg.ttl = ttl,
+            Ev::VetoPromotion(i) => self.nodes[i].veto_next_promotion = true,
             Ev::Switchover(to) => {
                 self.dcs.failover = Some(crate::dcs::Failover {
                     leader: self.dcs.leader.as_ref().map(|l| l.name.clone()),
@@ -670,6 +685,7 @@ impl Sim {
         let n = &self.nodes[i];
         n.running
             && n.in_recovery == Some(true)
+            && !n.mem.promotion_veto_in_force(self.now, self.cfg.ttl)
             && !n.nofailover
             && n.priority > 0
             && self
@@ -686,6 +702,25 @@ impl Sim {
         for n in &mut self.nodes {
             n.dcs_cut = false;
             n.peers_cut = false;
+            // From here on every pre_promote script succeeds.
+            n.veto_next_promotion = false;
+        }
+        // A veto keeps its node out of elections for a ttl: wait that out first, as an
+        // operator would, before judging liveness.
+        let ttl = self.cfg.ttl;
+        let now = self.now;
+        let backoff = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.mem.promotion_vetoed_ms)
+            .map(|t| (t + ttl).saturating_sub(now))
+            .max()
+            .unwrap_or(0);
+        if backoff > 0 {
+            self.log.push(format!(
+                "t={now}: waiting {backoff} ms for a veto's backoff"
+            ));
+            self.advance(backoff);
         }
         self.log.push(format!("t={}: network healed", self.now));
         let mut leaderless_with_candidate: Option<usize> = None;
@@ -764,6 +799,7 @@ fn arb_event(hostile: bool) -> BoxedStrategy<Ev> {
         2 => (1..2_000u64).prop_map(Ev::Write),
         1 => prop::option::of(node()).prop_map(Ev::Switchover),
         1 => (5_000..30_000u64).prop_map(Ev::SetTtl),
+        1 => node().prop_map(Ev::VetoPromotion),
     ];
     if hostile {
         prop_oneof![
@@ -872,6 +908,45 @@ fn sim_isolated_primary_is_replaced_without_overlap() {
     sim.run(&events, true).expect("clean failover");
     assert_eq!(sim.dcs.leader.as_ref().map(|l| l.name.as_str()), Some("n1"));
     assert_eq!(sim.writable_primaries(), vec!["n1"]);
+}
+
+/// The best candidate's `pre_promote` script vetoes its promotion: it releases the key
+/// without ever running as primary, the next candidate takes the key and promotes, and the
+/// vetoed node follows it.
+#[test]
+fn sim_vetoed_promotion_lets_the_next_candidate_lead() {
+    let setup = deterministic_setup();
+    let mut sim = Sim::new(&setup);
+    let events = [
+        Ev::Tick(0),
+        Ev::Tick(1),
+        Ev::Tick(2),
+        Ev::VetoPromotion(1),
+        Ev::Isolate(0),
+        Ev::Advance(8_000),
+        Ev::Tick(0), // → Demote Offline
+        Ev::Tick(1),
+        Ev::Tick(2),
+        Ev::Advance(2_000), // the leader key expires
+        Ev::Tick(1),        // n1, the best candidate → AcquireLeader
+        Ev::Tick(1),        // → Promote, vetoed
+        Ev::Tick(1),        // → ReleaseLeader
+        Ev::Tick(1),        // backing off
+        Ev::Tick(2),        // n2 races once the backoff passed
+        Ev::Tick(2),        // → Promote
+    ];
+    for ev in &events {
+        sim.step(ev).expect("step");
+        sim.check_safety(true).expect("one primary");
+        assert!(
+            !Sim::is_primary(&sim.nodes[1]),
+            "n1 must not run as primary after its veto\n{}",
+            sim.log.join("\n")
+        );
+    }
+    assert_eq!(sim.dcs.leader.as_ref().map(|l| l.name.as_str()), Some("n2"));
+    assert_eq!(sim.writable_primaries(), vec!["n2"]);
+    sim.settle(true).expect("converges on n2");
 }
 
 fn deterministic_setup() -> SimSetup {

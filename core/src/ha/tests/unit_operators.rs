@@ -252,3 +252,55 @@ fn requested_failover_in_synchronous_mode_never_promotes_a_replica_missing_commi
     unknown.peers.insert("b".into(), None);
     assert!(!actions(&unknown).contains(&acquire_requested()));
 }
+
+// ── the pre_promote script's veto ──────────────────────────────────────────────────────────
+
+/// A replica holding the lock whose `pre_promote` script vetoed the promotion releases the
+/// key instead of promoting, and stays out of the race for a `ttl`; after it, it races again.
+#[test]
+fn a_vetoed_promotion_releases_the_key_and_backs_off_for_ttl() {
+    let mut w = world(
+        "b",
+        Some(cluster(Some(leader("b", MY_LEASE)))),
+        pg_replica(10, None),
+    );
+    assert_eq!(actions(&w), vec![Action::KeepLeading, Action::Promote]);
+    w.memory.promotion_vetoed(NOW - 1_000);
+    let d = decide_default(&w);
+    assert_eq!(d.actions, vec![Action::ReleaseLeader], "{}", d.summary);
+    assert!(d.summary.contains("pre_promote"), "{}", d.summary);
+
+    // The key released: the best candidate does not race while the veto is in force.
+    let mut e = election_world(2_000, vec![("a", None), ("c", peer_replica(900))]);
+    assert_eq!(actions(&e), vec![acquire()]);
+    e.memory.promotion_vetoed(NOW - 1_000);
+    let d = decide_default(&e);
+    assert_eq!(d.actions, vec![], "{}", d.summary);
+    assert!(d.summary.contains("pre_promote"), "{}", d.summary);
+    // Still in force one millisecond before the ttl has passed.
+    e.memory.promotion_vetoed(NOW - e.settings.ttl_ms + 1);
+    assert_eq!(actions(&e), vec![]);
+    // One ttl later it races again.
+    e.memory.promotion_vetoed(NOW - e.settings.ttl_ms);
+    assert_eq!(actions(&e), vec![acquire()]);
+}
+
+/// A failover requested to a node whose `pre_promote` vetoed its promotion is dropped by
+/// that node, so that the others race instead of waiting for it.
+#[test]
+fn a_vetoed_candidate_drops_the_request_naming_it() {
+    let mut b = election_world(1_000, vec![("a", None), ("c", peer_replica(900))]);
+    if let Some(cl) = b.cluster.as_mut() {
+        cl.failover = Some((
+            crate::dcs::Failover {
+                member: Some("b".into()),
+                ..Default::default()
+            },
+            3,
+        ));
+    }
+    assert_eq!(actions(&b), vec![acquire_requested()]);
+    b.memory.promotion_vetoed(NOW - 1_000);
+    let d = decide_default(&b);
+    assert_eq!(d.actions, vec![Action::ClearFailover], "{}", d.summary);
+}
