@@ -129,6 +129,9 @@ pub struct Settings {
     /// A leader whose policy judged it `failed` for this many consecutive loops hands over to
     /// a healthy candidate.
     pub failed_loops_before_handover: u32,
+    /// `failsafe_mode` is on: a leader without the DCS stays primary while every member in
+    /// the `failsafe` key accepts its `POST /failsafe` (see `failsafe.rs`).
+    pub failsafe_mode: bool,
 }
 
 /// The whole snapshot one decision is made from.

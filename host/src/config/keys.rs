@@ -70,16 +70,10 @@ fn watchdog(v: &Value) -> Option<&'static str> {
     )
 }
 
-/// Why `failsafe_mode: true` is refused (here and in the dynamic configuration).
-const WHY_FAILSAFE: &str = "with failsafe_mode the leader stays primary through an etcd outage while every member answers it; Regent would demote it instead";
 /// Why a non-empty `standby_cluster` is refused.
 const WHY_STANDBY_CLUSTER: &str = "this node would bootstrap or lead a writable cluster of its own instead of following the remote primary";
 /// Why non-empty `slots` are refused.
 const WHY_SLOTS: &str = "the permanent replication slots would not be created on the primary, nor kept across a failover: their consumers would lose their position";
-
-fn failsafe(v: &Value) -> Option<&'static str> {
-    truthy(v).then_some(WHY_FAILSAFE)
-}
 
 fn slots(v: &Value) -> Option<&'static str> {
     non_empty(v).then_some(WHY_SLOTS)
@@ -210,7 +204,7 @@ const DCS: &[(&str, Key)] = &[
     ("primary_stop_timeout", Unsupported),
     ("master_stop_timeout", Unsupported),
     ("primary_race_backoff", Unsupported),
-    ("failsafe_mode", Refused(failsafe)),
+    ("failsafe_mode", Known),
     ("member_slots_ttl", Unsupported),
     (
         "standby_cluster",
@@ -534,7 +528,6 @@ mod tests {
             ("postgresql.create_replica_methods", "[basebackup]"),
             ("postgresql.pgpass", "/tmp/pgpass0"),
             ("bootstrap.method", "initdb"),
-            ("bootstrap.dcs.failsafe_mode", "false"),
         ];
         let edits: Vec<(&str, Option<&str>)> = keys.iter().map(|(k, v)| (*k, Some(*v))).collect();
         let l = parse_edited(&edits).expect("unsupported keys are not fatal");
@@ -557,7 +550,6 @@ mod tests {
                 "bootstrap.dcs.standby_cluster",
                 "{host: 10.0.0.9, port: 5432}",
             ),
-            ("bootstrap.dcs.failsafe_mode", "true"),
             (
                 "bootstrap.dcs.slots",
                 "{cdc: {type: logical, database: app, plugin: pgoutput}}",

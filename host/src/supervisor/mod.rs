@@ -23,6 +23,7 @@ mod bounded;
 mod commands;
 mod cycle;
 mod elections;
+mod failsafe;
 mod handover;
 mod leader;
 mod observe;
@@ -186,6 +187,10 @@ pub struct Supervisor {
     won: Option<crate::dcs::ElectionRecord>,
     /// The policies pushed to the cluster: what this member last tried, a load in progress.
     rollout: rollout::Rollout,
+    /// The `failsafe` key as last read (failsafe mode's topology, kept through an outage).
+    failsafe_topology: Option<std::collections::BTreeMap<String, String>>,
+    /// Shared with the REST API's `POST /failsafe` (see [`crate::control::FailsafeGate`]).
+    failsafe_gate: crate::control::FailsafeGate,
 }
 
 impl Supervisor {
@@ -240,7 +245,11 @@ impl Supervisor {
             view_tx,
             http,
             dynamic,
-            mem: Memory::default(),
+            mem: {
+                let mut m = Memory::default();
+                m.supervisor_started(crate::fence::mono_ms());
+                m
+            },
             probe_role_ready: false,
             dcs_last_seen: None,
             phase: PgPhase::Stopped,
@@ -259,6 +268,8 @@ impl Supervisor {
             deciding: None,
             won: None,
             rollout: rollout::Rollout::default(),
+            failsafe_topology: None,
+            failsafe_gate: crate::control::FailsafeGate::default(),
             events: event_thread()?,
             bad_config_rev: None,
             health_busy: Arc::default(),
@@ -275,6 +286,12 @@ impl Supervisor {
     /// certificate).
     pub fn set_api_reloader(&mut self, reloader: crate::api::Reloader) {
         self.api_reloader = Some(reloader);
+    }
+
+    /// The gate the REST API's `POST /failsafe` goes through
+    /// ([`ControlHandle::failsafe_gate`](crate::control::ControlHandle::failsafe_gate)).
+    pub fn set_failsafe_gate(&mut self, gate: crate::control::FailsafeGate) {
+        self.failsafe_gate = gate;
     }
 
     /// The DCS client (cheap to clone), for the REST API.

@@ -33,6 +33,7 @@ pub(super) fn settings() -> Settings {
         paused: false,
         loop_wait_ms: 10_000,
         failed_loops_before_handover: 2,
+        failsafe_mode: false,
     }
 }
 

@@ -623,6 +623,7 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     paused: c.paused,
                     loop_wait_ms: 1_000,
                     failed_loops_before_handover: 2,
+                    failsafe_mode: false,
                 },
                 health: node.health.clone(),
                 now_unix_ms: UNIX_NOW,

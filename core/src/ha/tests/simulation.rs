@@ -267,6 +267,7 @@ impl Sim {
                 paused: false,
                 loop_wait_ms: LOOP_MS,
                 failed_loops_before_handover: 2,
+                failsafe_mode: false,
             },
             health: Health::Healthy,
             now_unix_ms: UNIX_NOW + self.now,
