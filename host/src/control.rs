@@ -134,7 +134,9 @@ struct GateState {
 
 impl FailsafeGate {
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Accept `leader`'s ping now, unless the loop is racing for or holds the leader key.

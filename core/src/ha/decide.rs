@@ -2,8 +2,8 @@
 //! PostgreSQL (empty, stopped, primary, replica) and whether the DCS could be read.
 
 use super::elect::elect;
-use super::failsafe;
 use super::election::{Chosen, Election};
+use super::failsafe;
 use super::policy::{ElectionReason, Health, Policy, Ranking};
 use super::ranking::{streaming_only, sync_only};
 use super::request::leader_request;
@@ -106,7 +106,7 @@ fn decide_without_dcs(w: &World) -> Decision {
 fn decide_unknown(w: &World, why: &str) -> Decision {
     if w.pg.is_primary() && !w.settings.paused {
         if w.memory.renewal_failed {
-            return renewal_failed();
+            return failsafe::leading_without_dcs(w).unwrap_or_else(renewal_failed);
         }
         if !w.holds_lock() {
             return Decision::new(

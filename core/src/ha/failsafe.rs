@@ -42,6 +42,17 @@ pub struct FailsafePing {
     pub leader: String,
     /// When (monotonic ms) this member accepted it.
     pub received_ms: u64,
+    /// The `ttl` in force when it was accepted: the member holds off for at least that long
+    /// even if the `ttl` is lowered meanwhile.
+    pub ttl_ms: u64,
+}
+
+impl FailsafePing {
+    /// Until when (monotonic ms) this member must not race: `ttl` after it accepted, the
+    /// larger of the `ttl` then and `ttl_ms` now.
+    pub fn hold_until_ms(&self, ttl_ms: u64) -> u64 {
+        self.received_ms.saturating_add(self.ttl_ms.max(ttl_ms))
+    }
 }
 
 impl Memory {
@@ -70,8 +81,9 @@ impl Memory {
         self.failsafe_round = Some(round);
     }
 
-    /// This member accepted `leader`'s `POST /failsafe` at `received_ms`.
-    pub fn failsafe_ping_accepted(&mut self, leader: String, received_ms: u64) {
+    /// This member accepted `leader`'s `POST /failsafe` at `received_ms`, with `ttl_ms` in
+    /// force.
+    pub fn failsafe_ping_accepted(&mut self, leader: String, received_ms: u64, ttl_ms: u64) {
         if self
             .failsafe_ping
             .as_ref()
@@ -80,6 +92,7 @@ impl Memory {
             self.failsafe_ping = Some(FailsafePing {
                 leader,
                 received_ms,
+                ttl_ms,
             });
         }
     }
@@ -162,7 +175,7 @@ pub(super) fn holds_race(w: &World) -> Option<Decision> {
     }
     let ttl = w.settings.ttl_ms;
     if let Some(p) = &w.memory.failsafe_ping
-        && w.now_ms < p.received_ms.saturating_add(ttl)
+        && w.now_ms < p.hold_until_ms(ttl)
     {
         return Some(Decision::new(
             format!(

@@ -37,7 +37,10 @@ pub(super) async fn post(ctx: &ApiContext, headers: &HeaderMap, body: Body) -> A
         ));
     };
     if v.role == "primary" && v.state == "running" {
-        return Ok(text(StatusCode::INTERNAL_SERVER_ERROR, "Running as a leader"));
+        return Ok(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Running as a leader",
+        ));
     }
     if let Err(why) = ctx.control().failsafe_gate().accept(leader) {
         return Ok(text(StatusCode::INTERNAL_SERVER_ERROR, why));

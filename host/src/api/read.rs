@@ -2,10 +2,9 @@
 //! (`GET /failsafe` is `failsafe.rs`'s).
 
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::{Answer, ApiContext, Refusal, json, text};
+use super::{Answer, ApiContext, Refusal, json};
 use crate::config::{DynamicConfig, SyncMode};
 use crate::dcs::{Cluster, HistoryLine, Member};
 

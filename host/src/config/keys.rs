@@ -6,7 +6,6 @@
 
 use super::ConfigError;
 use super::error::kind_of;
-use super::values::parse_bool;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
@@ -34,15 +33,6 @@ macro_rules! always {
     ($why:expr) => {
         Refused(|_| Some($why))
     };
-}
-
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Bool(b) => *b,
-        Value::String(s) => parse_bool(s) == Some(true),
-        Value::Number(n) => n.as_i64().is_some_and(|n| n != 0),
-        _ => false,
-    }
 }
 
 fn non_empty(v: &Value) -> bool {

@@ -71,7 +71,13 @@ impl Supervisor {
     pub(super) async fn failsafe_round(&mut self) {
         let sent = Instant::now();
         let me = self.cfg.name.clone();
+        let in_time = self.mem.write_deadline_ms.is_some_and(|d| mono_ms() < d);
         let accepted = match &self.failsafe_topology {
+            // Past the deadline a round earns nothing: the members are not held for nothing.
+            _ if !in_time => {
+                tracing::warn!("failsafe mode: the write deadline passed; no round is sent");
+                false
+            }
             Some(t) if t.contains_key(&me) => {
                 let body = serde_json::json!({
                     "name": me,
@@ -117,8 +123,9 @@ impl Supervisor {
     /// Copy the last `POST /failsafe` the REST API accepted into the memory.
     pub(super) fn collect_failsafe_ping(&mut self) {
         if let Some((leader, at)) = self.failsafe_gate.last() {
+            let ttl = self.ttl_ms();
             self.mem
-                .failsafe_ping_accepted(leader, instant_to_mono_ms(at));
+                .failsafe_ping_accepted(leader, instant_to_mono_ms(at), ttl);
         }
     }
 

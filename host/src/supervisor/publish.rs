@@ -191,9 +191,10 @@ impl Supervisor {
             failsafe: self.failsafe_topology.clone(),
             failsafe_active: self.dynamic.failsafe_mode
                 && (w.failsafe_covers()
-                    || w.memory.failsafe_ping.as_ref().is_some_and(|p| {
-                        w.now_ms < p.received_ms.saturating_add(w.settings.ttl_ms)
-                    })),
+                    || w.memory
+                        .failsafe_ping
+                        .as_ref()
+                        .is_some_and(|p| w.now_ms < p.hold_until_ms(w.settings.ttl_ms))),
             diverged: w.pg.is_replica()
                 && (w.pg.former_primary || w.diverged_from_cluster().is_some()),
         };

@@ -19,6 +19,8 @@ const LOOP_MS: u64 = 1_000;
 const SETTLE_LOOPS: usize = 15;
 /// A leaderless cluster with an eligible running replica must get a leader within this many loops.
 const LIVENESS_LOOPS: usize = 4;
+/// The largest `ttl` the generated runs use.
+const MAX_TTL: u64 = 30_000;
 
 #[derive(Debug, Clone)]
 struct SimConfig {
@@ -27,6 +29,9 @@ struct SimConfig {
     check_timeline: bool,
     use_pg_rewind: bool,
     backoff: u64,
+    /// `failsafe_mode`: a leader cut off from the DCS runs a round of `POST /failsafe` each
+    /// loop (the supervisor's job, modelled in [`Sim::failsafe_round`]).
+    failsafe: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +52,8 @@ struct SimNode {
     priority: i64,
     /// Started read-only on its own former primary data: must rewind before following.
     former_primary: bool,
+    /// The `failsafe` key as this node's supervisor last read it.
+    failsafe_seen: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -64,6 +71,8 @@ struct SimDcs {
     revision: i64,
     /// A switchover/failover request (the `failover` key).
     failover: Option<crate::dcs::Failover>,
+    /// The `failsafe` key, written by the leader in failsafe mode.
+    failsafe: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +100,9 @@ enum Ev {
     /// An operator changes the cluster's `ttl` (`PATCH /config`): every node uses it from its
     /// next loop.
     SetTtl(u64),
+    /// The DCS becomes unreachable for every node (an etcd outage); the nodes still reach
+    /// each other.
+    DcsOutage,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +156,7 @@ impl Sim {
                 nofailover,
                 priority,
                 former_primary: false,
+                failsafe_seen: None,
             });
             sim.renew(i);
             sim.publish_member(i);
@@ -191,6 +204,7 @@ impl Sim {
             },
             history: self.dcs.history.clone(),
             failover: self.dcs.failover.clone().map(|f| (f, self.dcs.revision)),
+            failsafe: self.dcs.failsafe.clone(),
             revision: self.dcs.revision,
             ..Cluster::default()
         }
@@ -267,7 +281,7 @@ impl Sim {
                 paused: false,
                 loop_wait_ms: LOOP_MS,
                 failed_loops_before_handover: 2,
-                failsafe_mode: false,
+                failsafe_mode: self.cfg.failsafe,
             },
             health: Health::Healthy,
             now_unix_ms: UNIX_NOW + self.now,
@@ -376,9 +390,15 @@ impl Sim {
             self.publish_member(i);
         } else {
             self.nodes[i].mem.lease_renewal_failed();
+            if self.cfg.failsafe && Self::is_primary(&self.nodes[i]) {
+                self.failsafe_round(i);
+            }
         }
         let truth = self.snapshot();
         let seen = (connected && read_ok).then(|| truth.clone());
+        if let Some(c) = &seen {
+            self.nodes[i].failsafe_seen = c.failsafe.clone();
+        }
         match &seen {
             Some(c) => {
                 let me = self.nodes[i].name.clone();
@@ -404,6 +424,50 @@ impl Sim {
         Ok(())
     }
 
+    /// What `supervisor/failsafe.rs` does for a leader that could not renew its lease: every
+    /// other member of the last `failsafe` key read is asked; a member accepts when it is
+    /// reachable, does not run as primary and does not hold the leader key (its gate is
+    /// closed then). The memories are updated by the production methods.
+    fn failsafe_round(&mut self, i: usize) {
+        let me = self.nodes[i].name.clone();
+        let topology = self.nodes[i].failsafe_seen.clone();
+        let in_time = self.nodes[i]
+            .mem
+            .write_deadline_ms
+            .is_some_and(|d| self.now < d);
+        let all = match &topology {
+            // A round after the deadline passed earns nothing: it is not sent.
+            _ if !in_time => false,
+            Some(t) if t.contains_key(&me) => {
+                let mut all = true;
+                for name in t.keys().filter(|n| **n != me) {
+                    let ok = self.index_of(name).is_some_and(|j| {
+                        self.peers_reachable(i, j)
+                            && !Self::is_primary(&self.nodes[j])
+                            && self.dcs.leader.as_ref().is_none_or(|l| l.name != *name)
+                    });
+                    if ok && let Some(j) = self.index_of(name) {
+                        self.nodes[j].mem.failsafe_ping_accepted(
+                            me.clone(),
+                            self.now,
+                            self.cfg.ttl,
+                        );
+                    }
+                    all &= ok;
+                }
+                all
+            }
+            _ => false,
+        };
+        self.nodes[i]
+            .mem
+            .failsafe_round_done(self.now, self.cfg.ttl, all);
+        self.log.push(format!(
+            "t={}: {me} failsafe round: accepted={all}, deadline {:?}",
+            self.now, self.nodes[i].mem.write_deadline_ms
+        ));
+    }
+
     fn apply(&mut self, i: usize, a: &Action) -> Result<(), TestCaseError> {
         let me = self.nodes[i].name.clone();
         let connected = !self.nodes[i].dcs_cut;
@@ -421,6 +485,25 @@ impl Sim {
                         .is_some_and(|l| Some(l.lease) == lease)
                 {
                     self.dcs.optime = Some(self.nodes[i].wal);
+                    if self.cfg.failsafe {
+                        // The leader's failsafe key: every member (`write_failsafe_key`).
+                        self.dcs.failsafe = Some(
+                            self.dcs
+                                .members
+                                .keys()
+                                .chain(std::iter::once(&me))
+                                .map(|n| (n.clone(), format!("http://{n}:8008/patroni")))
+                                .collect(),
+                        );
+                        self.log.push(format!(
+                            "t={}: {me} writes the failsafe key {:?}",
+                            self.now,
+                            self.dcs
+                                .failsafe
+                                .as_ref()
+                                .map(|f| f.keys().collect::<Vec<_>>())
+                        ));
+                    }
                 }
             }
             Action::AcquireLeader { .. } => {
@@ -609,6 +692,13 @@ impl Sim {
             Ev::RestartSupervisor(i) => {
                 // A new process: it remembers nothing of the old one.
                 self.nodes[i].mem = Memory::default();
+                self.nodes[i].mem.supervisor_started(self.now);
+                self.nodes[i].failsafe_seen = None;
+            }
+            Ev::DcsOutage => {
+                for n in &mut self.nodes {
+                    n.dcs_cut = true;
+                }
             }
             Ev::SetTtl(ttl) => self.cfg.ttl = ttl,
             Ev::Switchover(to) => {
@@ -674,6 +764,14 @@ impl Sim {
                 .optime
                 .is_none_or(|o| o.saturating_sub(n.wal) <= self.cfg.max_lag)
             && (!self.cfg.check_timeline || n.timeline >= self.cluster_timeline())
+            // Failsafe mode: a member missing from a non-empty failsafe key never races
+            // (Patroni's rule; it never promised the leader anything).
+            && (!self.cfg.failsafe
+                || self
+                    .dcs
+                    .failsafe
+                    .as_ref()
+                    .is_none_or(|f| f.is_empty() || f.contains_key(&n.name)))
     }
 
     /// Heal the network and run quiet loops: a leaderless cluster with an eligible running
@@ -686,11 +784,19 @@ impl Sim {
         }
         self.log.push(format!("t={}: network healed", self.now));
         let mut leaderless_with_candidate: Option<usize> = None;
-        for round in 0..SETTLE_LOOPS {
+        // Failsafe mode holds the members that accepted a leader's POST /failsafe (or just
+        // started) out of a race for ttl.
+        // (the largest ttl a run can set: a lowered ttl does not shorten a hold).
+        let hold = if self.cfg.failsafe {
+            MAX_TTL.div_ceil(LOOP_MS) as usize + 1
+        } else {
+            0
+        };
+        for round in 0..SETTLE_LOOPS + hold {
             if self.dcs.leader.is_none() && (0..SIM_NODES).any(|i| self.eligible(i)) {
                 let since = *leaderless_with_candidate.get_or_insert(round);
                 prop_assert!(
-                    round - since <= LIVENESS_LOOPS,
+                    round - since <= LIVENESS_LOOPS + hold,
                     "no leader after {} loops although a replica is eligible\n{}",
                     round - since,
                     self.log.join("\n")
@@ -739,6 +845,8 @@ impl Sim {
     }
 
     fn run(&mut self, events: &[Ev], lock_backed: bool) -> Result<(), TestCaseError> {
+        // Failsafe mode writes on without the key while the DCS is away, by design.
+        let lock_backed = lock_backed && !self.cfg.failsafe;
         self.check_safety(lock_backed)?;
         for ev in events {
             self.step(ev)?;
@@ -761,6 +869,7 @@ fn arb_event(hostile: bool) -> BoxedStrategy<Ev> {
         2 => (1..2_000u64).prop_map(Ev::Write),
         1 => prop::option::of(node()).prop_map(Ev::Switchover),
         1 => (5_000..30_000u64).prop_map(Ev::SetTtl),
+        1 => Just(Ev::DcsOutage),
     ];
     if hostile {
         prop_oneof![
@@ -781,14 +890,16 @@ fn arb_sim(hostile: bool) -> impl Strategy<Value = SimSetup> {
         any::<bool>(),
         any::<bool>(),
         0..=3 * LOOP_MS,
+        any::<bool>(),
     )
         .prop_map(
-            |(ttl, max_lag, check_timeline, use_pg_rewind, backoff)| SimConfig {
+            |(ttl, max_lag, check_timeline, use_pg_rewind, backoff, failsafe)| SimConfig {
                 ttl,
                 max_lag,
                 check_timeline,
                 use_pg_rewind,
                 backoff,
+                failsafe,
             },
         );
     let node = (prop::bool::weighted(0.15), -1..=3i64, arb_wal());
@@ -879,6 +990,7 @@ fn deterministic_setup() -> SimSetup {
             check_timeline: false,
             use_pg_rewind: true,
             backoff: 0,
+            failsafe: false,
         },
         nodes: vec![(false, 1, 1_000), (false, 1, 1_000), (false, 1, 900)],
         initial_leader: Some(0),
@@ -910,4 +1022,86 @@ fn regression_sim_supervisor_restart_then_partition_no_split_brain() {
     ];
     let result = sim.run(&events, false);
     assert!(result.is_ok(), "{}", result.unwrap_err());
+}
+
+fn failsafe_setup() -> SimSetup {
+    let mut s = deterministic_setup();
+    s.cfg.failsafe = true;
+    s
+}
+
+/// An etcd outage longer than the ttl with failsafe mode on: the leader keeps taking writes
+/// past the expiry of its lease (every member accepts each round), nobody else races, and when
+/// etcd returns the leader takes the expired key again without a restart.
+#[test]
+fn sim_failsafe_leader_writes_through_an_etcd_outage_and_takes_its_key_again() {
+    let mut sim = Sim::new(&failsafe_setup());
+    // Two loops each: the leader writes the failsafe key, then reads it back.
+    let mut events = vec![Ev::Tick(0), Ev::Tick(1), Ev::Tick(2), Ev::Tick(0)];
+    events.push(Ev::DcsOutage);
+    // 25 s without etcd (ttl 10 s): a loop per node every second.
+    for _ in 0..25 {
+        events.extend([Ev::Tick(0), Ev::Tick(1), Ev::Tick(2), Ev::Advance(1_000)]);
+    }
+    sim.run_events(&events).expect("safe");
+    assert!(
+        sim.dcs.leader.is_none(),
+        "the key expired during the outage"
+    );
+    assert_eq!(
+        sim.writable_primaries(),
+        vec!["n0"],
+        "{}",
+        sim.log.join("\n")
+    );
+    sim.run(&[], false).expect("settles");
+    assert_eq!(sim.dcs.leader.as_ref().map(|l| l.name.as_str()), Some("n0"));
+    assert!(
+        sim.log.iter().any(|l| l.contains("taking it again")),
+        "{}",
+        sim.log.join("\n")
+    );
+    assert!(
+        !sim.log.iter().any(|l| l.contains("Demote")),
+        "{}",
+        sim.log.join("\n")
+    );
+}
+
+/// The same outage with one replica unreachable: the first round is refused, the leader
+/// demotes at once, before the deadline its last renewal earned.
+#[test]
+fn sim_failsafe_leader_demotes_when_a_member_does_not_answer() {
+    let mut sim = Sim::new(&failsafe_setup());
+    let deadline = sim.nodes[0].mem.write_deadline_ms;
+    let events = [
+        Ev::Tick(0),
+        Ev::Tick(1),
+        Ev::Tick(2),
+        Ev::Tick(0),
+        Ev::Isolate(2),
+        Ev::DcsOutage,
+        Ev::Advance(1_000),
+        Ev::Tick(0),
+    ];
+    sim.run_events(&events).expect("safe");
+    assert_eq!(
+        sim.writable_primaries(),
+        Vec::<&str>::new(),
+        "{}",
+        sim.log.join("\n")
+    );
+    assert!(sim.now < deadline.unwrap_or(0));
+}
+
+impl Sim {
+    /// The events only, with the safety check after each (no settling).
+    fn run_events(&mut self, events: &[Ev]) -> Result<(), TestCaseError> {
+        self.check_safety(false)?;
+        for ev in events {
+            self.step(ev)?;
+            self.check_safety(false)?;
+        }
+        Ok(())
+    }
 }
