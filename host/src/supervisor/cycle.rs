@@ -171,8 +171,10 @@ impl Supervisor {
         if steady && !rerun {
             rerun |= self.run_scheduled_restart().await;
         }
-        self.follow_rollout().await;
+        // Without the DCS this loop, neither the policy set nor the member key is worth
+        // another retry_timeout (failsafe mode's rounds come every 2 s).
         if self.last_cluster.is_some() {
+            self.follow_rollout().await;
             let _ = self.touch_member().await;
         }
         self.publish(&world);

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// How long one `POST /failsafe` may take (Patroni's 2 s).
 const POST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A round ends this long before the write deadline at the latest.
+const ROUND_SLACK_MS: u64 = 300;
+
 /// The REST API's base URL from a member's `api_url` (`http://host:port/patroni`).
 fn base_url(api_url: &str) -> &str {
     api_url
@@ -90,11 +93,30 @@ impl Supervisor {
                         (self.http.clone(), name.clone(), url.clone(), body.clone());
                     set.spawn(async move { post_failsafe(&http, &name, &url, &body).await });
                 }
-                let mut all = true;
-                while let Some(r) = set.join_next().await {
-                    all &= r.unwrap_or(false);
+                // A round that cannot end before the deadline earns nothing: cut it short
+                // then, so that the leader demotes before the guard has to fence it.
+                let left = self
+                    .mem
+                    .write_deadline_ms
+                    .unwrap_or(0)
+                    .saturating_sub(mono_ms())
+                    .saturating_sub(ROUND_SLACK_MS);
+                let all = async {
+                    let mut all = true;
+                    while let Some(r) = set.join_next().await {
+                        all &= r.unwrap_or(false);
+                    }
+                    all
+                };
+                match tokio::time::timeout(Duration::from_millis(left), all).await {
+                    Ok(all) => all,
+                    Err(_) => {
+                        tracing::warn!(
+                            "failsafe mode: not every member answered before the write deadline"
+                        );
+                        false
+                    }
                 }
-                all
             }
             Some(_) => {
                 tracing::warn!("failsafe mode: this node is not in the failsafe key");
