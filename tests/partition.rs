@@ -721,10 +721,19 @@ fn failsafe_leader_partitioned_alone_demotes_before_a_replica_takes_over() {
     );
     let t0 = Instant::now();
     lab.partition(old);
+    // When the last write was acknowledged (not when the first refusal came back).
+    let last_ok = std::cell::Cell::new(Duration::ZERO);
     let stopped_after = wait_for(
         "the partitioned leader to stop taking writes",
         Duration::from_secs(TTL + 10),
-        || (!lab.writable(old)).then(|| t0.elapsed()),
+        || {
+            if lab.writable(old) {
+                last_ok.set(t0.elapsed());
+                None
+            } else {
+                Some(last_ok.get())
+            }
+        },
     );
     let new = wait_for(
         "a replica to take over",
@@ -733,7 +742,7 @@ fn failsafe_leader_partitioned_alone_demotes_before_a_replica_takes_over() {
     );
     let took_over_after = t0.elapsed();
     eprintln!(
-        "failsafe partition: old leader {} stopped taking writes after {stopped_after:?}; {} took writes after {took_over_after:?}",
+        "failsafe partition: old leader {} acknowledged its last write {stopped_after:?} after the cut; {} took writes after {took_over_after:?}",
         lab.nodes[old].name, lab.nodes[new].name
     );
     assert!(
