@@ -172,3 +172,27 @@ impl FailsafeGate {
         self.lock().closed = closed;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FailsafeGate;
+    use std::time::Duration;
+
+    #[test]
+    fn the_failsafe_gate_never_lets_a_ping_and_a_race_overlap() {
+        let gate = FailsafeGate::default();
+        // A ping accepted: no race for ttl.
+        assert_eq!(gate.accept("pg1"), Ok(()));
+        assert_eq!(
+            gate.close_for_race(Duration::from_secs(30)),
+            Err("pg1".to_string())
+        );
+        assert_eq!(gate.last().map(|(l, _)| l), Some("pg1".to_string()));
+        // Past ttl the race may start; from then on pings are refused.
+        assert_eq!(gate.close_for_race(Duration::ZERO), Ok(()));
+        assert!(gate.accept("pg1").is_err());
+        // A lost race opens the gate again.
+        gate.set_closed(false);
+        assert_eq!(gate.accept("pg2"), Ok(()));
+    }
+}

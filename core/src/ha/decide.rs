@@ -106,7 +106,7 @@ fn decide_without_dcs(w: &World) -> Decision {
 fn decide_unknown(w: &World, why: &str) -> Decision {
     if w.pg.is_primary() && !w.settings.paused {
         if w.memory.renewal_failed {
-            return failsafe::leading_without_dcs(w).unwrap_or_else(renewal_failed);
+            return renewal_failed();
         }
         if !w.holds_lock() {
             return Decision::new(

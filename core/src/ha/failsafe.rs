@@ -119,7 +119,8 @@ impl World {
 /// A primary that could not renew its lease (or read the DCS): it keeps leading when the last
 /// failsafe round covers it; `None` otherwise (the caller demotes).
 pub(super) fn leading_without_dcs(w: &World) -> Option<Decision> {
-    if !w.pg.is_primary() || !w.failsafe_covers() {
+    // Another node holding the key, when the DCS could be read, ends it at once.
+    if !w.pg.is_primary() || !w.failsafe_covers() || w.other_leader().is_some() {
         return None;
     }
     let left = w

@@ -94,6 +94,9 @@ struct NodeGen {
     former_primary: bool,
     /// Its last lease renewal failed.
     renewal_failed: bool,
+    /// Failsafe mode: its last round of `POST /failsafe` (ms ago, all accepted), the last ping
+    /// it accepted (ms ago), when its supervisor started (ms ago).
+    failsafe: (Option<(u64, bool)>, Option<u64>, Option<u64>),
 }
 
 /// A request in the `failover` key.
@@ -145,6 +148,9 @@ struct CommonGen {
     ghost_member: bool,
     paused: bool,
     request: Option<RequestGen>,
+    /// `None`: failsafe mode off; else on, with the nodes whose bit is set in the `failsafe`
+    /// key (0: no key).
+    failsafe: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -223,7 +229,12 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.1),
     );
-    (pg, lease, member).prop_map(
+    let failsafe = (
+        prop::option::weighted(0.3, (0..20_000u64, prop::bool::weighted(0.7))),
+        prop::option::weighted(0.3, 0..60_000u64),
+        prop::option::weighted(0.3, 0..60_000u64),
+    );
+    (pg, lease, member, failsafe).prop_map(
         |(
             (dir, running, in_recovery, wal, timeline, upstream, rewind_failed),
             (has_lease, deadline, dcs_reachable, reach_mask, unlocked_ago, health),
@@ -236,6 +247,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
                 former_primary,
                 renewal_failed,
             ),
+            failsafe,
         )| NodeGen {
             dir,
             running,
@@ -257,6 +269,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
             failed_loops,
             former_primary,
             renewal_failed,
+            failsafe,
         },
     )
 }
@@ -309,12 +322,13 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
     let operator = (
         prop::bool::weighted(0.15),
         prop::option::weighted(0.25, arb_request()),
+        prop::option::weighted(0.4, prop_oneof![Just(0xffu8), any::<u8>()]),
     );
     (settings, dcs, operator).prop_map(
         |(
             (now, ttl, max_lag, check_timeline, use_pg_rewind, backoff),
             (initialize, optime, history, leader, ghost_member),
-            (paused, request),
+            (paused, request, failsafe),
         )| CommonGen {
             now,
             ttl,
@@ -329,6 +343,7 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
             ghost_member,
             paused,
             request,
+            failsafe,
         },
     )
 }
@@ -357,6 +372,7 @@ fn unlocked_all_reachable(mut g: ClusterGen, keep_primaries: bool) -> ClusterGen
     g.common.initialize = InitGen::Sysid;
     g.common.paused = false;
     g.common.request = None;
+    g.common.failsafe = None;
     g.common.backoff = g.common.backoff.max(1);
     let backoff = g.common.backoff;
     for n in &mut g.nodes {
@@ -583,10 +599,25 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                 5,
             )
         }),
+        failsafe: c.failsafe.filter(|m| *m != 0).map(|mask| {
+            (0..n)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| {
+                    (
+                        g.names[i].clone(),
+                        format!("http://{}:8008/patroni", g.names[i]),
+                    )
+                })
+                .collect()
+        }),
         revision: 42,
         ..Cluster::default()
     };
 
+    let kept_by_failsafe = g
+        .nodes
+        .iter()
+        .position(|n| matches!(n.failsafe.0, Some((_, true))));
     let worlds = (0..n)
         .map(|i| {
             let node = &g.nodes[i];
@@ -623,7 +654,7 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     paused: c.paused,
                     loop_wait_ms: 1_000,
                     failed_loops_before_handover: 2,
-                    failsafe_mode: false,
+                    failsafe_mode: c.failsafe.is_some(),
                 },
                 health: node.health.clone(),
                 now_unix_ms: UNIX_NOW,
@@ -651,6 +682,18 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     ..Memory::default()
                 },
             }
+            .with_failsafe_memory(
+                // At most one leader runs on its members' acceptance: a member that runs as
+                // primary refuses every other's round.
+                match node.failsafe {
+                    (Some((ago, true)), ping, started) if Some(i) != kept_by_failsafe => {
+                        (Some((ago, false)), ping, started)
+                    }
+                    other => other,
+                },
+                c.now,
+                c.ttl,
+            )
         })
         .collect();
     Scenario { truth, worlds }
@@ -723,5 +766,28 @@ pub(super) fn proptest_config(cases: u32) -> ProptestConfig {
         cases,
         failure_persistence: None,
         ..ProptestConfig::default()
+    }
+}
+
+impl World {
+    /// The failsafe memory, through the production methods: a round (which may extend the
+    /// deadline), an accepted ping, the supervisor's start.
+    fn with_failsafe_memory(
+        mut self,
+        (round, ping, started): (Option<(u64, bool)>, Option<u64>, Option<u64>),
+        now: u64,
+        ttl: u64,
+    ) -> World {
+        if let Some((ago, accepted)) = round {
+            self.memory.failsafe_round_done(now - ago, ttl, accepted);
+        }
+        if let Some(ago) = ping {
+            self.memory
+                .failsafe_ping_accepted("someone".into(), now - ago, ttl);
+        }
+        if let Some(ago) = started {
+            self.memory.supervisor_started(now - ago);
+        }
+        self
     }
 }

@@ -155,7 +155,12 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
     // RenewLease: the holder, or a primary without the DCS within its write deadline.
     // Failsafe mode: only a round every member accepted, sent before the deadline passed,
     // keeps a primary without a renewal (see `failsafe_invariants`).
-    let failsafe = w.failsafe_covers() && w.pg.is_primary();
+    let failsafe = w.failsafe_covers()
+        && w.pg.is_primary()
+        && w.cluster
+            .as_ref()
+            .and_then(|c| c.leader_name())
+            .is_none_or(|l| l == w.me);
     if renew && failsafe && (w.memory.renewal_failed || !dcs) {
         prop_assert!(
             deadline_valid(w),
@@ -331,7 +336,7 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
         let stale_key_with_my_name =
             key.is_some_and(|l| l.name == w.me && Some(l.lease) != w.memory.our_lease);
         let unknown_dir = matches!(w.pg.data_dir, DataDir::Unknown(_));
-        if failsafe && (w.memory.renewal_failed || !dcs) {
+        if failsafe && (!dcs || (w.memory.renewal_failed && !unknown_dir)) {
             // Failsafe mode: every member accepted a round sent in time.
             prop_assert_eq!(
                 &d.actions,
