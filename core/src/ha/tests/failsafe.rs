@@ -1,11 +1,14 @@
 //! Failsafe mode's rules (`ha/failsafe.rs`): unit tests of each branch and properties of the
-//! write deadline a sequence of rounds earns. The simulation (`simulation.rs`) runs the same
-//! rules through etcd outages with `failsafe_mode` on in half of its cases.
+//! write deadline a sequence of rounds earns, and two scripted runs of the simulation
+//! (`simulation.rs`, which also runs random etcd outages with `failsafe_mode` on in half of
+//! its cases): an outage longer than the ttl, and one with a member unreachable.
 
 use super::fixtures::*;
 use super::generators::proptest_config;
+use super::simulation::{Ev, Sim, SimSetup, deterministic_setup};
 use crate::ha::{AcquireReason, Action, Memory, write_deadline_ms};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use std::collections::BTreeMap;
 
 const TTL: u64 = 30_000;
@@ -217,5 +220,89 @@ proptest! {
             let d = m.write_deadline_ms.unwrap_or(0);
             prop_assert!(earned.contains(&d), "deadline {} not earned ({:?})", d, earned);
         }
+    }
+}
+
+// ── the simulation, with failsafe mode on ──────────────────────────────────────────────
+
+fn failsafe_setup() -> SimSetup {
+    let mut s = deterministic_setup();
+    s.cfg.failsafe = true;
+    s
+}
+
+/// An etcd outage longer than the ttl with failsafe mode on: the leader keeps taking writes
+/// past the expiry of its lease (every member accepts each round), nobody else races, and when
+/// etcd returns the leader takes the expired key again without a restart.
+#[test]
+fn sim_failsafe_leader_writes_through_an_etcd_outage_and_takes_its_key_again() {
+    let mut sim = Sim::new(&failsafe_setup());
+    // Two loops each: the leader writes the failsafe key, then reads it back.
+    let mut events = vec![Ev::Tick(0), Ev::Tick(1), Ev::Tick(2), Ev::Tick(0)];
+    events.push(Ev::DcsOutage);
+    // 25 s without etcd (ttl 10 s): a loop per node every second.
+    for _ in 0..25 {
+        events.extend([Ev::Tick(0), Ev::Tick(1), Ev::Tick(2), Ev::Advance(1_000)]);
+    }
+    sim.run_events(&events).expect("safe");
+    assert!(
+        sim.dcs.leader.is_none(),
+        "the key expired during the outage"
+    );
+    assert_eq!(
+        sim.writable_primaries(),
+        vec!["n0"],
+        "{}",
+        sim.log.join("\n")
+    );
+    sim.run(&[], false).expect("settles");
+    assert_eq!(sim.dcs.leader.as_ref().map(|l| l.name.as_str()), Some("n0"));
+    assert!(
+        sim.log.iter().any(|l| l.contains("taking it again")),
+        "{}",
+        sim.log.join("\n")
+    );
+    assert!(
+        !sim.log.iter().any(|l| l.contains("Demote")),
+        "{}",
+        sim.log.join("\n")
+    );
+}
+
+/// The same outage with one replica unreachable: the first round is refused, the leader
+/// demotes at once, before the deadline its last renewal earned.
+#[test]
+fn sim_failsafe_leader_demotes_when_a_member_does_not_answer() {
+    let mut sim = Sim::new(&failsafe_setup());
+    let deadline = sim.nodes[0].mem.write_deadline_ms;
+    let events = [
+        Ev::Tick(0),
+        Ev::Tick(1),
+        Ev::Tick(2),
+        Ev::Tick(0),
+        Ev::Isolate(2),
+        Ev::DcsOutage,
+        Ev::Advance(1_000),
+        Ev::Tick(0),
+    ];
+    sim.run_events(&events).expect("safe");
+    assert_eq!(
+        sim.writable_primaries(),
+        Vec::<&str>::new(),
+        "{}",
+        sim.log.join("\n")
+    );
+    assert!(sim.now < deadline.unwrap_or(0));
+}
+
+impl Sim {
+    /// The events only, with the safety check after each (no settling).
+    fn run_events(&mut self, events: &[Ev]) -> Result<(), TestCaseError> {
+        self.check_safety(false)?;
+        for ev in events {
+            self.step(ev)?;
+            self.check_safety(false)?;
+        }
+        Ok(())
     }
 }

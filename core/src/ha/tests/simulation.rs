@@ -23,7 +23,7 @@ const LIVENESS_LOOPS: usize = 4;
 const MAX_TTL: u64 = 30_000;
 
 #[derive(Debug, Clone)]
-struct SimConfig {
+pub(super) struct SimConfig {
     ttl: u64,
     max_lag: u64,
     check_timeline: bool,
@@ -31,11 +31,11 @@ struct SimConfig {
     backoff: u64,
     /// `failsafe_mode`: a leader cut off from the DCS runs a round of `POST /failsafe` each
     /// loop (the supervisor's job, modelled in [`Sim::failsafe_round`]).
-    failsafe: bool,
+    pub(super) failsafe: bool,
 }
 
 #[derive(Debug, Clone)]
-struct SimNode {
+pub(super) struct SimNode {
     name: String,
     running: bool,
     in_recovery: Option<bool>,
@@ -45,7 +45,7 @@ struct SimNode {
     upstream: Option<String>,
     /// The supervisor's decision memory (its lease, write deadline, ...), updated by the
     /// production code (`Memory::lease_renewed`, `Memory::cluster_observed`).
-    mem: Memory,
+    pub(super) mem: Memory,
     dcs_cut: bool,
     peers_cut: bool,
     nofailover: bool,
@@ -57,8 +57,8 @@ struct SimNode {
 }
 
 #[derive(Debug, Clone, Default)]
-struct SimDcs {
-    leader: Option<Leader>,
+pub(super) struct SimDcs {
+    pub(super) leader: Option<Leader>,
     /// Lease id → expiry time.
     leases: BTreeMap<i64, u64>,
     /// Lease id → the TTL it was granted with: a keep-alive renews it to that, whatever the
@@ -76,7 +76,7 @@ struct SimDcs {
 }
 
 #[derive(Debug, Clone)]
-enum Ev {
+pub(super) enum Ev {
     /// One HA loop: renew our lease, read the cluster, decide, act.
     Tick(usize),
     /// One HA loop where the lease renewal succeeds but reading the cluster fails.
@@ -106,25 +106,25 @@ enum Ev {
 }
 
 #[derive(Debug, Clone)]
-struct SimSetup {
-    cfg: SimConfig,
+pub(super) struct SimSetup {
+    pub(super) cfg: SimConfig,
     /// (nofailover, failover_priority, initial wal) per node.
     nodes: Vec<(bool, i64, u64)>,
     initial_leader: Option<usize>,
     events: Vec<Ev>,
 }
 
-struct Sim {
-    now: u64,
+pub(super) struct Sim {
+    pub(super) now: u64,
     cfg: SimConfig,
-    nodes: Vec<SimNode>,
-    dcs: SimDcs,
+    pub(super) nodes: Vec<SimNode>,
+    pub(super) dcs: SimDcs,
     next_lease: i64,
-    log: Vec<String>,
+    pub(super) log: Vec<String>,
 }
 
 impl Sim {
-    fn new(setup: &SimSetup) -> Sim {
+    pub(super) fn new(setup: &SimSetup) -> Sim {
         let mut sim = Sim {
             now: 1_000_000,
             cfg: setup.cfg.clone(),
@@ -651,7 +651,7 @@ impl Sim {
         Ok(())
     }
 
-    fn step(&mut self, ev: &Ev) -> Result<(), TestCaseError> {
+    pub(super) fn step(&mut self, ev: &Ev) -> Result<(), TestCaseError> {
         if !matches!(ev, Ev::Tick(_) | Ev::TickReadFails(_)) {
             self.log.push(format!("t={}: {ev:?}", self.now));
         }
@@ -713,7 +713,7 @@ impl Sim {
     }
 
     /// Running primaries that may accept writes (valid write deadline).
-    fn writable_primaries(&self) -> Vec<&str> {
+    pub(super) fn writable_primaries(&self) -> Vec<&str> {
         self.nodes
             .iter()
             .filter(|n| {
@@ -725,7 +725,7 @@ impl Sim {
 
     /// At most one writable primary; with `lock_backed`, it also holds the leader key on its
     /// own lease.
-    fn check_safety(&self, lock_backed: bool) -> Result<(), TestCaseError> {
+    pub(super) fn check_safety(&self, lock_backed: bool) -> Result<(), TestCaseError> {
         let writable = self.writable_primaries();
         prop_assert!(
             writable.len() <= 1,
@@ -844,7 +844,7 @@ impl Sim {
         Ok(())
     }
 
-    fn run(&mut self, events: &[Ev], lock_backed: bool) -> Result<(), TestCaseError> {
+    pub(super) fn run(&mut self, events: &[Ev], lock_backed: bool) -> Result<(), TestCaseError> {
         // Failsafe mode writes on without the key while the DCS is away, by design.
         let lock_backed = lock_backed && !self.cfg.failsafe;
         self.check_safety(lock_backed)?;
@@ -982,7 +982,7 @@ fn sim_isolated_primary_is_replaced_without_overlap() {
     assert_eq!(sim.writable_primaries(), vec!["n1"]);
 }
 
-fn deterministic_setup() -> SimSetup {
+pub(super) fn deterministic_setup() -> SimSetup {
     SimSetup {
         cfg: SimConfig {
             ttl: 10_000,
@@ -1022,86 +1022,4 @@ fn regression_sim_supervisor_restart_then_partition_no_split_brain() {
     ];
     let result = sim.run(&events, false);
     assert!(result.is_ok(), "{}", result.unwrap_err());
-}
-
-fn failsafe_setup() -> SimSetup {
-    let mut s = deterministic_setup();
-    s.cfg.failsafe = true;
-    s
-}
-
-/// An etcd outage longer than the ttl with failsafe mode on: the leader keeps taking writes
-/// past the expiry of its lease (every member accepts each round), nobody else races, and when
-/// etcd returns the leader takes the expired key again without a restart.
-#[test]
-fn sim_failsafe_leader_writes_through_an_etcd_outage_and_takes_its_key_again() {
-    let mut sim = Sim::new(&failsafe_setup());
-    // Two loops each: the leader writes the failsafe key, then reads it back.
-    let mut events = vec![Ev::Tick(0), Ev::Tick(1), Ev::Tick(2), Ev::Tick(0)];
-    events.push(Ev::DcsOutage);
-    // 25 s without etcd (ttl 10 s): a loop per node every second.
-    for _ in 0..25 {
-        events.extend([Ev::Tick(0), Ev::Tick(1), Ev::Tick(2), Ev::Advance(1_000)]);
-    }
-    sim.run_events(&events).expect("safe");
-    assert!(
-        sim.dcs.leader.is_none(),
-        "the key expired during the outage"
-    );
-    assert_eq!(
-        sim.writable_primaries(),
-        vec!["n0"],
-        "{}",
-        sim.log.join("\n")
-    );
-    sim.run(&[], false).expect("settles");
-    assert_eq!(sim.dcs.leader.as_ref().map(|l| l.name.as_str()), Some("n0"));
-    assert!(
-        sim.log.iter().any(|l| l.contains("taking it again")),
-        "{}",
-        sim.log.join("\n")
-    );
-    assert!(
-        !sim.log.iter().any(|l| l.contains("Demote")),
-        "{}",
-        sim.log.join("\n")
-    );
-}
-
-/// The same outage with one replica unreachable: the first round is refused, the leader
-/// demotes at once, before the deadline its last renewal earned.
-#[test]
-fn sim_failsafe_leader_demotes_when_a_member_does_not_answer() {
-    let mut sim = Sim::new(&failsafe_setup());
-    let deadline = sim.nodes[0].mem.write_deadline_ms;
-    let events = [
-        Ev::Tick(0),
-        Ev::Tick(1),
-        Ev::Tick(2),
-        Ev::Tick(0),
-        Ev::Isolate(2),
-        Ev::DcsOutage,
-        Ev::Advance(1_000),
-        Ev::Tick(0),
-    ];
-    sim.run_events(&events).expect("safe");
-    assert_eq!(
-        sim.writable_primaries(),
-        Vec::<&str>::new(),
-        "{}",
-        sim.log.join("\n")
-    );
-    assert!(sim.now < deadline.unwrap_or(0));
-}
-
-impl Sim {
-    /// The events only, with the safety check after each (no settling).
-    fn run_events(&mut self, events: &[Ev]) -> Result<(), TestCaseError> {
-        self.check_safety(false)?;
-        for ev in events {
-            self.step(ev)?;
-            self.check_safety(false)?;
-        }
-        Ok(())
-    }
 }
