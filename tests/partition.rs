@@ -671,3 +671,94 @@ fn leader_partitioned_from_etcd_and_peers_stops_writes_then_rejoins() {
     }
     eprintln!("total {:?}", started.elapsed());
 }
+
+/// Failsafe mode on, the leader cut off from etcd and both peers: its round of
+/// `POST /failsafe` fails, so it demotes (at the latest when its last deadline passes, 8 s
+/// after its last renewal at ttl 10); the replicas never accepted a round, so one of them takes
+/// the key once it expires, after that deadline: never two writable primaries.
+#[test]
+fn failsafe_leader_partitioned_alone_demotes_before_a_replica_takes_over() {
+    if !support::root_or_skip(
+        "failsafe_leader_partitioned_alone_demotes_before_a_replica_takes_over",
+        "needs root: it creates network namespaces, veth pairs, a bridge and iptables rules (run the tests as root, as .ci/run does)",
+    ) {
+        return;
+    }
+    let mut lab = Lab::create();
+    lab.start_nodes();
+    let old = wait_for("a leader", Duration::from_secs(90), || lab.leader());
+    lab.wait_streaming(old, 2, Duration::from_secs(90));
+    lab.psql(
+        old,
+        "CREATE TABLE IF NOT EXISTS split_brain_probe (t timestamptz)",
+    )
+    .expect("create table");
+    let patch = http_request_at(
+        &lab.nodes[old].host,
+        API_PORT,
+        "PATCH",
+        "/config",
+        Some(r#"{"failsafe_mode": true}"#),
+        Duration::from_secs(5),
+    );
+    assert_eq!(patch.as_ref().map(|r| r.0), Some(200), "{patch:?}");
+    for n in &lab.nodes {
+        wait_for(
+            &format!("{} to serve the failsafe key", n.name),
+            Duration::from_secs(30),
+            || {
+                let (s, body) = n.http_get("/failsafe")?;
+                let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+                (s == 200 && doc.as_object()?.len() == NODES).then_some(())
+            },
+        );
+    }
+    let mon = SplitBrainMonitor::start_at(
+        lab.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.host.clone(), PG_PORT))
+            .collect(),
+    );
+    let t0 = Instant::now();
+    lab.partition(old);
+    // When the last write was acknowledged (not when the first refusal came back).
+    let last_ok = std::cell::Cell::new(Duration::ZERO);
+    let stopped_after = wait_for(
+        "the partitioned leader to stop taking writes",
+        Duration::from_secs(TTL + 10),
+        || {
+            if lab.writable(old) {
+                last_ok.set(t0.elapsed());
+                None
+            } else {
+                Some(last_ok.get())
+            }
+        },
+    );
+    let new = wait_for(
+        "a replica to take over",
+        Duration::from_secs(TTL + 30),
+        || (0..NODES).filter(|i| *i != old).find(|i| lab.writable(*i)),
+    );
+    let took_over_after = t0.elapsed();
+    eprintln!(
+        "failsafe partition: old leader {} acknowledged its last write {stopped_after:?} after the cut; {} took writes after {took_over_after:?}",
+        lab.nodes[old].name, lab.nodes[new].name
+    );
+    assert!(
+        !lab.writable(old),
+        "the partitioned old leader is writable again"
+    );
+    lab.heal(old);
+    let bad = mon.finish();
+    if !bad.is_empty() {
+        lab.dump_logs();
+    }
+    assert!(bad.is_empty(), "two writable nodes at: {bad:?}");
+    // ttl − margin at ttl 10 s.
+    assert!(
+        stopped_after < Duration::from_secs(8),
+        "the partitioned leader took writes for {stopped_after:?}, past its last deadline"
+    );
+    assert!(took_over_after > stopped_after);
+}

@@ -37,6 +37,8 @@ pub mod keys {
     pub const FAILOVER: &str = "failover";
     /// The standbys synchronous mode may promote (see [`super::SyncState`]).
     pub const SYNC: &str = "sync";
+    /// Failsafe mode's topology, written by the leader: `{"<name>": "<api_url>", ...}`.
+    pub const FAILSAFE: &str = "failsafe";
 }
 
 /// The member document, as Patroni writes it into `members/<name>`.
@@ -301,6 +303,8 @@ pub struct Cluster {
     pub failover: Option<(Failover, i64)>,
     /// The `sync` key, when it parses, with its mod revision.
     pub sync: Option<(SyncState, i64)>,
+    /// The `failsafe` key (member name → REST API URL), when it is a JSON object of strings.
+    pub failsafe: Option<BTreeMap<String, String>>,
     /// The etcd revision this view was read at.
     pub revision: i64,
 }
@@ -344,6 +348,7 @@ impl Cluster {
                         c.sync = Some((s, kv.mod_revision));
                     }
                 }
+                keys::FAILSAFE => c.failsafe = serde_json::from_str(&value).ok(),
                 k => {
                     if let Some(name) = k.strip_prefix(keys::MEMBERS)
                         && !name.is_empty()

@@ -78,6 +78,7 @@ pub(crate) type Envelope = (Command, oneshot::Sender<Reply>);
 #[derive(Debug, Clone)]
 pub struct ControlHandle {
     tx: mpsc::Sender<Envelope>,
+    failsafe: FailsafeGate,
 }
 
 /// The HA loop's end.
@@ -86,7 +87,13 @@ pub(crate) type ControlReceiver = mpsc::Receiver<Envelope>;
 /// A connected pair.
 pub fn channel() -> (ControlHandle, ControlReceiver) {
     let (tx, rx) = mpsc::channel(16);
-    (ControlHandle { tx }, rx)
+    (
+        ControlHandle {
+            tx,
+            failsafe: FailsafeGate::default(),
+        },
+        rx,
+    )
 }
 
 impl ControlHandle {
@@ -100,9 +107,92 @@ impl ControlHandle {
             .unwrap_or_else(|_| Reply::new(503, "the HA loop did not answer"))
     }
 
+    /// The failsafe gate `POST /failsafe` goes through; the HA loop holds the other end.
+    pub fn failsafe_gate(&self) -> FailsafeGate {
+        self.failsafe.clone()
+    }
+
     /// Fire and forget (no answer awaited), e.g. [`Command::Wake`].
     pub(crate) fn notify(&self, command: Command) {
         let (tx, _rx) = oneshot::channel();
         let _ = self.tx.try_send((command, tx));
+    }
+}
+
+/// Between `POST /failsafe` and the HA loop: the last leader's ping this node accepted, and
+/// whether the loop is taking (or holds) the leader key. The two are decided under one lock,
+/// so that a ping is never accepted once the loop started to race, and the loop never races
+/// after accepting a ping less than `ttl` ago (failsafe mode's promise to the leader).
+#[derive(Debug, Clone, Default)]
+pub struct FailsafeGate(std::sync::Arc<std::sync::Mutex<GateState>>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    last: Option<(String, std::time::Instant)>,
+    closed: bool,
+}
+
+impl FailsafeGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Accept `leader`'s ping now, unless the loop is racing for or holds the leader key.
+    pub(crate) fn accept(&self, leader: &str) -> Result<(), &'static str> {
+        let mut g = self.lock();
+        if g.closed {
+            return Err("Racing for or holding the leader key");
+        }
+        g.last = Some((leader.to_string(), std::time::Instant::now()));
+        Ok(())
+    }
+
+    /// The last ping accepted: the leader's name and when.
+    pub(crate) fn last(&self) -> Option<(String, std::time::Instant)> {
+        self.lock().last.clone()
+    }
+
+    /// Close the gate before racing for the leader key: refused (with the leader's name) when
+    /// a ping was accepted less than `ttl` ago.
+    pub(crate) fn close_for_race(&self, ttl: std::time::Duration) -> Result<(), String> {
+        let mut g = self.lock();
+        if let Some((leader, at)) = &g.last
+            && at.elapsed() < ttl
+        {
+            return Err(leader.clone());
+        }
+        g.closed = true;
+        Ok(())
+    }
+
+    /// Open or close the gate: closed while this node holds the leader key or runs as primary.
+    pub(crate) fn set_closed(&self, closed: bool) {
+        self.lock().closed = closed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailsafeGate;
+    use std::time::Duration;
+
+    #[test]
+    fn the_failsafe_gate_never_lets_a_ping_and_a_race_overlap() {
+        let gate = FailsafeGate::default();
+        // A ping accepted: no race for ttl.
+        assert_eq!(gate.accept("pg1"), Ok(()));
+        assert_eq!(
+            gate.close_for_race(Duration::from_secs(30)),
+            Err("pg1".to_string())
+        );
+        assert_eq!(gate.last().map(|(l, _)| l), Some("pg1".to_string()));
+        // Past ttl the race may start; from then on pings are refused.
+        assert_eq!(gate.close_for_race(Duration::ZERO), Ok(()));
+        assert!(gate.accept("pg1").is_err());
+        // A lost race opens the gate again.
+        gate.set_closed(false);
+        assert_eq!(gate.accept("pg2"), Ok(()));
     }
 }

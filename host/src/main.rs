@@ -305,6 +305,7 @@ async fn run(path: Option<PathBuf>, env: config::EnvConfig) -> anyhow::Result<()
     let (control, control_rx) = regent::control::channel();
     let mut sup = supervisor::Supervisor::new(cfg, view_tx, control_rx).await?;
     sup.set_config_source(source);
+    sup.set_failsafe_gate(control.failsafe_gate());
     spawn_sighup_reload(control.clone());
     let ctx = api::ApiContext::new(settings, view_rx, control, Some(sup.dcs()), peers);
     sup.set_api_reloader(api::Reloader::new(ctx.clone(), tls.clone()));

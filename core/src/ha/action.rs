@@ -23,6 +23,9 @@ pub enum AcquireReason {
     RequestedFailover,
     /// The cluster is paused and this node runs as primary without the key.
     PausedTakeover,
+    /// The leader key expired during a DCS outage that failsafe mode kept this node leading
+    /// through: it takes the key again without restarting PostgreSQL.
+    FailsafeRetake,
 }
 
 impl AcquireReason {
@@ -32,6 +35,7 @@ impl AcquireReason {
             AcquireReason::LeaderMissing => "leader_missing",
             AcquireReason::RequestedFailover => "manual_failover",
             AcquireReason::PausedTakeover => "paused_takeover",
+            AcquireReason::FailsafeRetake => "failsafe_retake",
         }
     }
 
@@ -41,6 +45,7 @@ impl AcquireReason {
             AcquireReason::LeaderMissing => "leader_lost",
             AcquireReason::RequestedFailover => "manual_failover",
             AcquireReason::PausedTakeover => "paused_takeover",
+            AcquireReason::FailsafeRetake => "failsafe_retake",
         }
     }
 }

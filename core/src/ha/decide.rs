@@ -3,6 +3,7 @@
 
 use super::elect::elect;
 use super::election::{Chosen, Election};
+use super::failsafe;
 use super::policy::{ElectionReason, Health, Policy, Ranking};
 use super::ranking::{streaming_only, sync_only};
 use super::request::leader_request;
@@ -55,7 +56,18 @@ fn decide_without_dcs(w: &World) -> Decision {
     }
     if w.pg.is_primary() {
         if w.memory.renewal_failed {
-            return renewal_failed();
+            if let Some(d) = failsafe::leading_without_dcs(w) {
+                return d;
+            }
+            return match failsafe::refused_reason(w) {
+                Some(why) => Decision::new(
+                    why,
+                    vec![Action::Demote {
+                        mode: DemoteMode::Offline,
+                    }],
+                ),
+                None => renewal_failed(),
+            };
         }
         // Only a deadline renewed on the lease that carries the leader key counts.
         if w.lease_valid()
@@ -72,6 +84,8 @@ fn decide_without_dcs(w: &World) -> Decision {
                 ),
                 vec![Action::KeepLeading],
             )
+        } else if let Some(d) = failsafe::leading_without_dcs(w) {
+            d
         } else {
             Decision::new(
                 "DCS is not accessible and the lease may have expired: demoting to read-only",
@@ -266,7 +280,7 @@ fn renewal_failed() -> Decision {
 
 fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy) -> Decision {
     if w.memory.renewal_failed && !w.settings.paused {
-        return renewal_failed();
+        return failsafe::leading_without_dcs(w).unwrap_or_else(renewal_failed);
     }
     if w.holds_lock() {
         let mut actions = vec![Action::KeepLeading];
@@ -365,6 +379,9 @@ fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy
                 mode: DemoteMode::Immediate,
             }],
         );
+    }
+    if let Some(d) = failsafe::retake(w) {
+        return d;
     }
     if cluster.leader_name() == Some(w.me.as_str()) {
         return Decision::new(
@@ -529,6 +546,9 @@ pub(super) fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
     if w.cluster.as_ref().and_then(|c| c.leader.as_ref()).is_some() {
         // The leader key has our name on the right lease, but our write deadline passed: wait.
         return Decision::new("lease renewal is late: not promoting", vec![]);
+    }
+    if let Some(d) = failsafe::holds_race(w) {
+        return d;
     }
     elect(w, policy)
 }

@@ -10,6 +10,7 @@
 //!
 //! Pure: every time is a millisecond count the caller read from its clock.
 
+use super::failsafe::{FailsafePing, FailsafeRound};
 use crate::dcs::{Cluster, Failover};
 use std::collections::BTreeMap;
 
@@ -73,6 +74,13 @@ pub struct Memory {
     /// When (monotonic ms) the `pre_promote` script last vetoed this node's promotion: the
     /// node releases the leader key and stays out of elections for a `ttl` from then.
     pub promotion_vetoed_ms: Option<u64>,
+    /// The last round of `POST /failsafe` this node sent as the leader without the DCS
+    /// (cleared once the leader key is read on our lease again).
+    pub failsafe_round: Option<FailsafeRound>,
+    /// The last leader's `POST /failsafe` this node accepted.
+    pub failsafe_ping: Option<FailsafePing>,
+    /// When (monotonic ms) this supervisor started.
+    pub started_ms: Option<u64>,
 }
 
 /// What a DCS read changed that the supervisor reports to the policies.
@@ -117,6 +125,10 @@ impl Memory {
             self.last_leader = Some((m.name.clone(), tags));
         }
         self.known_lock_lease = c.leader.as_ref().filter(|l| l.name == me).map(|l| l.lease);
+        if self.known_lock_lease.is_some() && self.known_lock_lease == self.our_lease {
+            // The key is ours on our lease again: the outage a failsafe round covered is over.
+            self.failsafe_round = None;
+        }
         let req = c
             .failover
             .as_ref()

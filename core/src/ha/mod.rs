@@ -13,11 +13,13 @@
 //! - [`election`]: the record of an election (ranking, exclusions, the view).
 //! - [`sync`]: synchronous replication on the leader.
 //! - [`topology`]: whom a replica streams and clones from, and which slots a node keeps.
+//! - `failsafe`: failsafe mode (a leader without the DCS, kept by its members' answers).
 
 mod action;
 mod decide;
 mod elect;
 pub mod election;
+mod failsafe;
 mod memory;
 pub mod policy;
 mod ranking;
@@ -29,6 +31,7 @@ mod world;
 pub use action::{AcquireReason, Action, Decision, DemoteMode, HandOverReason};
 pub use decide::{HANDOVER_RETRY_MS, decide};
 pub use election::{Chosen, Election};
+pub use failsafe::{FailsafePing, FailsafeRound};
 pub use memory::{Memory, Observed, safety_margin_ms, write_deadline_ms};
 pub use world::{DataDir, PeerState, PgView, Settings, World};
 

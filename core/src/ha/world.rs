@@ -132,6 +132,9 @@ pub struct Settings {
     /// A replica method works without a member to copy from (`no_leader`, e.g. a restore
     /// from a backup repository): a new node may create its data while there is no leader.
     pub clone_without_leader: bool,
+    /// `failsafe_mode` is on: a leader without the DCS stays primary while every member in
+    /// the `failsafe` key accepts its `POST /failsafe` (see `failsafe.rs`).
+    pub failsafe_mode: bool,
 }
 
 /// The whole snapshot one decision is made from.

@@ -21,6 +21,7 @@
 //! Other methods on unknown paths answer 501.
 
 mod auth;
+mod failsafe;
 mod health;
 mod merge;
 mod peer;
@@ -151,6 +152,13 @@ pub struct LocalSnapshot {
     /// with fitted values (`ttl` and `loop_wait` above are the effective ones): shown as
     /// `regent.timing` in the status document. Default `None`.
     pub timing_adjusted: Option<crate::config::TimingFit>,
+    /// `failsafe_mode` is on in the cluster's configuration.
+    pub failsafe_mode: bool,
+    /// The `failsafe` key as last read (`GET /failsafe`).
+    pub failsafe: Option<std::collections::BTreeMap<String, String>>,
+    /// Failsafe mode is active: this leader runs on its members' acceptance, or this replica
+    /// accepted a leader's `POST /failsafe` less than `ttl` ago.
+    pub failsafe_active: bool,
 }
 
 /// One walsender, as listed under `replication` in the status document.
@@ -499,7 +507,7 @@ async fn route(ctx: &ApiContext, peer: Option<SocketAddr>, req: Request) -> (Res
             "history" => read::history(ctx).await,
             "config" => read::config(ctx).await,
             "elections" => read::elections(ctx, req.uri().path()).await,
-            "failsafe" => Ok(read::failsafe()),
+            "failsafe" => Ok(failsafe::get(ctx)),
             "metrics" => Ok(prometheus::metrics(ctx)),
             _ => Ok(view_response(ctx, &method, req.uri())),
         };
@@ -541,7 +549,7 @@ async fn route(ctx: &ApiContext, peer: Option<SocketAddr>, req: Request) -> (Res
             switchover::post(ctx, switchover::Action::Failover, &parts.headers, body).await
         }
         Endpoint::CancelSwitchover => switchover::cancel(ctx).await,
-        Endpoint::Failsafe => Ok(read::failsafe()),
+        Endpoint::Failsafe => failsafe::post(ctx, &parts.headers, body).await,
     };
     (response.unwrap_or_else(Refusal::into_response), true)
 }

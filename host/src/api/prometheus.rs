@@ -191,7 +191,7 @@ pub(super) fn patroni_metrics(v: &LocalSnapshot, scope: &str, name: &str) -> Str
     metric(
         "patroni_failsafe_mode_is_active",
         "gauge",
-        "1 if failsafe mode is active (not supported by Regent: always 0).",
+        "1 if failsafe mode is active, 0 if inactive.",
         flag(doc["failsafe_mode_is_active"] == true),
     );
     metric(

@@ -1,11 +1,10 @@
-//! The read endpoints that come from the DCS: `GET /cluster`, `GET /history`, `GET /config`, and
-//! `GET /failsafe` (failsafe mode is not supported: always 502).
+//! The read endpoints that come from the DCS: `GET /cluster`, `GET /history`, `GET /config`
+//! (`GET /failsafe` is `failsafe.rs`'s).
 
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::{Answer, ApiContext, Refusal, json, text};
+use super::{Answer, ApiContext, Refusal, json};
 use crate::config::{DynamicConfig, SyncMode};
 use crate::dcs::{Cluster, HistoryLine, Member};
 
@@ -75,14 +74,6 @@ pub(super) async fn config(ctx: &ApiContext) -> Answer {
             "the DCS has no valid config key (a JSON object)",
         )),
     }
-}
-
-/// `GET /failsafe`, `POST /failsafe`.
-pub(super) fn failsafe() -> Response {
-    text(
-        StatusCode::BAD_GATEWAY,
-        "failsafe mode is not supported by Regent",
-    )
 }
 
 /// The `config` key and its revision, if it holds a JSON object (Patroni's "valid" config).

@@ -128,6 +128,9 @@ pub(crate) fn status_document(v: &LocalSnapshot) -> Value {
     if v.cluster_unlocked {
         doc.insert("cluster_unlocked".into(), true.into());
     }
+    if v.failsafe_active {
+        doc.insert("failsafe_mode_is_active".into(), true.into());
+    }
     // Patroni always sends it (0 before the first successful DCS read).
     doc.insert("dcs_last_seen".into(), v.dcs_last_seen.unwrap_or(0).into());
     if !v.tags.is_empty() {

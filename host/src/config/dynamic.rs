@@ -50,6 +50,14 @@ pub struct DynamicConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) pause: Option<bool>,
+    /// Failsafe mode: without etcd, the leader stays primary while every member in the
+    /// `failsafe` key accepts its `POST /failsafe`.
+    #[serde(
+        default,
+        deserialize_with = "patroni_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub(crate) failsafe_mode: bool,
     /// The cluster-wide `postgresql` keys.
     #[serde(default)]
     pub(crate) postgresql: DynamicPostgresql,
@@ -157,6 +165,7 @@ impl Default for DynamicConfig {
             maximum_lag_on_syncnode: d_minus_one(),
             check_timeline: false,
             pause: None,
+            failsafe_mode: false,
             postgresql: DynamicPostgresql::default(),
             slots: BTreeMap::new(),
             ignore_slots: Vec::new(),

@@ -6,7 +6,6 @@
 
 use super::ConfigError;
 use super::error::kind_of;
-use super::values::parse_bool;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
@@ -36,15 +35,6 @@ macro_rules! always {
     };
 }
 
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Bool(b) => *b,
-        Value::String(s) => parse_bool(s) == Some(true),
-        Value::Number(n) => n.as_i64().is_some_and(|n| n != 0),
-        _ => false,
-    }
-}
-
 fn non_empty(v: &Value) -> bool {
     match v {
         Value::Null => false,
@@ -70,14 +60,8 @@ fn watchdog(v: &Value) -> Option<&'static str> {
     )
 }
 
-/// Why `failsafe_mode: true` is refused (here and in the dynamic configuration).
-const WHY_FAILSAFE: &str = "with failsafe_mode the leader stays primary through an etcd outage while every member answers it; Regent would demote it instead";
 /// Why a non-empty `standby_cluster` is refused.
 const WHY_STANDBY_CLUSTER: &str = "this node would bootstrap or lead a writable cluster of its own instead of following the remote primary";
-
-fn failsafe(v: &Value) -> Option<&'static str> {
-    truthy(v).then_some(WHY_FAILSAFE)
-}
 
 fn ssl_rootcert(v: &Value) -> Option<&'static str> {
     (v.as_str().map(str::trim) == Some("system")).then_some(
@@ -187,7 +171,7 @@ const DCS: &[(&str, Key)] = &[
     ("primary_stop_timeout", Unsupported),
     ("master_stop_timeout", Unsupported),
     ("primary_race_backoff", Unsupported),
-    ("failsafe_mode", Refused(failsafe)),
+    ("failsafe_mode", Known),
     ("member_slots_ttl", Known),
     (
         "standby_cluster",
@@ -500,7 +484,6 @@ mod tests {
             ("restapi.request_queue_size", "5"),
             ("bootstrap.users", "{admin: {password: x}}"),
             ("postgresql.pgpass", "/tmp/pgpass0"),
-            ("bootstrap.dcs.failsafe_mode", "false"),
         ];
         let edits: Vec<(&str, Option<&str>)> = keys.iter().map(|(k, v)| (*k, Some(*v))).collect();
         let l = parse_edited(&edits).expect("unsupported keys are not fatal");
@@ -523,7 +506,6 @@ mod tests {
                 "bootstrap.dcs.standby_cluster",
                 "{host: 10.0.0.9, port: 5432}",
             ),
-            ("bootstrap.dcs.failsafe_mode", "true"),
             ("watchdog", "{mode: required}"),
             (
                 "postgresql.authentication.replication.sslrootcert",

@@ -843,7 +843,6 @@ mod tests {
     #[test]
     fn dynamic_keys_regent_cannot_honour_are_refused() {
         for (doc, key) in [
-            (serde_json::json!({"failsafe_mode": true}), "failsafe_mode"),
             (
                 serde_json::json!({"standby_cluster": {"host": "10.0.0.9"}}),
                 "standby_cluster",
@@ -882,7 +881,9 @@ mod tests {
         let ok = serde_json::json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 5, "pause": true,
                                     "failsafe_mode": false, "slots": {}});
         let d = validate_dynamic(&ok).expect("valid");
-        assert_eq!((d.ttl, d.pause), (20, Some(true)));
+        assert_eq!((d.ttl, d.pause, d.failsafe_mode), (20, Some(true), false));
+        let on = validate_dynamic(&serde_json::json!({"failsafe_mode": true})).expect("failsafe");
+        assert!(on.failsafe_mode);
         // Safety review item 1: a ttl no lease should have (and whose milliseconds would
         // overflow) is refused, from the API as from a file.
         let e =

@@ -648,6 +648,18 @@ impl EtcdDcs {
         self.put_plain("put status", keys::STATUS, value).await
     }
 
+    /// Write the `failsafe` key: `{"<name>": "<api_url>", ...}`, compact as Patroni writes it.
+    pub(crate) async fn write_failsafe(
+        &self,
+        topology: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let value = serde_json::to_string(topology).map_err(|source| DcsError::Encode {
+            key: "failsafe",
+            source,
+        })?;
+        self.put_plain("put failsafe", keys::FAILSAFE, value).await
+    }
+
     /// Write the `sync` key, with compare-and-swap on `cas` (its `mod_revision`; 0: it must
     /// not exist). Returns the key's new revision, or `None` when the comparison failed.
     pub(crate) async fn write_sync(

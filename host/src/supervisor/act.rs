@@ -31,7 +31,25 @@ impl Supervisor {
                 Ok(false)
             }
             Action::AcquireLeader { reason } => {
-                if self.dcs.acquire_leader(&self.cfg.name).await? {
+                // Failsafe mode: never race after accepting a leader's POST /failsafe less
+                // than ttl ago, and accept none from now on while racing or leading.
+                if *reason == crate::ha::AcquireReason::FailsafeRetake {
+                    self.failsafe_gate.set_closed(true);
+                } else if let Err(leader) = self
+                    .failsafe_gate
+                    .close_for_race(Duration::from_millis(self.ttl_ms()))
+                {
+                    tracing::info!(
+                        %leader,
+                        "not racing: accepted {leader}'s POST /failsafe less than ttl ago"
+                    );
+                    return Ok(false);
+                }
+                let acquired = self.dcs.acquire_leader(&self.cfg.name).await;
+                if !matches!(acquired, Ok(true)) {
+                    self.failsafe_gate.set_closed(false);
+                }
+                if acquired? {
                     tracing::info!("acquired the leader lock");
                     let e = self.deciding.take();
                     self.election_won(e, w);
@@ -340,6 +358,12 @@ impl Supervisor {
             // Maintenance mode: the operator is in charge, nothing is fenced automatically.
             Some(GuardState::Disarmed { owner })
         } else if w.holds_lock() && (w.pg.is_primary() || promoting) {
+            w.memory.write_deadline_ms.map(|d| GuardState::Armed {
+                deadline_ms: d,
+                owner,
+            })
+        } else if w.failsafe_covers() && w.pg.is_primary() {
+            // Failsafe mode: every member accepted a round sent before the deadline passed.
             w.memory.write_deadline_ms.map(|d| GuardState::Armed {
                 deadline_ms: d,
                 owner,

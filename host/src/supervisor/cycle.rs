@@ -71,7 +71,12 @@ impl Supervisor {
                 );
             }
             reruns = 0;
-            let nap = Duration::from_secs(self.dynamic.loop_wait.max(1));
+            // Failsafe mode: while the lease cannot be renewed, the rounds come every 2 s.
+            let nap = if self.mem.renewal_failed && self.dynamic.failsafe_mode {
+                Duration::from_secs(self.dynamic.loop_wait.clamp(1, 2))
+            } else {
+                Duration::from_secs(self.dynamic.loop_wait.max(1))
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(nap) => {}
@@ -142,6 +147,23 @@ impl Supervisor {
                 }
             }
         }
+        // The failsafe gate stays closed while this node holds the key or runs as primary, and
+        // after a successful race until the next read shows the key ours.
+        let holds = self.role == super::NodeRole::Primary
+            || self
+                .last_cluster
+                .as_ref()
+                .and_then(|c| c.leader_name())
+                .is_some_and(|l| l == self.cfg.name);
+        if holds {
+            self.failsafe_gate.set_closed(true);
+        } else if !decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::AcquireLeader { .. }))
+        {
+            self.failsafe_gate.set_closed(false);
+        }
         let steady = decision
             .actions
             .iter()
@@ -150,8 +172,10 @@ impl Supervisor {
             rerun |= self.run_scheduled_restart().await;
         }
         self.replica_slots(&world).await;
-        self.follow_rollout().await;
+        // Without the DCS this loop, neither the policy set nor the member key is worth
+        // another retry_timeout (failsafe mode's rounds come every 2 s).
         if self.last_cluster.is_some() {
+            self.follow_rollout().await;
             let _ = self.touch_member().await;
         }
         self.publish(&world);

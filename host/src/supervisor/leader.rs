@@ -14,6 +14,7 @@ impl Supervisor {
     /// The leader's per-loop work: publish `/status`, keep member slots.
     pub(super) async fn leader_duties(&mut self, w: &World) -> Result<(), SupervisorError> {
         let Some(c) = &w.cluster else { return Ok(()) };
+        self.write_failsafe_key(c).await;
         if !self.probe_role_ready {
             // A cluster bootstrapped before the probes had their own role gets it now (it
             // replicates to the standbys).

@@ -25,6 +25,7 @@ mod callbacks;
 mod commands;
 mod cycle;
 mod elections;
+mod failsafe;
 mod handover;
 mod leader;
 mod observe;
@@ -193,6 +194,10 @@ pub struct Supervisor {
     scripts: crate::postgres::callbacks::CallbackExecutor,
     /// A demotion's `on_role_change` fired: the start that follows runs no `on_start`.
     cb_after_demotion: std::sync::atomic::AtomicBool,
+    /// The `failsafe` key as last read (failsafe mode's topology, kept through an outage).
+    failsafe_topology: Option<std::collections::BTreeMap<String, String>>,
+    /// Shared with the REST API's `POST /failsafe` (see [`crate::control::FailsafeGate`]).
+    failsafe_gate: crate::control::FailsafeGate,
 }
 
 impl Supervisor {
@@ -247,7 +252,11 @@ impl Supervisor {
             view_tx,
             http,
             dynamic,
-            mem: Memory::default(),
+            mem: {
+                let mut m = Memory::default();
+                m.supervisor_started(crate::fence::mono_ms());
+                m
+            },
             probe_role_ready: false,
             dcs_last_seen: None,
             phase: PgPhase::Stopped,
@@ -268,6 +277,8 @@ impl Supervisor {
             rollout: rollout::Rollout::default(),
             scripts: Default::default(),
             cb_after_demotion: Default::default(),
+            failsafe_topology: None,
+            failsafe_gate: crate::control::FailsafeGate::default(),
             events: event_thread()?,
             bad_config_rev: None,
             health_busy: Arc::default(),
@@ -284,6 +295,12 @@ impl Supervisor {
     /// certificate).
     pub fn set_api_reloader(&mut self, reloader: crate::api::Reloader) {
         self.api_reloader = Some(reloader);
+    }
+
+    /// The gate the REST API's `POST /failsafe` goes through
+    /// ([`ControlHandle::failsafe_gate`](crate::control::ControlHandle::failsafe_gate)).
+    pub fn set_failsafe_gate(&mut self, gate: crate::control::FailsafeGate) {
+        self.failsafe_gate = gate;
     }
 
     /// The DCS client (cheap to clone), for the REST API.

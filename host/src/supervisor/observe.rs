@@ -38,6 +38,10 @@ impl Supervisor {
             self.membership_events(old, new);
         }
         self.last_cluster = cluster.clone();
+        if let Some(c) = &cluster {
+            self.remember_failsafe_topology(c);
+        }
+        self.collect_failsafe_ping();
         let now = mono_ms();
         match &cluster {
             Some(c) => {
@@ -104,6 +108,14 @@ impl Supervisor {
             };
         }
         self.last_pg = state.clone();
+        // Failsafe mode: a primary that could not renew its lease asks its members to keep it.
+        if self.mem.renewal_failed
+            && self.dynamic.failsafe_mode
+            && state.as_ref().is_some_and(|s| !s.in_recovery)
+        {
+            self.failsafe_round().await;
+        }
+        let now = mono_ms();
 
         let replica = state.as_ref().filter(|s| s.in_recovery);
         let pg = PgView {
@@ -285,6 +297,7 @@ impl Supervisor {
             loop_wait_ms: self.dynamic.loop_wait.max(1).saturating_mul(1000),
             failed_loops_before_handover: self.cfg.regent.failed_loops_before_handover,
             clone_without_leader: self.pg.s.methods.can_clone_without_leader(),
+            failsafe_mode: self.dynamic.failsafe_mode,
         }
     }
 

@@ -201,6 +201,14 @@ impl Supervisor {
             start_failure: self.mem.start_failed.as_ref().map(|(_, why)| why.clone()),
             write_deadline_ms: w.memory.write_deadline_ms,
             timing_adjusted: self.dynamic.timing_adjusted,
+            failsafe_mode: self.dynamic.failsafe_mode,
+            failsafe: self.failsafe_topology.clone(),
+            failsafe_active: self.dynamic.failsafe_mode
+                && (w.failsafe_covers()
+                    || w.memory
+                        .failsafe_ping
+                        .as_ref()
+                        .is_some_and(|p| w.now_ms < p.hold_until_ms(w.settings.ttl_ms))),
             diverged: w.pg.is_replica()
                 && (w.pg.former_primary || w.diverged_from_cluster().is_some()),
         };

@@ -34,6 +34,7 @@ pub(super) fn settings() -> Settings {
         loop_wait_ms: 10_000,
         clone_without_leader: false,
         failed_loops_before_handover: 2,
+        failsafe_mode: false,
     }
 }
 

@@ -97,6 +97,9 @@ struct NodeGen {
     /// Its topology tag: 0-4 none, 5 `replicatefrom` the node at the index, 6 `nostream`,
     /// 7 `clonefrom`.
     topology: (u8, usize),
+    /// Failsafe mode: its last round of `POST /failsafe` (ms ago, all accepted), the last ping
+    /// it accepted (ms ago), when its supervisor started (ms ago).
+    failsafe: (Option<(u64, bool)>, Option<u64>, Option<u64>),
 }
 
 /// A request in the `failover` key.
@@ -148,6 +151,9 @@ struct CommonGen {
     ghost_member: bool,
     paused: bool,
     request: Option<RequestGen>,
+    /// `None`: failsafe mode off; else on, with the nodes whose bit is set in the `failsafe`
+    /// key (0: no key).
+    failsafe: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -227,7 +233,12 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
         prop::bool::weighted(0.1),
         (0..8u8, 0..7usize),
     );
-    (pg, lease, member).prop_map(
+    let failsafe = (
+        prop::option::weighted(0.3, (0..20_000u64, prop::bool::weighted(0.7))),
+        prop::option::weighted(0.3, 0..60_000u64),
+        prop::option::weighted(0.3, 0..60_000u64),
+    );
+    (pg, lease, member, failsafe).prop_map(
         |(
             (dir, running, in_recovery, wal, timeline, upstream, rewind_failed),
             (has_lease, deadline, dcs_reachable, reach_mask, unlocked_ago, health),
@@ -241,6 +252,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
                 renewal_failed,
                 topology,
             ),
+            failsafe,
         )| NodeGen {
             dir,
             running,
@@ -263,6 +275,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
             former_primary,
             renewal_failed,
             topology,
+            failsafe,
         },
     )
 }
@@ -315,12 +328,13 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
     let operator = (
         prop::bool::weighted(0.15),
         prop::option::weighted(0.25, arb_request()),
+        prop::option::weighted(0.4, prop_oneof![Just(0xffu8), any::<u8>()]),
     );
     (settings, dcs, operator).prop_map(
         |(
             (now, ttl, max_lag, check_timeline, use_pg_rewind, backoff),
             (initialize, optime, history, leader, ghost_member),
-            (paused, request),
+            (paused, request, failsafe),
         )| CommonGen {
             now,
             ttl,
@@ -335,6 +349,7 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
             ghost_member,
             paused,
             request,
+            failsafe,
         },
     )
 }
@@ -363,6 +378,7 @@ fn unlocked_all_reachable(mut g: ClusterGen, keep_primaries: bool) -> ClusterGen
     g.common.initialize = InitGen::Sysid;
     g.common.paused = false;
     g.common.request = None;
+    g.common.failsafe = None;
     g.common.backoff = g.common.backoff.max(1);
     let backoff = g.common.backoff;
     for n in &mut g.nodes {
@@ -619,10 +635,25 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                 5,
             )
         }),
+        failsafe: c.failsafe.filter(|m| *m != 0).map(|mask| {
+            (0..n)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| {
+                    (
+                        g.names[i].clone(),
+                        format!("http://{}:8008/patroni", g.names[i]),
+                    )
+                })
+                .collect()
+        }),
         revision: 42,
         ..Cluster::default()
     };
 
+    let kept_by_failsafe = g
+        .nodes
+        .iter()
+        .position(|n| matches!(n.failsafe.0, Some((_, true))));
     let worlds = (0..n)
         .map(|i| {
             let node = &g.nodes[i];
@@ -661,6 +692,7 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     failed_loops_before_handover: 2,
                     // One of the topology generator's "no tag" values.
                     clone_without_leader: node.topology.0 == 4,
+                    failsafe_mode: c.failsafe.is_some(),
                 },
                 health: node.health.clone(),
                 now_unix_ms: UNIX_NOW,
@@ -688,6 +720,18 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     ..Memory::default()
                 },
             }
+            .with_failsafe_memory(
+                // At most one leader runs on its members' acceptance: a member that runs as
+                // primary refuses every other's round.
+                match node.failsafe {
+                    (Some((ago, true)), ping, started) if Some(i) != kept_by_failsafe => {
+                        (Some((ago, false)), ping, started)
+                    }
+                    other => other,
+                },
+                c.now,
+                c.ttl,
+            )
         })
         .collect();
     Scenario { truth, worlds }
@@ -760,5 +804,28 @@ pub(super) fn proptest_config(cases: u32) -> ProptestConfig {
         cases,
         failure_persistence: None,
         ..ProptestConfig::default()
+    }
+}
+
+impl World {
+    /// The failsafe memory, through the production methods: a round (which may extend the
+    /// deadline), an accepted ping, the supervisor's start.
+    fn with_failsafe_memory(
+        mut self,
+        (round, ping, started): (Option<(u64, bool)>, Option<u64>, Option<u64>),
+        now: u64,
+        ttl: u64,
+    ) -> World {
+        if let Some((ago, accepted)) = round {
+            self.memory.failsafe_round_done(now - ago, ttl, accepted);
+        }
+        if let Some(ago) = ping {
+            self.memory
+                .failsafe_ping_accepted("someone".into(), now - ago, ttl);
+        }
+        if let Some(ago) = started {
+            self.memory.supervisor_started(now - ago);
+        }
+        self
     }
 }

@@ -152,7 +152,21 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
     }
 
     // RenewLease: the holder, or a primary without the DCS within its write deadline.
-    if renew {
+    // Failsafe mode: only a round every member accepted, sent before the deadline passed,
+    // keeps a primary without a renewal (see `failsafe_invariants`).
+    let failsafe = w.failsafe_covers()
+        && w.pg.is_primary()
+        && w.cluster
+            .as_ref()
+            .and_then(|c| c.leader_name())
+            .is_none_or(|l| l == w.me);
+    if renew && failsafe && (w.memory.renewal_failed || !dcs) {
+        prop_assert!(
+            deadline_valid(w),
+            "failsafe KeepLeading past the deadline: {}",
+            ctx()
+        );
+    } else if renew {
         prop_assert!(
             !w.memory.renewal_failed,
             "KeepLeading after a failed lease renewal: {}",
@@ -202,7 +216,18 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
             ctx()
         );
         if w.pg.is_primary() {
-            prop_assert!(paused, "a primary races outside pause: {}", ctx());
+            prop_assert!(
+                paused
+                    || (failsafe
+                        && has(d, |a| matches!(
+                            a,
+                            Action::AcquireLeader {
+                                reason: AcquireReason::FailsafeRetake
+                            }
+                        ))),
+                "a primary races outside pause and failsafe: {}",
+                ctx()
+            );
         } else if failover_to_me {
             prop_assert!(
                 w.pg.is_replica() && !w.settings.nofailover && w.settings.failover_priority > 0,
@@ -211,6 +236,7 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
             );
         } else {
             prop_assert!(!paused, "racing in a paused cluster: {}", ctx());
+            failsafe_may_race(w).map_err(|e| TestCaseError::fail(format!("{e}: {}", ctx())))?;
             prop_assert!(eligible(w, truth), "ineligible node races: {}", ctx());
             prop_assert!(
                 !w.peers
@@ -317,7 +343,25 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
         let key = truth.leader.as_ref();
         let stale_key_with_my_name =
             key.is_some_and(|l| l.name == w.me && Some(l.lease) != w.memory.our_lease);
-        if w.memory.renewal_failed {
+        let unknown_dir = matches!(w.pg.data_dir, DataDir::Unknown(_));
+        if failsafe && (!dcs || (w.memory.renewal_failed && !unknown_dir)) {
+            // Failsafe mode: every member accepted a round sent in time.
+            prop_assert_eq!(
+                &d.actions,
+                &vec![Action::KeepLeading],
+                "failsafe mode covers this primary: {}",
+                ctx()
+            );
+        } else if failsafe && key.is_none() && !unknown_dir {
+            prop_assert_eq!(
+                &d.actions,
+                &vec![Action::AcquireLeader {
+                    reason: AcquireReason::FailsafeRetake
+                }],
+                "failsafe leader does not take the free key again: {}",
+                ctx()
+            );
+        } else if w.memory.renewal_failed {
             // The lease could not be renewed within retry_timeout: stop taking writes now,
             // whatever the deadline says.
             prop_assert_eq!(
@@ -775,4 +819,37 @@ pub(super) fn check_manual_failover(s: &Scenario, ds: &[Decision]) -> Result<(),
     } else {
         check_unlocked_election(s, ds)
     }
+}
+
+/// Failsafe mode's promise to a leader: a member that accepted its `POST /failsafe` less than
+/// `ttl` ago, or that started less than `ttl` ago, does not race; nor does a member missing
+/// from a non-empty `failsafe` key.
+pub(super) fn failsafe_may_race(w: &World) -> Result<(), String> {
+    if !w.settings.failsafe_mode {
+        return Ok(());
+    }
+    let ttl = w.settings.ttl_ms;
+    if let Some(p) = &w.memory.failsafe_ping
+        && w.now_ms < p.hold_until_ms(ttl)
+    {
+        return Err(format!(
+            "races {} ms after accepting {}'s POST /failsafe",
+            w.now_ms - p.received_ms,
+            p.leader
+        ));
+    }
+    if let Some(t) = w
+        .cluster
+        .as_ref()
+        .and_then(|c| c.failsafe.as_ref())
+        .filter(|t| !t.is_empty())
+    {
+        if !t.contains_key(&w.me) {
+            return Err("races although missing from the failsafe key".into());
+        }
+        if w.memory.started_ms.is_some_and(|s| w.now_ms < s + ttl) {
+            return Err("races less than ttl after its start".into());
+        }
+    }
+    Ok(())
 }

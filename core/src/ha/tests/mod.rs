@@ -6,11 +6,13 @@
 //! * **Property tests** ([`properties`]) generate whole clusters (1–7 nodes, a DCS view, and
 //!   one `World` per node as that node sees it; [`generators`]), run `decide` for every node
 //!   and check per-node and cross-node [`invariants`].
+//! * **Failsafe mode** ([`failsafe`]): its rules, and the deadline a sequence of rounds earns.
 //! * **Simulation** ([`simulation`]): a 3-node cluster where the actions are applied
 //!   abstractly (leader key CAS, leases expiring as time passes, partitions, crashes),
 //!   checking that no two primaries can accept writes at the same time and that a leaderless
 //!   cluster with an eligible replica gets a leader within a bounded number of loops.
 
+mod failsafe;
 mod fixtures;
 mod generators;
 mod invariants;

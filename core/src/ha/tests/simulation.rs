@@ -19,18 +19,23 @@ const LOOP_MS: u64 = 1_000;
 const SETTLE_LOOPS: usize = 15;
 /// A leaderless cluster with an eligible running replica must get a leader within this many loops.
 const LIVENESS_LOOPS: usize = 4;
+/// The largest `ttl` the generated runs use.
+const MAX_TTL: u64 = 30_000;
 
 #[derive(Debug, Clone)]
-struct SimConfig {
+pub(super) struct SimConfig {
     ttl: u64,
     max_lag: u64,
     check_timeline: bool,
     use_pg_rewind: bool,
     backoff: u64,
+    /// `failsafe_mode`: a leader cut off from the DCS runs a round of `POST /failsafe` each
+    /// loop (the supervisor's job, modelled in [`Sim::failsafe_round`]).
+    pub(super) failsafe: bool,
 }
 
 #[derive(Debug, Clone)]
-struct SimNode {
+pub(super) struct SimNode {
     name: String,
     running: bool,
     in_recovery: Option<bool>,
@@ -40,7 +45,7 @@ struct SimNode {
     upstream: Option<String>,
     /// The supervisor's decision memory (its lease, write deadline, ...), updated by the
     /// production code (`Memory::lease_renewed`, `Memory::cluster_observed`).
-    mem: Memory,
+    pub(super) mem: Memory,
     dcs_cut: bool,
     peers_cut: bool,
     nofailover: bool,
@@ -49,11 +54,13 @@ struct SimNode {
     former_primary: bool,
     /// The node's `pre_promote` script will veto its next promotion.
     veto_next_promotion: bool,
+    /// The `failsafe` key as this node's supervisor last read it.
+    failsafe_seen: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default)]
-struct SimDcs {
-    leader: Option<Leader>,
+pub(super) struct SimDcs {
+    pub(super) leader: Option<Leader>,
     /// Lease id → expiry time.
     leases: BTreeMap<i64, u64>,
     /// Lease id → the TTL it was granted with: a keep-alive renews it to that, whatever the
@@ -66,10 +73,12 @@ struct SimDcs {
     revision: i64,
     /// A switchover/failover request (the `failover` key).
     failover: Option<crate::dcs::Failover>,
+    /// The `failsafe` key, written by the leader in failsafe mode.
+    failsafe: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone)]
-enum Ev {
+pub(super) enum Ev {
     /// One HA loop: renew our lease, read the cluster, decide, act.
     Tick(usize),
     /// One HA loop where the lease renewal succeeds but reading the cluster fails.
@@ -95,28 +104,31 @@ enum Ev {
     SetTtl(u64),
     /// The node's `pre_promote` script exits non-zero at its next promotion.
     VetoPromotion(usize),
+    /// The DCS becomes unreachable for every node (an etcd outage); the nodes still reach
+    /// each other.
+    DcsOutage,
 }
 
 #[derive(Debug, Clone)]
-struct SimSetup {
-    cfg: SimConfig,
+pub(super) struct SimSetup {
+    pub(super) cfg: SimConfig,
     /// (nofailover, failover_priority, initial wal) per node.
     nodes: Vec<(bool, i64, u64)>,
     initial_leader: Option<usize>,
     events: Vec<Ev>,
 }
 
-struct Sim {
-    now: u64,
+pub(super) struct Sim {
+    pub(super) now: u64,
     cfg: SimConfig,
-    nodes: Vec<SimNode>,
-    dcs: SimDcs,
+    pub(super) nodes: Vec<SimNode>,
+    pub(super) dcs: SimDcs,
     next_lease: i64,
-    log: Vec<String>,
+    pub(super) log: Vec<String>,
 }
 
 impl Sim {
-    fn new(setup: &SimSetup) -> Sim {
+    pub(super) fn new(setup: &SimSetup) -> Sim {
         let mut sim = Sim {
             now: 1_000_000,
             cfg: setup.cfg.clone(),
@@ -149,6 +161,7 @@ impl Sim {
                 priority,
                 former_primary: false,
                 veto_next_promotion: false,
+                failsafe_seen: None,
             });
             sim.renew(i);
             sim.publish_member(i);
@@ -196,6 +209,7 @@ impl Sim {
             },
             history: self.dcs.history.clone(),
             failover: self.dcs.failover.clone().map(|f| (f, self.dcs.revision)),
+            failsafe: self.dcs.failsafe.clone(),
             revision: self.dcs.revision,
             ..Cluster::default()
         }
@@ -273,6 +287,7 @@ impl Sim {
                 loop_wait_ms: LOOP_MS,
                 failed_loops_before_handover: 2,
                 clone_without_leader: false,
+                failsafe_mode: self.cfg.failsafe,
             },
             health: Health::Healthy,
             now_unix_ms: UNIX_NOW + self.now,
@@ -381,9 +396,15 @@ impl Sim {
             self.publish_member(i);
         } else {
             self.nodes[i].mem.lease_renewal_failed();
+            if self.cfg.failsafe && Self::is_primary(&self.nodes[i]) {
+                self.failsafe_round(i);
+            }
         }
         let truth = self.snapshot();
         let seen = (connected && read_ok).then(|| truth.clone());
+        if let Some(c) = &seen {
+            self.nodes[i].failsafe_seen = c.failsafe.clone();
+        }
         match &seen {
             Some(c) => {
                 let me = self.nodes[i].name.clone();
@@ -409,6 +430,50 @@ impl Sim {
         Ok(())
     }
 
+    /// What `supervisor/failsafe.rs` does for a leader that could not renew its lease: every
+    /// other member of the last `failsafe` key read is asked; a member accepts when it is
+    /// reachable, does not run as primary and does not hold the leader key (its gate is
+    /// closed then). The memories are updated by the production methods.
+    fn failsafe_round(&mut self, i: usize) {
+        let me = self.nodes[i].name.clone();
+        let topology = self.nodes[i].failsafe_seen.clone();
+        let in_time = self.nodes[i]
+            .mem
+            .write_deadline_ms
+            .is_some_and(|d| self.now < d);
+        let all = match &topology {
+            // A round after the deadline passed earns nothing: it is not sent.
+            _ if !in_time => false,
+            Some(t) if t.contains_key(&me) => {
+                let mut all = true;
+                for name in t.keys().filter(|n| **n != me) {
+                    let ok = self.index_of(name).is_some_and(|j| {
+                        self.peers_reachable(i, j)
+                            && !Self::is_primary(&self.nodes[j])
+                            && self.dcs.leader.as_ref().is_none_or(|l| l.name != *name)
+                    });
+                    if ok && let Some(j) = self.index_of(name) {
+                        self.nodes[j].mem.failsafe_ping_accepted(
+                            me.clone(),
+                            self.now,
+                            self.cfg.ttl,
+                        );
+                    }
+                    all &= ok;
+                }
+                all
+            }
+            _ => false,
+        };
+        self.nodes[i]
+            .mem
+            .failsafe_round_done(self.now, self.cfg.ttl, all);
+        self.log.push(format!(
+            "t={}: {me} failsafe round: accepted={all}, deadline {:?}",
+            self.now, self.nodes[i].mem.write_deadline_ms
+        ));
+    }
+
     fn apply(&mut self, i: usize, a: &Action) -> Result<(), TestCaseError> {
         let me = self.nodes[i].name.clone();
         let connected = !self.nodes[i].dcs_cut;
@@ -426,6 +491,25 @@ impl Sim {
                         .is_some_and(|l| Some(l.lease) == lease)
                 {
                     self.dcs.optime = Some(self.nodes[i].wal);
+                    if self.cfg.failsafe {
+                        // The leader's failsafe key: every member (`write_failsafe_key`).
+                        self.dcs.failsafe = Some(
+                            self.dcs
+                                .members
+                                .keys()
+                                .chain(std::iter::once(&me))
+                                .map(|n| (n.clone(), format!("http://{n}:8008/patroni")))
+                                .collect(),
+                        );
+                        self.log.push(format!(
+                            "t={}: {me} writes the failsafe key {:?}",
+                            self.now,
+                            self.dcs
+                                .failsafe
+                                .as_ref()
+                                .map(|f| f.keys().collect::<Vec<_>>())
+                        ));
+                    }
                 }
             }
             Action::AcquireLeader { .. } => {
@@ -585,7 +669,7 @@ impl Sim {
         Ok(())
     }
 
-    fn step(&mut self, ev: &Ev) -> Result<(), TestCaseError> {
+    pub(super) fn step(&mut self, ev: &Ev) -> Result<(), TestCaseError> {
         if !matches!(ev, Ev::Tick(_) | Ev::TickReadFails(_)) {
             self.log.push(format!("t={}: {ev:?}", self.now));
         }
@@ -626,6 +710,13 @@ impl Sim {
             Ev::RestartSupervisor(i) => {
                 // A new process: it remembers nothing of the old one.
                 self.nodes[i].mem = Memory::default();
+                self.nodes[i].mem.supervisor_started(self.now);
+                self.nodes[i].failsafe_seen = None;
+            }
+            Ev::DcsOutage => {
+                for n in &mut self.nodes {
+                    n.dcs_cut = true;
+                }
             }
             Ev::SetTtl(ttl) => self.cfg.ttl = ttl,
             Ev::VetoPromotion(i) => self.nodes[i].veto_next_promotion = true,
@@ -641,7 +732,7 @@ impl Sim {
     }
 
     /// Running primaries that may accept writes (valid write deadline).
-    fn writable_primaries(&self) -> Vec<&str> {
+    pub(super) fn writable_primaries(&self) -> Vec<&str> {
         self.nodes
             .iter()
             .filter(|n| {
@@ -653,7 +744,7 @@ impl Sim {
 
     /// At most one writable primary; with `lock_backed`, it also holds the leader key on its
     /// own lease.
-    fn check_safety(&self, lock_backed: bool) -> Result<(), TestCaseError> {
+    pub(super) fn check_safety(&self, lock_backed: bool) -> Result<(), TestCaseError> {
         let writable = self.writable_primaries();
         prop_assert!(
             writable.len() <= 1,
@@ -693,6 +784,14 @@ impl Sim {
                 .optime
                 .is_none_or(|o| o.saturating_sub(n.wal) <= self.cfg.max_lag)
             && (!self.cfg.check_timeline || n.timeline >= self.cluster_timeline())
+            // Failsafe mode: a member missing from a non-empty failsafe key never races
+            // (Patroni's rule; it never promised the leader anything).
+            && (!self.cfg.failsafe
+                || self
+                    .dcs
+                    .failsafe
+                    .as_ref()
+                    .is_none_or(|f| f.is_empty() || f.contains_key(&n.name)))
     }
 
     /// Heal the network and run quiet loops: a leaderless cluster with an eligible running
@@ -724,11 +823,19 @@ impl Sim {
         }
         self.log.push(format!("t={}: network healed", self.now));
         let mut leaderless_with_candidate: Option<usize> = None;
-        for round in 0..SETTLE_LOOPS {
+        // Failsafe mode holds the members that accepted a leader's POST /failsafe (or just
+        // started) out of a race for ttl.
+        // (the largest ttl a run can set: a lowered ttl does not shorten a hold).
+        let hold = if self.cfg.failsafe {
+            MAX_TTL.div_ceil(LOOP_MS) as usize + 1
+        } else {
+            0
+        };
+        for round in 0..SETTLE_LOOPS + hold {
             if self.dcs.leader.is_none() && (0..SIM_NODES).any(|i| self.eligible(i)) {
                 let since = *leaderless_with_candidate.get_or_insert(round);
                 prop_assert!(
-                    round - since <= LIVENESS_LOOPS,
+                    round - since <= LIVENESS_LOOPS + hold,
                     "no leader after {} loops although a replica is eligible\n{}",
                     round - since,
                     self.log.join("\n")
@@ -776,7 +883,9 @@ impl Sim {
         Ok(())
     }
 
-    fn run(&mut self, events: &[Ev], lock_backed: bool) -> Result<(), TestCaseError> {
+    pub(super) fn run(&mut self, events: &[Ev], lock_backed: bool) -> Result<(), TestCaseError> {
+        // Failsafe mode writes on without the key while the DCS is away, by design.
+        let lock_backed = lock_backed && !self.cfg.failsafe;
         self.check_safety(lock_backed)?;
         for ev in events {
             self.step(ev)?;
@@ -800,6 +909,7 @@ fn arb_event(hostile: bool) -> BoxedStrategy<Ev> {
         1 => prop::option::of(node()).prop_map(Ev::Switchover),
         1 => (5_000..30_000u64).prop_map(Ev::SetTtl),
         1 => node().prop_map(Ev::VetoPromotion),
+        1 => Just(Ev::DcsOutage),
     ];
     if hostile {
         prop_oneof![
@@ -820,14 +930,16 @@ fn arb_sim(hostile: bool) -> impl Strategy<Value = SimSetup> {
         any::<bool>(),
         any::<bool>(),
         0..=3 * LOOP_MS,
+        any::<bool>(),
     )
         .prop_map(
-            |(ttl, max_lag, check_timeline, use_pg_rewind, backoff)| SimConfig {
+            |(ttl, max_lag, check_timeline, use_pg_rewind, backoff, failsafe)| SimConfig {
                 ttl,
                 max_lag,
                 check_timeline,
                 use_pg_rewind,
                 backoff,
+                failsafe,
             },
         );
     let node = (prop::bool::weighted(0.15), -1..=3i64, arb_wal());
@@ -949,7 +1061,7 @@ fn sim_vetoed_promotion_lets_the_next_candidate_lead() {
     sim.settle(true).expect("converges on n2");
 }
 
-fn deterministic_setup() -> SimSetup {
+pub(super) fn deterministic_setup() -> SimSetup {
     SimSetup {
         cfg: SimConfig {
             ttl: 10_000,
@@ -957,6 +1069,7 @@ fn deterministic_setup() -> SimSetup {
             check_timeline: false,
             use_pg_rewind: true,
             backoff: 0,
+            failsafe: false,
         },
         nodes: vec![(false, 1, 1_000), (false, 1, 1_000), (false, 1, 900)],
         initial_leader: Some(0),
