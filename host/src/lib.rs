@@ -18,3 +18,4 @@ pub(crate) mod postmaster;
 pub(crate) mod safe_fs;
 pub mod supervisor;
 pub(crate) mod time;
+pub(crate) mod watchdog;

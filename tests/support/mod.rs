@@ -32,6 +32,17 @@ pub fn skip(test: &str, why: &str) {
     let _ = std::fs::write(dir.join(format!("{test}.txt")), format!("{test}: {why}\n"));
 }
 
+/// A test that needs hardware this machine's kernel lacks (a watchdog device): it is
+/// skipped loudly and counted like [`skip`], but not failed under `REGENT_REQUIRE_ALL=1`,
+/// since no package can install it (docs/testing.md).
+pub fn skip_no_hardware(test: &str, why: &str) {
+    let bar = "!".repeat(78);
+    eprintln!("{bar}\n{test}: SKIPPED (no such hardware here): {why}\n{bar}");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("regent-skipped");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{test}.txt")), format!("{test}: {why}\n"));
+}
+
 /// True when running as root; otherwise the test is [`skip`]ped for `why`.
 pub fn root_or_skip(test: &str, why: &str) -> bool {
     let root = nix::unistd::Uid::effective().is_root();

@@ -121,6 +121,9 @@ pub struct LocalSnapshot {
     pub dcs_reachable: bool,
     /// Effective tags (nofailover, failover_priority, noloadbalance, nosync, custom...).
     pub tags: Map<String, Value>,
+    /// `watchdog.mode: required` and no usable watchdog device: this node may not lead
+    /// (`watchdog_failed` in `GET /patroni`, as Patroni reports it).
+    pub watchdog_failed: bool,
     /// The data directory's database system identifier, once known.
     pub system_identifier: Option<String>,
     /// max(/status optime, latest_end_lsn); used for lag.

@@ -342,6 +342,13 @@ pub(crate) fn parse_peer_status(doc: &Value) -> Result<PeerStatus, ApiError> {
         .cloned()
         .unwrap_or_default();
     let (nofailover, failover_priority) = failover_tags(&tags);
+    // Patroni's "not watchdog capable": required watchdog, none usable.
+    let watchdog_failed = obj.get("watchdog_failed").is_some_and(truthy);
+    let (nofailover, failover_priority) = if watchdog_failed {
+        (true, 0)
+    } else {
+        (nofailover, failover_priority)
+    };
     Ok(PeerStatus {
         name: obj
             .get("patroni")

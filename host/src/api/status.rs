@@ -128,6 +128,9 @@ pub(crate) fn status_document(v: &LocalSnapshot) -> Value {
     if v.cluster_unlocked {
         doc.insert("cluster_unlocked".into(), true.into());
     }
+    if v.watchdog_failed {
+        doc.insert("watchdog_failed".into(), true.into());
+    }
     if v.failsafe_active {
         doc.insert("failsafe_mode_is_active".into(), true.into());
     }

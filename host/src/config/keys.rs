@@ -45,21 +45,6 @@ fn non_empty(v: &Value) -> bool {
     }
 }
 
-fn watchdog(v: &Value) -> Option<&'static str> {
-    let mode = v.get("mode").map(|m| match m {
-        // YAML reads a bare `off` as false.
-        Value::Bool(false) => "off".to_string(),
-        other => other
-            .as_str()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase(),
-    });
-    (mode.as_deref() == Some("required")).then_some(
-        "watchdog.mode: required promises that no node leads without an armed watchdog device, and Regent does not drive one (its own fencing guard stops a primary whose lease ran out)",
-    )
-}
-
 /// Why a non-empty `standby_cluster` is refused.
 const WHY_STANDBY_CLUSTER: &str = "this node would bootstrap or lead a writable cluster of its own instead of following the remote primary";
 
@@ -84,7 +69,7 @@ const TOP: &[(&str, Key)] = &[
     ("regent", Section(REGENT)),
     ("log", Unsupported),
     ("ctl", Section(CTL)),
-    ("watchdog", Refused(watchdog)),
+    ("watchdog", Section(WATCHDOG)),
     (
         "citus",
         always!("Citus clusters need Patroni's coordinator and worker handling"),
@@ -252,6 +237,13 @@ const CREDENTIALS: &[(&str, Key)] = &[
     ("sslnegotiation", Unsupported),
     ("gssencmode", Unsupported),
     ("channel_binding", Known),
+];
+
+const WATCHDOG: &[(&str, Key)] = &[
+    ("mode", Known),
+    ("device", Known),
+    ("safety_margin", Known),
+    ("driver", Unsupported),
 ];
 
 const CTL: &[(&str, Key)] = &[
@@ -478,7 +470,7 @@ mod tests {
     fn known_patroni_keys_warn_as_not_supported() {
         let keys = [
             ("log", "{level: INFO}"),
-            ("watchdog", "{mode: automatic}"),
+            ("watchdog.driver", "default"),
             ("restapi.server_tokens", "minimal"),
             ("restapi.ciphers", "ECDHE-RSA-AES256-GCM-SHA384"),
             ("restapi.request_queue_size", "5"),
@@ -506,7 +498,6 @@ mod tests {
                 "bootstrap.dcs.standby_cluster",
                 "{host: 10.0.0.9, port: 5432}",
             ),
-            ("watchdog", "{mode: required}"),
             (
                 "postgresql.authentication.replication.sslrootcert",
                 "system",
@@ -526,9 +517,12 @@ mod tests {
                 "{text}"
             );
         }
-        // The harmless values of the same keys only warn.
-        let l = parse_edited(&[("watchdog", Some("{mode: automatic}"))]).expect("harmless values");
-        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        // The watchdog is supported in every mode.
+        for mode in ["off", "automatic", "required"] {
+            let v = format!("{{mode: {mode}, device: /dev/watchdog0, safety_margin: 5}}");
+            let l = parse_edited(&[("watchdog", Some(v.as_str()))]).expect("watchdog");
+            assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        }
     }
 
     /// docs/patroni-compatibility.md lists every key of the tables with what Regent does.

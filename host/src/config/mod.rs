@@ -48,6 +48,7 @@ mod test_support;
 mod validate;
 mod validate_api;
 mod values;
+mod watchdog;
 
 pub(crate) use allowlist::{AllowEntry, canonical_ip};
 pub use dynamic::{DynamicConfig, Timing, TimingFit};
@@ -66,6 +67,7 @@ pub(crate) use slots::IgnoreSlot;
 pub use source::{ConfigSource, load};
 pub use validate::{DynamicChange, check_dynamic_change, validate_dynamic};
 pub(crate) use values::{HostList, InitdbOption, dcs_prefix, split_host_port};
+pub(crate) use watchdog::{WatchdogConfig, WatchdogMode};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -100,6 +102,9 @@ pub struct Config {
     #[serde(default)]
     pub(crate) regent: RegentSection,
     /// Patroni's `ctl` section: how this node (peer polls) and `regent ctl` call REST APIs.
+    /// The watchdog device, armed while this node is a writable primary.
+    #[serde(default)]
+    pub(crate) watchdog: WatchdogConfig,
     #[serde(default)]
     pub(crate) ctl: Ctl,
 }

@@ -553,6 +553,9 @@ impl NodeYaml<'_> {
         for (k, v) in self.parameters {
             y += &format!("    {k}: {v}\n");
         }
+        // These nodes are killed and frozen on purpose: a watchdog armed here would reset the
+        // machine.
+        y += "watchdog:\n  mode: off\n";
         y += "tags:\n";
         y += self.tags;
         y += self.tail;

@@ -87,7 +87,20 @@ impl Supervisor {
                 self.dcs.release_leader(&self.cfg.name).await?;
                 Ok(true)
             }
-            Action::Bootstrap => self.bootstrap().await,
+            Action::Bootstrap => {
+                // A required watchdog that cannot be armed: no bootstrap (not even the race);
+                // the node counts as unable to lead for a while, and another may bootstrap.
+                let ttl = self.dynamic.ttl;
+                let trial = match self.watchdog.lock() {
+                    Ok(mut w) => w.trial(ttl).map_err(|e| e.to_string()),
+                    Err(_) => Err("the watchdog's lock is poisoned".into()),
+                };
+                if let Err(why) = trial {
+                    tracing::error!(reason = %why, "watchdog.mode is required but the watchdog could not be armed: not bootstrapping");
+                    return Ok(false);
+                }
+                self.bootstrap().await
+            }
             Action::CloneFrom { source } => {
                 let up = self.upstream_for(w, source)?;
                 self.phase = PgPhase::CreatingReplica;
@@ -226,6 +239,7 @@ impl Supervisor {
                 if !self.pre_promote().await? {
                     return Ok(true);
                 }
+                self.arm_watchdog().await?;
                 // Never writable unless the guard enforces this deadline.
                 self.arm_guard()?;
                 tracing::info!("promoting PostgreSQL");
@@ -381,6 +395,43 @@ impl Supervisor {
         {
             tracing::error!(error = %e, "cannot write the fencing guard state");
         }
+        // The watchdog follows the guard: kept alive while the guard is armed, disarmed
+        // with it.
+        if let Ok(mut wd) = self.watchdog.lock() {
+            match st {
+                Some(GuardState::Armed { .. }) => wd.keepalive(),
+                Some(GuardState::Disarmed { .. }) => wd.disable(),
+                Some(GuardState::Fenced { .. }) | None => {}
+            }
+        }
+    }
+
+    /// `watchdog.mode: required` and no usable device: this node may not lead.
+    pub(super) fn watchdog_failed(&self) -> bool {
+        self.watchdog
+            .lock()
+            .map(|w| w.required_but_unusable())
+            .unwrap_or(true)
+    }
+
+    /// Arm the watchdog before PostgreSQL becomes writable. In `required` mode a device that
+    /// cannot be armed safely releases the leader key (another node may lead) and stops the
+    /// promotion or start as primary.
+    pub(super) async fn arm_watchdog(&mut self) -> Result<(), SupervisorError> {
+        let ttl = self.dynamic.ttl;
+        let armed = match self.watchdog.lock() {
+            Ok(mut w) => w.activate(ttl).map(|_| ()).map_err(|e| e.to_string()),
+            Err(_) => Err("the watchdog's lock is poisoned".to_string()),
+        };
+        let Err(why) = armed else { return Ok(()) };
+        tracing::error!(
+            reason = %why,
+            "watchdog.mode is required but the watchdog could not be armed: releasing the leader key, not becoming writable"
+        );
+        if let Err(e) = self.dcs.release_leader(&self.cfg.name).await {
+            tracing::warn!(error = %e, "could not release the leader key");
+        }
+        Err(SupervisorError::Io(format!("watchdog: {why}")))
     }
 
     /// Hand the guard the current write deadline (before a promotion or a start as primary).
@@ -440,7 +491,10 @@ impl Supervisor {
             Err(e) => tracing::warn!(error = %e, "could not renew the lease before starting"),
         }
         let armed = if self.lock_held_now() {
-            self.arm_guard()
+            match self.arm_watchdog().await {
+                Ok(()) => self.arm_guard(),
+                Err(e) => Err(e),
+            }
         } else {
             Err(SupervisorError::Io(
                 "the leader key is not ours on a live lease".into(),
@@ -544,6 +598,7 @@ impl Supervisor {
                 "the leader key was taken during bootstrap".into(),
             ));
         }
+        self.arm_watchdog().await?;
         self.arm_guard()?;
         let cd = self.pg.controldata().await?;
         let sysid = cd

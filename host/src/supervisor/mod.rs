@@ -143,6 +143,8 @@ pub struct Supervisor {
     dcs: EtcdDcs,
     pg: Postgres,
     guard: GuardFiles,
+    /// The watchdog device, armed while this node is a writable primary (`watchdog.rs`).
+    watchdog: std::sync::Mutex<crate::watchdog::Watchdog>,
     policy: Arc<dyn Policy>,
     /// The WebAssembly policies (`regent.policies`), if any; also reachable through `policy`.
     policies: Option<Arc<PolicySet>>,
@@ -241,11 +243,13 @@ impl Supervisor {
             .map_err(|e| SupervisorError::Fatal(e.to_string()))?;
         ensure_unique_name(&dcs, &http, &cfg.name).await?;
         attach_prober(policies.as_deref(), &pg)?;
+        let watchdog = std::sync::Mutex::new(crate::watchdog::Watchdog::new(cfg.watchdog.clone()));
         Ok(Supervisor {
             cfg,
             dcs,
             pg,
             guard,
+            watchdog,
             policy,
             policies,
             _policy_watcher: watcher,

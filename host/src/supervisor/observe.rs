@@ -284,7 +284,9 @@ impl Supervisor {
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
             check_timeline: self.dynamic.check_timeline,
             use_pg_rewind: self.dynamic.postgresql.use_pg_rewind,
-            nofailover: tags.nofailover,
+            // `watchdog.mode: required` without a usable device: never a candidate (Patroni's
+            // `watchdog_failed`).
+            nofailover: tags.nofailover || self.watchdog_failed(),
             failover_priority: tags.failover_priority.unwrap_or(1),
             tags: tags
                 .other

@@ -118,6 +118,7 @@ impl Supervisor {
             state: self.phase.as_str().into(),
             role: self.role.as_str().into(),
             holds_lock: w.holds_lock(),
+            watchdog_failed: self.watchdog_failed(),
             postmaster_start_time: pg.and_then(|p| p.postmaster_start_time.clone()),
             server_version: pg.map(|p| p.server_version),
             timeline: pg.and_then(|p| p.timeline),

@@ -93,6 +93,9 @@ impl Supervisor {
                 }
             }
             self.http = peers;
+            if let Ok(mut w) = self.watchdog.lock() {
+                w.set_config(self.cfg.watchdog.clone());
+            }
             if let Some(api) = api {
                 api.apply();
             }
