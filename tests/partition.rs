@@ -531,6 +531,8 @@ impl Drop for Lab {
 
 #[test]
 fn leader_partitioned_from_etcd_and_peers_stops_writes_then_rejoins() {
+    // One lab at a time: both build their bridge and namespaces from this process's id.
+    let _serial = support::serial();
     if !support::root_or_skip(
         "leader_partitioned_from_etcd_and_peers_stops_writes_then_rejoins",
         "needs root: it creates network namespaces, veth pairs, a bridge and iptables rules (run the tests as root, as .ci/run does)",
@@ -678,6 +680,8 @@ fn leader_partitioned_from_etcd_and_peers_stops_writes_then_rejoins() {
 /// the key once it expires, after that deadline: never two writable primaries.
 #[test]
 fn failsafe_leader_partitioned_alone_demotes_before_a_replica_takes_over() {
+    // One lab at a time: both build their bridge and namespaces from this process's id.
+    let _serial = support::serial();
     if !support::root_or_skip(
         "failsafe_leader_partitioned_alone_demotes_before_a_replica_takes_over",
         "needs root: it creates network namespaces, veth pairs, a bridge and iptables rules (run the tests as root, as .ci/run does)",
