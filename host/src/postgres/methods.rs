@@ -57,7 +57,7 @@ impl Postgres {
 
     /// The connection string a method copies from: the replication role at `up`, without
     /// the password (it is in `PGPASSWORD`).
-    fn replication_connstring(&self, up: &Upstream) -> String {
+    pub(super) fn replication_connstring(&self, up: &Upstream) -> String {
         format!(
             "host={} port={} user={} dbname=postgres application_name={} connect_timeout=5{}",
             up.host,

@@ -184,7 +184,8 @@ impl Postgres {
     /// Clone from `source` with pg_basebackup into the (empty) data directory.
     pub(crate) async fn basebackup(&self, source: &Upstream) -> Result<()> {
         self.make_data_dir()?;
-        let args = vec![
+        // pg_basebackup ignores the connection string's dbname.
+        let mut args = vec![
             "-D".to_string(),
             self.s.data_dir.display().to_string(),
             "-X".into(),
@@ -192,16 +193,8 @@ impl Postgres {
             "-c".into(),
             "fast".into(),
             "-d".into(),
-            format!(
-                "host={} port={} user={} application_name={} connect_timeout=5{}",
-                source.host,
-                source.port,
-                quote_conninfo(&self.s.replication.user),
-                quote_conninfo(&self.s.name),
-                self.s.replication.conninfo_tail()
-            ),
+            self.replication_connstring(source),
         ];
-        let mut args = args;
         args.extend(self.s.methods.basebackup_options.iter().cloned());
         let res = self
             .run(
