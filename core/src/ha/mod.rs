@@ -14,6 +14,7 @@
 //! - [`sync`]: synchronous replication on the leader.
 //! - [`topology`]: whom a replica streams and clones from, and which slots a node keeps.
 //! - `failsafe`: failsafe mode (a leader without the DCS, kept by its members' answers).
+//! - `standby`: standby clusters (the lock holder follows a remote primary, never promotes).
 
 mod action;
 mod decide;
@@ -24,6 +25,7 @@ mod memory;
 pub mod policy;
 mod ranking;
 mod request;
+mod standby;
 pub mod sync;
 pub mod topology;
 mod world;

@@ -35,6 +35,7 @@ pub(super) fn settings() -> Settings {
         clone_without_leader: false,
         failed_loops_before_handover: 2,
         failsafe_mode: false,
+        standby_cluster: false,
     }
 }
 
@@ -90,6 +91,7 @@ pub(super) fn pg_primary(wal: u64) -> PgView {
         streaming: Vec::new(),
         former_primary: false,
         receiving: false,
+        follows_remote: false,
     }
 }
 
@@ -106,6 +108,7 @@ pub(super) fn pg_replica(wal: u64, upstream: Option<&str>) -> PgView {
         streaming: Vec::new(),
         former_primary: false,
         receiving: false,
+        follows_remote: false,
     }
 }
 
@@ -122,6 +125,7 @@ pub(super) fn pg_stopped(was_primary: bool) -> PgView {
         streaming: Vec::new(),
         former_primary: false,
         receiving: false,
+        follows_remote: false,
     }
 }
 

@@ -36,6 +36,8 @@ enum UpstreamGen {
     None,
     Leader,
     Node(Index),
+    /// A standby cluster's remote primary.
+    Remote,
 }
 
 /// The write deadline relative to `now`.
@@ -154,6 +156,8 @@ struct CommonGen {
     /// `None`: failsafe mode off; else on, with the nodes whose bit is set in the `failsafe`
     /// key (0: no key).
     failsafe: Option<u8>,
+    /// `standby_cluster` is set: the cluster replicates from a remote primary.
+    standby_cluster: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +204,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
         Just(UpstreamGen::None),
         Just(UpstreamGen::Leader),
         any::<Index>().prop_map(UpstreamGen::Node),
+        Just(UpstreamGen::Remote),
     ];
     let deadline = prop_oneof![
         1 => Just(DeadlineGen::Never),
@@ -329,12 +334,13 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
         prop::bool::weighted(0.15),
         prop::option::weighted(0.25, arb_request()),
         prop::option::weighted(0.4, prop_oneof![Just(0xffu8), any::<u8>()]),
+        prop::bool::weighted(0.15),
     );
     (settings, dcs, operator).prop_map(
         |(
             (now, ttl, max_lag, check_timeline, use_pg_rewind, backoff),
             (initialize, optime, history, leader, ghost_member),
-            (paused, request, failsafe),
+            (paused, request, failsafe, standby_cluster),
         )| CommonGen {
             now,
             ttl,
@@ -350,6 +356,7 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
             paused,
             request,
             failsafe,
+            standby_cluster,
         },
     )
 }
@@ -426,7 +433,7 @@ fn build_pg(g: &ClusterGen, i: usize, leader: Option<&Leader>) -> PgView {
     let running =
         n.running && matches!(data_dir, DataDir::Initialized { .. } | DataDir::Unknown(_));
     let upstream = match &n.upstream {
-        UpstreamGen::None => None,
+        UpstreamGen::None | UpstreamGen::Remote => None,
         UpstreamGen::Leader => leader.map(|l| l.name.clone()),
         UpstreamGen::Node(ix) => Some(g.names[ix.index(g.names.len())].clone()),
     };
@@ -446,6 +453,7 @@ fn build_pg(g: &ClusterGen, i: usize, leader: Option<&Leader>) -> PgView {
         streaming: Vec::new(),
         former_primary: running && n.in_recovery && n.former_primary,
         receiving: false,
+        follows_remote: running && n.in_recovery && matches!(n.upstream, UpstreamGen::Remote),
     }
 }
 
@@ -693,6 +701,7 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     // One of the topology generator's "no tag" values.
                     clone_without_leader: node.topology.0 == 4,
                     failsafe_mode: c.failsafe.is_some(),
+                    standby_cluster: c.standby_cluster,
                 },
                 health: node.health.clone(),
                 now_unix_ms: UNIX_NOW,

@@ -11,6 +11,7 @@
 //!   abstractly (leader key CAS, leases expiring as time passes, partitions, crashes),
 //!   checking that no two primaries can accept writes at the same time and that a leaderless
 //!   cluster with an eligible replica gets a leader within a bounded number of loops.
+//!   Its runs add and remove `standby_cluster` too; [`standby`] pins those transitions.
 
 mod failsafe;
 mod fixtures;
@@ -18,6 +19,7 @@ mod generators;
 mod invariants;
 mod properties;
 mod simulation;
+mod standby;
 mod topology;
 mod unit;
 mod unit_operators;
