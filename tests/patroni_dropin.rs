@@ -166,18 +166,8 @@ fn the_same_configuration_with_a_key_regent_cannot_honour_is_refused_in_one_line
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    for (extra, key) in [
-        (
-            "    standby_cluster:\n      host: 10.0.0.9\n      port: 5432\n",
-            "bootstrap.dcs.standby_cluster",
-        ),
-        ("watchdog:\n  mode: required\n", "watchdog"),
-    ] {
-        let yaml = if key.starts_with("bootstrap.dcs.") {
-            patroni_yaml("").replace("    ttl: 10\n", &format!("    ttl: 10\n{extra}"))
-        } else {
-            patroni_yaml(extra)
-        };
+    for (extra, key) in [("citus:\n  group: 0\n  database: citus\n", "citus")] {
+        let yaml = patroni_yaml(extra);
         for sub in ["validate-config", "run"] {
             let out = run(&yaml, sub);
             let err = String::from_utf8_lossy(&out.stderr);

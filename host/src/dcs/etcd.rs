@@ -118,6 +118,27 @@ pub struct EtcdDcs {
     pub(crate) changed: Arc<Notify>,
 }
 
+impl DcsError {
+    /// etcd did not answer: the request timed out, or the connection failed or was cut
+    /// (not an answer such as a failed compare-and-swap or a bad value).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            DcsError::Timeout { .. } => true,
+            DcsError::Etcd { source, .. } => match source {
+                etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+                etcd_client::Error::GRpcStatus(s) => matches!(
+                    s.code(),
+                    tonic::Code::Cancelled
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Unavailable
+                ),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 impl EtcdDcs {
     /// Connect and check the store answers (the client connects lazily, so a first request is made).
     pub async fn connect(endpoints: &[String], prefix: &str, timeout: Duration) -> Result<EtcdDcs> {

@@ -143,6 +143,14 @@ impl Supervisor {
                 Err(SupervisorError::Fatal(m)) => return Err(SupervisorError::Fatal(m)),
                 Err(e) => {
                     tracing::warn!(action = ?action, error = %e, "action failed");
+                    if let SupervisorError::Dcs(d) = &e
+                        && d.is_unreachable()
+                    {
+                        // etcd did not answer within retry_timeout: no more DCS calls this
+                        // loop, and the next one (at once) decides without the DCS.
+                        self.dcs_unreachable = true;
+                        rerun = true;
+                    }
                     break;
                 }
             }
@@ -174,7 +182,7 @@ impl Supervisor {
         self.replica_slots(&world).await;
         // Without the DCS this loop, neither the policy set nor the member key is worth
         // another retry_timeout (failsafe mode's rounds come every 2 s).
-        if self.last_cluster.is_some() {
+        if self.last_cluster.is_some() && !self.dcs_unreachable {
             self.follow_rollout().await;
             let _ = self.touch_member().await;
         }

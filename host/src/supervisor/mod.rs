@@ -204,6 +204,10 @@ pub struct Supervisor {
     failsafe_topology: Option<std::collections::BTreeMap<String, String>>,
     /// Shared with the REST API's `POST /failsafe` (see [`crate::control::FailsafeGate`]).
     failsafe_gate: crate::control::FailsafeGate,
+    /// A DCS request of the last loop's actions found etcd unreachable (it timed out): the
+    /// next loop decides without the DCS at once, as after a failed renewal, instead of
+    /// spending another `retry_timeout` on the renewal first.
+    dcs_unreachable: bool,
 }
 
 impl Supervisor {
@@ -290,6 +294,7 @@ impl Supervisor {
             cb_after_demotion: Default::default(),
             failsafe_topology: None,
             failsafe_gate: crate::control::FailsafeGate::default(),
+            dcs_unreachable: false,
             events: event_thread()?,
             bad_config_rev: None,
             health_busy: Arc::default(),

@@ -27,11 +27,21 @@ impl Supervisor {
         // Renew the lease first: the decision must see a fresh deadline. When that fails, the
         // DCS did not answer within retry_timeout: the loop decides without it at once (a
         // primary demotes), rather than spend another retry_timeout on a read.
-        let cluster = match self.renew_lease().await {
-            Ok(_) => self.read_cluster().await,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not renew the etcd lease");
-                None
+        // A request of the last loop's actions timed out the same way (Patroni demotes when
+        // its leader key update fails): decide without the DCS now; the next loop renews.
+        let cluster = if std::mem::take(&mut self.dcs_unreachable) {
+            tracing::warn!(
+                "etcd did not answer the last loop's request within retry_timeout: deciding without the DCS this loop"
+            );
+            self.mem.lease_renewal_failed();
+            None
+        } else {
+            match self.renew_lease().await {
+                Ok(_) => self.read_cluster().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not renew the etcd lease");
+                    None
+                }
             }
         };
         if let (Some(old), Some(new)) = (&self.last_cluster, &cluster) {
