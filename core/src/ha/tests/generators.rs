@@ -687,6 +687,7 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     tags: topology_tags(node, &g.names),
                     race_backoff_ms: c.backoff,
                     synchronous_mode: false,
+                    quorum_commit: false,
                     paused: c.paused,
                     loop_wait_ms: 1_000,
                     failed_loops_before_handover: 2,
