@@ -325,6 +325,25 @@ pub fn at_start(me: &str, mode: SyncMode, strict: bool, key: Option<&SyncState>)
     waiting_for(named, strict)
 }
 
+/// The `sync` key a replica writes before it promotes (compare-and-swap; no promotion when it
+/// fails), as Patroni does: in `synchronous_mode: on`, when the key names another leader (or
+/// was written in quorum mode), a key naming this node alone. Otherwise the key still promises
+/// that its members hold every commit, while the new primary acknowledges commits waiting for
+/// nobody (or `*`) until its first loop as leader rewrites it. Quorum commit needs no key:
+/// [`at_start`] keeps the old one true.
+pub fn key_before_promotion(
+    me: &str,
+    mode: SyncMode,
+    key: Option<&SyncState>,
+) -> Option<SyncState> {
+    if mode != SyncMode::On {
+        return None;
+    }
+    let k = key?;
+    let mine = k.leader.as_deref() == Some(me) && k.quorum.unwrap_or(0) == 0;
+    (!mine).then(|| key_of(me, &[]))
+}
+
 /// Wait for every one of `names`; with none, for any standby in strict mode, else for nobody.
 fn waiting_for(names: Vec<String>, strict: bool) -> Standbys {
     if !names.is_empty() {

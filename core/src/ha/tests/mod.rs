@@ -23,6 +23,7 @@ mod properties;
 mod quorum;
 mod quorum_plan;
 mod simulation;
+mod sync_oracle;
 mod topology;
 mod unit;
 mod unit_operators;

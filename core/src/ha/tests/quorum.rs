@@ -16,7 +16,7 @@ use super::generators::{proptest_config, tags_json};
 use super::invariants::check_node;
 use crate::dcs::{Cluster, Failover, Member, MemberData, SyncState};
 use crate::ha::quorum::{self, Barrier, QuorumInputs, QuorumStep};
-use crate::ha::sync::{Standby, Standbys, SyncInputs, SyncMode};
+use crate::ha::sync::{self, Standby, Standbys, SyncInputs, SyncMode, SyncPlan};
 use crate::ha::{Action, PeerState, World};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -64,6 +64,8 @@ pub(super) enum QEv {
     Wanted(usize),
     Strict(bool),
     MaxLag(Option<u64>),
+    /// An operator switches between `synchronous_mode: quorum` and `on`.
+    QuorumMode(bool),
     /// Without a leader: every running node decides; one of those racing wins the key.
     Elect(Index),
     /// An operator's switchover (to a member, or to the best candidate).
@@ -89,6 +91,10 @@ pub(super) struct QSim {
     max_lag: Option<u64>,
     failover: Option<Failover>,
     promotions: usize,
+    /// `synchronous_mode: quorum` (else `on`).
+    quorum_mode: bool,
+    /// `synchronous_mode: on`'s standbys seen `sync` but not yet published.
+    catching_up: BTreeMap<String, u64>,
     pub(super) log: Vec<String>,
 }
 
@@ -124,6 +130,8 @@ impl QSim {
             max_lag: None,
             failover: None,
             promotions: 0,
+            quorum_mode: true,
+            catching_up: BTreeMap::new(),
             log: Vec::new(),
         }
     }
@@ -257,7 +265,7 @@ impl QSim {
         c.status.optime = None;
         let mut w = world(&n.name, Some(c), pg);
         w.settings.synchronous_mode = true;
-        w.settings.quorum_commit = true;
+        w.settings.quorum_commit = self.quorum_mode;
         w.settings.nofailover = n.nofailover;
         // Everybody has waited long enough: every candidate the rules allow races.
         w.memory.unlocked_since_ms = Some(NOW - 10 * w.settings.ttl_ms);
@@ -303,13 +311,25 @@ impl QSim {
                 self.nodes[to].flush, self.acked
             )));
         }
+        let mode = if self.quorum_mode {
+            SyncMode::Quorum
+        } else {
+            SyncMode::On
+        };
+        if let Some(k) = sync::key_before_promotion(&name, mode, self.key.as_ref()) {
+            self.log
+                .push(format!("  {name} writes {k:?} before promoting"));
+            self.key = Some(k);
+            self.rev += 1;
+        }
         let top = self.nodes[to].flush;
         for n in &mut self.nodes {
             n.flush = n.flush.min(top);
         }
         self.pending.clear();
         self.leader = Some(to);
-        self.setting = quorum::at_start(&name, self.strict, self.key.as_ref());
+        self.setting = sync::at_start(&name, mode, self.strict, self.key.as_ref());
+        self.catching_up.clear();
         self.barrier = None;
         self.failover = None;
         self.promotions += 1;
@@ -318,18 +338,24 @@ impl QSim {
         Ok(())
     }
 
-    /// The leader's loop: what `supervisor/leader.rs` does with the plan.
+    /// The leader's loop: what `supervisor/leader.rs` does with the plan of its mode.
     fn leader_loop(&mut self, cas_fails: bool) -> Result<(), TestCaseError> {
         let Some(l) = self.leader.filter(|l| self.nodes[*l].up) else {
             return Ok(());
         };
         let me = self.nodes[l].name.clone();
+        // PostgreSQL reports `sync` for the standbys of a FIRST setting it waits for.
+        let first = (0..NODES).find(|&j| self.connected(j));
         let rows: Vec<Standby> = (0..NODES)
             .filter(|&j| self.connected(j))
             .map(|j| Standby {
                 name: self.nodes[j].name.clone(),
                 streaming: true,
-                sync: self.setting.names().contains(&self.nodes[j].name),
+                sync: match &self.setting {
+                    Standbys::All(names) => names.contains(&self.nodes[j].name),
+                    Standbys::AnyOne => first == Some(j),
+                    Standbys::Nobody | Standbys::Any { .. } => false,
+                },
                 flush_lsn: self.nodes[j].flush,
             })
             .collect();
@@ -342,26 +368,52 @@ impl QSim {
         };
         let eligible = names(&|n| !n.nosync);
         let no_failover = names(&|n| n.nofailover);
-        let plan = quorum::plan(&QuorumInputs {
-            sync: SyncInputs {
-                me: &me,
-                mode: SyncMode::Quorum,
-                node_count: self.wanted,
-                strict: self.strict,
-                standbys: &rows,
-                eligible: &eligible,
-                no_failover: &no_failover,
-                max_lag: self.max_lag,
-                key: self.key.as_ref(),
-                primary_flush: Some(self.nodes[l].flush),
-                catching_up: &BTreeMap::new(),
+        let catching_up = std::mem::take(&mut self.catching_up);
+        let inputs = SyncInputs {
+            me: &me,
+            mode: if self.quorum_mode {
+                SyncMode::Quorum
+            } else {
+                SyncMode::On
             },
-            setting: &self.setting,
-            barrier: self.barrier.as_ref(),
-        });
-        self.log.push(format!("  {me} plans {:?}", plan.steps));
-        self.barrier = plan.barrier;
-        for step in plan.steps {
+            node_count: self.wanted,
+            strict: self.strict,
+            standbys: &rows,
+            eligible: &eligible,
+            no_failover: &no_failover,
+            max_lag: self.max_lag,
+            key: self.key.as_ref(),
+            primary_flush: Some(self.nodes[l].flush),
+            catching_up: &catching_up,
+        };
+        let steps = if self.quorum_mode {
+            let plan = quorum::plan(&QuorumInputs {
+                sync: inputs,
+                setting: &self.setting,
+                barrier: self.barrier.as_ref(),
+            });
+            self.barrier = plan.barrier;
+            plan.steps
+        } else {
+            // `synchronous_mode: on`: the key write, or the setting then the key.
+            self.barrier = None;
+            match sync::plan(&inputs) {
+                SyncPlan::Off { .. } => return Err(self.fail("synchronous mode is on".into())),
+                SyncPlan::WriteKey(k) => vec![QuorumStep::WriteKey(k)],
+                SyncPlan::Apply {
+                    standbys,
+                    publish,
+                    catching_up,
+                } => {
+                    self.catching_up = catching_up;
+                    let mut steps = vec![QuorumStep::Set(standbys)];
+                    steps.extend(publish.map(QuorumStep::WriteKey));
+                    steps
+                }
+            }
+        };
+        self.log.push(format!("  {me} plans {steps:?}"));
+        for step in steps {
             match step {
                 QuorumStep::WriteKey(_) if cas_fails => {
                     self.log.push("  the key write fails".into());
@@ -495,6 +547,7 @@ impl QSim {
             QEv::Wanted(n) => self.wanted = n,
             QEv::Strict(s) => self.strict = s,
             QEv::MaxLag(m) => self.max_lag = m,
+            QEv::QuorumMode(q) => self.quorum_mode = q,
             QEv::Elect(ref pick) => self.elect(&|n| pick.index(n))?,
             QEv::Switchover(to) => self.switchover(to)?,
             QEv::FailoverTo(c) => {
@@ -521,6 +574,7 @@ impl QSim {
             n.api = true;
         }
         self.max_lag = None;
+        self.quorum_mode = true;
         for k in 0..NODES {
             self.elect(&|_| k)?;
         }
@@ -618,6 +672,7 @@ fn arb_event() -> impl Strategy<Value = QEv> {
         1 => (1..=3usize).prop_map(QEv::Wanted),
         1 => any::<bool>().prop_map(QEv::Strict),
         1 => prop::option::of(Just(2 * COMMIT)).prop_map(QEv::MaxLag),
+        1 => prop::bool::weighted(0.7).prop_map(QEv::QuorumMode),
         3 => any::<Index>().prop_map(QEv::Elect),
         1 => prop::option::of(node()).prop_map(QEv::Switchover),
         1 => node().prop_map(QEv::FailoverTo),
