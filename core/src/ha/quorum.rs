@@ -373,6 +373,78 @@ pub fn at_start(me: &str, strict: bool, key: Option<&SyncState>) -> Standbys {
     }
 }
 
+/// `synchronous_standby_names` as the server reports it, for [`QuorumInputs::setting`]: empty
+/// (nobody), `*`, `ANY n (...)`, `FIRST n (...)`, `n (...)` and a bare list (`FIRST 1`),
+/// names quoted or not. `FIRST n` of more than `n` names also puts each commit on `n` of them,
+/// and is read as `ANY n`; what cannot be read (a `*` among names, a count that does not
+/// parse) as `*`, whose commits may be on any one standby: the plan trusts it least.
+pub fn parse_setting(s: &str) -> Standbys {
+    let t = s.trim();
+    if t.is_empty() {
+        return Standbys::Nobody;
+    }
+    let (any, rest) = match t.split_once(char::is_whitespace) {
+        Some((w, rest)) if w.eq_ignore_ascii_case("ANY") => (true, rest.trim_start()),
+        Some((w, rest)) if w.eq_ignore_ascii_case("FIRST") => (false, rest.trim_start()),
+        _ => (false, t),
+    };
+    let (count, list) = match rest.find('(') {
+        Some(open) if rest.ends_with(')') => {
+            let Ok(n) = rest[..open].trim().parse::<usize>() else {
+                return Standbys::AnyOne;
+            };
+            (n, &rest[open + 1..rest.len() - 1])
+        }
+        _ if any => return Standbys::AnyOne,
+        _ => (1, rest),
+    };
+    let Some(mut names) = standby_names(list) else {
+        return Standbys::AnyOne;
+    };
+    if count == 0 || names.is_empty() {
+        return Standbys::Nobody;
+    }
+    if !any && count >= names.len() {
+        return Standbys::All(names);
+    }
+    names.sort();
+    Standbys::Any { count, names }
+}
+
+/// The names of a `synchronous_standby_names` list; `None` for a `*` or an unterminated quote.
+fn standby_names(list: &str) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut chars = list.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut name = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next()? {
+                    '"' if chars.next_if_eq(&'"').is_some() => name.push('"'),
+                    '"' => break,
+                    c => name.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                name.push(c);
+            }
+            name = name.trim().to_string();
+            if name == "*" {
+                return None;
+            }
+        }
+        if !name.is_empty() {
+            names.push(name);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next().is_none() {
+            return Some(names);
+        }
+    }
+}
+
 /// The names of the key's voting set: its standbys and the leader that wrote it.
 pub fn voting_set(key: &SyncState) -> BTreeSet<String> {
     let mut set: BTreeSet<String> = key.members().into_iter().collect();

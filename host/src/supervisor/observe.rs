@@ -295,6 +295,7 @@ impl Supervisor {
                 .collect(),
             race_backoff_ms: 2000,
             synchronous_mode: self.dynamic.synchronous_mode != SyncMode::Off,
+            quorum_commit: self.dynamic.synchronous_mode == SyncMode::Quorum,
             paused: self.dynamic.pause.unwrap_or(false),
             loop_wait_ms: self.dynamic.loop_wait.max(1).saturating_mul(1000),
             failed_loops_before_handover: self.cfg.regent.failed_loops_before_handover,

@@ -3,7 +3,9 @@
 //! leader, and the proof a candidate needs.
 
 use crate::dcs::SyncState;
-use crate::ha::quorum::{Barrier, QuorumInputs, QuorumPlan, QuorumStep, at_start, plan, proves};
+use crate::ha::quorum::{
+    Barrier, QuorumInputs, QuorumPlan, QuorumStep, at_start, parse_setting, plan, proves,
+};
 use crate::ha::sync::{Standby, Standbys, SyncInputs, SyncMode};
 use std::collections::BTreeMap;
 
@@ -299,4 +301,25 @@ fn a_candidate_needs_quorum_plus_one_votes_of_the_voting_set_itself_included() {
     assert!(proves("a", None, &k, &at(&[])).is_ok());
     assert!(proves("b", Some(50), &k, &at(&[("a", 50)])).is_ok());
     assert!(proves("b", Some(50), &k, &at(&[("a", 51)])).is_err());
+}
+
+#[test]
+fn the_setting_is_read_back_as_the_server_reports_it() {
+    for s in [
+        Standbys::Nobody,
+        Standbys::AnyOne,
+        Standbys::All(names(&["pg-2", "b"])),
+        any(2, &["a", "b \"quoted\"", "c,d"]),
+    ] {
+        assert_eq!(parse_setting(&s.setting()), s, "{}", s.setting());
+    }
+    assert_eq!(parse_setting("any 1 (b, a)"), any(1, &["a", "b"]));
+    assert_eq!(parse_setting("FIRST 1 (a, b)"), any(1, &["a", "b"]));
+    assert_eq!(parse_setting("a, b"), any(1, &["a", "b"]));
+    assert_eq!(parse_setting("a"), Standbys::All(names(&["a"])));
+    assert_eq!(parse_setting("2 (a, b)"), Standbys::All(names(&["a", "b"])));
+    assert_eq!(parse_setting("ANY 1 (a, *)"), Standbys::AnyOne);
+    assert_eq!(parse_setting("ANY x (a)"), Standbys::AnyOne);
+    assert_eq!(parse_setting("ANY 1 (\"a)"), Standbys::AnyOne);
+    assert_eq!(parse_setting("  "), Standbys::Nobody);
 }
