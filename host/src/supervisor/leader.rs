@@ -10,6 +10,42 @@ use crate::config::SyncMode;
 use crate::dcs::{Cluster, HistoryLine, Status, tag_bool};
 use crate::ha::World;
 use crate::ha::{quorum, sync};
+use std::collections::BTreeMap;
+
+/// What synchronous mode knows this loop, but the key and the standbys catching up.
+struct SyncFacts {
+    me: String,
+    mode: SyncMode,
+    node_count: usize,
+    strict: bool,
+    standbys: Vec<sync::Standby>,
+    eligible: Vec<String>,
+    no_failover: Vec<String>,
+    max_lag: Option<u64>,
+    primary_flush: Option<u64>,
+}
+
+impl SyncFacts {
+    fn inputs<'a>(
+        &'a self,
+        key: Option<&'a crate::dcs::SyncState>,
+        catching_up: &'a BTreeMap<String, u64>,
+    ) -> sync::SyncInputs<'a> {
+        sync::SyncInputs {
+            me: &self.me,
+            mode: self.mode,
+            node_count: self.node_count,
+            strict: self.strict,
+            standbys: &self.standbys,
+            eligible: &self.eligible,
+            no_failover: &self.no_failover,
+            max_lag: self.max_lag,
+            key,
+            primary_flush: self.primary_flush,
+            catching_up,
+        }
+    }
+}
 
 impl Supervisor {
     /// The leader's per-loop work: publish `/status`, keep member slots.
@@ -118,29 +154,27 @@ impl Supervisor {
             .last_pg
             .as_ref()
             .and_then(|p| p.flush_lsn_after_walsenders.or(p.flush_lsn));
-        if self.dynamic.synchronous_mode == SyncMode::Quorum {
+        let facts = SyncFacts {
+            me: self.cfg.name.clone(),
+            mode: self.dynamic.synchronous_mode,
+            node_count: usize::try_from(self.dynamic.synchronous_node_count).unwrap_or(usize::MAX),
+            strict: self.dynamic.synchronous_mode_strict,
+            standbys,
+            eligible,
+            no_failover,
+            max_lag: u64::try_from(self.dynamic.maximum_lag_on_syncnode).ok(),
+            primary_flush,
+        };
+        let mode = facts.mode;
+        if mode == SyncMode::Quorum {
             self.mem.sync_catching_up.clear();
             // What the server waits for now; unknown (no state read this loop) as `*`, which
             // the plan trusts least.
             let setting = self.last_pg.as_ref().map_or(sync::Standbys::AnyOne, |p| {
                 quorum::parse_setting(&p.synchronous_standby_names)
             });
-            let me = self.cfg.name.clone();
             let plan = quorum::plan(&quorum::QuorumInputs {
-                sync: sync::SyncInputs {
-                    me: &me,
-                    mode: SyncMode::Quorum,
-                    node_count: usize::try_from(self.dynamic.synchronous_node_count)
-                        .unwrap_or(usize::MAX),
-                    strict: self.dynamic.synchronous_mode_strict,
-                    standbys: &standbys,
-                    eligible: &eligible,
-                    no_failover: &no_failover,
-                    max_lag: u64::try_from(self.dynamic.maximum_lag_on_syncnode).ok(),
-                    key: key.as_ref(),
-                    primary_flush,
-                    catching_up: &Default::default(),
-                },
+                sync: facts.inputs(key.as_ref(), &BTreeMap::new()),
                 setting: &setting,
                 barrier: self.mem.quorum_barrier.as_ref(),
             });
@@ -150,20 +184,7 @@ impl Supervisor {
         // A key write (a take-over or a shrink) is followed at once by the setting change it
         // prepares, so a standby that left stops holding up commits within this loop.
         for _ in 0..3 {
-            let plan = sync::plan(&sync::SyncInputs {
-                me: &self.cfg.name,
-                mode: self.dynamic.synchronous_mode,
-                node_count: usize::try_from(self.dynamic.synchronous_node_count)
-                    .unwrap_or(usize::MAX),
-                strict: self.dynamic.synchronous_mode_strict,
-                standbys: &standbys,
-                eligible: &eligible,
-                no_failover: &no_failover,
-                max_lag: u64::try_from(self.dynamic.maximum_lag_on_syncnode).ok(),
-                key: key.as_ref(),
-                primary_flush,
-                catching_up: &self.mem.sync_catching_up,
-            });
+            let plan = sync::plan(&facts.inputs(key.as_ref(), &self.mem.sync_catching_up));
             if !matches!(plan, sync::SyncPlan::Apply { .. }) {
                 self.mem.sync_catching_up.clear();
             }
