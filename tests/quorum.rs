@@ -24,13 +24,12 @@ fn count_rows(port: u16) -> Option<i64> {
 
 /// Ids `from..=to` written one by one on `port`; each must be acknowledged.
 fn write_acked(port: u16, from: i64, to: i64) -> Vec<i64> {
-    (from..=to)
-        .map(|i| {
-            psql(port, &format!("INSERT INTO acked VALUES ({i})"))
-                .unwrap_or_else(|e| panic!("insert {i}: {e}"));
-            i
-        })
-        .collect()
+    let ids: Vec<i64> = (from..=to).collect();
+    for i in &ids {
+        psql(port, &format!("INSERT INTO acked VALUES ({i})"))
+            .unwrap_or_else(|e| panic!("insert {i}: {e}"));
+    }
+    ids
 }
 
 /// Every acknowledged id is on the node at `port`.
@@ -60,19 +59,6 @@ fn signal_walreceiver(port: u16, sig: Signal) -> i32 {
     pid
 }
 
-fn patch_config(c: &Cluster, node: usize, body: &str) {
-    let n = &c.nodes[node];
-    let answer = http_request_at(
-        &n.host,
-        n.api_port,
-        "PATCH",
-        "/config",
-        Some(body),
-        Duration::from_secs(5),
-    );
-    assert_eq!(answer.map(|(s, _)| s), Some(200), "PATCH /config {body}");
-}
-
 #[test]
 fn quorum_commit_keeps_every_acknowledged_commit_when_the_leader_crashes_with_a_standby_lagging() {
     let _g = serial();
@@ -83,11 +69,8 @@ fn quorum_commit_keeps_every_acknowledged_commit_when_the_leader_crashes_with_a_
         "CREATE TABLE acked (id bigint primary key); CREATE TABLE split_brain_probe (t timestamptz)",
     )
     .expect("create tables");
-    patch_config(
-        &c,
-        leader,
-        r#"{"synchronous_mode": "quorum", "synchronous_node_count": 1}"#,
-    );
+    let quorum = r#"{"synchronous_mode": "quorum", "synchronous_node_count": 1}"#;
+    assert_eq!(c.nodes[leader].patch_config(quorum), Some(200));
     let mut replicas: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     replicas.sort_by_key(|i| c.nodes[*i].name.clone());
     let (a, b) = (
