@@ -12,7 +12,7 @@
 //! **The invariant this module keeps**: at every moment, for every acknowledged commit, at
 //! most `quorum` members of the key's voting set lack it. The leader changes the key and the
 //! setting one step at a time ([`plan`]), and every step is checked against the commits that
-//! may have been acknowledged so far ([`KeyCheck`]):
+//! may have been acknowledged so far (`KeyCheck`):
 //!
 //! - commits acknowledged under the setting in force (`ANY n (S)`): on `n` members of `S`, so
 //!   at most `|V| - (n - |S \ V|)` voters `V` lack one;
