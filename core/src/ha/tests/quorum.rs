@@ -90,7 +90,9 @@ pub(super) struct QSim {
     strict: bool,
     max_lag: Option<u64>,
     failover: Option<Failover>,
-    promotions: usize,
+    /// What the run went through: promotions with commits at stake, lagging voters kept out,
+    /// keys with a quorum ([`simulation_reaches_the_cases_that_matter`]).
+    tally: BTreeMap<&'static str, usize>,
     /// `synchronous_mode: quorum` (else `on`).
     quorum_mode: bool,
     /// `synchronous_mode: on`'s standbys seen `sync` but not yet published.
@@ -129,7 +131,7 @@ impl QSim {
             strict,
             max_lag: None,
             failover: None,
-            promotions: 0,
+            tally: BTreeMap::new(),
             quorum_mode: true,
             catching_up: BTreeMap::new(),
             log: Vec::new(),
@@ -332,7 +334,12 @@ impl QSim {
         self.catching_up.clear();
         self.barrier = None;
         self.failover = None;
-        self.promotions += 1;
+        if self.acked > 0 {
+            *self
+                .tally
+                .entry("promotions with acknowledged commits")
+                .or_default() += 1;
+        }
         self.log
             .push(format!("  {name} waits for {:?}", self.setting.setting()));
         Ok(())
@@ -420,6 +427,9 @@ impl QSim {
                     break;
                 }
                 QuorumStep::WriteKey(k) => {
+                    if k.quorum.unwrap_or(0) > 0 {
+                        *self.tally.entry("keys written with a quorum").or_default() += 1;
+                    }
                     self.key = Some(k);
                     self.rev += 1;
                 }
@@ -449,6 +459,14 @@ impl QSim {
                 .any(|a| matches!(a, Action::AcquireLeader { .. }))
             {
                 racers.push(i);
+            } else if self.nodes[i].flush < self.acked
+                && self
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| k.members().contains(&w.me))
+            {
+                // A voter lacking acknowledged commits: `synchronous_mode: on` would let it race.
+                *self.tally.entry("lagging voters kept out").or_default() += 1;
             }
         }
         if racers.is_empty() {
@@ -696,5 +714,41 @@ proptest! {
             sim.step(ev)?;
         }
         sim.settle()?;
+    }
+}
+
+/// The simulation reaches what the property is about often enough for it to mean something:
+/// promotions with acknowledged commits at stake, voters lacking some of them kept out of an
+/// election (the rule of `synchronous_mode: on` would let them race), keys with a quorum.
+#[test]
+fn simulation_reaches_the_cases_that_matter() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let runs = (
+        1..=3usize,
+        any::<bool>(),
+        prop::collection::vec(arb_event(), 1..120),
+    );
+    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    for _ in 0..1_000 {
+        let Ok(tree) = runs.new_tree(&mut runner) else {
+            continue;
+        };
+        let (wanted, strict, events) = tree.current();
+        let mut sim = QSim::new(wanted, strict);
+        for ev in &events {
+            sim.step(ev).expect("the property holds");
+        }
+        for (k, n) in sim.tally {
+            *tally.entry(k).or_default() += n;
+        }
+    }
+    for (what, least) in [
+        ("promotions with acknowledged commits", 150),
+        ("lagging voters kept out", 40),
+        ("keys written with a quorum", 300),
+    ] {
+        let n = tally.get(what).copied().unwrap_or(0);
+        assert!(n >= least, "only {n} {what} in 1000 runs: {tally:?}");
     }
 }
