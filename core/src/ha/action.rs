@@ -11,6 +11,9 @@ pub enum DemoteMode {
     Immediate,
     /// DCS unreachable and the lease deadline passed: fast stop, restart read-only.
     Offline,
+    /// The cluster became a standby cluster: fast stop, keep the leader key, restart as the
+    /// standby leader replicating from the remote primary (Patroni's `demote-cluster`).
+    ToStandbyLeader,
 }
 
 /// Why this node races for the leader key.
@@ -87,6 +90,16 @@ pub enum Action {
     ReleaseLeader,
     /// Race for `initialize`, initdb, start, publish, take the leader key.
     Bootstrap,
+    /// A standby cluster's bootstrap: race for `initialize`, clone from the remote primary
+    /// (`standby_cluster` host and port, or its `create_replica_methods`), start replicating
+    /// from it, take the leader key as the standby leader.
+    BootstrapStandby,
+    /// Start PostgreSQL read-only, replicating from the standby cluster's remote primary: this
+    /// node holds the lock of a standby cluster.
+    StartStandbyLeader,
+    /// Point the running replica at the standby cluster's remote primary: this node holds the
+    /// lock of a standby cluster.
+    FollowRemote,
     /// pg_basebackup from `source` (the leader, or a replica tagged `clonefrom`), then start
     /// as its replica.
     CloneFrom {

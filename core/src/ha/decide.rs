@@ -7,6 +7,7 @@ use super::failsafe;
 use super::policy::{ElectionReason, Health, Policy, Ranking};
 use super::ranking::{streaming_only, sync_only};
 use super::request::leader_request;
+use super::standby;
 use super::{AcquireReason, Action, DataDir, Decision, DemoteMode, HandOverReason, World};
 use crate::dcs::Cluster;
 
@@ -156,6 +157,9 @@ fn decide_empty(w: &World, cluster: &Cluster) -> Decision {
         );
     }
     if cluster.initialize.is_none() && !w.settings.nofailover && w.settings.failover_priority > 0 {
+        if w.settings.standby_cluster {
+            return standby::bootstrap();
+        }
         return Decision::new(
             "no cluster yet: racing to bootstrap",
             vec![Action::Bootstrap],
@@ -187,6 +191,9 @@ fn decide_stopped(w: &World, was_primary: bool) -> Decision {
             "the cluster is paused: PostgreSQL is not running and is left stopped",
             vec![],
         );
+    }
+    if w.holds_lock() && w.settings.standby_cluster {
+        return standby::lead_stopped();
     }
     if w.holds_lock() {
         return if was_primary {
@@ -281,6 +288,9 @@ fn renewal_failed() -> Decision {
 fn decide_primary(w: &World, cluster: &Cluster, sysid: &str, policy: &dyn Policy) -> Decision {
     if w.memory.renewal_failed && !w.settings.paused {
         return failsafe::leading_without_dcs(w).unwrap_or_else(renewal_failed);
+    }
+    if w.holds_lock() && w.settings.standby_cluster && !w.settings.paused {
+        return standby::lead_primary();
     }
     if w.holds_lock() {
         let mut actions = vec![Action::KeepLeading];
@@ -436,6 +446,9 @@ fn decide_primary_paused(w: &World, cluster: &Cluster) -> Decision {
 }
 
 pub(super) fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
+    if w.holds_lock() && w.settings.standby_cluster {
+        return standby::lead_replica(w);
+    }
     if w.holds_lock()
         && w.memory
             .promotion_veto_in_force(w.now_ms, w.settings.ttl_ms)
@@ -516,7 +529,7 @@ pub(super) fn decide_replica(w: &World, policy: &dyn Policy) -> Decision {
             );
         }
         let upstream = w.upstream_under(leader);
-        if w.pg.upstream != upstream {
+        if w.pg.upstream != upstream || w.pg.follows_remote {
             let why = match upstream.as_deref() {
                 Some(u) if u == leader => format!("following new leader {leader}"),
                 Some(u) => format!("following {u} (replicatefrom), under leader {leader}"),

@@ -16,6 +16,7 @@
 //!   candidate needs.
 //! - [`topology`]: whom a replica streams and clones from, and which slots a node keeps.
 //! - `failsafe`: failsafe mode (a leader without the DCS, kept by its members' answers).
+//! - `standby`: standby clusters (the lock holder follows a remote primary, never promotes).
 
 mod action;
 mod decide;
@@ -27,6 +28,7 @@ pub mod policy;
 pub mod quorum;
 mod ranking;
 mod request;
+mod standby;
 pub mod sync;
 pub mod topology;
 mod world;

@@ -55,6 +55,9 @@ pub struct PgView {
     pub former_primary: bool,
     /// A replica's WAL receiver is streaming from its upstream right now.
     pub receiving: bool,
+    /// The replica is configured to stream from the remote primary of a standby cluster
+    /// (`standby_cluster`), not from a member.
+    pub follows_remote: bool,
 }
 
 impl PgView {
@@ -138,6 +141,9 @@ pub struct Settings {
     /// `failsafe_mode` is on: a leader without the DCS stays primary while every member in
     /// the `failsafe` key accepts its `POST /failsafe` (see `failsafe.rs`).
     pub failsafe_mode: bool,
+    /// The cluster is a standby cluster (`standby_cluster` in the cluster config): its leader
+    /// is a `standby_leader` that replicates from a remote primary and is never promoted.
+    pub standby_cluster: bool,
 }
 
 /// The whole snapshot one decision is made from.
@@ -190,16 +196,23 @@ impl World {
         })
     }
 
-    /// Whether `leader`'s member key says it runs as a primary. A leader still promoting is in
-    /// recovery on the old timeline, and pg_rewind against it finds "no rewind required" for a
-    /// former primary that has diverged: that node would then never stream.
+    /// Whether `leader`'s member key says it runs as a primary (in a standby cluster: as the
+    /// standby leader, which pg_rewind from PostgreSQL 14 on accepts as its source). A leader
+    /// still promoting is in recovery on the old timeline, and pg_rewind against it finds "no
+    /// rewind required" for a former primary that has diverged: that node would then never
+    /// stream.
     pub(super) fn leader_runs_as_primary(&self, leader: &str) -> bool {
+        let standby = self.settings.standby_cluster;
         self.cluster
             .as_ref()
             .and_then(|c| c.member(leader))
             .is_some_and(|m| {
-                matches!(m.data.role.as_deref(), Some("primary" | "master"))
-                    && m.data.state.as_deref() == Some("running")
+                let leads = match m.data.role.as_deref() {
+                    Some("primary" | "master") => true,
+                    Some("standby_leader") => standby,
+                    _ => false,
+                };
+                leads && m.data.state.as_deref() == Some("running")
             })
     }
 

@@ -75,6 +75,10 @@ pub struct DynamicConfig {
         skip_serializing_if = "super::slots::is_default_ttl"
     )]
     pub(crate) member_slots_ttl: u64,
+    /// `standby_cluster`: the cluster replicates from a remote primary and is never
+    /// writable; removing the section promotes its standby leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) standby_cluster: Option<super::standby::StandbyCluster>,
     /// Set by [`DynamicConfig::fit_timing`] when the timing given broke
     /// `loop_wait + 2 × retry_timeout <= ttl`: what was given and what is used instead.
     #[serde(skip)]
@@ -90,6 +94,13 @@ pub struct Timing {
     pub loop_wait: u64,
     /// Seconds one DCS call may take.
     pub retry_timeout: u64,
+}
+
+impl DynamicConfig {
+    /// The `standby_cluster` section, when it makes this a standby cluster.
+    pub(crate) fn standby(&self) -> Option<&super::standby::StandbyCluster> {
+        self.standby_cluster.as_ref().filter(|s| s.is_active())
+    }
 }
 
 /// Timing that broke `loop_wait + 2 × retry_timeout <= ttl`, and what a node runs with instead
@@ -170,6 +181,7 @@ impl Default for DynamicConfig {
             slots: BTreeMap::new(),
             ignore_slots: Vec::new(),
             member_slots_ttl: super::slots::d_member_slots_ttl(),
+            standby_cluster: None,
             timing_adjusted: None,
         }
     }

@@ -35,18 +35,15 @@ macro_rules! always {
     };
 }
 
-fn non_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Mapping(m) => !m.is_empty(),
-        Value::Sequence(s) => !s.is_empty(),
-        Value::String(s) => !s.trim().is_empty(),
-        _ => true,
-    }
-}
-
-/// Why a non-empty `standby_cluster` is refused.
-const WHY_STANDBY_CLUSTER: &str = "this node would bootstrap or lead a writable cluster of its own instead of following the remote primary";
+const STANDBY_CLUSTER: &[(&str, Key)] = &[
+    ("host", Known),
+    ("port", Known),
+    ("primary_slot_name", Known),
+    ("create_replica_methods", Known),
+    ("restore_command", Known),
+    ("archive_cleanup_command", Known),
+    ("recovery_min_apply_delay", Known),
+];
 
 fn ssl_rootcert(v: &Value) -> Option<&'static str> {
     (v.as_str().map(str::trim) == Some("system")).then_some(
@@ -158,10 +155,7 @@ const DCS: &[(&str, Key)] = &[
     ("primary_race_backoff", Unsupported),
     ("failsafe_mode", Known),
     ("member_slots_ttl", Known),
-    (
-        "standby_cluster",
-        Refused(|v| non_empty(v).then_some(WHY_STANDBY_CLUSTER)),
-    ),
+    ("standby_cluster", Section(STANDBY_CLUSTER)),
     ("slots", Known),
     ("ignore_slots", Known),
 ];
@@ -494,10 +488,6 @@ mod tests {
     #[test]
     fn patroni_keys_whose_absence_changes_the_cluster_are_refused() {
         for (key, value) in [
-            (
-                "bootstrap.dcs.standby_cluster",
-                "{host: 10.0.0.9, port: 5432}",
-            ),
             (
                 "postgresql.authentication.replication.sslrootcert",
                 "system",

@@ -43,6 +43,7 @@ mod parse;
 mod schema;
 mod slots;
 mod source;
+mod standby;
 #[cfg(test)]
 mod test_support;
 mod validate;
@@ -65,6 +66,7 @@ pub(crate) use schema::{
 };
 pub(crate) use slots::IgnoreSlot;
 pub use source::{ConfigSource, load};
+pub use standby::StandbyCluster;
 pub use validate::{DynamicChange, check_dynamic_change, validate_dynamic};
 pub(crate) use values::{HostList, InitdbOption, dcs_prefix, split_host_port};
 pub(crate) use watchdog::{WatchdogConfig, WatchdogMode};

@@ -825,19 +825,6 @@ mod tests {
         assert_eq!((d.loop_wait, d.retry_timeout), (1, 14));
     }
 
-    #[test]
-    fn dynamic_keys_regent_cannot_honour_are_refused() {
-        for (doc, key) in [(
-            serde_json::json!({"standby_cluster": {"host": "10.0.0.9"}}),
-            "standby_cluster",
-        )] {
-            match validate_dynamic(&doc) {
-                Err(ConfigError::NotSupported { key: k, .. }) => assert_eq!(k, key, "{doc}"),
-                other => panic!("{doc}: {other:?}"),
-            }
-        }
-    }
-
     /// Quorum commit (`synchronous_mode: quorum`, issue 15.2) is accepted, with its node
     /// count, strict mode and lag limit, in the DCS and in the bootstrap section.
     #[test]

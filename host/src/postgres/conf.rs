@@ -10,6 +10,9 @@ const REGENT_CONF: &str = "regent.conf";
 
 const UPSTREAM_MARK: &str = "# regent-upstream: ";
 
+/// Marks a `regent.conf` whose upstream is the standby cluster's remote primary.
+pub(super) const REMOTE_MARK: &str = "# regent-remote: ";
+
 impl Postgres {
     pub(super) fn write_hba(&self) -> Result<()> {
         if self.s.pg_hba.is_empty() {
@@ -77,7 +80,13 @@ impl Postgres {
         }
         if standby {
             params.insert("recovery_target_timeline".into(), "latest".into());
-            if let Some(u) = upstream {
+            self.standby_recovery(&mut params, upstream);
+            if let Some(u) = upstream.filter(|u| u.remote && u.host.is_empty()) {
+                // A standby leader recovering from the archive only.
+                params.insert("primary_conninfo".into(), String::new());
+                params.insert("primary_slot_name".into(), String::new());
+                text.push_str(&format!("{REMOTE_MARK}{}\n", u.name));
+            } else if let Some(u) = upstream {
                 let ci = primary_conninfo(
                     u,
                     &self.s.replication.user,
@@ -85,11 +94,16 @@ impl Postgres {
                     &self.s.name,
                 ) + &self.s.replication.conninfo_tail();
                 params.insert("primary_conninfo".into(), ci);
-                params.insert(
-                    "primary_slot_name".into(),
-                    crate::dcs::slot_name(&self.s.name),
-                );
-                text.push_str(&format!("{UPSTREAM_MARK}{}\n", u.name));
+                if u.remote {
+                    params.insert("primary_slot_name".into(), self.remote_slot());
+                    text.push_str(&format!("{REMOTE_MARK}{}:{}\n", u.host, u.port));
+                } else {
+                    params.insert(
+                        "primary_slot_name".into(),
+                        crate::dcs::slot_name(&self.s.name),
+                    );
+                    text.push_str(&format!("{UPSTREAM_MARK}{}\n", u.name));
+                }
             } else {
                 params.insert("primary_conninfo".into(), String::new());
                 params.insert("primary_slot_name".into(), String::new());
@@ -139,13 +153,18 @@ impl Postgres {
     /// The upstream written into regent.conf, if any (read only if it is a regular file of at
     /// most 1 MiB, never through a link: the data directory is the PostgreSQL OS user's).
     pub(crate) fn configured_upstream(&self) -> Option<String> {
+        self.regent_conf_mark(UPSTREAM_MARK)
+    }
+
+    /// The line of regent.conf that follows `mark`, if any.
+    pub(super) fn regent_conf_mark(&self, mark: &str) -> Option<String> {
         let (bytes, _) = crate::safe_fs::Dir::open(&self.s.data_dir)
             .ok()?
             .read_regular(REGENT_CONF.as_ref(), 1 << 20)
             .ok()?;
         let text = String::from_utf8(bytes).ok()?;
         text.lines()
-            .find_map(|l| l.strip_prefix(UPSTREAM_MARK))
+            .find_map(|l| l.strip_prefix(mark))
             .map(|s| s.trim().to_string())
     }
 }

@@ -280,6 +280,7 @@ fn upstream(host: &str) -> Upstream {
         name: "pg-1".into(),
         host: host.into(),
         port: 5432,
+        remote: false,
     }
 }
 

@@ -17,8 +17,18 @@ impl Postgres {
     /// only methods with `no_leader` apply), trying each method in order until one succeeds.
     /// Returns the name of the method that did.
     pub(crate) async fn create_replica(&self, source: Option<&Upstream>) -> Result<String> {
+        self.create_replica_with(&self.s.methods.replica, source)
+            .await
+    }
+
+    /// [`Self::create_replica`] with the methods given, in their order.
+    pub(super) async fn create_replica_with(
+        &self,
+        methods: &[ReplicaMethod],
+        source: Option<&Upstream>,
+    ) -> Result<String> {
         let mut failures = Vec::new();
-        for method in &self.s.methods.replica {
+        for method in methods {
             let res = match method {
                 ReplicaMethod::Basebackup => match source {
                     Some(up) => self.basebackup(up).await.map(|()| "basebackup".to_string()),

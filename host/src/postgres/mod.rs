@@ -26,6 +26,7 @@ mod replication;
 #[cfg(test)]
 mod root_tests;
 mod session;
+mod standby;
 mod state;
 mod tls;
 
@@ -165,6 +166,8 @@ pub(crate) struct Postgres {
     former_primary: std::sync::atomic::AtomicBool,
     /// Recovery parameters of a custom bootstrap's first start (`recovery_conf`).
     recovery_params: std::sync::Mutex<BTreeMap<String, String>>,
+    /// The cluster's `standby_cluster` section, when it makes a standby cluster.
+    standby: std::sync::Mutex<Option<crate::config::StandbyCluster>>,
 }
 
 /// An upstream to stream from.
@@ -173,6 +176,9 @@ pub(crate) struct Upstream {
     pub(crate) name: String,
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// The standby cluster's remote primary (not a member): streamed from through
+    /// `standby_cluster.primary_slot_name`, with its `recovery_min_apply_delay`.
+    pub(crate) remote: bool,
 }
 
 impl Postgres {
@@ -200,6 +206,7 @@ impl Postgres {
             sync_names: std::sync::Mutex::new(String::new()),
             departed_slots: std::sync::Mutex::new(BTreeMap::new()),
             recovery_params: std::sync::Mutex::new(BTreeMap::new()),
+            standby: std::sync::Mutex::new(None),
             last_configured: std::sync::Mutex::new(None),
         };
         // The guard's files and the server log live beside the data directory (by default):

@@ -300,6 +300,7 @@ async fn a_failed_clone_never_chowns_or_empties_a_directory_behind_a_link() {
         name: "n0".into(),
         host: "127.0.0.1".into(),
         port: 5432,
+        remote: false,
     };
     // No pg_basebackup in bin: the clone fails.
     let result = l.postgres(None).basebackup(&upstream).await;

@@ -27,6 +27,8 @@ impl Supervisor {
             Action::KeepLeading => {
                 if w.holds_lock() && w.pg.is_primary() {
                     self.leader_duties(w).await?;
+                } else if w.holds_lock() && w.pg.is_replica() && w.settings.standby_cluster {
+                    self.standby_leader_duties(w).await?;
                 }
                 Ok(false)
             }
@@ -101,6 +103,9 @@ impl Supervisor {
                 }
                 self.bootstrap().await
             }
+            Action::BootstrapStandby => self.bootstrap_standby().await,
+            Action::StartStandbyLeader => self.start_standby_leader().await,
+            Action::FollowRemote => self.follow_remote(),
             Action::CloneFrom { source } => {
                 let up = self.upstream_for(w, source)?;
                 self.phase = PgPhase::CreatingReplica;
@@ -265,10 +270,13 @@ impl Supervisor {
                 }
                 Ok(true)
             }
+            Action::Demote {
+                mode: DemoteMode::ToStandbyLeader,
+            } => self.demote_to_standby_leader().await,
             Action::Demote { mode } => {
                 let (stop, why) = match mode {
                     DemoteMode::Immediate => (StopMode::Immediate, "lost the leader lock"),
-                    DemoteMode::Offline => (
+                    DemoteMode::Offline | DemoteMode::ToStandbyLeader => (
                         StopMode::Fast,
                         "the lease could not be renewed, or the DCS is unreachable past the lease deadline",
                     ),
@@ -603,6 +611,15 @@ impl Supervisor {
         }
         self.arm_watchdog().await?;
         self.arm_guard()?;
+        let sysid = self.publish_new_cluster().await?;
+        self.role = NodeRole::Primary;
+        tracing::info!(%sysid, "bootstrapped a new cluster");
+        Ok(())
+    }
+
+    /// After a bootstrap took the leader key: publish the data directory's system identifier
+    /// in `initialize` and the cluster's `config`. Returns the identifier.
+    pub(super) async fn publish_new_cluster(&mut self) -> Result<String, SupervisorError> {
         let cd = self.pg.controldata().await?;
         let sysid = cd
             .get("Database system identifier")
@@ -613,10 +630,8 @@ impl Supervisor {
             .map_err(|e| SupervisorError::Io(format!("encode dynamic config: {e}")))?;
         self.dcs.seed_config(&dynamic).await?;
         self.sysid = Some(sysid.clone());
-        self.role = NodeRole::Primary;
-        tracing::info!(%sysid, "bootstrapped a new cluster");
         crate::metrics::failover("bootstrap");
-        Ok(())
+        Ok(sysid)
     }
 }
 
@@ -661,6 +676,7 @@ pub(super) fn upstream_in(
         name: leader.to_string(),
         host,
         port,
+        remote: false,
     })
 }
 

@@ -95,7 +95,8 @@ impl Supervisor {
         &mut self,
         w: &World,
     ) -> Result<(), SupervisorError> {
-        if self.dynamic.synchronous_mode == SyncMode::Off {
+        // Synchronous mode does not apply to a standby cluster.
+        if self.dynamic.synchronous_mode == SyncMode::Off || self.dynamic.standby().is_some() {
             return Ok(());
         }
         let (key, rev) = match w.cluster.as_ref().and_then(|c| c.sync.as_ref()) {

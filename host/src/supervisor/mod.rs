@@ -33,6 +33,7 @@ mod publish;
 mod reload;
 mod rollout;
 mod slots;
+mod standby;
 
 use crate::api::{self, LocalSnapshot};
 use crate::config::{Config, DynamicConfig, split_host_port};
@@ -115,6 +116,8 @@ enum NodeRole {
     Replica,
     /// Stopped after being a primary.
     Demoted,
+    /// Leads a standby cluster: read-only, replicating from the remote primary.
+    StandbyLeader,
 }
 
 impl NodeRole {
@@ -124,6 +127,7 @@ impl NodeRole {
             NodeRole::Primary => "primary",
             NodeRole::Replica => "replica",
             NodeRole::Demoted => "demoted",
+            NodeRole::StandbyLeader => "standby_leader",
         }
     }
 
@@ -131,7 +135,7 @@ impl NodeRole {
     fn policy_role(self) -> crate::plugin::Role {
         match self {
             NodeRole::Primary => crate::plugin::Role::Primary,
-            NodeRole::Replica => crate::plugin::Role::Replica,
+            NodeRole::Replica | NodeRole::StandbyLeader => crate::plugin::Role::Replica,
             NodeRole::Uninitialized | NodeRole::Demoted => crate::plugin::Role::Unknown,
         }
     }
@@ -219,6 +223,9 @@ impl Supervisor {
         })?;
         let dynamic = cfg.bootstrap.dcs.clone();
         let pg = Postgres::new(pg_settings(&cfg, &dynamic, bin_dir, listen_host, port))?;
+        // A new standby cluster bootstraps from `bootstrap.dcs.standby_cluster` before any
+        // `config` key exists; a joining node takes the cluster's from its first read.
+        pg.set_standby_cluster(dynamic.standby().cloned())?;
         let timeout = Duration::from_secs(dynamic.retry_timeout.max(1));
         let dcs = EtcdDcs::connect_with(&cfg.etcd_access(), &cfg.dcs_prefix(), timeout)
             .await

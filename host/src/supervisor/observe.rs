@@ -101,7 +101,9 @@ impl Supervisor {
             }
         };
         if let Some(s) = &state {
-            self.role = if s.in_recovery {
+            self.role = if s.in_recovery && self.pg.follows_remote() {
+                NodeRole::StandbyLeader
+            } else if s.in_recovery {
                 NodeRole::Replica
             } else {
                 NodeRole::Primary
@@ -127,6 +129,7 @@ impl Supervisor {
             received_lsn: replica.and_then(|s| s.received_lsn),
             replayed_lsn: replica.and_then(|s| s.replayed_lsn),
             upstream: self.pg.configured_upstream(),
+            follows_remote: self.pg.follows_remote(),
             former_primary: self.pg.former_primary(),
             receiving: replica.is_some_and(|s| s.receiver_status.as_deref() == Some("streaming")),
             streaming: state
@@ -294,13 +297,17 @@ impl Supervisor {
                 .map(|(k, v)| (k.clone(), yaml_scalar(v)))
                 .collect(),
             race_backoff_ms: 2000,
-            synchronous_mode: self.dynamic.synchronous_mode != SyncMode::Off,
-            quorum_commit: self.dynamic.synchronous_mode == SyncMode::Quorum,
+            // Synchronous mode does not apply to a standby cluster (as in Patroni).
+            synchronous_mode: self.dynamic.synchronous_mode != SyncMode::Off
+                && self.dynamic.standby().is_none(),
+            quorum_commit: self.dynamic.synchronous_mode == SyncMode::Quorum
+                && self.dynamic.standby().is_none(),
             paused: self.dynamic.pause.unwrap_or(false),
             loop_wait_ms: self.dynamic.loop_wait.max(1).saturating_mul(1000),
             failed_loops_before_handover: self.cfg.regent.failed_loops_before_handover,
             clone_without_leader: self.pg.s.methods.can_clone_without_leader(),
             failsafe_mode: self.dynamic.failsafe_mode,
+            standby_cluster: self.dynamic.standby().is_some(),
         }
     }
 

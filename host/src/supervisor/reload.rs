@@ -126,6 +126,14 @@ impl Supervisor {
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "could not apply the PostgreSQL parameters"),
         }
+        match self.pg.set_standby_cluster(self.dynamic.standby().cloned()) {
+            Ok(true) => tracing::info!(
+                standby = self.dynamic.standby().is_some(),
+                "the standby_cluster section changed"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "could not apply the standby_cluster section"),
+        }
     }
 }
 

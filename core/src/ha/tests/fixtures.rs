@@ -36,6 +36,7 @@ pub(super) fn settings() -> Settings {
         clone_without_leader: false,
         failed_loops_before_handover: 2,
         failsafe_mode: false,
+        standby_cluster: false,
     }
 }
 
@@ -91,6 +92,7 @@ pub(super) fn pg_primary(wal: u64) -> PgView {
         streaming: Vec::new(),
         former_primary: false,
         receiving: false,
+        follows_remote: false,
     }
 }
 
@@ -107,6 +109,7 @@ pub(super) fn pg_replica(wal: u64, upstream: Option<&str>) -> PgView {
         streaming: Vec::new(),
         former_primary: false,
         receiving: false,
+        follows_remote: false,
     }
 }
 
@@ -123,6 +126,7 @@ pub(super) fn pg_stopped(was_primary: bool) -> PgView {
         streaming: Vec::new(),
         former_primary: false,
         receiving: false,
+        follows_remote: false,
     }
 }
 

@@ -36,6 +36,8 @@ enum UpstreamGen {
     None,
     Leader,
     Node(Index),
+    /// A standby cluster's remote primary.
+    Remote,
 }
 
 /// The write deadline relative to `now`.
@@ -156,6 +158,8 @@ struct CommonGen {
     failsafe: Option<u8>,
     /// `None`: synchronous mode off; else on or quorum, with a `sync` key.
     sync: Option<SyncGen>,
+    /// `standby_cluster` is set: the cluster replicates from a remote primary.
+    standby_cluster: bool,
 }
 
 /// Synchronous mode and its `sync` key.
@@ -215,6 +219,7 @@ fn arb_node() -> impl Strategy<Value = NodeGen> {
         Just(UpstreamGen::None),
         Just(UpstreamGen::Leader),
         any::<Index>().prop_map(UpstreamGen::Node),
+        Just(UpstreamGen::Remote),
     ];
     let deadline = prop_oneof![
         1 => Just(DeadlineGen::Never),
@@ -345,12 +350,13 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
         prop::option::weighted(0.25, arb_request()),
         prop::option::weighted(0.4, prop_oneof![Just(0xffu8), any::<u8>()]),
         prop::option::weighted(0.35, arb_sync()),
+        prop::bool::weighted(0.15),
     );
     (settings, dcs, operator).prop_map(
         |(
             (now, ttl, max_lag, check_timeline, use_pg_rewind, backoff),
             (initialize, optime, history, leader, ghost_member),
-            (paused, request, failsafe, sync),
+            (paused, request, failsafe, sync, standby_cluster),
         )| CommonGen {
             now,
             ttl,
@@ -367,6 +373,7 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
             request,
             failsafe,
             sync,
+            standby_cluster,
         },
     )
 }
@@ -458,7 +465,7 @@ fn build_pg(g: &ClusterGen, i: usize, leader: Option<&Leader>) -> PgView {
     let running =
         n.running && matches!(data_dir, DataDir::Initialized { .. } | DataDir::Unknown(_));
     let upstream = match &n.upstream {
-        UpstreamGen::None => None,
+        UpstreamGen::None | UpstreamGen::Remote => None,
         UpstreamGen::Leader => leader.map(|l| l.name.clone()),
         UpstreamGen::Node(ix) => Some(g.names[ix.index(g.names.len())].clone()),
     };
@@ -478,6 +485,7 @@ fn build_pg(g: &ClusterGen, i: usize, leader: Option<&Leader>) -> PgView {
         streaming: Vec::new(),
         former_primary: running && n.in_recovery && n.former_primary,
         receiving: false,
+        follows_remote: running && n.in_recovery && matches!(n.upstream, UpstreamGen::Remote),
     }
 }
 
@@ -735,14 +743,17 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     failover_priority: node.priority,
                     tags: topology_tags(node, &g.names),
                     race_backoff_ms: c.backoff,
-                    synchronous_mode: c.sync.is_some(),
-                    quorum_commit: c.sync.as_ref().is_some_and(|s| s.quorum_mode),
+                    // As the supervisor: synchronous mode does not apply to a standby cluster.
+                    synchronous_mode: c.sync.is_some() && !c.standby_cluster,
+                    quorum_commit: c.sync.as_ref().is_some_and(|s| s.quorum_mode)
+                        && !c.standby_cluster,
                     paused: c.paused,
                     loop_wait_ms: 1_000,
                     failed_loops_before_handover: 2,
                     // One of the topology generator's "no tag" values.
                     clone_without_leader: node.topology.0 == 4,
                     failsafe_mode: c.failsafe.is_some(),
+                    standby_cluster: c.standby_cluster,
                 },
                 health: node.health.clone(),
                 now_unix_ms: UNIX_NOW,

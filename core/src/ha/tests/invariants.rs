@@ -132,6 +132,39 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
         }
     }
 
+    // A standby cluster is never writable: nothing promotes, starts a primary or runs initdb;
+    // only the lock holder follows the remote primary.
+    if w.settings.standby_cluster {
+        prop_assert!(
+            !promote && !start_primary && !has(d, |a| matches!(a, Action::Bootstrap)),
+            "a standby cluster makes a writable primary: {}",
+            ctx()
+        );
+    } else {
+        prop_assert!(
+            !has(d, |a| matches!(
+                a,
+                Action::BootstrapStandby | Action::StartStandbyLeader | Action::FollowRemote
+            ) || matches!(
+                a,
+                Action::Demote {
+                    mode: DemoteMode::ToStandbyLeader
+                }
+            )),
+            "standby-cluster action outside a standby cluster: {}",
+            ctx()
+        );
+    }
+    if has(d, |a| {
+        matches!(a, Action::StartStandbyLeader | Action::FollowRemote)
+    }) {
+        prop_assert!(
+            dcs && holder,
+            "follows the remote primary without the lock: {}",
+            ctx()
+        );
+    }
+
     // Never both ways at once.
     prop_assert!(!(promote && demote), "Promote and Demote: {}", ctx());
     prop_assert!(
@@ -404,6 +437,20 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
                     ctx()
                 );
             }
+        } else if holder && w.settings.standby_cluster && !paused {
+            // The section was added: the primary comes back as the standby leader, keeping
+            // the key.
+            prop_assert_eq!(
+                &d.actions,
+                &vec![
+                    Action::KeepLeading,
+                    Action::Demote {
+                        mode: DemoteMode::ToStandbyLeader
+                    }
+                ],
+                "a standby cluster's lock holder runs as primary: {}",
+                ctx()
+            );
         } else if holder {
             prop_assert!(!demote, "lock holder demoted: {}", ctx());
         } else if stale_key_with_my_name {
@@ -727,6 +774,15 @@ pub(super) fn check_handover(s: &Scenario, ds: &[Decision]) -> Result<(), TestCa
             _ => None,
         })
         .collect();
+    if lw.settings.standby_cluster && !lw.settings.paused {
+        // A standby leader hands nothing over (a primary becoming one keeps the key).
+        prop_assert!(
+            handovers.is_empty(),
+            "a standby cluster hands over to {:?}",
+            handovers
+        );
+        return Ok(());
+    }
     let rank_key = |w: &World| {
         (
             w.pg.wal_position,

@@ -14,6 +14,7 @@
 //!   abstractly (leader key CAS, leases expiring as time passes, partitions, crashes),
 //!   checking that no two primaries can accept writes at the same time and that a leaderless
 //!   cluster with an eligible replica gets a leader within a bounded number of loops.
+//!   Its runs add and remove `standby_cluster` too; [`standby`] pins those transitions.
 
 mod failsafe;
 mod fixtures;
@@ -23,6 +24,7 @@ mod properties;
 mod quorum;
 mod quorum_plan;
 mod simulation;
+mod standby;
 mod sync_oracle;
 mod topology;
 mod unit;

@@ -32,17 +32,22 @@ pub(super) struct SimConfig {
     /// `failsafe_mode`: a leader cut off from the DCS runs a round of `POST /failsafe` each
     /// loop (the supervisor's job, modelled in [`Sim::failsafe_round`]).
     pub(super) failsafe: bool,
+    /// `standby_cluster`: the cluster replicates from a remote primary; an operator adds or
+    /// removes the section with [`Ev::SetStandbyCluster`].
+    pub(super) standby_cluster: bool,
 }
 
 #[derive(Debug, Clone)]
 pub(super) struct SimNode {
     name: String,
-    running: bool,
-    in_recovery: Option<bool>,
+    pub(super) running: bool,
+    pub(super) in_recovery: Option<bool>,
     was_primary: bool,
     wal: u64,
     timeline: u32,
-    upstream: Option<String>,
+    pub(super) upstream: Option<String>,
+    /// A replica streaming from the standby cluster's remote primary.
+    pub(super) follows_remote: bool,
     /// The supervisor's decision memory (its lease, write deadline, ...), updated by the
     /// production code (`Memory::lease_renewed`, `Memory::cluster_observed`).
     pub(super) mem: Memory,
@@ -107,6 +112,8 @@ pub(super) enum Ev {
     /// The DCS becomes unreachable for every node (an etcd outage); the nodes still reach
     /// each other.
     DcsOutage,
+    /// An operator adds (`true`) or removes the `standby_cluster` section.
+    SetStandbyCluster(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -146,14 +153,15 @@ impl Sim {
             sim.nodes.push(SimNode {
                 name: format!("n{i}"),
                 running: true,
-                in_recovery: Some(!is_leader),
-                was_primary: is_leader,
+                in_recovery: Some(!is_leader || setup.cfg.standby_cluster),
+                was_primary: is_leader && !setup.cfg.standby_cluster,
                 wal: if is_leader { top_wal } else { wal },
                 timeline: 1,
                 upstream: setup
                     .initial_leader
                     .filter(|&l| l != i)
                     .map(|l| format!("n{l}")),
+                follows_remote: is_leader && setup.cfg.standby_cluster,
                 mem: Memory::default(),
                 dcs_cut: false,
                 peers_cut: false,
@@ -229,6 +237,7 @@ impl Sim {
             received_lsn: None,
             replayed_lsn: None,
             upstream: n.upstream.clone(),
+            follows_remote: n.follows_remote && n.running && n.in_recovery == Some(true),
             former_primary: n.former_primary && n.running && n.in_recovery == Some(true),
             // Streaming: a running replica whose upstream is a reachable running primary.
             receiving: n.running
@@ -289,6 +298,7 @@ impl Sim {
                 failed_loops_before_handover: 2,
                 clone_without_leader: false,
                 failsafe_mode: self.cfg.failsafe,
+                standby_cluster: self.cfg.standby_cluster,
             },
             health: Health::Healthy,
             now_unix_ms: UNIX_NOW + self.now,
@@ -335,6 +345,8 @@ impl Sim {
                 role: Some(
                     if Self::is_primary(n) {
                         "primary"
+                    } else if n.follows_remote && n.running {
+                        "standby_leader"
                     } else {
                         "replica"
                     }
@@ -548,6 +560,25 @@ impl Sim {
                 n.mem.promotion_vetoed(now);
                 self.log.push(format!("t={now}: {me}'s pre_promote vetoed"));
             }
+            Action::Promote | Action::StartPrimary if self.cfg.standby_cluster => {
+                return Err(TestCaseError::fail(format!(
+                    "{me}: {a:?} makes a writable primary in a standby cluster\n{}",
+                    self.log.join("\n")
+                )));
+            }
+            Action::StartStandbyLeader | Action::FollowRemote => {
+                if !(connected && key_is_mine) {
+                    return Err(TestCaseError::fail(format!(
+                        "{me}: {a:?} without holding the leader key\n{}",
+                        self.log.join("\n")
+                    )));
+                }
+                let n = &mut self.nodes[i];
+                n.running = true;
+                n.in_recovery = Some(true);
+                n.upstream = None;
+                n.follows_remote = true;
+            }
             Action::Promote => {
                 let new_tl = self.nodes[i].timeline.max(self.cluster_timeline()) + 1;
                 if connected {
@@ -565,6 +596,7 @@ impl Sim {
                 n.former_primary = false;
                 n.timeline = new_tl;
                 n.upstream = None;
+                n.follows_remote = false;
             }
             Action::StartPrimary => {
                 let n = &mut self.nodes[i];
@@ -585,6 +617,7 @@ impl Sim {
                 n.running = true;
                 n.in_recovery = Some(true);
                 n.upstream = upstream.clone();
+                n.follows_remote = false;
             }
             Action::Rewind { leader } | Action::Reclone { leader } => {
                 let Some(l) = self.index_of(leader) else {
@@ -597,6 +630,7 @@ impl Sim {
                 n.was_primary = false;
                 n.former_primary = false;
                 n.upstream = Some(leader.clone());
+                n.follows_remote = false;
                 n.wal = wal;
                 n.timeline = timeline;
             }
@@ -608,6 +642,11 @@ impl Sim {
                     n.in_recovery = Some(true);
                     n.former_primary = true;
                     n.upstream = None;
+                } else if *mode == DemoteMode::ToStandbyLeader {
+                    // Restarted as the standby leader, the key kept.
+                    n.in_recovery = Some(true);
+                    n.upstream = None;
+                    n.follows_remote = true;
                 } else {
                     n.running = false;
                     n.in_recovery = None;
@@ -620,7 +659,8 @@ impl Sim {
                         self.log.join("\n")
                     )));
                 }
-                self.nodes[i].upstream = upstream.clone()
+                self.nodes[i].upstream = upstream.clone();
+                self.nodes[i].follows_remote = false;
             }
             Action::HandOver { to, .. } => {
                 // Clean stop, then the leader key moves onto the target's lease (or is
@@ -660,6 +700,7 @@ impl Sim {
             Action::CloneFrom { .. }
             | Action::RestoreReplica
             | Action::Bootstrap
+            | Action::BootstrapStandby
             | Action::Fatal(_) => {
                 return Err(TestCaseError::fail(format!(
                     "{me}: unexpected {a:?} in an initialized cluster\n{}",
@@ -719,6 +760,7 @@ impl Sim {
                     n.dcs_cut = true;
                 }
             }
+            Ev::SetStandbyCluster(on) => self.cfg.standby_cluster = on,
             Ev::SetTtl(ttl) => self.cfg.ttl = ttl,
             Ev::VetoPromotion(i) => self.nodes[i].veto_next_promotion = true,
             Ev::Switchover(to) => {
@@ -854,7 +896,17 @@ impl Sim {
         match self.dcs.leader.clone() {
             Some(l) => {
                 for n in &self.nodes {
-                    if n.name == l.name {
+                    if n.name == l.name && self.cfg.standby_cluster {
+                        prop_assert!(
+                            n.running
+                                && n.in_recovery == Some(true)
+                                && n.follows_remote
+                                && Some(l.lease) == n.mem.our_lease,
+                            "standby leader {} does not follow the remote primary on its lease\n{}",
+                            n.name,
+                            self.log.join("\n")
+                        );
+                    } else if n.name == l.name {
                         prop_assert!(
                             Self::is_primary(n) && Some(l.lease) == n.mem.our_lease,
                             "leader {} is not a running primary on its lease\n{}",
@@ -911,6 +963,7 @@ fn arb_event(hostile: bool) -> BoxedStrategy<Ev> {
         1 => (5_000..30_000u64).prop_map(Ev::SetTtl),
         1 => node().prop_map(Ev::VetoPromotion),
         1 => Just(Ev::DcsOutage),
+        1 => any::<bool>().prop_map(Ev::SetStandbyCluster),
     ];
     if hostile {
         prop_oneof![
@@ -932,15 +985,19 @@ fn arb_sim(hostile: bool) -> impl Strategy<Value = SimSetup> {
         any::<bool>(),
         0..=3 * LOOP_MS,
         any::<bool>(),
+        prop::bool::weighted(0.2),
     )
         .prop_map(
-            |(ttl, max_lag, check_timeline, use_pg_rewind, backoff, failsafe)| SimConfig {
-                ttl,
-                max_lag,
-                check_timeline,
-                use_pg_rewind,
-                backoff,
-                failsafe,
+            |(ttl, max_lag, check_timeline, use_pg_rewind, backoff, failsafe, standby_cluster)| {
+                SimConfig {
+                    ttl,
+                    max_lag,
+                    check_timeline,
+                    use_pg_rewind,
+                    backoff,
+                    failsafe,
+                    standby_cluster,
+                }
             },
         );
     let node = (prop::bool::weighted(0.15), -1..=3i64, arb_wal());
@@ -1071,6 +1128,7 @@ pub(super) fn deterministic_setup() -> SimSetup {
             use_pg_rewind: true,
             backoff: 0,
             failsafe: false,
+            standby_cluster: false,
         },
         nodes: vec![(false, 1, 1_000), (false, 1, 1_000), (false, 1, 900)],
         initial_leader: Some(0),

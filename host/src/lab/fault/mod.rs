@@ -546,8 +546,17 @@ pub(crate) async fn run(
     }
     let monitor = monitor_for(&lab);
     let watcher = Watcher::start(&lab);
-    // A baseline round before the fault.
-    monitor.round_after(Instant::now()).await;
+    // A baseline round before the fault, one in which the cluster accepts writes: the first
+    // rounds also open the probes' connections, which on a busy machine can outlast a probe,
+    // and a fault that follows a round seeing nobody writable would report no stop at all.
+    let baseline_by = Instant::now() + Duration::from_secs(5);
+    while !monitor
+        .round_after(Instant::now())
+        .await
+        .writable
+        .contains(&true)
+        && Instant::now() < baseline_by
+    {}
     // Ctrl-C drops the fault's future: its guards heal what it changed.
     let played = tokio::select! {
         r = play(&mut lab, &monitor, kind, target) => r,
