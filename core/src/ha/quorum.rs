@@ -73,9 +73,9 @@ pub struct QuorumPlan {
     pub barrier: Option<Barrier>,
 }
 
-/// The voting set of a key and its promise, from the point of view of the leader `me` that
-/// will write the next key: the old leader, if another, is one more voter that may lack
-/// commits `me` acknowledged... except that `me` holds every one, so it leaves the set.
+/// What a `sync` key promises, as the leader `me` that writes the next one reads it: at most
+/// `quorum` of `voters` lack any acknowledged commit. The key's own leader is one of the
+/// voters; `me`, the primary, holds every commit and is left out.
 #[derive(Debug, Clone, PartialEq)]
 struct Promise {
     /// At most this many of `voters` lack any acknowledged commit.
@@ -96,8 +96,8 @@ impl Promise {
         Some(Promise { quorum, voters }.normalized())
     }
 
-    /// A promise that every voter but none may break says nothing more than "only the leader
-    /// holds everything": written as the key naming nobody.
+    /// A promise that every voter may break (`quorum` at least the number of voters) says only
+    /// that the leader holds everything: it is written as the key naming nobody.
     fn normalized(self) -> Promise {
         if self.quorum >= self.voters.len() {
             Promise {
@@ -192,7 +192,7 @@ impl KeyCheck<'_> {
         before.max(since)
     }
 
-    /// The key with `voters` and at least `quorum`, as promised as this check allows.
+    /// The promise of a key naming `voters`: `quorum`, or more when this check needs more.
     fn promise(&self, voters: BTreeSet<String>, quorum: usize) -> Promise {
         let quorum = quorum.max(self.least_quorum(&voters));
         Promise { quorum, voters }.normalized()
@@ -216,7 +216,7 @@ fn setting_keeps(p: &Promise, s: &Standbys) -> bool {
 /// the key that promises only what the target needs.
 pub fn plan(i: &QuorumInputs) -> QuorumPlan {
     let mut steps = Vec::new();
-    let mut current = match Promise::of(i.sync.key, i.sync.me) {
+    let current = match Promise::of(i.sync.key, i.sync.me) {
         Some(p) => p,
         None => Promise {
             quorum: 0,
@@ -268,8 +268,7 @@ pub fn plan(i: &QuorumInputs) -> QuorumPlan {
     if written.as_ref() != Some(&k) {
         steps.push(QuorumStep::WriteKey(k));
     }
-    current = next;
-    debug_assert!(setting_keeps(&current, i.setting));
+    debug_assert!(setting_keeps(&next, i.setting));
     QuorumPlan {
         steps,
         barrier: barrier.cloned().or_else(|| {
