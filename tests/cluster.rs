@@ -441,16 +441,11 @@ fn sync_key_members(c: &Cluster, leader: usize) -> Option<Vec<String>> {
 }
 
 fn patch_config(c: &Cluster, node: usize, body: &str) {
-    let n = &c.nodes[node];
-    let answer = http_request_at(
-        &n.host,
-        n.api_port,
-        "PATCH",
-        "/config",
-        Some(body),
-        Duration::from_secs(5),
+    assert_eq!(
+        c.nodes[node].patch_config(body),
+        Some(200),
+        "PATCH /config {body}"
     );
-    assert_eq!(answer.map(|(s, _)| s), Some(200), "PATCH /config {body}");
 }
 
 #[test]

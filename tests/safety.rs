@@ -86,19 +86,6 @@ fn loops(n: &Node) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-/// `PATCH /config` on node `n`; the status code.
-fn patch_config(n: &Node, body: &str) -> Option<u16> {
-    http_request_at(
-        &n.host,
-        n.api_port,
-        "PATCH",
-        "/config",
-        Some(body),
-        Duration::from_secs(5),
-    )
-    .map(|(s, _)| s)
-}
-
 /// Insert rows into `acked` on `port` every 100 ms until writes have failed for 3 s in a row
 /// or `until` has passed; the time of the last acknowledged insert.
 fn last_write(port: u16, until: Instant) -> Option<Instant> {
@@ -144,7 +131,7 @@ fn a_raised_ttl_never_lets_the_leader_write_past_its_lease() {
     );
     let n = &c.nodes[leader];
     psql(n.pg_port, "CREATE TABLE acked (id int primary key)").expect("create table");
-    assert_eq!(patch_config(n, r#"{"ttl": 30}"#), Some(200));
+    assert_eq!(n.patch_config(r#"{"ttl": 30}"#), Some(200));
     let seen = loops(n);
     wait_for(
         "three loops after the change",
@@ -626,7 +613,7 @@ fn a_bad_config_key_in_etcd_is_logged_and_ignored() {
     let _g = serial();
     let (c, leader) = Cluster::healthy(1, NodeSpec::default());
     let n = &c.nodes[leader];
-    assert_eq!(patch_config(n, r#"{"ttl": 1000000000}"#), Some(400));
+    assert_eq!(n.patch_config(r#"{"ttl": 1000000000}"#), Some(400));
     let current = c.etcd.get("/service/test/config").expect("config key");
     let mut bad: serde_json::Value = serde_json::from_str(&current).expect("json");
     bad["ttl"] = serde_json::json!(1_000_000_000u64);

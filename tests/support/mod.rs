@@ -513,6 +513,19 @@ impl Node {
         http_get_at(&self.host, self.api_port, path)
     }
 
+    /// `PATCH /config` with `body`; the status code.
+    pub fn patch_config(&self, body: &str) -> Option<u16> {
+        http_request_at(
+            &self.host,
+            self.api_port,
+            "PATCH",
+            "/config",
+            Some(body),
+            Duration::from_secs(5),
+        )
+        .map(|(s, _)| s)
+    }
+
     fn guard_pid(&self) -> Option<i32> {
         let t = std::fs::read_to_string(self.dir.join(format!("{}.regent-guard.pid", self.name)))
             .ok()?;

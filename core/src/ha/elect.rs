@@ -9,8 +9,9 @@ use super::request::Due;
 use super::{AcquireReason, Action, Decision, World};
 
 /// In synchronous mode, whether `candidate` may be promoted although an operator, not the
-/// `sync` key, named it: see [`super::sync::holds_every_acknowledged_commit`]. The positions
-/// are what this node sees this loop (its own, and the peers' live answers).
+/// `sync` key, named it: see [`super::sync::holds_every_acknowledged_commit`], and in quorum
+/// mode [`super::quorum::proves`]. The positions are what this node sees this loop (its own,
+/// and the peers' live answers).
 fn sync_safe(w: &World, candidate: &str) -> Result<(), String> {
     if !w.settings.synchronous_mode {
         return Ok(());
@@ -26,6 +27,18 @@ fn sync_safe(w: &World, candidate: &str) -> Result<(), String> {
             Some(p.received_lsn.unwrap_or(p.wal_position))
         }
     };
+    // Quorum commit; and a key naming no standby, whose leader alone holds every commit (with
+    // nobody listed there is no standby to be compared with).
+    if w.settings.quorum_commit || super::quorum::is_quorum_key(key) || key.members().is_empty() {
+        let vouched = |name: &str| -> Option<u64> {
+            if name == w.me {
+                return w.pg.running.then(|| position(name)).flatten();
+            }
+            let p = w.peers.get(name)?.as_ref()?;
+            (p.state == "running").then(|| position(name)).flatten()
+        };
+        return super::quorum::proves(candidate, vouched(candidate), key, &vouched);
+    }
     let standbys: Vec<(String, Option<u64>)> = key
         .members()
         .into_iter()

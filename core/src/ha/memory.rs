@@ -71,6 +71,10 @@ pub struct Memory {
     /// Synchronous standbys not yet published in the `sync` key, with the flush LSN each
     /// must reach first ([`sync::SyncPlan::Apply`](super::sync::SyncPlan::Apply)).
     pub sync_catching_up: BTreeMap<String, u64>,
+    /// Quorum commit: the primary's flush position read once the setting in force took effect
+    /// ([`quorum::QuorumPlan::barrier`](super::quorum::QuorumPlan::barrier)); cleared when this
+    /// node becomes primary.
+    pub quorum_barrier: Option<super::quorum::Barrier>,
     /// When (monotonic ms) the `pre_promote` script last vetoed this node's promotion: the
     /// node releases the leader key and stays out of elections for a `ttl` from then.
     pub promotion_vetoed_ms: Option<u64>,

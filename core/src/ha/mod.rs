@@ -12,6 +12,8 @@
 //! - [`policy`]: the [`Policy`](policy::Policy) trait and the built-in rules.
 //! - [`election`]: the record of an election (ranking, exclusions, the view).
 //! - [`sync`]: synchronous replication on the leader.
+//! - [`quorum`]: quorum commit (`synchronous_mode: quorum`): the leader's plan and the proof a
+//!   candidate needs.
 //! - [`topology`]: whom a replica streams and clones from, and which slots a node keeps.
 //! - `failsafe`: failsafe mode (a leader without the DCS, kept by its members' answers).
 //! - `standby`: standby clusters (the lock holder follows a remote primary, never promotes).
@@ -23,6 +25,7 @@ pub mod election;
 mod failsafe;
 mod memory;
 pub mod policy;
+pub mod quorum;
 mod ranking;
 mod request;
 mod standby;

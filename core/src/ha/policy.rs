@@ -77,8 +77,10 @@ pub struct ElectionView {
     pub cluster_timeline: u32,
     /// Candidates must be on `cluster_timeline`.
     pub check_timeline: bool,
-    /// Synchronous mode: only these members (the `sync` key's leader and standbys) may be
-    /// promoted. `None` when synchronous mode is off or has not published a `sync` key yet.
+    /// Synchronous mode: only these members (the `sync` key's leader and standbys; under quorum
+    /// commit those whose votes prove they hold every acknowledged commit, see
+    /// [`super::quorum::proves`]) may be promoted. `None` when synchronous mode is off or has
+    /// not published a `sync` key yet.
     #[serde(default)]
     pub sync_members: Option<Vec<String>>,
     /// Monotonic milliseconds (for policies that reason about time).

@@ -1,11 +1,13 @@
 //! The filters every ranking passes through, whatever a policy answered: in synchronous mode
-//! only the `sync` key's members, and for a hand-over only replicas that stream from the leader.
+//! only the `sync` key's members (under quorum commit, those proving themselves by votes), and
+//! for a hand-over only replicas that stream from the leader.
 
 use super::World;
 use super::policy::{ElectionView, Ranking};
 
-/// In synchronous mode only the `sync` key's members may be promoted, whatever a policy
-/// answers: a (buggy) policy cannot promote a replica that may lack acknowledged commits.
+/// In synchronous mode only the view's `sync_members` may be promoted (the `sync` key's
+/// members, or under quorum commit the replicas that prove themselves by votes), whatever a
+/// policy answers: a (buggy) policy cannot promote a replica that may lack acknowledged commits.
 pub(super) fn sync_only(view: &ElectionView, r: Ranking) -> Ranking {
     match (r, &view.sync_members) {
         (Ranking::Candidates(list), Some(sync)) => Ranking::Candidates(

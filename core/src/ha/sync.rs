@@ -22,7 +22,9 @@ pub enum SyncMode {
     Off,
     /// Commits wait for the synchronous standbys, and only they may be promoted.
     On,
-    /// Patroni's quorum commit; [`plan`] treats it as [`SyncMode::On`].
+    /// Patroni's quorum commit: commits wait for any `synchronous_node_count` of the listed
+    /// standbys, and a replica is promoted only once it proves it holds every acknowledged
+    /// commit ([`super::quorum`] plans it; [`plan`] handles only [`SyncMode::On`]).
     Quorum,
 }
 
@@ -114,6 +116,13 @@ pub enum Standbys {
     AnyOne,
     /// `N ("a","b")` with N the number of names: commits wait for every one of them.
     All(Vec<String>),
+    /// `ANY n ("a","b")` (quorum commit): commits wait for any `count` of the names.
+    Any {
+        /// How many of the names must have flushed a commit before it returns.
+        count: usize,
+        /// The standbys PostgreSQL counts, sorted.
+        names: Vec<String>,
+    },
 }
 
 impl Standbys {
@@ -122,22 +131,27 @@ impl Standbys {
         match self {
             Standbys::Nobody => String::new(),
             Standbys::AnyOne => "*".into(),
-            Standbys::All(names) => {
-                let quoted: Vec<String> = names
-                    .iter()
-                    .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
-                    .collect();
-                format!("{} ({})", names.len(), quoted.join(","))
-            }
+            Standbys::All(names) => format!("{} ({})", names.len(), quoted(names)),
+            Standbys::Any { count, names } => format!("ANY {count} ({})", quoted(names)),
         }
     }
 
-    fn names(&self) -> &[String] {
+    /// The standbys named (none for [`Standbys::Nobody`] and [`Standbys::AnyOne`]).
+    pub fn names(&self) -> &[String] {
         match self {
-            Standbys::All(n) => n,
+            Standbys::All(n) | Standbys::Any { names: n, .. } => n,
             _ => &[],
         }
     }
+}
+
+/// Names as `synchronous_standby_names` lists them: double-quoted, `"` doubled.
+fn quoted(names: &[String]) -> String {
+    let quoted: Vec<String> = names
+        .iter()
+        .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
+        .collect();
+    quoted.join(",")
 }
 
 /// What the leader does this loop.
@@ -178,7 +192,10 @@ pub fn plan(i: &SyncInputs) -> SyncPlan {
         };
     }
     let count = i.node_count.max(1);
-    let mine = i.key.is_some_and(|k| k.leader.as_deref() == Some(i.me));
+    // A key written in quorum mode (a quorum above 0) does not promise that each standby it
+    // names holds every commit: it is replaced by one naming nobody before anything else.
+    let quorum_key = i.key.is_some_and(|k| k.quorum.unwrap_or(0) > 0);
+    let mine = i.key.is_some_and(|k| k.leader.as_deref() == Some(i.me)) && !quorum_key;
     let listed: Vec<String> = match i.key {
         Some(k) if mine => k.members(),
         _ => Vec::new(),
@@ -297,11 +314,34 @@ pub fn at_start(me: &str, mode: SyncMode, strict: bool, key: Option<&SyncState>)
     if mode == SyncMode::Off {
         return Standbys::Nobody;
     }
+    // In quorum mode, or under a key quorum mode wrote: the standbys that keep that key true.
+    if mode == SyncMode::Quorum || key.is_some_and(|k| k.quorum.unwrap_or(0) > 0) {
+        return super::quorum::at_start(me, strict, key);
+    }
     let named = match key {
         Some(k) if k.leader.as_deref() == Some(me) => k.members(),
         _ => Vec::new(),
     };
     waiting_for(named, strict)
+}
+
+/// The `sync` key a replica writes before it promotes (compare-and-swap; no promotion when it
+/// fails), as Patroni does: in `synchronous_mode: on`, when the key names another leader (or
+/// was written in quorum mode), a key naming this node alone. Otherwise the key still promises
+/// that its members hold every commit, while the new primary acknowledges commits waiting for
+/// nobody (or `*`) until its first loop as leader rewrites it. Quorum commit needs no key:
+/// [`at_start`] keeps the old one true.
+pub fn key_before_promotion(
+    me: &str,
+    mode: SyncMode,
+    key: Option<&SyncState>,
+) -> Option<SyncState> {
+    if mode != SyncMode::On {
+        return None;
+    }
+    let k = key?;
+    let mine = k.leader.as_deref() == Some(me) && k.quorum.unwrap_or(0) == 0;
+    (!mine).then(|| key_of(me, &[]))
 }
 
 /// Wait for every one of `names`; with none, for any standby in strict mode, else for nobody.
@@ -674,7 +714,7 @@ mod tests {
                     let first = streaming.iter().position(|s| *s);
                     (0..4).map(|i| Some(i) == first).collect()
                 }
-                Standbys::All(names) => (0..4)
+                Standbys::All(names) | Standbys::Any { names, .. } => (0..4)
                     .map(|i| streaming[i] && names.contains(&name(i)))
                     .collect(),
             }
@@ -695,6 +735,7 @@ mod tests {
                     .map(|i| self.standby_flush[i])
                     .min()
                     .unwrap_or(self.acked),
+                Standbys::Any { .. } => unreachable!("synchronous_mode: on never waits for ANY"),
             };
             self.acked = self.acked.max(point.min(self.flush));
         }

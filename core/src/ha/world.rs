@@ -123,6 +123,9 @@ pub struct Settings {
     pub race_backoff_ms: u64,
     /// `synchronous_mode` is on: only members in the `sync` key may be promoted.
     pub synchronous_mode: bool,
+    /// `synchronous_mode: quorum` (with `synchronous_mode` set too): a candidate must prove it
+    /// holds every acknowledged commit by the `sync` key's quorum ([`super::quorum::proves`]).
+    pub quorum_commit: bool,
     /// Maintenance mode (`pause: true` in the cluster config): no automatic promotion,
     /// demotion, start or stop; only an operator's switchover to a named candidate.
     pub paused: bool,
@@ -349,6 +352,18 @@ impl World {
                         .and_then(|(_, tags)| tags.get("zone").cloned())
                 })
         });
+        let sync_members = if self.settings.synchronous_mode {
+            cluster.sync.as_ref().map(|(s, _)| {
+                if self.settings.quorum_commit || super::quorum::is_quorum_key(s) {
+                    return super::quorum::provers(&members, s);
+                }
+                let mut v = s.members();
+                v.extend(s.leader.clone());
+                v
+            })
+        } else {
+            None
+        };
         ElectionView {
             members,
             former_leader,
@@ -362,15 +377,7 @@ impl World {
             maximum_lag_on_failover: self.settings.maximum_lag_on_failover,
             cluster_timeline: cluster.timeline(),
             check_timeline: self.settings.check_timeline,
-            sync_members: if self.settings.synchronous_mode {
-                cluster.sync.as_ref().map(|(s, _)| {
-                    let mut v = s.members();
-                    v.extend(s.leader.clone());
-                    v
-                })
-            } else {
-                None
-            },
+            sync_members,
             now_ms: self.now_ms,
         }
     }
@@ -381,6 +388,12 @@ impl World {
     pub fn handover_view(&self, reason: ElectionReason) -> ElectionView {
         let mut view = self.election_view();
         view.members.retain(|m| m.name != self.me);
+        if let Some(sync) = view.sync_members.as_mut()
+            && let Some((key, _)) = self.cluster.as_ref().and_then(|c| c.sync.as_ref())
+            && (self.settings.quorum_commit || super::quorum::is_quorum_key(key))
+        {
+            *sync = super::quorum::handover_members(&view.members, key);
+        }
         view.former_leader = Some(self.me.clone());
         view.former_leader_zone = self.settings.tags.get("zone").cloned();
         view.reason = reason;

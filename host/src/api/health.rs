@@ -131,13 +131,16 @@ pub(super) fn health_status(v: &LocalSnapshot, path: &str, params: &Params) -> S
     } else if path.contains("health") {
         ok = r.state == "running";
     } else if v.dcs_reachable {
-        let is_sync = v.sync_standby && r.role == "replica";
+        let listed = v.sync_standby && r.role == "replica";
+        let (is_sync, is_quorum) = (listed && !v.quorum_commit, listed && v.quorum_commit);
         ok = match path {
             "/sync" | "/synchronous" => is_sync && replica_ok,
-            "/async" | "/asynchronous" => !is_sync && replica_ok,
+            "/quorum" => is_quorum && replica_ok,
+            "/async" | "/asynchronous" => !is_sync && !is_quorum && replica_ok,
             "/read-only-sync" | "/read-only-synchronous" => {
                 primary_ok || standby_leader_ok || (is_sync && replica_ok)
             }
+            "/read-only-quorum" => primary_ok || standby_leader_ok || (is_quorum && replica_ok),
             _ => false,
         };
     }

@@ -132,6 +132,9 @@ pub struct LocalSnapshot {
     pub maximum_lag_on_failover: u64,
     /// Listed in `/sync`.
     pub sync_standby: bool,
+    /// `synchronous_mode: quorum`: a listed standby is a quorum standby (`quorum_standby` in
+    /// `GET /patroni`, `GET /quorum`) rather than a synchronous one.
+    pub quorum_commit: bool,
     /// The leader lease's `ttl` from the dynamic configuration, in seconds.
     pub ttl: u64,
     /// `loop_wait` from the dynamic configuration, in seconds.

@@ -135,7 +135,7 @@ pub(super) fn patroni_metrics(v: &LocalSnapshot, scope: &str, name: &str) -> Str
     metric(
         "patroni_quorum_standby",
         "gauge",
-        "1 if this node is a quorum standby (Regent has no quorum mode: always 0).",
+        "1 if this node is a quorum standby (synchronous_mode: quorum), 0 otherwise.",
         flag(doc["quorum_standby"] == true),
     );
     metric(

@@ -107,7 +107,12 @@ pub(crate) fn status_document(v: &LocalSnapshot) -> Value {
         }
         doc.insert("xlog".into(), Value::Object(x));
         if v.sync_standby && r.role == "replica" {
-            doc.insert("sync_standby".into(), true.into());
+            let field = if v.quorum_commit {
+                "quorum_standby"
+            } else {
+                "sync_standby"
+            };
+            doc.insert(field.into(), true.into());
         }
         if let Some(tl) = v.timeline {
             doc.insert("timeline".into(), tl.into());

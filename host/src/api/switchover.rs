@@ -18,7 +18,7 @@ use super::request::{json_object, opt_string, require_length, schedule};
 use super::{Answer, ApiContext, Refusal, fetch_peer_status, text};
 use crate::config::{DynamicConfig, SyncMode};
 use crate::control::Command;
-use crate::dcs::{Cluster, Failover};
+use crate::dcs::{Cluster, Failover, SyncState};
 
 /// How often the DCS is polled for the outcome.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -269,12 +269,27 @@ async fn not_possible(
                     sync.join(", ")
                 ));
             }
-            let (have, standbys) = sync_positions(ctx, c, cand, &sync).await;
-            if let Err(why) =
-                crate::ha::sync::holds_every_acknowledged_commit(cand, have, &standbys)
-            {
+            let proof = match c.sync.as_ref() {
+                // A key naming no standby: its leader alone holds every commit.
+                Some((key, _)) if sync.is_empty() => quorum_proof(ctx, c, key, cand).await,
+                _ => {
+                    let (have, standbys) = sync_positions(ctx, c, cand, &sync, false).await;
+                    crate::ha::sync::holds_every_acknowledged_commit(cand, have, &standbys)
+                }
+            };
+            if let Err(why) = proof {
                 return Some(format!("{} is not possible: {why}", action.lower()));
             }
+        }
+        // Quorum commit, no leader: the candidate must reach or pass quorum + 1 members of the
+        // key's voting set (while the leader holds the key, it hands over and decides).
+        if action == Action::Failover
+            && config.synchronous_mode == SyncMode::Quorum
+            && c.leader_name().is_none()
+            && let Some((key, _)) = c.sync.as_ref()
+            && let Err(why) = quorum_proof(ctx, c, key, cand).await
+        {
+            return Some(format!("{} is not possible: {why}", action.lower()));
         }
         m
     } else if sync_mode {
@@ -334,13 +349,29 @@ async fn not_possible(
     ))
 }
 
+/// [`crate::ha::quorum::proves`] for `cand` under `key`, with the positions the members of
+/// its voting set report now.
+async fn quorum_proof(
+    ctx: &ApiContext,
+    c: &Cluster,
+    key: &SyncState,
+    cand: &str,
+) -> Result<(), String> {
+    let set: Vec<String> = crate::ha::quorum::voting_set(key).into_iter().collect();
+    let (have, positions) = sync_positions(ctx, c, cand, &set, true).await;
+    let position = |n: &str| positions.iter().find(|(s, _)| s == n).and_then(|p| p.1);
+    crate::ha::quorum::proves(cand, have, key, &position)
+}
+
 /// How much WAL the candidate and each synchronous standby have received, from their REST
-/// APIs (`None`: no answer): a failover outside the `sync` key must prove it loses nothing.
+/// APIs (`None`: no answer, or with `running_only` a PostgreSQL not running): a failover
+/// outside the `sync` key must prove it loses nothing.
 async fn sync_positions(
     ctx: &ApiContext,
     c: &Cluster,
     candidate: &str,
     sync: &[String],
+    running_only: bool,
 ) -> (Option<u64>, Vec<(String, Option<u64>)>) {
     let mut polls = tokio::task::JoinSet::new();
     for name in sync.iter().map(String::as_str).chain([candidate]) {
@@ -351,6 +382,7 @@ async fn sync_positions(
                 Some(url) => fetch_peer_status(&peers, &url, CANDIDATE_TIMEOUT)
                     .await
                     .ok()
+                    .filter(|p| !running_only || p.state == "running")
                     .map(|p| p.received_lsn.unwrap_or(p.wal_position)),
                 None => None,
             };

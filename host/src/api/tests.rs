@@ -565,6 +565,45 @@ async fn sync_paths() {
     assert_eq!(srv.get("/sync").await, 503);
 }
 
+/// `synchronous_mode: quorum`: a listed replica is a quorum standby (`/quorum`,
+/// `/read-only-quorum`, `quorum_standby` in `GET /patroni`), not a synchronous one.
+#[tokio::test]
+async fn quorum_paths() {
+    let quorum = || LocalSnapshot {
+        sync_standby: true,
+        quorum_commit: true,
+        ..replica_view(0)
+    };
+    let srv = TestServer::start(quorum()).await;
+    assert_eq!(srv.get("/quorum").await, 200);
+    assert_eq!(srv.get("/read-only-quorum").await, 200);
+    assert_eq!(srv.get("/sync").await, 503);
+    assert_eq!(srv.get("/read-only-sync").await, 503);
+    assert_eq!(srv.get("/async").await, 503);
+    let (_, doc) = srv.get_json("/patroni").await;
+    assert_eq!(doc["quorum_standby"], true, "{doc}");
+    assert!(doc.get("sync_standby").is_none(), "{doc}");
+    srv.set(LocalSnapshot {
+        sync_standby: false,
+        ..quorum()
+    });
+    assert_eq!(srv.get("/quorum").await, 503);
+    assert_eq!(srv.get("/read-only-quorum").await, 503);
+    assert_eq!(srv.get("/async").await, 200);
+    srv.set(LocalSnapshot {
+        quorum_commit: true,
+        ..leader_view()
+    });
+    assert_eq!(srv.get("/read-only-quorum").await, 200);
+    assert_eq!(srv.get("/quorum").await, 503);
+    // The synchronous standby of `synchronous_mode: on` is no quorum standby.
+    srv.set(LocalSnapshot {
+        sync_standby: true,
+        ..replica_view(0)
+    });
+    assert_eq!(srv.get("/quorum").await, 503);
+}
+
 #[tokio::test]
 async fn health_on_stopped_postgres() {
     let srv = TestServer::start(LocalSnapshot {

@@ -5,7 +5,7 @@
 
 use super::error::{invalid, q, qp};
 use super::parse::humanize_serde;
-use super::{Config, ConfigError, DynamicConfig, HostList, SyncMode};
+use super::{Config, ConfigError, DynamicConfig, HostList};
 use std::path::Path;
 
 /// Minimum `ttl` Regent accepts (Patroni's own minimum is higher).
@@ -395,24 +395,10 @@ impl Config {
 
     fn validate_timing(&self) -> Result<(), ConfigError> {
         let d = &self.bootstrap.dcs;
-        check_sync_mode("bootstrap.dcs.", d.synchronous_mode)?;
         check_timing("bootstrap.dcs.", d.ttl, d.loop_wait, d.retry_timeout)?;
         super::slots::check_slots("bootstrap.dcs.", &d.slots)?;
         check_sync_count("bootstrap.dcs.", d.synchronous_node_count)
     }
-}
-
-/// `synchronous_mode: quorum` is refused until Regent implements quorum commit: treated as
-/// `on`, a standby Patroni would count in a quorum could be promoted without every
-/// acknowledged commit, or the wrong one kept waiting.
-fn check_sync_mode(prefix: &str, mode: SyncMode) -> Result<(), ConfigError> {
-    if mode == SyncMode::Quorum {
-        return Err(ConfigError::NotSupported {
-            key: format!("{prefix}synchronous_mode: quorum"),
-            why: "quorum commit (synchronous_standby_names = 'ANY k (...)' and the quorum in the sync key) is not implemented, and running it as synchronous_mode: on would promote and wait by other rules; use synchronous_mode: on".into(),
-        });
-    }
-    Ok(())
 }
 
 /// `{prefix}synchronous_node_count`: at least one standby (Patroni's rule).
@@ -606,7 +592,6 @@ pub fn validate_dynamic(config: &serde_json::Value) -> Result<DynamicConfig, Con
     check_timing("", d.ttl, d.loop_wait, d.retry_timeout)?;
     let mut d = d;
     d.fit_timing();
-    check_sync_mode("", d.synchronous_mode)?;
     check_sync_count("", d.synchronous_node_count)?;
     if let Some(e) = serde_yaml::to_value(config)
         .ok()
@@ -840,17 +825,17 @@ mod tests {
         assert_eq!((d.loop_wait, d.retry_timeout), (1, 14));
     }
 
+    /// Quorum commit (`synchronous_mode: quorum`, issue 15.2) is accepted, with its node
+    /// count, strict mode and lag limit, in the DCS and in the bootstrap section.
     #[test]
-    fn dynamic_keys_regent_cannot_honour_are_refused() {
-        for (doc, key) in [(
-            serde_json::json!({"synchronous_mode": "quorum"}),
-            "synchronous_mode: quorum",
-        )] {
-            match validate_dynamic(&doc) {
-                Err(ConfigError::NotSupported { key: k, .. }) => assert_eq!(k, key, "{doc}"),
-                other => panic!("{doc}: {other:?}"),
-            }
-        }
+    fn quorum_commit_is_accepted() {
+        let d = validate_dynamic(&serde_json::json!({"synchronous_mode": "quorum",
+            "synchronous_node_count": 2, "synchronous_mode_strict": true,
+            "maximum_lag_on_syncnode": 1048576}))
+        .expect("quorum commit");
+        assert_eq!(d.synchronous_mode, crate::config::SyncMode::Quorum);
+        assert_eq!(d.synchronous_node_count, 2);
+        assert!(d.synchronous_mode_strict);
     }
 
     #[test]

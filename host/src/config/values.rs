@@ -252,13 +252,11 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{yaml}: {e}"));
             assert_eq!(l.config.bootstrap.dcs.synchronous_mode, want, "{yaml}");
         }
-        // Quorum commit is read, and refused until Regent implements it (issue 12 item 6).
+        // Quorum commit (issue 15.2).
         for yaml in ["quorum", "Quorum"] {
-            let e = err_of(&[("bootstrap.dcs.synchronous_mode", Some(yaml))]);
-            assert!(
-                matches!(&e, ConfigError::NotSupported { key, .. } if key.starts_with("bootstrap.dcs.synchronous_mode")),
-                "{e:?}"
-            );
+            let l = parse_edited(&[("bootstrap.dcs.synchronous_mode", Some(yaml))])
+                .unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert_eq!(l.config.bootstrap.dcs.synchronous_mode, SyncMode::Quorum);
         }
         for bad in ["maybe", "1"] {
             let e = err_of(&[("bootstrap.dcs.synchronous_mode", Some(bad))]);

@@ -415,12 +415,15 @@ mod tests {
         .expect_err("min");
         assert!(e.to_string().contains("at least 5"), "{e}");
         assert_eq!(e.exit_code(), 2);
-        let e = validate(&before, &json!({"synchronous_mode": "quorum"})).expect_err("refused");
-        assert!(e.to_string().contains("quorum"), "{e}");
+        let e = validate(&before, &json!({"synchronous_node_count": 0})).expect_err("refused");
+        assert!(e.to_string().contains("synchronous_node_count"), "{e}");
         // A problem the configuration already had does not block a change, as with PATCH.
+        let none = json!({"synchronous_node_count": 0});
+        let paused = json!({"synchronous_node_count": 0, "pause": true});
+        assert_eq!(validate(&none, &paused).expect("kept"), None);
+        // Quorum commit is taken (issue 15.2).
         let quorum = json!({"synchronous_mode": "quorum"});
-        let paused = json!({"synchronous_mode": "quorum", "pause": true});
-        assert_eq!(validate(&quorum, &paused).expect("kept"), None);
+        assert_eq!(validate(&before, &quorum).expect("quorum"), None);
     }
 
     /// Issue 12 item 8: timing that breaks loop_wait + 2 × retry_timeout <= ttl is taken, as

@@ -25,6 +25,17 @@ impl Postgres {
     /// Write `regent.conf` (our GUCs, plus primary_conninfo for a replica), make
     /// postgresql.conf include it, and create or remove `standby.signal`.
     pub(crate) fn configure(&self, standby: bool, upstream: Option<&Upstream>) -> Result<()> {
+        self.configure_with(standby, upstream, None)
+    }
+
+    /// [`Postgres::configure`], with `synchronous_standby_names` set to `preset` on a replica
+    /// about to be promoted (where it has no effect until then), else empty on a replica.
+    pub(super) fn configure_with(
+        &self,
+        standby: bool,
+        upstream: Option<&Upstream>,
+        preset: Option<&str>,
+    ) -> Result<()> {
         if let Ok(mut g) = self.last_configured.lock() {
             *g = Some((standby, upstream.cloned()));
         }
@@ -50,12 +61,12 @@ impl Postgres {
             .or_insert(if sock.len() < 90 { sock } else { String::new() });
         if standby && let Ok(mut g) = self.sync_names.lock() {
             // A replica waits for nobody; after a promotion the leader sets it afresh.
-            g.clear();
+            *g = preset.unwrap_or_default().to_string();
         }
         params.insert(
             "synchronous_standby_names".into(),
             if standby {
-                String::new()
+                preset.unwrap_or_default().to_string()
             } else {
                 self.sync_names
                     .lock()

@@ -42,6 +42,38 @@ impl Postgres {
         self.reload()
     }
 
+    /// Before a promotion: set `synchronous_standby_names` on the replica (it has no effect
+    /// before the promotion; the replication settings stay), reload, and wait until the server
+    /// reports it, so that the new primary's first commit already waits for the standbys the
+    /// `sync` key needs (quorum commit counts on it).
+    pub(crate) async fn preset_sync_for_promotion(
+        &self,
+        standbys: &crate::ha::sync::Standbys,
+    ) -> Result<()> {
+        let value = standbys.setting();
+        let last = self.last_configured.lock().ok().and_then(|g| g.clone());
+        let (standby, upstream) = last.unwrap_or((true, None));
+        self.configure_with(standby, upstream.as_ref(), Some(&value))?;
+        self.reload()?;
+        let c = self.connect().await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now: String = c
+                .query_one("SELECT current_setting('synchronous_standby_names')", &[])
+                .await?
+                .get(0);
+            if now == value {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PgError::Timeout(format!(
+                    "synchronous_standby_names is still {now:?} 5 s after it was set to {value:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub(crate) async fn promote(&self) -> Result<()> {
         let c = self.connect().await?;
         c.query_one("SELECT pg_promote(false)", &[]).await?;

@@ -126,7 +126,9 @@ impl Postgres {
         self.connection_to("postgres").await
     }
 
-    /// A new superuser connection to the local server's database `dbname`.
+    /// A new superuser connection to the local server's database `dbname`. Its own commits
+    /// (the probe role, for one) never wait for synchronous standbys: a new primary may wait
+    /// for standbys that are gone until its first loop as leader, which they would hold up.
     pub(super) async fn connection_to(&self, dbname: &str) -> Result<tokio_postgres::Client> {
         let host = self.local_host();
         let mut cfg = tokio_postgres::Config::new();
@@ -135,6 +137,7 @@ impl Postgres {
             .user(&self.s.superuser.user)
             .dbname(dbname)
             .application_name("regent")
+            .options("-c synchronous_commit=local")
             .connect_timeout(Duration::from_secs(2));
         if let Some(p) = &self.s.superuser.password {
             cfg.password(p);

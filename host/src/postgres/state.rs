@@ -33,6 +33,8 @@ pub(crate) struct PgState {
     /// acknowledged before a standby was seen as `sync` is at or below it.
     pub(crate) flush_lsn_after_walsenders: Option<u64>,
     pub(crate) replication: Vec<ReplicationRow>,
+    /// `synchronous_standby_names` as the server reports it.
+    pub(crate) synchronous_standby_names: String,
     /// Settings changed in the configuration that take effect only after a restart:
     /// `(name, the value the server runs with)`.
     pub(crate) pending_restart: Vec<(String, String)>,
@@ -62,7 +64,8 @@ SELECT pg_is_in_recovery(),
   (SELECT status FROM pg_stat_wal_receiver),
   (SELECT (latest_end_lsn - '0/0')::bigint FROM pg_stat_wal_receiver),
   to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00:00',
-  current_setting('server_version_num')::int";
+  current_setting('server_version_num')::int,
+  current_setting('synchronous_standby_names')";
 
 const PENDING_SQL: &str = "SELECT name, setting FROM pg_settings WHERE pending_restart";
 
@@ -94,6 +97,7 @@ pub(crate) async fn query(c: &tokio_postgres::Client) -> Result<PgState> {
         postmaster_start_time: r.get(9),
         server_version: u32::try_from(r.get::<_, i32>(10)).unwrap_or(0),
         replication: Vec::new(),
+        synchronous_standby_names: r.get::<_, Option<String>>(11).unwrap_or_default(),
         pending_restart: Vec::new(),
         flush_lsn_after_walsenders: None,
     };
@@ -114,8 +118,14 @@ pub(crate) async fn query(c: &tokio_postgres::Client) -> Result<PgState> {
             flush_lsn: lsn(row.get(6)),
         });
     }
-    // Only a standby seen as `sync` can be published against it: otherwise save the query.
-    if !st.in_recovery && st.replication.iter().any(|r| r.sync_state == "sync") {
+    // Only a standby seen as `sync` (or `quorum`) can be published against it: otherwise save
+    // the query.
+    if !st.in_recovery
+        && st
+            .replication
+            .iter()
+            .any(|r| matches!(r.sync_state.as_str(), "sync" | "quorum"))
+    {
         let r = c.query_one(FLUSH_SQL, &[]).await?;
         st.flush_lsn_after_walsenders = lsn(r.get(0));
     }

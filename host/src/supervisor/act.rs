@@ -156,6 +156,7 @@ impl Supervisor {
                 Ok(true)
             }
             Action::StartPrimary => {
+                self.mem.quorum_barrier = None;
                 self.pg.preset_sync_standbys(&self.sync_at_start(w));
                 self.start_primary_or_read_only(self.start_patience())
                     .await?;
@@ -244,11 +245,13 @@ impl Supervisor {
                 if !self.pre_promote().await? {
                     return Ok(true);
                 }
+                self.prepare_sync_for_promotion(w).await?;
                 self.arm_watchdog().await?;
                 // Never writable unless the guard enforces this deadline.
                 self.arm_guard()?;
                 tracing::info!("promoting PostgreSQL");
                 self.pg.promote().await?;
+                self.mem.quorum_barrier = None;
                 self.role = NodeRole::Primary;
                 self.election_promoted();
                 // In strict mode, commits wait from the first moment, not from the next loop.

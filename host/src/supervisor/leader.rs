@@ -1,14 +1,51 @@
 //! The leader's per-loop duties while it holds the lock: publish `/status` (optime, slots),
-//! keep the replication slots (`slots.rs`), synchronous mode (carry out `ha::sync::plan`), and
-//! `/history` after a promotion.
+//! keep the replication slots (`slots.rs`), synchronous mode (carry out `ha::sync::plan`, or
+//! `ha::quorum::plan` for quorum commit), and `/history` after a promotion.
 //!
 //! May touch: the DCS (`status`, `sync`, `history`), PostgreSQL (slots,
 //! `synchronous_standby_names`, reading the timeline history file).
 
 use super::{Supervisor, SupervisorError, iso_now};
+use crate::config::SyncMode;
 use crate::dcs::{Cluster, HistoryLine, Status, tag_bool};
 use crate::ha::World;
-use crate::ha::sync;
+use crate::ha::{quorum, sync};
+use std::collections::BTreeMap;
+
+/// What synchronous mode knows this loop, but the key and the standbys catching up.
+struct SyncFacts {
+    me: String,
+    mode: SyncMode,
+    node_count: usize,
+    strict: bool,
+    standbys: Vec<sync::Standby>,
+    eligible: Vec<String>,
+    no_failover: Vec<String>,
+    max_lag: Option<u64>,
+    primary_flush: Option<u64>,
+}
+
+impl SyncFacts {
+    fn inputs<'a>(
+        &'a self,
+        key: Option<&'a crate::dcs::SyncState>,
+        catching_up: &'a BTreeMap<String, u64>,
+    ) -> sync::SyncInputs<'a> {
+        sync::SyncInputs {
+            me: &self.me,
+            mode: self.mode,
+            node_count: self.node_count,
+            strict: self.strict,
+            standbys: &self.standbys,
+            eligible: &self.eligible,
+            no_failover: &self.no_failover,
+            max_lag: self.max_lag,
+            key,
+            primary_flush: self.primary_flush,
+            catching_up,
+        }
+    }
+}
 
 impl Supervisor {
     /// The leader's per-loop work: publish `/status`, keep member slots.
@@ -50,6 +87,36 @@ impl Supervisor {
         )
     }
 
+    /// Synchronous mode, right before a promotion: in `synchronous_mode: on`, the `sync` key
+    /// naming this node alone when it named another leader ([`sync::key_before_promotion`];
+    /// no promotion when the write fails), and the standbys the new primary waits for, set
+    /// before it takes its first commit.
+    pub(super) async fn prepare_sync_for_promotion(
+        &mut self,
+        w: &World,
+    ) -> Result<(), SupervisorError> {
+        // Synchronous mode does not apply to a standby cluster.
+        if self.dynamic.synchronous_mode == SyncMode::Off || self.dynamic.standby().is_some() {
+            return Ok(());
+        }
+        let (key, rev) = match w.cluster.as_ref().and_then(|c| c.sync.as_ref()) {
+            Some((k, r)) => (Some(k), *r),
+            None => (None, 0),
+        };
+        if let Some(k) =
+            sync::key_before_promotion(&self.cfg.name, self.dynamic.synchronous_mode, key)
+            && self.dcs.write_sync(&k, Some(rev)).await?.is_none()
+        {
+            return Err(SupervisorError::Io(
+                "not promoting: the sync key changed under us".into(),
+            ));
+        }
+        self.pg
+            .preset_sync_for_promotion(&self.sync_at_start(w))
+            .await?;
+        Ok(())
+    }
+
     /// Synchronous mode on the leader: carry out [`ha::sync::plan`], which keeps
     /// `synchronous_standby_names` and the `sync` key consistent (the key never names a standby
     /// PostgreSQL is not waiting for).
@@ -67,7 +134,7 @@ impl Supervisor {
                     .map(|r| sync::Standby {
                         name: r.application_name.clone(),
                         streaming: r.state == "streaming",
-                        sync: r.sync_state == "sync",
+                        sync: matches!(r.sync_state.as_str(), "sync" | "quorum"),
                         flush_lsn: r.flush_lsn.unwrap_or(0),
                     })
                     .collect()
@@ -88,23 +155,37 @@ impl Supervisor {
             .last_pg
             .as_ref()
             .and_then(|p| p.flush_lsn_after_walsenders.or(p.flush_lsn));
+        let facts = SyncFacts {
+            me: self.cfg.name.clone(),
+            mode: self.dynamic.synchronous_mode,
+            node_count: usize::try_from(self.dynamic.synchronous_node_count).unwrap_or(usize::MAX),
+            strict: self.dynamic.synchronous_mode_strict,
+            standbys,
+            eligible,
+            no_failover,
+            max_lag: u64::try_from(self.dynamic.maximum_lag_on_syncnode).ok(),
+            primary_flush,
+        };
+        let mode = facts.mode;
+        if mode == SyncMode::Quorum {
+            self.mem.sync_catching_up.clear();
+            // What the server waits for now; unknown (no state read this loop) as `*`, which
+            // the plan trusts least.
+            let setting = self.last_pg.as_ref().map_or(sync::Standbys::AnyOne, |p| {
+                quorum::parse_setting(&p.synchronous_standby_names)
+            });
+            let plan = quorum::plan(&quorum::QuorumInputs {
+                sync: facts.inputs(key.as_ref(), &BTreeMap::new()),
+                setting: &setting,
+                barrier: self.mem.quorum_barrier.as_ref(),
+            });
+            return self.carry_out_quorum(plan, rev).await;
+        }
+        self.mem.quorum_barrier = None;
         // A key write (a take-over or a shrink) is followed at once by the setting change it
         // prepares, so a standby that left stops holding up commits within this loop.
         for _ in 0..3 {
-            let plan = sync::plan(&sync::SyncInputs {
-                me: &self.cfg.name,
-                mode: self.dynamic.synchronous_mode,
-                node_count: usize::try_from(self.dynamic.synchronous_node_count)
-                    .unwrap_or(usize::MAX),
-                strict: self.dynamic.synchronous_mode_strict,
-                standbys: &standbys,
-                eligible: &eligible,
-                no_failover: &no_failover,
-                max_lag: u64::try_from(self.dynamic.maximum_lag_on_syncnode).ok(),
-                key: key.as_ref(),
-                primary_flush,
-                catching_up: &self.mem.sync_catching_up,
-            });
+            let plan = sync::plan(&facts.inputs(key.as_ref(), &self.mem.sync_catching_up));
             if !matches!(plan, sync::SyncPlan::Apply { .. }) {
                 self.mem.sync_catching_up.clear();
             }
@@ -138,6 +219,38 @@ impl Supervisor {
                 }
             }
             break;
+        }
+        Ok(())
+    }
+
+    /// Quorum commit: carry out [`quorum::plan`]'s steps in order; a key write that loses its
+    /// compare-and-swap (another writer changed the key) ends them until the next loop.
+    async fn carry_out_quorum(
+        &mut self,
+        plan: quorum::QuorumPlan,
+        mut rev: i64,
+    ) -> Result<(), SupervisorError> {
+        self.mem.quorum_barrier = plan.barrier;
+        for step in plan.steps {
+            match step {
+                quorum::QuorumStep::WriteKey(k) => {
+                    match self.dcs.write_sync(&k, Some(rev)).await? {
+                        Some(new) => {
+                            rev = new;
+                            tracing::info!(
+                                quorum = k.quorum.unwrap_or(0),
+                                voters = %k.sync_standby.as_deref().unwrap_or(""),
+                                "wrote the sync key"
+                            );
+                        }
+                        None => {
+                            tracing::warn!("the sync key changed under us; retrying next loop");
+                            break;
+                        }
+                    }
+                }
+                quorum::QuorumStep::Set(s) => self.pg.set_sync_standbys(&s)?,
+            }
         }
         Ok(())
     }

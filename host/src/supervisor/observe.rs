@@ -310,6 +310,8 @@ impl Supervisor {
             // Synchronous mode does not apply to a standby cluster (as in Patroni).
             synchronous_mode: self.dynamic.synchronous_mode != SyncMode::Off
                 && self.dynamic.standby().is_none(),
+            quorum_commit: self.dynamic.synchronous_mode == SyncMode::Quorum
+                && self.dynamic.standby().is_none(),
             paused: self.dynamic.pause.unwrap_or(false),
             loop_wait_ms: self.dynamic.loop_wait.max(1).saturating_mul(1000),
             failed_loops_before_handover: self.cfg.regent.failed_loops_before_handover,

@@ -162,6 +162,7 @@ impl Supervisor {
             sync_standby: c
                 .and_then(|c| c.sync.as_ref())
                 .is_some_and(|(s, _)| s.members().contains(&self.cfg.name)),
+            quorum_commit: self.dynamic.synchronous_mode == crate::config::SyncMode::Quorum,
             ttl: self.dynamic.ttl,
             loop_wait: self.dynamic.loop_wait,
             last_loop: Some(std::time::Instant::now()),

@@ -30,6 +30,7 @@ pub(super) fn settings() -> Settings {
         tags: BTreeMap::new(),
         race_backoff_ms: 5_000,
         synchronous_mode: false,
+        quorum_commit: false,
         paused: false,
         loop_wait_ms: 10_000,
         clone_without_leader: false,

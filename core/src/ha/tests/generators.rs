@@ -156,8 +156,23 @@ struct CommonGen {
     /// `None`: failsafe mode off; else on, with the nodes whose bit is set in the `failsafe`
     /// key (0: no key).
     failsafe: Option<u8>,
+    /// `None`: synchronous mode off; else on or quorum, with a `sync` key.
+    sync: Option<SyncGen>,
     /// `standby_cluster` is set: the cluster replicates from a remote primary.
     standby_cluster: bool,
+}
+
+/// Synchronous mode and its `sync` key.
+#[derive(Debug, Clone)]
+struct SyncGen {
+    /// `synchronous_mode: quorum` (else `on`).
+    quorum_mode: bool,
+    /// The key's leader (`None`: a name of no node).
+    leader: Option<Index>,
+    /// Bit i: node i is a listed standby.
+    voters: u8,
+    /// The key's `quorum` (left by quorum mode when above 0 in `on` mode).
+    quorum: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -334,13 +349,14 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
         prop::bool::weighted(0.15),
         prop::option::weighted(0.25, arb_request()),
         prop::option::weighted(0.4, prop_oneof![Just(0xffu8), any::<u8>()]),
+        prop::option::weighted(0.35, arb_sync()),
         prop::bool::weighted(0.15),
     );
     (settings, dcs, operator).prop_map(
         |(
             (now, ttl, max_lag, check_timeline, use_pg_rewind, backoff),
             (initialize, optime, history, leader, ghost_member),
-            (paused, request, failsafe, standby_cluster),
+            (paused, request, failsafe, sync, standby_cluster),
         )| CommonGen {
             now,
             ttl,
@@ -356,9 +372,25 @@ fn arb_common() -> impl Strategy<Value = CommonGen> {
             paused,
             request,
             failsafe,
+            sync,
             standby_cluster,
         },
     )
+}
+
+fn arb_sync() -> impl Strategy<Value = SyncGen> {
+    (
+        any::<bool>(),
+        prop::option::weighted(0.85, any::<Index>()),
+        any::<u8>(),
+        prop_oneof![2 => Just(0u32), 2 => Just(1u32), 1 => 2..4u32],
+    )
+        .prop_map(|(quorum_mode, leader, voters, quorum)| SyncGen {
+            quorum_mode,
+            leader,
+            voters,
+            quorum,
+        })
 }
 
 pub(super) fn arb_cluster() -> impl Strategy<Value = ClusterGen> {
@@ -654,6 +686,23 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                 })
                 .collect()
         }),
+        sync: c.sync.as_ref().map(|sg| {
+            let voters: Vec<&str> = (0..n)
+                .filter(|i| sg.voters & (1 << i) != 0)
+                .map(|i| g.names[i].as_str())
+                .collect();
+            (
+                crate::dcs::SyncState {
+                    leader: Some(match &sg.leader {
+                        Some(ix) => g.names[ix.index(n)].clone(),
+                        None => GHOST.into(),
+                    }),
+                    quorum: Some(sg.quorum),
+                    sync_standby: (!voters.is_empty()).then(|| voters.join(",")),
+                },
+                8,
+            )
+        }),
         revision: 42,
         ..Cluster::default()
     };
@@ -694,7 +743,10 @@ pub(super) fn build(g: &ClusterGen) -> Scenario {
                     failover_priority: node.priority,
                     tags: topology_tags(node, &g.names),
                     race_backoff_ms: c.backoff,
-                    synchronous_mode: false,
+                    // As the supervisor: synchronous mode does not apply to a standby cluster.
+                    synchronous_mode: c.sync.is_some() && !c.standby_cluster,
+                    quorum_commit: c.sync.as_ref().is_some_and(|s| s.quorum_mode)
+                        && !c.standby_cluster,
                     paused: c.paused,
                     loop_wait_ms: 1_000,
                     failed_loops_before_handover: 2,

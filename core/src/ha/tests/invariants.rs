@@ -4,6 +4,7 @@
 //! again rather than with the code under test's helpers.
 
 use super::generators::*;
+use super::sync_oracle::{may_be_requested, may_race, may_take_over};
 use crate::dcs::Cluster;
 use crate::ha::policy::{DefaultPolicy, Health};
 use crate::ha::{AcquireReason, Action, Chosen, DataDir, Decision, DemoteMode, World, decide};
@@ -267,10 +268,20 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
                 "requested candidate races although it cannot be promoted: {}",
                 ctx()
             );
+            prop_assert!(
+                may_be_requested(w, truth, &w.me),
+                "requested candidate races without the proof synchronous mode needs: {}",
+                ctx()
+            );
         } else {
             prop_assert!(!paused, "racing in a paused cluster: {}", ctx());
             failsafe_may_race(w).map_err(|e| TestCaseError::fail(format!("{e}: {}", ctx())))?;
             prop_assert!(eligible(w, truth), "ineligible node races: {}", ctx());
+            prop_assert!(
+                may_race(w, truth),
+                "races although synchronous mode does not let it be promoted: {}",
+                ctx()
+            );
             prop_assert!(
                 !w.peers
                     .values()
@@ -324,6 +335,11 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
                     && p.healthy
                     && !p.nofailover),
             "HandOver to a member that cannot take over: {}",
+            ctx()
+        );
+        prop_assert!(
+            may_take_over(w, truth, to),
+            "HandOver to a member synchronous mode does not allow: {}",
             ctx()
         );
         match request {
@@ -714,7 +730,7 @@ pub(super) fn check_unlocked_election(s: &Scenario, ds: &[Decision]) -> Result<(
     let best = s
         .worlds
         .iter()
-        .filter(|w| eligible(w, &s.truth))
+        .filter(|w| eligible(w, &s.truth) && may_race(w, &s.truth))
         .max_by_key(|w| rank_key(w));
     let expected: Vec<&str> = match best {
         Some(b) if !primary_alive => vec![b.me.as_str()],
@@ -778,6 +794,7 @@ pub(super) fn check_handover(s: &Scenario, ds: &[Decision]) -> Result<(), TestCa
         .worlds
         .iter()
         .filter(|w| w.me != lw.me && eligible(w, &s.truth) && lw.pg.streaming.contains(&w.me))
+        .filter(|w| may_take_over(lw, &s.truth, &w.me))
         .collect();
     let best = others_eligible
         .iter()
@@ -869,8 +886,25 @@ pub(super) fn check_manual_failover(s: &Scenario, ds: &[Decision]) -> Result<(),
             && !w.settings.nofailover
             && w.settings.failover_priority > 0
     });
-    if viable {
+    let proven = cand.is_some_and(|w| may_be_requested(w, &s.truth, &c));
+    if viable && proven {
         prop_assert_eq!(racers, vec![c.as_str()], "failover to {}", c);
+        Ok(())
+    } else if cand.is_some_and(|w| {
+        !proven
+            && !w.settings.nofailover
+            && w.settings.failover_priority > 0
+            && !matches!(w.health, Health::Failed(_))
+    }) {
+        // It declines to race without the proof; the others elect as without the request
+        // (after the backoff, when it was the best).
+        prop_assert!(
+            !racers.contains(&c.as_str()),
+            "failover to {}: {:?}",
+            c,
+            racers
+        );
+        prop_assert!(racers.len() <= 1, "several racers: {:?}", racers);
         Ok(())
     } else {
         check_unlocked_election(s, ds)

@@ -54,51 +54,78 @@ proptest! {
 }
 
 /// The generator reaches the operator branches (hand-overs, dropped requests, requested
-/// candidates racing, paused primaries taking a free lock) often enough for the properties
-/// above to mean something.
+/// candidates racing, paused primaries taking a free lock, and under quorum commit replicas
+/// racing, kept out, and handed over to) often enough for the properties above to mean
+/// something.
 #[test]
 fn generated_states_reach_the_operator_branches() {
-    use proptest::strategy::ValueTree;
+    use proptest::strategy::{Strategy, ValueTree};
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let strategy = prop_oneof![arb_cluster(), arb_locked_cluster()];
-    let (mut handover, mut health_handover, mut clear, mut requested, mut paused_take) =
-        (0, 0, 0, 0, 0);
-    for _ in 0..3_000 {
-        let Ok(tree) = strategy.new_tree(&mut runner) else {
-            continue;
-        };
-        let s = build(&tree.current());
-        for d in decide_all(&s) {
+    let mut tally: std::collections::BTreeMap<&str, u32> = Default::default();
+    let mut count = |g: &ClusterGen| {
+        let s = build(g);
+        for (w, d) in s.worlds.iter().zip(decide_all(&s)) {
+            let quorum = w.settings.quorum_commit;
+            if quorum && d.summary.contains("not a synchronous standby") {
+                *tally
+                    .entry("replicas kept out by quorum commit")
+                    .or_default() += 1;
+            }
             for a in &d.actions {
-                match a {
+                let what = match a {
+                    Action::HandOver { .. } if quorum => "hand-overs under quorum commit",
+                    Action::AcquireLeader { .. } if quorum && w.pg.is_replica() => {
+                        "replicas racing under quorum commit"
+                    }
                     Action::HandOver {
                         reason: HandOverReason::Switchover,
                         ..
-                    } => handover += 1,
+                    } => "switchover hand-overs",
                     Action::HandOver {
                         reason: HandOverReason::LeaderUnhealthy,
                         ..
-                    } => health_handover += 1,
-                    Action::ClearFailover => clear += 1,
+                    } => "health hand-overs",
+                    Action::ClearFailover => "dropped requests",
                     Action::AcquireLeader {
                         reason: AcquireReason::PausedTakeover,
-                    } => paused_take += 1,
+                    } => "paused primaries taking the lock",
                     Action::AcquireLeader {
                         reason: AcquireReason::RequestedFailover,
-                    } => requested += 1,
-                    _ => {}
-                }
+                    } => "requested candidates racing",
+                    _ => continue,
+                };
+                *tally.entry(what).or_default() += 1;
+            }
+        }
+    };
+    let strategies = [
+        (arb_cluster().boxed(), 1_000),
+        (arb_locked_cluster().boxed(), 2_000),
+        (arb_unlocked_cluster().boxed(), 500),
+        (arb_manual_failover_cluster().boxed(), 500),
+    ];
+    for (strategy, cases) in &strategies {
+        for _ in 0..*cases {
+            if let Ok(tree) = strategy.new_tree(&mut runner) {
+                count(&tree.current());
             }
         }
     }
-    for (what, n) in [
-        ("switchover hand-overs", handover),
-        ("health hand-overs", health_handover),
-        ("dropped requests", clear),
-        ("requested candidates racing", requested),
-        ("paused primaries taking the lock", paused_take),
+    for what in [
+        "switchover hand-overs",
+        "health hand-overs",
+        "dropped requests",
+        "requested candidates racing",
+        "paused primaries taking the lock",
+        "replicas racing under quorum commit",
+        "replicas kept out by quorum commit",
+        "hand-overs under quorum commit",
     ] {
-        assert!(n >= 5, "only {n} {what} in 3000 generated clusters");
+        let n = tally.get(what).copied().unwrap_or(0);
+        assert!(
+            n >= 5,
+            "only {n} {what} in 4000 generated clusters: {tally:?}"
+        );
     }
 }
 

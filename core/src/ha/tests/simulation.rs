@@ -292,6 +292,7 @@ impl Sim {
                 tags: BTreeMap::new(),
                 race_backoff_ms: self.cfg.backoff,
                 synchronous_mode: false,
+                quorum_commit: false,
                 paused: false,
                 loop_wait_ms: LOOP_MS,
                 failed_loops_before_handover: 2,
