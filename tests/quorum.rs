@@ -215,12 +215,17 @@ fn quorum_commit_keeps_every_acknowledged_commit_when_the_leader_crashes_with_a_
         "{a} does not say why it stays out of the election"
     );
 
-    // The former leader returns with every commit, and is the one elected.
+    // The former leader returns with every commit; whoever is elected now holds them all.
+    // (The lagging standby may win too: its WAL receiver, resumed, reads what the crashed
+    // leader had already sent into its socket, and the returned node's vote shows it has
+    // caught up.)
     c.nodes[leader].start();
     let back = wait_for("a writable leader", Duration::from_secs(90), || {
         c.writable().into_iter().next()
     });
-    assert_eq!(back, leader, "{old}, which holds every commit, leads again");
     assert_has_all(c.nodes[back].pg_port, &acked);
-    eprintln!("{a} ({behind} rows) stayed a replica alone; {old} returned and leads with all 300");
+    eprintln!(
+        "{a} ({behind} rows replayed) stayed a replica alone; {old} returned and {} leads with all 300",
+        c.nodes[back].name
+    );
 }

@@ -437,7 +437,11 @@ pub(super) fn check_node(w: &World, truth: &Cluster, d: &Decision) -> Result<(),
                     ctx()
                 );
             }
-        } else if holder && w.settings.standby_cluster && !paused {
+        } else if holder
+            && w.settings.standby_cluster
+            && !paused
+            && !matches!(w.pg.data_dir, DataDir::Unknown(_))
+        {
             // The section was added: the primary comes back as the standby leader, keeping
             // the key.
             prop_assert_eq!(
