@@ -5,6 +5,7 @@
 use super::*;
 use crate::ha::policy::DefaultPolicy;
 use crate::plugin::sample_views;
+use crate::plugin::tests::facts;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,20 +23,6 @@ fn guest_set(deadline_ms: u64) -> (tempfile::TempDir, Arc<PolicySet>) {
     .expect("manifest");
     let set = PolicySet::load(dir.path(), &[GUEST.to_string()], None).expect("load the guest");
     (dir, Arc::new(set))
-}
-
-fn facts(state: &str) -> HealthFacts {
-    HealthFacts {
-        role: "replica".into(),
-        state: state.into(),
-        timeline: Some(3),
-        wal_position: Some(100),
-        received_lsn: None,
-        replayed_lsn: None,
-        replication_connections: 0,
-        lag_bytes: Some(0),
-        seconds_in_state: 10,
-    }
 }
 
 /// Poll until `hook`'s `what` count reaches `n`.

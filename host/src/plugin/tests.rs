@@ -112,7 +112,7 @@ fn names(r: &Ranking) -> Vec<String> {
     }
 }
 
-fn facts(state: &str) -> HealthFacts {
+pub(super) fn facts(state: &str) -> HealthFacts {
     HealthFacts {
         role: "replica".into(),
         state: state.into(),

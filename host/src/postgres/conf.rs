@@ -11,7 +11,7 @@ const REGENT_CONF: &str = "regent.conf";
 const UPSTREAM_MARK: &str = "# regent-upstream: ";
 
 /// Marks a `regent.conf` whose upstream is the standby cluster's remote primary.
-pub(super) const REMOTE_MARK: &str = "# regent-remote: ";
+const REMOTE_MARK: &str = "# regent-remote: ";
 
 impl Postgres {
     pub(super) fn write_hba(&self) -> Result<()> {
@@ -150,22 +150,22 @@ impl Postgres {
         crate::postmaster::standby_configured(&self.s.data_dir)
     }
 
-    /// The upstream written into regent.conf, if any (read only if it is a regular file of at
-    /// most 1 MiB, never through a link: the data directory is the PostgreSQL OS user's).
-    pub(crate) fn configured_upstream(&self) -> Option<String> {
-        self.regent_conf_mark(UPSTREAM_MARK)
-    }
-
-    /// The line of regent.conf that follows `mark`, if any.
-    pub(super) fn regent_conf_mark(&self, mark: &str) -> Option<String> {
-        let (bytes, _) = crate::safe_fs::Dir::open(&self.s.data_dir)
-            .ok()?
-            .read_regular(REGENT_CONF.as_ref(), 1 << 20)
-            .ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(mark))
-            .map(|s| s.trim().to_string())
+    /// What regent.conf says this replica streams from, in one read: the member's name, and
+    /// whether it is the standby cluster's remote primary (or its archive). Read only if it is
+    /// a regular file of at most 1 MiB, never through a link: the data directory is the
+    /// PostgreSQL OS user's.
+    pub(crate) fn configured_source(&self) -> (Option<String>, bool) {
+        let text = crate::safe_fs::Dir::open(&self.s.data_dir)
+            .ok()
+            .and_then(|d| d.read_regular(REGENT_CONF.as_ref(), 1 << 20).ok())
+            .and_then(|(bytes, _)| String::from_utf8(bytes).ok())
+            .unwrap_or_default();
+        let mark = |m: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(m))
+                .map(|s| s.trim().to_string())
+        };
+        (mark(UPSTREAM_MARK), mark(REMOTE_MARK).is_some())
     }
 }
 

@@ -363,7 +363,7 @@ fn regent_conf_is_never_read_from_a_fifo() {
             .flatten()
             .map(|u| u.name);
         let pg = l.postgres_as(None, me);
-        let _ = tx.send(pg.configured_upstream());
+        let _ = tx.send(pg.configured_source().0);
         drop(l);
     });
     assert_eq!(

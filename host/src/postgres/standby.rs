@@ -2,7 +2,6 @@
 //! its `recovery_min_apply_delay`), the archive settings every member of a standby cluster
 //! recovers with, and the replica methods its standby leader is created with.
 
-use super::conf::REMOTE_MARK;
 use super::{PgError, Postgres, Result, Upstream};
 use crate::config::{ReplicaMethod, StandbyCluster};
 use std::collections::BTreeMap;
@@ -81,12 +80,6 @@ impl Postgres {
         {
             params.insert("recovery_min_apply_delay".into(), v.clone());
         }
-    }
-
-    /// Whether `regent.conf` points this replica at the standby cluster's remote primary (or
-    /// only at its archive: a standby leader with `restore_command` and no host).
-    pub(crate) fn follows_remote(&self) -> bool {
-        self.regent_conf_mark(REMOTE_MARK).is_some()
     }
 
     /// Create the standby leader's data directory from the remote primary (or, with no

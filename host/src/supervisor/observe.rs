@@ -110,8 +110,9 @@ impl Supervisor {
                 d
             }
         };
+        let (upstream, follows_remote) = self.pg.configured_source();
         if let Some(s) = &state {
-            self.role = if s.in_recovery && self.pg.follows_remote() {
+            self.role = if s.in_recovery && follows_remote {
                 NodeRole::StandbyLeader
             } else if s.in_recovery {
                 NodeRole::Replica
@@ -138,8 +139,8 @@ impl Supervisor {
             wal_position: state.as_ref().and_then(PgState::wal_position),
             received_lsn: replica.and_then(|s| s.received_lsn),
             replayed_lsn: replica.and_then(|s| s.replayed_lsn),
-            upstream: self.pg.configured_upstream(),
-            follows_remote: self.pg.follows_remote(),
+            upstream,
+            follows_remote,
             former_primary: self.pg.former_primary(),
             receiving: replica.is_some_and(|s| s.receiver_status.as_deref() == Some("streaming")),
             streaming: state
